@@ -1,0 +1,92 @@
+//! Adapter over `tally_client::LocalCluster`: what the benchmark needs from a running cluster.
+
+use crate::tally::TallyParams;
+use anyhow::{Context, Result};
+use std::time::Duration;
+use tally_client::{LocalCluster, LocalClusterSpec};
+use tally_protocol::{Identity, Role};
+
+pub const CHANNEL: &str = "bench";
+
+pub struct Cluster {
+    pub channel: String,
+    pub api_urls: Vec<String>,
+    /// One client identity per organization; all may write on the channel.
+    pub identities: Vec<Identity>,
+    /// Node process ids.
+    pub pids: Vec<u32>,
+    // Field order matters: the nodes are killed before their folder is removed.
+    inner: Option<LocalCluster>,
+    dir: tempfile::TempDir,
+}
+
+pub async fn start(p: &TallyParams) -> Result<Cluster> {
+    let dir = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
+    let mut spec = LocalClusterSpec::simple(dir.path(), &p.node_bin, p.nodes, &[CHANNEL]);
+    spec.fsync = p.fsync;
+    spec.log_to_files = true;
+    let ch = spec.channel_mut(CHANNEL).expect("channel in spec");
+    if let Some(n) = p.batch_max_txs {
+        ch.batch.max_txs = n;
+    }
+    if let Some(ms) = p.batch_timeout_ms {
+        ch.batch.timeout_ms = ms;
+    }
+    let inner = LocalCluster::start(spec).await.with_context(|| {
+        format!(
+            "starting the local cluster (logs under {})",
+            dir.path().display()
+        )
+    })?;
+    let names = inner.node_names();
+    let api_urls = names.iter().map(|n| inner.api_url(n)).collect();
+    let pids = names
+        .iter()
+        .map(|n| {
+            inner
+                .pid(n)
+                .with_context(|| format!("node {n} is not running"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let identities = inner
+        .org_names()
+        .iter()
+        .map(|o| inner.identity(o, Role::Client))
+        .collect();
+    Ok(Cluster {
+        channel: CHANNEL.to_string(),
+        api_urls,
+        identities,
+        pids,
+        inner: Some(inner),
+        dir,
+    })
+}
+
+impl Cluster {
+    /// Last lines of each node's log, for error reports.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let Some(c) = &self.inner else {
+            return String::new();
+        };
+        c.node_names()
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n} ({}):\n{}",
+                    c.log_path(n).display(),
+                    c.log_tail(n, lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Kills the nodes and waits (briefly) until they are gone, so the next system measured
+    /// does not share the CPU with them.
+    pub async fn stop(mut self) {
+        drop(self.inner.take());
+        crate::procstat::wait_gone(&self.pids, Duration::from_secs(10)).await;
+        let _ = &self.dir;
+    }
+}

@@ -1,0 +1,107 @@
+//! CPU time of processes from `/proc/PID/stat` (utime + stime, all threads).
+
+use anyhow::{anyhow, Context, Result};
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), usually 100.
+pub fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// utime + stime in clock ticks from the contents of a `/proc/PID/stat` file. The command name
+/// (field 2) is in parentheses and may hold spaces or parentheses, so fields are counted from
+/// the last `)`.
+pub fn parse_cpu_ticks(stat: &str) -> Result<u64> {
+    let close = stat
+        .rfind(')')
+        .ok_or_else(|| anyhow!("no ')' in stat line"))?;
+    // Fields after the command start at field 3 (state); utime is field 14, stime field 15.
+    let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        rest.get(n - 3)
+            .ok_or_else(|| anyhow!("stat line has no field {n}"))?
+            .parse::<u64>()
+            .with_context(|| format!("field {n} of stat line"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// CPU ticks of one process, or an error if it is gone.
+pub fn cpu_ticks(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let s = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&s)
+}
+
+/// Sum of the CPU seconds of `pids` (processes that are gone count as 0 and are reported).
+pub fn cpu_seconds(pids: &[u32]) -> (f64, Vec<u32>) {
+    let mut ticks = 0;
+    let mut gone = Vec::new();
+    for &p in pids {
+        match cpu_ticks(p) {
+            Ok(t) => ticks += t,
+            Err(_) => gone.push(p),
+        }
+    }
+    (ticks as f64 / ticks_per_second() as f64, gone)
+}
+
+/// CPU seconds of this process.
+pub fn self_cpu_seconds() -> f64 {
+    cpu_ticks(std::process::id()).unwrap_or(0) as f64 / ticks_per_second() as f64
+}
+
+/// Whether the process exists and is not a zombie.
+pub fn is_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Waits until none of `pids` is alive, at most `timeout`.
+pub async fn wait_gone(pids: &[u32], timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while pids.iter().any(|&p| is_alive(p)) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utime_and_stime() {
+        let line = "12345 (tally-node) S 1 12345 12345 0 -1 4194560 3003 0 0 0 \
+                    250 37 0 0 20 0 9 0 778899 123456789 4567 18446744073709551615 1 1 0 0 0 0 0 \
+                    4096 17922 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(parse_cpu_ticks(line).unwrap(), 287);
+    }
+
+    #[test]
+    fn command_names_with_spaces_and_parentheses() {
+        let line = "7 (my (odd) name) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_cpu_ticks(line).unwrap(), 33);
+    }
+
+    #[test]
+    fn truncated_lines_are_errors() {
+        assert!(parse_cpu_ticks("7 (x) R 1 7").is_err());
+        assert!(parse_cpu_ticks("garbage").is_err());
+    }
+
+    #[test]
+    fn own_process_has_a_stat_file() {
+        assert!(cpu_ticks(std::process::id()).is_ok());
+        assert!(ticks_per_second() > 0);
+    }
+}

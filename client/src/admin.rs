@@ -1,0 +1,331 @@
+//! Mutual-TLS client of a node's admin API.
+
+use crate::client::{api_error, error_chain};
+use crate::error::ClientError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_protocol::api::ChannelStatus;
+use tally_protocol::identity::pem_to_der;
+use tally_protocol::{ChannelConfig, Identity};
+use tokio_rustls::TlsConnector;
+
+pub struct AdminClient {
+    addr: String,
+    server_name: ServerName<'static>,
+    connector: TlsConnector,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AdminClient({})", self.addr)
+    }
+}
+
+/// The host part of `host:port` (`[v6]:port` too), without brackets.
+pub fn host_of(addr: &str) -> Result<&str, ClientError> {
+    let bad = || ClientError::BadUrl(format!("{addr} (expected HOST:PORT)"));
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        addr.rsplit_once(':').ok_or_else(bad)?
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(host)
+}
+
+/// A rustls client configuration (ring provider) that trusts `ca_pem` and presents `id`.
+pub fn tls_client_config(ca_pem: &str, id: &Identity) -> Result<rustls::ClientConfig, ClientError> {
+    let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = pem_to_der(ca_pem)?;
+    roots
+        .add(CertificateDer::from(ca_der))
+        .map_err(|e| ClientError::Tls(format!("CA certificate: {e}")))?;
+    let key_der = pem_to_der(&id.key_pem())?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![CertificateDer::from(id.cert_der.clone())], key)
+        .map_err(|e| ClientError::Tls(format!("admin certificate or key: {e}")))
+}
+
+impl AdminClient {
+    /// `addr` = host:port of the admin listener; `ca_pem` = the node organization's CA;
+    /// `admin` = an identity with role admin from that organization.
+    pub fn new(addr: &str, ca_pem: &str, admin: &Identity) -> Result<AdminClient, ClientError> {
+        let addr = addr.trim();
+        let addr = addr
+            .strip_prefix("https://")
+            .unwrap_or(addr)
+            .trim_end_matches('/');
+        let host = host_of(addr)?;
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|e| ClientError::BadUrl(format!("{addr}: {e}")))?;
+        let config = tls_client_config(ca_pem, admin)?;
+        Ok(AdminClient {
+            addr: addr.to_string(),
+            server_name,
+            connector: TlsConnector::from(Arc::new(config)),
+            timeout: Duration::from_secs(30),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> AdminClient {
+        self.timeout = timeout;
+        self
+    }
+
+    fn transport(&self, message: String) -> ClientError {
+        ClientError::Transport {
+            url: format!("https://{}", self.addr),
+            message,
+        }
+    }
+
+    /// One request on a fresh mutual-TLS connection; returns status and body.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let fut = async {
+            let tcp = tokio::net::TcpStream::connect(&self.addr)
+                .await
+                .map_err(|e| self.transport(error_chain(&e)))?;
+            let _ = tcp.set_nodelay(true);
+            let tls = self
+                .connector
+                .connect(self.server_name.clone(), tcp)
+                .await
+                .map_err(|e| self.transport(format!("TLS handshake: {}", error_chain(&e))))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| self.transport(error_chain(&e)))?;
+            let conn_task = tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "admin connection ended");
+                }
+            });
+            let mut req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(
+                    HOST,
+                    HeaderValue::from_str(&self.addr)
+                        .unwrap_or(HeaderValue::from_static("localhost")),
+                )
+                .header(ACCEPT, HeaderValue::from_static("application/json"));
+            let body = match body {
+                Some(b) => {
+                    req = req.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    Full::new(b)
+                }
+                None => Full::new(Bytes::new()),
+            };
+            let req = req
+                .body(body)
+                .map_err(|e| ClientError::Other(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| self.transport(error_chain(&e)))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| self.transport(format!("reading the response: {}", error_chain(&e))))?
+                .to_bytes();
+            drop(sender);
+            conn_task.abort();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
+            ClientError::Timeout(format!("an answer from https://{}{}", self.addr, path))
+        })?
+    }
+
+    /// Creates the channel on the node (idempotent for the same configuration).
+    pub async fn create_channel(
+        &self,
+        config: &ChannelConfig,
+    ) -> Result<ChannelStatus, ClientError> {
+        let body = serde_json::to_vec(config).map_err(|e| ClientError::Other(e.to_string()))?;
+        let (status, bytes) = self
+            .call(Method::POST, "/v1/admin/channels", Some(Bytes::from(body)))
+            .await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
+            url: format!("https://{}", self.addr),
+            message: format!(
+                "{e} in {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+            ),
+        })
+    }
+
+    /// The channels the node serves with their configuration hashes, as the node reports them.
+    pub async fn channels(&self) -> Result<serde_json::Value, ClientError> {
+        let (status, bytes) = self.call(Method::GET, "/v1/admin/channels", None).await?;
+        if !status.is_success() {
+            return Err(api_error(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
+            url: format!("https://{}", self.addr),
+            message: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::{OrgCa, Role};
+
+    #[test]
+    fn hosts_are_split_from_ports() {
+        assert_eq!(host_of("127.0.0.1:7053").unwrap(), "127.0.0.1");
+        assert_eq!(host_of("node-1.example:443").unwrap(), "node-1.example");
+        assert_eq!(host_of("[::1]:7053").unwrap(), "::1");
+        assert!(host_of("127.0.0.1").is_err());
+        assert!(host_of(":7053").is_err());
+        assert!(host_of("h:port").is_err());
+    }
+
+    #[test]
+    fn tls_config_builds_from_an_issued_identity() {
+        let ca = OrgCa::generate("org-a").unwrap();
+        let admin = ca.issue(Role::Admin, "admin", &[]).unwrap();
+        let c = AdminClient::new("127.0.0.1:7053", &ca.cert_pem(), &admin).unwrap();
+        assert!(matches!(c.server_name, ServerName::IpAddress(_)));
+        let c = AdminClient::new("localhost:7053", &ca.cert_pem(), &admin).unwrap();
+        assert!(matches!(c.server_name, ServerName::DnsName(_)));
+        assert!(AdminClient::new("localhost:7053", "not pem", &admin).is_err());
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_round_trip_against_a_test_server() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let ca = OrgCa::generate("org-a").unwrap();
+        let node = ca.issue(Role::Node, "n1", &["127.0.0.1".into()]).unwrap();
+        let admin = ca.issue(Role::Admin, "admin", &[]).unwrap();
+        // server side: rustls with client auth against the same CA
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(ca.cert_der.clone()))
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            pem_to_der(&node.key_pem()).unwrap(),
+        ));
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![CertificateDer::from(node.cert_der.clone())], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let status = ChannelStatus {
+            channel: "ch".into(),
+            node: "n1".into(),
+            node_id: 1,
+            org: "org-a".into(),
+            role: tally_protocol::api::RaftRole::Leader,
+            leader_id: 1,
+            term: 1,
+            height: 1,
+            last_block_hash: tally_protocol::Hash::ZERO,
+            state_root: tally_protocol::Hash::ZERO,
+            applied_index: 1,
+            commit_index: 1,
+            ready: true,
+            config_hash: tally_protocol::Hash::ZERO,
+        };
+        let answer = serde_json::to_string(&status).unwrap();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.unwrap();
+            let (_, conn) = tls.get_ref();
+            assert!(conn.peer_certificates().is_some_and(|c| !c.is_empty()));
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            // read the head and the body (Content-Length)
+            loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(i) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= i + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let head = String::from_utf8_lossy(&got).to_string();
+            let resp = format!(
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                answer.len(),
+                answer
+            );
+            tls.write_all(resp.as_bytes()).await.unwrap();
+            tls.shutdown().await.ok();
+            head
+        });
+        let client = AdminClient::new(&addr, &ca.cert_pem(), &admin).unwrap();
+        let cfg = ChannelConfig {
+            name: "ch".into(),
+            members: vec![],
+            consenters: vec![],
+            observers: vec![],
+            batch: Default::default(),
+            policies: Default::default(),
+            snapshot_interval: 10,
+            max_tx_bytes: 1000,
+            tx_window_s: 60,
+        };
+        let got = client.create_channel(&cfg).await.unwrap();
+        assert_eq!(got, status);
+        let head = srv.await.unwrap();
+        assert!(
+            head.starts_with("POST /v1/admin/channels HTTP/1.1"),
+            "{head}"
+        );
+        assert!(head.contains("\"name\":\"ch\""));
+    }
+}

@@ -1,0 +1,645 @@
+//! The ledger of one channel: blocks, transaction index, world state, key history and the
+//! certificate registry, and the deterministic step that turns an ordered batch into a block.
+
+use crate::keys::{self, Keys, LEDGER_KINDS};
+use parking_lot::RwLock;
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tally_protocol::api::{utf8, HistoryEntry, KeyEntry};
+use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use tally_protocol::identity::{self, CertInfo, IdentityError, Role, TrustedCa};
+use tally_protocol::merkle;
+use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
+use tally_protocol::state::StateDigest;
+use tally_protocol::{
+    Block, BlockHeader, ChannelConfig, Hash, Payload, RejectCode, Signer, Transaction, TxStatus,
+    Version,
+};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    #[error("storage: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("corrupt record {what}: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+fn corrupt(what: &'static str, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt { what, detail: e.to_string() }
+}
+
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Where the ledger stands: the last block and the Raft entry it came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tip {
+    pub height: u64,
+    pub last_hash: Hash,
+    pub digest: StateDigest,
+    pub timestamp_ms: u64,
+    pub applied_index: u64,
+    pub applied_term: u64,
+}
+
+impl Tip {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(96);
+        w.u64(self.height);
+        self.last_hash.encode(&mut w);
+        w.fixed(&self.digest.to_bytes());
+        w.u64(self.timestamp_ms);
+        w.u64(self.applied_index);
+        w.u64(self.applied_term);
+        w.into_inner()
+    }
+    fn decode(b: &[u8]) -> Result<Tip, DecodeError> {
+        let mut r = Reader::new(b);
+        let t = Tip {
+            height: r.u64("height")?,
+            last_hash: Hash::decode(&mut r)?,
+            digest: StateDigest::from_bytes(&r.fixed::<32>("digest")?),
+            timestamp_ms: r.u64("timestamp")?,
+            applied_index: r.u64("applied")?,
+            applied_term: r.u64("applied term")?,
+        };
+        r.finish()?;
+        Ok(t)
+    }
+    pub fn state_root(&self) -> Hash {
+        self.digest.root()
+    }
+}
+
+/// A decoded transaction with the byte ranges needed to hash it without re-encoding.
+pub struct OrderedTx<'a> {
+    pub tx: Transaction,
+    pub raw: &'a [u8],
+    pub id: Hash,
+}
+
+/// Splits a batch entry into its transactions, keeping each one's canonical bytes.
+pub fn decode_batch(data: &[u8]) -> Result<(u64, Vec<OrderedTx<'_>>), DecodeError> {
+    let mut r = Reader::new(data);
+    match r.u8("batch format")? {
+        1 => {}
+        tag => return Err(DecodeError::BadTag { what: "batch format", tag }),
+    }
+    let ts = r.u64("timestamp")?;
+    let n = r.u32("count")? as usize;
+    if n > r.remaining() {
+        return Err(DecodeError::Truncated("txs"));
+    }
+    let mut txs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = data.len() - r.remaining();
+        let tx = Transaction::decode(&mut r)?;
+        let end = data.len() - r.remaining();
+        let raw = &data[start..end];
+        let body_len = raw.len() - 4 - tx.signature.len();
+        let id = tally_protocol::tx::tx_id(&raw[..body_len]);
+        txs.push(OrderedTx { tx, raw, id });
+    }
+    r.finish()?;
+    Ok((ts, txs))
+}
+
+/// Builds the bytes of a batch from already-encoded transactions (no re-encoding).
+pub fn encode_batch<'a>(timestamp_ms: u64, raw_txs: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let len: usize = raw_txs.clone().map(<[u8]>::len).sum();
+    let mut w = Writer::with_capacity(len + 16);
+    w.u8(1);
+    w.u64(timestamp_ms);
+    w.u32(raw_txs.len() as u32);
+    for t in raw_txs {
+        w.fixed(t);
+    }
+    w.into_inner()
+}
+
+/// The outcome of applying one ordered batch.
+pub struct Applied {
+    pub header: BlockHeader,
+    pub block_hash: Hash,
+    pub receipts: Vec<Receipt>,
+}
+
+pub struct Ledger {
+    pub name: String,
+    pub keys: Keys,
+    pub config: ChannelConfig,
+    pub config_hash: Hash,
+    db: Arc<DB>,
+    cas: Vec<TrustedCa>,
+    tip: RwLock<Tip>,
+    /// Certificates whose chain has been checked, by certificate hash. Validity in time is
+    /// checked on every use, against block time.
+    verified_certs: RwLock<HashMap<Hash, CertInfo>>,
+}
+
+type StateEntry = Option<(Version, Vec<u8>)>;
+
+impl Ledger {
+    /// Opens the ledger of a channel, writing its genesis block if it has none.
+    pub fn open(db: Arc<DB>, config: ChannelConfig) -> Result<Ledger, LedgerError> {
+        let cas = config.validate().map_err(|e| corrupt("config", e))?;
+        let keys = Keys::new(&config.name);
+        let config_hash = config.hash();
+        let tip = match db.get(keys.kind(keys::TIP))? {
+            Some(b) => Tip::decode(&b).map_err(|e| corrupt("tip", e))?,
+            None => {
+                let header = BlockHeader {
+                    channel: config.name.clone(),
+                    number: 0,
+                    // Block 0 has no predecessor; it commits to the channel's genesis
+                    // configuration in that place instead.
+                    prev_hash: config_hash,
+                    tx_root: merkle::root(&[]),
+                    state_root: StateDigest::default().root(),
+                    timestamp_ms: 0,
+                    raft_term: 0,
+                    raft_index: 0,
+                };
+                let block = Block { header: header.clone(), txs: vec![], results: vec![] };
+                let tip = Tip { height: 1, last_hash: header.hash(), ..Tip::default() };
+                let mut wb = WriteBatch::default();
+                wb.put(keys.block(0), block.to_bytes());
+                wb.put(keys.kind(keys::CONFIG), config.to_bytes());
+                wb.put(keys.kind(keys::TIP), tip.encode());
+                db.write(wb)?;
+                tip
+            }
+        };
+        Ok(Ledger {
+            name: config.name.clone(),
+            keys,
+            config,
+            config_hash,
+            db,
+            cas,
+            tip: RwLock::new(tip),
+            verified_certs: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn tip(&self) -> Tip {
+        self.tip.read().clone()
+    }
+
+    fn reload_tip(&self) -> Result<(), LedgerError> {
+        let b = self
+            .db
+            .get(self.keys.kind(keys::TIP))?
+            .ok_or_else(|| corrupt("tip", "missing after snapshot"))?;
+        *self.tip.write() = Tip::decode(&b).map_err(|e| corrupt("tip", e))?;
+        Ok(())
+    }
+
+    // ---- identity -------------------------------------------------------------------------
+
+    /// Resolves and checks the signer of a transaction. Deterministic given the ledger and
+    /// `now_s` (block time at apply, wall time at submission).
+    pub fn signer_info(
+        &self,
+        signer: &Signer,
+        now_s: i64,
+        pending_certs: &HashMap<Hash, Vec<u8>>,
+    ) -> Result<(CertInfo, Option<Hash>), (RejectCode, String)> {
+        let (hash, der) = match signer {
+            Signer::Certificate(der) => (identity::cert_hash(der), Some(der.as_slice())),
+            Signer::CertHash(h) => (*h, None),
+        };
+        if let Some(info) = self.verified_certs.read().get(&hash) {
+            return check_time(info, now_s).map(|i| (i, der.map(|_| hash)));
+        }
+        let owned;
+        let der = match der {
+            Some(d) => d,
+            None => {
+                if let Some(d) = pending_certs.get(&hash) {
+                    d.as_slice()
+                } else {
+                    owned = self.db.get(self.keys.cert(&hash.0)).ok().flatten().ok_or((
+                        RejectCode::UnknownCertificate,
+                        format!("certificate {} is not recorded on channel {}; send the full certificate", hash, self.name),
+                    ))?;
+                    owned.as_slice()
+                }
+            }
+        };
+        // Chain checks are cached without time; time is checked against `now_s` below.
+        let info = identity::verify_against(&self.cas, der, None)
+            .map_err(|e| match e {
+                IdentityError::UnknownIssuer(_) | IdentityError::BadChain(_) => (
+                    RejectCode::NotMember,
+                    format!("signer is not a member of channel {}: {e}", self.name),
+                ),
+                e => (RejectCode::NotMember, format!("signer certificate rejected: {e}")),
+            })?;
+        self.verified_certs.write().insert(hash, info.clone());
+        check_time(&info, now_s).map(|i| (i, Some(hash)))
+    }
+
+    /// Checks everything about a transaction that does not depend on ordering, as a
+    /// submitting node does before accepting it. Returns the signer.
+    pub fn precheck(&self, tx: &Transaction, id: &Hash, raw_len: usize, now_ms: u64) -> Result<CertInfo, (RejectCode, String)> {
+        self.static_checks(tx, raw_len)?;
+        let (info, _) = self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;
+        if !tx.verify_signature(id, &info.public_key) {
+            return Err((RejectCode::BadSignature, "signature does not verify against the signer's certificate".into()));
+        }
+        self.policy_checks(tx, &info, now_ms)?;
+        Ok(info)
+    }
+
+    fn static_checks(&self, tx: &Transaction, raw_len: usize) -> Result<(), (RejectCode, String)> {
+        if tx.body.channel != self.name {
+            return Err((
+                RejectCode::WrongChannel,
+                format!("transaction is for channel {:?}, not {:?}", tx.body.channel, self.name),
+            ));
+        }
+        if raw_len > self.config.max_tx_bytes as usize {
+            return Err((
+                RejectCode::TooLarge,
+                format!("transaction is {raw_len} bytes; channel limit is {}", self.config.max_tx_bytes),
+            ));
+        }
+        match &tx.body.payload {
+            Payload::KvWrite { reads, writes } => {
+                if writes.is_empty() {
+                    return Err((RejectCode::Malformed, "transaction writes nothing".into()));
+                }
+                for k in reads.iter().map(|r| &r.key).chain(writes.iter().map(|w| &w.key)) {
+                    if k.is_empty() || k.len() > MAX_KEY_LEN {
+                        return Err((RejectCode::Malformed, format!("key length must be 1..={MAX_KEY_LEN} bytes")));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn policy_checks(&self, tx: &Transaction, info: &CertInfo, now_ms: u64) -> Result<(), (RejectCode, String)> {
+        let window = self.config.tx_window_s as u64 * 1000;
+        if tx.body.timestamp_ms.abs_diff(now_ms) > window {
+            return Err((
+                RejectCode::Expired,
+                format!("transaction time is more than {} s from the ledger's time", self.config.tx_window_s),
+            ));
+        }
+        if info.role == Role::Node {
+            return Err((RejectCode::Forbidden, "node certificates may not submit transactions".into()));
+        }
+        if !self.config.may_write(&info.org) {
+            return Err((RejectCode::Forbidden, format!("organization {} may not write to channel {}", info.org, self.name)));
+        }
+        Ok(())
+    }
+
+    // ---- apply ----------------------------------------------------------------------------
+
+    fn read_state(&self, key: &str, overlay: &HashMap<String, StateEntry>) -> Result<StateEntry, LedgerError> {
+        if let Some(v) = overlay.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(match self.db.get(self.keys.state(key))? {
+            Some(b) => Some(decode_state(&b)?),
+            None => None,
+        })
+    }
+
+    fn tx_seen(&self, id: &Hash) -> Result<bool, LedgerError> {
+        Ok(self.db.get_pinned(self.keys.tx(&id.0))?.is_some())
+    }
+
+    /// Turns one ordered batch into the next block, adding its writes to `wb`. Nothing is
+    /// visible until the caller writes `wb` and calls [`Ledger::commit_tip`].
+    /// `preverified(id, signature)` tells which signatures this node has already checked.
+    pub fn apply_batch(
+        &self,
+        data: &[u8],
+        raft_term: u64,
+        raft_index: u64,
+        preverified: &dyn Fn(&Hash, &[u8]) -> bool,
+        wb: &mut WriteBatch,
+    ) -> Result<Option<(Applied, Tip)>, LedgerError> {
+        let mut tip = self.tip();
+        let Ok((proposed_ts, txs)) = decode_batch(data) else {
+            // A node proposed bytes that are not a batch: every node skips it alike.
+            tip.applied_index = raft_index;
+            tip.applied_term = raft_term;
+            wb.put(self.keys.kind(keys::TIP), tip.encode());
+            return Ok(None);
+        };
+        let number = tip.height;
+        let ts = tip.timestamp_ms.max(proposed_ts);
+        let now_s = (ts / 1000) as i64;
+        let mut overlay: HashMap<String, StateEntry> = HashMap::new();
+        let mut seen: HashSet<Hash> = HashSet::new();
+        let mut new_certs: HashMap<Hash, Vec<u8>> = HashMap::new();
+        let mut results = Vec::with_capacity(txs.len());
+        let mut ids = Vec::with_capacity(txs.len());
+        for (i, otx) in txs.iter().enumerate() {
+            let version = Version { block: number, tx: i as u32 };
+            ids.push(otx.id);
+            let status = self.apply_tx(otx, version, ts, now_s, preverified, &mut overlay, &mut seen, &mut new_certs, &mut tip.digest, wb)?;
+            results.push(status);
+        }
+        for (h, der) in &new_certs {
+            wb.put(self.keys.cert(&h.0), der);
+        }
+        let header = BlockHeader {
+            channel: self.name.clone(),
+            number,
+            prev_hash: tip.last_hash,
+            tx_root: merkle::root(&ids),
+            state_root: tip.digest.root(),
+            timestamp_ms: ts,
+            raft_term,
+            raft_index,
+        };
+        let block_hash = header.hash();
+        let mut w = Writer::with_capacity(data.len() + 256);
+        header.encode(&mut w);
+        w.u32(txs.len() as u32);
+        for t in &txs {
+            w.fixed(t.raw);
+        }
+        w.seq(&results);
+        wb.put(self.keys.block(number), w.into_inner());
+        tip.height = number + 1;
+        tip.last_hash = block_hash;
+        tip.timestamp_ms = ts;
+        tip.applied_index = raft_index;
+        tip.applied_term = raft_term;
+        wb.put(self.keys.kind(keys::TIP), tip.encode());
+        let receipts = ids
+            .iter()
+            .zip(results)
+            .enumerate()
+            .map(|(i, (id, status))| Receipt {
+                tx_id: *id,
+                channel: self.name.clone(),
+                block: number,
+                index: i as u32,
+                status,
+                block_hash,
+            })
+            .collect();
+        Ok(Some((Applied { header, block_hash, receipts }, tip)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_tx(
+        &self,
+        otx: &OrderedTx<'_>,
+        version: Version,
+        block_ts: u64,
+        now_s: i64,
+        preverified: &dyn Fn(&Hash, &[u8]) -> bool,
+        overlay: &mut HashMap<String, StateEntry>,
+        seen: &mut HashSet<Hash>,
+        new_certs: &mut HashMap<Hash, Vec<u8>>,
+        digest: &mut StateDigest,
+        wb: &mut WriteBatch,
+    ) -> Result<TxStatus, LedgerError> {
+        let tx = &otx.tx;
+        let reject = |(code, reason): (RejectCode, String)| TxStatus::Rejected { code, reason };
+        if let Err(e) = self.static_checks(tx, otx.raw.len()) {
+            return Ok(reject(e));
+        }
+        let (info, full_cert) = match self.signer_info(&tx.body.signer, now_s, new_certs) {
+            Ok(x) => x,
+            Err(e) => return Ok(reject(e)),
+        };
+        if !preverified(&otx.id, &tx.signature) && !tx.verify_signature(&otx.id, &info.public_key) {
+            return Ok(reject((RejectCode::BadSignature, "signature does not verify against the signer's certificate".into())));
+        }
+        // The transaction is authentic from here on; a second copy of it is a replay.
+        if seen.contains(&otx.id) || self.tx_seen(&otx.id)? {
+            return Ok(reject((RejectCode::Duplicate, "transaction was already ordered".into())));
+        }
+        seen.insert(otx.id);
+        let mut idx = Writer::with_capacity(12);
+        version.encode(&mut idx);
+        wb.put(self.keys.tx(&otx.id.0), idx.into_inner());
+        if let (Some(h), Signer::Certificate(der)) = (full_cert, &tx.body.signer) {
+            if !new_certs.contains_key(&h) && self.db.get_pinned(self.keys.cert(&h.0))?.is_none() {
+                new_certs.insert(h, der.clone());
+            }
+        }
+        if let Err(e) = self.policy_checks(tx, &info, block_ts) {
+            return Ok(reject(e));
+        }
+        let Payload::KvWrite { reads, writes } = &tx.body.payload;
+        for r in reads {
+            let current = self.read_state(&r.key, overlay)?.map(|(v, _)| v);
+            if current != r.version {
+                return Ok(reject((
+                    RejectCode::ReadConflict,
+                    format!("key {:?} is at version {:?}, the transaction read {:?}", r.key, current, r.version),
+                )));
+            }
+        }
+        for w in writes {
+            if let Some((old_v, old)) = self.read_state(&w.key, overlay)? {
+                digest.remove(&w.key, &old_v, &old);
+            }
+            let mut h = Writer::with_capacity(48 + w.value.as_ref().map_or(0, Vec::len));
+            otx.id.encode(&mut h);
+            h.u64(block_ts);
+            match &w.value {
+                Some(v) => {
+                    digest.add(&w.key, &version, v);
+                    let mut s = Writer::with_capacity(12 + v.len());
+                    version.encode(&mut s);
+                    s.fixed(v);
+                    wb.put(self.keys.state(&w.key), s.into_inner());
+                    h.u8(1);
+                    h.fixed(v);
+                    overlay.insert(w.key.clone(), Some((version, v.clone())));
+                }
+                None => {
+                    wb.delete(self.keys.state(&w.key));
+                    h.u8(0);
+                    overlay.insert(w.key.clone(), None);
+                }
+            }
+            wb.put(self.keys.history(&w.key, version.block, version.tx), h.into_inner());
+        }
+        Ok(TxStatus::Committed)
+    }
+
+    pub fn write_tip(&self, tip: &Tip, wb: &mut WriteBatch) {
+        wb.put(self.keys.kind(keys::TIP), tip.encode());
+    }
+
+    /// Makes an applied block visible to readers once its write batch is in the database.
+    pub fn commit_tip(&self, tip: Tip) {
+        *self.tip.write() = tip;
+    }
+
+    // ---- reads ----------------------------------------------------------------------------
+
+    pub fn block_bytes(&self, number: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.db.get(self.keys.block(number))?)
+    }
+
+    pub fn block(&self, number: u64) -> Result<Option<Block>, LedgerError> {
+        match self.block_bytes(number)? {
+            Some(b) => Block::from_bytes(&b).map(Some).map_err(|e| corrupt("block", e)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn tx_location(&self, id: &Hash) -> Result<Option<Version>, LedgerError> {
+        match self.db.get_pinned(self.keys.tx(&id.0))? {
+            Some(b) => Version::from_bytes(&b).map(Some).map_err(|e| corrupt("tx index", e)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn receipt(&self, id: &Hash) -> Result<Option<ProvenReceipt>, LedgerError> {
+        let Some(loc) = self.tx_location(id)? else { return Ok(None) };
+        let block = self.block(loc.block)?.ok_or_else(|| corrupt("block", "indexed block missing"))?;
+        let ids = block.tx_ids();
+        let i = loc.tx as usize;
+        let status = block.results.get(i).cloned().ok_or_else(|| corrupt("block", "result missing"))?;
+        let proof = merkle::prove(&ids, i).ok_or_else(|| corrupt("block", "index out of range"))?;
+        let block_hash = block.header.hash();
+        Ok(Some(ProvenReceipt {
+            receipt: Receipt { tx_id: *id, channel: self.name.clone(), block: loc.block, index: loc.tx, status, block_hash },
+            proof: InclusionProof { tx_id: *id, header: block.header, merkle: proof },
+        }))
+    }
+
+    pub fn get(&self, key: &str) -> Result<StateEntry, LedgerError> {
+        self.read_state(key, &HashMap::new())
+    }
+
+    pub fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let prefix = self.keys.history_prefix(key);
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let ver = Version::from_bytes(&k[prefix.len()..]).map_err(|e| corrupt("history key", e))?;
+            let mut r = Reader::new(&v);
+            let tx_id = Hash::decode(&mut r).map_err(|e| corrupt("history", e))?;
+            let timestamp_ms = r.u64("ts").map_err(|e| corrupt("history", e))?;
+            let value = match r.u8("tag").map_err(|e| corrupt("history", e))? {
+                1 => Some(v[v.len() - r.remaining()..].to_vec()),
+                _ => None,
+            };
+            let value_utf8 = value.as_deref().and_then(utf8);
+            out.push(HistoryEntry { version: ver, tx_id, value, value_utf8, timestamp_ms });
+        }
+        Ok(out)
+    }
+
+    pub fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyEntry>, LedgerError> {
+        let start = self.keys.state(prefix);
+        let skip = self.keys.state_prefix_len();
+        let mut out = Vec::new();
+        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&start) || out.len() >= limit {
+                break;
+            }
+            let key = String::from_utf8_lossy(&k[skip..]).into_owned();
+            let (version, _) = decode_state(&v)?;
+            out.push(KeyEntry { key, version });
+        }
+        Ok(out)
+    }
+
+    pub fn cert_known(&self, hash: &Hash) -> Result<bool, LedgerError> {
+        Ok(self.db.get_pinned(self.keys.cert(&hash.0))?.is_some())
+    }
+
+    // ---- snapshots ------------------------------------------------------------------------
+
+    /// Every ledger record of the channel, for a Raft snapshot. Called on the channel's own
+    /// thread, the only writer, so the records are consistent with the tip.
+    pub fn dump(&self) -> Result<Vec<u8>, LedgerError> {
+        let skip = self.keys.state_prefix_len() - 1;
+        let mut w = Writer::default();
+        for kind in LEDGER_KINDS {
+            let (lo, hi) = self.keys.range(kind);
+            for item in self.db.iterator(IteratorMode::From(&lo, Direction::Forward)) {
+                let (k, v) = item?;
+                if k.as_ref() >= hi.as_slice() {
+                    break;
+                }
+                w.bytes(&k[skip..]);
+                w.bytes(&v);
+            }
+        }
+        Ok(w.into_inner())
+    }
+
+    /// Replaces the channel's ledger with a snapshot's records, in `wb`.
+    pub fn restore(&self, data: &[u8], wb: &mut WriteBatch) -> Result<(), LedgerError> {
+        for kind in LEDGER_KINDS {
+            let (lo, hi) = self.keys.range(kind);
+            wb.delete_range(lo, hi);
+        }
+        let base = self.keys.kind(0);
+        let base = &base[..base.len() - 1];
+        let mut r = Reader::new(data);
+        while r.remaining() > 0 {
+            let k = r.bytes("snapshot key").map_err(|e| corrupt("snapshot", e))?;
+            let v = r.bytes("snapshot value").map_err(|e| corrupt("snapshot", e))?;
+            let mut key = base.to_vec();
+            key.extend_from_slice(&k);
+            wb.put(key, v);
+        }
+        Ok(())
+    }
+
+    pub fn after_restore(&self) -> Result<(), LedgerError> {
+        self.verified_certs.write().clear();
+        self.reload_tip()
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+}
+
+fn check_time(info: &CertInfo, now_s: i64) -> Result<CertInfo, (RejectCode, String)> {
+    if now_s < info.not_before || now_s > info.not_after {
+        return Err((RejectCode::Expired, "signer certificate is outside its validity period".into()));
+    }
+    Ok(info.clone())
+}
+
+fn decode_state(b: &[u8]) -> Result<(Version, Vec<u8>), LedgerError> {
+    if b.len() < 12 {
+        return Err(corrupt("state", "short value"));
+    }
+    let v = Version::from_bytes(&b[..12]).map_err(|e| corrupt("state", e))?;
+    Ok((v, b[12..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::codec::Encode;
+
+    #[test]
+    fn tip_round_trips() {
+        let t = Tip { height: 7, last_hash: Hash([3; 32]), digest: StateDigest([1, 2, 3, 4]), timestamp_ms: 9, applied_index: 11, applied_term: 2 };
+        assert_eq!(Tip::decode(&t.encode()).unwrap(), t);
+    }
+
+    #[test]
+    fn batch_bytes_match_the_protocol_encoding() {
+        let b = tally_protocol::Batch { timestamp_ms: 5, txs: vec![] };
+        assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
+    }
+}

@@ -1,0 +1,16 @@
+//! tally-node: the ledger node. One process serves many channels; each channel is a Raft
+//! group with its own log, blocks, transaction index and world state in one RocksDB.
+
+pub mod admin;
+pub mod api;
+pub mod channel;
+pub mod http;
+pub mod keys;
+pub mod ledger;
+pub mod metrics;
+pub mod node;
+pub mod raft_log;
+pub mod raft_store;
+pub mod server;
+pub mod tls;
+pub mod transport;

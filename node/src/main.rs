@@ -1,0 +1,115 @@
+use anyhow::{bail, Context};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tally_node::node::Node;
+use tally_node::server::{serve, Listeners};
+use tally_protocol::{ChannelConfig, Identity, TrustedCa};
+use tracing::{error, info};
+
+/// Tally ledger node: serves the channels it has joined over a client API, an admin API and
+/// a peer transport.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Node name; must match the certificate's common name and the channel configurations.
+    #[arg(long, env = "TALLY_NODE_NAME")]
+    name: String,
+    /// Where the node keeps its RocksDB.
+    #[arg(long, env = "TALLY_DATA_DIR")]
+    data_dir: PathBuf,
+    #[arg(long, env = "TALLY_LISTEN_API", default_value = "127.0.0.1:7051")]
+    listen_api: SocketAddr,
+    #[arg(long, env = "TALLY_LISTEN_PEER", default_value = "127.0.0.1:7052")]
+    listen_peer: SocketAddr,
+    #[arg(long, env = "TALLY_LISTEN_ADMIN", default_value = "127.0.0.1:7053")]
+    listen_admin: SocketAddr,
+    /// The node's certificate (PEM), issued by its organization CA with role node.
+    #[arg(long, env = "TALLY_CERT")]
+    cert: PathBuf,
+    /// The node's private key (PKCS#8 PEM).
+    #[arg(long, env = "TALLY_KEY")]
+    key: PathBuf,
+    /// The node organization's CA certificate (PEM): admins must hold a certificate from it.
+    #[arg(long, env = "TALLY_ORG_CA")]
+    org_ca: PathBuf,
+    /// Join the channel in this genesis configuration (JSON) at start-up. Repeatable.
+    #[arg(long)]
+    genesis: Vec<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "TALLY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Do not fsync the Raft log (faster, loses acknowledged data on power loss). For tests.
+    #[arg(long)]
+    no_fsync: bool,
+}
+
+fn read(p: &PathBuf) -> anyhow::Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+fn main() {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    if let Err(e) = run(args) {
+        error!("{e:#}");
+        eprintln!("tally-node: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let identity = Identity::from_pem(&read(&args.cert)?, &read(&args.key)?).context("node identity")?;
+    if identity.info.common_name != args.name {
+        bail!("--name {} does not match the certificate's common name {}", args.name, identity.info.common_name);
+    }
+    let ca_pem = read(&args.org_ca)?;
+    let org_ca = TrustedCa::from_pem(&identity.info.org, &ca_pem).context("organization CA")?;
+    org_ca
+        .verify(&identity.cert_der, Some(tally_protocol::identity::now_unix()))
+        .context("the node certificate is not issued by --org-ca")?;
+    let mut genesis = Vec::new();
+    for g in &args.genesis {
+        let cfg: ChannelConfig = serde_json::from_str(&read(g)?).with_context(|| format!("{} is not a channel configuration", g.display()))?;
+        genesis.push(cfg);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    rt.block_on(async move {
+        let listeners = Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
+        let handle = tokio::runtime::Handle::current();
+        let data_dir = args.data_dir.clone();
+        let fsync = !args.no_fsync;
+        let node = tokio::task::spawn_blocking(move || Node::open(&data_dir, identity, org_ca, fsync, handle)).await??;
+        for cfg in genesis {
+            let name = cfg.name.clone();
+            let n = node.clone();
+            tokio::task::spawn_blocking(move || n.join(cfg)).await?.with_context(|| format!("joining channel {name}"))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve(node.clone(), listeners, stop_rx));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => info!("interrupt: stopping"),
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let n = node.clone();
+        tokio::task::spawn_blocking(move || n.shutdown()).await?;
+        info!("stopped cleanly");
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `raft::Storage` on RocksDB: the Raft log, hard state, configuration state and the snapshot
+//! point of one channel. Snapshots are the channel's ledger itself at its applied index.
+
+use crate::keys::{self, Keys};
+use crate::ledger::Ledger;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use std::cell::Cell;
+use std::sync::Arc;
+
+fn store_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+pub struct RaftStore {
+    db: Arc<DB>,
+    keys: Keys,
+    ledger: Arc<Ledger>,
+    /// Index and term of the last entry removed by compaction (or of the applied snapshot).
+    snap_index: Cell<u64>,
+    snap_term: Cell<u64>,
+    last_index: Cell<u64>,
+    hard_state: std::cell::RefCell<HardState>,
+    conf_state: std::cell::RefCell<ConfState>,
+    pub snapshots_built: Cell<u64>,
+}
+
+impl RaftStore {
+    /// Opens the Raft state of a channel; a new channel starts from `initial` (its genesis
+    /// voters and learners) at index 0.
+    pub fn open(db: Arc<DB>, ledger: Arc<Ledger>, initial: ConfState) -> Result<RaftStore, raft::Error> {
+        let keys = Keys::new(&ledger.name);
+        let hs = match db.get(keys.kind(keys::HARD_STATE)).map_err(store_err)? {
+            Some(b) => HardState::parse_from_bytes(&b).map_err(store_err)?,
+            None => HardState::default(),
+        };
+        let cs = match db.get(keys.kind(keys::CONF_STATE)).map_err(store_err)? {
+            Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,
+            None => {
+                db.put(keys.kind(keys::CONF_STATE), initial.write_to_bytes().map_err(store_err)?)
+                    .map_err(store_err)?;
+                initial
+            }
+        };
+        let (si, st) = match db.get(keys.kind(keys::SNAP_META)).map_err(store_err)? {
+            Some(b) if b.len() == 16 => (be(&b[..8]), be(&b[8..])),
+            _ => (0, 0),
+        };
+        let store = RaftStore {
+            db,
+            keys,
+            ledger,
+            snap_index: Cell::new(si),
+            snap_term: Cell::new(st),
+            last_index: Cell::new(si),
+            hard_state: std::cell::RefCell::new(hs),
+            conf_state: std::cell::RefCell::new(cs),
+            snapshots_built: Cell::new(0),
+        };
+        let last = store.scan_last_index()?.unwrap_or(si).max(si);
+        store.last_index.set(last);
+        Ok(store)
+    }
+
+    fn scan_last_index(&self) -> Result<Option<u64>, raft::Error> {
+        let (lo, hi) = self.keys.range(keys::LOG);
+        let mut it = self.db.iterator(IteratorMode::From(&hi, Direction::Reverse));
+        match it.next() {
+            Some(Ok((k, _))) if k.as_ref() >= lo.as_slice() && k.len() == lo.len() + 8 => {
+                Ok(Some(be(&k[lo.len()..])))
+            }
+            Some(Err(e)) => Err(store_err(e)),
+            _ => Ok(None),
+        }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard_state.borrow().clone()
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.conf_state.borrow().clone()
+    }
+
+    /// Adds new entries to `wb`, replacing any conflicting suffix of the log.
+    pub fn append(&self, entries: &[Entry], wb: &mut WriteBatch) -> Result<(), raft::Error> {
+        let Some(first) = entries.first() else { return Ok(()) };
+        let last_new = entries[entries.len() - 1].index;
+        if first.index <= self.last_index.get() {
+            wb.delete_range(self.keys.log(first.index), self.keys.log(self.last_index.get() + 1));
+        }
+        for e in entries {
+            wb.put(self.keys.log(e.index), e.write_to_bytes().map_err(store_err)?);
+        }
+        self.last_index.set(last_new);
+        Ok(())
+    }
+
+    pub fn set_hard_state(&self, hs: &HardState, wb: &mut WriteBatch) -> Result<(), raft::Error> {
+        wb.put(self.keys.kind(keys::HARD_STATE), hs.write_to_bytes().map_err(store_err)?);
+        *self.hard_state.borrow_mut() = hs.clone();
+        Ok(())
+    }
+
+    pub fn set_commit(&self, commit: u64, wb: &mut WriteBatch) -> Result<(), raft::Error> {
+        let mut hs = self.hard_state();
+        hs.commit = commit;
+        self.set_hard_state(&hs, wb)
+    }
+
+    pub fn set_conf_state(&self, cs: &ConfState, wb: &mut WriteBatch) -> Result<(), raft::Error> {
+        wb.put(self.keys.kind(keys::CONF_STATE), cs.write_to_bytes().map_err(store_err)?);
+        *self.conf_state.borrow_mut() = cs.clone();
+        Ok(())
+    }
+
+    fn set_snap_meta(&self, index: u64, term: u64, wb: &mut WriteBatch) {
+        let mut v = index.to_be_bytes().to_vec();
+        v.extend_from_slice(&term.to_be_bytes());
+        wb.put(self.keys.kind(keys::SNAP_META), v);
+        self.snap_index.set(index);
+        self.snap_term.set(term);
+    }
+
+    /// Drops log entries up to and including `index` (which must be applied).
+    pub fn compact(&self, index: u64, wb: &mut WriteBatch) -> Result<bool, raft::Error> {
+        if index <= self.snap_index.get() || index > self.last_index.get() {
+            return Ok(false);
+        }
+        let term = raft::Storage::term(self, index)?;
+        wb.delete_range(self.keys.log(0), self.keys.log(index + 1));
+        self.set_snap_meta(index, term, wb);
+        Ok(true)
+    }
+
+    /// Installs a snapshot received from the leader: the ledger is replaced and the log is
+    /// emptied, in one write batch with the new Raft state.
+    pub fn apply_snapshot(&self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<(), raft::Error> {
+        let meta = snap.get_metadata();
+        self.ledger.restore(&snap.data, wb).map_err(store_err)?;
+        wb.delete_range(self.keys.log(0), self.keys.log(u64::MAX));
+        self.set_snap_meta(meta.index, meta.term, wb);
+        self.last_index.set(meta.index);
+        let mut hs = self.hard_state();
+        hs.term = hs.term.max(meta.term);
+        hs.commit = meta.index;
+        self.set_hard_state(&hs, wb)?;
+        self.set_conf_state(meta.get_conf_state(), wb)?;
+        Ok(())
+    }
+
+    pub fn first_index_now(&self) -> u64 {
+        self.snap_index.get() + 1
+    }
+}
+
+fn be(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_be_bytes(a)
+}
+
+impl raft::Storage for RaftStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state(), self.conf_state()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max_size = max_size.into();
+        if low <= self.snap_index.get() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index.get() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        let start = self.keys.log(low);
+        let end = self.keys.log(high);
+        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(store_err)?;
+            if k.as_ref() >= end.as_slice() {
+                break;
+            }
+            let e = Entry::parse_from_bytes(&v).map_err(store_err)?;
+            size += v.len() as u64;
+            if let Some(max) = max_size {
+                if !out.is_empty() && size > max {
+                    break;
+                }
+            }
+            out.push(e);
+        }
+        if out.is_empty() || out[0].index != low {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snap_index.get() {
+            return Ok(self.snap_term.get());
+        }
+        if idx < self.snap_index.get() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index.get() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        match self.db.get_pinned(self.keys.log(idx)).map_err(store_err)? {
+            Some(v) => Ok(Entry::parse_from_bytes(&v).map_err(store_err)?.term),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snap_index.get() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index.get())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let tip = self.ledger.tip();
+        if tip.applied_index < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let mut snap = Snapshot::default();
+        snap.data = self.ledger.dump().map_err(store_err)?.into();
+        let mut meta = SnapshotMetadata::default();
+        meta.index = tip.applied_index;
+        meta.term = if tip.applied_index == self.snap_index.get() {
+            self.snap_term.get()
+        } else {
+            self.term(tip.applied_index).unwrap_or(tip.applied_term)
+        };
+        meta.set_conf_state(self.conf_state());
+        snap.set_metadata(meta);
+        self.snapshots_built.set(self.snapshots_built.get() + 1);
+        Ok(snap)
+    }
+}

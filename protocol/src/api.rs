@@ -1,0 +1,98 @@
+//! JSON bodies of the node's HTTP API, shared by the node and its clients.
+
+use crate::hash::{hex_bytes, hex_opt, Hash};
+use crate::tx::Version;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitJson {
+    /// Hex of the transaction's canonical bytes.
+    pub tx: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub tx_id: Hash,
+    pub status: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RaftRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStatus {
+    pub channel: String,
+    pub node: String,
+    pub node_id: u64,
+    pub org: String,
+    pub role: RaftRole,
+    /// Raft id of the leader this node knows of; 0 when none.
+    pub leader_id: u64,
+    pub term: u64,
+    /// Number of blocks, the genesis block included.
+    pub height: u64,
+    pub last_block_hash: Hash,
+    pub state_root: Hash,
+    pub applied_index: u64,
+    pub commit_index: u64,
+    pub ready: bool,
+    pub config_hash: Hash,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelList {
+    pub channels: Vec<ChannelStatus>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    #[serde(with = "hex_bytes")]
+    pub value: Vec<u8>,
+    pub value_utf8: Option<String>,
+    pub version: Version,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub version: Version,
+    pub tx_id: Hash,
+    /// None for a delete.
+    #[serde(with = "hex_opt")]
+    pub value: Option<Vec<u8>>,
+    pub value_utf8: Option<String>,
+    pub timestamp_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub key: String,
+    pub entries: Vec<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEntry {
+    pub key: String,
+    pub version: Version,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyEntry>,
+}
+
+pub fn utf8(v: &[u8]) -> Option<String> {
+    std::str::from_utf8(v).ok().map(str::to_string)
+}

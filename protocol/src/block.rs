@@ -1,0 +1,206 @@
+//! Blocks, their headers, per-transaction results and the ordered batch a block is made from.
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::Hash;
+use crate::merkle;
+use crate::tx::Transaction;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    pub channel: String,
+    pub number: u64,
+    pub prev_hash: Hash,
+    /// Merkle root of the transaction ids, in block order.
+    pub tx_root: Hash,
+    /// Digest of the whole world state after this block.
+    pub state_root: Hash,
+    /// Leader time at proposal, never earlier than the previous block's.
+    pub timestamp_ms: u64,
+    pub raft_term: u64,
+    pub raft_index: u64,
+}
+
+impl Encode for BlockHeader {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(1);
+        w.str(&self.channel);
+        w.u64(self.number);
+        self.prev_hash.encode(w);
+        self.tx_root.encode(w);
+        self.state_root.encode(w);
+        w.u64(self.timestamp_ms);
+        w.u64(self.raft_term);
+        w.u64(self.raft_index);
+    }
+}
+impl Decode for BlockHeader {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("header format")? {
+            1 => {}
+            tag => return Err(DecodeError::BadTag { what: "header format", tag }),
+        }
+        Ok(BlockHeader {
+            channel: r.str("channel")?,
+            number: r.u64("number")?,
+            prev_hash: Hash::decode(r)?,
+            tx_root: Hash::decode(r)?,
+            state_root: Hash::decode(r)?,
+            timestamp_ms: r.u64("timestamp")?,
+            raft_term: r.u64("term")?,
+            raft_index: r.u64("index")?,
+        })
+    }
+}
+
+impl BlockHeader {
+    pub fn hash(&self) -> Hash {
+        Hash::tagged(b"tally-block", &[&self.to_bytes()])
+    }
+}
+
+/// Why a node refused a transaction. Every node reaches the same verdict from the same block,
+/// so the reason is part of the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    BadSignature,
+    UnknownCertificate,
+    NotMember,
+    Forbidden,
+    Duplicate,
+    Expired,
+    ReadConflict,
+    WrongChannel,
+    TooLarge,
+    Malformed,
+}
+
+impl RejectCode {
+    pub const ALL: [RejectCode; 10] = [
+        RejectCode::BadSignature,
+        RejectCode::UnknownCertificate,
+        RejectCode::NotMember,
+        RejectCode::Forbidden,
+        RejectCode::Duplicate,
+        RejectCode::Expired,
+        RejectCode::ReadConflict,
+        RejectCode::WrongChannel,
+        RejectCode::TooLarge,
+        RejectCode::Malformed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectCode::BadSignature => "bad_signature",
+            RejectCode::UnknownCertificate => "unknown_certificate",
+            RejectCode::NotMember => "not_member",
+            RejectCode::Forbidden => "forbidden",
+            RejectCode::Duplicate => "duplicate",
+            RejectCode::Expired => "expired",
+            RejectCode::ReadConflict => "read_conflict",
+            RejectCode::WrongChannel => "wrong_channel",
+            RejectCode::TooLarge => "too_large",
+            RejectCode::Malformed => "malformed",
+        }
+    }
+
+    fn tag(&self) -> u8 {
+        Self::ALL.iter().position(|c| c == self).unwrap_or(0) as u8
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    Committed,
+    Rejected { code: RejectCode, reason: String },
+}
+
+impl TxStatus {
+    pub fn is_committed(&self) -> bool {
+        matches!(self, TxStatus::Committed)
+    }
+}
+
+impl Encode for TxStatus {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            TxStatus::Committed => w.u8(0),
+            TxStatus::Rejected { code, reason } => {
+                w.u8(1);
+                w.u8(code.tag());
+                w.str(reason);
+            }
+        }
+    }
+}
+impl Decode for TxStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("status")? {
+            0 => Ok(TxStatus::Committed),
+            1 => {
+                let tag = r.u8("reject code")?;
+                let code = *RejectCode::ALL
+                    .get(tag as usize)
+                    .ok_or(DecodeError::BadTag { what: "reject code", tag })?;
+                Ok(TxStatus::Rejected { code, reason: r.str("reason")? })
+            }
+            tag => Err(DecodeError::BadTag { what: "status", tag }),
+        }
+    }
+}
+
+/// What the Raft leader orders: a batch of transactions with the leader's clock reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub timestamp_ms: u64,
+    pub txs: Vec<Transaction>,
+}
+
+impl Encode for Batch {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(1);
+        w.u64(self.timestamp_ms);
+        w.seq(&self.txs);
+    }
+}
+impl Decode for Batch {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("batch format")? {
+            1 => {}
+            tag => return Err(DecodeError::BadTag { what: "batch format", tag }),
+        }
+        Ok(Batch { timestamp_ms: r.u64("timestamp")?, txs: r.seq("txs")? })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub txs: Vec<Transaction>,
+    pub results: Vec<TxStatus>,
+}
+
+impl Encode for Block {
+    fn encode(&self, w: &mut Writer) {
+        self.header.encode(w);
+        w.seq(&self.txs);
+        w.seq(&self.results);
+    }
+}
+impl Decode for Block {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Block { header: BlockHeader::decode(r)?, txs: r.seq("txs")?, results: r.seq("results")? })
+    }
+}
+
+impl Block {
+    pub fn tx_ids(&self) -> Vec<Hash> {
+        self.txs.iter().map(|t| t.id()).collect()
+    }
+}
+
+pub fn tx_root(ids: &[Hash]) -> Hash {
+    merkle::root(ids)
+}

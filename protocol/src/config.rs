@@ -1,0 +1,273 @@
+//! Channel configuration: who is a member, who orders, who observes, and how blocks are cut.
+//! The genesis block commits to its hash, so every node of a channel starts from the same one.
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::Hash;
+use crate::identity::{self, IdentityError, TrustedCa};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgMember {
+    pub name: String,
+    /// PEM of the organization's CA certificate.
+    pub ca_pem: String,
+}
+
+/// A node of the channel. `id` is the node's Raft id in every channel it serves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRef {
+    pub id: u64,
+    pub name: String,
+    pub org: String,
+    /// host:port of the node's mutual-TLS peer listener.
+    pub peer_addr: String,
+    /// Base URL of the node's client API, for clients and status.
+    pub api_url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchConfig {
+    /// Cut a block at this many transactions...
+    pub max_txs: u32,
+    /// ...or this many bytes...
+    pub max_bytes: u32,
+    /// ...or this long after the first pending transaction arrived.
+    pub timeout_ms: u32,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig { max_txs: 500, max_bytes: 2 * 1024 * 1024, timeout_ms: 20 }
+    }
+}
+
+/// Which organizations may do what. Empty lists mean "every member".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    #[serde(default)]
+    pub writers: Vec<String>,
+    #[serde(default)]
+    pub readers: Vec<String>,
+    #[serde(default)]
+    pub admins: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelConfig {
+    pub name: String,
+    pub members: Vec<OrgMember>,
+    pub consenters: Vec<NodeRef>,
+    #[serde(default)]
+    pub observers: Vec<NodeRef>,
+    #[serde(default)]
+    pub batch: BatchConfig,
+    #[serde(default)]
+    pub policies: Policies,
+    /// Compact the Raft log and make a snapshot point every this many blocks.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: u64,
+    /// Largest accepted transaction, in bytes of its canonical encoding.
+    #[serde(default = "default_max_tx_bytes")]
+    pub max_tx_bytes: u32,
+    /// A transaction whose timestamp is further than this from the block time is refused.
+    #[serde(default = "default_tx_window")]
+    pub tx_window_s: u32,
+}
+
+fn default_snapshot_interval() -> u64 {
+    1000
+}
+fn default_max_tx_bytes() -> u32 {
+    1024 * 1024
+}
+fn default_tx_window() -> u32 {
+    600
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("channel name {0:?} is invalid: use 1-63 characters of a-z, 0-9 and '-'")]
+    BadName(String),
+    #[error("channel {0} has no consenters")]
+    NoConsenters(String),
+    #[error("channel {channel}: node {node} belongs to organization {org:?}, which is not a member")]
+    NodeOrgNotMember { channel: String, node: String, org: String },
+    #[error("channel {channel}: node id {id} is used twice")]
+    DuplicateNodeId { channel: String, id: u64 },
+    #[error("channel {channel}: node id 0 is reserved")]
+    ZeroNodeId { channel: String },
+    #[error("channel {channel}: organization {org:?} is listed twice")]
+    DuplicateOrg { channel: String, org: String },
+    #[error("channel {channel}: CA of organization {org:?}: {source}")]
+    BadCa { channel: String, org: String, source: IdentityError },
+    #[error("channel {channel}: policy {policy} names {org:?}, which is not a member")]
+    PolicyNotMember { channel: String, policy: &'static str, org: String },
+    #[error("channel {channel}: batch settings must be positive")]
+    BadBatch { channel: String },
+}
+
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !n.starts_with('-')
+}
+
+impl ChannelConfig {
+    /// Checks the configuration and returns the member CAs it trusts.
+    pub fn validate(&self) -> Result<Vec<TrustedCa>, ConfigError> {
+        let ch = || self.name.clone();
+        if !valid_name(&self.name) {
+            return Err(ConfigError::BadName(self.name.clone()));
+        }
+        if self.consenters.is_empty() {
+            return Err(ConfigError::NoConsenters(ch()));
+        }
+        if self.batch.max_txs == 0 || self.batch.max_bytes == 0 || self.batch.timeout_ms == 0 {
+            return Err(ConfigError::BadBatch { channel: ch() });
+        }
+        let mut orgs = BTreeSet::new();
+        let mut cas = Vec::new();
+        for m in &self.members {
+            if !orgs.insert(m.name.as_str()) {
+                return Err(ConfigError::DuplicateOrg { channel: ch(), org: m.name.clone() });
+            }
+            let bad = |source| ConfigError::BadCa { channel: ch(), org: m.name.clone(), source };
+            let ca = TrustedCa::from_pem(&m.name, &m.ca_pem).map_err(bad)?;
+            let named = identity::ca_org(&m.ca_pem).map_err(bad)?;
+            if named != m.name {
+                return Err(bad(IdentityError::BadCertificate(format!(
+                    "CA certificate names organization {named:?}"
+                ))));
+            }
+            cas.push(ca);
+        }
+        let mut ids = BTreeSet::new();
+        for n in self.nodes() {
+            if n.id == 0 {
+                return Err(ConfigError::ZeroNodeId { channel: ch() });
+            }
+            if !ids.insert(n.id) {
+                return Err(ConfigError::DuplicateNodeId { channel: ch(), id: n.id });
+            }
+            if !orgs.contains(n.org.as_str()) {
+                return Err(ConfigError::NodeOrgNotMember {
+                    channel: ch(),
+                    node: n.name.clone(),
+                    org: n.org.clone(),
+                });
+            }
+        }
+        for (policy, list) in [
+            ("writers", &self.policies.writers),
+            ("readers", &self.policies.readers),
+            ("admins", &self.policies.admins),
+        ] {
+            if let Some(o) = list.iter().find(|o| !orgs.contains(o.as_str())) {
+                return Err(ConfigError::PolicyNotMember { channel: ch(), policy, org: o.clone() });
+            }
+        }
+        Ok(cas)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeRef> {
+        self.consenters.iter().chain(self.observers.iter())
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRef> {
+        self.nodes().find(|n| n.name == name)
+    }
+
+    pub fn is_consenter(&self, id: u64) -> bool {
+        self.consenters.iter().any(|n| n.id == id)
+    }
+
+    pub fn may_write(&self, org: &str) -> bool {
+        self.members.iter().any(|m| m.name == org)
+            && (self.policies.writers.is_empty() || self.policies.writers.iter().any(|o| o == org))
+    }
+
+    pub fn hash(&self) -> Hash {
+        Hash::tagged(b"tally-config", &[&self.to_bytes()])
+    }
+}
+
+impl Encode for OrgMember {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.name);
+        w.str(&self.ca_pem);
+    }
+}
+impl Decode for OrgMember {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(OrgMember { name: r.str("org")?, ca_pem: r.str("ca")? })
+    }
+}
+impl Encode for NodeRef {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.id);
+        w.str(&self.name);
+        w.str(&self.org);
+        w.str(&self.peer_addr);
+        w.str(&self.api_url);
+    }
+}
+impl Decode for NodeRef {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(NodeRef {
+            id: r.u64("node id")?,
+            name: r.str("node name")?,
+            org: r.str("node org")?,
+            peer_addr: r.str("peer addr")?,
+            api_url: r.str("api url")?,
+        })
+    }
+}
+
+impl Encode for ChannelConfig {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(1);
+        w.str(&self.name);
+        w.seq(&self.members);
+        w.seq(&self.consenters);
+        w.seq(&self.observers);
+        w.u32(self.batch.max_txs);
+        w.u32(self.batch.max_bytes);
+        w.u32(self.batch.timeout_ms);
+        w.seq(&self.policies.writers);
+        w.seq(&self.policies.readers);
+        w.seq(&self.policies.admins);
+        w.u64(self.snapshot_interval);
+        w.u32(self.max_tx_bytes);
+        w.u32(self.tx_window_s);
+    }
+}
+impl Decode for ChannelConfig {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("config format")? {
+            1 => {}
+            tag => return Err(DecodeError::BadTag { what: "config format", tag }),
+        }
+        Ok(ChannelConfig {
+            name: r.str("name")?,
+            members: r.seq("members")?,
+            consenters: r.seq("consenters")?,
+            observers: r.seq("observers")?,
+            batch: BatchConfig {
+                max_txs: r.u32("max_txs")?,
+                max_bytes: r.u32("max_bytes")?,
+                timeout_ms: r.u32("timeout_ms")?,
+            },
+            policies: Policies {
+                writers: r.seq("writers")?,
+                readers: r.seq("readers")?,
+                admins: r.seq("admins")?,
+            },
+            snapshot_interval: r.u64("snapshot_interval")?,
+            max_tx_bytes: r.u32("max_tx_bytes")?,
+            tx_window_s: r.u32("tx_window_s")?,
+        })
+    }
+}

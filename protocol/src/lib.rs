@@ -1,0 +1,31 @@
+//! Tally's wire and ledger formats, shared by the node, the client and the operator.
+//!
+//! Everything hashed or signed has one canonical binary encoding ([`codec`]); JSON appears only
+//! at the human-facing HTTP edge, through the serde derives.
+
+pub mod api;
+pub mod block;
+pub mod codec;
+pub mod config;
+pub mod hash;
+pub mod identity;
+pub mod merkle;
+pub mod receipt;
+pub mod state;
+pub mod tx;
+
+pub use block::{Batch, Block, BlockHeader, RejectCode, TxStatus};
+pub use codec::{Decode, DecodeError, Encode};
+pub use config::{BatchConfig, ChannelConfig, NodeRef, OrgMember, Policies};
+pub use hash::Hash;
+pub use identity::{CertInfo, Identity, OrgCa, Role, TrustedCa};
+pub use receipt::{InclusionProof, ProvenReceipt, Receipt};
+pub use tx::{Payload, ReadCheck, Signer, Transaction, TxBody, Version, Write};
+
+/// Current time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,153 @@
+//! Merkle tree over transaction hashes and inclusion proofs.
+//!
+//! Leaves and inner nodes are hashed under different prefixes (as in RFC 6962), so an inner
+//! node can never be passed off as a leaf; an odd node is promoted unchanged to the next level.
+
+use crate::hash::Hash;
+use serde::{Deserialize, Serialize};
+
+fn leaf(h: &Hash) -> Hash {
+    Hash::tagged(b"tally-merkle-leaf", &[&h.0])
+}
+
+fn node(l: &Hash, r: &Hash) -> Hash {
+    Hash::tagged(b"tally-merkle-node", &[&l.0, &r.0])
+}
+
+/// Root over `items`; the empty tree has the all-zero root.
+pub fn root(items: &[Hash]) -> Hash {
+    if items.is_empty() {
+        return Hash::ZERO;
+    }
+    let mut level: Vec<Hash> = items.iter().map(leaf).collect();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .collect();
+    }
+    level[0]
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProofStep {
+    pub sibling: Hash,
+    /// True when the sibling is on the left of the running hash.
+    pub left: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerkleProof {
+    pub index: u32,
+    pub leaves: u32,
+    pub path: Vec<ProofStep>,
+}
+
+/// Proof that `items[index]` is under `root(items)`.
+pub fn prove(items: &[Hash], index: usize) -> Option<MerkleProof> {
+    if index >= items.len() {
+        return None;
+    }
+    let mut level: Vec<Hash> = items.iter().map(leaf).collect();
+    let mut i = index;
+    let mut path = Vec::new();
+    while level.len() > 1 {
+        let sib = i ^ 1;
+        if sib < level.len() {
+            path.push(ProofStep { sibling: level[sib], left: sib < i });
+        }
+        level = level
+            .chunks(2)
+            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .collect();
+        i /= 2;
+    }
+    Some(MerkleProof { index: index as u32, leaves: items.len() as u32, path })
+}
+
+/// Checks that `item` sits at the proof's position under `expected_root`. The sides of each step
+/// are recomputed from the index and the tree size, so a proof cannot move a leaf elsewhere.
+pub fn verify(item: &Hash, proof: &MerkleProof, expected_root: &Hash) -> bool {
+    if proof.index >= proof.leaves {
+        return false;
+    }
+    let mut i = proof.index as usize;
+    let mut n = proof.leaves as usize;
+    let mut acc = leaf(item);
+    let mut steps = proof.path.iter();
+    while n > 1 {
+        let sib = i ^ 1;
+        if sib < n {
+            let Some(step) = steps.next() else { return false };
+            if step.left != (sib < i) {
+                return false;
+            }
+            acc = if step.left { node(&step.sibling, &acc) } else { node(&acc, &step.sibling) };
+        }
+        i /= 2;
+        n = n.div_ceil(2);
+    }
+    steps.next().is_none() && acc == *expected_root
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize) -> Vec<Hash> {
+        (0..n).map(|i| Hash::tagged(b"t", &[&(i as u64).to_be_bytes()])).collect()
+    }
+
+    #[test]
+    fn every_leaf_proves_for_many_sizes() {
+        for n in 1..40 {
+            let it = items(n);
+            let r = root(&it);
+            for i in 0..n {
+                let p = prove(&it, i).unwrap();
+                assert!(verify(&it[i], &p, &r), "n={n} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn forged_proofs_are_rejected() {
+        let it = items(11);
+        let r = root(&it);
+        let p = prove(&it, 6).unwrap();
+        // another item with a valid path
+        assert!(!verify(&it[5], &p, &r));
+        // tampered sibling
+        let mut q = p.clone();
+        q.path[0].sibling = Hash::ZERO;
+        assert!(!verify(&it[6], &q, &r));
+        // flipped side
+        let mut q = p.clone();
+        q.path[1].left = !q.path[1].left;
+        assert!(!verify(&it[6], &q, &r));
+        // moved index
+        let mut q = p.clone();
+        q.index = 7;
+        assert!(!verify(&it[6], &q, &r));
+        // truncated and extended paths
+        let mut q = p.clone();
+        q.path.pop();
+        assert!(!verify(&it[6], &q, &r));
+        let mut q = p.clone();
+        q.path.push(ProofStep { sibling: Hash::ZERO, left: false });
+        assert!(!verify(&it[6], &q, &r));
+        // wrong root
+        assert!(!verify(&it[6], &p, &root(&it[..10])));
+        // an inner node presented as a leaf
+        let inner = node(&leaf(&it[0]), &leaf(&it[1]));
+        let p2 = prove(&it, 0).unwrap();
+        let short = MerkleProof { index: 0, leaves: 6, path: p2.path[1..].to_vec() };
+        assert!(!verify(&inner, &short, &r));
+    }
+
+    #[test]
+    fn empty_and_out_of_range() {
+        assert_eq!(root(&[]), Hash::ZERO);
+        assert!(prove(&items(3), 3).is_none());
+    }
+}

@@ -1,0 +1,212 @@
+//! Signed transactions.
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::{hex_bytes, hex_opt, Hash};
+use crate::identity::Identity;
+use ed25519_dalek::{Signature, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// Where the last write of a key happened: its version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub block: u64,
+    pub tx: u32,
+}
+
+impl Encode for Version {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.block);
+        w.u32(self.tx);
+    }
+}
+impl Decode for Version {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Version { block: r.u64("version.block")?, tx: r.u32("version.tx")? })
+    }
+}
+
+/// Who signed: the whole certificate, or its hash once the channel has recorded it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signer {
+    Certificate(#[serde(with = "hex_bytes")] Vec<u8>),
+    CertHash(Hash),
+}
+
+impl Encode for Signer {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Signer::Certificate(der) => {
+                w.u8(0);
+                w.bytes(der);
+            }
+            Signer::CertHash(h) => {
+                w.u8(1);
+                h.encode(w);
+            }
+        }
+    }
+}
+impl Decode for Signer {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("signer")? {
+            0 => Ok(Signer::Certificate(r.bytes("signer.certificate")?)),
+            1 => Ok(Signer::CertHash(Hash::decode(r)?)),
+            tag => Err(DecodeError::BadTag { what: "signer", tag }),
+        }
+    }
+}
+
+/// A read the transaction depends on: it fails if the key's version changed.
+/// `version: None` asserts that the key does not exist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCheck {
+    pub key: String,
+    pub version: Option<Version>,
+}
+
+impl Encode for ReadCheck {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.key);
+        w.opt(&self.version);
+    }
+}
+impl Decode for ReadCheck {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ReadCheck { key: r.str("read.key")?, version: r.opt("read.version")? })
+    }
+}
+
+/// A put (`value: Some`) or a delete (`value: None`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Write {
+    pub key: String,
+    #[serde(with = "hex_opt", default)]
+    pub value: Option<Vec<u8>>,
+}
+
+impl Encode for Write {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.key);
+        w.opt(&self.value);
+    }
+}
+impl Decode for Write {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Write { key: r.str("write.key")?, value: r.opt("write.value")? })
+    }
+}
+
+/// What a transaction asks the ledger to do. Chaincode invocations join this enum later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Payload {
+    KvWrite { reads: Vec<ReadCheck>, writes: Vec<Write> },
+}
+
+impl Encode for Payload {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Payload::KvWrite { reads, writes } => {
+                w.u8(0);
+                w.seq(reads);
+                w.seq(writes);
+            }
+        }
+    }
+}
+impl Decode for Payload {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("payload")? {
+            0 => Ok(Payload::KvWrite { reads: r.seq("reads")?, writes: r.seq("writes")? }),
+            tag => Err(DecodeError::BadTag { what: "payload", tag }),
+        }
+    }
+}
+
+/// Everything the signature covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBody {
+    pub channel: String,
+    /// Random per transaction; with the timestamp it makes the id unique.
+    pub nonce: u64,
+    /// Client time in Unix milliseconds; a node refuses transactions outside the channel's
+    /// time window, which bounds how long a replay must be remembered.
+    pub timestamp_ms: u64,
+    pub signer: Signer,
+    pub payload: Payload,
+}
+
+impl Encode for TxBody {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(1); // format version
+        w.str(&self.channel);
+        w.u64(self.nonce);
+        w.u64(self.timestamp_ms);
+        self.signer.encode(w);
+        self.payload.encode(w);
+    }
+}
+impl Decode for TxBody {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8("tx format")? {
+            1 => {}
+            tag => return Err(DecodeError::BadTag { what: "tx format", tag }),
+        }
+        Ok(TxBody {
+            channel: r.str("channel")?,
+            nonce: r.u64("nonce")?,
+            timestamp_ms: r.u64("timestamp")?,
+            signer: Signer::decode(r)?,
+            payload: Payload::decode(r)?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub body: TxBody,
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+impl Encode for Transaction {
+    fn encode(&self, w: &mut Writer) {
+        self.body.encode(w);
+        w.bytes(&self.signature);
+    }
+}
+impl Decode for Transaction {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Transaction { body: TxBody::decode(r)?, signature: r.bytes("signature")? })
+    }
+}
+
+/// The transaction id: a digest of the signed body. The signature signs this id.
+pub fn tx_id(body_bytes: &[u8]) -> Hash {
+    Hash::tagged(b"tally-tx", &[body_bytes])
+}
+
+impl TxBody {
+    pub fn id(&self) -> Hash {
+        tx_id(&self.to_bytes())
+    }
+}
+
+impl Transaction {
+    pub fn sign(body: TxBody, id: &Identity) -> Transaction {
+        let tid = body.id();
+        Transaction { body, signature: id.sign(&tid.0).to_vec() }
+    }
+
+    pub fn id(&self) -> Hash {
+        self.body.id()
+    }
+
+    /// Checks the signature against a public key (the signer's certificate is checked apart).
+    pub fn verify_signature(&self, id: &Hash, public_key: &[u8; 32]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(public_key) else { return false };
+        let Ok(sig) = Signature::from_slice(&self.signature) else { return false };
+        key.verify_strict(&id.0, &sig).is_ok()
+    }
+}

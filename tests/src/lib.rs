@@ -1,0 +1,389 @@
+//! Shared harness of the end-to-end suites in `tests/tests/`: finding the `tally-node`
+//! executable, starting a [`LocalCluster`] in a temporary folder that is kept (with the node
+//! logs printed) when a test fails, submitting with retries, walking and checking chains, raw
+//! HTTP requests and Prometheus text.
+//!
+//! Environment:
+//! - `TALLY_NODE_BIN`: the tally-node executable (default: next to the test binary, i.e.
+//!   `$CARGO_TARGET_DIR/debug/tally-node`).
+//! - `TALLY_E2E_KEEP=1`: keep every test's folder, not only those of failed tests.
+//! - `TALLY_E2E_TXS`, `TALLY_E2E_ROUNDS`: scale of the cluster suite.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tally_client::local::LocalClusterSpec;
+use tally_client::{Client, ClientError, LocalCluster};
+use tally_protocol::api::ApiError;
+use tally_protocol::block::tx_root;
+use tally_protocol::{Block, Hash, Receipt, Transaction};
+
+/// The tally-node executable: `TALLY_NODE_BIN`, else the one cargo built next to this test
+/// binary, else under `$CARGO_TARGET_DIR` or the workspace's `target/`.
+///
+/// # Panics
+/// With a hint to build it when none is found.
+pub fn node_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TALLY_NODE_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "TALLY_NODE_BIN={} is not a file", p.display());
+        return p;
+    }
+    let mut candidates = Vec::new();
+    // target/debug/deps/<test binary> -> target/debug/tally-node
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(profile_dir) = exe.parent().and_then(|deps| deps.parent()) {
+            candidates.push(profile_dir.join("tally-node"));
+        }
+    }
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("debug").join("tally-node"));
+    }
+    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tally-node"));
+    for c in &candidates {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "the tally-node executable was not found (looked at {}).\n\
+         Build it first: `cargo build -p tally-node`, or set TALLY_NODE_BIN.",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    );
+}
+
+/// A number from the environment, or `default`.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A local cluster in a temporary folder. On drop the nodes are killed; the folder is deleted,
+/// unless the test is failing (or `TALLY_E2E_KEEP` is set), in which case it is kept and the
+/// tail of every node's log is printed.
+pub struct TestCluster {
+    // Field order matters: the cluster (its processes) goes before its folder.
+    cluster: Option<LocalCluster>,
+    dir: Option<tempfile::TempDir>,
+    test: String,
+}
+
+impl TestCluster {
+    /// `n_nodes` nodes in their own organizations, every node a consenter of every channel
+    /// ([`LocalClusterSpec::simple`]); `tweak` adjusts the spec before the start.
+    pub async fn start(
+        test: &str,
+        n_nodes: usize,
+        channels: &[&str],
+        tweak: impl FnOnce(&mut LocalClusterSpec),
+    ) -> TestCluster {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tally-e2e-{test}-"))
+            .tempdir()
+            .expect("create a temporary folder");
+        let mut spec = LocalClusterSpec::simple(dir.path(), node_bin(), n_nodes, channels);
+        tweak(&mut spec);
+        let mut tc = TestCluster { cluster: None, dir: Some(dir), test: test.to_string() };
+        match LocalCluster::start(spec).await {
+            Ok(c) => tc.cluster = Some(c),
+            Err(e) => {
+                let path = tc.dir.take().map(|d| d.keep()).unwrap_or_default();
+                panic!("{test}: the local cluster did not start: {e}\n(cluster folder kept: {})", path.display());
+            }
+        }
+        tc
+    }
+
+    pub fn cluster(&self) -> &LocalCluster {
+        self.cluster.as_ref().expect("started")
+    }
+
+    /// Asserts that no node exited on its own and no node log shows a panic.
+    pub fn assert_healthy(&self) {
+        let problems = self.cluster().problems();
+        if !problems.is_empty() {
+            let mut msg = format!("{}: node problems:\n  {}", self.test, problems.join("\n  "));
+            for n in self.cluster().node_names() {
+                if self.cluster().panicked(&n) || self.cluster().exited_on_its_own(&n).is_some() {
+                    msg += &format!("\n--- {n}: {}\n{}", self.cluster().log_path(&n).display(), panic_excerpt(self.cluster(), &n));
+                }
+            }
+            panic!("{msg}");
+        }
+    }
+}
+
+/// The lines around the first panic in a node's log, or its tail.
+pub fn panic_excerpt(c: &LocalCluster, node: &str) -> String {
+    let text = std::fs::read_to_string(c.log_path(node)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    match lines.iter().position(|l| l.contains("panicked")) {
+        Some(i) => lines[i.saturating_sub(5)..(i + 15).min(lines.len())].join("\n"),
+        None => c.log_tail(node, 20),
+    }
+}
+
+impl Deref for TestCluster {
+    type Target = LocalCluster;
+    fn deref(&self) -> &LocalCluster {
+        self.cluster()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        let keep = failing || std::env::var_os("TALLY_E2E_KEEP").is_some();
+        if failing {
+            if let Some(c) = &self.cluster {
+                for n in c.node_names() {
+                    eprintln!("--- {}: last lines of {} ---\n{}", self.test, c.log_path(&n).display(), c.log_tail(&n, 25));
+                }
+            }
+        }
+        drop(self.cluster.take());
+        if let Some(d) = self.dir.take() {
+            if keep {
+                let p = d.keep();
+                eprintln!("{}: cluster folder kept at {}", self.test, p.display());
+            }
+        }
+    }
+}
+
+/// Whether an error from submitting may go away by retrying (on this or another node): the
+/// node is down, has no leader, timed out, or answered something unexpected. 4xx answers are
+/// final.
+pub fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+        ClientError::Transport { .. } | ClientError::Timeout(_) | ClientError::BadResponse { .. } => true,
+        _ => false,
+    }
+}
+
+/// Submits the same signed transaction with `wait=true` until a node returns a receipt,
+/// moving to the next node after each retryable failure. Returns the receipt (committed or
+/// rejected), or the last error when it is final or `timeout` passed.
+pub async fn submit_retry(
+    clients: &[Client],
+    first: usize,
+    tx: &Transaction,
+    timeout: Duration,
+) -> Result<Receipt, String> {
+    let deadline = Instant::now() + timeout;
+    let mut i = first;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let c = &clients[i % clients.len()];
+        match c.submit_wait(tx).await {
+            Ok(r) => return Ok(r),
+            Err(e) if retryable(&e) && Instant::now() < deadline => {
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("after {attempts} attempts, last at {}: {e}", c.url())),
+        }
+    }
+}
+
+/// Every block of the channel on one node, from genesis to its current height.
+pub async fn all_blocks(c: &Client, channel: &str) -> Result<Vec<Block>, ClientError> {
+    let height = c.status(channel).await?.height;
+    let results: Vec<Result<Block, ClientError>> =
+        futures_util::stream::iter(0..height).map(|n| c.block(channel, Some(n))).buffered(8).collect().await;
+    results.into_iter().collect()
+}
+
+/// Checks a chain's internal consistency: numbering, hash links, transaction roots, one result
+/// per transaction, channel names.
+pub fn verify_chain(who: &str, channel: &str, blocks: &[Block]) {
+    for (i, b) in blocks.iter().enumerate() {
+        let h = &b.header;
+        assert_eq!(h.number, i as u64, "{who}/{channel}: block at position {i} says number {}", h.number);
+        assert_eq!(h.channel, channel, "{who}/{channel}: block {i} names channel {:?}", h.channel);
+        if i > 0 {
+            let prev = blocks[i - 1].header.hash();
+            assert_eq!(h.prev_hash, prev, "{who}/{channel}: block {i} does not link to block {}", i - 1);
+            assert!(h.timestamp_ms >= blocks[i - 1].header.timestamp_ms, "{who}/{channel}: block {i} is older than block {}", i - 1);
+        }
+        assert_eq!(b.results.len(), b.txs.len(), "{who}/{channel}: block {i} has {} txs but {} results", b.txs.len(), b.results.len());
+        assert_eq!(h.tx_root, tx_root(&b.tx_ids()), "{who}/{channel}: block {i}: transaction root does not match its transactions");
+    }
+}
+
+/// How many times each transaction id is marked committed in the blocks.
+pub fn committed_counts(blocks: &[Block]) -> HashMap<Hash, usize> {
+    let mut m = HashMap::new();
+    for b in blocks {
+        for (tx, r) in b.txs.iter().zip(&b.results) {
+            if r.is_committed() {
+                *m.entry(tx.id()).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+/// Fetches every node's copy of the channel, checks each chain, and asserts that all nodes hold
+/// identical blocks (hence identical hashes and state roots at every height). Returns the chain.
+pub async fn assert_identical_chains(c: &LocalCluster, channel: &str) -> Vec<Block> {
+    let mut reference: Option<(String, Vec<Block>)> = None;
+    for n in c.channel_nodes(channel) {
+        let blocks = all_blocks(&c.client(&n), channel)
+            .await
+            .unwrap_or_else(|e| panic!("reading the blocks of {channel} from {n}: {e}"));
+        verify_chain(&n, channel, &blocks);
+        match &reference {
+            None => reference = Some((n, blocks)),
+            Some((rn, rb)) => {
+                assert_eq!(blocks.len(), rb.len(), "{channel}: {n} has {} blocks, {rn} has {}", blocks.len(), rb.len());
+                for (a, b) in rb.iter().zip(&blocks) {
+                    assert_eq!(
+                        a.header.hash(),
+                        b.header.hash(),
+                        "{channel}: block {} differs between {rn} and {n}:\n{rn}: {:?}\n{n}: {:?}",
+                        a.header.number,
+                        a.header,
+                        b.header
+                    );
+                    assert_eq!(a, b, "{channel}: block {} has equal headers but different bodies on {rn} and {n}", a.header.number);
+                }
+            }
+        }
+    }
+    reference.map(|(_, b)| b).unwrap_or_default()
+}
+
+/// Raw HTTP/1.1 requests, for what the client library would refuse to send.
+pub mod http {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use std::time::Duration;
+
+    /// Sends one request on a fresh connection; returns the status and the body.
+    pub async fn request(
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+        let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+        let fut = async {
+            let stream = tokio::net::TcpStream::connect(authority.as_str())
+                .await
+                .map_err(|e| format!("connect {authority}: {e}"))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::builder()
+                .method(method)
+                .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+                .header(hyper::header::HOST, authority.as_str());
+            if let Some(ct) = content_type {
+                req = req.header(hyper::header::CONTENT_TYPE, ct);
+            }
+            let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+            let resp = sender.send_request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{method} {url}: reading the body: {e}"))?
+                .to_bytes();
+            Ok((status, body.to_vec()))
+        };
+        tokio::time::timeout(Duration::from_secs(30), fut)
+            .await
+            .map_err(|_| format!("{method} {url}: no answer within 30 s"))?
+    }
+
+    pub async fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
+        request("GET", url, None, Bytes::new()).await
+    }
+}
+
+/// Asserts that an answer is the documented API error: this status, a JSON `ApiError` body
+/// with this code and a non-empty message. Returns the error.
+pub fn assert_api_error(case: &str, got: (u16, &[u8]), status: u16, code: &str) -> ApiError {
+    let (st, body) = got;
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(st, status, "{case}: expected status {status} ({code}), got {st} with body {text}");
+    let err: ApiError = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{case}: the error body is not {{\"error\", \"code\"}} JSON ({e}): {text}"));
+    assert_eq!(err.code, code, "{case}: expected code {code:?}, got {:?} ({})", err.code, err.error);
+    assert!(!err.error.trim().is_empty(), "{case}: the error message is empty");
+    err
+}
+
+/// Same check for an error the client library returned.
+pub fn assert_client_api_error(case: &str, e: &ClientError, status: u16, code: &str) {
+    match e {
+        ClientError::Api { status: s, code: c, message } => {
+            assert_eq!((*s, c.as_str()), (status, code), "{case}: expected {status} {code}, got {s} {c}: {message}");
+            assert!(!message.trim().is_empty(), "{case}: the error message is empty");
+        }
+        other => panic!("{case}: expected API error {status} {code}, got {other}"),
+    }
+}
+
+/// The node's `/metrics` text.
+pub async fn metrics(api_url: &str) -> String {
+    let (status, body) = http::get(&format!("{api_url}/metrics")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "GET {api_url}/metrics answered {status}");
+    String::from_utf8(body).expect("metrics are UTF-8")
+}
+
+/// The value of the sample `name{labels}` in Prometheus text (labels given must all match;
+/// others are ignored). `None` when absent.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        let (label_text, value) = if let Some(r) = rest.strip_prefix('{') {
+            match r.split_once('}') {
+                Some((l, v)) => (l, v),
+                None => continue,
+            }
+        } else if rest.starts_with(' ') {
+            ("", rest)
+        } else {
+            continue; // another metric whose name starts with `name`
+        };
+        let all = labels.iter().all(|(k, v)| {
+            label_text.split(',').any(|kv| kv.trim() == format!("{k}=\"{v}\""))
+        });
+        if all {
+            return value.split_whitespace().next().and_then(|v| v.parse().ok());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_values_are_found_by_name_and_labels() {
+        let text = "# HELP x y\n# TYPE tally_snapshots_applied_total counter\n\
+                    tally_snapshots_applied_total{channel=\"a\"} 0\n\
+                    tally_snapshots_applied_total{channel=\"snap\"} 2\n\
+                    tally_snapshots_applied_total_extra 9\nplain 1.5\n";
+        assert_eq!(metric_value(text, "tally_snapshots_applied_total", &[("channel", "snap")]), Some(2.0));
+        assert_eq!(metric_value(text, "tally_snapshots_applied_total", &[("channel", "b")]), None);
+        assert_eq!(metric_value(text, "plain", &[]), Some(1.5));
+    }
+}

@@ -16,7 +16,10 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("admin API needs an admin certificate of organization {}; got {} of {}", node.org, caller.role, caller.org),
+            format!(
+                "admin API needs an admin certificate of organization {}; got {} of {}",
+                node.org, caller.role, caller.org
+            ),
         );
     }
     let path = req.uri().path().trim_matches('/').to_string();
@@ -32,11 +35,23 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
         (Method::POST, "v1/admin/channels") => {
             let body = match Limited::new(req.into_body(), MAX_CONFIG).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => return error(StatusCode::BAD_REQUEST, "malformed", format!("cannot read body: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("cannot read body: {e}"),
+                    )
+                }
             };
             let cfg: ChannelConfig = match serde_json::from_slice(&body) {
                 Ok(c) => c,
-                Err(e) => return error(StatusCode::BAD_REQUEST, "malformed", format!("body is not a channel configuration: {e}")),
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "malformed",
+                        format!("body is not a channel configuration: {e}"),
+                    )
+                }
             };
             let name = cfg.name.clone();
             let n = node.clone();
@@ -47,12 +62,20 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                     json(StatusCode::CREATED, &ch.status())
                 }
                 Ok(Ok(Joined::Existing(ch))) => json(StatusCode::OK, &ch.status()),
-                Ok(Err(e @ JoinError::Conflict(_))) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
-                Ok(Err(e @ (JoinError::Invalid(_) | JoinError::NotListed(_)))) => error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
+                Ok(Err(e @ JoinError::Conflict(_))) => {
+                    error(StatusCode::CONFLICT, "conflict", e.to_string())
+                }
+                Ok(Err(e @ (JoinError::Invalid(_) | JoinError::NotListed(_)))) => {
+                    error(StatusCode::BAD_REQUEST, "invalid", e.to_string())
+                }
                 Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
-        (m, p) => error(StatusCode::NOT_FOUND, "not_found", format!("no admin route for {m} /{p}")),
+        (m, p) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin route for {m} /{p}"),
+        ),
     }
 }

@@ -25,46 +25,84 @@ pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, ["readyz"]) => match node.ready() {
             Ok(()) => text(StatusCode::OK, "text/plain", "ready\n"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
         },
         (&Method::GET, ["metrics"]) => {
             node.update_size_metric();
-            text(StatusCode::OK, "text/plain; version=0.0.4", node.metrics.render())
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                node.metrics.render(),
+            )
         }
-        (&Method::GET, ["v1", "channels"]) => {
-            json(StatusCode::OK, &ChannelList { channels: node.channels().iter().map(|c| c.status()).collect() })
-        }
+        (&Method::GET, ["v1", "channels"]) => json(
+            StatusCode::OK,
+            &ChannelList {
+                channels: node.channels().iter().map(|c| c.status()).collect(),
+            },
+        ),
         (_, ["v1", "channels", ch, rest @ ..]) => {
             let Some(chan) = node.channel(ch) else {
-                return error(StatusCode::NOT_FOUND, "unknown_channel", format!("this node serves no channel named {ch:?}"));
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_channel",
+                    format!("this node serves no channel named {ch:?}"),
+                );
             };
             channel_route(&node, chan, method, rest, req).await
         }
-        _ => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {method} {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        ),
     }
 }
 
-async fn channel_route(node: &Node, chan: Arc<Channel>, method: Method, rest: &[&str], req: Request<Incoming>) -> Response<Body> {
+async fn channel_route(
+    node: &Node,
+    chan: Arc<Channel>,
+    method: Method,
+    rest: &[&str],
+    req: Request<Incoming>,
+) -> Response<Body> {
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let ledger = &chan.ledger;
     let limit = |default: usize, max: usize| {
-        query_param(q, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(default).min(max)
+        query_param(q, "limit")
+            .and_then(|l| l.parse::<usize>().ok())
+            .unwrap_or(default)
+            .min(max)
     };
     match (method, rest) {
         (Method::POST, ["transactions"]) => submit(node, chan, req).await,
         (Method::GET, ["transactions", id]) => {
             let Ok(id) = Hash::from_hex(id) else {
-                return error(StatusCode::BAD_REQUEST, "malformed", "transaction id must be 64 hex characters");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "transaction id must be 64 hex characters",
+                );
             };
             match ledger.receipt(&id) {
                 Ok(Some(r)) => json(StatusCode::OK, &r),
-                Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("transaction {id} is not on channel {}", ledger.name)),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("transaction {id} is not on channel {}", ledger.name),
+                ),
                 Err(e) => internal(e),
             }
         }
         (Method::GET, ["blocks", "stream"]) => {
-            let from = query_param(q, "from").and_then(|f| f.parse().ok()).unwrap_or(0);
+            let from = query_param(q, "from")
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0);
             stream_blocks(chan, from)
         }
         (Method::GET, ["blocks", n]) => {
@@ -73,28 +111,61 @@ async fn channel_route(node: &Node, chan: Arc<Channel>, method: Method, rest: &[
             } else {
                 match n.parse::<u64>() {
                     Ok(x) => x,
-                    Err(_) => return error(StatusCode::BAD_REQUEST, "malformed", "block number must be an integer or 'latest'"),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "malformed",
+                            "block number must be an integer or 'latest'",
+                        )
+                    }
                 }
             };
             match ledger.block(number) {
                 Ok(Some(b)) => json(StatusCode::OK, &b),
-                Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("block {number} does not exist yet (height {})", ledger.tip().height)),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "block {number} does not exist yet (height {})",
+                        ledger.tip().height
+                    ),
+                ),
                 Err(e) => internal(e),
             }
         }
         (Method::GET, ["state"]) => {
             let Some(key) = query_param(q, "key") else {
-                return error(StatusCode::BAD_REQUEST, "malformed", "query parameter 'key' is required");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "query parameter 'key' is required",
+                );
             };
             match ledger.get(&key) {
-                Ok(Some((version, value))) => json(StatusCode::OK, &KeyValue { key, value_utf8: utf8(&value), value, version }),
-                Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("key {key:?} is not set")),
+                Ok(Some((version, value))) => json(
+                    StatusCode::OK,
+                    &KeyValue {
+                        key,
+                        value_utf8: utf8(&value),
+                        value,
+                        version,
+                    },
+                ),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("key {key:?} is not set"),
+                ),
                 Err(e) => internal(e),
             }
         }
         (Method::GET, ["history"]) => {
             let Some(key) = query_param(q, "key") else {
-                return error(StatusCode::BAD_REQUEST, "malformed", "query parameter 'key' is required");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "query parameter 'key' is required",
+                );
             };
             match ledger.history(&key, limit(1000, 100_000)) {
                 Ok(entries) => json(StatusCode::OK, &History { key, entries }),
@@ -112,11 +183,23 @@ async fn channel_route(node: &Node, chan: Arc<Channel>, method: Method, rest: &[
         (Method::GET, ["config"]) => json(StatusCode::OK, &ledger.config),
         (Method::GET, ["certs", h]) => match Hash::from_hex(h).map(|h| ledger.cert_known(&h)) {
             Ok(Ok(true)) => json(StatusCode::OK, &serde_json::json!({"known": true})),
-            Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "not_found", "certificate not recorded on this channel"),
+            Ok(Ok(false)) => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "certificate not recorded on this channel",
+            ),
             Ok(Err(e)) => internal(e),
-            Err(_) => error(StatusCode::BAD_REQUEST, "malformed", "certificate hash must be 64 hex characters"),
+            Err(_) => error(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "certificate hash must be 64 hex characters",
+            ),
         },
-        (m, r) => error(StatusCode::NOT_FOUND, "not_found", format!("no route for {m} /{}", r.join("/"))),
+        (m, r) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {m} /{}", r.join("/")),
+        ),
     }
 }
 
@@ -128,7 +211,9 @@ fn internal(e: impl std::fmt::Display) -> Response<Body> {
 fn reject_status(code: RejectCode) -> StatusCode {
     match code {
         RejectCode::BadSignature => StatusCode::UNAUTHORIZED,
-        RejectCode::NotMember | RejectCode::UnknownCertificate | RejectCode::Forbidden => StatusCode::FORBIDDEN,
+        RejectCode::NotMember | RejectCode::UnknownCertificate | RejectCode::Forbidden => {
+            StatusCode::FORBIDDEN
+        }
         RejectCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RejectCode::Duplicate => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
@@ -153,36 +238,76 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
     // JSON carries hex, twice the bytes, plus a little framing.
     let limit = if is_json { max * 2 + 64 } else { max };
     let reject = |code: RejectCode, msg: String| {
-        node.metrics.rejected_txs.with_label_values(&[&ledger.name, code.as_str()]).inc();
+        node.metrics
+            .rejected_txs
+            .with_label_values(&[&ledger.name, code.as_str()])
+            .inc();
         error(reject_status(code), code.as_str(), msg)
     };
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return reject(RejectCode::TooLarge, format!("transaction exceeds the channel's limit of {max} bytes"));
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return reject(
+                RejectCode::TooLarge,
+                format!("transaction exceeds the channel's limit of {max} bytes"),
+            );
         }
-        Err(e) => return error(StatusCode::BAD_REQUEST, "malformed", format!("cannot read body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("cannot read body: {e}"),
+            )
+        }
     };
     let raw: Vec<u8> = if is_json {
         let parsed: Result<SubmitJson, _> = serde_json::from_slice(&body);
-        match parsed.map_err(|e| e.to_string()).and_then(|j| hex::decode(j.tx).map_err(|e| e.to_string())) {
+        match parsed
+            .map_err(|e| e.to_string())
+            .and_then(|j| hex::decode(j.tx).map_err(|e| e.to_string()))
+        {
             Ok(b) => b,
-            Err(e) => return reject(RejectCode::Malformed, format!("body must be {{\"tx\": \"<hex of the canonical transaction>\"}}: {e}")),
+            Err(e) => {
+                return reject(
+                    RejectCode::Malformed,
+                    format!("body must be {{\"tx\": \"<hex of the canonical transaction>\"}}: {e}"),
+                )
+            }
         }
     } else {
         body.to_vec()
     };
     if raw.len() > max {
-        return reject(RejectCode::TooLarge, format!("transaction is {} bytes; the channel's limit is {max}", raw.len()));
+        return reject(
+            RejectCode::TooLarge,
+            format!(
+                "transaction is {} bytes; the channel's limit is {max}",
+                raw.len()
+            ),
+        );
     }
     let tx = match Transaction::from_bytes(&raw) {
         Ok(t) => t,
-        Err(e) => return reject(RejectCode::Malformed, format!("not a canonical transaction: {e}")),
+        Err(e) => {
+            return reject(
+                RejectCode::Malformed,
+                format!("not a canonical transaction: {e}"),
+            )
+        }
     };
     let body_len = raw.len() - 4 - tx.signature.len();
     let id = tally_protocol::tx::tx_id(&raw[..body_len]);
     if tx.body.channel != ledger.name {
-        return reject(RejectCode::WrongChannel, format!("transaction names channel {:?} but was sent to {:?}", tx.body.channel, ledger.name));
+        return reject(
+            RejectCode::WrongChannel,
+            format!(
+                "transaction names channel {:?} but was sent to {:?}",
+                tx.body.channel, ledger.name
+            ),
+        );
     }
     // A transaction already ordered is answered with its receipt: resubmission is safe.
     match ledger.receipt(&id) {
@@ -194,17 +319,31 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
         return reject(code, msg);
     }
     if chan.leader_id() == 0 {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("channel {} has no leader yet; retry", ledger.name));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            format!("channel {} has no leader yet; retry", ledger.name),
+        );
     }
     if chan.queued.load(Ordering::Relaxed) > MAX_QUEUED {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "busy", "too many transactions queued; retry later");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many transactions queued; retry later",
+        );
     }
     let rx = match chan.submit(raw, id, &tx.signature, wait) {
         Ok(rx) => rx,
         Err(f) => return failure(f, &ledger.name),
     };
     let Some(rx) = rx else {
-        return json(StatusCode::ACCEPTED, &Pending { tx_id: id, status: "pending".into() });
+        return json(
+            StatusCode::ACCEPTED,
+            &Pending {
+                tx_id: id,
+                status: "pending".into(),
+            },
+        );
     };
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Ok(receipt))) => json(StatusCode::OK, &receipt),
@@ -220,8 +359,16 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
 
 fn failure(f: SubmitFailure, ch: &str) -> Response<Body> {
     match f {
-        SubmitFailure::NoLeader => error(StatusCode::SERVICE_UNAVAILABLE, "no_leader", format!("channel {ch} lost its leader before ordering the transaction; resubmit it")),
-        SubmitFailure::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "node is shutting down; resubmit to another node"),
+        SubmitFailure::NoLeader => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            format!("channel {ch} lost its leader before ordering the transaction; resubmit it"),
+        ),
+        SubmitFailure::ShuttingDown => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "node is shutting down; resubmit to another node",
+        ),
     }
 }
 
@@ -261,7 +408,9 @@ fn stream_blocks(chan: Arc<Channel>, from: u64) -> Response<Body> {
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -87,7 +87,9 @@ impl Channel {
             role: match (v.learner, v.role) {
                 (true, _) => RaftRole::Learner,
                 (_, Some(StateRole::Leader)) => RaftRole::Leader,
-                (_, Some(StateRole::Candidate)) | (_, Some(StateRole::PreCandidate)) => RaftRole::Candidate,
+                (_, Some(StateRole::Candidate)) | (_, Some(StateRole::PreCandidate)) => {
+                    RaftRole::Candidate
+                }
                 _ => RaftRole::Follower,
             },
             leader_id: v.leader_id,
@@ -149,7 +151,9 @@ impl Channel {
             None
         };
         self.arrivals.lock().entry(id).or_insert(now);
-        self.preverified.lock().insert(id, (signature.to_vec(), now));
+        self.preverified
+            .lock()
+            .insert(id, (signature.to_vec(), now));
         self.queued.fetch_add(1, Ordering::Relaxed);
         if self.input.lock().send(Input::Submit { id, raw }).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -177,13 +181,20 @@ impl Channel {
     }
 
     fn is_preverified(&self, id: &Hash, sig: &[u8]) -> bool {
-        self.preverified.lock().get(id).is_some_and(|(s, _)| s.as_slice() == sig)
+        self.preverified
+            .lock()
+            .get(id)
+            .is_some_and(|(s, _)| s.as_slice() == sig)
     }
 
     fn sweep(&self) {
         let now = Instant::now();
-        self.preverified.lock().retain(|_, (_, t)| now.duration_since(*t) < STALE);
-        self.arrivals.lock().retain(|_, t| now.duration_since(*t) < STALE);
+        self.preverified
+            .lock()
+            .retain(|_, (_, t)| now.duration_since(*t) < STALE);
+        self.arrivals
+            .lock()
+            .retain(|_, t| now.duration_since(*t) < STALE);
         self.waiters.lock().retain(|_, ws| {
             ws.retain(|w| !w.is_closed());
             !ws.is_empty()
@@ -217,16 +228,21 @@ pub fn start(
         node_name: node_name.to_string(),
         org: org.to_string(),
         input: Mutex::new(tx),
-        view: RwLock::new(RaftView { learner, ..RaftView::default() }),
+        view: RwLock::new(RaftView {
+            learner,
+            ..RaftView::default()
+        }),
         blocks,
         waiters: Mutex::new(HashMap::new()),
         arrivals: Mutex::new(HashMap::new()),
         preverified: Mutex::new(HashMap::new()),
         queued: AtomicUsize::new(0),
     });
-    let mut initial = ConfState::default();
-    initial.voters = cfg.consenters.iter().map(|n| n.id).collect();
-    initial.learners = cfg.observers.iter().map(|n| n.id).collect();
+    let initial = ConfState {
+        voters: cfg.consenters.iter().map(|n| n.id).collect(),
+        learners: cfg.observers.iter().map(|n| n.id).collect(),
+        ..ConfState::default()
+    };
     let store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
     let raft_cfg = raft::Config {
         id: node_id,
@@ -239,7 +255,10 @@ pub fn start(
         pre_vote: true,
         ..raft::Config::default()
     };
-    let logger = slog::Logger::root(crate::raft_log::TracingDrain, slog::o!("channel" => ledger.name.clone()));
+    let logger = slog::Logger::root(
+        crate::raft_log::TracingDrain,
+        slog::o!("channel" => ledger.name.clone()),
+    );
     let raw = RawNode::new(&raft_cfg, store, &logger)?;
     let c = chan.clone();
     let name = format!("raft-{}", ledger.name);
@@ -349,10 +368,13 @@ impl Worker {
                 if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
                     let mut v = self.chan.view.write();
                     match msg.msg_type {
-                        MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                        MessageType::MsgAppend
+                        | MessageType::MsgHeartbeat
+                        | MessageType::MsgSnapshot => {
                             v.leader_commit = v.leader_commit.max(msg.commit);
                             if msg.msg_type == MessageType::MsgSnapshot {
-                                v.leader_commit = v.leader_commit.max(msg.get_snapshot().get_metadata().index);
+                                v.leader_commit =
+                                    v.leader_commit.max(msg.get_snapshot().get_metadata().index);
                             }
                             v.heard_from_leader = true;
                         }
@@ -392,7 +414,9 @@ impl Worker {
                     msg.commit = last;
                 }
             }
-            MessageType::MsgAppendResponse if msg.reject && self.raw.raft.state == StateRole::Leader => {
+            MessageType::MsgAppendResponse
+                if msg.reject && self.raw.raft.state == StateRole::Leader =>
+            {
                 if let Some(pr) = self.raw.raft.mut_prs().get_mut(msg.from) {
                     if msg.reject_hint < pr.matched {
                         warn!(
@@ -418,7 +442,10 @@ impl Worker {
         if txs.is_empty() {
             return;
         }
-        let data = encode_batch(tally_protocol::now_ms(), txs.iter().map(|(_, raw)| raw.as_slice()));
+        let data = encode_batch(
+            tally_protocol::now_ms(),
+            txs.iter().map(|(_, raw)| raw.as_slice()),
+        );
         if self.raw.raft.leader_id == 0 || self.raw.propose(vec![], data).is_err() {
             let ids: Vec<Hash> = txs.iter().map(|(id, _)| *id).collect();
             self.chan.fail_waiters(&ids, SubmitFailure::NoLeader);
@@ -441,10 +468,21 @@ impl Worker {
                     continue;
                 }
             };
-            let ok = self.env.transport.send(&peer.peer_addr, frame(&self.ch, &bytes));
+            let ok = self
+                .env
+                .transport
+                .send(&peer.peer_addr, frame(&self.ch, &bytes));
             if is_snap {
-                self.env.metrics.snapshots_sent.with_label_values(&[&self.ch]).inc();
-                let status = if ok { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+                self.env
+                    .metrics
+                    .snapshots_sent
+                    .with_label_values(&[&self.ch])
+                    .inc();
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
                 self.raw.report_snapshot(to, status);
             }
             if !ok {
@@ -475,7 +513,11 @@ impl Worker {
             self.raw.store().apply_snapshot(rd.snapshot(), &mut wb)?;
             self.write(wb, true)?;
             self.chan.ledger.after_restore()?;
-            self.env.metrics.snapshots_applied.with_label_values(&[&self.ch]).inc();
+            self.env
+                .metrics
+                .snapshots_applied
+                .with_label_values(&[&self.ch])
+                .inc();
             let tip = self.chan.ledger.tip();
             info!(channel = %self.ch, height = tip.height, index = tip.applied_index, "installed snapshot");
             let _ = self.chan.blocks.send(tip.height);
@@ -494,7 +536,10 @@ impl Worker {
         if persist {
             let t = Instant::now();
             self.write(wb, true)?;
-            self.env.metrics.fsync_seconds.observe(t.elapsed().as_secs_f64());
+            self.env
+                .metrics
+                .fsync_seconds
+                .observe(t.elapsed().as_secs_f64());
         }
         self.send(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
@@ -534,7 +579,12 @@ impl Worker {
     }
 
     /// Records an applied entry that made no block (a leader's empty entry, a conf change).
-    fn mark_applied(&mut self, index: u64, term: u64, mut wb: WriteBatch) -> Result<(), Box<dyn std::error::Error>> {
+    fn mark_applied(
+        &mut self,
+        index: u64,
+        term: u64,
+        mut wb: WriteBatch,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         let mut tip = self.chan.ledger.tip();
         tip.applied_index = index;
         tip.applied_term = term;
@@ -548,7 +598,10 @@ impl Worker {
         let mut wb = WriteBatch::default();
         let chan = self.chan.clone();
         let pre = |id: &Hash, sig: &[u8]| chan.is_preverified(id, sig);
-        let outcome = self.chan.ledger.apply_batch(&e.data, e.term, e.index, &pre, &mut wb)?;
+        let outcome = self
+            .chan
+            .ledger
+            .apply_batch(&e.data, e.term, e.index, &pre, &mut wb)?;
         self.write(wb, false)?;
         let Some((applied, tip)) = outcome else {
             let t = self.chan.ledger.tip();
@@ -563,7 +616,9 @@ impl Worker {
         let m = &self.env.metrics;
         let ch = [self.ch.as_str()];
         m.committed_blocks.with_label_values(&ch).inc();
-        m.batch_size.with_label_values(&ch).observe(applied.receipts.len() as f64);
+        m.batch_size
+            .with_label_values(&ch)
+            .observe(applied.receipts.len() as f64);
         let mut committed = 0u64;
         let now = Instant::now();
         {
@@ -573,11 +628,15 @@ impl Worker {
                 match &r.status {
                     TxStatus::Committed => committed += 1,
                     TxStatus::Rejected { code, .. } => {
-                        m.rejected_txs.with_label_values(&[&self.ch, code.as_str()]).inc();
+                        m.rejected_txs
+                            .with_label_values(&[&self.ch, code.as_str()])
+                            .inc();
                     }
                 }
                 if let Some(t) = arrivals.remove(&r.tx_id) {
-                    m.commit_latency.with_label_values(&ch).observe(now.duration_since(t).as_secs_f64());
+                    m.commit_latency
+                        .with_label_values(&ch)
+                        .observe(now.duration_since(t).as_secs_f64());
                 }
                 pre.remove(&r.tx_id);
             }
@@ -586,10 +645,15 @@ impl Worker {
         let mut waiters = self.chan.waiters.lock();
         if !waiters.is_empty() {
             for r in applied.receipts {
-                let Some(ws) = waiters.remove(&r.tx_id) else { continue };
+                let Some(ws) = waiters.remove(&r.tx_id) else {
+                    continue;
+                };
                 // A replay's waiter gets the receipt of the copy that was ordered first.
                 let receipt = match &r.status {
-                    TxStatus::Rejected { code: RejectCode::Duplicate, .. } => self
+                    TxStatus::Rejected {
+                        code: RejectCode::Duplicate,
+                        ..
+                    } => self
                         .chan
                         .ledger
                         .receipt(&r.tx_id)
@@ -619,7 +683,11 @@ impl Worker {
             let mut wb = WriteBatch::default();
             if self.raw.store().compact(applied - keep, &mut wb)? {
                 self.write(wb, false)?;
-                self.env.metrics.compactions.with_label_values(&[&self.ch]).inc();
+                self.env
+                    .metrics
+                    .compactions
+                    .with_label_values(&[&self.ch])
+                    .inc();
             }
         }
         Ok(())
@@ -660,9 +728,15 @@ impl Worker {
             _ => 0,
         });
         m.leader_id.with_label_values(&ch).set(leader as i64);
-        m.applied_index.with_label_values(&ch).set(tip.applied_index as i64);
-        m.commit_index.with_label_values(&ch).set(r.raft_log.committed as i64);
-        m.state_root.with_label_values(&ch).set(tip.state_root().fingerprint() as f64);
+        m.applied_index
+            .with_label_values(&ch)
+            .set(tip.applied_index as i64);
+        m.commit_index
+            .with_label_values(&ch)
+            .set(r.raft_log.committed as i64);
+        m.state_root
+            .with_label_values(&ch)
+            .set(tip.state_root().fingerprint() as f64);
         let ready = self.chan.ready().is_ok();
         m.ready.with_label_values(&ch).set(ready as i64);
     }

@@ -24,7 +24,13 @@ pub fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
 }
 
 pub fn error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response<Body> {
-    json(status, &ApiError { error: msg.into(), code: code.to_string() })
+    json(
+        status,
+        &ApiError {
+            error: msg.into(),
+            code: code.to_string(),
+        },
+    )
 }
 
 pub fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -74,7 +80,10 @@ mod tests {
 
     #[test]
     fn decodes_queries() {
-        assert_eq!(query_param(Some("a=1&key=x%2Fy+z"), "key").as_deref(), Some("x/y z"));
+        assert_eq!(
+            query_param(Some("a=1&key=x%2Fy+z"), "key").as_deref(),
+            Some("x/y z")
+        );
         assert_eq!(query_param(Some("a=1"), "key"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%e2%82%ac").as_deref(), Some("€"));

@@ -27,7 +27,10 @@ pub enum LedgerError {
 }
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Corrupt { what, detail: e.to_string() }
+    LedgerError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
 }
 
 pub const MAX_KEY_LEN: usize = 1024;
@@ -84,7 +87,12 @@ pub fn decode_batch(data: &[u8]) -> Result<(u64, Vec<OrderedTx<'_>>), DecodeErro
     let mut r = Reader::new(data);
     match r.u8("batch format")? {
         1 => {}
-        tag => return Err(DecodeError::BadTag { what: "batch format", tag }),
+        tag => {
+            return Err(DecodeError::BadTag {
+                what: "batch format",
+                tag,
+            })
+        }
     }
     let ts = r.u64("timestamp")?;
     let n = r.u32("count")? as usize;
@@ -106,7 +114,10 @@ pub fn decode_batch(data: &[u8]) -> Result<(u64, Vec<OrderedTx<'_>>), DecodeErro
 }
 
 /// Builds the bytes of a batch from already-encoded transactions (no re-encoding).
-pub fn encode_batch<'a>(timestamp_ms: u64, raw_txs: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+pub fn encode_batch<'a>(
+    timestamp_ms: u64,
+    raw_txs: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+) -> Vec<u8> {
     let len: usize = raw_txs.clone().map(<[u8]>::len).sum();
     let mut w = Writer::with_capacity(len + 16);
     w.u8(1);
@@ -161,8 +172,16 @@ impl Ledger {
                     raft_term: 0,
                     raft_index: 0,
                 };
-                let block = Block { header: header.clone(), txs: vec![], results: vec![] };
-                let tip = Tip { height: 1, last_hash: header.hash(), ..Tip::default() };
+                let block = Block {
+                    header: header.clone(),
+                    txs: vec![],
+                    results: vec![],
+                };
+                let tip = Tip {
+                    height: 1,
+                    last_hash: header.hash(),
+                    ..Tip::default()
+                };
                 let mut wb = WriteBatch::default();
                 wb.put(keys.block(0), block.to_bytes());
                 wb.put(keys.kind(keys::CONFIG), config.to_bytes());
@@ -229,25 +248,37 @@ impl Ledger {
             }
         };
         // Chain checks are cached without time; time is checked against `now_s` below.
-        let info = identity::verify_against(&self.cas, der, None)
-            .map_err(|e| match e {
-                IdentityError::UnknownIssuer(_) | IdentityError::BadChain(_) => (
-                    RejectCode::NotMember,
-                    format!("signer is not a member of channel {}: {e}", self.name),
-                ),
-                e => (RejectCode::NotMember, format!("signer certificate rejected: {e}")),
-            })?;
+        let info = identity::verify_against(&self.cas, der, None).map_err(|e| match e {
+            IdentityError::UnknownIssuer(_) | IdentityError::BadChain(_) => (
+                RejectCode::NotMember,
+                format!("signer is not a member of channel {}: {e}", self.name),
+            ),
+            e => (
+                RejectCode::NotMember,
+                format!("signer certificate rejected: {e}"),
+            ),
+        })?;
         self.verified_certs.write().insert(hash, info.clone());
         check_time(&info, now_s).map(|i| (i, Some(hash)))
     }
 
     /// Checks everything about a transaction that does not depend on ordering, as a
     /// submitting node does before accepting it. Returns the signer.
-    pub fn precheck(&self, tx: &Transaction, id: &Hash, raw_len: usize, now_ms: u64) -> Result<CertInfo, (RejectCode, String)> {
+    pub fn precheck(
+        &self,
+        tx: &Transaction,
+        id: &Hash,
+        raw_len: usize,
+        now_ms: u64,
+    ) -> Result<CertInfo, (RejectCode, String)> {
         self.static_checks(tx, raw_len)?;
-        let (info, _) = self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;
+        let (info, _) =
+            self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;
         if !tx.verify_signature(id, &info.public_key) {
-            return Err((RejectCode::BadSignature, "signature does not verify against the signer's certificate".into()));
+            return Err((
+                RejectCode::BadSignature,
+                "signature does not verify against the signer's certificate".into(),
+            ));
         }
         self.policy_checks(tx, &info, now_ms)?;
         Ok(info)
@@ -257,13 +288,19 @@ impl Ledger {
         if tx.body.channel != self.name {
             return Err((
                 RejectCode::WrongChannel,
-                format!("transaction is for channel {:?}, not {:?}", tx.body.channel, self.name),
+                format!(
+                    "transaction is for channel {:?}, not {:?}",
+                    tx.body.channel, self.name
+                ),
             ));
         }
         if raw_len > self.config.max_tx_bytes as usize {
             return Err((
                 RejectCode::TooLarge,
-                format!("transaction is {raw_len} bytes; channel limit is {}", self.config.max_tx_bytes),
+                format!(
+                    "transaction is {raw_len} bytes; channel limit is {}",
+                    self.config.max_tx_bytes
+                ),
             ));
         }
         match &tx.body.payload {
@@ -271,9 +308,16 @@ impl Ledger {
                 if writes.is_empty() {
                     return Err((RejectCode::Malformed, "transaction writes nothing".into()));
                 }
-                for k in reads.iter().map(|r| &r.key).chain(writes.iter().map(|w| &w.key)) {
+                for k in reads
+                    .iter()
+                    .map(|r| &r.key)
+                    .chain(writes.iter().map(|w| &w.key))
+                {
                     if k.is_empty() || k.len() > MAX_KEY_LEN {
-                        return Err((RejectCode::Malformed, format!("key length must be 1..={MAX_KEY_LEN} bytes")));
+                        return Err((
+                            RejectCode::Malformed,
+                            format!("key length must be 1..={MAX_KEY_LEN} bytes"),
+                        ));
                     }
                 }
             }
@@ -281,26 +325,47 @@ impl Ledger {
         Ok(())
     }
 
-    fn policy_checks(&self, tx: &Transaction, info: &CertInfo, now_ms: u64) -> Result<(), (RejectCode, String)> {
+    fn policy_checks(
+        &self,
+        tx: &Transaction,
+        info: &CertInfo,
+        now_ms: u64,
+    ) -> Result<(), (RejectCode, String)> {
         let window = self.config.tx_window_s as u64 * 1000;
         if tx.body.timestamp_ms.abs_diff(now_ms) > window {
             return Err((
                 RejectCode::Expired,
-                format!("transaction time is more than {} s from the ledger's time", self.config.tx_window_s),
+                format!(
+                    "transaction time is more than {} s from the ledger's time",
+                    self.config.tx_window_s
+                ),
             ));
         }
         if info.role == Role::Node {
-            return Err((RejectCode::Forbidden, "node certificates may not submit transactions".into()));
+            return Err((
+                RejectCode::Forbidden,
+                "node certificates may not submit transactions".into(),
+            ));
         }
         if !self.config.may_write(&info.org) {
-            return Err((RejectCode::Forbidden, format!("organization {} may not write to channel {}", info.org, self.name)));
+            return Err((
+                RejectCode::Forbidden,
+                format!(
+                    "organization {} may not write to channel {}",
+                    info.org, self.name
+                ),
+            ));
         }
         Ok(())
     }
 
     // ---- apply ----------------------------------------------------------------------------
 
-    fn read_state(&self, key: &str, overlay: &HashMap<String, StateEntry>) -> Result<StateEntry, LedgerError> {
+    fn read_state(
+        &self,
+        key: &str,
+        overlay: &HashMap<String, StateEntry>,
+    ) -> Result<StateEntry, LedgerError> {
         if let Some(v) = overlay.get(key) {
             return Ok(v.clone());
         }
@@ -342,9 +407,23 @@ impl Ledger {
         let mut results = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
         for (i, otx) in txs.iter().enumerate() {
-            let version = Version { block: number, tx: i as u32 };
+            let version = Version {
+                block: number,
+                tx: i as u32,
+            };
             ids.push(otx.id);
-            let status = self.apply_tx(otx, version, ts, now_s, preverified, &mut overlay, &mut seen, &mut new_certs, &mut tip.digest, wb)?;
+            let status = self.apply_tx(
+                otx,
+                version,
+                ts,
+                now_s,
+                preverified,
+                &mut overlay,
+                &mut seen,
+                &mut new_certs,
+                &mut tip.digest,
+                wb,
+            )?;
             results.push(status);
         }
         for (h, der) in &new_certs {
@@ -388,7 +467,14 @@ impl Ledger {
                 block_hash,
             })
             .collect();
-        Ok(Some((Applied { header, block_hash, receipts }, tip)))
+        Ok(Some((
+            Applied {
+                header,
+                block_hash,
+                receipts,
+            },
+            tip,
+        )))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -415,11 +501,17 @@ impl Ledger {
             Err(e) => return Ok(reject(e)),
         };
         if !preverified(&otx.id, &tx.signature) && !tx.verify_signature(&otx.id, &info.public_key) {
-            return Ok(reject((RejectCode::BadSignature, "signature does not verify against the signer's certificate".into())));
+            return Ok(reject((
+                RejectCode::BadSignature,
+                "signature does not verify against the signer's certificate".into(),
+            )));
         }
         // The transaction is authentic from here on; a second copy of it is a replay.
         if seen.contains(&otx.id) || self.tx_seen(&otx.id)? {
-            return Ok(reject((RejectCode::Duplicate, "transaction was already ordered".into())));
+            return Ok(reject((
+                RejectCode::Duplicate,
+                "transaction was already ordered".into(),
+            )));
         }
         seen.insert(otx.id);
         let mut idx = Writer::with_capacity(12);
@@ -439,7 +531,10 @@ impl Ledger {
             if current != r.version {
                 return Ok(reject((
                     RejectCode::ReadConflict,
-                    format!("key {:?} is at version {:?}, the transaction read {:?}", r.key, current, r.version),
+                    format!(
+                        "key {:?} is at version {:?}, the transaction read {:?}",
+                        r.key, current, r.version
+                    ),
                 )));
             }
         }
@@ -467,7 +562,10 @@ impl Ledger {
                     overlay.insert(w.key.clone(), None);
                 }
             }
-            wb.put(self.keys.history(&w.key, version.block, version.tx), h.into_inner());
+            wb.put(
+                self.keys.history(&w.key, version.block, version.tx),
+                h.into_inner(),
+            );
         }
         Ok(TxStatus::Committed)
     }
@@ -489,29 +587,52 @@ impl Ledger {
 
     pub fn block(&self, number: u64) -> Result<Option<Block>, LedgerError> {
         match self.block_bytes(number)? {
-            Some(b) => Block::from_bytes(&b).map(Some).map_err(|e| corrupt("block", e)),
+            Some(b) => Block::from_bytes(&b)
+                .map(Some)
+                .map_err(|e| corrupt("block", e)),
             None => Ok(None),
         }
     }
 
     pub fn tx_location(&self, id: &Hash) -> Result<Option<Version>, LedgerError> {
         match self.db.get_pinned(self.keys.tx(&id.0))? {
-            Some(b) => Version::from_bytes(&b).map(Some).map_err(|e| corrupt("tx index", e)),
+            Some(b) => Version::from_bytes(&b)
+                .map(Some)
+                .map_err(|e| corrupt("tx index", e)),
             None => Ok(None),
         }
     }
 
     pub fn receipt(&self, id: &Hash) -> Result<Option<ProvenReceipt>, LedgerError> {
-        let Some(loc) = self.tx_location(id)? else { return Ok(None) };
-        let block = self.block(loc.block)?.ok_or_else(|| corrupt("block", "indexed block missing"))?;
+        let Some(loc) = self.tx_location(id)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(loc.block)?
+            .ok_or_else(|| corrupt("block", "indexed block missing"))?;
         let ids = block.tx_ids();
         let i = loc.tx as usize;
-        let status = block.results.get(i).cloned().ok_or_else(|| corrupt("block", "result missing"))?;
+        let status = block
+            .results
+            .get(i)
+            .cloned()
+            .ok_or_else(|| corrupt("block", "result missing"))?;
         let proof = merkle::prove(&ids, i).ok_or_else(|| corrupt("block", "index out of range"))?;
         let block_hash = block.header.hash();
         Ok(Some(ProvenReceipt {
-            receipt: Receipt { tx_id: *id, channel: self.name.clone(), block: loc.block, index: loc.tx, status, block_hash },
-            proof: InclusionProof { tx_id: *id, header: block.header, merkle: proof },
+            receipt: Receipt {
+                tx_id: *id,
+                channel: self.name.clone(),
+                block: loc.block,
+                index: loc.tx,
+                status,
+                block_hash,
+            },
+            proof: InclusionProof {
+                tx_id: *id,
+                header: block.header,
+                merkle: proof,
+            },
         }))
     }
 
@@ -522,12 +643,16 @@ impl Ledger {
     pub fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>, LedgerError> {
         let prefix = self.keys.history_prefix(key);
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            let ver = Version::from_bytes(&k[prefix.len()..]).map_err(|e| corrupt("history key", e))?;
+            let ver =
+                Version::from_bytes(&k[prefix.len()..]).map_err(|e| corrupt("history key", e))?;
             let mut r = Reader::new(&v);
             let tx_id = Hash::decode(&mut r).map_err(|e| corrupt("history", e))?;
             let timestamp_ms = r.u64("ts").map_err(|e| corrupt("history", e))?;
@@ -536,16 +661,29 @@ impl Ledger {
                 _ => None,
             };
             let value_utf8 = value.as_deref().and_then(utf8);
-            out.push(HistoryEntry { version: ver, tx_id, value, value_utf8, timestamp_ms });
+            out.push(HistoryEntry {
+                version: ver,
+                tx_id,
+                value,
+                value_utf8,
+                timestamp_ms,
+            });
         }
         Ok(out)
     }
 
-    pub fn keys_with_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<KeyEntry>, LedgerError> {
+    pub fn keys_with_prefix(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<KeyEntry>, LedgerError> {
         let start = self.keys.state(prefix);
         let skip = self.keys.state_prefix_len();
         let mut out = Vec::new();
-        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(&start) || out.len() >= limit {
                 break;
@@ -570,7 +708,10 @@ impl Ledger {
         let mut w = Writer::default();
         for kind in LEDGER_KINDS {
             let (lo, hi) = self.keys.range(kind);
-            for item in self.db.iterator(IteratorMode::From(&lo, Direction::Forward)) {
+            for item in self
+                .db
+                .iterator(IteratorMode::From(&lo, Direction::Forward))
+            {
                 let (k, v) = item?;
                 if k.as_ref() >= hi.as_slice() {
                     break;
@@ -592,8 +733,12 @@ impl Ledger {
         let base = &base[..base.len() - 1];
         let mut r = Reader::new(data);
         while r.remaining() > 0 {
-            let k = r.bytes("snapshot key").map_err(|e| corrupt("snapshot", e))?;
-            let v = r.bytes("snapshot value").map_err(|e| corrupt("snapshot", e))?;
+            let k = r
+                .bytes("snapshot key")
+                .map_err(|e| corrupt("snapshot", e))?;
+            let v = r
+                .bytes("snapshot value")
+                .map_err(|e| corrupt("snapshot", e))?;
             let mut key = base.to_vec();
             key.extend_from_slice(&k);
             wb.put(key, v);
@@ -613,7 +758,10 @@ impl Ledger {
 
 fn check_time(info: &CertInfo, now_s: i64) -> Result<CertInfo, (RejectCode, String)> {
     if now_s < info.not_before || now_s > info.not_after {
-        return Err((RejectCode::Expired, "signer certificate is outside its validity period".into()));
+        return Err((
+            RejectCode::Expired,
+            "signer certificate is outside its validity period".into(),
+        ));
     }
     Ok(info.clone())
 }
@@ -633,13 +781,23 @@ mod tests {
 
     #[test]
     fn tip_round_trips() {
-        let t = Tip { height: 7, last_hash: Hash([3; 32]), digest: StateDigest([1, 2, 3, 4]), timestamp_ms: 9, applied_index: 11, applied_term: 2 };
+        let t = Tip {
+            height: 7,
+            last_hash: Hash([3; 32]),
+            digest: StateDigest([1, 2, 3, 4]),
+            timestamp_ms: 9,
+            applied_index: 11,
+            applied_term: 2,
+        };
         assert_eq!(Tip::decode(&t.encode()).unwrap(), t);
     }
 
     #[test]
     fn batch_bytes_match_the_protocol_encoding() {
-        let b = tally_protocol::Batch { timestamp_ms: 5, txs: vec![] };
+        let b = tally_protocol::Batch {
+            timestamp_ms: 5,
+            txs: vec![],
+        };
         assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
     }
 }

@@ -61,7 +61,9 @@ fn main() {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -70,31 +72,49 @@ fn init_logging(format: &str) {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let identity = Identity::from_pem(&read(&args.cert)?, &read(&args.key)?).context("node identity")?;
+    let identity =
+        Identity::from_pem(&read(&args.cert)?, &read(&args.key)?).context("node identity")?;
     if identity.info.common_name != args.name {
-        bail!("--name {} does not match the certificate's common name {}", args.name, identity.info.common_name);
+        bail!(
+            "--name {} does not match the certificate's common name {}",
+            args.name,
+            identity.info.common_name
+        );
     }
     let ca_pem = read(&args.org_ca)?;
     let org_ca = TrustedCa::from_pem(&identity.info.org, &ca_pem).context("organization CA")?;
     org_ca
-        .verify(&identity.cert_der, Some(tally_protocol::identity::now_unix()))
+        .verify(
+            &identity.cert_der,
+            Some(tally_protocol::identity::now_unix()),
+        )
         .context("the node certificate is not issued by --org-ca")?;
     let mut genesis = Vec::new();
     for g in &args.genesis {
-        let cfg: ChannelConfig = serde_json::from_str(&read(g)?).with_context(|| format!("{} is not a channel configuration", g.display()))?;
+        let cfg: ChannelConfig = serde_json::from_str(&read(g)?)
+            .with_context(|| format!("{} is not a channel configuration", g.display()))?;
         genesis.push(cfg);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()?;
     rt.block_on(async move {
-        let listeners = Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
+        let listeners =
+            Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
         let handle = tokio::runtime::Handle::current();
         let data_dir = args.data_dir.clone();
         let fsync = !args.no_fsync;
-        let node = tokio::task::spawn_blocking(move || Node::open(&data_dir, identity, org_ca, fsync, handle)).await??;
+        let node = tokio::task::spawn_blocking(move || {
+            Node::open(&data_dir, identity, org_ca, fsync, handle)
+        })
+        .await??;
         for cfg in genesis {
             let name = cfg.name.clone();
             let n = node.clone();
-            tokio::task::spawn_blocking(move || n.join(cfg)).await?.with_context(|| format!("joining channel {name}"))?;
+            tokio::task::spawn_blocking(move || n.join(cfg))
+                .await?
+                .with_context(|| format!("joining channel {name}"))?;
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve(node.clone(), listeners, stop_rx));

@@ -24,13 +24,16 @@ pub struct RaftStore {
     last_index: Cell<u64>,
     hard_state: std::cell::RefCell<HardState>,
     conf_state: std::cell::RefCell<ConfState>,
-    pub snapshots_built: Cell<u64>,
 }
 
 impl RaftStore {
     /// Opens the Raft state of a channel; a new channel starts from `initial` (its genesis
     /// voters and learners) at index 0.
-    pub fn open(db: Arc<DB>, ledger: Arc<Ledger>, initial: ConfState) -> Result<RaftStore, raft::Error> {
+    pub fn open(
+        db: Arc<DB>,
+        ledger: Arc<Ledger>,
+        initial: ConfState,
+    ) -> Result<RaftStore, raft::Error> {
         let keys = Keys::new(&ledger.name);
         let hs = match db.get(keys.kind(keys::HARD_STATE)).map_err(store_err)? {
             Some(b) => HardState::parse_from_bytes(&b).map_err(store_err)?,
@@ -39,8 +42,11 @@ impl RaftStore {
         let cs = match db.get(keys.kind(keys::CONF_STATE)).map_err(store_err)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,
             None => {
-                db.put(keys.kind(keys::CONF_STATE), initial.write_to_bytes().map_err(store_err)?)
-                    .map_err(store_err)?;
+                db.put(
+                    keys.kind(keys::CONF_STATE),
+                    initial.write_to_bytes().map_err(store_err)?,
+                )
+                .map_err(store_err)?;
                 initial
             }
         };
@@ -57,7 +63,6 @@ impl RaftStore {
             last_index: Cell::new(si),
             hard_state: std::cell::RefCell::new(hs),
             conf_state: std::cell::RefCell::new(cs),
-            snapshots_built: Cell::new(0),
         };
         let last = store.scan_last_index()?.unwrap_or(si).max(si);
         store.last_index.set(last);
@@ -66,7 +71,9 @@ impl RaftStore {
 
     fn scan_last_index(&self) -> Result<Option<u64>, raft::Error> {
         let (lo, hi) = self.keys.range(keys::LOG);
-        let mut it = self.db.iterator(IteratorMode::From(&hi, Direction::Reverse));
+        let mut it = self
+            .db
+            .iterator(IteratorMode::From(&hi, Direction::Reverse));
         match it.next() {
             Some(Ok((k, _))) if k.as_ref() >= lo.as_slice() && k.len() == lo.len() + 8 => {
                 Ok(Some(be(&k[lo.len()..])))
@@ -86,20 +93,31 @@ impl RaftStore {
 
     /// Adds new entries to `wb`, replacing any conflicting suffix of the log.
     pub fn append(&self, entries: &[Entry], wb: &mut WriteBatch) -> Result<(), raft::Error> {
-        let Some(first) = entries.first() else { return Ok(()) };
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         let last_new = entries[entries.len() - 1].index;
         if first.index <= self.last_index.get() {
-            wb.delete_range(self.keys.log(first.index), self.keys.log(self.last_index.get() + 1));
+            wb.delete_range(
+                self.keys.log(first.index),
+                self.keys.log(self.last_index.get() + 1),
+            );
         }
         for e in entries {
-            wb.put(self.keys.log(e.index), e.write_to_bytes().map_err(store_err)?);
+            wb.put(
+                self.keys.log(e.index),
+                e.write_to_bytes().map_err(store_err)?,
+            );
         }
         self.last_index.set(last_new);
         Ok(())
     }
 
     pub fn set_hard_state(&self, hs: &HardState, wb: &mut WriteBatch) -> Result<(), raft::Error> {
-        wb.put(self.keys.kind(keys::HARD_STATE), hs.write_to_bytes().map_err(store_err)?);
+        wb.put(
+            self.keys.kind(keys::HARD_STATE),
+            hs.write_to_bytes().map_err(store_err)?,
+        );
         *self.hard_state.borrow_mut() = hs.clone();
         Ok(())
     }
@@ -111,7 +129,10 @@ impl RaftStore {
     }
 
     pub fn set_conf_state(&self, cs: &ConfState, wb: &mut WriteBatch) -> Result<(), raft::Error> {
-        wb.put(self.keys.kind(keys::CONF_STATE), cs.write_to_bytes().map_err(store_err)?);
+        wb.put(
+            self.keys.kind(keys::CONF_STATE),
+            cs.write_to_bytes().map_err(store_err)?,
+        );
         *self.conf_state.borrow_mut() = cs.clone();
         Ok(())
     }
@@ -185,7 +206,10 @@ impl raft::Storage for RaftStore {
         let mut size = 0u64;
         let start = self.keys.log(low);
         let end = self.keys.log(high);
-        for item in self.db.iterator(IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item.map_err(store_err)?;
             if k.as_ref() >= end.as_slice() {
                 break;
@@ -232,20 +256,26 @@ impl raft::Storage for RaftStore {
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let tip = self.ledger.tip();
         if tip.applied_index < request_index {
-            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
-        let mut snap = Snapshot::default();
-        snap.data = self.ledger.dump().map_err(store_err)?.into();
-        let mut meta = SnapshotMetadata::default();
-        meta.index = tip.applied_index;
-        meta.term = if tip.applied_index == self.snap_index.get() {
+        let term = if tip.applied_index == self.snap_index.get() {
             self.snap_term.get()
         } else {
             self.term(tip.applied_index).unwrap_or(tip.applied_term)
         };
+        let mut meta = SnapshotMetadata {
+            index: tip.applied_index,
+            term,
+            ..SnapshotMetadata::default()
+        };
         meta.set_conf_state(self.conf_state());
+        let mut snap = Snapshot {
+            data: self.ledger.dump().map_err(store_err)?.into(),
+            ..Snapshot::default()
+        };
         snap.set_metadata(meta);
-        self.snapshots_built.set(self.snapshots_built.get() + 1);
         Ok(snap)
     }
 }

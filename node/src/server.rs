@@ -21,21 +21,40 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(api: SocketAddr, peer: SocketAddr, admin: SocketAddr) -> std::io::Result<Listeners> {
+    pub async fn bind(
+        api: SocketAddr,
+        peer: SocketAddr,
+        admin: SocketAddr,
+    ) -> std::io::Result<Listeners> {
         let bind = |a: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(a).await.map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for {what} on {a}: {e}")))
+            TcpListener::bind(a).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen for {what} on {a}: {e}"))
+            })
         };
-        Ok(Listeners { api: bind(api, "the client API").await?, peer: bind(peer, "peers").await?, admin: bind(admin, "the admin API").await? })
+        Ok(Listeners {
+            api: bind(api, "the client API").await?,
+            peer: bind(peer, "peers").await?,
+            admin: bind(admin, "the admin API").await?,
+        })
     }
 }
 
 /// Serves until `stop` turns true.
-pub async fn serve(node: Arc<Node>, l: Listeners, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    l: Listeners,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let n = node.clone();
-    let inbox: crate::transport::Inbox = Arc::new(move |ch, bytes, info| n.deliver(ch, bytes, info));
+    let inbox: crate::transport::Inbox =
+        Arc::new(move |ch, bytes, info| n.deliver(ch, bytes, info));
     let peer = tokio::spawn(node.transport.clone().serve(l.peer, inbox));
-    let admin_cfg = tls::server_config(&node.identity, &[node.org_ca.der.clone()])?;
-    let admin = tokio::spawn(serve_admin(node.clone(), l.admin, TlsAcceptor::from(admin_cfg)));
+    let admin_cfg = tls::server_config(&node.identity, std::slice::from_ref(&node.org_ca.der))?;
+    let admin = tokio::spawn(serve_admin(
+        node.clone(),
+        l.admin,
+        TlsAcceptor::from(admin_cfg),
+    ));
     info!(api = %l.api.local_addr()?, "serving");
     loop {
         tokio::select! {
@@ -66,7 +85,9 @@ pub async fn serve(node: Arc<Node>, l: Listeners, mut stop: watch::Receiver<bool
 
 async fn serve_admin(node: Arc<Node>, listener: TcpListener, acceptor: TlsAcceptor) {
     loop {
-        let Ok((stream, remote)) = listener.accept().await else { continue };
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         let node = node.clone();
         tokio::spawn(async move {
@@ -87,9 +108,14 @@ async fn serve_admin(node: Arc<Node>, listener: TcpListener, acceptor: TlsAccept
             let svc = service_fn(move |req| {
                 let node = node.clone();
                 let caller = caller.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::admin::handle(node, caller, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::admin::handle(node, caller, req).await)
+                }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await
+            {
                 debug!(error = %e, "admin connection ended");
             }
         });

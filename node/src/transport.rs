@@ -49,7 +49,11 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(identity: Identity, runtime: tokio::runtime::Handle, metrics: Arc<Metrics>) -> Transport {
+    pub fn new(
+        identity: Identity,
+        runtime: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
+    ) -> Transport {
         Transport {
             identity,
             client: Arc::new(RwLock::new(None)),
@@ -76,7 +80,8 @@ impl Transport {
             let (tx, rx) = mpsc::channel(QUEUE);
             let addr = addr.to_string();
             let metrics = self.metrics.clone();
-            self.runtime.spawn(peer_loop(addr, rx, self.client.clone(), metrics));
+            self.runtime
+                .spawn(peer_loop(addr, rx, self.client.clone(), metrics));
             tx
         });
         match tx.try_send(frame) {
@@ -112,7 +117,11 @@ impl Transport {
     }
 }
 
-async fn serve_peer(stream: TcpStream, cfg: Arc<ServerConfig>, inbox: Inbox) -> std::io::Result<()> {
+async fn serve_peer(
+    stream: TcpStream,
+    cfg: Arc<ServerConfig>,
+    inbox: Inbox,
+) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let mut tls = TlsAcceptor::from(cfg).accept(stream).await?;
     let info = {
@@ -125,7 +134,10 @@ async fn serve_peer(stream: TcpStream, cfg: Arc<ServerConfig>, inbox: Inbox) -> 
         identity::inspect(&der).map_err(std::io::Error::other)?
     };
     if info.role != Role::Node {
-        return Err(std::io::Error::other(format!("peer certificate has role {}, not node", info.role)));
+        return Err(std::io::Error::other(format!(
+            "peer certificate has role {}, not node",
+            info.role
+        )));
     }
     let mut buf = Vec::new();
     loop {
@@ -196,7 +208,10 @@ async fn peer_loop(
                     dropped += 1;
                 }
                 if dropped > 0 {
-                    metrics.peer_dropped.with_label_values(&[&addr]).inc_by(dropped);
+                    metrics
+                        .peer_dropped
+                        .with_label_values(&[&addr])
+                        .inc_by(dropped);
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));

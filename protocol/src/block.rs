@@ -38,7 +38,12 @@ impl Decode for BlockHeader {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("header format")? {
             1 => {}
-            tag => return Err(DecodeError::BadTag { what: "header format", tag }),
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "header format",
+                    tag,
+                })
+            }
         }
         Ok(BlockHeader {
             channel: r.str("channel")?,
@@ -143,10 +148,19 @@ impl Decode for TxStatus {
                 let tag = r.u8("reject code")?;
                 let code = *RejectCode::ALL
                     .get(tag as usize)
-                    .ok_or(DecodeError::BadTag { what: "reject code", tag })?;
-                Ok(TxStatus::Rejected { code, reason: r.str("reason")? })
+                    .ok_or(DecodeError::BadTag {
+                        what: "reject code",
+                        tag,
+                    })?;
+                Ok(TxStatus::Rejected {
+                    code,
+                    reason: r.str("reason")?,
+                })
             }
-            tag => Err(DecodeError::BadTag { what: "status", tag }),
+            tag => Err(DecodeError::BadTag {
+                what: "status",
+                tag,
+            }),
         }
     }
 }
@@ -169,9 +183,17 @@ impl Decode for Batch {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("batch format")? {
             1 => {}
-            tag => return Err(DecodeError::BadTag { what: "batch format", tag }),
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "batch format",
+                    tag,
+                })
+            }
         }
-        Ok(Batch { timestamp_ms: r.u64("timestamp")?, txs: r.seq("txs")? })
+        Ok(Batch {
+            timestamp_ms: r.u64("timestamp")?,
+            txs: r.seq("txs")?,
+        })
     }
 }
 
@@ -191,7 +213,11 @@ impl Encode for Block {
 }
 impl Decode for Block {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Block { header: BlockHeader::decode(r)?, txs: r.seq("txs")?, results: r.seq("results")? })
+        Ok(Block {
+            header: BlockHeader::decode(r)?,
+            txs: r.seq("txs")?,
+            results: r.seq("results")?,
+        })
     }
 }
 

@@ -18,7 +18,11 @@ pub enum DecodeError {
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
     #[error("length {len} of {what} exceeds the limit {limit}")]
-    TooLong { what: &'static str, len: usize, limit: usize },
+    TooLong {
+        what: &'static str,
+        len: usize,
+        limit: usize,
+    },
 }
 
 /// Upper bound of any single length prefix; protects decoders from huge allocations.
@@ -52,7 +56,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_capacity(n: usize) -> Self {
-        Writer { buf: Vec::with_capacity(n) }
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
     }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
@@ -140,7 +146,11 @@ impl<'a> Reader<'a> {
     fn len(&mut self, what: &'static str) -> Result<usize, DecodeError> {
         let len = self.u32(what)? as usize;
         if len > MAX_LEN {
-            return Err(DecodeError::TooLong { what, len, limit: MAX_LEN });
+            return Err(DecodeError::TooLong {
+                what,
+                len,
+                limit: MAX_LEN,
+            });
         }
         Ok(len)
     }
@@ -235,7 +245,10 @@ mod tests {
     #[test]
     fn truncated_and_lying_lengths_are_rejected() {
         let b = "abcdef".to_string().to_bytes();
-        assert!(matches!(String::from_bytes(&b[..5]), Err(DecodeError::Truncated(_))));
+        assert!(matches!(
+            String::from_bytes(&b[..5]),
+            Err(DecodeError::Truncated(_))
+        ));
         let lie = [0xff, 0xff, 0xff, 0xff];
         assert!(matches!(
             Vec::<u8>::from_bytes(&lie),

@@ -39,7 +39,11 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_txs: 500, max_bytes: 2 * 1024 * 1024, timeout_ms: 20 }
+        BatchConfig {
+            max_txs: 500,
+            max_bytes: 2 * 1024 * 1024,
+            timeout_ms: 20,
+        }
     }
 }
 
@@ -92,8 +96,14 @@ pub enum ConfigError {
     BadName(String),
     #[error("channel {0} has no consenters")]
     NoConsenters(String),
-    #[error("channel {channel}: node {node} belongs to organization {org:?}, which is not a member")]
-    NodeOrgNotMember { channel: String, node: String, org: String },
+    #[error(
+        "channel {channel}: node {node} belongs to organization {org:?}, which is not a member"
+    )]
+    NodeOrgNotMember {
+        channel: String,
+        node: String,
+        org: String,
+    },
     #[error("channel {channel}: node id {id} is used twice")]
     DuplicateNodeId { channel: String, id: u64 },
     #[error("channel {channel}: node id 0 is reserved")]
@@ -101,9 +111,17 @@ pub enum ConfigError {
     #[error("channel {channel}: organization {org:?} is listed twice")]
     DuplicateOrg { channel: String, org: String },
     #[error("channel {channel}: CA of organization {org:?}: {source}")]
-    BadCa { channel: String, org: String, source: IdentityError },
+    BadCa {
+        channel: String,
+        org: String,
+        source: IdentityError,
+    },
     #[error("channel {channel}: policy {policy} names {org:?}, which is not a member")]
-    PolicyNotMember { channel: String, policy: &'static str, org: String },
+    PolicyNotMember {
+        channel: String,
+        policy: &'static str,
+        org: String,
+    },
     #[error("channel {channel}: batch settings must be positive")]
     BadBatch { channel: String },
 }
@@ -111,7 +129,8 @@ pub enum ConfigError {
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 63
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !n.starts_with('-')
 }
 
@@ -132,9 +151,16 @@ impl ChannelConfig {
         let mut cas = Vec::new();
         for m in &self.members {
             if !orgs.insert(m.name.as_str()) {
-                return Err(ConfigError::DuplicateOrg { channel: ch(), org: m.name.clone() });
+                return Err(ConfigError::DuplicateOrg {
+                    channel: ch(),
+                    org: m.name.clone(),
+                });
             }
-            let bad = |source| ConfigError::BadCa { channel: ch(), org: m.name.clone(), source };
+            let bad = |source| ConfigError::BadCa {
+                channel: ch(),
+                org: m.name.clone(),
+                source,
+            };
             let ca = TrustedCa::from_pem(&m.name, &m.ca_pem).map_err(bad)?;
             let named = identity::ca_org(&m.ca_pem).map_err(bad)?;
             if named != m.name {
@@ -150,7 +176,10 @@ impl ChannelConfig {
                 return Err(ConfigError::ZeroNodeId { channel: ch() });
             }
             if !ids.insert(n.id) {
-                return Err(ConfigError::DuplicateNodeId { channel: ch(), id: n.id });
+                return Err(ConfigError::DuplicateNodeId {
+                    channel: ch(),
+                    id: n.id,
+                });
             }
             if !orgs.contains(n.org.as_str()) {
                 return Err(ConfigError::NodeOrgNotMember {
@@ -166,7 +195,11 @@ impl ChannelConfig {
             ("admins", &self.policies.admins),
         ] {
             if let Some(o) = list.iter().find(|o| !orgs.contains(o.as_str())) {
-                return Err(ConfigError::PolicyNotMember { channel: ch(), policy, org: o.clone() });
+                return Err(ConfigError::PolicyNotMember {
+                    channel: ch(),
+                    policy,
+                    org: o.clone(),
+                });
             }
         }
         Ok(cas)
@@ -202,7 +235,10 @@ impl Encode for OrgMember {
 }
 impl Decode for OrgMember {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(OrgMember { name: r.str("org")?, ca_pem: r.str("ca")? })
+        Ok(OrgMember {
+            name: r.str("org")?,
+            ca_pem: r.str("ca")?,
+        })
     }
 }
 impl Encode for NodeRef {
@@ -248,7 +284,12 @@ impl Decode for ChannelConfig {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("config format")? {
             1 => {}
-            tag => return Err(DecodeError::BadTag { what: "config format", tag }),
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "config format",
+                    tag,
+                })
+            }
         }
         Ok(ChannelConfig {
             name: r.str("name")?,

@@ -32,7 +32,10 @@ pub enum IdentityError {
     #[error("certificate has no role (organizational unit node, admin or client)")]
     NoRole,
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Pem(String),
 }
@@ -76,7 +79,9 @@ impl FromStr for Role {
             "node" => Ok(Role::Node),
             "admin" => Ok(Role::Admin),
             "client" => Ok(Role::Client),
-            o => Err(format!("unknown role {o:?}: expected node, admin or client")),
+            o => Err(format!(
+                "unknown role {o:?}: expected node, admin or client"
+            )),
         }
     }
 }
@@ -131,7 +136,9 @@ fn ed25519_key(cert: &X509Certificate<'_>) -> Result<[u8; 32], IdentityError> {
 }
 
 fn first_attr<'a>(it: impl Iterator<Item = &'a AttributeTypeAndValue<'a>>) -> Option<String> {
-    it.filter_map(|a| a.as_str().ok()).next().map(str::to_string)
+    it.filter_map(|a| a.as_str().ok())
+        .next()
+        .map(str::to_string)
 }
 
 /// Parses a certificate without checking who issued it.
@@ -252,7 +259,11 @@ pub struct Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Identity({} {} {})", self.info.org, self.info.role, self.info.subject)
+        write!(
+            f,
+            "Identity({} {} {})",
+            self.info.org, self.info.role, self.info.subject
+        )
     }
 }
 
@@ -263,10 +274,17 @@ impl Identity {
             .map_err(|e| IdentityError::BadKey(e.to_string()))?;
         let info = inspect(&cert_der)?;
         if info.public_key != key.verifying_key().to_bytes() {
-            return Err(IdentityError::BadKey("key does not match the certificate".into()));
+            return Err(IdentityError::BadKey(
+                "key does not match the certificate".into(),
+            ));
         }
         let cert_hash = cert_hash(&cert_der);
-        Ok(Identity { cert_der, key, info, cert_hash })
+        Ok(Identity {
+            cert_der,
+            key,
+            info,
+            cert_hash,
+        })
     }
 
     /// Loads `cert.pem` and `key.pem` from a folder written by [`OrgCa::issue_into`].
@@ -293,11 +311,17 @@ impl Identity {
 }
 
 fn read(p: &Path) -> Result<String, IdentityError> {
-    std::fs::read_to_string(p).map_err(|source| IdentityError::Io { path: p.to_path_buf(), source })
+    std::fs::read_to_string(p).map_err(|source| IdentityError::Io {
+        path: p.to_path_buf(),
+        source,
+    })
 }
 
 fn write(p: &Path, s: &str, private: bool) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: p.to_path_buf(), source };
+    let io = |source| IdentityError::Io {
+        path: p.to_path_buf(),
+        source,
+    };
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(io)?;
     }
@@ -339,7 +363,12 @@ impl OrgCa {
         params.not_before = now - ::time::Duration::minutes(5);
         params.not_after = now + ::time::Duration::days(CA_VALIDITY_DAYS);
         let cert = params.self_signed(&key)?;
-        Ok(OrgCa { org: org.to_string(), cert_der: cert.der().to_vec(), cert, key })
+        Ok(OrgCa {
+            org: org.to_string(),
+            cert_der: cert.der().to_vec(),
+            cert,
+            key,
+        })
     }
 
     pub fn from_pem(org: &str, cert_pem: &str, key_pem: &str) -> Result<OrgCa, IdentityError> {
@@ -349,7 +378,12 @@ impl OrgCa {
         // rcgen needs a Certificate value as the issuer; re-signing keeps subject and key, which
         // is all that issued certificates refer to.
         let cert = params.self_signed(&key)?;
-        Ok(OrgCa { org: org.to_string(), cert_der, cert, key })
+        Ok(OrgCa {
+            org: org.to_string(),
+            cert_der,
+            cert,
+            key,
+        })
     }
 
     /// Reads `ca.pem` and `ca-key.pem` from an organization folder.
@@ -375,7 +409,12 @@ impl OrgCa {
 
     /// Issues a certificate for `name` in `role`. `hosts` become subject alternative names
     /// (IP addresses or DNS names) for TLS servers.
-    pub fn issue(&self, role: Role, name: &str, hosts: &[String]) -> Result<Identity, IdentityError> {
+    pub fn issue(
+        &self,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+    ) -> Result<Identity, IdentityError> {
         let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
@@ -384,10 +423,12 @@ impl OrgCa {
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
         for h in hosts {
-            params.subject_alt_names.push(match h.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(h.clone().try_into()?),
-            });
+            params
+                .subject_alt_names
+                .push(match h.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(h.clone().try_into()?),
+                });
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -462,7 +503,8 @@ mod tests {
         ));
         assert!(verify_against(&[b.trusted(), a.trusted()], &id.cert_der, now).is_ok());
         assert!(matches!(
-            a.trusted().verify(&id.cert_der, Some(now_unix() + 400 * 86400)),
+            a.trusted()
+                .verify(&id.cert_der, Some(now_unix() + 400 * 86400)),
             Err(IdentityError::Expired)
         ));
     }

@@ -23,7 +23,13 @@ pub fn root(items: &[Hash]) -> Hash {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .map(|c| {
+                if c.len() == 2 {
+                    node(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
             .collect();
     }
     level[0]
@@ -54,15 +60,28 @@ pub fn prove(items: &[Hash], index: usize) -> Option<MerkleProof> {
     while level.len() > 1 {
         let sib = i ^ 1;
         if sib < level.len() {
-            path.push(ProofStep { sibling: level[sib], left: sib < i });
+            path.push(ProofStep {
+                sibling: level[sib],
+                left: sib < i,
+            });
         }
         level = level
             .chunks(2)
-            .map(|c| if c.len() == 2 { node(&c[0], &c[1]) } else { c[0] })
+            .map(|c| {
+                if c.len() == 2 {
+                    node(&c[0], &c[1])
+                } else {
+                    c[0]
+                }
+            })
             .collect();
         i /= 2;
     }
-    Some(MerkleProof { index: index as u32, leaves: items.len() as u32, path })
+    Some(MerkleProof {
+        index: index as u32,
+        leaves: items.len() as u32,
+        path,
+    })
 }
 
 /// Checks that `item` sits at the proof's position under `expected_root`. The sides of each step
@@ -78,11 +97,17 @@ pub fn verify(item: &Hash, proof: &MerkleProof, expected_root: &Hash) -> bool {
     while n > 1 {
         let sib = i ^ 1;
         if sib < n {
-            let Some(step) = steps.next() else { return false };
+            let Some(step) = steps.next() else {
+                return false;
+            };
             if step.left != (sib < i) {
                 return false;
             }
-            acc = if step.left { node(&step.sibling, &acc) } else { node(&acc, &step.sibling) };
+            acc = if step.left {
+                node(&step.sibling, &acc)
+            } else {
+                node(&acc, &step.sibling)
+            };
         }
         i /= 2;
         n = n.div_ceil(2);
@@ -95,7 +120,9 @@ mod tests {
     use super::*;
 
     fn items(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| Hash::tagged(b"t", &[&(i as u64).to_be_bytes()])).collect()
+        (0..n)
+            .map(|i| Hash::tagged(b"t", &[&(i as u64).to_be_bytes()]))
+            .collect()
     }
 
     #[test]
@@ -134,14 +161,21 @@ mod tests {
         q.path.pop();
         assert!(!verify(&it[6], &q, &r));
         let mut q = p.clone();
-        q.path.push(ProofStep { sibling: Hash::ZERO, left: false });
+        q.path.push(ProofStep {
+            sibling: Hash::ZERO,
+            left: false,
+        });
         assert!(!verify(&it[6], &q, &r));
         // wrong root
         assert!(!verify(&it[6], &p, &root(&it[..10])));
         // an inner node presented as a leaf
         let inner = node(&leaf(&it[0]), &leaf(&it[1]));
         let p2 = prove(&it, 0).unwrap();
-        let short = MerkleProof { index: 0, leaves: 6, path: p2.path[1..].to_vec() };
+        let short = MerkleProof {
+            index: 0,
+            leaves: 6,
+            path: p2.path[1..].to_vec(),
+        };
         assert!(!verify(&inner, &short, &r));
     }
 

@@ -14,7 +14,15 @@ use crate::tx::Version;
 pub struct StateDigest(pub [u64; 4]);
 
 fn term(key: &str, version: &Version, value: &[u8]) -> [u64; 4] {
-    let h = Hash::tagged(b"tally-state-entry", &[&(key.len() as u32).to_be_bytes(), key.as_bytes(), &version.to_bytes(), value]);
+    let h = Hash::tagged(
+        b"tally-state-entry",
+        &[
+            &(key.len() as u32).to_be_bytes(),
+            key.as_bytes(),
+            &version.to_bytes(),
+            value,
+        ],
+    );
     let mut limbs = [0u64; 4];
     for (i, l) in limbs.iter_mut().enumerate() {
         let mut a = [0u8; 8];

@@ -21,7 +21,10 @@ impl Encode for Version {
 }
 impl Decode for Version {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Version { block: r.u64("version.block")?, tx: r.u32("version.tx")? })
+        Ok(Version {
+            block: r.u64("version.block")?,
+            tx: r.u32("version.tx")?,
+        })
     }
 }
 
@@ -52,7 +55,10 @@ impl Decode for Signer {
         match r.u8("signer")? {
             0 => Ok(Signer::Certificate(r.bytes("signer.certificate")?)),
             1 => Ok(Signer::CertHash(Hash::decode(r)?)),
-            tag => Err(DecodeError::BadTag { what: "signer", tag }),
+            tag => Err(DecodeError::BadTag {
+                what: "signer",
+                tag,
+            }),
         }
     }
 }
@@ -73,7 +79,10 @@ impl Encode for ReadCheck {
 }
 impl Decode for ReadCheck {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(ReadCheck { key: r.str("read.key")?, version: r.opt("read.version")? })
+        Ok(ReadCheck {
+            key: r.str("read.key")?,
+            version: r.opt("read.version")?,
+        })
     }
 }
 
@@ -93,7 +102,10 @@ impl Encode for Write {
 }
 impl Decode for Write {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Write { key: r.str("write.key")?, value: r.opt("write.value")? })
+        Ok(Write {
+            key: r.str("write.key")?,
+            value: r.opt("write.value")?,
+        })
     }
 }
 
@@ -101,7 +113,10 @@ impl Decode for Write {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
-    KvWrite { reads: Vec<ReadCheck>, writes: Vec<Write> },
+    KvWrite {
+        reads: Vec<ReadCheck>,
+        writes: Vec<Write>,
+    },
 }
 
 impl Encode for Payload {
@@ -118,8 +133,14 @@ impl Encode for Payload {
 impl Decode for Payload {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("payload")? {
-            0 => Ok(Payload::KvWrite { reads: r.seq("reads")?, writes: r.seq("writes")? }),
-            tag => Err(DecodeError::BadTag { what: "payload", tag }),
+            0 => Ok(Payload::KvWrite {
+                reads: r.seq("reads")?,
+                writes: r.seq("writes")?,
+            }),
+            tag => Err(DecodeError::BadTag {
+                what: "payload",
+                tag,
+            }),
         }
     }
 }
@@ -151,7 +172,12 @@ impl Decode for TxBody {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("tx format")? {
             1 => {}
-            tag => return Err(DecodeError::BadTag { what: "tx format", tag }),
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "tx format",
+                    tag,
+                })
+            }
         }
         Ok(TxBody {
             channel: r.str("channel")?,
@@ -178,7 +204,10 @@ impl Encode for Transaction {
 }
 impl Decode for Transaction {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Transaction { body: TxBody::decode(r)?, signature: r.bytes("signature")? })
+        Ok(Transaction {
+            body: TxBody::decode(r)?,
+            signature: r.bytes("signature")?,
+        })
     }
 }
 
@@ -196,7 +225,10 @@ impl TxBody {
 impl Transaction {
     pub fn sign(body: TxBody, id: &Identity) -> Transaction {
         let tid = body.id();
-        Transaction { body, signature: id.sign(&tid.0).to_vec() }
+        Transaction {
+            body,
+            signature: id.sign(&tid.0).to_vec(),
+        }
     }
 
     pub fn id(&self) -> Hash {
@@ -205,8 +237,12 @@ impl Transaction {
 
     /// Checks the signature against a public key (the signer's certificate is checked apart).
     pub fn verify_signature(&self, id: &Hash, public_key: &[u8; 32]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(public_key) else { return false };
-        let Ok(sig) = Signature::from_slice(&self.signature) else { return false };
+        let Ok(key) = VerifyingKey::from_bytes(public_key) else {
+            return false;
+        };
+        let Ok(sig) = Signature::from_slice(&self.signature) else {
+            return false;
+        };
         key.verify_strict(&id.0, &sig).is_ok()
     }
 }

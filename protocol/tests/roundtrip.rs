@@ -1,0 +1,257 @@
+//! Canonical encoding round trips and signature checks of the protocol types.
+
+use tally_protocol::codec::{Decode, DecodeError, Encode};
+use tally_protocol::merkle;
+use tally_protocol::receipt::{InclusionProof, ProofError};
+use tally_protocol::{
+    Batch, BatchConfig, Block, BlockHeader, ChannelConfig, Hash, NodeRef, OrgCa, OrgMember,
+    Payload, Policies, ReadCheck, RejectCode, Role, Signer, Transaction, TxBody, TxStatus, Version,
+    Write,
+};
+
+fn body(signer: Signer) -> TxBody {
+    TxBody {
+        channel: "trade".into(),
+        nonce: 42,
+        timestamp_ms: 1_700_000_000_000,
+        signer,
+        payload: Payload::KvWrite {
+            reads: vec![
+                ReadCheck {
+                    key: "a".into(),
+                    version: Some(Version { block: 3, tx: 1 }),
+                },
+                ReadCheck {
+                    key: "b".into(),
+                    version: None,
+                },
+            ],
+            writes: vec![
+                Write {
+                    key: "a".into(),
+                    value: Some(b"v\x00\xff".to_vec()),
+                },
+                Write {
+                    key: "c".into(),
+                    value: None,
+                },
+            ],
+        },
+    }
+}
+
+fn round_trip<T: Encode + Decode + PartialEq + std::fmt::Debug>(v: &T) {
+    let b = v.to_bytes();
+    assert_eq!(&T::from_bytes(&b).unwrap(), v);
+    // Canonical: decoding and re-encoding gives the same bytes.
+    assert_eq!(T::from_bytes(&b).unwrap().to_bytes(), b);
+    // Every strict prefix fails to decode.
+    for cut in [0, 1, b.len() / 2, b.len() - 1] {
+        assert!(
+            T::from_bytes(&b[..cut]).is_err(),
+            "prefix of {cut} bytes decoded"
+        );
+    }
+}
+
+#[test]
+fn transactions_blocks_and_configs_round_trip() {
+    let ca = OrgCa::generate("org1").unwrap();
+    let id = ca.issue(Role::Client, "c1", &[]).unwrap();
+    let tx = Transaction::sign(body(Signer::Certificate(id.cert_der.clone())), &id);
+    round_trip(&tx);
+    let tx2 = Transaction::sign(body(Signer::CertHash(id.cert_hash)), &id);
+    round_trip(&tx2);
+    round_trip(&Batch {
+        timestamp_ms: 9,
+        txs: vec![tx.clone(), tx2.clone()],
+    });
+    let header = BlockHeader {
+        channel: "trade".into(),
+        number: 7,
+        prev_hash: Hash([1; 32]),
+        tx_root: merkle::root(&[tx.id(), tx2.id()]),
+        state_root: Hash([2; 32]),
+        timestamp_ms: 10,
+        raft_term: 3,
+        raft_index: 99,
+    };
+    round_trip(&header);
+    round_trip(&Block {
+        header,
+        txs: vec![tx, tx2],
+        results: vec![
+            TxStatus::Committed,
+            TxStatus::Rejected {
+                code: RejectCode::ReadConflict,
+                reason: "stale read".into(),
+            },
+        ],
+    });
+    let cfg = ChannelConfig {
+        name: "trade".into(),
+        members: vec![OrgMember {
+            name: "org1".into(),
+            ca_pem: ca.cert_pem(),
+        }],
+        consenters: vec![NodeRef {
+            id: 1,
+            name: "n1".into(),
+            org: "org1".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            api_url: "http://127.0.0.1:2".into(),
+        }],
+        observers: vec![],
+        batch: BatchConfig::default(),
+        policies: Policies {
+            writers: vec!["org1".into()],
+            ..Policies::default()
+        },
+        snapshot_interval: 100,
+        max_tx_bytes: 1000,
+        tx_window_s: 60,
+    };
+    round_trip(&cfg);
+    assert!(cfg.validate().is_ok());
+    // JSON at the edge carries the same value.
+    let back: ChannelConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
+    assert_eq!(back.hash(), cfg.hash());
+}
+
+#[test]
+fn unknown_tags_and_trailing_bytes_are_rejected() {
+    let ca = OrgCa::generate("org1").unwrap();
+    let id = ca.issue(Role::Client, "c1", &[]).unwrap();
+    let mut b = Transaction::sign(body(Signer::CertHash(id.cert_hash)), &id).to_bytes();
+    b.push(0);
+    assert_eq!(Transaction::from_bytes(&b), Err(DecodeError::Trailing(1)));
+    b.pop();
+    b[0] = 9; // format version
+    assert!(matches!(
+        Transaction::from_bytes(&b),
+        Err(DecodeError::BadTag { .. })
+    ));
+}
+
+#[test]
+fn signatures_cover_every_field() {
+    let ca = OrgCa::generate("org1").unwrap();
+    let id = ca.issue(Role::Client, "c1", &[]).unwrap();
+    let key = id.info.public_key;
+    let tx = Transaction::sign(body(Signer::CertHash(id.cert_hash)), &id);
+    assert!(tx.verify_signature(&tx.id(), &key));
+    type Tamper = Box<dyn Fn(&mut TxBody)>;
+    let tamper: Vec<Tamper> = vec![
+        Box::new(|b| b.channel.push('x')),
+        Box::new(|b| b.nonce += 1),
+        Box::new(|b| b.timestamp_ms += 1),
+        Box::new(|b| b.signer = Signer::CertHash(Hash([9; 32]))),
+        Box::new(|b| {
+            let Payload::KvWrite { writes, .. } = &mut b.payload;
+            writes[0].value = Some(b"other".to_vec());
+        }),
+    ];
+    for t in tamper {
+        let mut changed = tx.clone();
+        t(&mut changed.body);
+        assert!(!changed.verify_signature(&changed.id(), &key));
+    }
+    let mut bad_sig = tx.clone();
+    bad_sig.signature[5] ^= 1;
+    assert!(!bad_sig.verify_signature(&bad_sig.id(), &key));
+    let other = ca.issue(Role::Client, "c2", &[]).unwrap();
+    assert!(!tx.verify_signature(&tx.id(), &other.info.public_key));
+    let mut short = tx.clone();
+    short.signature.truncate(10);
+    assert!(!short.verify_signature(&short.id(), &key));
+}
+
+#[test]
+fn inclusion_proofs_check_header_and_path() {
+    let ids: Vec<Hash> = (0..5u8).map(|i| Hash([i; 32])).collect();
+    let header = BlockHeader {
+        channel: "c".into(),
+        number: 1,
+        prev_hash: Hash::ZERO,
+        tx_root: merkle::root(&ids),
+        state_root: Hash::ZERO,
+        timestamp_ms: 0,
+        raft_term: 1,
+        raft_index: 2,
+    };
+    let proof = InclusionProof {
+        tx_id: ids[3],
+        header: header.clone(),
+        merkle: merkle::prove(&ids, 3).unwrap(),
+    };
+    assert_eq!(proof.verify(&ids[3], &header.hash()), Ok(()));
+    assert_eq!(
+        proof.verify(&ids[2], &header.hash()),
+        Err(ProofError::WrongTx)
+    );
+    assert_eq!(
+        proof.verify(&ids[3], &Hash([7; 32])),
+        Err(ProofError::WrongHeader)
+    );
+    let mut forged = proof.clone();
+    forged.header.tx_root = Hash([1; 32]);
+    let forged_hash = forged.header.hash();
+    assert_eq!(
+        forged.verify(&ids[3], &forged_hash),
+        Err(ProofError::BadPath)
+    );
+}
+
+#[test]
+fn configs_are_validated() {
+    let ca = OrgCa::generate("org1").unwrap();
+    let other = OrgCa::generate("org2").unwrap();
+    let node = |id, org: &str| NodeRef {
+        id,
+        name: format!("n{id}"),
+        org: org.into(),
+        peer_addr: "a:1".into(),
+        api_url: "http://a:2".into(),
+    };
+    let base = ChannelConfig {
+        name: "ok".into(),
+        members: vec![OrgMember {
+            name: "org1".into(),
+            ca_pem: ca.cert_pem(),
+        }],
+        consenters: vec![node(1, "org1")],
+        observers: vec![],
+        batch: BatchConfig::default(),
+        policies: Policies::default(),
+        snapshot_interval: 10,
+        max_tx_bytes: 100,
+        tx_window_s: 60,
+    };
+    let mut c = base.clone();
+    c.name = "Bad_Name".into();
+    assert!(c.validate().unwrap_err().to_string().contains("invalid"));
+    let mut c = base.clone();
+    c.consenters.clear();
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("no consenters"));
+    let mut c = base.clone();
+    c.consenters.push(node(2, "org2"));
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("not a member"));
+    let mut c = base.clone();
+    c.observers.push(node(1, "org1"));
+    assert!(c.validate().unwrap_err().to_string().contains("used twice"));
+    let mut c = base.clone();
+    // A CA certificate that names another organization than the member entry.
+    c.members[0].ca_pem = other.cert_pem();
+    assert!(c.validate().is_err());
+    let mut c = base;
+    c.policies.writers = vec!["org9".into()];
+    assert!(c.validate().unwrap_err().to_string().contains("org9"));
+}

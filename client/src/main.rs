@@ -1,6 +1,8 @@
 //! `tallyctl`: the command line for people. Organizations and identities, transactions,
 //! queries, blocks, channel status and channel creation.
 
+mod demo;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -72,6 +74,8 @@ enum Cmd {
     /// Create channels and write genesis configurations.
     #[command(subcommand)]
     Channel(ChannelCmd),
+    /// Start a local 3-node consortium on loopback, run a short demo load, follow blocks.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,11 +323,28 @@ fn main() -> ExitCode {
                 ExitCode::from(*code)
             }
             None => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", error_text(&e));
                 ExitCode::FAILURE
             }
         },
     }
+}
+
+/// The error and its causes, `a: b: c`, leaving out causes that an outer message already
+/// quotes.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&m);
+    }
+    out
 }
 
 fn init_tracing(verbose: u8) {
@@ -338,6 +359,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -368,6 +390,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Blocks(c) => blocks(&ctx, c).await,
         Cmd::Status(a) => status(&ctx, a).await,
         Cmd::Channel(c) => channel(&ctx, c).await,
+        Cmd::Demo(a) => demo::run(a, ctx.json()).await,
     }
 }
 
@@ -394,11 +417,13 @@ impl Ctx {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let mut failures = Vec::new();
-        for c in &self.nodes {
+        for (i, c) in self.nodes.iter().enumerate() {
             match f(c.clone()).await {
                 Ok(v) => return Ok((c.clone(), v)),
                 Err(e) if e.is_transport() => {
-                    tracing::warn!("{e}");
+                    if i + 1 < self.nodes.len() {
+                        tracing::warn!("{e}; trying the next node");
+                    }
                     failures.push(e.to_string());
                 }
                 Err(e) => return Err(explain(e, c.url())),
@@ -422,6 +447,15 @@ fn load_identity(dir: &Path) -> Result<Identity> {
             "identity folder {} does not exist (expected a folder with cert.pem and key.pem)",
             dir.display()
         );
+    }
+    for f in ["cert.pem", "key.pem"] {
+        if !dir.join(f).is_file() {
+            bail!(
+                "identity folder {} has no {f} (expected cert.pem and key.pem, as `tallyctl org create` \
+                 writes them into ORG/clients/NAME or ORG/admins/NAME)",
+                dir.display()
+            );
+        }
     }
     Identity::load(dir).with_context(|| format!("identity folder {}", dir.display()))
 }

@@ -278,6 +278,11 @@ struct Worker {
     env: Env,
     pending: Vec<(Hash, Vec<u8>)>,
     pending_bytes: usize,
+    /// Transactions this node proposed that it has not yet seen in a block, with the time of
+    /// the last proposal. A proposal forwarded to a leader that dies, or dropped on the way, is
+    /// lost silently; these are proposed again (a second copy is refused by id at apply).
+    inflight: HashMap<Hash, (Vec<u8>, Instant)>,
+    repropose: bool,
     batch_started: Option<Instant>,
     ch: String,
     last_leader: u64,
@@ -293,6 +298,8 @@ impl Worker {
             env,
             pending: Vec::new(),
             pending_bytes: 0,
+            inflight: HashMap::new(),
+            repropose: false,
             batch_started: None,
             ch,
             last_leader: 0,
@@ -334,6 +341,7 @@ impl Worker {
             if now >= next_tick {
                 self.raw.tick();
                 next_tick = now + TICK;
+                self.requeue_lost(now);
             }
             if !self.pending.is_empty()
                 && (self.pending.len() >= batch.max_txs as usize
@@ -449,6 +457,44 @@ impl Worker {
         if self.raw.raft.leader_id == 0 || self.raw.propose(vec![], data).is_err() {
             let ids: Vec<Hash> = txs.iter().map(|(id, _)| *id).collect();
             self.chan.fail_waiters(&ids, SubmitFailure::NoLeader);
+            return;
+        }
+        let now = Instant::now();
+        for (id, raw) in txs {
+            self.inflight.insert(id, (raw, now));
+        }
+    }
+
+    /// Queues again what this node proposed and has not seen committed: everything after a
+    /// leader change, and anything older than an election timeout otherwise.
+    fn requeue_lost(&mut self, now: Instant) {
+        const LOST_AFTER: Duration = Duration::from_secs(3);
+        if self.raw.raft.leader_id == 0 || self.inflight.is_empty() {
+            return;
+        }
+        let all = std::mem::take(&mut self.repropose);
+        let mut again = Vec::new();
+        self.inflight.retain(|id, (raw, at)| {
+            let age = now.duration_since(*at);
+            if age > STALE {
+                return false;
+            }
+            if all || age > LOST_AFTER {
+                again.push((*id, std::mem::take(raw)));
+                return false;
+            }
+            true
+        });
+        if again.is_empty() {
+            return;
+        }
+        tracing::debug!(channel = %self.ch, count = again.len(), "proposing again transactions not seen committed");
+        if self.batch_started.is_none() {
+            self.batch_started = Some(now);
+        }
+        for (id, raw) in again {
+            self.pending_bytes += raw.len();
+            self.pending.push((id, raw));
         }
     }
 
@@ -505,6 +551,7 @@ impl Worker {
             if ss.leader_id != v.leader_id {
                 v.heard_from_leader = ss.leader_id == self.chan.node_id;
                 v.leader_id = ss.leader_id;
+                self.repropose = ss.leader_id != 0;
             }
         }
         self.send(rd.take_messages());
@@ -633,6 +680,7 @@ impl Worker {
                             .inc();
                     }
                 }
+                self.inflight.remove(&r.tx_id);
                 if let Some(t) = arrivals.remove(&r.tx_id) {
                     m.commit_latency
                         .with_label_values(&ch)

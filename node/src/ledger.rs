@@ -2,6 +2,7 @@
 //! certificate registry, and the deterministic step that turns an ordered batch into a block.
 
 use crate::keys::{self, Keys, LEDGER_KINDS};
+use ed25519_dalek::VerifyingKey;
 use parking_lot::RwLock;
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::{HashMap, HashSet};
@@ -136,6 +137,12 @@ pub struct Applied {
     pub receipts: Vec<Receipt>,
 }
 
+/// A signer whose certificate chains to a member CA.
+pub struct KnownSigner {
+    pub info: CertInfo,
+    pub key: VerifyingKey,
+}
+
 pub struct Ledger {
     pub name: String,
     pub keys: Keys,
@@ -144,9 +151,9 @@ pub struct Ledger {
     db: Arc<DB>,
     cas: Vec<TrustedCa>,
     tip: RwLock<Tip>,
-    /// Certificates whose chain has been checked, by certificate hash. Validity in time is
-    /// checked on every use, against block time.
-    verified_certs: RwLock<HashMap<Hash, CertInfo>>,
+    /// Certificates whose chain has been checked, by certificate hash, with their decoded
+    /// keys. Validity in time is checked on every use, against block time.
+    verified_certs: RwLock<HashMap<Hash, Arc<KnownSigner>>>,
 }
 
 type StateEntry = Option<(Version, Vec<u8>)>;
@@ -224,13 +231,15 @@ impl Ledger {
         signer: &Signer,
         now_s: i64,
         pending_certs: &HashMap<Hash, Vec<u8>>,
-    ) -> Result<(CertInfo, Option<Hash>), (RejectCode, String)> {
+    ) -> Result<(Arc<KnownSigner>, Option<Hash>), (RejectCode, String)> {
         let (hash, der) = match signer {
             Signer::Certificate(der) => (identity::cert_hash(der), Some(der.as_slice())),
             Signer::CertHash(h) => (*h, None),
         };
-        if let Some(info) = self.verified_certs.read().get(&hash) {
-            return check_time(info, now_s).map(|i| (i, der.map(|_| hash)));
+        let full = der.map(|_| hash);
+        if let Some(known) = self.verified_certs.read().get(&hash).cloned() {
+            check_time(&known.info, now_s)?;
+            return Ok((known, full));
         }
         let owned;
         let der = match der {
@@ -258,8 +267,16 @@ impl Ledger {
                 format!("signer certificate rejected: {e}"),
             ),
         })?;
-        self.verified_certs.write().insert(hash, info.clone());
-        check_time(&info, now_s).map(|i| (i, Some(hash)))
+        let key = VerifyingKey::from_bytes(&info.public_key).map_err(|e| {
+            (
+                RejectCode::NotMember,
+                format!("signer key is not a valid Ed25519 key: {e}"),
+            )
+        })?;
+        let known = Arc::new(KnownSigner { info, key });
+        self.verified_certs.write().insert(hash, known.clone());
+        check_time(&known.info, now_s)?;
+        Ok((known, full))
     }
 
     /// Checks everything about a transaction that does not depend on ordering, as a
@@ -270,18 +287,18 @@ impl Ledger {
         id: &Hash,
         raw_len: usize,
         now_ms: u64,
-    ) -> Result<CertInfo, (RejectCode, String)> {
+    ) -> Result<Arc<KnownSigner>, (RejectCode, String)> {
         self.static_checks(tx, raw_len)?;
-        let (info, _) =
+        let (signer, _) =
             self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;
-        if !tx.verify_signature(id, &info.public_key) {
+        if !tx.verify_with(id, &signer.key) {
             return Err((
                 RejectCode::BadSignature,
                 "signature does not verify against the signer's certificate".into(),
             ));
         }
-        self.policy_checks(tx, &info, now_ms)?;
-        Ok(info)
+        self.policy_checks(tx, &signer.info, now_ms)?;
+        Ok(signer)
     }
 
     fn static_checks(&self, tx: &Transaction, raw_len: usize) -> Result<(), (RejectCode, String)> {
@@ -496,11 +513,12 @@ impl Ledger {
         if let Err(e) = self.static_checks(tx, otx.raw.len()) {
             return Ok(reject(e));
         }
-        let (info, full_cert) = match self.signer_info(&tx.body.signer, now_s, new_certs) {
+        let (signer, full_cert) = match self.signer_info(&tx.body.signer, now_s, new_certs) {
             Ok(x) => x,
             Err(e) => return Ok(reject(e)),
         };
-        if !preverified(&otx.id, &tx.signature) && !tx.verify_signature(&otx.id, &info.public_key) {
+        let info = &signer.info;
+        if !preverified(&otx.id, &tx.signature) && !tx.verify_with(&otx.id, &signer.key) {
             return Ok(reject((
                 RejectCode::BadSignature,
                 "signature does not verify against the signer's certificate".into(),
@@ -522,7 +540,7 @@ impl Ledger {
                 new_certs.insert(h, der.clone());
             }
         }
-        if let Err(e) = self.policy_checks(tx, &info, block_ts) {
+        if let Err(e) = self.policy_checks(tx, info, block_ts) {
             return Ok(reject(e));
         }
         let Payload::KvWrite { reads, writes } = &tx.body.payload;
@@ -756,14 +774,14 @@ impl Ledger {
     }
 }
 
-fn check_time(info: &CertInfo, now_s: i64) -> Result<CertInfo, (RejectCode, String)> {
+fn check_time(info: &CertInfo, now_s: i64) -> Result<(), (RejectCode, String)> {
     if now_s < info.not_before || now_s > info.not_after {
         return Err((
             RejectCode::Expired,
             "signer certificate is outside its validity period".into(),
         ));
     }
-    Ok(info.clone())
+    Ok(())
 }
 
 fn decode_state(b: &[u8]) -> Result<(Version, Vec<u8>), LedgerError> {

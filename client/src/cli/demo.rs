@@ -1,6 +1,7 @@
 //! `tallyctl demo`: a local 3-node consortium on loopback, a short signed load, and a live view
 //! of committed blocks until Ctrl-C. The zero-set-up way to see a Tally ledger work.
 
+use super::Ctx;
 use anyhow::{Context, Result};
 use clap::Args;
 use futures_util::StreamExt;
@@ -46,37 +47,70 @@ fn node_bin(args: &DemoArgs) -> Result<PathBuf> {
     Ok(me.with_file_name("tally-node"))
 }
 
-pub async fn run(args: DemoArgs, json: bool) -> Result<()> {
+pub async fn run(ctx: &Ctx, args: DemoArgs) -> Result<()> {
     let bin = node_bin(&args)?;
     let dir = &args.data_dir;
     let cluster = if dir.join("cluster.json").exists() {
         step(&format!("resuming the consortium in {}", dir.display()));
         LocalCluster::open(dir.clone(), bin).await?
     } else {
-        step(&format!("creating 3 organizations, their CAs and identities in {}", dir.display()));
+        step(&format!(
+            "creating 3 organizations, their CAs and identities in {}",
+            dir.display()
+        ));
         let mut spec = LocalClusterSpec::simple(dir.clone(), bin, 3, &[CHANNEL]);
         spec.fsync = true;
         step("starting 3 tally-node processes on loopback and creating channel 'demo'");
         LocalCluster::start(spec).await?
     };
-    let status = cluster.wait_converged(CHANNEL, Duration::from_secs(30)).await?;
+    let status = cluster
+        .wait_converged(CHANNEL, Duration::from_secs(30))
+        .await?;
     let leader = cluster.leader(CHANNEL).await.unwrap_or_else(|| "?".into());
-    step(&format!("channel '{CHANNEL}' has leader {leader} at height {}", status.height));
-
-    println!();
-    println!("{:<8} {:<6} {:<26} {:<22}", "NODE", "ORG", "CLIENT API", "ADMIN API (mTLS)");
-    for n in cluster.node_names() {
-        println!("{:<8} {:<6} {:<26} {:<22}", n, cluster.node_org(&n), cluster.api_url(&n), cluster.admin_addr(&n));
-    }
-    println!();
+    step(&format!(
+        "channel '{CHANNEL}' has leader {leader} at height {}",
+        status.height
+    ));
 
     let summary = load(&cluster, &args).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
+    let st = cluster
+        .wait_converged(CHANNEL, Duration::from_secs(30))
+        .await?;
+    let first = cluster.node_names().into_iter().next().unwrap_or_default();
+    let nodes: Vec<serde_json::Value> = cluster
+        .node_names()
+        .iter()
+        .map(|n| {
+            serde_json::json!({"name": n, "org": cluster.node_org(n), "api_url": cluster.api_url(n),
+                "admin_addr": cluster.admin_addr(n)})
+        })
+        .collect();
+    let report = serde_json::json!({
+        "channel": CHANNEL, "data_dir": dir, "nodes": nodes, "load": summary,
+        "height": st.height, "state_root": st.state_root, "agree": true,
+    });
+    ctx.show(&report, || {
+        println!();
+        println!(
+            "{:<8} {:<6} {:<26} {:<22}",
+            "NODE", "ORG", "CLIENT API", "ADMIN API (mTLS)"
+        );
+        for n in cluster.node_names() {
+            println!(
+                "{:<8} {:<6} {:<26} {:<22}",
+                n,
+                cluster.node_org(&n),
+                cluster.api_url(&n),
+                cluster.admin_addr(&n)
+            );
+        }
+        println!();
         println!(
             "demo load: {} committed, {} rejected, {} failed in {:.2} s ({:.0} tx/s)",
-            summary["committed"], summary["rejected"], summary["failed"], summary["seconds"].as_f64().unwrap_or(0.0),
+            summary["committed"],
+            summary["rejected"],
+            summary["failed"],
+            summary["seconds"].as_f64().unwrap_or(0.0),
             summary["tx_per_sec"].as_f64().unwrap_or(0.0)
         );
         println!(
@@ -84,20 +118,27 @@ pub async fn run(args: DemoArgs, json: bool) -> Result<()> {
             summary["sample_tx"].as_str().unwrap_or(""),
             summary["sample_block"]
         );
-    }
-    let st = cluster.wait_converged(CHANNEL, Duration::from_secs(30)).await?;
-    println!("all nodes agree: height {}, state root {}", st.height, &st.state_root.to_hex()[..16]);
-
-    let first = cluster.node_names().into_iter().next().unwrap_or_default();
-    let ctl = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "tallyctl".into());
-    let client_dir = dir.join("orgs/org1/clients/client");
-    println!();
-    println!("try next (in another terminal):");
-    println!("  {ctl} --node {} --identity {} tx put --channel {CHANNEL} greeting hello", cluster.api_url(&first), client_dir.display());
-    println!("  {ctl} --node {} tx get --channel {CHANNEL} greeting", cluster.api_url(&first));
-    println!("  {ctl} --node {} status --channel {CHANNEL}", cluster.api_url(&first));
-    println!("  {ctl} --node {} blocks follow --channel {CHANNEL}", cluster.api_url(&first));
-    println!();
+        println!(
+            "all nodes agree: height {}, state root {}",
+            st.height,
+            &st.state_root.to_hex()[..16]
+        );
+        let ctl = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "tallyctl".into());
+        let client_dir = dir.join("orgs/org1/clients/client");
+        let api = cluster.api_url(&first);
+        println!();
+        println!("try next (in another terminal):");
+        println!(
+            "  {ctl} --node {api} --identity {} tx put --channel {CHANNEL} greeting hello",
+            client_dir.display()
+        );
+        println!("  {ctl} --node {api} tx get --channel {CHANNEL} greeting");
+        println!("  {ctl} --node {api} status --channel {CHANNEL}");
+        println!("  {ctl} --node {api} blocks follow --channel {CHANNEL}");
+        println!();
+    })?;
 
     if args.exit {
         step("stopping the nodes");
@@ -132,11 +173,20 @@ async fn load(cluster: &LocalCluster, args: &DemoArgs) -> Result<serde_json::Val
     let clients = Arc::new(cluster.clients());
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
-    let run = Instant::now().elapsed().as_nanos();
+    // Keys unique to this run, so a resumed demo writes new keys rather than new versions.
+    let run = tally_protocol::now_ms();
     let results: Vec<_> = futures_util::stream::iter(0..args.txs)
         .map(|i| {
             let clients = clients.clone();
-            let tx = sign_writes(&signer, CHANNEL, vec![put(&format!("demo/{run:x}/{i:05}"), format!("reading {i}").as_bytes())], false);
+            let tx = sign_writes(
+                &signer,
+                CHANNEL,
+                vec![put(
+                    &format!("demo/{run:x}/{i:05}"),
+                    format!("reading {i}").as_bytes(),
+                )],
+                false,
+            );
             async move {
                 let c = &clients[i % clients.len()];
                 c.submit_wait_for(&tx, Duration::from_secs(30)).await

@@ -1,0 +1,113 @@
+//! `tallyctl channel`: a channel's genesis configuration (`genesis.rs`), and creating the
+//! channel on its nodes through their admin API.
+
+use super::genesis::{self, GenesisArgs};
+use super::output::raft_role_name;
+use super::progress::Spinner;
+use super::{non_empty, Ctx, Exit};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use serde_json::json;
+use std::path::PathBuf;
+use tally_client::AdminClient;
+use tally_protocol::{ChannelConfig, Role};
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelCmd {
+    /// Create a channel on nodes through their admin API (mutual TLS, --identity is the admin).
+    Create {
+        /// host:port of a node's admin listener; repeat or separate by commas.
+        #[arg(long, value_delimiter = ',', required = true)]
+        admin_addr: Vec<String>,
+        /// The nodes' organization CA certificate (default: ca.pem in the --identity folder).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Genesis configuration (JSON, as `channel genesis` writes it).
+        #[arg(long)]
+        genesis: PathBuf,
+    },
+    /// Write a channel's genesis configuration.
+    Genesis(GenesisArgs),
+}
+
+pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
+    match cmd {
+        ChannelCmd::Genesis(a) => genesis::write(ctx, &a),
+        ChannelCmd::Create {
+            admin_addr,
+            ca,
+            genesis,
+        } => {
+            let text = std::fs::read_to_string(&genesis)
+                .with_context(|| format!("reading {}", genesis.display()))?;
+            let config: ChannelConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a channel configuration", genesis.display()))?;
+            config
+                .validate()
+                .with_context(|| format!("{}", genesis.display()))?;
+            let id = ctx.identity()?;
+            if id.info.role != Role::Admin {
+                bail!("the identity is a {} certificate; the admin API needs an admin identity (ORG/admins/NAME)", id.info.role);
+            }
+            let ca_path = match ca {
+                Some(p) => p,
+                None => ctx
+                    .identity
+                    .as_ref()
+                    .map(|d| d.join("ca.pem"))
+                    .ok_or_else(|| anyhow!("pass --ca"))?,
+            };
+            let ca_pem = std::fs::read_to_string(&ca_path)
+                .with_context(|| format!("reading the CA certificate {}", ca_path.display()))?;
+            let spinner = Spinner::start(format!("creating channel {}", config.name));
+            let mut results = Vec::new();
+            let mut failed = 0;
+            for addr in non_empty(&admin_addr) {
+                spinner.set(format!("creating channel {} on {addr}", config.name));
+                let r = match AdminClient::new(addr, &ca_pem, &id) {
+                    Ok(admin) => admin.create_channel(&config).await,
+                    Err(e) => Err(e),
+                };
+                if r.is_err() {
+                    failed += 1;
+                }
+                results.push((addr.to_string(), r));
+            }
+            drop(spinner);
+            let v: Vec<_> = results
+                .iter()
+                .map(|(addr, r)| match r {
+                    Ok(s) => json!({"admin_addr": addr, "ok": true, "status": s}),
+                    Err(e) => json!({"admin_addr": addr, "ok": false, "error": e.to_string()}),
+                })
+                .collect();
+            let json = json!({"channel": config.name, "config_hash": config.hash(), "results": v});
+            ctx.show(&json, || {
+                for (addr, r) in &results {
+                    match r {
+                        Ok(s) => println!(
+                            "channel {} on {addr}: node {} ({}), height {}, {}",
+                            config.name,
+                            s.node,
+                            raft_role_name(s.role).unwrap_or_default(),
+                            s.height,
+                            if s.ready { "ready" } else { "starting" }
+                        ),
+                        Err(e) => println!("channel {} on {addr}: FAILED: {e}", config.name),
+                    }
+                }
+            })?;
+            if failed > 0 {
+                return Err(Exit(
+                    1,
+                    format!(
+                        "error: channel creation failed on {failed} of {} nodes",
+                        results.len()
+                    ),
+                )
+                .into());
+            }
+            Ok(())
+        }
+    }
+}

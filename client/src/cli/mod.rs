@@ -1,0 +1,236 @@
+//! The `tallyctl` command line: flags, subcommands, and what every subcommand shares (the
+//! node list with its fallbacks, the signing identity, text or JSON output, exit statuses).
+
+mod blocks;
+mod channel;
+mod demo;
+mod follow;
+mod genesis;
+mod identity;
+mod keys;
+mod logging;
+mod org;
+mod output;
+mod progress;
+mod receipt;
+mod status;
+mod tx;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use std::future::Future;
+use std::path::PathBuf;
+use tally_client::{Client, ClientError};
+use tally_protocol::Identity;
+
+pub use logging::init_tracing;
+
+/// Exit status of a transaction that the channel rejected, so that scripts can tell a
+/// rejection from a failure to reach the channel (1).
+pub const EXIT_REJECTED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(name = "tallyctl", version, about = "Command line of Tally ledgers", long_about = None)]
+pub struct Cli {
+    /// Client API URL of a node; repeat or separate by commas to give fallbacks (tried in order).
+    #[arg(
+        long = "node",
+        global = true,
+        value_delimiter = ',',
+        env = "TALLY_NODE",
+        default_value = "http://127.0.0.1:7051"
+    )]
+    nodes: Vec<String>,
+    /// Folder with cert.pem and key.pem of the identity to sign with (e.g. ORG/clients/client).
+    #[arg(long, global = true, env = "TALLY_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// More logs on stderr (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Organizations: certificate authorities and the identities they issue.
+    #[command(subcommand)]
+    Org(org::OrgCmd),
+    /// Write, read and trace keys.
+    #[command(subcommand)]
+    Tx(tx::TxCmd),
+    /// List keys in key order.
+    Keys(keys::KeysArgs),
+    /// Read or follow blocks.
+    #[command(subcommand)]
+    Blocks(blocks::BlocksCmd),
+    /// Status of every node of a channel, and whether they agree.
+    Status(status::StatusArgs),
+    /// Create channels and write genesis configurations.
+    #[command(subcommand)]
+    Channel(channel::ChannelCmd),
+    /// Start a local 3-node consortium on loopback, run a short demo load, follow blocks.
+    Demo(demo::DemoArgs),
+}
+
+/// An error that carries its own exit status.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+/// What every subcommand gets from the global flags.
+pub struct Ctx {
+    nodes: Vec<Client>,
+    identity: Option<PathBuf>,
+    output: Output,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let mut nodes = Vec::new();
+    for n in non_empty(&cli.nodes) {
+        nodes.push(Client::new(n).with_context(|| format!("--node {n}"))?);
+    }
+    if nodes.is_empty() {
+        bail!("no --node given");
+    }
+    let ctx = Ctx {
+        nodes,
+        identity: cli.identity,
+        output: cli.output,
+    };
+    match cli.cmd {
+        Cmd::Org(c) => org::run(&ctx, c),
+        Cmd::Tx(c) => tx::run(&ctx, c).await,
+        Cmd::Keys(a) => keys::run(&ctx, a).await,
+        Cmd::Blocks(c) => blocks::run(&ctx, c).await,
+        Cmd::Status(a) => status::run(&ctx, a).await,
+        Cmd::Channel(c) => channel::run(&ctx, c).await,
+        Cmd::Demo(a) => demo::run(&ctx, a).await,
+    }
+}
+
+impl Ctx {
+    fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+
+    fn identity(&self) -> Result<Identity> {
+        let dir = self.identity.as_ref().ok_or_else(|| {
+            anyhow!(
+                "this command needs an identity: pass --identity DIR (a folder with cert.pem and key.pem, \
+                 e.g. ORG/clients/client) or set TALLY_IDENTITY"
+            )
+        })?;
+        identity::load(dir)
+    }
+
+    /// Runs `f` against each node in turn until one answers; a node that cannot be reached
+    /// is skipped, any other error is final.
+    async fn on_any<T, F, Fut>(&self, f: F) -> Result<(Client, T)>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut failures = Vec::new();
+        for (i, c) in self.nodes.iter().enumerate() {
+            match f(c.clone()).await {
+                Ok(v) => return Ok((c.clone(), v)),
+                Err(e) if e.is_transport() => {
+                    if i + 1 < self.nodes.len() {
+                        tracing::warn!("{e}; trying the next node");
+                    }
+                    failures.push(e.to_string());
+                }
+                Err(e) => return Err(explain(e, c.url())),
+            }
+        }
+        if failures.len() == 1 {
+            bail!("{}", failures.remove(0))
+        }
+        bail!("no node reachable: {}", failures.join("; "))
+    }
+
+    /// Prints `json` with `--output json`, else runs `text`; every command answers in both
+    /// forms, and this keeps the choice in one place.
+    fn show<T: Serialize + ?Sized>(&self, json: &T, text: impl FnOnce()) -> Result<()> {
+        if self.json() {
+            output::print_json(json)
+        } else {
+            text();
+            Ok(())
+        }
+    }
+}
+
+/// Adds the node's URL and a hint to an API error.
+fn explain(e: ClientError, url: &str) -> anyhow::Error {
+    let hint = match e.api_code() {
+        Some("unknown_channel") => " (check the channel name; `GET /v1/channels` lists what the node serves)",
+        Some("no_leader") => " (the channel has no leader yet; try again in a moment)",
+        Some("not_member") => " (the identity's organization is not a member of the channel)",
+        Some("unknown_certificate") => " (the channel has not recorded this certificate: sign without --cert-hash once)",
+        Some("forbidden") => " (the identity's role or organization may not do this)",
+        Some("bad_signature") => " (the key does not match the certificate, or the transaction was altered)",
+        Some("expired") => " (the transaction's timestamp is outside the channel's window: check this machine's clock)",
+        _ => "",
+    };
+    match e {
+        ClientError::Api { .. } => anyhow!("{url}: {e}{hint}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// The items of a comma-separated list flag, trimmed, without the empty ones that a stray
+/// comma leaves.
+fn non_empty(items: &[String]) -> impl Iterator<Item = &str> {
+    items.iter().map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "tallyctl",
+            "--node",
+            "http://a:1,http://b:2",
+            "--output",
+            "json",
+            "tx",
+            "put",
+            "--channel",
+            "ch",
+            "k",
+            "v",
+            "--no-wait",
+        ])
+        .unwrap();
+        assert_eq!(c.nodes, ["http://a:1", "http://b:2"]);
+        assert!(matches!(
+            c.cmd,
+            Cmd::Tx(tx::TxCmd::Put {
+                opts: tx::WriteOpts { no_wait: true, .. },
+                ..
+            })
+        ));
+    }
+}

@@ -14,7 +14,7 @@
 //! dir/orgs/ORG/ca.pem, ca-key.pem   the organization's CA
 //! dir/orgs/ORG/admins/admin/        cert.pem, key.pem, ca.pem of the org's admin identity
 //! dir/orgs/ORG/clients/client/      ... of the org's client identity
-//! dir/orgs/ORG/nodes/NODE/          ... of each node of the org (SANs 127.0.0.1, localhost)
+//! dir/orgs/ORG/nodes/NODE/          ... of each node of the org (SANs: its loopback address, localhost)
 //! dir/nodes/NODE/data/              the node's --data-dir
 //! dir/nodes/NODE/node.log           the node's stdout and stderr, appended across restarts
 //! ```
@@ -120,13 +120,19 @@ impl LocalClusterSpec {
     ) -> LocalClusterSpec {
         let orgs: Vec<String> = (1..=n_nodes).map(|i| format!("org{i}")).collect();
         let nodes: Vec<LocalNodeSpec> = (1..=n_nodes)
-            .map(|i| LocalNodeSpec { name: format!("node{i}"), org: format!("org{i}") })
+            .map(|i| LocalNodeSpec {
+                name: format!("node{i}"),
+                org: format!("org{i}"),
+            })
             .collect();
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         LocalClusterSpec {
             dir: dir.into(),
             node_bin: node_bin.into(),
-            channels: channels.iter().map(|c| LocalChannelSpec::new(c, &orgs, &names)).collect(),
+            channels: channels
+                .iter()
+                .map(|c| LocalChannelSpec::new(c, &orgs, &names))
+                .collect(),
             orgs,
             nodes,
             fsync: false,
@@ -143,7 +149,9 @@ impl LocalClusterSpec {
         let mut orgs = std::collections::BTreeSet::new();
         for o in &self.orgs {
             if o.is_empty() || o.contains(['/', '\\']) || o.starts_with('.') {
-                return Err(other(format!("organization name {o:?} cannot be used as a folder name")));
+                return Err(other(format!(
+                    "organization name {o:?} cannot be used as a folder name"
+                )));
             }
             if !orgs.insert(o.as_str()) {
                 return Err(other(format!("organization {o:?} is listed twice")));
@@ -152,7 +160,10 @@ impl LocalClusterSpec {
         let mut nodes = std::collections::BTreeSet::new();
         for n in &self.nodes {
             if n.name.is_empty() || n.name.contains(['/', '\\']) || n.name.starts_with('.') {
-                return Err(other(format!("node name {:?} cannot be used as a folder name", n.name)));
+                return Err(other(format!(
+                    "node name {:?} cannot be used as a folder name",
+                    n.name
+                )));
             }
             if !nodes.insert(n.name.as_str()) {
                 return Err(other(format!("node {:?} is listed twice", n.name)));
@@ -203,23 +214,30 @@ struct NodeEntry {
     org: String,
     /// Raft id, the same in every channel.
     id: u64,
+    /// Loopback address the node listens on.
+    #[serde(default = "default_host")]
+    host: String,
     api_port: u16,
     peer_port: u16,
     admin_port: u16,
 }
 
+fn default_host() -> String {
+    "127.0.0.1".to_string()
+}
+
 impl NodeEntry {
     fn api_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.api_port)
+        format!("{}:{}", self.host, self.api_port)
     }
     fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        format!("http://{}:{}", self.host, self.api_port)
     }
     fn peer_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        format!("{}:{}", self.host, self.peer_port)
     }
     fn admin_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.admin_port)
+        format!("{}:{}", self.host, self.admin_port)
     }
     fn node_ref(&self) -> NodeRef {
         NodeRef {
@@ -288,19 +306,34 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClientError {
     other(format!("{what} {}: {e}", path.display()))
 }
 
-/// Reserves `n` distinct free loopback ports. The listeners are held until all are chosen, so
-/// the ports differ; another process may still take one before the node binds it, which is
-/// unlikely on loopback and shows as a bind error in the node's log.
-fn free_ports(n: usize) -> Result<Vec<u16>, ClientError> {
-    let mut held = Vec::with_capacity(n);
-    let mut ports = Vec::with_capacity(n);
-    for _ in 0..n {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| other(format!("cannot find a free loopback port: {e}")))?;
-        ports.push(l.local_addr().map_err(|e| other(format!("local_addr: {e}")))?.port());
-        held.push(l);
+/// Ports every local node listens on, each node at an address of its own.
+pub const API_PORT: u16 = 7051;
+pub const PEER_PORT: u16 = 7052;
+pub const ADMIN_PORT: u16 = 7053;
+
+/// Chooses a loopback block of its own for a cluster: node `i` gets `127.A.B.i`, with the
+/// standard ports. Clusters started side by side (tests in parallel) then never race for ports,
+/// and ports below the ephemeral range are never taken by outgoing connections meanwhile.
+fn pick_hosts(n: usize) -> Result<Vec<String>, ClientError> {
+    if n == 0 || n > 254 {
+        return Err(other(format!(
+            "a local cluster has 1 to 254 nodes, not {n}"
+        )));
     }
-    Ok(ports)
+    for _ in 0..64 {
+        let a: u8 = rand::random::<u8>().max(1);
+        let b: u8 = rand::random();
+        let hosts: Vec<String> = (1..=n).map(|i| format!("127.{a}.{b}.{i}")).collect();
+        let free = hosts.iter().all(|h| {
+            [API_PORT, PEER_PORT, ADMIN_PORT]
+                .iter()
+                .all(|p| std::net::TcpListener::bind((h.as_str(), *p)).is_ok())
+        });
+        if free {
+            return Ok(hosts);
+        }
+    }
+    Err(other("no free loopback address block for a local cluster"))
 }
 
 /// Sends a signal to a process. Declared here rather than through the libc crate: std links
@@ -369,8 +402,25 @@ impl LocalCluster {
             )));
         }
 
+        // Addresses and Raft ids: node certificates name their address, so they come first.
+        let hosts = pick_hosts(spec.nodes.len())?;
+        let nodes: Vec<NodeEntry> = spec
+            .nodes
+            .iter()
+            .zip(&hosts)
+            .enumerate()
+            .map(|(i, (n, host))| NodeEntry {
+                name: n.name.clone(),
+                org: n.org.clone(),
+                id: i as u64 + 1,
+                host: host.clone(),
+                api_port: API_PORT,
+                peer_port: PEER_PORT,
+                admin_port: ADMIN_PORT,
+            })
+            .collect();
+
         // Organizations and identities.
-        let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
         let mut orgs = BTreeMap::new();
         for org in &spec.orgs {
             let org_dir = dir.join("orgs").join(org);
@@ -378,38 +428,37 @@ impl LocalCluster {
             ca.save(&org_dir)?;
             let admin = ca.issue_into(&org_dir, Role::Admin, ADMIN_NAME, &[])?;
             let client = ca.issue_into(&org_dir, Role::Client, CLIENT_NAME, &[])?;
-            for n in spec.nodes.iter().filter(|n| &n.org == org) {
-                ca.issue_into(&org_dir, Role::Node, &n.name, &hosts)?;
+            for n in nodes.iter().filter(|n| &n.org == org) {
+                let sans = vec![n.host.clone(), "localhost".to_string()];
+                ca.issue_into(&org_dir, Role::Node, &n.name, &sans)?;
             }
-            orgs.insert(org.clone(), OrgKeys { ca_pem: ca.cert_pem(), admin, client });
+            orgs.insert(
+                org.clone(),
+                OrgKeys {
+                    ca_pem: ca.cert_pem(),
+                    admin,
+                    client,
+                },
+            );
         }
-
-        // Ports and Raft ids.
-        let ports = free_ports(spec.nodes.len() * 3)?;
-        let nodes: Vec<NodeEntry> = spec
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| NodeEntry {
-                name: n.name.clone(),
-                org: n.org.clone(),
-                id: i as u64 + 1,
-                api_port: ports[3 * i],
-                peer_port: ports[3 * i + 1],
-                admin_port: ports[3 * i + 2],
-            })
-            .collect();
 
         // Channel configurations.
         let mut channels = Vec::new();
         for c in &spec.channels {
             let node_ref = |name: &String| {
-                nodes.iter().find(|n| &n.name == name).map(NodeEntry::node_ref).expect("checked")
+                nodes
+                    .iter()
+                    .find(|n| &n.name == name)
+                    .map(NodeEntry::node_ref)
+                    .expect("checked")
             };
             let members: Vec<OrgMember> = c
                 .members
                 .iter()
-                .map(|m| OrgMember { name: m.clone(), ca_pem: orgs[m].ca_pem.clone() })
+                .map(|m| OrgMember {
+                    name: m.clone(),
+                    ca_pem: orgs[m].ca_pem.clone(),
+                })
                 .collect();
             // Built through serde so that the fields the spec does not set (policies, largest
             // transaction, time window) take the protocol's defaults.
@@ -422,7 +471,8 @@ impl LocalCluster {
             .map_err(|e| other(format!("channel {}: {e}", c.name)))?;
             cfg.batch = c.batch.clone();
             cfg.snapshot_interval = c.snapshot_interval;
-            cfg.validate().map_err(|e| other(format!("invalid channel configuration: {e}")))?;
+            cfg.validate()
+                .map_err(|e| other(format!("invalid channel configuration: {e}")))?;
             channels.push(cfg);
         }
 
@@ -451,13 +501,18 @@ impl LocalCluster {
                 cluster.create_channel_on(&n.name, &cfg, deadline).await?;
             }
         }
-        cluster.wait_ready(deadline.saturating_duration_since(Instant::now())).await?;
+        cluster
+            .wait_ready(deadline.saturating_duration_since(Instant::now()))
+            .await?;
         Ok(cluster)
     }
 
     /// Runs again a cluster that `start` wrote into `dir` (after a shutdown, a crash or a
     /// reboot): spawns every node with the same ports and data, and waits until ready.
-    pub async fn open(dir: impl Into<PathBuf>, node_bin: impl Into<PathBuf>) -> Result<LocalCluster, ClientError> {
+    pub async fn open(
+        dir: impl Into<PathBuf>,
+        node_bin: impl Into<PathBuf>,
+    ) -> Result<LocalCluster, ClientError> {
         let dir = dir.into();
         let node_bin = node_bin.into();
         check_bin(&node_bin)?;
@@ -476,11 +531,18 @@ impl LocalCluster {
         for org in &file.orgs {
             let org_dir = dir.join("orgs").join(org);
             let ca_path = org_dir.join("ca.pem");
-            let ca_pem =
-                std::fs::read_to_string(&ca_path).map_err(|e| io_err("cannot read", &ca_path, e))?;
+            let ca_pem = std::fs::read_to_string(&ca_path)
+                .map_err(|e| io_err("cannot read", &ca_path, e))?;
             let admin = Identity::load(&org_dir.join(Role::Admin.folder()).join(ADMIN_NAME))?;
             let client = Identity::load(&org_dir.join(Role::Client.folder()).join(CLIENT_NAME))?;
-            orgs.insert(org.clone(), OrgKeys { ca_pem, admin, client });
+            orgs.insert(
+                org.clone(),
+                OrgKeys {
+                    ca_pem,
+                    admin,
+                    client,
+                },
+            );
         }
         let cluster = LocalCluster::assemble(dir, node_bin, file, orgs)?;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -490,7 +552,9 @@ impl LocalCluster {
         for n in cluster.node_names() {
             cluster.wait_listening(&n, deadline).await?;
         }
-        cluster.wait_ready(deadline.saturating_duration_since(Instant::now())).await?;
+        cluster
+            .wait_ready(deadline.saturating_duration_since(Instant::now()))
+            .await?;
         Ok(cluster)
     }
 
@@ -506,7 +570,14 @@ impl LocalCluster {
             clients.insert(n.name.clone(), Client::new(&n.api_url())?);
             procs.insert(n.name.clone(), NodeProc::default());
         }
-        Ok(LocalCluster { dir, node_bin, file, orgs, clients, procs: Mutex::new(procs) })
+        Ok(LocalCluster {
+            dir,
+            node_bin,
+            file,
+            orgs,
+            clients,
+            procs: Mutex::new(procs),
+        })
     }
 
     // ----- accessors -------------------------------------------------------------------------
@@ -552,10 +623,14 @@ impl LocalCluster {
 
     /// Clients of every node, in Raft id order.
     pub fn clients(&self) -> Vec<Client> {
-        self.file.nodes.iter().map(|n| self.clients[&n.name].clone()).collect()
+        self.file
+            .nodes
+            .iter()
+            .map(|n| self.clients[&n.name].clone())
+            .collect()
     }
 
-    /// Base URL of the node's client API, like `http://127.0.0.1:40123`.
+    /// Base URL of the node's client API, like `http://127.1.2.1:7051`.
     pub fn api_url(&self, name: &str) -> String {
         self.entry(name).api_url()
     }
@@ -577,7 +652,11 @@ impl LocalCluster {
 
     /// Name of the node with this Raft id.
     pub fn node_name(&self, id: u64) -> Option<String> {
-        self.file.nodes.iter().find(|n| n.id == id).map(|n| n.name.clone())
+        self.file
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
     }
 
     /// The organization's admin or client identity; for `Role::Node`, the identity of the
@@ -587,8 +666,10 @@ impl LocalCluster {
     /// If the cluster has no such organization, or for `Role::Node` when it has no node or its
     /// files cannot be read.
     pub fn identity(&self, org: &str, role: Role) -> Identity {
-        let keys =
-            self.orgs.get(org).unwrap_or_else(|| panic!("the local cluster has no organization {org:?}"));
+        let keys = self
+            .orgs
+            .get(org)
+            .unwrap_or_else(|| panic!("the local cluster has no organization {org:?}"));
         match role {
             Role::Admin => keys.admin.clone(),
             Role::Client => keys.client.clone(),
@@ -599,7 +680,8 @@ impl LocalCluster {
                     .iter()
                     .find(|n| n.org == org)
                     .unwrap_or_else(|| panic!("organization {org:?} has no node"));
-                self.node_identity(&n.name).unwrap_or_else(|e| panic!("{e}"))
+                self.node_identity(&n.name)
+                    .unwrap_or_else(|e| panic!("{e}"))
             }
         }
     }
@@ -607,7 +689,9 @@ impl LocalCluster {
     /// The node's own certificate and key.
     pub fn node_identity(&self, name: &str) -> Result<Identity, ClientError> {
         let e = self.entry(name);
-        Ok(Identity::load(&self.org_dir(&e.org).join(Role::Node.folder()).join(&e.name))?)
+        Ok(Identity::load(
+            &self.org_dir(&e.org).join(Role::Node.folder()).join(&e.name),
+        )?)
     }
 
     /// PEM of the organization's CA certificate.
@@ -633,7 +717,10 @@ impl LocalCluster {
 
     /// Names of the nodes (consenters and observers) that serve the channel.
     pub fn channel_nodes(&self, channel: &str) -> Vec<String> {
-        self.config(channel).nodes().map(|n| n.name.clone()).collect()
+        self.config(channel)
+            .nodes()
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// Channels the node serves.
@@ -691,11 +778,17 @@ impl LocalCluster {
 
     /// Whether the node's process is alive.
     pub fn is_running(&self, name: &str) -> bool {
-        self.procs.lock().unwrap().get_mut(name).map(NodeProc::running).unwrap_or(false)
+        self.procs
+            .lock()
+            .unwrap()
+            .get_mut(name)
+            .map(NodeProc::running)
+            .unwrap_or(false)
     }
 
     /// The last exit of the node that the launcher did not cause (a crash, a panic, an exit on
-    /// a fatal error), if any happened since the cluster was started or opened.
+    /// a fatal error), if any happened since the cluster was started or opened. It stays
+    /// reported after the node is started again; [`LocalCluster::problems`] lists them all.
     pub fn exited_on_its_own(&self, name: &str) -> Option<ExitStatus> {
         let mut procs = self.procs.lock().unwrap();
         let p = procs.get_mut(name)?;
@@ -715,10 +808,16 @@ impl LocalCluster {
                 p.unexpected_exits.clone()
             };
             for s in exits {
-                out.push(format!("node {n} exited on its own ({s}); log {}", self.log_path(&n).display()));
+                out.push(format!(
+                    "node {n} exited on its own ({s}); log {}",
+                    self.log_path(&n).display()
+                ));
             }
             if self.panicked(&n) {
-                out.push(format!("node {n} panicked; log {}", self.log_path(&n).display()));
+                out.push(format!(
+                    "node {n} panicked; log {}",
+                    self.log_path(&n).display()
+                ));
             }
         }
         out
@@ -739,9 +838,15 @@ impl LocalCluster {
     }
 
     /// Status of the channel on each of its running nodes (in Raft id order).
-    pub async fn statuses(&self, channel: &str) -> Vec<(String, Result<ChannelStatus, ClientError>)> {
-        let names: Vec<String> =
-            self.channel_nodes(channel).into_iter().filter(|n| self.is_running(n)).collect();
+    pub async fn statuses(
+        &self,
+        channel: &str,
+    ) -> Vec<(String, Result<ChannelStatus, ClientError>)> {
+        let names: Vec<String> = self
+            .channel_nodes(channel)
+            .into_iter()
+            .filter(|n| self.is_running(n))
+            .collect();
         let futs = names.iter().map(|n| {
             let c = self.client(n);
             async move { c.status(channel).await }
@@ -785,9 +890,13 @@ impl LocalCluster {
                 None => return Ok(()),
                 Some(why) => why,
             };
-            if let Some(s) = self.exited_on_its_own(name) {
+            if !self.is_running(name) {
+                let how = match self.exited_on_its_own(name) {
+                    Some(s) => format!("exited on its own ({s})"),
+                    None => "is not running".to_string(),
+                };
                 return Err(other(format!(
-                    "node {name} exited ({s}) while waiting for it to become ready; last log lines:\n{}",
+                    "node {name} {how} while waiting for it to become ready; last log lines:\n{}",
                     self.log_tail(name, 30)
                 )));
             }
@@ -811,14 +920,19 @@ impl LocalCluster {
             if expected_down {
                 continue;
             }
-            self.wait_node_ready(&n, deadline.saturating_duration_since(Instant::now())).await?;
+            self.wait_node_ready(&n, deadline.saturating_duration_since(Instant::now()))
+                .await?;
         }
         Ok(())
     }
 
     /// Waits until every running node of the channel has the same height, last block hash and
     /// state root, and returns that status (of the first node).
-    pub async fn wait_converged(&self, channel: &str, timeout: Duration) -> Result<ChannelStatus, ClientError> {
+    pub async fn wait_converged(
+        &self,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<ChannelStatus, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let statuses = self.statuses(channel).await;
@@ -871,7 +985,10 @@ impl LocalCluster {
         let mut procs = self.procs.lock().unwrap();
         let p = procs.get_mut(name).expect("known node");
         if p.running() {
-            return Err(other(format!("node {name} is already running (pid {:?})", p.pid)));
+            return Err(other(format!(
+                "node {name} is already running (pid {:?})",
+                p.pid
+            )));
         }
         let data = self.data_dir(name);
         std::fs::create_dir_all(&data).map_err(|err| io_err("cannot create", &data, err))?;
@@ -914,14 +1031,21 @@ impl LocalCluster {
                 e.id,
                 tally_protocol::now_ms()
             );
-            let err = log.try_clone().map_err(|err| io_err("cannot reopen", &path, err))?;
+            let err = log
+                .try_clone()
+                .map_err(|err| io_err("cannot reopen", &path, err))?;
             cmd.stdout(log).stderr(err);
+            // Plain text in log files: no terminal colour codes.
+            cmd.env("NO_COLOR", "1");
         } else {
             cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
         }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|err| {
-            other(format!("cannot start {} for node {name}: {err}", self.node_bin.display()))
+            other(format!(
+                "cannot start {} for node {name}: {err}",
+                self.node_bin.display()
+            ))
         })?;
         p.pid = child.id();
         p.child = Some(child);
@@ -957,16 +1081,21 @@ impl LocalCluster {
 
     /// Creates the channel on the node through its admin API, retrying while the node is not
     /// reachable yet.
-    async fn create_channel_on(&self, name: &str, cfg: &ChannelConfig, deadline: Instant) -> Result<(), ClientError> {
+    async fn create_channel_on(
+        &self,
+        name: &str,
+        cfg: &ChannelConfig,
+        deadline: Instant,
+    ) -> Result<(), ClientError> {
         let e = self.entry(name);
         let keys = &self.orgs[&e.org];
         let admin = AdminClient::new(&e.admin_addr(), &keys.ca_pem, &keys.admin)?;
         loop {
             match admin.create_channel(cfg).await {
                 Ok(_) => return Ok(()),
-                Err(err @ (ClientError::Transport { .. } | ClientError::Api { status: 503, .. }))
-                    if Instant::now() < deadline =>
-                {
+                Err(
+                    err @ (ClientError::Transport { .. } | ClientError::Api { status: 503, .. }),
+                ) if Instant::now() < deadline => {
                     tracing::debug!("create channel {} on {name}: {err}; retrying", cfg.name);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -984,7 +1113,9 @@ impl LocalCluster {
     /// Takes the child out of the table, marked as going down on purpose.
     fn take_child(&self, name: &str) -> Option<Child> {
         let mut procs = self.procs.lock().unwrap();
-        let p = procs.get_mut(name).unwrap_or_else(|| panic!("the local cluster has no node {name:?}"));
+        let p = procs
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("the local cluster has no node {name:?}"));
         p.poll();
         p.expected_down = true;
         p.pid = None;
@@ -1006,10 +1137,13 @@ impl LocalCluster {
     /// Stops the node with SIGTERM and waits for it to exit (at most [`STOP_TIMEOUT`]; then it
     /// is killed and an error says so). An exit status other than success is an error too.
     pub async fn stop(&self, name: &str) -> Result<(), ClientError> {
-        let Some(mut child) = self.take_child(name) else { return Ok(()) };
+        let Some(mut child) = self.take_child(name) else {
+            return Ok(());
+        };
         if let Some(pid) = child.id() {
             #[cfg(unix)]
-            send_signal(pid, SIGTERM).map_err(|e| other(format!("cannot signal node {name}: {e}")))?;
+            send_signal(pid, SIGTERM)
+                .map_err(|e| other(format!("cannot signal node {name}: {e}")))?;
             #[cfg(not(unix))]
             let _ = pid;
         }
@@ -1035,7 +1169,8 @@ impl LocalCluster {
     /// wait until it caught up.
     pub async fn start_node(&self, name: &str) -> Result<(), ClientError> {
         self.spawn(name)?;
-        self.wait_listening(name, Instant::now() + START_TIMEOUT).await
+        self.wait_listening(name, Instant::now() + START_TIMEOUT)
+            .await
     }
 
     /// Stops the node if it runs (SIGTERM), then starts it again (see
@@ -1066,7 +1201,10 @@ impl LocalCluster {
     pub async fn shutdown(self) -> Result<(), ClientError> {
         let names = self.node_names();
         let results = futures_util::future::join_all(names.iter().map(|n| self.stop(n))).await;
-        results.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 }
 
@@ -1100,7 +1238,13 @@ mod tests {
     fn simple_spec_has_one_org_per_node_and_everyone_everywhere() {
         let s = LocalClusterSpec::simple("/tmp/x", "/bin/true", 3, &["a", "b"]);
         assert_eq!(s.orgs, ["org1", "org2", "org3"]);
-        assert_eq!(s.nodes[2], LocalNodeSpec { name: "node3".into(), org: "org3".into() });
+        assert_eq!(
+            s.nodes[2],
+            LocalNodeSpec {
+                name: "node3".into(),
+                org: "org3".into()
+            }
+        );
         assert_eq!(s.channels.len(), 2);
         assert_eq!(s.channels[1].consenters, ["node1", "node2", "node3"]);
         assert_eq!(s.channels[1].members, s.orgs);
@@ -1119,9 +1263,22 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_distinct() {
-        let p = free_ports(30).unwrap();
-        let set: std::collections::BTreeSet<_> = p.iter().collect();
-        assert_eq!(set.len(), 30);
+    fn a_cluster_can_be_shared_between_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<LocalCluster>();
+    }
+
+    #[test]
+    fn clusters_get_distinct_address_blocks() {
+        let a = pick_hosts(5).unwrap();
+        assert_eq!(a.len(), 5);
+        assert!(a.iter().all(|h| h.starts_with("127.")));
+        let set: std::collections::BTreeSet<_> = a.iter().collect();
+        assert_eq!(set.len(), 5);
+        // Keep the first block busy: a second pick must avoid it.
+        let _held = std::net::TcpListener::bind((a[0].as_str(), API_PORT)).unwrap();
+        let b = pick_hosts(5).unwrap();
+        assert_ne!(a[0], b[0]);
+        assert!(pick_hosts(0).is_err());
     }
 }

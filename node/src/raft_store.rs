@@ -35,10 +35,19 @@ impl RaftStore {
         initial: ConfState,
     ) -> Result<RaftStore, raft::Error> {
         let keys = Keys::new(&ledger.name);
-        let hs = match db.get(keys.kind(keys::HARD_STATE)).map_err(store_err)? {
+        let mut hs = match db.get(keys.kind(keys::HARD_STATE)).map_err(store_err)? {
             Some(b) => HardState::parse_from_bytes(&b).map_err(store_err)?,
             None => HardState::default(),
         };
+        // Committed entries are applied before the Ready's hard state is written, so a crash in
+        // between leaves the ledger applied past the stored commit index. What was applied was
+        // committed (and is in the persisted log), so the commit index is raised to match.
+        let applied = ledger.tip().applied_index;
+        if hs.commit < applied {
+            hs.commit = applied;
+            db.put(keys.kind(keys::HARD_STATE), hs.write_to_bytes().map_err(store_err)?)
+                .map_err(store_err)?;
+        }
         let cs = match db.get(keys.kind(keys::CONF_STATE)).map_err(store_err)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,
             None => {

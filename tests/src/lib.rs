@@ -7,11 +7,12 @@
 //! - `TALLY_NODE_BIN`: the tally-node executable (default: next to the test binary, i.e.
 //!   `$CARGO_TARGET_DIR/debug/tally-node`).
 //! - `TALLY_E2E_KEEP=1`: keep every test's folder, not only those of failed tests.
-//! - `TALLY_E2E_TXS`, `TALLY_E2E_ROUNDS`: scale of the cluster suite.
+//! - `TALLY_E2E_TXS`, `TALLY_E2E_ROUNDS`: scale of the cluster suite (default 3000, 3).
+//! - `TALLY_E2E_CRASHES`: crash-restart cycles of the crash suite (default 20).
 
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -45,20 +46,58 @@ pub fn node_bin() -> PathBuf {
     candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/tally-node"));
     for c in &candidates {
         if c.is_file() {
+            warn_if_stale(c);
             return c.clone();
         }
     }
     panic!(
         "the tally-node executable was not found (looked at {}).\n\
          Build it first: `cargo build -p tally-node`, or set TALLY_NODE_BIN.",
-        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
+}
+
+/// Warns (once) when the node's or the protocol's sources changed after the executable was
+/// built: the suites would test an old node.
+fn warn_if_stale(bin: &Path) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(built) = bin.metadata().and_then(|m| m.modified()) else { return };
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+        for dir in ["node/src", "protocol/src"] {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+            for e in entries.flatten() {
+                if let Ok(t) = e.metadata().and_then(|m| m.modified()) {
+                    if newest.as_ref().is_none_or(|(n, _)| t > *n) {
+                        newest = Some((t, e.path()));
+                    }
+                }
+            }
+        }
+        if let Some((t, p)) = newest {
+            if t > built {
+                eprintln!(
+                    "warning: {} is older than {}; run `cargo build -p tally-node` to test the current node",
+                    bin.display(),
+                    p.display()
+                );
+            }
+        }
+    });
 }
 
 /// A number from the environment, or `default`.
 pub fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
     }
 }
@@ -88,12 +127,19 @@ impl TestCluster {
             .expect("create a temporary folder");
         let mut spec = LocalClusterSpec::simple(dir.path(), node_bin(), n_nodes, channels);
         tweak(&mut spec);
-        let mut tc = TestCluster { cluster: None, dir: Some(dir), test: test.to_string() };
+        let mut tc = TestCluster {
+            cluster: None,
+            dir: Some(dir),
+            test: test.to_string(),
+        };
         match LocalCluster::start(spec).await {
             Ok(c) => tc.cluster = Some(c),
             Err(e) => {
                 let path = tc.dir.take().map(|d| d.keep()).unwrap_or_default();
-                panic!("{test}: the local cluster did not start: {e}\n(cluster folder kept: {})", path.display());
+                panic!(
+                    "{test}: the local cluster did not start: {e}\n(cluster folder kept: {})",
+                    path.display()
+                );
             }
         }
         tc
@@ -103,6 +149,17 @@ impl TestCluster {
         self.cluster.as_ref().expect("started")
     }
 
+    /// Takes the cluster out, e.g. to shut it down and open it again; the folder stays until
+    /// this value is dropped.
+    pub fn take_cluster(&mut self) -> LocalCluster {
+        self.cluster.take().expect("a cluster")
+    }
+
+    /// Puts a cluster (opened on this folder) back.
+    pub fn put_cluster(&mut self, c: LocalCluster) {
+        self.cluster = Some(c);
+    }
+
     /// Asserts that no node exited on its own and no node log shows a panic.
     pub fn assert_healthy(&self) {
         let problems = self.cluster().problems();
@@ -110,7 +167,11 @@ impl TestCluster {
             let mut msg = format!("{}: node problems:\n  {}", self.test, problems.join("\n  "));
             for n in self.cluster().node_names() {
                 if self.cluster().panicked(&n) || self.cluster().exited_on_its_own(&n).is_some() {
-                    msg += &format!("\n--- {n}: {}\n{}", self.cluster().log_path(&n).display(), panic_excerpt(self.cluster(), &n));
+                    msg += &format!(
+                        "\n--- {n}: {}\n{}",
+                        self.cluster().log_path(&n).display(),
+                        panic_excerpt(self.cluster(), &n)
+                    );
                 }
             }
             panic!("{msg}");
@@ -142,7 +203,12 @@ impl Drop for TestCluster {
         if failing {
             if let Some(c) = &self.cluster {
                 for n in c.node_names() {
-                    eprintln!("--- {}: last lines of {} ---\n{}", self.test, c.log_path(&n).display(), c.log_tail(&n, 25));
+                    eprintln!(
+                        "--- {}: last lines of {} ---\n{}",
+                        self.test,
+                        c.log_path(&n).display(),
+                        c.log_tail(&n, 25)
+                    );
                 }
             }
         }
@@ -162,7 +228,9 @@ impl Drop for TestCluster {
 pub fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-        ClientError::Transport { .. } | ClientError::Timeout(_) | ClientError::BadResponse { .. } => true,
+        ClientError::Transport { .. }
+        | ClientError::Timeout(_)
+        | ClientError::BadResponse { .. } => true,
         _ => false,
     }
 }
@@ -176,19 +244,43 @@ pub async fn submit_retry(
     tx: &Transaction,
     timeout: Duration,
 ) -> Result<Receipt, String> {
+    submit_retry_counted(clients, first, tx, timeout).await.0
+}
+
+/// [`submit_retry`], also returning how many submissions it took and the errors that caused
+/// the retries (at most the first few).
+pub async fn submit_retry_counted(
+    clients: &[Client],
+    first: usize,
+    tx: &Transaction,
+    timeout: Duration,
+) -> (Result<Receipt, String>, u32, Vec<String>) {
     let deadline = Instant::now() + timeout;
     let mut i = first;
     let mut attempts = 0;
+    let mut errors = Vec::new();
     loop {
         attempts += 1;
         let c = &clients[i % clients.len()];
         match c.submit_wait(tx).await {
-            Ok(r) => return Ok(r),
+            Ok(r) => return (Ok(r), attempts, errors),
             Err(e) if retryable(&e) && Instant::now() < deadline => {
+                if errors.len() < 4 {
+                    errors.push(format!("{}: {e}", c.url()));
+                }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => return Err(format!("after {attempts} attempts, last at {}: {e}", c.url())),
+            Err(e) => {
+                return (
+                    Err(format!(
+                        "after {attempts} attempts, last at {}: {e}",
+                        c.url()
+                    )),
+                    attempts,
+                    errors,
+                )
+            }
         }
     }
 }
@@ -196,8 +288,11 @@ pub async fn submit_retry(
 /// Every block of the channel on one node, from genesis to its current height.
 pub async fn all_blocks(c: &Client, channel: &str) -> Result<Vec<Block>, ClientError> {
     let height = c.status(channel).await?.height;
-    let results: Vec<Result<Block, ClientError>> =
-        futures_util::stream::iter(0..height).map(|n| c.block(channel, Some(n))).buffered(8).collect().await;
+    let results: Vec<Result<Block, ClientError>> = futures_util::stream::iter(0..height)
+        .map(|n| c.block(channel, Some(n)))
+        .buffered(8)
+        .collect()
+        .await;
     results.into_iter().collect()
 }
 
@@ -206,15 +301,42 @@ pub async fn all_blocks(c: &Client, channel: &str) -> Result<Vec<Block>, ClientE
 pub fn verify_chain(who: &str, channel: &str, blocks: &[Block]) {
     for (i, b) in blocks.iter().enumerate() {
         let h = &b.header;
-        assert_eq!(h.number, i as u64, "{who}/{channel}: block at position {i} says number {}", h.number);
-        assert_eq!(h.channel, channel, "{who}/{channel}: block {i} names channel {:?}", h.channel);
+        assert_eq!(
+            h.number, i as u64,
+            "{who}/{channel}: block at position {i} says number {}",
+            h.number
+        );
+        assert_eq!(
+            h.channel, channel,
+            "{who}/{channel}: block {i} names channel {:?}",
+            h.channel
+        );
         if i > 0 {
             let prev = blocks[i - 1].header.hash();
-            assert_eq!(h.prev_hash, prev, "{who}/{channel}: block {i} does not link to block {}", i - 1);
-            assert!(h.timestamp_ms >= blocks[i - 1].header.timestamp_ms, "{who}/{channel}: block {i} is older than block {}", i - 1);
+            assert_eq!(
+                h.prev_hash,
+                prev,
+                "{who}/{channel}: block {i} does not link to block {}",
+                i - 1
+            );
+            assert!(
+                h.timestamp_ms >= blocks[i - 1].header.timestamp_ms,
+                "{who}/{channel}: block {i} is older than block {}",
+                i - 1
+            );
         }
-        assert_eq!(b.results.len(), b.txs.len(), "{who}/{channel}: block {i} has {} txs but {} results", b.txs.len(), b.results.len());
-        assert_eq!(h.tx_root, tx_root(&b.tx_ids()), "{who}/{channel}: block {i}: transaction root does not match its transactions");
+        assert_eq!(
+            b.results.len(),
+            b.txs.len(),
+            "{who}/{channel}: block {i} has {} txs but {} results",
+            b.txs.len(),
+            b.results.len()
+        );
+        assert_eq!(
+            h.tx_root,
+            tx_root(&b.tx_ids()),
+            "{who}/{channel}: block {i}: transaction root does not match its transactions"
+        );
     }
 }
 
@@ -243,7 +365,13 @@ pub async fn assert_identical_chains(c: &LocalCluster, channel: &str) -> Vec<Blo
         match &reference {
             None => reference = Some((n, blocks)),
             Some((rn, rb)) => {
-                assert_eq!(blocks.len(), rb.len(), "{channel}: {n} has {} blocks, {rn} has {}", blocks.len(), rb.len());
+                assert_eq!(
+                    blocks.len(),
+                    rb.len(),
+                    "{channel}: {n} has {} blocks, {rn} has {}",
+                    blocks.len(),
+                    rb.len()
+                );
                 for (a, b) in rb.iter().zip(&blocks) {
                     assert_eq!(
                         a.header.hash(),
@@ -276,7 +404,10 @@ pub mod http {
         body: impl Into<Bytes>,
     ) -> Result<(u16, Vec<u8>), String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let authority = uri.authority().ok_or_else(|| format!("{url}: no host"))?.clone();
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url}: no host"))?
+            .clone();
         let fut = async {
             let stream = tokio::net::TcpStream::connect(authority.as_str())
                 .await
@@ -292,8 +423,13 @@ pub mod http {
             if let Some(ct) = content_type {
                 req = req.header(hyper::header::CONTENT_TYPE, ct);
             }
-            let req = req.body(Full::new(body.into())).map_err(|e| e.to_string())?;
-            let resp = sender.send_request(req).await.map_err(|e| format!("{method} {url}: {e}"))?;
+            let req = req
+                .body(Full::new(body.into()))
+                .map_err(|e| e.to_string())?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("{method} {url}: {e}"))?;
             let status = resp.status().as_u16();
             let body = resp
                 .into_body()
@@ -318,20 +454,42 @@ pub mod http {
 pub fn assert_api_error(case: &str, got: (u16, &[u8]), status: u16, code: &str) -> ApiError {
     let (st, body) = got;
     let text = String::from_utf8_lossy(body);
-    assert_eq!(st, status, "{case}: expected status {status} ({code}), got {st} with body {text}");
-    let err: ApiError = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("{case}: the error body is not {{\"error\", \"code\"}} JSON ({e}): {text}"));
-    assert_eq!(err.code, code, "{case}: expected code {code:?}, got {:?} ({})", err.code, err.error);
-    assert!(!err.error.trim().is_empty(), "{case}: the error message is empty");
+    assert_eq!(
+        st, status,
+        "{case}: expected status {status} ({code}), got {st} with body {text}"
+    );
+    let err: ApiError = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!("{case}: the error body is not {{\"error\", \"code\"}} JSON ({e}): {text}")
+    });
+    assert_eq!(
+        err.code, code,
+        "{case}: expected code {code:?}, got {:?} ({})",
+        err.code, err.error
+    );
+    assert!(
+        !err.error.trim().is_empty(),
+        "{case}: the error message is empty"
+    );
     err
 }
 
 /// Same check for an error the client library returned.
 pub fn assert_client_api_error(case: &str, e: &ClientError, status: u16, code: &str) {
     match e {
-        ClientError::Api { status: s, code: c, message } => {
-            assert_eq!((*s, c.as_str()), (status, code), "{case}: expected {status} {code}, got {s} {c}: {message}");
-            assert!(!message.trim().is_empty(), "{case}: the error message is empty");
+        ClientError::Api {
+            status: s,
+            code: c,
+            message,
+        } => {
+            assert_eq!(
+                (*s, c.as_str()),
+                (status, code),
+                "{case}: expected {status} {code}, got {s} {c}: {message}"
+            );
+            assert!(
+                !message.trim().is_empty(),
+                "{case}: the error message is empty"
+            );
         }
         other => panic!("{case}: expected API error {status} {code}, got {other}"),
     }
@@ -339,7 +497,9 @@ pub fn assert_client_api_error(case: &str, e: &ClientError, status: u16, code: &
 
 /// The node's `/metrics` text.
 pub async fn metrics(api_url: &str) -> String {
-    let (status, body) = http::get(&format!("{api_url}/metrics")).await.unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = http::get(&format!("{api_url}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, 200, "GET {api_url}/metrics answered {status}");
     String::from_utf8(body).expect("metrics are UTF-8")
 }
@@ -351,7 +511,9 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         if line.starts_with('#') {
             continue;
         }
-        let Some(rest) = line.strip_prefix(name) else { continue };
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
         let (label_text, value) = if let Some(r) = rest.strip_prefix('{') {
             match r.split_once('}') {
                 Some((l, v)) => (l, v),
@@ -363,7 +525,9 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
             continue; // another metric whose name starts with `name`
         };
         let all = labels.iter().all(|(k, v)| {
-            label_text.split(',').any(|kv| kv.trim() == format!("{k}=\"{v}\""))
+            label_text
+                .split(',')
+                .any(|kv| kv.trim() == format!("{k}=\"{v}\""))
         });
         if all {
             return value.split_whitespace().next().and_then(|v| v.parse().ok());
@@ -382,8 +546,18 @@ mod tests {
                     tally_snapshots_applied_total{channel=\"a\"} 0\n\
                     tally_snapshots_applied_total{channel=\"snap\"} 2\n\
                     tally_snapshots_applied_total_extra 9\nplain 1.5\n";
-        assert_eq!(metric_value(text, "tally_snapshots_applied_total", &[("channel", "snap")]), Some(2.0));
-        assert_eq!(metric_value(text, "tally_snapshots_applied_total", &[("channel", "b")]), None);
+        assert_eq!(
+            metric_value(
+                text,
+                "tally_snapshots_applied_total",
+                &[("channel", "snap")]
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            metric_value(text, "tally_snapshots_applied_total", &[("channel", "b")]),
+            None
+        );
         assert_eq!(metric_value(text, "plain", &[]), Some(1.5));
     }
 }

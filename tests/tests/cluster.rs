@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use tally_client::txs::{put, sign_writes};
 use tally_protocol::{Hash, Receipt, Role, TxStatus};
-use tally_tests::{assert_identical_chains, committed_counts, env_usize, submit_retry, TestCluster};
+use tally_tests::{
+    assert_identical_chains, committed_counts, env_usize, submit_retry_counted, TestCluster,
+};
 
 const CHANNELS: [&str; 2] = ["alpha", "beta"];
 const WORKERS: usize = 16;
@@ -26,6 +28,9 @@ struct Record {
     key: String,
     tx_id: Hash,
     outcome: Result<Receipt, String>,
+    attempts: u32,
+    retry_errors: Vec<String>,
+    latency: Duration,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,8 +39,12 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
     let rounds = env_usize("TALLY_E2E_ROUNDS", 3);
     let tc = TestCluster::start("cluster", 3, &CHANNELS, |_| {}).await;
     let clients = Arc::new(tc.clients());
-    let signers: Arc<Vec<_>> =
-        Arc::new(tc.org_names().iter().map(|o| tc.identity(o, Role::Client)).collect());
+    let signers: Arc<Vec<_>> = Arc::new(
+        tc.org_names()
+            .iter()
+            .map(|o| tc.identity(o, Role::Client))
+            .collect(),
+    );
 
     // ---- load ----------------------------------------------------------------------------
     let done = Arc::new(AtomicUsize::new(0));
@@ -43,18 +52,39 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (clients, signers, done, records) =
-            (clients.clone(), signers.clone(), done.clone(), records.clone());
+        let (clients, signers, done, records) = (
+            clients.clone(),
+            signers.clone(),
+            done.clone(),
+            records.clone(),
+        );
         workers.push(tokio::spawn(async move {
             for i in (w..total).step_by(WORKERS) {
                 let channel = CHANNELS[i % CHANNELS.len()];
                 let key = format!("key-{i:06}");
                 let signer = &signers[i % signers.len()];
-                let tx = sign_writes(signer, channel, vec![put(&key, format!("value-{i}").as_bytes())], false);
+                let tx = sign_writes(
+                    signer,
+                    channel,
+                    vec![put(&key, format!("value-{i}").as_bytes())],
+                    false,
+                );
                 let tx_id = tx.id();
-                let outcome = submit_retry(&clients, i, &tx, TX_TIMEOUT).await;
+                let t0 = Instant::now();
+                let (outcome, attempts, retry_errors) =
+                    submit_retry_counted(&clients, i, &tx, TX_TIMEOUT).await;
+                let latency = t0.elapsed();
                 done.fetch_add(1, Ordering::Relaxed);
-                records.lock().unwrap().push(Record { i, channel, key, tx_id, outcome });
+                records.lock().unwrap().push(Record {
+                    i,
+                    channel,
+                    key,
+                    tx_id,
+                    outcome,
+                    attempts,
+                    retry_errors,
+                    latency,
+                });
             }
         }));
     }
@@ -77,7 +107,9 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
         );
         tc.kill(&leader).await.expect("kill the leader");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        tc.start_node(&leader).await.unwrap_or_else(|e| panic!("restart {leader}: {e}"));
+        tc.start_node(&leader)
+            .await
+            .unwrap_or_else(|e| panic!("restart {leader}: {e}"));
         tc.wait_node_ready(&leader, Duration::from_secs(60))
             .await
             .unwrap_or_else(|e| panic!("{leader} after its restart: {e}"));
@@ -91,13 +123,23 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
         w.await.expect("load worker");
     }
     let records = std::mem::take(&mut *records.lock().unwrap());
-    eprintln!("[{:>6.1}s] load finished: {} transactions", started.elapsed().as_secs_f64(), records.len());
+    eprintln!(
+        "[{:>6.1}s] load finished: {} transactions",
+        started.elapsed().as_secs_f64(),
+        records.len()
+    );
     assert_eq!(records.len(), total);
+    report_latency(&records);
 
     // ---- every submission got a committed receipt ----------------------------------------
     let failed: Vec<String> = records
         .iter()
-        .filter_map(|r| r.outcome.as_ref().err().map(|e| format!("tx #{} {}: {e}", r.i, r.tx_id)))
+        .filter_map(|r| {
+            r.outcome
+                .as_ref()
+                .err()
+                .map(|e| format!("tx #{} {}: {e}", r.i, r.tx_id))
+        })
         .collect();
     assert!(
         failed.is_empty(),
@@ -108,9 +150,13 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
     let rejected: Vec<String> = records
         .iter()
         .filter_map(|r| match &r.outcome {
-            Ok(Receipt { status: TxStatus::Rejected { code, reason }, .. }) => {
-                Some(format!("tx #{} {}: rejected {code:?}: {reason}", r.i, r.tx_id))
-            }
+            Ok(Receipt {
+                status: TxStatus::Rejected { code, reason },
+                ..
+            }) => Some(format!(
+                "tx #{} {}: rejected {code:?}: {reason}",
+                r.i, r.tx_id
+            )),
             _ => None,
         })
         .collect();
@@ -122,7 +168,9 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
     );
 
     // ---- all nodes agree, every acknowledged tx is committed exactly once -----------------
-    tc.wait_ready(Duration::from_secs(60)).await.expect("all nodes ready after the chaos");
+    tc.wait_ready(Duration::from_secs(60))
+        .await
+        .expect("all nodes ready after the chaos");
     for channel in CHANNELS {
         let st = tc
             .wait_converged(channel, Duration::from_secs(60))
@@ -131,9 +179,16 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
         let blocks = assert_identical_chains(&tc, channel).await;
         assert_eq!(blocks.len() as u64, st.height);
         let counts = committed_counts(&blocks);
-        let twice: Vec<String> =
-            counts.iter().filter(|(_, n)| **n > 1).map(|(id, n)| format!("{id} committed {n} times")).collect();
-        assert!(twice.is_empty(), "{channel}: transactions committed more than once:\n  {}", twice.join("\n  "));
+        let twice: Vec<String> = counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, n)| format!("{id} committed {n} times"))
+            .collect();
+        assert!(
+            twice.is_empty(),
+            "{channel}: transactions committed more than once:\n  {}",
+            twice.join("\n  ")
+        );
         let mine: Vec<&Record> = records.iter().filter(|r| r.channel == channel).collect();
         for r in &mine {
             assert_eq!(
@@ -146,7 +201,13 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
             );
             let receipt = r.outcome.as_ref().unwrap();
             let b = &blocks[receipt.block as usize];
-            assert_eq!(b.header.hash(), receipt.block_hash, "tx #{}: the receipt's block hash is not block {}'s", r.i, receipt.block);
+            assert_eq!(
+                b.header.hash(),
+                receipt.block_hash,
+                "tx #{}: the receipt's block hash is not block {}'s",
+                r.i,
+                receipt.block
+            );
             let idx = receipt.index as usize;
             assert!(
                 idx < b.txs.len() && b.txs[idx].id() == r.tx_id && b.results[idx].is_committed(),
@@ -170,8 +231,13 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
                 async move {
                     let want = r.outcome.as_ref().unwrap();
                     match c.receipt(channel, &r.tx_id).await {
-                        Ok(Some(p)) if p.receipt.status.is_committed()
-                            && (p.receipt.block, p.receipt.index) == (want.block, want.index) => None,
+                        Ok(Some(p))
+                            if p.receipt.status.is_committed()
+                                && (p.receipt.block, p.receipt.index)
+                                    == (want.block, want.index) =>
+                        {
+                            None
+                        }
                         Ok(Some(p)) => Some(format!("tx #{}: {:?}", r.i, p.receipt)),
                         Ok(None) => Some(format!("tx #{}: not found", r.i)),
                         Err(e) => Some(format!("tx #{}: {e}", r.i)),
@@ -198,8 +264,18 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
                     .get(channel, &r.key)
                     .await
                     .unwrap_or_else(|e| panic!("{node}: get {}: {e}", r.key))
-                    .unwrap_or_else(|| panic!("{node}: key {} of acknowledged tx #{} is missing", r.key, r.i));
-                assert_eq!(kv.value, format!("value-{}", r.i).into_bytes(), "{node}: value of {}", r.key);
+                    .unwrap_or_else(|| {
+                        panic!(
+                            "{node}: key {} of acknowledged tx #{} is missing",
+                            r.key, r.i
+                        )
+                    });
+                assert_eq!(
+                    kv.value,
+                    format!("value-{}", r.i).into_bytes(),
+                    "{node}: value of {}",
+                    r.key
+                );
             }
         }
     }
@@ -213,10 +289,59 @@ async fn killing_leaders_under_load_loses_and_duplicates_nothing() {
             .map(|(n, s)| (n, s.expect("status").state_root))
             .collect();
         let first = roots.values().next().copied();
-        assert!(roots.values().all(|r| Some(*r) == first), "{channel}: state roots differ: {roots:?}");
+        assert!(
+            roots.values().all(|r| Some(*r) == first),
+            "{channel}: state roots differ: {roots:?}"
+        );
     }
     tc.assert_healthy();
-    eprintln!("[{:>6.1}s] all checks passed", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[{:>6.1}s] all checks passed",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Prints how long acknowledgements took and why submissions were retried (information only:
+/// the suite asserts no timings).
+fn report_latency(records: &[Record]) {
+    let mut lat: Vec<Duration> = records.iter().map(|r| r.latency).collect();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
+    let retried: Vec<&Record> = records.iter().filter(|r| r.attempts > 1).collect();
+    let slow = lat.iter().filter(|l| **l > Duration::from_secs(5)).count();
+    eprintln!(
+        "latency to a receipt: p50 {:?} p90 {:?} p99 {:?} max {:?}; {} of {} transactions needed more than one submission, {slow} took over 5 s",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0),
+        retried.len(),
+        records.len()
+    );
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for r in &retried {
+        for e in &r.retry_errors {
+            // group by the error without the URL
+            let kind = e.split_once(": ").map(|(_, k)| k).unwrap_or(e);
+            let kind: Vec<&str> = kind
+                .split(' ')
+                .map(|w| {
+                    if w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        "<tx>"
+                    } else {
+                        w
+                    }
+                })
+                .collect();
+            let kind: String = kind.join(" ").chars().take(100).collect();
+            *reasons.entry(kind).or_insert(0) += 1;
+        }
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (k, n) in reasons.iter().take(8) {
+        eprintln!("  retried {n} times after: {k}");
+    }
 }
 
 /// The channel's current leader, waiting for an election to finish.
@@ -226,7 +351,10 @@ async fn wait_leader(tc: &TestCluster, channel: &str, timeout: Duration) -> Stri
         if let Some(l) = tc.leader(channel).await {
             return l;
         }
-        assert!(Instant::now() < deadline, "{channel} has no leader after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{channel} has no leader after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

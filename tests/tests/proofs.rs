@@ -18,26 +18,61 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
 
     // Several transactions at once, so that blocks hold more than one and the proofs have paths.
     let txs: Vec<_> = (0..9)
-        .map(|i| sign_writes(&signer, CH, vec![put(&format!("evidence-{i}"), format!("sha256 of document {i}").as_bytes())], false))
+        .map(|i| {
+            sign_writes(
+                &signer,
+                CH,
+                vec![put(
+                    &format!("evidence-{i}"),
+                    format!("sha256 of document {i}").as_bytes(),
+                )],
+                false,
+            )
+        })
         .collect();
     let receipts = futures_util::future::join_all(txs.iter().map(|t| c1.submit_wait(t))).await;
     let receipts: Vec<_> = receipts.into_iter().map(|r| r.expect("submit")).collect();
-    assert!(receipts.iter().all(|r| r.status.is_committed()), "{receipts:?}");
-    tc.wait_converged(CH, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        receipts.iter().all(|r| r.status.is_committed()),
+        "{receipts:?}"
+    );
+    tc.wait_converged(CH, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     let mut multi_leaf = false;
     for (k, (tx, receipt)) in txs.iter().zip(&receipts).enumerate() {
         let id = tx.id();
         // The proof as node2 serves it, moved through JSON as a third party would store it...
-        let proven = tc.client("node2").receipt(CH, &id).await.expect("GET receipt").expect("receipt exists");
+        let proven = tc
+            .client("node2")
+            .receipt(CH, &id)
+            .await
+            .expect("GET receipt")
+            .expect("receipt exists");
         let json = serde_json::to_string(&proven).unwrap();
         let proven: ProvenReceipt = serde_json::from_str(&json).unwrap();
         assert_eq!(proven.receipt.tx_id, id);
-        assert_eq!((proven.receipt.block, proven.receipt.index), (receipt.block, receipt.index));
+        assert_eq!(
+            (proven.receipt.block, proven.receipt.index),
+            (receipt.block, receipt.index)
+        );
         // ...checked against the block hash taken from another node's chain.
-        let trusted = tc.client("node3").block(CH, Some(receipt.block)).await.expect("block").header.hash();
-        assert_eq!(trusted, receipt.block_hash, "the receipt's block hash is the chain's");
-        proven.proof.verify(&id, &trusted).expect("an untampered proof verifies");
+        let trusted = tc
+            .client("node3")
+            .block(CH, Some(receipt.block))
+            .await
+            .expect("block")
+            .header
+            .hash();
+        assert_eq!(
+            trusted, receipt.block_hash,
+            "the receipt's block hash is the chain's"
+        );
+        proven
+            .proof
+            .verify(&id, &trusted)
+            .expect("an untampered proof verifies");
         multi_leaf |= proven.proof.merkle.leaves > 1;
 
         let p = &proven.proof;
@@ -45,7 +80,10 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
         let other_id = txs[(k + 1) % txs.len()].id();
         assert_eq!(p.verify(&other_id, &trusted), Err(ProofError::WrongTx));
         // A trusted hash of another block.
-        assert_eq!(p.verify(&id, &Hash::tagged(b"elsewhere", &[b"x"])), Err(ProofError::WrongHeader));
+        assert_eq!(
+            p.verify(&id, &Hash::tagged(b"elsewhere", &[b"x"])),
+            Err(ProofError::WrongHeader)
+        );
         // A header with another state root (the header no longer hashes to the trusted hash).
         let mut bad = p.clone();
         bad.header.state_root = Hash::ZERO;
@@ -74,10 +112,17 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
             assert_eq!(bad.verify(&id, &trusted), Err(ProofError::BadPath));
         }
     }
-    assert!(multi_leaf, "no block held more than one of 9 concurrent transactions; the paths went untested");
+    assert!(
+        multi_leaf,
+        "no block held more than one of 9 concurrent transactions; the paths went untested"
+    );
 
     // An unknown transaction has no receipt.
-    let missing = tc.client("node1").receipt(CH, &Hash::tagged(b"never", &[b"submitted"])).await.expect("GET receipt");
+    let missing = tc
+        .client("node1")
+        .receipt(CH, &Hash::tagged(b"never", &[b"submitted"]))
+        .await
+        .expect("GET receipt");
     assert!(missing.is_none());
     tc.assert_healthy();
 }

@@ -45,8 +45,11 @@ impl RaftStore {
         let applied = ledger.tip().applied_index;
         if hs.commit < applied {
             hs.commit = applied;
-            db.put(keys.kind(keys::HARD_STATE), hs.write_to_bytes().map_err(store_err)?)
-                .map_err(store_err)?;
+            db.put(
+                keys.kind(keys::HARD_STATE),
+                hs.write_to_bytes().map_err(store_err)?,
+            )
+            .map_err(store_err)?;
         }
         let cs = match db.get(keys.kind(keys::CONF_STATE)).map_err(store_err)? {
             Some(b) => ConfState::parse_from_bytes(&b).map_err(store_err)?,

@@ -564,88 +564,9 @@ impl Client {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let url = self.inner.url.clone();
         tokio::spawn(async move {
-            let mut body = resp.into_body();
-            let mut parser = SseParser::default();
-            let mut next = from;
-            loop {
-                let frame = tokio::select! {
-                    _ = tx.closed() => return,
-                    f = body.frame() => f,
-                };
-                let chunk = match frame {
-                    None => {
-                        let message = "the node closed the block stream".to_string();
-                        let _ = tx
-                            .send(Err(ClientError::Transport {
-                                url: url.clone(),
-                                message,
-                            }))
-                            .await;
-                        return;
-                    }
-                    Some(Err(e)) => {
-                        let message = format!("block stream broke: {}", error_chain(&e));
-                        let _ = tx
-                            .send(Err(ClientError::Transport {
-                                url: url.clone(),
-                                message,
-                            }))
-                            .await;
-                        return;
-                    }
-                    Some(Ok(f)) => match f.into_data() {
-                        Ok(d) => d,
-                        Err(_) => continue, // trailers
-                    },
-                };
-                let events = match parser.push(&chunk) {
-                    Ok(ev) => ev,
-                    Err(message) => {
-                        let _ = tx
-                            .send(Err(ClientError::BadResponse {
-                                url: url.clone(),
-                                message,
-                            }))
-                            .await;
-                        return;
-                    }
-                };
-                for ev in events {
-                    if ev.event != "block" && ev.event != "message" {
-                        continue; // keep-alives and future event kinds
-                    }
-                    let block: Block = match serde_json::from_str(&ev.data) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let message = format!("block event is not a block: {e}");
-                            let _ = tx
-                                .send(Err(ClientError::BadResponse {
-                                    url: url.clone(),
-                                    message,
-                                }))
-                                .await;
-                            return;
-                        }
-                    };
-                    let n = block.header.number;
-                    if n < next {
-                        continue; // already delivered
-                    }
-                    if n > next {
-                        let message = format!("block stream skipped from block {next} to {n}");
-                        let _ = tx
-                            .send(Err(ClientError::BadResponse {
-                                url: url.clone(),
-                                message,
-                            }))
-                            .await;
-                        return;
-                    }
-                    next = n + 1;
-                    if tx.send(Ok(block)).await.is_err() {
-                        return;
-                    }
-                }
+            // The stream ends with at most one error, sent after the blocks before it.
+            if let Err(e) = pump_blocks(resp.into_body(), from, &url, &tx).await {
+                let _ = tx.send(Err(e)).await;
             }
         });
         Ok(rx)
@@ -813,6 +734,64 @@ impl SseParser {
             },
             "id" if !value.contains('\0') => self.id = Some(value.to_string()),
             _ => {} // retry and unknown fields
+        }
+    }
+}
+
+/// Feeds the blocks of a server-sent-event stream into `tx`, in order, from height `next`.
+/// Returns when the receiver is gone (Ok) or the stream breaks, skips or lies (Err).
+async fn pump_blocks(
+    mut body: hyper::body::Incoming,
+    mut next: u64,
+    url: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Block, ClientError>>,
+) -> Result<(), ClientError> {
+    let transport = |message: String| ClientError::Transport {
+        url: url.to_string(),
+        message,
+    };
+    let bad = |message: String| ClientError::BadResponse {
+        url: url.to_string(),
+        message,
+    };
+    let mut parser = SseParser::default();
+    loop {
+        let frame = tokio::select! {
+            _ = tx.closed() => return Ok(()),
+            f = body.frame() => f,
+        };
+        let chunk = match frame {
+            None => return Err(transport("the node closed the block stream".into())),
+            Some(Err(e)) => {
+                return Err(transport(format!(
+                    "block stream broke: {}",
+                    error_chain(&e)
+                )))
+            }
+            Some(Ok(f)) => match f.into_data() {
+                Ok(d) => d,
+                Err(_) => continue, // trailers
+            },
+        };
+        for ev in parser.push(&chunk).map_err(bad)? {
+            if ev.event != "block" && ev.event != "message" {
+                continue; // keep-alives and future event kinds
+            }
+            let block: Block = serde_json::from_str(&ev.data)
+                .map_err(|e| bad(format!("block event is not a block: {e}")))?;
+            let n = block.header.number;
+            if n < next {
+                continue; // already delivered
+            }
+            if n > next {
+                return Err(bad(format!(
+                    "block stream skipped from block {next} to {n}"
+                )));
+            }
+            next = n + 1;
+            if tx.send(Ok(block)).await.is_err() {
+                return Ok(());
+            }
         }
     }
 }

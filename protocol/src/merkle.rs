@@ -14,6 +14,20 @@ fn node(l: &Hash, r: &Hash) -> Hash {
     Hash::tagged(b"tally-merkle-node", &[&l.0, &r.0])
 }
 
+/// The level above `level`: pairs hashed together, an odd last node promoted unchanged.
+fn up(level: &[Hash]) -> Vec<Hash> {
+    level
+        .chunks(2)
+        .map(|c| {
+            if c.len() == 2 {
+                node(&c[0], &c[1])
+            } else {
+                c[0]
+            }
+        })
+        .collect()
+}
+
 /// Root over `items`; the empty tree has the all-zero root.
 pub fn root(items: &[Hash]) -> Hash {
     if items.is_empty() {
@@ -21,16 +35,7 @@ pub fn root(items: &[Hash]) -> Hash {
     }
     let mut level: Vec<Hash> = items.iter().map(leaf).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|c| {
-                if c.len() == 2 {
-                    node(&c[0], &c[1])
-                } else {
-                    c[0]
-                }
-            })
-            .collect();
+        level = up(&level);
     }
     level[0]
 }
@@ -65,16 +70,7 @@ pub fn prove(items: &[Hash], index: usize) -> Option<MerkleProof> {
                 left: sib < i,
             });
         }
-        level = level
-            .chunks(2)
-            .map(|c| {
-                if c.len() == 2 {
-                    node(&c[0], &c[1])
-                } else {
-                    c[0]
-                }
-            })
-            .collect();
+        level = up(&level);
         i /= 2;
     }
     Some(MerkleProof {

@@ -56,11 +56,7 @@ impl StateDigest {
     }
 
     pub fn root(&self) -> Hash {
-        let mut b = [0u8; 32];
-        for (i, l) in self.0.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&l.to_be_bytes());
-        }
-        Hash::tagged(b"tally-state-root", &[&b])
+        Hash::tagged(b"tally-state-root", &[&self.to_bytes()])
     }
 
     pub fn to_bytes(&self) -> [u8; 32] {

@@ -117,6 +117,9 @@ pub async fn run<W: Worker>(params: LoadParams, workers: Vec<W>) -> LoadResult {
             loop {
                 tick.tick().await;
                 let now = Instant::now();
+                if now >= end {
+                    break;
+                }
                 let done = shared.done.load(Ordering::Relaxed);
                 let phase = if now < measure_start {
                     "warmup "

@@ -2,7 +2,6 @@
 //! certificate registry, and the deterministic step that turns an ordered batch into a block.
 
 use crate::keys::{self, Keys, LEDGER_KINDS};
-use ed25519_dalek::VerifyingKey;
 use parking_lot::RwLock;
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use std::collections::{HashMap, HashSet};
@@ -12,6 +11,7 @@ use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use tally_protocol::identity::{self, CertInfo, IdentityError, Role, TrustedCa};
 use tally_protocol::merkle;
 use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
+use tally_protocol::sig;
 use tally_protocol::state::StateDigest;
 use tally_protocol::{
     Block, BlockHeader, ChannelConfig, Hash, Payload, RejectCode, Signer, Transaction, TxStatus,
@@ -140,7 +140,7 @@ pub struct Applied {
 /// A signer whose certificate chains to a member CA.
 pub struct KnownSigner {
     pub info: CertInfo,
-    pub key: VerifyingKey,
+    pub key: sig::PublicKey,
 }
 
 pub struct Ledger {
@@ -267,10 +267,10 @@ impl Ledger {
                 format!("signer certificate rejected: {e}"),
             ),
         })?;
-        let key = VerifyingKey::from_bytes(&info.public_key).map_err(|e| {
+        let key = sig::public_key(&info.public_key).ok_or_else(|| {
             (
                 RejectCode::NotMember,
-                format!("signer key is not a valid Ed25519 key: {e}"),
+                "signer key is not a valid Ed25519 key".to_string(),
             )
         })?;
         let known = Arc::new(KnownSigner { info, key });
@@ -421,6 +421,11 @@ impl Ledger {
         let mut overlay: HashMap<String, StateEntry> = HashMap::new();
         let mut seen: HashSet<Hash> = HashSet::new();
         let mut new_certs: HashMap<Hash, Vec<u8>> = HashMap::new();
+        let batch_verified = self.verify_batch(&txs, now_s, preverified);
+        let checked = |i: usize, otx: &OrderedTx<'_>| {
+            batch_verified.get(i).copied().unwrap_or(false)
+                || preverified(&otx.id, &otx.tx.signature)
+        };
         let mut results = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
         for (i, otx) in txs.iter().enumerate() {
@@ -434,7 +439,7 @@ impl Ledger {
                 version,
                 ts,
                 now_s,
-                preverified,
+                checked(i, otx),
                 &mut overlay,
                 &mut seen,
                 &mut new_certs,
@@ -494,6 +499,32 @@ impl Ledger {
         )))
     }
 
+    /// Checks, as one batch, the signatures of a block that this node has not checked before
+    /// and whose signer is already known; returns per transaction whether its signature is
+    /// proven valid. When the batch fails, each transaction is checked alone later, so the
+    /// outcome is the same as checking them one by one (see `tally_protocol::sig`).
+    fn verify_batch(
+        &self,
+        txs: &[OrderedTx<'_>],
+        now_s: i64,
+        preverified: &dyn Fn(&Hash, &[u8]) -> bool,
+    ) -> Vec<bool> {
+        let mut batch = sig::Batch::new();
+        let mut queued = vec![false; txs.len()];
+        for (i, otx) in txs.iter().enumerate() {
+            if preverified(&otx.id, &otx.tx.signature) {
+                continue;
+            }
+            if let Ok((signer, _)) = self.signer_info(&otx.tx.body.signer, now_s, &HashMap::new()) {
+                queued[i] = batch.push(&signer.key, &otx.tx.signature, &otx.id.0);
+            }
+        }
+        if batch.len() < 2 || !batch.verify() {
+            return vec![false; txs.len()];
+        }
+        queued
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn apply_tx(
         &self,
@@ -501,7 +532,7 @@ impl Ledger {
         version: Version,
         block_ts: u64,
         now_s: i64,
-        preverified: &dyn Fn(&Hash, &[u8]) -> bool,
+        signature_checked: bool,
         overlay: &mut HashMap<String, StateEntry>,
         seen: &mut HashSet<Hash>,
         new_certs: &mut HashMap<Hash, Vec<u8>>,
@@ -518,7 +549,7 @@ impl Ledger {
             Err(e) => return Ok(reject(e)),
         };
         let info = &signer.info;
-        if !preverified(&otx.id, &tx.signature) && !tx.verify_with(&otx.id, &signer.key) {
+        if !signature_checked && !tx.verify_with(&otx.id, &signer.key) {
             return Ok(reject((
                 RejectCode::BadSignature,
                 "signature does not verify against the signer's certificate".into(),
@@ -817,5 +848,91 @@ mod tests {
             txs: vec![],
         };
         assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
+    }
+
+    fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(DB::open_default(dir.path()).unwrap());
+        let ca = tally_protocol::OrgCa::generate("org1").unwrap();
+        let client = ca.issue(Role::Client, "c1", &[]).unwrap();
+        let cfg = ChannelConfig {
+            name: "ch".into(),
+            members: vec![tally_protocol::OrgMember {
+                name: "org1".into(),
+                ca_pem: ca.cert_pem(),
+            }],
+            consenters: vec![tally_protocol::NodeRef {
+                id: 1,
+                name: "n1".into(),
+                org: "org1".into(),
+                peer_addr: "127.0.0.1:1".into(),
+                api_url: "http://127.0.0.1:2".into(),
+            }],
+            observers: vec![],
+            batch: Default::default(),
+            policies: Default::default(),
+            snapshot_interval: 100,
+            max_tx_bytes: 100_000,
+            tx_window_s: 600,
+        };
+        let ledger = Ledger::open(db, cfg).unwrap();
+        (dir, ledger, client)
+    }
+
+    #[test]
+    fn a_block_with_forged_signatures_rejects_exactly_those() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let mut raws = Vec::new();
+        let mut forged = Vec::new();
+        for i in 0..40u64 {
+            let body = tally_protocol::TxBody {
+                channel: "ch".into(),
+                nonce: i,
+                timestamp_ms: now,
+                signer: Signer::Certificate(client.cert_der.clone()),
+                payload: Payload::KvWrite {
+                    reads: vec![],
+                    writes: vec![tally_protocol::Write {
+                        key: format!("k{i}"),
+                        value: Some(vec![1]),
+                    }],
+                },
+            };
+            let mut tx = Transaction::sign(body, &client);
+            if i % 7 == 3 {
+                tx.signature[10] ^= 1;
+                forged.push(i as usize);
+            }
+            raws.push(tx.to_bytes());
+        }
+        let data = encode_batch(now, raws.iter().map(Vec::as_slice));
+        let mut wb = WriteBatch::default();
+        let (applied, tip) = ledger
+            .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+            .unwrap()
+            .unwrap();
+        for (i, r) in applied.receipts.iter().enumerate() {
+            if forged.contains(&i) {
+                assert!(
+                    matches!(
+                        &r.status,
+                        TxStatus::Rejected {
+                            code: RejectCode::BadSignature,
+                            ..
+                        }
+                    ),
+                    "tx {i}: {:?}",
+                    r.status
+                );
+            } else {
+                assert!(r.status.is_committed(), "tx {i}: {:?}", r.status);
+            }
+        }
+        ledger.db().write(wb).unwrap();
+        ledger.commit_tip(tip);
+        // Forged copies were not recorded as seen: the genuine transaction can still commit.
+        assert!(ledger.get("k3").unwrap().is_none());
+        assert!(ledger.get("k4").unwrap().is_some());
     }
 }

@@ -105,15 +105,15 @@ impl RaftStore {
 
     /// Adds new entries to `wb`, replacing any conflicting suffix of the log.
     pub fn append(&self, entries: &[Entry], wb: &mut WriteBatch) -> Result<(), raft::Error> {
-        let Some(first) = entries.first() else {
+        let Some(last) = entries.last() else {
             return Ok(());
         };
-        let last_new = entries[entries.len() - 1].index;
-        if first.index <= self.last_index.get() {
-            wb.delete_range(
-                self.keys.log(first.index),
-                self.keys.log(self.last_index.get() + 1),
-            );
+        let last_new = last.index;
+        // New entries overwrite their indexes; a longer conflicting suffix is deleted. Point
+        // deletes throughout this file, not range deletes: a range tombstone in the memtable
+        // makes every read of the ledger's keys slower until the next flush.
+        for i in last_new + 1..=self.last_index.get() {
+            wb.delete(self.keys.log(i));
         }
         for e in entries {
             wb.put(
@@ -163,7 +163,9 @@ impl RaftStore {
             return Ok(false);
         }
         let term = raft::Storage::term(self, index)?;
-        wb.delete_range(self.keys.log(0), self.keys.log(index + 1));
+        for i in self.snap_index.get() + 1..=index {
+            wb.delete(self.keys.log(i));
+        }
         self.set_snap_meta(index, term, wb);
         Ok(true)
     }
@@ -173,7 +175,9 @@ impl RaftStore {
     pub fn apply_snapshot(&self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<(), raft::Error> {
         let meta = snap.get_metadata();
         self.ledger.restore(&snap.data, wb).map_err(store_err)?;
-        wb.delete_range(self.keys.log(0), self.keys.log(u64::MAX));
+        for i in self.snap_index.get() + 1..=self.last_index.get() {
+            wb.delete(self.keys.log(i));
+        }
         self.set_snap_meta(meta.index, meta.term, wb);
         self.last_index.set(meta.index);
         let mut hs = self.hard_state();

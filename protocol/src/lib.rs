@@ -11,6 +11,7 @@ pub mod hash;
 pub mod identity;
 pub mod merkle;
 pub mod receipt;
+pub mod sig;
 pub mod state;
 pub mod tx;
 

@@ -3,7 +3,6 @@
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::{hex_bytes, hex_opt, Hash};
 use crate::identity::Identity;
-use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 /// Where the last write of a key happened: its version.
@@ -237,19 +236,12 @@ impl Transaction {
 
     /// Checks the signature against a public key (the signer's certificate is checked apart).
     pub fn verify_signature(&self, id: &Hash, public_key: &[u8; 32]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(public_key) else {
-            return false;
-        };
-        self.verify_with(id, &key)
+        crate::sig::public_key(public_key).is_some_and(|k| self.verify_with(id, &k))
     }
 
-    /// Like [`Transaction::verify_signature`] with a key already decompressed, which saves a
-    /// good share of the cost when the same signer signs many transactions. Strict
-    /// verification, so that every node accepts exactly the same signatures.
-    pub fn verify_with(&self, id: &Hash, key: &VerifyingKey) -> bool {
-        let Ok(sig) = Signature::from_slice(&self.signature) else {
-            return false;
-        };
-        key.verify_strict(&id.0, &sig).is_ok()
+    /// Like [`Transaction::verify_signature`] with a key already decoded, which saves a good
+    /// share of the cost when the same signer signs many transactions.
+    pub fn verify_with(&self, id: &Hash, key: &crate::sig::PublicKey) -> bool {
+        crate::sig::verify(key, &self.signature, &id.0)
     }
 }

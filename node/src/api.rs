@@ -315,8 +315,15 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
         Ok(None) => {}
         Err(e) => return internal(e),
     }
-    if let Err((code, msg)) = ledger.precheck(&tx, &id, raw.len(), tally_protocol::now_ms()) {
-        return reject(code, msg);
+    let signer = match ledger.precheck(&tx, raw.len(), tally_protocol::now_ms()) {
+        Ok(s) => s,
+        Err((code, msg)) => return reject(code, msg),
+    };
+    if !node.verifier.verify(signer.key, &tx.signature, id.0).await {
+        return reject(
+            RejectCode::BadSignature,
+            "signature does not verify against the signer's certificate".into(),
+        );
     }
     if chan.leader_id() == 0 {
         return error(

@@ -343,8 +343,12 @@ impl Worker {
                 next_tick = now + TICK;
                 self.requeue_lost(now);
             }
+            // Self-clocking batches: with nothing of this node's in flight a batch goes out
+            // at once (one round trip of latency at low load); otherwise it grows until the
+            // size limit or the timeout, so high load makes big batches.
             if !self.pending.is_empty()
-                && (self.pending.len() >= batch.max_txs as usize
+                && (self.inflight.is_empty()
+                    || self.pending.len() >= batch.max_txs as usize
                     || self.pending_bytes >= batch.max_bytes as usize
                     || self.batch_started.is_some_and(|s| now >= s + batch_timeout))
             {

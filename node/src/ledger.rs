@@ -280,23 +280,17 @@ impl Ledger {
     }
 
     /// Checks everything about a transaction that does not depend on ordering, as a
-    /// submitting node does before accepting it. Returns the signer.
+    /// submitting node does before accepting it, except the signature itself: the caller
+    /// checks that against the returned signer's key (in batches, see `verifier`).
     pub fn precheck(
         &self,
         tx: &Transaction,
-        id: &Hash,
         raw_len: usize,
         now_ms: u64,
     ) -> Result<Arc<KnownSigner>, (RejectCode, String)> {
         self.static_checks(tx, raw_len)?;
         let (signer, _) =
             self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;
-        if !tx.verify_with(id, &signer.key) {
-            return Err((
-                RejectCode::BadSignature,
-                "signature does not verify against the signer's certificate".into(),
-            ));
-        }
         self.policy_checks(tx, &signer.info, now_ms)?;
         Ok(signer)
     }

@@ -14,3 +14,4 @@ pub mod raft_store;
 pub mod server;
 pub mod tls;
 pub mod transport;
+pub mod verifier;

@@ -43,6 +43,7 @@ pub struct Node {
     pub transport: Arc<Transport>,
     pub metrics: Arc<Metrics>,
     pub fsync: bool,
+    pub verifier: crate::verifier::Verifier,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     join_lock: Mutex<()>,
@@ -70,6 +71,9 @@ impl Node {
         table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 * 1024 * 1024));
         table.set_cache_index_and_filter_blocks(true);
         opts.set_block_based_table_factory(&table);
+        // The same for the memtable, where most lookups land and miss.
+        opts.set_memtable_whole_key_filtering(true);
+        opts.set_memtable_prefix_bloom_ratio(0.1);
         let db = Arc::new(DB::open(&opts, data_dir.join("ledger"))?);
         let metrics = Arc::new(Metrics::new(
             &identity.info.subject_cn(),
@@ -85,6 +89,7 @@ impl Node {
             transport,
             metrics,
             fsync,
+            verifier: crate::verifier::Verifier::start()?,
             channels: RwLock::new(BTreeMap::new()),
             threads: Mutex::new(Vec::new()),
             join_lock: Mutex::new(()),

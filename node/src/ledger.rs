@@ -86,15 +86,7 @@ pub struct OrderedTx<'a> {
 /// Splits a batch entry into its transactions, keeping each one's canonical bytes.
 pub fn decode_batch(data: &[u8]) -> Result<(u64, Vec<OrderedTx<'_>>), DecodeError> {
     let mut r = Reader::new(data);
-    match r.u8("batch format")? {
-        1 => {}
-        tag => {
-            return Err(DecodeError::BadTag {
-                what: "batch format",
-                tag,
-            })
-        }
-    }
+    r.format("batch format", 1)?;
     let ts = r.u64("timestamp")?;
     let n = r.u32("count")? as usize;
     if n > r.remaining() {

@@ -36,15 +36,7 @@ impl Encode for BlockHeader {
 }
 impl Decode for BlockHeader {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.u8("header format")? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::BadTag {
-                    what: "header format",
-                    tag,
-                })
-            }
-        }
+        r.format("header format", 1)?;
         Ok(BlockHeader {
             channel: r.str("channel")?,
             number: r.u64("number")?,
@@ -181,15 +173,7 @@ impl Encode for Batch {
 }
 impl Decode for Batch {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.u8("batch format")? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::BadTag {
-                    what: "batch format",
-                    tag,
-                })
-            }
-        }
+        r.format("batch format", 1)?;
         Ok(Batch {
             timestamp_ms: r.u64("timestamp")?,
             txs: r.seq("txs")?,

@@ -181,6 +181,14 @@ impl<'a> Reader<'a> {
         }
         Ok(v)
     }
+    /// Reads a format-version byte and refuses any version but `expected`.
+    pub fn format(&mut self, what: &'static str, expected: u8) -> Result<(), DecodeError> {
+        match self.u8(what)? {
+            v if v == expected => Ok(()),
+            tag => Err(DecodeError::BadTag { what, tag }),
+        }
+    }
+
     pub fn opt<T: Decode>(&mut self, what: &'static str) -> Result<Option<T>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),

@@ -282,15 +282,7 @@ impl Encode for ChannelConfig {
 }
 impl Decode for ChannelConfig {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.u8("config format")? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::BadTag {
-                    what: "config format",
-                    tag,
-                })
-            }
-        }
+        r.format("config format", 1)?;
         Ok(ChannelConfig {
             name: r.str("name")?,
             members: r.seq("members")?,

@@ -169,15 +169,7 @@ impl Encode for TxBody {
 }
 impl Decode for TxBody {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match r.u8("tx format")? {
-            1 => {}
-            tag => {
-                return Err(DecodeError::BadTag {
-                    what: "tx format",
-                    tag,
-                })
-            }
-        }
+        r.format("tx format", 1)?;
         Ok(TxBody {
             channel: r.str("channel")?,
             nonce: r.u64("nonce")?,

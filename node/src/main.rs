@@ -100,8 +100,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         .worker_threads(2)
         .build()?;
     rt.block_on(async move {
-        let listeners =
-            Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
         let handle = tokio::runtime::Handle::current();
         let data_dir = args.data_dir.clone();
         let fsync = !args.no_fsync;
@@ -116,6 +114,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .await?
                 .with_context(|| format!("joining channel {name}"))?;
         }
+        // Listen only once the ledger is open: while a restarted node replays its log, clients
+        // get a refused connection (and try another node) instead of a request nobody serves.
+        let listeners =
+            Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(serve(node.clone(), listeners, stop_rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

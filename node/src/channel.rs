@@ -653,16 +653,11 @@ impl Worker {
             .chan
             .ledger
             .apply_batch(&e.data, e.term, e.index, &pre, &mut wb)?;
-        self.write(wb, false)?;
         let Some((applied, tip)) = outcome else {
-            let t = self.chan.ledger.tip();
-            let mut t2 = t.clone();
-            t2.applied_index = e.index;
-            t2.applied_term = e.term;
-            self.chan.ledger.commit_tip(t2);
             warn!(channel = %self.ch, index = e.index, "skipped an entry that is not a batch");
-            return Ok(());
+            return self.mark_applied(e.index, e.term, wb);
         };
+        self.write(wb, false)?;
         self.chan.ledger.commit_tip(tip.clone());
         let m = &self.env.metrics;
         let ch = [self.ch.as_str()];

@@ -396,9 +396,6 @@ impl Ledger {
         let mut tip = self.tip();
         let Ok((proposed_ts, txs)) = decode_batch(data) else {
             // A node proposed bytes that are not a batch: every node skips it alike.
-            tip.applied_index = raft_index;
-            tip.applied_term = raft_term;
-            wb.put(self.keys.kind(keys::TIP), tip.encode());
             return Ok(None);
         };
         let number = tip.height;
@@ -407,11 +404,7 @@ impl Ledger {
         let mut overlay: HashMap<String, StateEntry> = HashMap::new();
         let mut seen: HashSet<Hash> = HashSet::new();
         let mut new_certs: HashMap<Hash, Vec<u8>> = HashMap::new();
-        let batch_verified = self.verify_batch(&txs, now_s, preverified);
-        let checked = |i: usize, otx: &OrderedTx<'_>| {
-            batch_verified.get(i).copied().unwrap_or(false)
-                || preverified(&otx.id, &otx.tx.signature)
-        };
+        let checked = self.verify_batch(&txs, now_s, preverified);
         let mut results = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
         for (i, otx) in txs.iter().enumerate() {
@@ -425,7 +418,7 @@ impl Ledger {
                 version,
                 ts,
                 now_s,
-                checked(i, otx),
+                checked[i],
                 &mut overlay,
                 &mut seen,
                 &mut new_certs,
@@ -485,10 +478,11 @@ impl Ledger {
         )))
     }
 
-    /// Checks, as one batch, the signatures of a block that this node has not checked before
-    /// and whose signer is already known; returns per transaction whether its signature is
-    /// proven valid. When the batch fails, each transaction is checked alone later, so the
-    /// outcome is the same as checking them one by one (see `tally_protocol::sig`).
+    /// Tells per transaction whether its signature is already proven valid: checked by this
+    /// node at submission, or checked here with the block's other unchecked signatures whose
+    /// signer is known, as one batch. When the batch fails its members count as unchecked and
+    /// are checked alone later, so the outcome is the same as checking them one by one (see
+    /// `tally_protocol::sig`).
     fn verify_batch(
         &self,
         txs: &[OrderedTx<'_>],
@@ -496,19 +490,23 @@ impl Ledger {
         preverified: &dyn Fn(&Hash, &[u8]) -> bool,
     ) -> Vec<bool> {
         let mut batch = sig::Batch::new();
+        let mut checked = vec![false; txs.len()];
         let mut queued = vec![false; txs.len()];
         for (i, otx) in txs.iter().enumerate() {
             if preverified(&otx.id, &otx.tx.signature) {
-                continue;
-            }
-            if let Ok((signer, _)) = self.signer_info(&otx.tx.body.signer, now_s, &HashMap::new()) {
+                checked[i] = true;
+            } else if let Ok((signer, _)) =
+                self.signer_info(&otx.tx.body.signer, now_s, &HashMap::new())
+            {
                 queued[i] = batch.push(&signer.key, &otx.tx.signature, &otx.id.0);
             }
         }
-        if batch.len() < 2 || !batch.verify() {
-            return vec![false; txs.len()];
+        if batch.len() >= 2 && batch.verify() {
+            for (c, q) in checked.iter_mut().zip(queued) {
+                *c |= q;
+            }
         }
-        queued
+        checked
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -135,6 +135,26 @@ pub fn valid_name(n: &str) -> bool {
 }
 
 impl ChannelConfig {
+    /// A configuration with these members and nodes and every other setting at its default.
+    pub fn new(
+        name: &str,
+        members: Vec<OrgMember>,
+        consenters: Vec<NodeRef>,
+        observers: Vec<NodeRef>,
+    ) -> ChannelConfig {
+        ChannelConfig {
+            name: name.to_string(),
+            members,
+            consenters,
+            observers,
+            batch: BatchConfig::default(),
+            policies: Policies::default(),
+            snapshot_interval: default_snapshot_interval(),
+            max_tx_bytes: default_max_tx_bytes(),
+            tx_window_s: default_tx_window(),
+        }
+    }
+
     /// Checks the configuration and returns the member CAs it trusts.
     pub fn validate(&self) -> Result<Vec<TrustedCa>, ConfigError> {
         let ch = || self.name.clone();

@@ -9,9 +9,11 @@ pub mod admin;
 pub mod client;
 pub mod error;
 pub mod local;
+pub mod profile;
 pub mod txs;
 
 pub use admin::AdminClient;
 pub use client::{Client, SubmitOutcome};
 pub use error::ClientError;
-pub use local::{LocalCluster, LocalClusterSpec};
+pub use local::{LocalCluster, LocalClusterSpec, LocalLayout, LocalNode, LocalOrg};
+pub use profile::Profile;

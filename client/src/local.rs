@@ -197,6 +197,80 @@ impl LocalClusterSpec {
     }
 }
 
+/// A cluster whose identities and channel configurations were made elsewhere (by the
+/// planner, for `tallyctl up`): what [`LocalCluster::launch`] writes and starts.
+pub struct LocalLayout {
+    /// Folder for keys, data and logs; created if missing, must not hold a cluster already.
+    pub dir: PathBuf,
+    /// The `tally-node` executable.
+    pub node_bin: PathBuf,
+    pub orgs: Vec<LocalOrg>,
+    pub nodes: Vec<LocalNode>,
+    /// Genesis configurations; every node they name must be in `nodes`.
+    pub channels: Vec<ChannelConfig>,
+    pub fsync: bool,
+    pub log_to_files: bool,
+}
+
+/// An organization of a [`LocalLayout`] with the identities issued for it.
+pub struct LocalOrg {
+    pub ca: OrgCa,
+    pub admin: Identity,
+    pub client: Identity,
+}
+
+/// A node of a [`LocalLayout`].
+pub struct LocalNode {
+    pub name: String,
+    pub org: String,
+    /// Raft id, the same in every channel.
+    pub id: u64,
+    /// Loopback address it listens on, with the standard ports.
+    pub host: String,
+    /// Its certificate (naming `host`) and key, issued by its organization's CA.
+    pub identity: Identity,
+}
+
+/// A node as `cluster.json` records it, for comparing a stored cluster with a new plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredNode {
+    pub name: String,
+    pub org: String,
+    pub id: u64,
+    pub host: String,
+}
+
+/// Nodes and channel configurations of the cluster stored in `dir`, without starting it.
+pub fn stored_layout(dir: &Path) -> Result<(Vec<StoredNode>, Vec<ChannelConfig>), ClientError> {
+    let file = read_cluster_file(dir)?;
+    let nodes = file
+        .nodes
+        .iter()
+        .map(|n| StoredNode {
+            name: n.name.clone(),
+            org: n.org.clone(),
+            id: n.id,
+            host: n.host.clone(),
+        })
+        .collect();
+    Ok((nodes, file.channels))
+}
+
+fn read_cluster_file(dir: &Path) -> Result<ClusterFile, ClientError> {
+    let path = dir.join(CLUSTER_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?;
+    let file: ClusterFile =
+        serde_json::from_slice(&bytes).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    if file.version != CLUSTER_FILE_VERSION {
+        return Err(other(format!(
+            "{}: format version {} is not supported (expected {CLUSTER_FILE_VERSION})",
+            path.display(),
+            file.version
+        )));
+    }
+    Ok(file)
+}
+
 /// What `dir/cluster.json` holds: enough to run the same nodes again.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct ClusterFile {
@@ -311,10 +385,11 @@ pub const API_PORT: u16 = 7051;
 pub const PEER_PORT: u16 = 7052;
 pub const ADMIN_PORT: u16 = 7053;
 
-/// Chooses a loopback block of its own for a cluster: node `i` gets `127.A.B.i`, with the
-/// standard ports. Clusters started side by side (tests in parallel) then never race for ports,
-/// and ports below the ephemeral range are never taken by outgoing connections meanwhile.
-fn pick_hosts(n: usize) -> Result<Vec<String>, ClientError> {
+/// Chooses a loopback block of its own for a cluster of `n` nodes and returns its prefix
+/// `127.A.B`: node `i` (from 1) gets `127.A.B.i`, with the standard ports. Clusters started side
+/// by side (tests in parallel) then never race for ports, and ports below the ephemeral range
+/// are never taken by outgoing connections meanwhile.
+pub fn pick_loopback_prefix(n: usize) -> Result<String, ClientError> {
     if n == 0 || n > 254 {
         return Err(other(format!(
             "a local cluster has 1 to 254 nodes, not {n}"
@@ -323,17 +398,23 @@ fn pick_hosts(n: usize) -> Result<Vec<String>, ClientError> {
     for _ in 0..64 {
         let a: u8 = rand::random::<u8>().max(1);
         let b: u8 = rand::random();
-        let hosts: Vec<String> = (1..=n).map(|i| format!("127.{a}.{b}.{i}")).collect();
-        let free = hosts.iter().all(|h| {
+        let prefix = format!("127.{a}.{b}");
+        let free = (1..=n).all(|i| {
+            let h = format!("{prefix}.{i}");
             [API_PORT, PEER_PORT, ADMIN_PORT]
                 .iter()
                 .all(|p| std::net::TcpListener::bind((h.as_str(), *p)).is_ok())
         });
         if free {
-            return Ok(hosts);
+            return Ok(prefix);
         }
     }
     Err(other("no free loopback address block for a local cluster"))
+}
+
+fn pick_hosts(n: usize) -> Result<Vec<String>, ClientError> {
+    let prefix = pick_loopback_prefix(n)?;
+    Ok((1..=n).map(|i| format!("{prefix}.{i}")).collect())
 }
 
 /// Sends a signal to a process. Declared here rather than through the libc crate: std links
@@ -484,11 +565,93 @@ impl LocalCluster {
             fsync: spec.fsync,
             log_to_files: spec.log_to_files,
         };
+        LocalCluster::first_start(dir, spec.node_bin.clone(), file, orgs).await
+    }
+
+    /// Writes the identities of a planned cluster, then starts it like [`LocalCluster::start`]:
+    /// spawns every node, creates every channel on its nodes and waits until ready.
+    pub async fn launch(layout: LocalLayout) -> Result<LocalCluster, ClientError> {
+        check_bin(&layout.node_bin)?;
+        let dir = layout.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        if dir.join(CLUSTER_FILE).exists() {
+            return Err(other(format!(
+                "{} already holds a cluster; use LocalCluster::open to run it again",
+                dir.display()
+            )));
+        }
+        let mut orgs = BTreeMap::new();
+        for o in &layout.orgs {
+            let org_dir = dir.join("orgs").join(&o.ca.org);
+            o.ca.save(&org_dir)?;
+            o.ca.save_identity(&org_dir, &o.admin)?;
+            o.ca.save_identity(&org_dir, &o.client)?;
+            for n in layout.nodes.iter().filter(|n| n.org == o.ca.org) {
+                o.ca.save_identity(&org_dir, &n.identity)?;
+            }
+            orgs.insert(
+                o.ca.org.clone(),
+                OrgKeys {
+                    ca_pem: o.ca.cert_pem(),
+                    admin: o.admin.clone(),
+                    client: o.client.clone(),
+                },
+            );
+        }
+        for n in &layout.nodes {
+            if !orgs.contains_key(&n.org) {
+                return Err(other(format!(
+                    "node {:?} belongs to organization {:?}, which the layout does not have",
+                    n.name, n.org
+                )));
+            }
+        }
+        let file = ClusterFile {
+            version: CLUSTER_FILE_VERSION,
+            orgs: layout.orgs.iter().map(|o| o.ca.org.clone()).collect(),
+            nodes: layout
+                .nodes
+                .iter()
+                .map(|n| NodeEntry {
+                    name: n.name.clone(),
+                    org: n.org.clone(),
+                    id: n.id,
+                    host: n.host.clone(),
+                    api_port: API_PORT,
+                    peer_port: PEER_PORT,
+                    admin_port: ADMIN_PORT,
+                })
+                .collect(),
+            channels: layout.channels,
+            fsync: layout.fsync,
+            log_to_files: layout.log_to_files,
+        };
+        for c in &file.channels {
+            if let Some(n) = c
+                .nodes()
+                .find(|n| !file.nodes.iter().any(|e| e.name == n.name))
+            {
+                return Err(other(format!(
+                    "channel {:?} names node {:?}, which the layout does not run",
+                    c.name, n.name
+                )));
+            }
+        }
+        LocalCluster::first_start(dir, layout.node_bin, file, orgs).await
+    }
+
+    /// Writes `cluster.json`, spawns the nodes, creates the channels and waits until ready.
+    async fn first_start(
+        dir: PathBuf,
+        node_bin: PathBuf,
+        file: ClusterFile,
+        orgs: BTreeMap<String, OrgKeys>,
+    ) -> Result<LocalCluster, ClientError> {
         let path = dir.join(CLUSTER_FILE);
         let json = serde_json::to_vec_pretty(&file).expect("cluster file serializes");
         std::fs::write(&path, json).map_err(|e| io_err("cannot write", &path, e))?;
 
-        let cluster = LocalCluster::assemble(dir, spec.node_bin.clone(), file, orgs)?;
+        let cluster = LocalCluster::assemble(dir, node_bin, file, orgs)?;
         let deadline = Instant::now() + START_TIMEOUT;
         for n in cluster.node_names() {
             cluster.spawn(&n)?;
@@ -516,17 +679,7 @@ impl LocalCluster {
         let dir = dir.into();
         let node_bin = node_bin.into();
         check_bin(&node_bin)?;
-        let path = dir.join(CLUSTER_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?;
-        let file: ClusterFile = serde_json::from_slice(&bytes)
-            .map_err(|e| other(format!("{}: {e}", path.display())))?;
-        if file.version != CLUSTER_FILE_VERSION {
-            return Err(other(format!(
-                "{}: format version {} is not supported (expected {CLUSTER_FILE_VERSION})",
-                path.display(),
-                file.version
-            )));
-        }
+        let file = read_cluster_file(&dir)?;
         let mut orgs = BTreeMap::new();
         for org in &file.orgs {
             let org_dir = dir.join("orgs").join(org);
@@ -1018,6 +1171,10 @@ impl LocalCluster {
             cmd.env("RUST_BACKTRACE", "1");
         }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
+        // A process group of its own: Ctrl-C in a terminal reaches only the launcher, which
+        // then stops the nodes in order, instead of every node at once.
+        #[cfg(unix)]
+        cmd.process_group(0);
         if self.file.log_to_files {
             let path = self.log_path(name);
             let mut log = std::fs::OpenOptions::new()

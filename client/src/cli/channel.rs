@@ -52,8 +52,7 @@ pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
             let ca_path = match ca {
                 Some(p) => p,
                 None => ctx
-                    .identity
-                    .as_ref()
+                    .identity_dir()
                     .map(|d| d.join("ca.pem"))
                     .ok_or_else(|| anyhow!("pass --ca"))?,
             };

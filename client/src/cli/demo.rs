@@ -18,9 +18,6 @@ const CHANNEL: &str = "demo";
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Folder for the demo consortium's keys, data and logs; an existing one is resumed.
-    #[arg(long, default_value = ".tally/demo")]
-    pub data_dir: PathBuf,
     /// The tally-node executable (default: next to tallyctl).
     #[arg(long, env = "TALLY_NODE_BIN")]
     pub node_bin: Option<PathBuf>,
@@ -49,7 +46,10 @@ fn node_bin(args: &DemoArgs) -> Result<PathBuf> {
 
 pub async fn run(ctx: &Ctx, args: DemoArgs) -> Result<()> {
     let bin = node_bin(&args)?;
-    let dir = &args.data_dir;
+    let dir = &ctx
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(".tally/demo"));
     let cluster = if dir.join("cluster.json").exists() {
         step(&format!("resuming the consortium in {}", dir.display()));
         LocalCluster::open(dir.clone(), bin).await?

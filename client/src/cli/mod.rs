@@ -4,6 +4,7 @@
 mod blocks;
 mod channel;
 mod demo;
+mod down;
 mod follow;
 mod genesis;
 mod identity;
@@ -15,13 +16,14 @@ mod progress;
 mod receipt;
 mod status;
 mod tx;
+mod up;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::future::Future;
 use std::path::PathBuf;
-use tally_client::{Client, ClientError};
+use tally_client::{Client, ClientError, Profile};
 use tally_protocol::Identity;
 
 pub use logging::init_tracing;
@@ -34,17 +36,32 @@ pub const EXIT_REJECTED: u8 = 3;
 #[command(name = "tallyctl", version, about = "Command line of Tally ledgers", long_about = None)]
 pub struct Cli {
     /// Client API URL of a node; repeat or separate by commas to give fallbacks (tried in order).
+    /// Default: the nodes of the --data-dir profile, else http://127.0.0.1:7051.
     #[arg(
         long = "node",
         global = true,
         value_delimiter = ',',
-        env = "TALLY_NODE",
-        default_value = "http://127.0.0.1:7051"
+        env = "TALLY_NODE"
     )]
     nodes: Vec<String>,
     /// Folder with cert.pem and key.pem of the identity to sign with (e.g. ORG/clients/client).
     #[arg(long, global = true, env = "TALLY_IDENTITY")]
     identity: Option<PathBuf>,
+    /// Data directory of a consortium started by `tallyctl up`: its profile.json gives the nodes
+    /// and, with --org, the identity to sign with.
+    #[arg(long, global = true, env = "TALLY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Organization to act as, from the --data-dir profile.
+    #[arg(long, global = true, env = "TALLY_ORG")]
+    org: Option<String>,
+    /// Which identity of the --org to use: `client` or `admin`.
+    #[arg(
+        long = "as",
+        global = true,
+        default_value = "client",
+        value_name = "IDENTITY"
+    )]
+    as_identity: String,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -81,6 +98,10 @@ enum Cmd {
     Channel(channel::ChannelCmd),
     /// Start a local 3-node consortium on loopback, run a short demo load, follow blocks.
     Demo(demo::DemoArgs),
+    /// Run the consortium described by YAML manifests as local processes, until Ctrl-C.
+    Up(up::UpArgs),
+    /// Remove the data directory of a local consortium.
+    Down(down::DownArgs),
 }
 
 /// An error that carries its own exit status.
@@ -93,25 +114,70 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
+/// Where the signing identity comes from.
+enum IdentitySource {
+    None,
+    Dir(PathBuf),
+    Profile {
+        dir: PathBuf,
+        profile: Box<Profile>,
+        org: String,
+        name: String,
+    },
+}
+
 /// What every subcommand gets from the global flags.
 pub struct Ctx {
     nodes: Vec<Client>,
-    identity: Option<PathBuf>,
+    identity: IdentitySource,
     output: Output,
+    /// The nodes came from a profile and not all of them serve every channel: a node that does
+    /// not know a channel is skipped like an unreachable one.
+    skip_unknown_channel: bool,
+    data_dir: Option<PathBuf>,
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
+    let local = matches!(cli.cmd, Cmd::Up(_) | Cmd::Down(_) | Cmd::Demo(_));
+    let profile = match (&cli.data_dir, local) {
+        (Some(dir), false) => Some(Profile::load(dir)?),
+        _ => None,
+    };
+    if cli.org.is_some() && profile.is_none() && !local {
+        bail!("--org needs --data-dir DIR, the data directory of a consortium started by `tallyctl up`");
+    }
+    if let (Some(p), Some(org)) = (&profile, &cli.org) {
+        p.org(org)?;
+    }
+    let explicit: Vec<&str> = non_empty(&cli.nodes).collect();
+    let (urls, from_profile) = match (&profile, explicit.is_empty()) {
+        (Some(p), true) => (p.api_urls(None, cli.org.as_deref()), true),
+        (_, true) => (vec!["http://127.0.0.1:7051".to_string()], false),
+        (_, false) => (explicit.iter().map(|s| s.to_string()).collect(), false),
+    };
     let mut nodes = Vec::new();
-    for n in non_empty(&cli.nodes) {
+    for n in &urls {
         nodes.push(Client::new(n).with_context(|| format!("--node {n}"))?);
     }
     if nodes.is_empty() {
-        bail!("no --node given");
+        bail!("no node to talk to: the profile lists none");
     }
+    let identity = match (cli.identity, profile, cli.org, &cli.data_dir) {
+        (Some(dir), _, _, _) => IdentitySource::Dir(dir),
+        (None, Some(profile), Some(org), Some(dir)) => IdentitySource::Profile {
+            dir: dir.clone(),
+            profile: Box::new(profile),
+            org,
+            name: cli.as_identity,
+        },
+        _ => IdentitySource::None,
+    };
     let ctx = Ctx {
         nodes,
-        identity: cli.identity,
+        identity,
         output: cli.output,
+        skip_unknown_channel: from_profile,
+        data_dir: cli.data_dir,
     };
     match cli.cmd {
         Cmd::Org(c) => org::run(&ctx, c),
@@ -121,6 +187,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Status(a) => status::run(&ctx, a).await,
         Cmd::Channel(c) => channel::run(&ctx, c).await,
         Cmd::Demo(a) => demo::run(&ctx, a).await,
+        Cmd::Up(a) => up::run(&ctx, a).await,
+        Cmd::Down(a) => down::run(&ctx, a),
     }
 }
 
@@ -129,14 +197,41 @@ impl Ctx {
         self.output == Output::Json
     }
 
+    /// The folder of the signing identity (it also holds the CA certificate as ca.pem).
+    fn identity_dir(&self) -> Option<PathBuf> {
+        match &self.identity {
+            IdentitySource::Dir(dir) => Some(dir.clone()),
+            IdentitySource::Profile {
+                dir,
+                profile,
+                org,
+                name,
+            } => profile
+                .org(org)
+                .ok()?
+                .identities
+                .iter()
+                .find(|i| &i.name == name)
+                .map(|i| dir.join(&i.dir)),
+            IdentitySource::None => None,
+        }
+    }
+
     fn identity(&self) -> Result<Identity> {
-        let dir = self.identity.as_ref().ok_or_else(|| {
-            anyhow!(
-                "this command needs an identity: pass --identity DIR (a folder with cert.pem and key.pem, \
-                 e.g. ORG/clients/client) or set TALLY_IDENTITY"
-            )
-        })?;
-        identity::load(dir)
+        match &self.identity {
+            IdentitySource::Dir(dir) => identity::load(dir),
+            IdentitySource::Profile {
+                dir,
+                profile,
+                org,
+                name,
+            } => Ok(profile.identity(dir, org, name)?),
+            IdentitySource::None => Err(anyhow!(
+                "this command needs an identity: pass --data-dir DIR --org ORG (a consortium started by \
+                 `tallyctl up`), or --identity DIR (a folder with cert.pem and key.pem, e.g. \
+                 ORG/clients/client), or set TALLY_IDENTITY"
+            )),
+        }
     }
 
     /// Runs `f` against each node in turn until one answers; a node that cannot be reached
@@ -150,7 +245,11 @@ impl Ctx {
         for (i, c) in self.nodes.iter().enumerate() {
             match f(c.clone()).await {
                 Ok(v) => return Ok((c.clone(), v)),
-                Err(e) if e.is_transport() => {
+                Err(e)
+                    if e.is_transport()
+                        || (self.skip_unknown_channel
+                            && e.api_code() == Some("unknown_channel")) =>
+                {
                     if i + 1 < self.nodes.len() {
                         tracing::warn!("{e}; trying the next node");
                     }

@@ -98,10 +98,11 @@ struct NodeRow {
     name: String,
     org: String,
     /// consenter or observer, from the configuration.
-    kind: &'static str,
+    role: &'static str,
     api_url: String,
     reachable: bool,
-    role: Option<String>,
+    /// leader, follower, candidate or learner, as the node reports it.
+    raft_role: Option<String>,
     height: Option<u64>,
     leader: Option<String>,
     term: Option<u64>,
@@ -146,10 +147,10 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
         let mut row = NodeRow {
             name: n.name.clone(),
             org: n.org.clone(),
-            kind,
+            role: kind,
             api_url: n.api_url.clone(),
             reachable: false,
-            role: None,
+            raft_role: None,
             height: None,
             leader: None,
             term: None,
@@ -161,7 +162,7 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
         match r {
             Ok(s) => {
                 row.reachable = true;
-                row.role = raft_role_name(s.role);
+                row.raft_role = raft_role_name(s.role);
                 row.height = Some(s.height);
                 row.leader = leader_name(&config, s.leader_id);
                 row.term = Some(s.term);
@@ -223,6 +224,7 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
             "NAME".to_string(),
             "ORG".into(),
             "ROLE".into(),
+            "RAFT".into(),
             "HEIGHT".into(),
             "LEADER".into(),
             "STATE_ROOT".into(),
@@ -233,10 +235,11 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
             table.push(vec![
                 r.name.clone(),
                 r.org.clone(),
+                r.role.to_string(),
                 if r.reachable {
-                    r.role.clone().unwrap_or_else(dash)
+                    r.raft_role.clone().unwrap_or_else(dash)
                 } else {
-                    format!("{} (unreachable)", r.kind)
+                    "unreachable".to_string()
                 },
                 r.height.map_or_else(dash, |h| h.to_string()),
                 r.leader.clone().unwrap_or_else(dash),

@@ -68,8 +68,10 @@ pub struct Approval {
     #[serde(default)]
     pub rule: ApprovalRule,
     /// Number of organizations, with `rule: AtLeast`.
+    // Not nullable in the schema: the apiserver then drops `count: null` (as serde reads it, as
+    // None) instead of keeping it, where `has(self.count)` would let it pass the rule above.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 64))]
+    #[schemars(with = "u32", range(min = 1, max = 64))]
     pub count: Option<u32>,
 }
 

@@ -80,7 +80,10 @@ pub struct CaSource {
     #[serde(default)]
     pub mode: CaMode,
     /// The Secret that holds the CA, with `mode: Secret`.
+    // Not nullable in the schema, so that `secretRef: null` is dropped rather than passing
+    // `has(self.secretRef)` (see `Approval::count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SecretRef")]
     pub secret_ref: Option<SecretRef>,
 }
 

@@ -190,9 +190,10 @@ async fn create(
         bail!("consortium {consortium:?} has no Peer with replicas > 0: there is nothing to run");
     }
     step(format!(
-        "planning consortium {consortium}: {} organizations, {hosted} nodes, {} channels",
-        cons.spec.organizations.len(),
-        res.channels.len()
+        "planning consortium {consortium}: {}, {}, {}",
+        plural(cons.spec.organizations.len(), "organization"),
+        plural(hosted as usize, "node"),
+        plural(res.channels.len(), "channel")
     ));
     let mut cas = BTreeMap::new();
     for o in &cons.spec.organizations {
@@ -202,7 +203,10 @@ async fn create(
                 o.name
             ));
         }
-        cas.insert(o.name.clone(), CaInput::Full(OrgCa::generate(&o.name)?));
+        cas.insert(
+            o.name.clone(),
+            CaInput::Full(Box::new(OrgCa::generate(&o.name)?)),
+        );
     }
     let state = UpState {
         version: STATE_VERSION,
@@ -224,7 +228,11 @@ async fn create(
         let (Some(admin), Some(client)) = (o.admin.clone(), o.client.clone()) else {
             bail!("organization {} has no admin or client identity", o.name);
         };
-        orgs.push(LocalOrg { ca, admin, client });
+        orgs.push(LocalOrg {
+            ca: *ca,
+            admin,
+            client,
+        });
     }
     let layout = LocalLayout {
         dir: dir.to_path_buf(),
@@ -321,7 +329,7 @@ async fn resume(
     for o in &cons.spec.organizations {
         match OrgCa::load(&dir.join("orgs").join(&o.name)) {
             Ok(ca) => {
-                cas.insert(o.name.clone(), CaInput::Full(ca));
+                cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
             }
             Err(_) => changes.push(format!("organization {} was added", o.name)),
         }
@@ -364,10 +372,10 @@ fn run_planner(res: &Resources, state: &UpState, cas: &BTreeMap<String, CaInput>
 
 /// External peers run elsewhere; a channel that counts on them cannot reach quorum here.
 fn refuse_external(plan: &Plan) -> Result<()> {
-    for n in plan
+    if let Some(n) = plan
         .nodes
         .iter()
-        .filter(|n| !n.hosted() && !n.channels.is_empty())
+        .find(|n| !n.hosted() && !n.channels.is_empty())
     {
         bail!(
             "node {} of organization {} runs outside (externalPeers) and channel(s) {} list it; \
@@ -634,6 +642,14 @@ async fn follow_channel(
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 

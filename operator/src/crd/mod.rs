@@ -1,5 +1,9 @@
 //! The four kinds of the `tally.dev/v1alpha1` API and their generated CRDs.
 
+// kube's `printcolumn(...)` repeats `type_ = ...` once per column, which clippy takes for a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod chaincode;
 pub mod channel;
 pub mod common;

@@ -36,7 +36,7 @@ pub const CLIENT_NAME: &str = "client";
 /// An organization's CA as the caller has it.
 pub enum CaInput {
     /// Certificate and key: the plan can issue identities for the organization.
-    Full(OrgCa),
+    Full(Box<OrgCa>),
     /// The certificate alone (PEM), for an organization whose nodes all run elsewhere.
     CertOnly(String),
 }
@@ -581,6 +581,13 @@ fn plan_nodes(
     nodes
 }
 
+/// What the nodes a channel lists are checked against.
+struct NodeScope<'a> {
+    members: &'a BTreeSet<&'a str>,
+    peers: &'a [&'a Peer],
+    nodes: &'a [NodePlan],
+}
+
 /// The nodes a channel names in `consenters` or `observers`, checked against the Peers and
 /// external peers of the consortium.
 fn resolve_nodes(
@@ -588,11 +595,14 @@ fn resolve_nodes(
     field: &str,
     list: &[String],
     want: PeerRole,
-    members: &BTreeSet<&str>,
-    peers: &[&Peer],
-    nodes: &[NodePlan],
+    scope: &NodeScope<'_>,
     p: &mut Problems,
 ) -> Vec<usize> {
+    let NodeScope {
+        members,
+        peers,
+        nodes,
+    } = *scope;
     let name = ch.name_any();
     let mut out = Vec::new();
     for (i, item) in list.iter().enumerate() {
@@ -700,14 +710,17 @@ fn plan_channels(
                 );
             }
         }
+        let scope = NodeScope {
+            members: &members,
+            peers,
+            nodes,
+        };
         let consenters = resolve_nodes(
             ch,
             "spec.consenters",
             &ch.spec.consenters,
             PeerRole::Consenter,
-            &members,
-            peers,
-            nodes,
+            &scope,
             p,
         );
         let observers = resolve_nodes(
@@ -715,9 +728,7 @@ fn plan_channels(
             "spec.observers",
             &ch.spec.observers,
             PeerRole::Observer,
-            &members,
-            peers,
-            nodes,
+            &scope,
             p,
         );
         if consenters.is_empty() && p.list.len() == before {

@@ -61,7 +61,12 @@ struct Fixture {
 
 fn cas(orgs: &[&str]) -> BTreeMap<String, CaInput> {
     orgs.iter()
-        .map(|o| (o.to_string(), CaInput::Full(OrgCa::generate(o).unwrap())))
+        .map(|o| {
+            (
+                o.to_string(),
+                CaInput::Full(Box::new(OrgCa::generate(o).unwrap())),
+            )
+        })
         .collect()
 }
 
@@ -368,7 +373,7 @@ fn ca_problems() {
     let mut f = fixture(BASE);
     f.cas.insert(
         "org2".into(),
-        CaInput::Full(OrgCa::generate("someone-else").unwrap()),
+        CaInput::Full(Box::new(OrgCa::generate("someone-else").unwrap())),
     );
     let e = run(&f, &loopback()).unwrap_err();
     assert!(

@@ -321,14 +321,10 @@ fn unbounded_parts(node: &Value, path: &str, out: &mut Vec<String>) {
             }
             unbounded_parts(&node["items"], &format!("{path}[*]"), out);
         }
-        Some("object") => {
-            // Inside a list the rule reaches every field of every item.
-            if path.contains("[*]") {
-                if let Some(props) = node["properties"].as_object() {
-                    for (name, child) in props {
-                        unbounded_parts(child, &format!("{path}.{name}"), out);
-                    }
-                }
+        // Inside a list the rule reaches every field of every item.
+        Some("object") if path.contains("[*]") => {
+            for (name, child) in node["properties"].as_object().into_iter().flatten() {
+                unbounded_parts(child, &format!("{path}.{name}"), out);
             }
         }
         _ => {}

@@ -62,9 +62,11 @@ pub struct ChaincodeSpec {
     pub source: ChaincodeSource,
     /// Call made once when a version is committed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "InitCall")]
     pub init: Option<InitCall>,
     /// Approvals needed; the channel's `chaincodeLifecycle` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Approval")]
     pub approval: Option<Approval>,
 }
 

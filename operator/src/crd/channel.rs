@@ -57,13 +57,15 @@ pub struct ChannelSpec {
     pub observers: Vec<String>,
     /// Which members may read, write and administer; each empty list means every member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ChannelPolicies")]
     pub policies: Option<ChannelPolicies>,
     /// Block cutting; the consortium's `ordering` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Batch")]
     pub batch: Option<Batch>,
     /// Blocks between snapshots; the consortium's `ordering.snapshotInterval` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 1000000))]
+    #[schemars(with = "u64", range(min = 10, max = 1000000))]
     pub snapshot_interval: Option<u64>,
 }
 
@@ -87,6 +89,7 @@ pub struct ChannelPolicies {
     pub admins: Vec<String>,
     /// Approvals a chaincode definition needs; the consortium's `chaincodeApproval` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Approval")]
     pub chaincode_lifecycle: Option<Approval>,
 }
 

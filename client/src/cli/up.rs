@@ -175,11 +175,7 @@ async fn create(
             dir.display()
         );
     }
-    let cons = res
-        .consortia
-        .iter()
-        .find(|c| c.name_any() == consortium)
-        .expect("the consortium was found");
+    let cons = consortium_named(res, consortium)?;
     let hosted: i32 = res
         .peers
         .iter()
@@ -319,11 +315,7 @@ async fn resume(
         "resuming consortium {consortium} from {}",
         dir.display()
     ));
-    let cons = res
-        .consortia
-        .iter()
-        .find(|c| c.name_any() == consortium)
-        .expect("the consortium was found");
+    let cons = consortium_named(res, consortium)?;
     let mut cas = BTreeMap::new();
     let mut changes = Vec::new();
     for o in &cons.spec.organizations {
@@ -353,6 +345,13 @@ async fn resume(
     let cluster = LocalCluster::open(dir.to_path_buf(), bin.to_path_buf()).await?;
     drop(spinner);
     Ok(cluster)
+}
+
+fn consortium_named<'a>(res: &'a Resources, name: &str) -> Result<&'a Consortium> {
+    res.consortia
+        .iter()
+        .find(|c| c.name_any() == name)
+        .ok_or_else(|| anyhow!("no Consortium {name:?} in the manifests"))
 }
 
 fn run_planner(res: &Resources, state: &UpState, cas: &BTreeMap<String, CaInput>) -> Result<Plan> {

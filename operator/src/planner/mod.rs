@@ -924,51 +924,53 @@ pub fn dangling(resources: &Resources) -> Vec<PlanError> {
         .iter()
         .map(|c| (namespace_of(c), c.name_any()))
         .collect();
-    let mut out = Vec::new();
-    let mut missing =
-        |kind: &'static str, ns: String, name: String, field: &str, what: &str, target: &str| {
-            out.push(PlanError {
+    // (kind, namespace, name, field, what it names, the name it gives, whether that exists)
+    let refs = resources
+        .peers
+        .iter()
+        .map(|r| ("Peer", namespace_of(r), r.name_any(), &r.spec.consortium))
+        .chain(
+            resources
+                .channels
+                .iter()
+                .map(|r| ("Channel", namespace_of(r), r.name_any(), &r.spec.consortium)),
+        )
+        .map(|(kind, ns, name, target)| {
+            let found = consortia.contains(&(ns.clone(), target.clone()));
+            (
                 kind,
-                namespace: ns.clone(),
+                ns,
                 name,
-                field: field.to_string(),
-                message: format!("no {what} {target:?} in namespace {ns:?}"),
-            })
-        };
-    for r in &resources.peers {
-        if !consortia.contains(&(namespace_of(r), r.spec.consortium.clone())) {
-            missing(
-                "Peer",
-                namespace_of(r),
-                r.name_any(),
                 "spec.consortium",
                 "Consortium",
-                &r.spec.consortium,
-            );
-        }
-    }
-    for r in &resources.channels {
-        if !consortia.contains(&(namespace_of(r), r.spec.consortium.clone())) {
-            missing(
-                "Channel",
-                namespace_of(r),
-                r.name_any(),
-                "spec.consortium",
-                "Consortium",
-                &r.spec.consortium,
-            );
-        }
-    }
-    for r in &resources.chaincodes {
-        if !channels.contains(&(namespace_of(r), r.spec.channel.clone())) {
-            missing(
+                target,
+                found,
+            )
+        })
+        .chain(resources.chaincodes.iter().map(|r| {
+            let ns = namespace_of(r);
+            let found = channels.contains(&(ns.clone(), r.spec.channel.clone()));
+            let name = r.name_any();
+            (
                 "Chaincode",
-                namespace_of(r),
-                r.name_any(),
+                ns,
+                name,
                 "spec.channel",
                 "Channel",
                 &r.spec.channel,
-            );
+                found,
+            )
+        }));
+    let mut out = Vec::new();
+    for (kind, ns, name, field, what, target, found) in refs {
+        if !found {
+            out.push(PlanError {
+                kind,
+                message: format!("no {what} {target:?} in namespace {ns:?}"),
+                namespace: ns,
+                name,
+                field: field.to_string(),
+            });
         }
     }
     out

@@ -7,10 +7,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn tallyctl() -> PathBuf {
-    match std::env::var_os("TALLY_CTL_BIN") {
-        Some(p) => PathBuf::from(p),
-        None => tally_tests::node_bin().with_file_name("tallyctl"),
-    }
+    tally_tests::tallyctl_bin()
 }
 
 fn run(args: &[&str], cwd: &Path) -> Output {

@@ -98,6 +98,14 @@ pub fn block_line(b: &Block) -> String {
     )
 }
 
+impl BlocksCmd {
+    pub fn channel(&self) -> &str {
+        match self {
+            BlocksCmd::Get { channel, .. } | BlocksCmd::Follow { channel, .. } => channel,
+        }
+    }
+}
+
 pub async fn run(ctx: &Ctx, cmd: BlocksCmd) -> Result<()> {
     match cmd {
         BlocksCmd::Get { channel, which } => {

@@ -16,6 +16,12 @@ pub struct KeysArgs {
     limit: Option<u32>,
 }
 
+impl KeysArgs {
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
 pub async fn run(ctx: &Ctx, a: KeysArgs) -> Result<()> {
     let (_, keys) = ctx
         .on_any(|c| {

@@ -104,6 +104,20 @@ enum Cmd {
     Down(down::DownArgs),
 }
 
+impl Cmd {
+    /// The channel the command works on, so that a profile's nodes can be narrowed to those
+    /// that serve it.
+    fn channel(&self) -> Option<&str> {
+        match self {
+            Cmd::Tx(c) => Some(c.channel()),
+            Cmd::Keys(a) => Some(a.channel()),
+            Cmd::Blocks(c) => Some(c.channel()),
+            Cmd::Status(a) => Some(a.channel()),
+            _ => None,
+        }
+    }
+}
+
 /// An error that carries its own exit status.
 #[derive(Debug)]
 pub struct Exit(pub u8, pub String);
@@ -151,7 +165,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let explicit: Vec<&str> = non_empty(&cli.nodes).collect();
     let (urls, from_profile) = match (&profile, explicit.is_empty()) {
-        (Some(p), true) => (p.api_urls(None, cli.org.as_deref()), true),
+        (Some(p), true) => (p.api_urls(cli.cmd.channel(), cli.org.as_deref()), true),
         (_, true) => (vec!["http://127.0.0.1:7051".to_string()], false),
         (_, false) => (explicit.iter().map(|s| s.to_string()).collect(), false),
     };
@@ -160,7 +174,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         nodes.push(Client::new(n).with_context(|| format!("--node {n}"))?);
     }
     if nodes.is_empty() {
-        bail!("no node to talk to: the profile lists none");
+        match (&profile, cli.cmd.channel()) {
+            (Some(p), Some(ch)) => bail!(
+                "channel {ch:?} is not in the profile of consortium {:?} (channels: {})",
+                p.consortium,
+                p.channels
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => bail!("no node to talk to: the profile lists none"),
+        }
     }
     let identity = match (cli.identity, profile, cli.org, &cli.data_dir) {
         (Some(dir), _, _, _) => IdentitySource::Dir(dir),

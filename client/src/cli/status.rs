@@ -112,6 +112,12 @@ struct NodeRow {
     error: Option<String>,
 }
 
+impl StatusArgs {
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
 pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
     let channel = a.channel.as_str();
     let timeout = Duration::from_secs(a.timeout.max(1));

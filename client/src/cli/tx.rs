@@ -156,6 +156,18 @@ async fn write(ctx: &Ctx, channel: &str, key: &str, w: Write, opts: &WriteOpts) 
     print_outcome(ctx, &o)
 }
 
+impl TxCmd {
+    pub fn channel(&self) -> &str {
+        match self {
+            TxCmd::Put { channel, .. }
+            | TxCmd::Delete { channel, .. }
+            | TxCmd::Get { channel, .. }
+            | TxCmd::History { channel, .. }
+            | TxCmd::Receipt { channel, .. } => channel,
+        }
+    }
+}
+
 pub async fn run(ctx: &Ctx, cmd: TxCmd) -> Result<()> {
     match cmd {
         TxCmd::Put {

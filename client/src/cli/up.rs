@@ -119,38 +119,47 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         .unwrap_or_else(|| default_dir(&consortium));
     let bin = node_bin(&args.node_bin)?;
 
-    let cluster = if dir.join("cluster.json").exists() {
-        resume(&res, &namespace, &consortium, &dir, &bin).await?
-    } else {
-        create(&res, &namespace, &consortium, &dir, &bin, !args.no_fsync).await?
+    // Listening from here on: a Ctrl-C at any later point stops the nodes cleanly, and none is
+    // lost between two waits.
+    let mut signals = Signals::new()?;
+    let fresh = !dir.join("cluster.json").exists();
+    let starting = async {
+        if fresh {
+            create(&res, &namespace, &consortium, &dir, &bin, !args.no_fsync).await
+        } else {
+            resume(&res, &namespace, &consortium, &dir, &bin).await
+        }
+    };
+    let cluster = tokio::select! {
+        r = starting => r?,
+        _ = signals.recv() => {
+            // Dropping the start kills the nodes it spawned.
+            if fresh {
+                remove_when_released(&dir).await;
+            }
+            bail!("interrupted while starting");
+        }
     };
     let profile = Profile::load(&dir)?;
 
-    let spinner = Spinner::start("waiting until every channel has a leader and all nodes agree");
-    let mut leaders = BTreeMap::new();
-    for ch in &profile.channels {
-        spinner.set(format!(
-            "channel {}: waiting for a leader and agreement",
-            ch.name
-        ));
-        let st = match cluster
-            .wait_converged(&ch.name, Duration::from_secs(60))
-            .await
-        {
-            Ok(st) => st,
-            Err(e) => {
-                drop(spinner);
-                let _ = cluster.shutdown().await;
-                return Err(anyhow!("channel {}: {e}", ch.name));
-            }
-        };
-        let leader = cluster.leader(&ch.name).await.unwrap_or_default();
-        leaders.insert(ch.name.clone(), (leader, st.height));
-    }
-    drop(spinner);
+    let converged = tokio::select! {
+        r = wait_converged(&cluster, &profile) => r.map(Some),
+        _ = signals.recv() => Ok(None),
+    };
+    let leaders = match converged {
+        Ok(Some(leaders)) => leaders,
+        other => {
+            step(format!("stopping {} nodes", profile.nodes.len()));
+            let _ = cluster.shutdown().await;
+            return Err(match other {
+                Err(e) => e,
+                _ => anyhow!("interrupted while starting"),
+            });
+        }
+    };
     print_ready(ctx, &dir, &args.files, &profile, &leaders)?;
 
-    let outcome = stream_until_signal(&cluster, &profile).await;
+    let outcome = stream_until_signal(&cluster, &profile, &mut signals).await;
     step(format!("stopping {} nodes", profile.nodes.len()));
     cluster.shutdown().await?;
     step(format!(
@@ -159,6 +168,66 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         dir.display()
     ));
     outcome
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened to for the whole run.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Removes a fresh data directory once the killed nodes have let go of it.
+async fn remove_when_released(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "could not remove {}; `tallyctl down` removes it",
+        dir.display()
+    );
+}
+
+/// Waits until every channel has a leader and all its nodes agree; returns each channel's
+/// leader and height.
+async fn wait_converged(
+    cluster: &LocalCluster,
+    profile: &Profile,
+) -> Result<BTreeMap<String, (String, u64)>> {
+    let spinner = Spinner::start("waiting until every channel has a leader and all nodes agree");
+    let mut leaders = BTreeMap::new();
+    for ch in &profile.channels {
+        spinner.set(format!(
+            "channel {}: waiting for a leader and agreement",
+            ch.name
+        ));
+        let st = cluster
+            .wait_converged(&ch.name, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow!("channel {}: {e}", ch.name))?;
+        let leader = cluster.leader(&ch.name).await.unwrap_or_default();
+        leaders.insert(ch.name.clone(), (leader, st.height));
+    }
+    Ok(leaders)
 }
 
 async fn create(
@@ -533,7 +602,7 @@ fn print_ready(
         println!("  tallyctl --data-dir {d} status --channel {ch}");
         println!("  tallyctl --data-dir {d} blocks follow --channel {ch}");
         println!(
-            "Ctrl-C stops the consortium; `tallyctl up -f {}` resumes it.",
+            "Ctrl-C stops the consortium; `tallyctl up -f {} --data-dir {d}` resumes it.",
             files
                 .iter()
                 .map(|f| f.display().to_string())
@@ -549,7 +618,11 @@ fn print_ready(
 
 /// Prints committed blocks of every channel, leader changes and node exits, one short line
 /// each, until SIGINT or SIGTERM.
-async fn stream_until_signal(cluster: &LocalCluster, profile: &Profile) -> Result<()> {
+async fn stream_until_signal(
+    cluster: &LocalCluster,
+    profile: &Profile,
+    signals: &mut Signals,
+) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let mut tasks = Vec::new();
     for ch in &profile.channels {
@@ -565,14 +638,12 @@ async fn stream_until_signal(cluster: &LocalCluster, profile: &Profile) -> Resul
             tx.clone(),
         )));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     let mut leaders: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut problems_seen = 0usize;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = signals.recv() => break,
             Some(line) = rx.recv() => println!("{} {line}", clock()),
             _ = tick.tick() => {
                 for ch in &profile.channels {

@@ -15,7 +15,7 @@ use tally_protocol::api::{
     ApiError, ChannelList, ChannelStatus, History, KeyEntry, KeyList, KeyValue, Pending,
 };
 use tally_protocol::{
-    Block, BlockHeader, ChannelConfig, Encode, Hash, ProvenReceipt, Receipt, Transaction,
+    Block, BlockHeader, ChannelConfig, Encode, Hash, Identity, ProvenReceipt, Receipt, Transaction,
 };
 
 /// Result of a submission: a receipt when the caller waited, else the pending id.
@@ -45,6 +45,9 @@ const MAX_BODY: usize = 256 * 1024 * 1024;
 pub struct Client {
     inner: Arc<Inner>,
     timeout: Duration,
+    /// Signs every GET (see `tally_protocol::read_auth`): nodes serve a channel's data only
+    /// to its readers.
+    reader: Option<Arc<Identity>>,
 }
 
 struct Inner {
@@ -165,15 +168,29 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner { url, http }),
             timeout: DEFAULT_TIMEOUT,
+            reader: None,
         })
     }
 
     /// The same pool with another per-request time limit (streams are not limited).
     pub fn with_timeout(&self, timeout: Duration) -> Client {
         Client {
-            inner: self.inner.clone(),
             timeout,
+            ..self.clone()
         }
+    }
+
+    /// The same pool, signing reads as `id`.
+    pub fn with_reader(&self, id: Identity) -> Client {
+        Client {
+            reader: Some(Arc::new(id)),
+            ..self.clone()
+        }
+    }
+
+    /// The identity reads are signed with, if any.
+    pub fn reader(&self) -> Option<&Identity> {
+        self.reader.as_deref()
     }
 
     pub fn url(&self) -> &str {
@@ -206,8 +223,19 @@ impl Client {
         body: Option<(&'static str, Bytes)>,
     ) -> Result<Response<Incoming>, ClientError> {
         let uri = format!("{}{}", self.inner.url, path_and_query);
-        let mut req = Request::builder().method(method).uri(&uri);
+        let mut req = Request::builder().method(method.clone()).uri(&uri);
         req = req.header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let (true, Some(id)) = (method == Method::GET, &self.reader) {
+            let (cert, auth) = tally_protocol::read_auth::sign(
+                id,
+                method.as_str(),
+                path_and_query,
+                tally_protocol::now_ms(),
+            );
+            req = req
+                .header(tally_protocol::read_auth::CERT_HEADER, cert)
+                .header(tally_protocol::read_auth::AUTH_HEADER, auth);
+        }
         let body = match body {
             Some((ct, b)) => {
                 req = req.header(CONTENT_TYPE, HeaderValue::from_static(ct));
@@ -462,8 +490,13 @@ impl Client {
     }
 
     /// The header of block `number` (fetched with its block).
+    /// A block's header alone (open to anyone, unlike the block).
     pub async fn header(&self, channel: &str, number: u64) -> Result<BlockHeader, ClientError> {
-        Ok(self.block(channel, Some(number)).await?.header)
+        self.get_json(&Self::channel_path(
+            channel,
+            &format!("/blocks/{number}/header"),
+        ))
+        .await
     }
 
     pub async fn get(&self, channel: &str, key: &str) -> Result<Option<KeyValue>, ClientError> {

@@ -35,7 +35,9 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tally_protocol::api::{ChannelStatus, RaftRole};
-use tally_protocol::{BatchConfig, ChannelConfig, Identity, NodeRef, OrgCa, OrgMember, Role};
+use tally_protocol::{
+    BatchConfig, ChannelConfig, Identity, NodeRef, OrgCa, OrgMember, Policies, Role,
+};
 use tokio::process::{Child, Command};
 
 /// How long `start` and `open` wait for the nodes to listen, take their channels and elect
@@ -74,6 +76,9 @@ pub struct LocalChannelSpec {
     #[serde(default)]
     pub batch: BatchConfig,
     pub snapshot_interval: u64,
+    /// Who may read, write and administer; empty lists mean every member.
+    #[serde(default)]
+    pub policies: Policies,
 }
 
 impl LocalChannelSpec {
@@ -87,6 +92,7 @@ impl LocalChannelSpec {
             observers: Vec::new(),
             batch: BatchConfig::default(),
             snapshot_interval: 1000,
+            policies: Policies::default(),
         }
     }
 }
@@ -552,6 +558,7 @@ impl LocalCluster {
             .map_err(|e| other(format!("channel {}: {e}", c.name)))?;
             cfg.batch = c.batch.clone();
             cfg.snapshot_interval = c.snapshot_interval;
+            cfg.policies = c.policies.clone();
             cfg.validate()
                 .map_err(|e| other(format!("invalid channel configuration: {e}")))?;
             channels.push(cfg);
@@ -720,7 +727,15 @@ impl LocalCluster {
         let mut clients = BTreeMap::new();
         let mut procs = BTreeMap::new();
         for n in &file.nodes {
-            clients.insert(n.name.clone(), Client::new(&n.api_url())?);
+            // Reads are signed as the node's own organization's client, a member of every
+            // channel the node serves.
+            let reader = orgs.get(&n.org).map(|k| k.client.clone());
+            let client = Client::new(&n.api_url())?;
+            let client = match reader {
+                Some(id) => client.with_reader(id),
+                None => client,
+            };
+            clients.insert(n.name.clone(), client);
             procs.insert(n.name.clone(), NodeProc::default());
         }
         Ok(LocalCluster {

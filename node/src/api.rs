@@ -79,6 +79,11 @@ async fn channel_route(
             .unwrap_or(default)
             .min(max)
     };
+    if crate::read_access::is_data_read(&method, rest) {
+        if let Err(refused) = crate::read_access::check(ledger, &req, tally_protocol::now_ms()) {
+            return refused;
+        }
+    }
     match (method, rest) {
         (Method::POST, ["transactions"]) => submit(node, chan, req).await,
         (Method::GET, ["transactions", id]) => {
@@ -105,6 +110,14 @@ async fn channel_route(
                 .unwrap_or(0);
             stream_blocks(chan, from)
         }
+        (Method::GET, ["blocks", n, "header"]) => match parse_block_number(ledger, n) {
+            Ok(number) => match ledger.block(number) {
+                Ok(Some(b)) => json(StatusCode::OK, &b.header),
+                Ok(None) => no_block(ledger, number),
+                Err(e) => internal(e),
+            },
+            Err(resp) => resp,
+        },
         (Method::GET, ["blocks", n]) => {
             let number = if *n == "latest" {
                 ledger.tip().height - 1
@@ -201,6 +214,30 @@ async fn channel_route(
             format!("no route for {m} /{}", r.join("/")),
         ),
     }
+}
+
+fn parse_block_number(ledger: &crate::ledger::Ledger, n: &str) -> Result<u64, Response<Body>> {
+    if n == "latest" {
+        return Ok(ledger.tip().height.saturating_sub(1));
+    }
+    n.parse::<u64>().map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "block number must be an integer or 'latest'",
+        )
+    })
+}
+
+fn no_block(ledger: &crate::ledger::Ledger, number: u64) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "block {number} does not exist yet (height {})",
+            ledger.tip().height
+        ),
+    )
 }
 
 fn internal(e: impl std::fmt::Display) -> Response<Body> {

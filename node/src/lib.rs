@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft_log;
 pub mod raft_store;
+pub mod read_access;
 pub mod server;
 pub mod tls;
 pub mod transport;

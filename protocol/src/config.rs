@@ -237,6 +237,12 @@ impl ChannelConfig {
         self.consenters.iter().any(|n| n.id == id)
     }
 
+    /// Whether members of `org` may read the channel's data (keys, blocks, receipts).
+    pub fn may_read(&self, org: &str) -> bool {
+        self.members.iter().any(|m| m.name == org)
+            && (self.policies.readers.is_empty() || self.policies.readers.iter().any(|o| o == org))
+    }
+
     pub fn may_write(&self, org: &str) -> bool {
         self.members.iter().any(|m| m.name == org)
             && (self.policies.writers.is_empty() || self.policies.writers.iter().any(|o| o == org))

@@ -10,6 +10,7 @@ pub mod config;
 pub mod hash;
 pub mod identity;
 pub mod merkle;
+pub mod read_auth;
 pub mod receipt;
 pub mod sig;
 pub mod state;

@@ -447,6 +447,17 @@ pub mod http {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> Result<(u16, Vec<u8>), String> {
+        request_with(method, url, content_type, &[], body).await
+    }
+
+    /// [`request`] with extra headers.
+    pub async fn request_with(
+        method: &str,
+        url: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: impl Into<Bytes>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
         let authority = uri
             .authority()
@@ -466,6 +477,9 @@ pub mod http {
                 .header(hyper::header::HOST, authority.as_str());
             if let Some(ct) = content_type {
                 req = req.header(hyper::header::CONTENT_TYPE, ct);
+            }
+            for (name, value) in headers {
+                req = req.header(*name, value.as_str());
             }
             let req = req
                 .body(Full::new(body.into()))

@@ -844,6 +844,17 @@ fn run_example(name: &'static str) {
         for outsider in facts.orgs.iter().filter(|o| !ch.members.contains(o)) {
             let key = format!("e2e/{c}/outsider/{outsider}/{nonce}");
             ex.put_refused(outsider, c, &key, "not_member", reader);
+            // Nor may it read what the members wrote.
+            let (_, member_key, _) = written
+                .iter()
+                .find(|(wc, _, _)| wc == c)
+                .expect("a write on the channel");
+            let got = ex.get(outsider, c, member_key);
+            assert!(
+                got.code == Some(1) && got.stderr.contains("not_member"),
+                "{name}: {outsider}, not a member of {c}, read {member_key}: {}",
+                got.describe()
+            );
         }
         for reader_only in ch.members.iter().filter(|m| !ch.writers.contains(m)) {
             let key = format!("e2e/{c}/reader-only/{reader_only}/{nonce}");

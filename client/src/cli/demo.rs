@@ -134,9 +134,15 @@ pub async fn run(ctx: &Ctx, args: DemoArgs) -> Result<()> {
             "  {ctl} --node {api} --identity {} tx put --channel {CHANNEL} greeting hello",
             client_dir.display()
         );
-        println!("  {ctl} --node {api} tx get --channel {CHANNEL} greeting");
+        println!(
+            "  {ctl} --node {api} --identity {} tx get --channel {CHANNEL} greeting",
+            client_dir.display()
+        );
         println!("  {ctl} --node {api} status --channel {CHANNEL}");
-        println!("  {ctl} --node {api} blocks follow --channel {CHANNEL}");
+        println!(
+            "  {ctl} --node {api} --identity {} blocks follow --channel {CHANNEL}",
+            client_dir.display()
+        );
         println!();
     })?;
 

@@ -16,7 +16,7 @@ pub struct GenesisArgs {
     name: String,
     /// Member organization: NAME=ORG_DIR, or just ORG_DIR (the name comes from its CA);
     /// ORG_DIR holds ca.pem, or is the CA's PEM file itself. Repeat for each member.
-    #[arg(long = "org", required = true)]
+    #[arg(long = "member", required = true)]
     orgs: Vec<String>,
     /// Raft voter: ID:NAME:ORG:PEER_HOST:PEER_PORT:API_URL, e.g. 1:n1:acme:127.0.0.1:7052:http://127.0.0.1:7051.
     #[arg(long = "consenter", required = true)]
@@ -162,10 +162,13 @@ fn build_genesis(
     for spec in &a.orgs {
         let (name, dir) = parse_org_spec(spec);
         let ca_pem = read_ca(Path::new(dir))?;
-        let named = ca_org(&ca_pem).with_context(|| format!("--org {spec}: the CA certificate"))?;
+        let named =
+            ca_org(&ca_pem).with_context(|| format!("--member {spec}: the CA certificate"))?;
         if let Some(n) = name {
             if n != named {
-                bail!("--org {spec}: the CA in {dir} belongs to organization {named:?}, not {n:?}");
+                bail!(
+                    "--member {spec}: the CA in {dir} belongs to organization {named:?}, not {n:?}"
+                );
             }
         }
         members.push(OrgMember {

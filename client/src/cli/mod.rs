@@ -197,6 +197,18 @@ pub async fn run(cli: Cli) -> Result<()> {
         },
         _ => IdentitySource::None,
     };
+    // Reads are signed with the same identity as writes, when there is one.
+    let reader = match &identity {
+        IdentitySource::None => None,
+        _ if local => None,
+        _ => Some(load_identity(&identity)?),
+    };
+    if let Some(id) = reader {
+        nodes = nodes
+            .into_iter()
+            .map(|c| c.with_reader(id.clone()))
+            .collect();
+    }
     let ctx = Ctx {
         nodes,
         identity,
@@ -243,20 +255,7 @@ impl Ctx {
     }
 
     fn identity(&self) -> Result<Identity> {
-        match &self.identity {
-            IdentitySource::Dir(dir) => identity::load(dir),
-            IdentitySource::Profile {
-                dir,
-                profile,
-                org,
-                name,
-            } => Ok(profile.identity(dir, org, name)?),
-            IdentitySource::None => Err(anyhow!(
-                "this command needs an identity: pass --data-dir DIR --org ORG (a consortium started by \
-                 `tallyctl up`), or --identity DIR (a folder with cert.pem and key.pem, e.g. \
-                 ORG/clients/client), or set TALLY_IDENTITY"
-            )),
-        }
+        load_identity(&self.identity)
     }
 
     /// Runs `f` against each node in turn until one answers; a node that cannot be reached
@@ -301,12 +300,30 @@ impl Ctx {
     }
 }
 
+fn load_identity(source: &IdentitySource) -> Result<Identity> {
+    match source {
+        IdentitySource::Dir(dir) => identity::load(dir),
+        IdentitySource::Profile {
+            dir,
+            profile,
+            org,
+            name,
+        } => Ok(profile.identity(dir, org, name)?),
+        IdentitySource::None => Err(anyhow!(
+            "this command needs an identity: pass --data-dir DIR --org ORG (a consortium started by \
+             `tallyctl up`), or --identity DIR (a folder with cert.pem and key.pem, e.g. \
+             ORG/clients/client), or set TALLY_IDENTITY"
+        )),
+    }
+}
+
 /// Adds the node's URL and a hint to an API error.
 fn explain(e: ClientError, url: &str) -> anyhow::Error {
     let hint = match e.api_code() {
         Some("unknown_channel") => " (check the channel name; `GET /v1/channels` lists what the node serves)",
         Some("no_leader") => " (the channel has no leader yet; try again in a moment)",
         Some("not_member") => " (the identity's organization is not a member of the channel)",
+        Some("read_unauthenticated") => " (reads of a channel's data are signed: pass --data-dir DIR --org ORG, or --identity DIR)",
         Some("unknown_certificate") => " (the channel has not recorded this certificate: sign without --cert-hash once)",
         Some("forbidden") => " (the identity's role or organization may not do this)",
         Some("bad_signature") => " (the key does not match the certificate, or the transaction was altered)",

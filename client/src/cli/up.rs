@@ -600,7 +600,7 @@ fn print_ready(
         println!("  tallyctl --data-dir {d} --org {org} tx put --channel {ch} greeting hello");
         println!("  tallyctl --data-dir {d} --org {org} tx get --channel {ch} greeting");
         println!("  tallyctl --data-dir {d} status --channel {ch}");
-        println!("  tallyctl --data-dir {d} blocks follow --channel {ch}");
+        println!("  tallyctl --data-dir {d} --org {org} blocks follow --channel {ch}");
         println!(
             "Ctrl-C stops the consortium; `tallyctl up -f {} --data-dir {d}` resumes it.",
             files
@@ -626,15 +626,12 @@ async fn stream_until_signal(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let mut tasks = Vec::new();
     for ch in &profile.channels {
-        let urls: Vec<String> = ch
-            .nodes
-            .iter()
-            .filter_map(|n| profile.nodes.iter().find(|p| &p.name == n))
-            .map(|n| n.api_url.clone())
-            .collect();
+        // The cluster's clients sign reads as their node's organization, a channel member.
+        let clients: Vec<tally_client::Client> =
+            ch.nodes.iter().map(|n| cluster.client(n)).collect();
         tasks.push(tokio::spawn(follow_channel(
             ch.name.clone(),
-            urls,
+            clients,
             tx.clone(),
         )));
     }
@@ -670,13 +667,9 @@ async fn stream_until_signal(
 
 async fn follow_channel(
     channel: String,
-    urls: Vec<String>,
+    clients: Vec<tally_client::Client>,
     out: tokio::sync::mpsc::Sender<String>,
 ) {
-    let clients: Vec<tally_client::Client> = urls
-        .iter()
-        .filter_map(|u| tally_client::Client::new(u).ok())
-        .collect();
     if clients.is_empty() {
         return;
     }

@@ -1,7 +1,7 @@
 //! The client API: JSON over HTTP/1.1 (see docs/api.md).
 
 use crate::channel::{Channel, SubmitFailure, MAX_QUEUED};
-use crate::http::{error, full, json, query_param, text, Body};
+use crate::http::{error, full, json, query_param, text, Body, Refusal};
 use crate::node::Node;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -81,7 +81,7 @@ async fn channel_route(
     };
     if crate::read_access::is_data_read(&method, rest) {
         if let Err(refused) = crate::read_access::check(ledger, &req, tally_protocol::now_ms()) {
-            return refused;
+            return refused.into_response();
         }
     }
     match (method, rest) {
@@ -116,36 +116,16 @@ async fn channel_route(
                 Ok(None) => no_block(ledger, number),
                 Err(e) => internal(e),
             },
-            Err(resp) => resp,
+            Err(refused) => refused.into_response(),
         },
-        (Method::GET, ["blocks", n]) => {
-            let number = if *n == "latest" {
-                ledger.tip().height - 1
-            } else {
-                match n.parse::<u64>() {
-                    Ok(x) => x,
-                    Err(_) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "malformed",
-                            "block number must be an integer or 'latest'",
-                        )
-                    }
-                }
-            };
-            match ledger.block(number) {
+        (Method::GET, ["blocks", n]) => match parse_block_number(ledger, n) {
+            Ok(number) => match ledger.block(number) {
                 Ok(Some(b)) => json(StatusCode::OK, &b),
-                Ok(None) => error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!(
-                        "block {number} does not exist yet (height {})",
-                        ledger.tip().height
-                    ),
-                ),
+                Ok(None) => no_block(ledger, number),
                 Err(e) => internal(e),
-            }
-        }
+            },
+            Err(refused) => refused.into_response(),
+        },
         (Method::GET, ["state"]) => {
             let Some(key) = query_param(q, "key") else {
                 return error(
@@ -216,12 +196,12 @@ async fn channel_route(
     }
 }
 
-fn parse_block_number(ledger: &crate::ledger::Ledger, n: &str) -> Result<u64, Response<Body>> {
+fn parse_block_number(ledger: &crate::ledger::Ledger, n: &str) -> Result<u64, Refusal> {
     if n == "latest" {
         return Ok(ledger.tip().height.saturating_sub(1));
     }
     n.parse::<u64>().map_err(|_| {
-        error(
+        Refusal::new(
             StatusCode::BAD_REQUEST,
             "malformed",
             "block number must be an integer or 'latest'",

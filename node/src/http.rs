@@ -33,6 +33,28 @@ pub fn error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response
     )
 }
 
+/// An API error not yet turned into a response: small enough to return in a `Result`.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        error(self.status, self.code, self.message)
+    }
+}
+
 pub fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     Response::builder()
         .status(status)

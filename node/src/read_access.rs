@@ -4,9 +4,9 @@
 //! (hashes only) and health stay open: they say how the channel runs, not what it holds, and
 //! anyone holding a receipt can check it against them.
 
-use crate::http::{error, Body};
+use crate::http::Refusal;
 use crate::ledger::Ledger;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, StatusCode};
 use std::collections::HashMap;
 use tally_protocol::read_auth::{self, AUTH_HEADER, CERT_HEADER};
 use tally_protocol::{sig, Signer};
@@ -20,11 +20,11 @@ pub fn is_data_read(method: &hyper::Method, rest: &[&str]) -> bool {
         )
 }
 
-/// Checks the reader of `req`; the error is the response to send instead.
-pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Response<Body>> {
+/// Checks the reader of `req`; the error says what to answer instead.
+pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Refusal> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let (Some(cert), Some(auth)) = (header(CERT_HEADER), header(AUTH_HEADER)) else {
-        return Err(error(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "read_unauthenticated",
             format!(
@@ -34,12 +34,12 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
             ),
         ));
     };
-    let bad = |msg: String| error(StatusCode::BAD_REQUEST, "malformed", msg);
+    let bad = |msg: String| Refusal::new(StatusCode::BAD_REQUEST, "malformed", msg);
     let der = hex::decode(cert).map_err(|_| bad(format!("{CERT_HEADER} is not hex")))?;
     let (time_ms, signature) = read_auth::parse_auth(auth).map_err(bad)?;
     let window_ms = u64::from(ledger.config.tx_window_s) * 1000;
     if time_ms.abs_diff(now_ms) > window_ms {
-        return Err(error(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "expired",
             format!(
@@ -54,7 +54,7 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
             (now_ms / 1000) as i64,
             &HashMap::new(),
         )
-        .map_err(|(code, msg)| error(StatusCode::FORBIDDEN, code.as_str(), msg))?;
+        .map_err(|(code, msg)| Refusal::new(StatusCode::FORBIDDEN, code.as_str(), msg))?;
     let path = req
         .uri()
         .path_and_query()
@@ -62,14 +62,14 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
         .unwrap_or("/");
     let msg = read_auth::message(req.method().as_str(), path, time_ms);
     if !sig::verify(&signer.key, &signature, &msg.0) {
-        return Err(error(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
             "the read signature does not match the certificate and the request",
         ));
     }
     if !ledger.config.may_read(&signer.info.org) {
-        return Err(error(
+        return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(

@@ -64,61 +64,33 @@ async fn reads_are_served_to_readers_only() {
 
     // A signature for another request, or an old one, does not pass.
     let path = "/v1/channels/main/state?key=k";
+    let send = |cert: String, auth: String| {
+        let url = format!("{url}{path}");
+        async move {
+            http::request_with(
+                "GET",
+                &url,
+                None,
+                &[
+                    (read_auth::CERT_HEADER, cert),
+                    (read_auth::AUTH_HEADER, auth),
+                ],
+                Vec::new(),
+            )
+            .await
+            .unwrap()
+        }
+    };
     let (cert, auth) = read_auth::sign(&org1, "GET", "/v1/channels/main/state?key=other", now_ms());
-    let got = http::request_with(
-        "GET",
-        &format!("{url}{path}"),
-        None,
-        &[
-            (read_auth::CERT_HEADER, cert),
-            (read_auth::AUTH_HEADER, auth),
-        ],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let got = send(cert, auth).await;
     assert_api_error("tampered read", (got.0, &got.1), 401, "bad_signature");
-    let stale = now_ms() - 3_600_000;
-    let (cert, auth) = read_auth::sign(&org1, "GET", path, stale);
-    let got = http::request_with(
-        "GET",
-        &format!("{url}{path}"),
-        None,
-        &[
-            (read_auth::CERT_HEADER, cert),
-            (read_auth::AUTH_HEADER, auth),
-        ],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let (cert, auth) = read_auth::sign(&org1, "GET", path, now_ms() - 3_600_000);
+    let got = send(cert, auth).await;
     assert_api_error("stale read", (got.0, &got.1), 401, "expired");
-    let got = http::request_with(
-        "GET",
-        &format!("{url}{path}"),
-        None,
-        &[
-            (read_auth::CERT_HEADER, "zz".into()),
-            (read_auth::AUTH_HEADER, "1.00".into()),
-        ],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let got = send("zz".into(), "1.00".into()).await;
     assert_api_error("garbled read", (got.0, &got.1), 400, "malformed");
     // The same request, signed now, passes: the refusals above were for what they say.
     let (cert, auth) = read_auth::sign(&org1, "GET", path, now_ms());
-    let got = http::request_with(
-        "GET",
-        &format!("{url}{path}"),
-        None,
-        &[
-            (read_auth::CERT_HEADER, cert),
-            (read_auth::AUTH_HEADER, auth),
-        ],
-        Vec::new(),
-    )
-    .await
-    .unwrap();
+    let got = send(cert, auth).await;
     assert_eq!(got.0, 200, "{}", String::from_utf8_lossy(&got.1));
 }

@@ -7,5 +7,12 @@ cd "$(dirname "$0")/.."
 cargo build -p tally-node -p tally-client --bins
 export TALLY_NODE_BIN="$CARGO_TARGET_DIR/debug/tally-node"
 export TALLY_CTL_BIN="$CARGO_TARGET_DIR/debug/tallyctl"
+# The operator's suites run a real etcd and kube-apiserver: built once from Go modules and cached
+# outside the clone (or taken from KUBEBUILDER_ASSETS); see docs/testing.md.
+# TALLY_SKIP_K8S=1 skips building them (and the suites that need them, where none are found).
+if [ -z "${TALLY_K8S_BIN:-}" ] && [ "${TALLY_SKIP_K8S:-}" != 1 ]; then
+  TALLY_K8S_BIN="$(./scripts/k8s-bins.sh | tail -n 1)"
+  export TALLY_K8S_BIN
+fi
 # End-to-end suites start several nodes each; one suite at a time keeps the 2-core machine sane.
 cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
     group = "tally.dev",
     version = "v1alpha1",
     kind = "Consortium",
+    plural = "consortia",
     namespaced,
     status = "ConsortiumStatus",
     shortname = "cons",

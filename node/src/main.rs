@@ -39,6 +39,11 @@ struct Args {
     /// Log format.
     #[arg(long, env = "TALLY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// A static host table (`/etc/hosts` format) consulted before the system resolver when
+    /// dialling peers, re-read when it changes: name resolution where cluster DNS is not
+    /// available (tests, air-gapped hosts). TLS still verifies peers by the name dialled.
+    #[arg(long, env = "TALLY_HOSTS_FILE")]
+    hosts_file: Option<PathBuf>,
     /// Do not fsync the Raft log (faster, loses acknowledged data on power loss). For tests.
     #[arg(long)]
     no_fsync: bool,
@@ -72,6 +77,9 @@ fn init_logging(format: &str) {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(p) = &args.hosts_file {
+        tally_node::hosts::install(p.clone());
+    }
     let identity =
         Identity::from_pem(&read(&args.cert)?, &read(&args.key)?).context("node identity")?;
     if identity.info.common_name != args.name {

@@ -224,7 +224,10 @@ async fn connect(
     addr: &str,
     client: Arc<ClientConfig>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+    // A name listed in the hosts file (`--hosts-file`) is dialled at its address there; TLS
+    // below still verifies the certificate against the name itself.
+    let target = crate::hosts::resolve(addr);
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target))
         .await
         .map_err(|_| std::io::Error::other("connect timed out"))??;
     stream.set_nodelay(true)?;

@@ -403,6 +403,11 @@ impl OrgCa {
         der_to_pem(&self.cert_der)
     }
 
+    /// The CA's private key (PKCS#8 PEM), for keeping it in a Secret.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     pub fn trusted(&self) -> TrustedCa {
         TrustedCa::from_der(&self.org, &self.cert_der).expect("own CA certificate parses")
     }

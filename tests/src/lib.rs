@@ -9,9 +9,14 @@
 //! - `TALLY_E2E_KEEP=1`: keep every test's folder, not only those of failed tests.
 //! - `TALLY_E2E_TXS`, `TALLY_E2E_ROUNDS`: scale of the cluster suite (default 3000, 3).
 //! - `TALLY_E2E_CRASHES`: crash-restart cycles of the crash suite (default 20).
-//! - `TALLY_K8S_BIN`: folder with `etcd` and `kube-apiserver` for [`ControlPlane`] (default:
-//!   `KUBEBUILDER_ASSETS`, else what `scripts/k8s-bins.sh` prints); `TALLY_SKIP_K8S=1` skips
-//!   the suites that need them when they cannot be had; `TALLY_KUBECTL`: the kubectl to run.
+//! - `TALLY_K8S_BIN`: folder with `etcd` and `kube-apiserver` (and `kube-controller-manager`)
+//!   for [`ControlPlane`] (default: `KUBEBUILDER_ASSETS`, else what `scripts/k8s-bins.sh`
+//!   prints); `TALLY_SKIP_K8S=1` skips the suites that need them when they cannot be had;
+//!   `TALLY_KUBECTL`: the kubectl to run.
+//!
+//! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
+
+pub mod podrunner;
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -628,6 +633,30 @@ pub fn k8s_bin_dir() -> Option<PathBuf> {
     }
 }
 
+/// [`k8s_bin_dir`], for suites that also need `kube-controller-manager` there (prebuilt envtest
+/// assets lack it; `scripts/k8s-bins.sh` builds it).
+///
+/// `None` when the suite is to be skipped (`TALLY_SKIP_K8S=1` and no such folder).
+///
+/// # Panics
+/// As [`k8s_bin_dir`] does, and when the folder has no kube-controller-manager and
+/// `TALLY_SKIP_K8S` is not set.
+pub fn k8s_bin_dir_with_controller_manager() -> Option<PathBuf> {
+    let dir = k8s_bin_dir()?;
+    if dir.join("kube-controller-manager").is_file() {
+        return Some(dir);
+    }
+    let why = format!("{} has no kube-controller-manager", dir.display());
+    if std::env::var("TALLY_SKIP_K8S").is_ok_and(|v| v == "1") {
+        eprintln!("skipping: {why} and TALLY_SKIP_K8S=1");
+        return None;
+    }
+    panic!(
+        "{why}: point TALLY_K8S_BIN at a folder that has it (scripts/k8s-bins.sh builds it with \
+         the others), or set TALLY_SKIP_K8S=1 to skip the suites that need it"
+    );
+}
+
 fn find_k8s_bin_dir() -> Result<PathBuf, String> {
     let has_bins = |d: &Path| d.join("etcd").is_file() && d.join("kube-apiserver").is_file();
     for var in ["TALLY_K8S_BIN", "KUBEBUILDER_ASSETS"] {
@@ -717,11 +746,13 @@ pub struct Kubectl {
 /// and kube-apiserver in front of it, serving TLS with certificates generated for the test
 /// (a CA, a serving certificate for 127.0.0.1, an admin client certificate in
 /// `system:masters`, a service-account key). [`kubeconfig`](Self::kubeconfig) reaches it as
-/// that admin.
+/// that admin, and so does [`client`](Self::client). Optionally kube-controller-manager too
+/// ([`start_controller_manager`](Self::start_controller_manager)); pods then need a
+/// [`podrunner::PodRunner`] to run.
 ///
-/// Both processes are killed when this is dropped (also while a failing test unwinds) and die
+/// Its processes are killed when this is dropped (also while a failing test unwinds) and die
 /// with the thread that started them should the test binary itself be killed. When a test fails
-/// the folder is kept and the last lines of both logs are printed; `TALLY_E2E_KEEP=1` keeps it
+/// the folder is kept and the last lines of every log are printed; `TALLY_E2E_KEEP=1` keeps it
 /// always.
 pub struct ControlPlane {
     name: String,
@@ -729,6 +760,8 @@ pub struct ControlPlane {
     root: PathBuf,
     etcd: Option<std::process::Child>,
     apiserver: Option<std::process::Child>,
+    controller_manager: Option<std::process::Child>,
+    bin: PathBuf,
     kubectl: PathBuf,
     /// `https://127.0.0.1:<port>`.
     pub server: String,
@@ -766,6 +799,8 @@ impl ControlPlane {
             root: root.clone(),
             etcd: None,
             apiserver: None,
+            controller_manager: None,
+            bin: bin.to_path_buf(),
             kubectl: kubectl_bin(bin),
             server: server.clone(),
             kubeconfig,
@@ -839,6 +874,131 @@ impl ControlPlane {
         cp
     }
 
+    /// [`start`](Self::start), then [`start_controller_manager`](Self::start_controller_manager).
+    pub fn start_with_controller_manager(name: &str, bin: &Path) -> ControlPlane {
+        let mut cp = ControlPlane::start(name, bin);
+        cp.start_controller_manager();
+        cp
+    }
+
+    /// Starts kube-controller-manager (from the same bin folder) against this apiserver and
+    /// waits until its controllers work (the service-account controller has created the
+    /// `default` ServiceAccount of the `default` namespace). Does nothing when it runs already.
+    ///
+    /// It runs as its own client certificate (CN `tally-controller-manager`, group
+    /// `system:masters`) from `controller-manager.kubeconfig`, on loopback with a free port,
+    /// without leader election, with its own credentials for every controller, and with the
+    /// controllers that need a kubelet, a cloud or node CIDRs turned off
+    /// ([`CONTROLLER_MANAGER_CONTROLLERS`]): StatefulSets, ReplicaSets, Deployments, Jobs, the
+    /// garbage collector (owner references, cascading deletion), the disruption controller
+    /// (PodDisruptionBudget status), namespace deletion, ServiceAccounts and their tokens, PVC
+    /// protection and the root CA ConfigMap work. Nodes are not watched for health (no
+    /// node-lifecycle or taint eviction), so pods stay where a pod runner put them. The
+    /// Endpoints and EndpointSlice controllers run too, but the apiserver refuses endpoint
+    /// addresses in 127.0.0.0/8, so pods on loopback addresses
+    /// ([`podrunner`](crate::podrunner)) get none. Its log is `kube-controller-manager.log` in
+    /// [`dir`](Self::dir).
+    ///
+    /// # Panics
+    /// When the binary is missing, it exits, or its controllers do not work within 120 s.
+    pub fn start_controller_manager(&mut self) {
+        if self.controller_manager.is_some() {
+            return;
+        }
+        let exe = self.bin.join("kube-controller-manager");
+        assert!(
+            exe.is_file(),
+            "{}: {} is missing (scripts/k8s-bins.sh builds it with the others)",
+            self.name,
+            exe.display()
+        );
+        let pki = self.root.join("pki");
+        let kubeconfig = self.root.join("controller-manager.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            client_kubeconfig(&self.server, &pki, "controller-manager"),
+        )
+        .expect("write the controller-manager's kubeconfig");
+        let p = |f: &str| pki.join(f).display().to_string();
+        let k = kubeconfig.display().to_string();
+        self.controller_manager = Some(spawn_logged(
+            &exe,
+            &[
+                // No authentication/authorization kubeconfig: nothing calls its port but
+                // the always-allowed health paths, and the delegated authenticator would
+                // complain every few seconds about the apiserver's missing front-proxy CA.
+                format!("--kubeconfig={k}"),
+                "--bind-address=127.0.0.1".to_string(),
+                format!("--secure-port={}", free_loopback_port()),
+                format!(
+                    "--cert-dir={}",
+                    self.root.join("controller-manager-certs").display()
+                ),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                "--use-service-account-credentials=false".to_string(),
+                "--leader-elect=false".to_string(),
+                format!("--controllers={CONTROLLER_MANAGER_CONTROLLERS}"),
+                // Pods, not nodes, are what the tests create: react at once.
+                "--concurrent-statefulset-syncs=5".to_string(),
+                "--concurrent-gc-syncs=5".to_string(),
+            ],
+            &self.root.join("kube-controller-manager.log"),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = self.kubectl(&[
+                "get",
+                "serviceaccount",
+                "default",
+                "-n",
+                "default",
+                "-o",
+                "name",
+            ]);
+            if r.ok && r.stdout.trim() == "serviceaccount/default" {
+                break;
+            }
+            if let Some(status) = self
+                .controller_manager
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{}: kube-controller-manager exited ({status}):\n{}",
+                    self.name,
+                    log_tail(&self.root.join("kube-controller-manager.log"), 30)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: kube-controller-manager did not create the default ServiceAccount within 120 s:\n{}",
+                self.name,
+                log_tail(&self.root.join("kube-controller-manager.log"), 30)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Whether kube-controller-manager was started.
+    pub fn has_controller_manager(&self) -> bool {
+        self.controller_manager.is_some()
+    }
+
+    /// A kube-rs client for the admin user of [`kubeconfig`](Self::kubeconfig).
+    ///
+    /// # Panics
+    /// When the kubeconfig this control plane wrote cannot be loaded.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig)
+            .unwrap_or_else(|e| panic!("{}: {}: {e}", self.name, self.kubeconfig.display()));
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {}: {e}", self.name, self.kubeconfig.display()));
+        kube::Client::try_from(config)
+            .unwrap_or_else(|e| panic!("{}: a client from the kubeconfig: {e}", self.name))
+    }
+
     /// The folder with certificates, logs, etcd's data and the kubeconfig.
     pub fn dir(&self) -> &Path {
         &self.root
@@ -908,9 +1068,13 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        for child in [self.apiserver.take(), self.etcd.take()]
-            .into_iter()
-            .flatten()
+        for child in [
+            self.controller_manager.take(),
+            self.apiserver.take(),
+            self.etcd.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let mut child = child;
             let _ = child.kill();
@@ -918,8 +1082,15 @@ impl Drop for ControlPlane {
         }
         let failing = std::thread::panicking();
         if failing {
-            for log in ["etcd.log", "kube-apiserver.log"] {
+            for log in [
+                "etcd.log",
+                "kube-apiserver.log",
+                "kube-controller-manager.log",
+            ] {
                 let p = self.root.join(log);
+                if !p.exists() {
+                    continue;
+                }
                 eprintln!(
                     "--- {}: last lines of {} ---\n{}",
                     self.name,
@@ -1031,6 +1202,14 @@ fn write_control_plane_pki(pki: &Path) {
     );
     write("admin.crt", crt);
     write("admin.key", key);
+    let (crt, key) = leaf(
+        "tally-controller-manager",
+        Some("system:masters"),
+        Vec::new(),
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    write("controller-manager.crt", crt);
+    write("controller-manager.key", key);
 
     let sa = KeyPair::generate().expect("service-account key");
     write("sa.key", sa.serialize_pem());
@@ -1038,18 +1217,32 @@ fn write_control_plane_pki(pki: &Path) {
 }
 
 fn admin_kubeconfig(server: &str, pki: &Path) -> String {
+    client_kubeconfig(server, pki, "admin")
+}
+
+/// A kubeconfig for the client certificate `<cert>.crt`/`<cert>.key` in `pki`.
+fn client_kubeconfig(server: &str, pki: &Path, cert: &str) -> String {
     let p = |f: &str| pki.join(f).display().to_string();
     format!(
         "apiVersion: v1\nkind: Config\n\
          clusters:\n- name: tally-test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
-         users:\n- name: tally-admin\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
-         contexts:\n- name: tally-test\n  context:\n    cluster: tally-test\n    user: tally-admin\n\
+         users:\n- name: tally-{cert}\n  user:\n    client-certificate: {crt}\n    client-key: {key}\n\
+         contexts:\n- name: tally-test\n  context:\n    cluster: tally-test\n    user: tally-{cert}\n\
          current-context: tally-test\n",
         ca = p("ca.crt"),
-        crt = p("admin.crt"),
-        key = p("admin.key"),
+        crt = p(&format!("{cert}.crt")),
+        key = p(&format!("{cert}.key")),
     )
 }
+
+/// The `--controllers` of [`ControlPlane::start_controller_manager`]: every default controller
+/// but those that watch node health or need a kubelet, a cloud provider, node CIDRs or a
+/// certificate signer.
+pub const CONTROLLER_MANAGER_CONTROLLERS: &str = "*,\
+     -node-lifecycle-controller,-taint-eviction-controller,-device-taint-eviction-controller,\
+     -pod-garbage-collector-controller,-node-ipam-controller,-cloud-node-lifecycle-controller,\
+     -service-lb-controller,-node-route-controller,-persistentvolume-attach-detach-controller,\
+     -certificatesigningrequest-signing-controller,-ttl-controller";
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,7 @@ mod keys;
 mod logging;
 mod org;
 mod output;
+mod profile_export;
 mod progress;
 mod receipt;
 mod status;
@@ -102,6 +103,9 @@ enum Cmd {
     Up(up::UpArgs),
     /// Remove the data directory of a local consortium.
     Down(down::DownArgs),
+    /// Client profiles: export one from a cluster.
+    #[command(subcommand)]
+    Profile(profile_export::ProfileCmd),
 }
 
 impl Cmd {
@@ -149,7 +153,10 @@ pub struct Ctx {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let local = matches!(cli.cmd, Cmd::Up(_) | Cmd::Down(_) | Cmd::Demo(_));
+    let local = matches!(
+        cli.cmd,
+        Cmd::Up(_) | Cmd::Down(_) | Cmd::Demo(_) | Cmd::Profile(_)
+    );
     let profile = match (&cli.data_dir, local) {
         (Some(dir), false) => Some(Profile::load(dir)?),
         _ => None,
@@ -222,6 +229,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Demo(a) => demo::run(&ctx, a).await,
         Cmd::Up(a) => up::run(&ctx, a).await,
         Cmd::Down(a) => down::run(&ctx, a),
+        Cmd::Profile(c) => profile_export::run(&ctx, c).await,
     }
 }
 
@@ -282,6 +290,18 @@ impl Ctx {
 
     /// Prints `json` with `--output json`, else runs `text`; every command answers in both
     /// forms, and this keeps the choice in one place.
+    /// The client API URL of a node as the profile in use lists it.
+    fn profile_url(&self, node: &str) -> Option<String> {
+        match &self.identity {
+            IdentitySource::Profile { profile, .. } => profile
+                .nodes
+                .iter()
+                .find(|n| n.name == node)
+                .map(|n| n.api_url.clone()),
+            _ => None,
+        }
+    }
+
     fn show<T: Serialize + ?Sized>(&self, json: &T, text: impl FnOnce()) -> Result<()> {
         if self.json() {
             output::print_json(json)

@@ -136,9 +136,12 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
     let clients: Vec<Option<Client>> = nodes
         .iter()
         .map(|(n, _)| {
-            Client::new(&n.api_url)
-                .ok()
-                .map(|c| c.with_timeout(timeout))
+            // A profile knows how this machine reaches a node (a pod IP, a forwarded port),
+            // which may differ from the address in the channel configuration.
+            let url = ctx
+                .profile_url(&n.name)
+                .unwrap_or_else(|| n.api_url.clone());
+            Client::new(&url).ok().map(|c| c.with_timeout(timeout))
         })
         .collect();
     let results = futures_util::future::join_all(clients.iter().map(|c| async move {

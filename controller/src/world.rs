@@ -1,0 +1,160 @@
+//! One consortium as the cluster holds it: its resources, its organizations' CAs, and the plan
+//! the shared planner makes of them. Every controller plans the whole consortium, so the node
+//! names, Raft ids, certificates and channel genesis it acts on are the ones `tallyctl up`
+//! would compute from the same manifests.
+
+use crate::context::{Context, Error, Result};
+use crate::names;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use std::collections::BTreeMap;
+use tally_operator::crd::consortium::{CaMode, Consortium};
+use tally_operator::crd::{chaincode::Chaincode, channel::Channel, peer::Peer};
+use tally_operator::manifest::Resources;
+use tally_operator::planner::{self, Addressing, CaInput, Plan, PlanInput};
+use tally_protocol::identity::OrgCa;
+
+pub struct World {
+    pub consortium: Consortium,
+    pub resources: Resources,
+    pub plan: Plan,
+}
+
+/// Why there is no plan yet.
+pub enum NoPlan {
+    /// The consortium does not exist (yet).
+    NoConsortium,
+    /// An organization's CA Secret is not there yet (the Consortium controller makes it).
+    WaitingForCa(String),
+}
+
+/// Reads a key of a Secret as text.
+pub fn secret_text(s: &Secret, key: &str) -> Option<String> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
+}
+
+/// The Secret that holds an organization's CA, by the organization's `ca` setting.
+pub fn ca_secret_name(cons: &Consortium, org: &str) -> String {
+    let name = cons.metadata.name.as_deref().unwrap_or_default();
+    cons.spec
+        .organizations
+        .iter()
+        .find(|o| o.name == org)
+        .and_then(|o| match o.ca.mode {
+            CaMode::Secret => o.ca.secret_ref.as_ref().map(|r| r.name.clone()),
+            CaMode::Generate => None,
+        })
+        .unwrap_or_else(|| names::ca_secret(name, org))
+}
+
+/// Unix second from which the consortium's certificates are valid: fixed by its creation, so
+/// re-planning issues the same certificates.
+pub fn issued_at(cons: &Consortium) -> i64 {
+    cons.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+        - 300
+}
+
+/// Loads the consortium `name` of namespace `ns` and plans it.
+pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, NoPlan>> {
+    let client = &ctx.client;
+    let Some(consortium) = Api::<Consortium>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(Err(NoPlan::NoConsortium));
+    };
+    let lp = ListParams::default();
+    let ours = |c: &str| c == name;
+    let peers: Vec<Peer> = Api::<Peer>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| ours(&p.spec.consortium))
+        .collect();
+    let channels: Vec<Channel> = Api::<Channel>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| ours(&c.spec.consortium))
+        .collect();
+    let channel_names: Vec<String> = channels
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let chaincodes: Vec<Chaincode> = Api::<Chaincode>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| channel_names.contains(&c.spec.channel))
+        .collect();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut cas = BTreeMap::new();
+    for org in &consortium.spec.organizations {
+        let sname = ca_secret_name(&consortium, &org.name);
+        let Some(s) = secrets.get_opt(&sname).await? else {
+            return Ok(Err(NoPlan::WaitingForCa(format!(
+                "Secret {ns}/{sname} with the CA of organization {} does not exist yet",
+                org.name
+            ))));
+        };
+        let cert = secret_text(&s, "tls.crt").ok_or_else(|| {
+            Error::Invalid(format!(
+                "Secret {ns}/{sname} (CA of organization {}) has no tls.crt",
+                org.name
+            ))
+        })?;
+        let input = match secret_text(&s, "tls.key") {
+            Some(key) => CaInput::Full(Box::new(OrgCa::from_pem(&org.name, &cert, &key).map_err(
+                |e| {
+                    Error::Invalid(format!(
+                        "Secret {ns}/{sname} (CA of organization {}): {e}",
+                        org.name
+                    ))
+                },
+            )?)),
+            None => CaInput::CertOnly(cert),
+        };
+        cas.insert(org.name.clone(), input);
+    }
+
+    let mut resources = Resources {
+        consortia: vec![consortium.clone()],
+        peers,
+        channels,
+        chaincodes,
+        other: Vec::new(),
+    };
+    // The planner reads a resource without a namespace as `default`, as kubectl would.
+    for p in &mut resources.peers {
+        p.metadata.namespace.get_or_insert_with(|| ns.to_string());
+    }
+    let addressing = Addressing::Kubernetes {
+        cluster_domain: ctx.settings.cluster_domain.clone(),
+    };
+    let plan = planner::plan(&PlanInput {
+        resources: &resources,
+        namespace: ns,
+        consortium: name,
+        cas: &cas,
+        addressing: &addressing,
+        issued_at: issued_at(&consortium),
+    })
+    .map_err(|e| Error::Plan(e.to_string()))?;
+    Ok(Ok(World {
+        consortium,
+        resources,
+        plan,
+    }))
+}

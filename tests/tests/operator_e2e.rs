@@ -1,0 +1,585 @@
+//! The operator end to end on a real control plane: etcd, kube-apiserver and
+//! kube-controller-manager on loopback, the [`PodRunner`] playing the kubelet (tally-node
+//! processes on their own loopback addresses), and the `tally-operator` binary.
+//!
+//! `supply-chain-finance.yaml` applied to the cluster ends with every resource Ready,
+//! transactions committed on both channels through `tallyctl` with a profile exported from
+//! the cluster, channel status that matches the nodes, a consenter pod deleted under load
+//! with nothing acknowledged lost, a version rollout one pod at a time, two operator replicas
+//! with one leading, and deletion that leaves only the retained volumes.
+//!
+//! Run alone: `scripts/test.sh --operator` (or build tally-node, tallyctl and tally-operator,
+//! then `cargo test -p tally-tests --test operator_e2e`).
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_tests::podrunner::{PodRunner, RunnerOptions};
+use tally_tests::{free_loopback_port, k8s_bin_dir, node_bin, tallyctl_bin, ControlPlane};
+
+const NS: &str = "scf";
+const CONSORTIUM: &str = "supply-chain-finance";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+fn operator_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TALLY_OPERATOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = node_bin().with_file_name("tally-operator");
+    assert!(
+        p.is_file(),
+        "{} not found: build it with `cargo build -p tally-controller` or set TALLY_OPERATOR_BIN",
+        p.display()
+    );
+    p
+}
+
+/// One `tally-operator` process; killed on drop.
+struct Operator {
+    child: Child,
+    metrics: String,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(cp: &ControlPlane, identity: &str) -> Operator {
+        let port = free_loopback_port();
+        let log = cp.dir().join(format!("operator-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("operator log");
+        let child = Command::new(operator_bin())
+            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .arg("--lease-namespace=default")
+            .arg(format!("--identity={identity}"))
+            .arg("--node-image=example.org/tally-node")
+            .arg("--log-format=json")
+            .env("RUST_LOG", "info,tally_controller=debug,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("start tally-operator");
+        Operator {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = http_get(&self.metrics)?;
+        tally_tests::metric_value(&text, name, labels)
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log_tail());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&cp.kubectl_ok(&a)).expect("kubectl json")
+}
+
+fn ready(obj: &Value) -> Option<(String, String)> {
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c["message"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// Polls until `check` returns `Ok`, or panics with its last `Err` after `timeout`.
+fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("timed out waiting for {what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn all_ready(cp: &ControlPlane) -> Result<(), String> {
+    let list = get_json(cp, &["-n", NS, "get", "consortia,peers,channels"]);
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    if items.len() != 6 {
+        return Err(format!("{} resources", items.len()));
+    }
+    let not: Vec<String> = items
+        .iter()
+        .filter_map(|o| match ready(o) {
+            Some((s, _)) if s == "True" => None,
+            r => Some(format!("{}/{}: {:?}", o["kind"], o["metadata"]["name"], r)),
+        })
+        .collect();
+    if !not.is_empty() {
+        Err(not.join("; "))
+    } else {
+        Ok(())
+    }
+}
+
+fn tallyctl(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(tallyctl_bin())
+        .arg(format!("--data-dir={}", dir.display()))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "tallyctl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn put(dir: &Path, org: &str, channel: &str, key: &str, value: &str) -> Result<String, String> {
+    tallyctl(
+        dir,
+        &["--org", org, "tx", "put", "--channel", channel, key, value],
+    )
+}
+
+fn get(dir: &Path, org: &str, channel: &str, key: &str) -> Result<String, String> {
+    tallyctl(dir, &["--org", org, "tx", "get", "--channel", channel, key])
+}
+
+fn channel_status(dir: &Path, org: &str, channel: &str) -> Value {
+    let s = tallyctl(
+        dir,
+        &[
+            "--org",
+            org,
+            "--output",
+            "json",
+            "status",
+            "--channel",
+            channel,
+        ],
+    )
+    .expect("tallyctl status");
+    serde_json::from_str(&s).expect("status json")
+}
+
+fn export_profile(cp: &ControlPlane, dir: &Path) {
+    let out = Command::new(tallyctl_bin())
+        .arg(format!("--data-dir={}", dir.display()))
+        .args([
+            "profile",
+            "export",
+            "--namespace",
+            NS,
+            "--consortium",
+            CONSORTIUM,
+        ])
+        .args(["--address", "pod-ip"])
+        .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
+        .output()
+        .expect("tallyctl profile export");
+    assert!(
+        out.status.success(),
+        "profile export: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supply_chain_finance_end_to_end() {
+    let Some(bin) = k8s_bin_dir() else { return };
+    let bin2 = bin.clone();
+    let cp = tokio::task::spawn_blocking(move || {
+        ControlPlane::start_with_controller_manager("operator-e2e", &bin2)
+    })
+    .await
+    .expect("control plane");
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &repo().join("crds").display().to_string(),
+    ]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+    cp.kubectl_ok(&["create", "namespace", NS]);
+
+    let mut runner = PodRunner::start(
+        cp.client().await,
+        RunnerOptions {
+            node_name: "runner-0".into(),
+            root_dir: cp.dir().join("runner"),
+            ip_prefix: "127.62".into(),
+            node_bin: node_bin(),
+        },
+    )
+    .await
+    .expect("pod runner");
+
+    let cp = std::sync::Arc::new(cp);
+    let c = cp.clone();
+    tokio::task::spawn_blocking(move || e2e_steps(&c, &bin))
+        .await
+        .expect("e2e steps");
+    assert!(
+        runner.running_pids().is_empty(),
+        "node processes left: {:?}",
+        runner.running_pids()
+    );
+    runner.shutdown().await;
+}
+
+fn e2e_steps(cp: &ControlPlane, _bin: &Path) {
+    let mut op1 = Operator::start(cp, "op-1");
+    let example = repo().join("deploy/examples/supply-chain-finance.yaml");
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "apply",
+        "--server-side",
+        "-f",
+        &example.display().to_string(),
+    ]);
+
+    // 1. Everything Ready.
+    let t = Instant::now();
+    wait_for("every resource Ready", Duration::from_secs(240), || {
+        all_ready(cp)
+    });
+    eprintln!("all Ready after {:.1}s", t.elapsed().as_secs_f64());
+    let op2 = Operator::start(cp, "op-2");
+
+    // CAs in Secrets, fingerprints in status; node Secrets, Services, StatefulSets, budgets.
+    let cons = get_json(cp, &["-n", NS, "get", "consortium", CONSORTIUM]);
+    let orgs = cons["status"]["organizations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(orgs.len(), 4, "{cons}");
+    for o in &orgs {
+        assert_eq!(o["caFingerprint"].as_str().map(str::len), Some(64), "{o}");
+    }
+    for name in [
+        "core-enterprise-peer-0",
+        "core-enterprise-peer-1",
+        "bank-peer-0",
+        "supplier-tier1-observer-0",
+    ] {
+        cp.kubectl_ok(&["-n", NS, "get", "secret", &format!("{name}-tls")]);
+    }
+    let sts = get_json(
+        cp,
+        &["-n", NS, "get", "statefulset", "core-enterprise-peer"],
+    );
+    assert_eq!(
+        sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+            ["readOnlyRootFilesystem"],
+        true
+    );
+    assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "Peer");
+    let pdb = get_json(cp, &["-n", NS, "get", "pdb", "receivables-quorum"]);
+    assert_eq!(
+        pdb["spec"]["minAvailable"], 2,
+        "3 voters keep a quorum of 2"
+    );
+    let voters = cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "consents.tally.dev/receivables=true",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        voters.lines().count(),
+        3,
+        "the budget selects the 3 voters: {voters}"
+    );
+
+    // 2. Transactions on both channels through a profile exported from the cluster.
+    let dir = cp.dir().join("profile");
+    export_profile(cp, &dir);
+    put(
+        &dir,
+        "core-enterprise",
+        "receivables",
+        "invoice-1",
+        "issued",
+    )
+    .expect("put receivables");
+    put(&dir, "bank", "financing", "loan-1", "granted").expect("put financing");
+    let v = get(&dir, "supplier-tier2", "receivables", "invoice-1").expect("get receivables");
+    assert!(v.contains("issued"), "{v}");
+    let v = get(&dir, "core-enterprise", "financing", "loan-1").expect("get financing");
+    assert!(v.contains("granted"), "{v}");
+    let refused = put(&dir, "supplier-tier2", "financing", "loan-2", "x");
+    assert!(
+        refused.is_err_and(|e| e.contains("not_member")),
+        "a non-member must be refused"
+    );
+
+    // 3. Channel status matches the nodes.
+    for ch in ["receivables", "financing"] {
+        wait_for(
+            &format!("{ch} status to match the nodes"),
+            Duration::from_secs(60),
+            || {
+                let nodes = channel_status(&dir, "core-enterprise", ch);
+                let res = get_json(cp, &["-n", NS, "get", "channel", ch]);
+                let st = &res["status"];
+                let heights: Vec<u64> = nodes["nodes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|n| n["height"].as_u64()).collect())
+                    .unwrap_or_default();
+                let max = heights.iter().copied().max().unwrap_or(0);
+                let leader = nodes["nodes"]
+                    .as_array()
+                    .and_then(|a| {
+                        a.iter()
+                            .find_map(|n| n["leader"].as_str().map(str::to_string))
+                    })
+                    .unwrap_or_default();
+                if st["height"].as_u64() != Some(max) || max < 2 {
+                    return Err(format!(
+                        "status height {} vs nodes {heights:?} in {nodes}",
+                        st["height"]
+                    ));
+                }
+                if st["leader"].as_str() != Some(leader.as_str()) {
+                    return Err(format!("status leader {} vs nodes {leader}", st["leader"]));
+                }
+                if st["stateRootsAgree"] != true {
+                    return Err(format!("stateRootsAgree {}", st["stateRootsAgree"]));
+                }
+                Ok(())
+            },
+        );
+    }
+
+    // 4. Only one operator leads; the other stands by.
+    let lease = get_json(cp, &["-n", "default", "get", "lease", "tally-operator"]);
+    assert_eq!(lease["spec"]["holderIdentity"], "op-1", "{lease}");
+    wait_for("op-2 serving metrics", Duration::from_secs(20), || {
+        op2.metric("tally_operator_leader", &[])
+            .ok_or("no metrics".to_string())
+    });
+    assert_eq!(op1.metric("tally_operator_leader", &[]), Some(1.0));
+    assert_eq!(op2.metric("tally_operator_leader", &[]), Some(0.0));
+    let ok = op1
+        .metric(
+            "tally_operator_reconciles_total",
+            &[("kind", "Channel"), ("result", "ok")],
+        )
+        .unwrap_or(0.0);
+    assert!(ok >= 2.0, "channel reconciles counted: {ok}");
+    let events = cp.kubectl_ok(&["-n", NS, "get", "events", "-o", "json"]);
+    assert!(events.contains("CaCreated"), "CA creation events recorded");
+
+    // 5. A consenter pod deleted under load: nothing acknowledged is lost.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d2, s2) = (dir.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = format!("load-{i}");
+            if put(&d2, "bank", "receivables", &k, "v").is_ok() {
+                acked.push(k);
+            }
+            i += 1;
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "pod",
+        "core-enterprise-peer-0",
+        "--wait=false",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        "Ready again after the pod deletion",
+        Duration::from_secs(120),
+        || all_ready(cp),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(
+        acked.len() > 3,
+        "some writes acknowledged under load: {}",
+        acked.len()
+    );
+    export_profile(cp, &dir);
+    for k in &acked {
+        let v =
+            get(&dir, "core-enterprise", "receivables", k).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(v.contains('v'), "{k}: {v}");
+    }
+    eprintln!(
+        "{} writes acknowledged under a pod deletion, all read back",
+        acked.len()
+    );
+
+    // 6. Operator restart: a new leader takes over and keeps converging.
+    op1.stop();
+    wait_for("op-2 to lead", Duration::from_secs(60), || {
+        match op2.metric("tally_operator_leader", &[]) {
+            Some(1.0) => Ok(()),
+            v => Err(format!("{v:?}")),
+        }
+    });
+
+    // 7. Version change rolls one pod at a time, keeping the data.
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "peer",
+        "bank-peer",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"version":"0.1.1"}}"#,
+    ]);
+    wait_for(
+        "bank-peer rolled to 0.1.1",
+        Duration::from_secs(180),
+        || {
+            let pods = get_json(
+                cp,
+                &["-n", NS, "get", "pods", "-l", "tally.dev/peer=bank-peer"],
+            );
+            let images: Vec<String> = pods["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| {
+                            p["spec"]["containers"][0]["image"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if images.len() != 1 || !images.iter().all(|i| i.ends_with(":0.1.1")) {
+                return Err(format!("images {images:?}"));
+            }
+            all_ready(cp)
+        },
+    );
+    export_profile(cp, &dir);
+    let v =
+        get(&dir, "core-enterprise", "financing", "loan-1").expect("data kept across the rollout");
+    assert!(v.contains("granted"), "{v}");
+
+    // 8. Deleting the consortium first is held while peers and channels remain.
+    cp.kubectl_ok(&["-n", NS, "delete", "consortium", CONSORTIUM, "--wait=false"]);
+    wait_for(
+        "the deletion held with a message",
+        Duration::from_secs(30),
+        || {
+            let c = get_json(cp, &["-n", NS, "get", "consortium", CONSORTIUM]);
+            match ready(&c) {
+                Some((s, m)) if s == "False" && m.contains("still used by peers") => Ok(()),
+                r => Err(format!("{r:?}")),
+            }
+        },
+    );
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "-f",
+        &example.display().to_string(),
+        "--wait=false",
+    ]);
+    wait_for(
+        "everything but the volumes gone",
+        Duration::from_secs(120),
+        || {
+            let left = cp.kubectl_ok(&[
+                "-n",
+                NS,
+                "get",
+                "consortia,peers,channels,statefulsets,pods,services,secrets,configmaps,pdb",
+                "-l",
+                "app.kubernetes.io/managed-by=tally-operator",
+                "-o",
+                "name",
+            ]);
+            let tally = cp.kubectl_ok(&["-n", NS, "get", "consortia,peers,channels", "-o", "name"]);
+            let pods = cp.kubectl_ok(&["-n", NS, "get", "pods", "-o", "name"]);
+            let all = format!("{left}{tally}{pods}");
+            if all.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(all)
+            }
+        },
+    );
+    let pvcs = cp.kubectl_ok(&["-n", NS, "get", "pvc", "-o", "name"]);
+    assert_eq!(pvcs.lines().count(), 4, "the retained volumes: {pvcs}");
+    drop(op2);
+}

@@ -16,6 +16,7 @@
 //!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 
+pub mod operator;
 pub mod podrunner;
 
 use std::collections::HashMap;

@@ -12,141 +12,15 @@
 //! then `cargo test -p tally-tests --test operator_e2e`).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use tally_tests::operator::{get_json, ready, repo, wait_for, Operator};
 use tally_tests::podrunner::{PodRunner, RunnerOptions};
-use tally_tests::{free_loopback_port, k8s_bin_dir, node_bin, tallyctl_bin, ControlPlane};
+use tally_tests::{k8s_bin_dir, node_bin, tallyctl_bin, ControlPlane};
 
 const NS: &str = "scf";
 const CONSORTIUM: &str = "supply-chain-finance";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_path_buf()
-}
-
-fn operator_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("TALLY_OPERATOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = node_bin().with_file_name("tally-operator");
-    assert!(
-        p.is_file(),
-        "{} not found: build it with `cargo build -p tally-controller` or set TALLY_OPERATOR_BIN",
-        p.display()
-    );
-    p
-}
-
-/// One `tally-operator` process; killed on drop.
-struct Operator {
-    child: Child,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Operator {
-    fn start(cp: &ControlPlane, identity: &str) -> Operator {
-        let port = free_loopback_port();
-        let log = cp.dir().join(format!("operator-{identity}.log"));
-        let out = std::fs::File::create(&log).expect("operator log");
-        let child = Command::new(operator_bin())
-            .arg(format!("--kubeconfig={}", cp.kubeconfig.display()))
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .arg("--lease-namespace=default")
-            .arg(format!("--identity={identity}"))
-            .arg("--node-image=example.org/tally-node")
-            .arg("--log-format=json")
-            .env("RUST_LOG", "info,tally_controller=debug,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("start tally-operator");
-        Operator {
-            child,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-            log,
-        }
-    }
-
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let text = http_get(&self.metrics)?;
-        tally_tests::metric_value(&text, name, labels)
-    }
-
-    fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = s.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn stop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- {} ---\n{}", self.log.display(), self.log_tail());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["-o", "json"]);
-    serde_json::from_str(&cp.kubectl_ok(&a)).expect("kubectl json")
-}
-
-fn ready(obj: &Value) -> Option<(String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")?;
-    Some((
-        c["status"].as_str().unwrap_or_default().to_string(),
-        c["message"].as_str().unwrap_or_default().to_string(),
-    ))
-}
-
-/// Polls until `check` returns `Ok`, or panics with its last `Err` after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() > deadline => panic!("timed out waiting for {what}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
-}
 
 fn all_ready(cp: &ControlPlane) -> Result<(), String> {
     let list = get_json(cp, &["-n", NS, "get", "consortia,peers,channels"]);

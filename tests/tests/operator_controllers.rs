@@ -1,0 +1,347 @@
+//! The controllers one behaviour at a time against a real API server: the CA Secrets a
+//! Consortium gets (and keeps across operator restarts), a tenant's own CA, planner errors as
+//! conditions, the finalizer that holds a consortium's deletion, and an operator killed in the
+//! middle of bringing a consortium up.
+
+use serde_json::Value;
+use std::time::Duration;
+use tally_tests::operator::{get_json, ready, repo, wait_for, Operator};
+use tally_tests::podrunner::{PodRunner, RunnerOptions};
+use tally_tests::{k8s_bin_dir, node_bin, ControlPlane};
+
+fn control_plane(name: &str) -> Option<ControlPlane> {
+    let bin = k8s_bin_dir()?;
+    let cp = ControlPlane::start_with_controller_manager(name, &bin);
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &repo().join("crds").display().to_string(),
+    ]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+    Some(cp)
+}
+
+fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
+    let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
+    assert!(r.ok, "apply: {}", r.stderr);
+}
+
+fn condition(
+    cp: &ControlPlane,
+    ns: &str,
+    what: &str,
+    want: &str,
+    contains: &str,
+) -> Result<Value, String> {
+    let o = get_json(cp, &["-n", ns, "get", what]);
+    match ready(&o) {
+        Some((s, m)) if s == want && m.contains(contains) => Ok(o),
+        r => Err(format!("{what}: Ready {r:?}")),
+    }
+}
+
+const CONSORTIUM: &str = r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: c1}
+spec:
+  organizations:
+    - name: org1
+    - name: org2
+"#;
+
+#[test]
+fn consortium_cas_conditions_and_finalizer() {
+    let Some(cp) = control_plane("operator-controllers") else {
+        return;
+    };
+    cp.kubectl_ok(&["create", "namespace", "t1"]);
+    let mut op = Operator::start(&cp, "op-a");
+    apply(&cp, "t1", CONSORTIUM);
+
+    // Generated CAs: one Secret per organization, owned by the consortium, fingerprints in status.
+    let c1 = wait_for("c1 Ready", Duration::from_secs(60), || {
+        condition(&cp, "t1", "consortium/c1", "True", "")
+    });
+    let orgs = c1["status"]["organizations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(orgs.len(), 2, "{c1}");
+    let ca = get_json(&cp, &["-n", "t1", "get", "secret", "c1-org1-ca"]);
+    assert_eq!(ca["metadata"]["ownerReferences"][0]["kind"], "Consortium");
+    assert!(ca["data"]["tls.key"].is_string(), "the CA key is kept");
+    for id in [
+        "c1-org1-admin",
+        "c1-org1-client",
+        "c1-org2-admin",
+        "c1-org2-client",
+    ] {
+        cp.kubectl_ok(&["-n", "t1", "get", "secret", id]);
+    }
+    let events = cp.kubectl_ok(&["-n", "t1", "get", "events", "-o", "json"]);
+    assert!(events.contains("CaCreated"), "an event per created CA");
+    assert!(
+        op.metric(
+            "tally_operator_reconciles_total",
+            &[("kind", "Consortium"), ("result", "ok")]
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // A restarted operator never replaces a CA.
+    op.kill();
+    let mut op = Operator::start(&cp, "op-b");
+    apply(
+        &cp,
+        "t1",
+        &CONSORTIUM.replace("org2\n", "org2\n      displayName: Org Two\n"),
+    );
+    wait_for("c1 reconciled by op-b", Duration::from_secs(60), || {
+        let c = get_json(&cp, &["-n", "t1", "get", "consortium", "c1"]);
+        match c["status"]["observedGeneration"].as_i64() {
+            Some(2) => Ok(()),
+            g => Err(format!("observedGeneration {g:?}")),
+        }
+    });
+    let again = get_json(&cp, &["-n", "t1", "get", "secret", "c1-org1-ca"]);
+    assert_eq!(again["data"], ca["data"], "the CA Secret is unchanged");
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        ca["metadata"]["resourceVersion"]
+    );
+
+    // A tenant's own CA: missing first (Degraded, naming the Secret), then given.
+    apply(
+        &cp,
+        "t1",
+        r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: c2}
+spec:
+  organizations:
+    - name: org1
+      ca: {mode: Secret, secretRef: {name: byo-ca}}
+"#,
+    );
+    wait_for(
+        "c2 Degraded for its missing Secret",
+        Duration::from_secs(60),
+        || {
+            condition(
+                &cp,
+                "t1",
+                "consortium/c2",
+                "False",
+                "Secret t1/byo-ca, which does not exist",
+            )
+        },
+    );
+    let cert = ca["data"]["tls.crt"].as_str().unwrap_or_default();
+    apply(
+        &cp,
+        "t1",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: byo-ca}}\ndata: {{tls.crt: {cert}}}\n"
+        ),
+    );
+    let c2 = wait_for("c2 Ready", Duration::from_secs(60), || {
+        condition(&cp, "t1", "consortium/c2", "True", "")
+    });
+    assert_eq!(
+        c2["status"]["organizations"][0]["caFingerprint"], orgs[0]["caFingerprint"],
+        "the same certificate, the same fingerprint"
+    );
+
+    // A planner error is a condition that names the resource and the field.
+    apply(
+        &cp,
+        "t1",
+        r#"
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {name: ch1}
+spec: {consortium: c1, members: [org1], consenters: [nope]}
+"#,
+    );
+    wait_for(
+        "ch1 Degraded by the planner",
+        Duration::from_secs(60),
+        || {
+            condition(
+                &cp,
+                "t1",
+                "channel/ch1",
+                "False",
+                "Channel t1/ch1: spec.consenters",
+            )
+        },
+    );
+    let ch1 = get_json(&cp, &["-n", "t1", "get", "channel", "ch1"]);
+    let degraded = ch1["status"]["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == "Degraded").cloned());
+    assert_eq!(
+        degraded.map(|d| d["reason"].clone()),
+        Some(Value::from("InvalidSpec"))
+    );
+    cp.kubectl_ok(&["-n", "t1", "delete", "channel", "ch1"]);
+
+    // The finalizer holds c1 while a Peer uses it, and lets go once it is gone.
+    apply(
+        &cp,
+        "t1",
+        r#"
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: p1}
+spec: {consortium: c1, organization: org1, replicas: 1}
+"#,
+    );
+    wait_for("p1's StatefulSet", Duration::from_secs(60), || {
+        let r = cp.kubectl(&["-n", "t1", "get", "statefulset", "p1"]);
+        if r.ok {
+            Ok(())
+        } else {
+            Err(r.stderr)
+        }
+    });
+    cp.kubectl_ok(&["-n", "t1", "delete", "consortium", "c1", "--wait=false"]);
+    wait_for("c1's deletion held", Duration::from_secs(60), || {
+        condition(
+            &cp,
+            "t1",
+            "consortium/c1",
+            "False",
+            "still used by peers [p1]",
+        )
+    });
+    cp.kubectl_ok(&["-n", "t1", "delete", "peer", "p1"]);
+    wait_for("c1 and its Secrets gone", Duration::from_secs(90), || {
+        let left = cp.kubectl_ok(&[
+            "-n",
+            "t1",
+            "get",
+            "consortia,statefulsets,secrets",
+            "-l",
+            "tally.dev/consortium=c1",
+            "-o",
+            "name",
+        ]);
+        let c = cp.kubectl(&["-n", "t1", "get", "consortium", "c1"]);
+        if left.trim().is_empty() && !c.ok {
+            Ok(())
+        } else {
+            Err(left)
+        }
+    });
+    op.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_while_bringing_a_consortium_up() {
+    let cp = match tokio::task::spawn_blocking(|| control_plane("operator-restart")).await {
+        Ok(Some(cp)) => std::sync::Arc::new(cp),
+        Ok(None) => return,
+        Err(e) => panic!("control plane: {e}"),
+    };
+    cp.kubectl_ok(&["create", "namespace", "qs"]);
+    let mut runner = PodRunner::start(
+        cp.client().await,
+        RunnerOptions {
+            node_name: "runner-0".into(),
+            root_dir: cp.dir().join("runner"),
+            ip_prefix: "127.63".into(),
+            node_bin: node_bin(),
+        },
+    )
+    .await
+    .expect("pod runner");
+    let c = cp.clone();
+    tokio::task::spawn_blocking(move || {
+        let cp = &c;
+        let mut op = Operator::start(cp, "op-1");
+        let example = repo().join("deploy/examples/quickstart.yaml");
+        cp.kubectl_ok(&[
+            "-n",
+            "qs",
+            "apply",
+            "--server-side",
+            "-f",
+            &example.display().to_string(),
+        ]);
+        // Kill it while it creates CAs, StatefulSets and channels.
+        std::thread::sleep(Duration::from_millis(1500));
+        op.kill();
+        let mut op = Operator::start(cp, "op-2");
+        wait_for(
+            "quickstart Ready after the restart",
+            Duration::from_secs(180),
+            || {
+                for what in [
+                    "consortium/quickstart",
+                    "peer/org1-peer",
+                    "peer/org2-peer",
+                    "channel/main",
+                ] {
+                    condition(cp, "qs", what, "True", "")?;
+                }
+                Ok(())
+            },
+        );
+        let main = get_json(cp, &["-n", "qs", "get", "channel", "main"]);
+        assert_eq!(
+            main["status"]["nodes"].as_array().map(|a| a.len()),
+            Some(3),
+            "{main}"
+        );
+        assert_eq!(main["status"]["stateRootsAgree"], true);
+        cp.kubectl_ok(&[
+            "-n",
+            "qs",
+            "delete",
+            "-f",
+            &example.display().to_string(),
+            "--wait=false",
+        ]);
+        wait_for("quickstart deleted", Duration::from_secs(120), || {
+            let left = cp.kubectl_ok(&[
+                "-n",
+                "qs",
+                "get",
+                "consortia,peers,channels,pods",
+                "-o",
+                "name",
+            ]);
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        });
+        op.stop();
+    })
+    .await
+    .expect("steps");
+    wait_for_pods_gone(&runner).await;
+    runner.shutdown().await;
+}
+
+async fn wait_for_pods_gone(runner: &PodRunner) {
+    for _ in 0..120 {
+        if runner.running_pids().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("node processes left: {:?}", runner.running_pids());
+}

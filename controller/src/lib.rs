@@ -192,6 +192,22 @@ pub async fn run_controllers(
     tokio::join!(consortia, peers, channels, chaincodes);
 }
 
+/// The status conditions of a Tally kind.
+pub trait Conditioned {
+    fn conditions(&self) -> &[tally_operator::crd::common::Condition];
+}
+
+macro_rules! conditioned {
+    ($($k:ty),*) => {$(
+        impl Conditioned for $k {
+            fn conditions(&self) -> &[tally_operator::crd::common::Condition] {
+                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
+            }
+        }
+    )*};
+}
+conditioned!(Consortium, Peer, Channel, Chaincode);
+
 fn ready_of(conds: &[tally_operator::crd::common::Condition]) -> &'static str {
     use tally_operator::crd::common::ConditionStatus as S;
     match conds.iter().find(|c| c.type_ == "Ready").map(|c| c.status) {
@@ -201,14 +217,10 @@ fn ready_of(conds: &[tally_operator::crd::common::Condition]) -> &'static str {
     }
 }
 
-async fn count<K>(
-    ctx: &Context,
-    ns: Option<&str>,
-    kind: &str,
-    ready: impl Fn(&K) -> &'static str,
-) -> Result<(), kube::Error>
+async fn count<K>(ctx: &Context, ns: Option<&str>) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Conditioned
         + Clone
         + DeserializeOwned
         + Debug,
@@ -218,10 +230,13 @@ where
         .await?
         .items;
     for state in ["True", "False", "Unknown"] {
-        let n = items.iter().filter(|o| ready(o) == state).count();
+        let n = items
+            .iter()
+            .filter(|o| ready_of(o.conditions()) == state)
+            .count();
         ctx.metrics
             .resources
-            .with_label_values(&[kind, state])
+            .with_label_values(&[&K::kind(&()), state])
             .set(n as i64);
     }
     Ok(())
@@ -233,42 +248,10 @@ pub async fn count_resources(ctx: Arc<Context>, namespaces: Vec<Option<String>>)
         for ns in &namespaces {
             let ns = ns.as_deref();
             let r = async {
-                count::<Consortium>(&ctx, ns, "Consortium", |o| {
-                    ready_of(
-                        &o.status
-                            .as_ref()
-                            .map(|s| s.conditions.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .await?;
-                count::<Peer>(&ctx, ns, "Peer", |o| {
-                    ready_of(
-                        &o.status
-                            .as_ref()
-                            .map(|s| s.conditions.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .await?;
-                count::<Channel>(&ctx, ns, "Channel", |o| {
-                    ready_of(
-                        &o.status
-                            .as_ref()
-                            .map(|s| s.conditions.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .await?;
-                count::<Chaincode>(&ctx, ns, "Chaincode", |o| {
-                    ready_of(
-                        &o.status
-                            .as_ref()
-                            .map(|s| s.conditions.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .await
+                count::<Consortium>(&ctx, ns).await?;
+                count::<Peer>(&ctx, ns).await?;
+                count::<Channel>(&ctx, ns).await?;
+                count::<Chaincode>(&ctx, ns).await
             }
             .await;
             if let Err(e) = r {

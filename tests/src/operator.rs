@@ -144,3 +144,35 @@ pub fn wait_for<T>(
         }
     }
 }
+
+/// A control plane with kube-controller-manager and Tally's CRDs established; `None` where
+/// the Kubernetes binaries cannot be had and `TALLY_SKIP_K8S=1` says to skip.
+pub fn control_plane_with_crds(name: &str) -> Option<ControlPlane> {
+    let bin = crate::k8s_bin_dir()?;
+    let cp = ControlPlane::start_with_controller_manager(name, &bin);
+    let crds = repo().join("crds");
+    cp.kubectl_ok(&["apply", "--server-side", "-f", &crds.display().to_string()]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=60s",
+    ]);
+    Some(cp)
+}
+
+/// A pod runner for `cp`, giving pods addresses under `ip_prefix` (distinct per suite).
+pub async fn start_runner(cp: &ControlPlane, ip_prefix: &str) -> crate::podrunner::PodRunner {
+    crate::podrunner::PodRunner::start(
+        cp.client().await,
+        crate::podrunner::RunnerOptions {
+            node_name: "runner-0".into(),
+            root_dir: cp.dir().join("runner"),
+            ip_prefix: ip_prefix.into(),
+            node_bin: node_bin(),
+        },
+    )
+    .await
+    .expect("pod runner")
+}

@@ -5,28 +5,11 @@
 
 use serde_json::Value;
 use std::time::Duration;
-use tally_tests::operator::{get_json, ready, repo, wait_for, Operator};
-use tally_tests::podrunner::{PodRunner, RunnerOptions};
-use tally_tests::{k8s_bin_dir, node_bin, ControlPlane};
-
-fn control_plane(name: &str) -> Option<ControlPlane> {
-    let bin = k8s_bin_dir()?;
-    let cp = ControlPlane::start_with_controller_manager(name, &bin);
-    cp.kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "-f",
-        &repo().join("crds").display().to_string(),
-    ]);
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
-    Some(cp)
-}
+use tally_tests::operator::{
+    control_plane_with_crds, get_json, ready, repo, start_runner, wait_for, Operator,
+};
+use tally_tests::podrunner::PodRunner;
+use tally_tests::ControlPlane;
 
 fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
     let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
@@ -59,7 +42,7 @@ spec:
 
 #[test]
 fn consortium_cas_conditions_and_finalizer() {
-    let Some(cp) = control_plane("operator-controllers") else {
+    let Some(cp) = control_plane_with_crds("operator-controllers") else {
         return;
     };
     cp.kubectl_ok(&["create", "namespace", "t1"]);
@@ -249,23 +232,14 @@ spec: {consortium: c1, organization: org1, replicas: 1}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_killed_while_bringing_a_consortium_up() {
-    let cp = match tokio::task::spawn_blocking(|| control_plane("operator-restart")).await {
+    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-restart")).await
+    {
         Ok(Some(cp)) => std::sync::Arc::new(cp),
         Ok(None) => return,
         Err(e) => panic!("control plane: {e}"),
     };
     cp.kubectl_ok(&["create", "namespace", "qs"]);
-    let mut runner = PodRunner::start(
-        cp.client().await,
-        RunnerOptions {
-            node_name: "runner-0".into(),
-            root_dir: cp.dir().join("runner"),
-            ip_prefix: "127.63".into(),
-            node_bin: node_bin(),
-        },
-    )
-    .await
-    .expect("pod runner");
+    let mut runner = start_runner(&cp, "127.63").await;
     let c = cp.clone();
     tokio::task::spawn_blocking(move || {
         let cp = &c;

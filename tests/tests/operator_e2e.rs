@@ -15,9 +15,10 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use tally_tests::operator::{get_json, ready, repo, wait_for, Operator};
-use tally_tests::podrunner::{PodRunner, RunnerOptions};
-use tally_tests::{k8s_bin_dir, node_bin, tallyctl_bin, ControlPlane};
+use tally_tests::operator::{
+    control_plane_with_crds, get_json, ready, repo, start_runner, wait_for, Operator,
+};
+use tally_tests::{tallyctl_bin, ControlPlane};
 
 const NS: &str = "scf";
 const CONSORTIUM: &str = "supply-chain-finance";
@@ -112,43 +113,17 @@ fn export_profile(cp: &ControlPlane, dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supply_chain_finance_end_to_end() {
-    let Some(bin) = k8s_bin_dir() else { return };
-    let bin2 = bin.clone();
-    let cp = tokio::task::spawn_blocking(move || {
-        ControlPlane::start_with_controller_manager("operator-e2e", &bin2)
-    })
-    .await
-    .expect("control plane");
-    cp.kubectl_ok(&[
-        "apply",
-        "--server-side",
-        "-f",
-        &repo().join("crds").display().to_string(),
-    ]);
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
+    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-e2e")).await {
+        Ok(Some(cp)) => cp,
+        Ok(None) => return,
+        Err(e) => panic!("control plane: {e}"),
+    };
     cp.kubectl_ok(&["create", "namespace", NS]);
-
-    let mut runner = PodRunner::start(
-        cp.client().await,
-        RunnerOptions {
-            node_name: "runner-0".into(),
-            root_dir: cp.dir().join("runner"),
-            ip_prefix: "127.62".into(),
-            node_bin: node_bin(),
-        },
-    )
-    .await
-    .expect("pod runner");
+    let mut runner = start_runner(&cp, "127.62").await;
 
     let cp = std::sync::Arc::new(cp);
     let c = cp.clone();
-    tokio::task::spawn_blocking(move || e2e_steps(&c, &bin))
+    tokio::task::spawn_blocking(move || e2e_steps(&c))
         .await
         .expect("e2e steps");
     assert!(
@@ -159,7 +134,7 @@ async fn supply_chain_finance_end_to_end() {
     runner.shutdown().await;
 }
 
-fn e2e_steps(cp: &ControlPlane, _bin: &Path) {
+fn e2e_steps(cp: &ControlPlane) {
     let mut op1 = Operator::start(cp, "op-1");
     let example = repo().join("deploy/examples/supply-chain-finance.yaml");
     cp.kubectl_ok(&[

@@ -839,7 +839,8 @@ impl ControlPlane {
                 format!("--service-account-issuer={server}"),
                 format!("--service-account-key-file={}", p("sa.pub")),
                 format!("--service-account-signing-key-file={}", p("sa.key")),
-                "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+                // Room for thousands of Services: the scale benchmark makes two per Peer.
+                "--service-cluster-ip-range=10.96.0.0/16".to_string(),
                 "--authorization-mode=RBAC".to_string(),
                 // No controller-manager creates service-account tokens here.
                 "--disable-admission-plugins=ServiceAccount".to_string(),

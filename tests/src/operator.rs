@@ -30,7 +30,8 @@ pub fn operator_bin() -> PathBuf {
 /// One `tally-operator` process; killed on drop.
 pub struct Operator {
     child: Child,
-    metrics: String,
+    /// URL of its `/metrics`.
+    pub metrics: String,
     log: PathBuf,
 }
 
@@ -67,6 +68,10 @@ impl Operator {
         let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL, as a crash or an OOM kill would.

@@ -5,9 +5,9 @@
 //! and status is read back from the ledger. Execution of the module arrives with the
 //! chaincode runtime; this is its lifecycle plumbing.
 
-use crate::context::{now, Context, Error, Result, Verdict};
+use crate::context::{Context, Error, Result, Verdict};
 use crate::reach;
-use crate::world::{self, NoPlan};
+use crate::world;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -47,23 +47,14 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
                     "WaitingForChannel",
                     format!("Channel {ns}/{} does not exist", cc.spec.channel),
                 ),
-                Some(ch) => match world::load(&ctx, &ns, &ch.spec.consortium).await {
-                    Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
-                        Verdict::degraded(e.reason(), e.to_string())
-                    }
-                    Err(e) => return Err(e),
-                    Ok(Err(NoPlan::NoConsortium)) | Ok(Err(NoPlan::WaitingForCa(_))) => {
-                        Verdict::progressing("WaitingForConsortium", "the consortium is not ready")
-                    }
-                    Ok(Ok(w)) => lifecycle(&cc, &ctx, &w, &mut status).await?,
+                Some(ch) => match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
+                    Err(v) => v,
+                    Ok(w) => lifecycle(&cc, &ctx, &w, &mut status).await?,
                 },
             }
         }
     };
-    let mut conditions = cc.status.clone().unwrap_or_default().conditions;
-    verdict.apply_to(&mut conditions, cc.metadata.generation, &now());
-    status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
-    ctx.patch_status(cc.as_ref(), status).await?;
+    ctx.report(cc.as_ref(), &verdict, status).await?;
     Ok(Action::requeue(verdict.requeue()))
 }
 

@@ -3,9 +3,9 @@
 //! keeps its Raft quorum, and status read back from the nodes.
 
 use crate::builders;
-use crate::context::{now, owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Result, Verdict};
 use crate::reach;
-use crate::world::{self, NoPlan};
+use crate::world;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
@@ -21,22 +21,11 @@ pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
     }
     let ns = ch.namespace().unwrap_or_default();
     let mut status = serde_json::json!({"observedGeneration": ch.metadata.generation});
-    let verdict = match world::load(&ctx, &ns, &ch.spec.consortium).await {
-        Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
-            Verdict::degraded(e.reason(), e.to_string())
-        }
-        Err(e) => return Err(e),
-        Ok(Err(NoPlan::NoConsortium)) => Verdict::progressing(
-            "WaitingForConsortium",
-            format!("Consortium {ns}/{} does not exist", ch.spec.consortium),
-        ),
-        Ok(Err(NoPlan::WaitingForCa(m))) => Verdict::progressing("WaitingForCa", m),
-        Ok(Ok(w)) => converge(&ch, &ctx, &w, &mut status).await?,
+    let verdict = match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
+        Err(v) => v,
+        Ok(w) => converge(&ch, &ctx, &w, &mut status).await?,
     };
-    let mut conditions = ch.status.clone().unwrap_or_default().conditions;
-    verdict.apply_to(&mut conditions, ch.metadata.generation, &now());
-    status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
-    ctx.patch_status(ch.as_ref(), status).await?;
+    ctx.report(ch.as_ref(), &verdict, status).await?;
     Ok(Action::requeue(verdict.requeue()))
 }
 

@@ -3,7 +3,7 @@
 //! a finalizer that holds deletion while peers or channels still use the consortium.
 
 use crate::builders::{self, OrgSecret};
-use crate::context::{now, owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Result, Verdict};
 use crate::names::{self, FINALIZER};
 use crate::world::{self, secret_text};
 use k8s_openapi::api::core::v1::Secret;
@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use std::sync::Arc;
 use tally_operator::crd::consortium::{CaMode, Consortium, OrganizationStatus};
 use tally_operator::crd::{channel::Channel, peer::Peer};
-use tally_protocol::identity::{inspect, pem_to_der, OrgCa, TrustedCa};
+use tally_protocol::identity::{inspect, OrgCa, TrustedCa};
 
 pub async fn reconcile(obj: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action> {
     let ns = obj.namespace().unwrap_or_default();
@@ -29,29 +29,33 @@ pub async fn reconcile(obj: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action
     .map_err(crate::context::from_finalizer)
 }
 
-/// Makes or checks the CA of one organization; returns its certificate.
+/// The CA certificate in an organization's CA Secret.
+fn read_ca(s: &Secret, ns: &str, sname: &str, org: &str) -> Result<TrustedCa> {
+    let cert = secret_text(s, "tls.crt").ok_or_else(|| {
+        Error::Invalid(format!(
+            "Secret {ns}/{sname} (CA of organization {org}) has no tls.crt"
+        ))
+    })?;
+    TrustedCa::from_pem(org, &cert).map_err(|e| {
+        Error::Invalid(format!(
+            "Secret {ns}/{sname} (CA of organization {org}): {e}"
+        ))
+    })
+}
+
+/// Makes or checks the CA of one organization; returns its Secret's name and certificate.
 async fn ensure_ca(
     ctx: &Context,
     cons: &Consortium,
     org: &str,
     mode: CaMode,
-) -> Result<(String, String)> {
+) -> Result<(String, TrustedCa)> {
     let ns = cons.namespace().unwrap_or_default();
     let name = cons.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let sname = world::ca_secret_name(cons, org);
     if let Some(s) = secrets.get_opt(&sname).await? {
-        let cert = secret_text(&s, "tls.crt").ok_or_else(|| {
-            Error::Invalid(format!(
-                "Secret {ns}/{sname} (CA of organization {org}) has no tls.crt"
-            ))
-        })?;
-        TrustedCa::from_pem(org, &cert).map_err(|e| {
-            Error::Invalid(format!(
-                "Secret {ns}/{sname} (CA of organization {org}): {e}"
-            ))
-        })?;
-        return Ok((sname, cert));
+        return Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?));
     }
     if mode == CaMode::Secret {
         return Err(Error::Invalid(format!(
@@ -81,11 +85,15 @@ async fn ensure_ca(
                 format!("created the CA of organization {org} in Secret {sname}"),
             )
             .await;
+            Ok((sname, ca.trusted()))
         }
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
+        // Someone else's CA won: report that one, not the one just thrown away.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let s = secrets.get(&sname).await?;
+            Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?))
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok((sname, ca.cert_pem()))
 }
 
 async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
@@ -95,12 +103,9 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let mut problems = Vec::new();
     for org in &cons.spec.organizations {
         match ensure_ca(ctx, cons, &org.name, org.ca.mode).await {
-            Ok((sname, cert)) => {
-                let der = pem_to_der(&cert).unwrap_or_default();
-                let fp = TrustedCa::from_pem(&org.name, &cert)
-                    .map(|t| t.fingerprint().to_string())
-                    .unwrap_or_default();
-                let not_after = inspect(&der)
+            Ok((sname, ca)) => {
+                let fp = ca.fingerprint().to_string();
+                let not_after = inspect(&ca.der)
                     .ok()
                     .and_then(|i| jiff::Timestamp::from_second(i.not_after).ok())
                     .map(|t| t.to_string())
@@ -119,13 +124,9 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let verdict = if !problems.is_empty() {
         Verdict::degraded("InvalidReference", problems.join("; "))
     } else {
-        match world::load(ctx, &ns, &name).await {
-            Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
-                Verdict::degraded(e.reason(), e.to_string())
-            }
-            Err(e) => return Err(e),
-            Ok(Err(_)) => Verdict::progressing("WaitingForCa", "waiting for the organization CAs"),
-            Ok(Ok(w)) => {
+        match world::plan_or_verdict(ctx, &ns, &name).await? {
+            Err(v) => v,
+            Ok(w) => {
                 for o in &w.plan.organizations {
                     for (role, id) in [("admin", &o.admin), ("client", &o.client)] {
                         let Some(id) = id else { continue };
@@ -149,18 +150,12 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
             }
         }
     };
-    let mut conditions = cons.status.clone().unwrap_or_default().conditions;
-    verdict.apply_to(&mut conditions, cons.metadata.generation, &now());
-    ctx.patch_status(
-        cons,
-        serde_json::json!({
-            "observedGeneration": cons.metadata.generation,
-            "organizationCount": orgs.len(),
-            "organizations": orgs,
-            "conditions": conditions,
-        }),
-    )
-    .await?;
+    let status = serde_json::json!({
+        "observedGeneration": cons.metadata.generation,
+        "organizationCount": orgs.len(),
+        "organizations": orgs,
+    });
+    ctx.report(cons, &verdict, status).await?;
     Ok(Action::requeue(verdict.requeue()))
 }
 
@@ -201,13 +196,7 @@ async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
         peers.join(", "),
         channels.join(", ")
     );
-    let mut conditions = cons.status.clone().unwrap_or_default().conditions;
-    Verdict::degraded("DeletionBlocked", message.clone()).apply_to(
-        &mut conditions,
-        cons.metadata.generation,
-        &now(),
-    );
-    ctx.patch_status(cons, serde_json::json!({"conditions": conditions}))
-        .await?;
+    let held = Verdict::degraded("DeletionBlocked", message.clone());
+    ctx.report(cons, &held, serde_json::json!({})).await?;
     Err(Error::Held(message))
 }

@@ -3,7 +3,7 @@
 
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -12,6 +12,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_operator::crd::common::{set_condition, Condition, ConditionStatus};
+use tally_operator::crd::{
+    chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -115,6 +118,21 @@ impl Context {
         if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
+    }
+
+    /// Writes `status` with the conditions `verdict` makes of the object's current ones.
+    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: Value) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Conditioned
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let mut conditions = obj.conditions().to_vec();
+        verdict.apply_to(&mut conditions, obj.meta().generation, &now());
+        status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
+        self.patch_status(obj, status).await
     }
 
     /// Merge-patches `status` of a Tally resource.
@@ -232,11 +250,6 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
-/// `metadata.generation`.
-pub fn generation(m: &ObjectMeta) -> Option<i64> {
-    m.generation
-}
-
 /// The owner reference of a Tally resource, for the objects made from it.
 pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
     crate::builders::owner(
@@ -246,3 +259,19 @@ pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
         obj.meta().uid.as_deref().unwrap_or_default(),
     )
 }
+
+/// The status conditions of a Tally kind.
+pub trait Conditioned {
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! conditioned {
+    ($($k:ty),*) => {$(
+        impl Conditioned for $k {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
+            }
+        }
+    )*};
+}
+conditioned!(Consortium, Peer, Channel, Chaincode);

@@ -15,7 +15,7 @@ pub mod reach;
 pub mod server;
 pub mod world;
 
-pub use context::{Context, Error, Settings};
+pub use context::{Conditioned, Context, Error, Settings};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -44,6 +44,15 @@ where
     }
 }
 
+/// `Kind/namespace/name`: how logs and the error backoff name an object.
+fn object_key<K: Resource<DynamicType = ()>>(kind: &str, obj: &K) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
 /// Requeue after a failed reconcile: 1 s doubling to 5 min per object, reset by a success.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
@@ -60,11 +69,7 @@ where
     Fut: Future<Output = Result<Action, Error>>,
 {
     let timer = ctx.metrics.start(kind);
-    let key = format!(
-        "{kind}/{}/{}",
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
-    );
+    let key = object_key(kind, obj.as_ref());
     let r = fut.await;
     match &r {
         Ok(_) => {
@@ -85,11 +90,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     kind: &'static str,
 ) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |obj, _err, ctx| {
-        let key = format!(
-            "{kind}/{}/{}",
-            obj.namespace().unwrap_or_default(),
-            obj.name_any()
-        );
+        let key = object_key(kind, obj.as_ref());
         let n = ctx
             .failures
             .lock()
@@ -191,22 +192,6 @@ pub async fn run_controllers(
         .for_each(log_result("Chaincode"));
     tokio::join!(consortia, peers, channels, chaincodes);
 }
-
-/// The status conditions of a Tally kind.
-pub trait Conditioned {
-    fn conditions(&self) -> &[tally_operator::crd::common::Condition];
-}
-
-macro_rules! conditioned {
-    ($($k:ty),*) => {$(
-        impl Conditioned for $k {
-            fn conditions(&self) -> &[tally_operator::crd::common::Condition] {
-                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
-            }
-        }
-    )*};
-}
-conditioned!(Consortium, Peer, Channel, Chaincode);
 
 fn ready_of(conds: &[tally_operator::crd::common::Condition]) -> &'static str {
     use tally_operator::crd::common::ConditionStatus as S;

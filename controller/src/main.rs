@@ -83,22 +83,8 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn client(args: &Args) -> anyhow::Result<kube::Client> {
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster configuration or kubeconfig")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = client(&args).await?;
+    let client = tally_operator::cluster::client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health {
         ready: Default::default(),

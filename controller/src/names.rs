@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+pub use tally_operator::cluster::{ca_secret, identity_secret};
 pub use tally_operator::planner::headless_service;
 
 /// Field manager of every server-side apply.
@@ -23,16 +24,6 @@ pub const ANNOTATION_ISSUED_AT: &str = "tally.dev/issued-at";
 
 /// Prefix of the per-channel pod label that marks a channel's consenters (for its quorum PDB).
 pub const LABEL_CONSENTS_PREFIX: &str = "consents.tally.dev/";
-
-/// Secret holding an organization's CA (`tls.crt`, `tls.key`).
-pub fn ca_secret(consortium: &str, org: &str) -> String {
-    format!("{consortium}-{org}-ca")
-}
-
-/// Secret holding an identity the operator issued for an organization (`admin`, `client`).
-pub fn identity_secret(consortium: &str, org: &str, role: &str) -> String {
-    format!("{consortium}-{org}-{role}")
-}
 
 /// Secret holding one node's certificate and key.
 pub fn node_secret(node: &str) -> String {

@@ -2,10 +2,10 @@
 //! the nodes; and rollouts of a new image one pod at a time.
 
 use crate::builders::{self, PeerInputs};
-use crate::context::{now, owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Result, Verdict};
 use crate::names;
 use crate::reach;
-use crate::world::{self, NoPlan};
+use crate::world;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -21,36 +21,20 @@ pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
     }
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
-    let (verdict, status) = match world::load(&ctx, &ns, &peer.spec.consortium).await {
-        Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
-            (Verdict::degraded(e.reason(), e.to_string()), None)
-        }
-        Err(e) => return Err(e),
-        Ok(Err(NoPlan::NoConsortium)) => (
-            Verdict::progressing(
-                "WaitingForConsortium",
-                format!("Consortium {ns}/{} does not exist", peer.spec.consortium),
-            ),
-            None,
-        ),
-        Ok(Err(NoPlan::WaitingForCa(m))) => (Verdict::progressing("WaitingForCa", m), None),
-        Ok(Ok(w)) => {
+    let (verdict, status) = match world::plan_or_verdict(&ctx, &ns, &peer.spec.consortium).await? {
+        Err(v) => (v, None),
+        Ok(w) => {
             let (v, s) = converge(&peer, &ctx, &w).await?;
             (v, Some(s))
         }
     };
-    let mut conditions = peer.status.clone().unwrap_or_default().conditions;
-    verdict.apply_to(&mut conditions, peer.metadata.generation, &now());
-    let mut st = serde_json::json!({
-        "observedGeneration": peer.metadata.generation,
-        "conditions": conditions,
-    });
+    let mut st = serde_json::json!({"observedGeneration": peer.metadata.generation});
     if let Some(s) = status {
         st["replicas"] = s.0.into();
         st["readyReplicas"] = s.1.into();
         st["nodes"] = serde_json::to_value(&s.2).unwrap_or_default();
     }
-    ctx.patch_status(peer.as_ref(), st).await?;
+    ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
     Ok(Action::requeue(verdict.requeue()))
 }
@@ -144,7 +128,11 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
             ready: false,
             channels: Vec::new(),
         };
-        if let Some(at) = reach::locate(ctx, &ns, n).await? {
+        // The Peer's pods are listed above: no request per node.
+        let pod = pod_list
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n.name.as_str()));
+        if let Some(at) = pod.and_then(|p| reach::at_pod(n, p)) {
             st.ready = at.pod_ready;
             if let Ok(api) = reach::api(ctx, &w.plan, n, &at) {
                 if let Ok(list) = api.channels().await {

@@ -27,23 +27,29 @@ fn pod_ready(p: &Pod) -> bool {
 /// The pod of a hosted node, if it exists and has an IP.
 pub async fn locate(ctx: &Context, ns: &str, node: &NodePlan) -> Result<Option<Reached>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let Some(pod) = pods.get_opt(&node.name).await? else {
-        return Ok(None);
-    };
+    Ok(pods
+        .get_opt(&node.name)
+        .await?
+        .and_then(|pod| at_pod(node, &pod)))
+}
+
+/// Where `pod` (the node's pod, already at hand) serves the node: none while it has no IP or
+/// is going away.
+pub fn at_pod(node: &NodePlan, pod: &Pod) -> Option<Reached> {
     if pod.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
+        return None;
     }
-    let ip = pod
+    let pod_ip = pod
         .status
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
-        .filter(|ip| !ip.is_empty());
-    Ok(ip.map(|pod_ip| Reached {
+        .filter(|ip| !ip.is_empty())?;
+    Some(Reached {
         name: node.name.clone(),
         org: node.org.clone(),
-        pod_ready: pod_ready(&pod),
+        pod_ready: pod_ready(pod),
         pod_ip,
-    }))
+    })
 }
 
 fn host_port(ip: &str, port: u16) -> String {

@@ -3,12 +3,12 @@
 //! names, Raft ids, certificates and channel genesis it acts on are the ones `tallyctl up`
 //! would compute from the same manifests.
 
-use crate::context::{Context, Error, Result};
-use crate::names;
+use crate::context::{Context, Error, Result, Verdict};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
-use tally_operator::crd::consortium::{CaMode, Consortium};
+pub use tally_operator::cluster::{ca_secret_name, secret_text};
+use tally_operator::crd::consortium::Consortium;
 use tally_operator::crd::{chaincode::Chaincode, channel::Channel, peer::Peer};
 use tally_operator::manifest::Resources;
 use tally_operator::planner::{self, Addressing, CaInput, Plan, PlanInput};
@@ -26,29 +26,6 @@ pub enum NoPlan {
     NoConsortium,
     /// An organization's CA Secret is not there yet (the Consortium controller makes it).
     WaitingForCa(String),
-}
-
-/// Reads a key of a Secret as text.
-pub fn secret_text(s: &Secret, key: &str) -> Option<String> {
-    s.data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .or_else(|| s.string_data.as_ref().and_then(|d| d.get(key).cloned()))
-}
-
-/// The Secret that holds an organization's CA, by the organization's `ca` setting.
-pub fn ca_secret_name(cons: &Consortium, org: &str) -> String {
-    let name = cons.metadata.name.as_deref().unwrap_or_default();
-    cons.spec
-        .organizations
-        .iter()
-        .find(|o| o.name == org)
-        .and_then(|o| match o.ca.mode {
-            CaMode::Secret => o.ca.secret_ref.as_ref().map(|r| r.name.clone()),
-            CaMode::Generate => None,
-        })
-        .unwrap_or_else(|| names::ca_secret(name, org))
 }
 
 /// Unix second from which the consortium's certificates are valid: fixed by its creation, so
@@ -157,4 +134,26 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
         resources,
         plan,
     }))
+}
+
+/// [`load`], with what stops planning turned into the verdict a resource of the consortium
+/// reports: `Degraded` for resources or Secrets the tenant must fix, `Progressing` while the
+/// consortium or its CAs do not exist yet.
+pub async fn plan_or_verdict(
+    ctx: &Context,
+    ns: &str,
+    consortium: &str,
+) -> Result<Result<World, Verdict>> {
+    Ok(match load(ctx, ns, consortium).await {
+        Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
+            Err(Verdict::degraded(e.reason(), e.to_string()))
+        }
+        Err(e) => return Err(e),
+        Ok(Err(NoPlan::NoConsortium)) => Err(Verdict::progressing(
+            "WaitingForConsortium",
+            format!("Consortium {ns}/{consortium} does not exist"),
+        )),
+        Ok(Err(NoPlan::WaitingForCa(m))) => Err(Verdict::progressing("WaitingForCa", m)),
+        Ok(Ok(w)) => Ok(w),
+    })
 }

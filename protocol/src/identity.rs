@@ -308,6 +308,14 @@ impl Identity {
             .map(|z| z.to_string())
             .unwrap_or_default()
     }
+
+    /// Writes `cert.pem`, `key.pem` (owner-only) and the issuing CA's `ca.pem` into `dir`:
+    /// the folder [`Identity::load`] reads.
+    pub fn save(&self, dir: &Path, ca_pem: &str) -> Result<(), IdentityError> {
+        write_pem(&dir.join("cert.pem"), &self.cert_pem(), false)?;
+        write_pem(&dir.join("key.pem"), &self.key_pem(), true)?;
+        write_pem(&dir.join("ca.pem"), ca_pem, false)
+    }
 }
 
 fn read(p: &Path) -> Result<String, IdentityError> {
@@ -317,7 +325,8 @@ fn read(p: &Path) -> Result<String, IdentityError> {
     })
 }
 
-fn write(p: &Path, s: &str, private: bool) -> Result<(), IdentityError> {
+/// Writes a PEM file, creating its folder; `private` files are readable by the owner only.
+pub fn write_pem(p: &Path, s: &str, private: bool) -> Result<(), IdentityError> {
     let io = |source| IdentityError::Io {
         path: p.to_path_buf(),
         source,
@@ -395,8 +404,8 @@ impl OrgCa {
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
-        write(&dir.join("ca.pem"), &self.cert_pem(), false)?;
-        write(&dir.join("ca-key.pem"), &self.key.serialize_pem(), true)
+        write_pem(&dir.join("ca.pem"), &self.cert_pem(), false)?;
+        write_pem(&dir.join("ca-key.pem"), &self.key.serialize_pem(), true)
     }
 
     pub fn cert_pem(&self) -> String {
@@ -521,9 +530,7 @@ impl OrgCa {
         let dir = org_dir
             .join(id.info.role.folder())
             .join(&id.info.common_name);
-        write(&dir.join("cert.pem"), &id.cert_pem(), false)?;
-        write(&dir.join("key.pem"), &id.key_pem(), true)?;
-        write(&dir.join("ca.pem"), &self.cert_pem(), false)
+        id.save(&dir, &self.cert_pem())
     }
 
     /// Issues an identity and writes `cert.pem`, `key.pem` and the CA's `ca.pem` into

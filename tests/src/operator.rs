@@ -107,14 +107,17 @@ impl Drop for Operator {
     }
 }
 
+/// The body of a successful GET, from a thread outside any async runtime (the operator
+/// steps run on blocking threads).
 pub fn http_get(url: &str) -> Option<String> {
-    let out = Command::new("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    match rt.block_on(crate::http::get(url)) {
+        Ok((200, body)) => Some(String::from_utf8_lossy(&body).into_owned()),
+        _ => None,
+    }
 }
 
 pub fn get_json(cp: &ControlPlane, args: &[&str]) -> Value {

@@ -8,15 +8,17 @@ use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tally_client::profile::{
     ProfileChannel, ProfileIdentity, ProfileNode, ProfileOrg, PROFILE_VERSION,
 };
 use tally_client::Profile;
+use tally_operator::cluster::{self, secret_text};
 use tally_operator::crd::channel::Channel;
-use tally_operator::crd::consortium::{CaMode, Consortium};
+use tally_operator::crd::consortium::Consortium;
 use tally_operator::crd::peer::Peer;
 use tally_operator::planner::{headless_service, ADMIN_PORT, API_PORT};
+use tally_protocol::identity::write_pem;
 use tally_protocol::{Identity, Role};
 
 #[derive(Subcommand, Debug)]
@@ -50,43 +52,11 @@ pub async fn run(ctx: &Ctx, cmd: ProfileCmd) -> Result<()> {
     }
 }
 
-async fn client(path: &Option<PathBuf>) -> Result<kube::Client> {
-    let config = match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
-        }
-        None => kube::Config::infer().await.context("no kubeconfig found")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-fn text(s: &Secret, key: &str) -> Option<String> {
-    s.data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-}
-
-fn write(path: &Path, body: &str, secret: bool) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
-}
-
 async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     let Some(dir) = ctx.data_dir.clone() else {
         bail!("profile export writes into --data-dir DIR: name the folder");
     };
-    let kube = client(&a.kubeconfig).await?;
+    let kube = cluster::client(a.kubeconfig.as_deref()).await?;
     let ns = a.namespace.as_str();
     let cons: Consortium = Api::namespaced(kube.clone(), ns)
         .get_opt(&a.consortium)
@@ -112,28 +82,26 @@ async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut orgs = Vec::new();
     for o in &cons.spec.organizations {
-        let ca_name = match (o.ca.mode, &o.ca.secret_ref) {
-            (CaMode::Secret, Some(r)) => r.name.clone(),
-            _ => format!("{}-{}-ca", a.consortium, o.name),
-        };
-        let ca = secrets.get_opt(&ca_name).await?.and_then(|s| text(&s, "tls.crt"))
+        let ca_name = cluster::ca_secret_name(&cons, &o.name);
+        let ca = secrets.get_opt(&ca_name).await?.and_then(|s| secret_text(&s, "tls.crt"))
             .with_context(|| format!("Secret {ns}/{ca_name} with the CA of {} is missing or has no tls.crt (is the Consortium Ready?)", o.name))?;
         let org_dir = PathBuf::from("orgs").join(&o.name);
-        write(&dir.join(org_dir.join("ca.pem")), &ca, false)?;
+        write_pem(&dir.join(org_dir.join("ca.pem")), &ca, false)?;
         let mut identities = Vec::new();
         for (name, role) in [("admin", Role::Admin), ("client", Role::Client)] {
-            let sname = format!("{}-{}-{name}", a.consortium, o.name);
+            let sname = cluster::identity_secret(&a.consortium, &o.name, name);
             // A caller who may not read an organization's identities still gets its nodes.
             let Ok(Some(s)) = secrets.get_opt(&sname).await else {
                 continue;
             };
-            let (Some(cert), Some(key)) = (text(&s, "tls.crt"), text(&s, "tls.key")) else {
+            let (Some(cert), Some(key)) = (secret_text(&s, "tls.crt"), secret_text(&s, "tls.key"))
+            else {
                 continue;
             };
-            Identity::from_pem(&cert, &key).with_context(|| format!("Secret {ns}/{sname}"))?;
+            let id =
+                Identity::from_pem(&cert, &key).with_context(|| format!("Secret {ns}/{sname}"))?;
             let id_dir = org_dir.join(role.folder()).join(name);
-            write(&dir.join(id_dir.join("cert.pem")), &cert, false)?;
-            write(&dir.join(id_dir.join("key.pem")), &key, true)?;
+            id.save(&dir.join(&id_dir), &ca)?;
             identities.push(ProfileIdentity {
                 name: name.into(),
                 role,

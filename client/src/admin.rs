@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_protocol::api::ChannelStatus;
+use tally_protocol::api::{ChannelInfo, ChannelStatus, JoinRequest};
 use tally_protocol::identity::pem_to_der;
 use tally_protocol::{ChannelConfig, Identity};
 use tokio_rustls::TlsConnector;
@@ -178,20 +178,25 @@ impl AdminClient {
         })?
     }
 
-    /// Creates the channel on the node (idempotent for the same configuration).
-    pub async fn create_channel(
+    /// Sends `body` (if any) and decodes a successful answer as `T`.
+    async fn call_json<T: serde::de::DeserializeOwned>(
         &self,
-        config: &ChannelConfig,
-    ) -> Result<ChannelStatus, ClientError> {
-        let body = serde_json::to_vec(config).map_err(|e| ClientError::Other(e.to_string()))?;
-        let (status, bytes) = self
-            .call(Method::POST, "/v1/admin/channels", Some(Bytes::from(body)))
-            .await?;
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => Some(Bytes::from(
+                serde_json::to_vec(b).map_err(|e| ClientError::Other(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let (status, bytes) = self.call(method, path, body).await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
-            url: format!("https://{}", self.addr),
+            url: format!("https://{}{path}", self.addr),
             message: format!(
                 "{e} in {}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
@@ -199,16 +204,52 @@ impl AdminClient {
         })
     }
 
+    /// Creates the channel on the node (idempotent for the same configuration).
+    pub async fn create_channel(
+        &self,
+        config: &ChannelConfig,
+    ) -> Result<ChannelStatus, ClientError> {
+        self.call_json(Method::POST, "/v1/admin/channels", Some(config))
+            .await
+    }
+
+    /// Joins the node to a channel that has changed since `genesis`; `config` is the
+    /// configuration in force (or about to be), which lists the node.
+    pub async fn join_channel(
+        &self,
+        genesis: &ChannelConfig,
+        config: &ChannelConfig,
+    ) -> Result<ChannelStatus, ClientError> {
+        let req = JoinRequest {
+            genesis: genesis.clone(),
+            config: config.clone(),
+        };
+        self.call_json(Method::POST, "/v1/admin/channels", Some(&req))
+            .await
+    }
+
+    /// The channel's genesis, the configuration in force and the node's status; `None` when
+    /// the node does not serve the channel.
+    pub async fn channel(&self, name: &str) -> Result<Option<ChannelInfo>, ClientError> {
+        let path = format!("/v1/admin/channels/{}", crate::client::percent_encode(name));
+        match self.call_json(Method::GET, &path, None::<&()>).await {
+            Ok(info) => Ok(Some(info)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks the node to hand leadership of every channel it leads to another caught-up
+    /// voter; fails with a conflict when some channel could not be handed over in time.
+    pub async fn release_leadership(&self) -> Result<serde_json::Value, ClientError> {
+        self.call_json(Method::POST, "/v1/admin/leadership/release", None::<&()>)
+            .await
+    }
+
     /// The channels the node serves with their configuration hashes, as the node reports them.
     pub async fn channels(&self) -> Result<serde_json::Value, ClientError> {
-        let (status, bytes) = self.call(Method::GET, "/v1/admin/channels", None).await?;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
-            url: format!("https://{}", self.addr),
-            message: e.to_string(),
-        })
+        self.call_json(Method::GET, "/v1/admin/channels", None::<&()>)
+            .await
     }
 }
 
@@ -283,6 +324,10 @@ mod tests {
             commit_index: 1,
             ready: true,
             config_hash: tally_protocol::Hash::ZERO,
+            config_sequence: 0,
+            member: true,
+            voters: vec![1],
+            learners: vec![],
         };
         let answer = serde_json::to_string(&status).unwrap();
         let srv = tokio::spawn(async move {

@@ -804,6 +804,11 @@ impl LocalCluster {
         self.entry(name).admin_addr()
     }
 
+    /// How channel configurations name this node (id and addresses).
+    pub fn node_ref(&self, name: &str) -> NodeRef {
+        self.entry(name).node_ref()
+    }
+
     /// The node's Raft id (the same in every channel).
     pub fn node_id(&self, name: &str) -> u64 {
         self.entry(name).id

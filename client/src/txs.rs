@@ -1,6 +1,9 @@
 //! Building and signing transactions.
 
-use tally_protocol::{Identity, Payload, ReadCheck, Signer, Transaction, TxBody, Version, Write};
+use tally_protocol::{
+    ChannelConfig, ConfigUpdate, Identity, Payload, ReadCheck, Signer, Transaction, TxBody,
+    Version, Write,
+};
 
 /// Signs a key/value transaction (puts and deletes, no read checks) with a fresh nonce and
 /// the current time. `use_cert_hash` sends the certificate's hash instead of the certificate,
@@ -46,6 +49,29 @@ pub fn sign_payload(
         payload,
     };
     Transaction::sign(body, id)
+}
+
+/// A configuration transaction replacing `current` (in force after `applied` changes) with
+/// `next`, approved by each of `approvers` (admins of member organizations) and submitted
+/// by `submitter` (an admin too).
+pub fn sign_config(
+    submitter: &Identity,
+    current: &ChannelConfig,
+    applied: u64,
+    next: ChannelConfig,
+    approvers: &[&Identity],
+) -> Transaction {
+    let mut update = ConfigUpdate::new(current, applied, next);
+    for a in approvers {
+        update.approve(a);
+    }
+    let channel = current.name.clone();
+    sign_payload(
+        submitter,
+        &channel,
+        Payload::Config(Box::new(update)),
+        false,
+    )
 }
 
 /// Signs a body as given (nonce and timestamp included), e.g. to reproduce a transaction.
@@ -119,7 +145,9 @@ mod tests {
         );
         assert_eq!(h.body.signer, Signer::CertHash(id.cert_hash));
         assert!(h.verify_signature(&h.id(), &id.info.public_key));
-        let Payload::KvWrite { reads, writes } = &h.body.payload;
+        let Payload::KvWrite { reads, writes } = &h.body.payload else {
+            panic!("a key/value payload: {:?}", h.body.payload);
+        };
         assert_eq!(reads, &vec![read_absent("k")]);
         assert_eq!(writes.len(), 1);
         let now = tally_protocol::now_ms();

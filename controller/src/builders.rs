@@ -40,6 +40,9 @@ pub struct PeerInputs<'a> {
     pub org_ca_pem: &'a str,
     /// Channels in which this Peer's nodes vote: their pods carry the quorum-budget label.
     pub consents: Vec<String>,
+    /// Pods to run: the spec's replicas, or more while departing nodes still belong to a
+    /// channel.
+    pub replicas: i32,
 }
 
 impl PeerInputs<'_> {
@@ -207,7 +210,7 @@ pub fn stateful_set(i: &PeerInputs) -> Value {
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": meta(&name, i.namespace, &i.labels(), &i.owner),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": i.replicas,
             "serviceName": headless_service(&name),
             "podManagementPolicy": "Parallel",
             "updateStrategy": {"type": "OnDelete"},
@@ -351,6 +354,7 @@ mod tests {
             version: "0.1.0".into(),
             org_ca_pem: "CA",
             consents: vec!["trade".into()],
+            replicas: p.spec.replicas,
         }
     }
 

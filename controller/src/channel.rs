@@ -1,6 +1,9 @@
 //! `Channel` → the channel created on every listed node through its admin API (mutual TLS as
 //! the node organization's admin) from the planner's genesis configuration, a budget that
-//! keeps its Raft quorum, and status read back from the nodes.
+//! keeps its Raft quorum, and status read back from the nodes. Once the channel exists, the
+//! planner's configuration is the target: a change of members, consenters or observers (a
+//! Channel edit, a Peer scaled) becomes a configuration transaction approved by the member
+//! organizations' admins, and nodes it adds join from the channel's real genesis.
 
 use crate::builders;
 use crate::context::{owner_of, Context, Error, Result, Verdict};
@@ -11,9 +14,10 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tally_client::ClientError;
 use tally_operator::crd::channel::{Channel, ChannelNodeStatus};
 use tally_operator::crd::peer::PeerRole;
+use tally_protocol::api::ChannelInfo;
+use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
 
 pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
     if ch.metadata.deletion_timestamp.is_some() {
@@ -67,28 +71,117 @@ async fn converge(
         .map(|n| (n.raft_id, n.name.as_str()))
         .collect();
 
+    // Ask every listed node what it knows of the channel.
     let mut waiting = Vec::new();
-    let mut drift = Vec::new();
-    let mut observed = Vec::new();
-    let mut leader = String::new();
-    let mut members = Vec::new();
-    for n in nodes.iter().filter(|n| n.hosted()) {
+    let mut reached = Vec::new();
+    for n in nodes.iter().copied().filter(|n| n.hosted()) {
         let Some(at) = reach::locate(ctx, &ns, n).await? else {
             waiting.push(format!("{} (no pod yet)", n.name));
             continue;
         };
         let admin = reach::admin(ctx, &w.plan, n, &at)?;
-        match admin.create_channel(genesis).await {
-            Ok(_) => {}
-            Err(ClientError::Api { status: 409, .. }) => {
-                drift.push(n.name.clone());
-            }
-            Err(e) => {
-                waiting.push(format!("{} ({e})", n.name));
-                continue;
+        match admin.channel(&name).await {
+            Ok(info) => reached.push((n, at, admin, info)),
+            Err(e) => waiting.push(format!("{} ({e})", n.name)),
+        }
+    }
+    // The node furthest along in configuration changes speaks for the channel.
+    let source = reached
+        .iter()
+        .filter_map(|(_, _, _, i)| i.as_ref())
+        .max_by_key(|i| (i.status.config_sequence, i.status.height))
+        .cloned();
+    let mut changing = None;
+    let mut rejected = None;
+    match &source {
+        None => {
+            // A new channel: every node starts from the planner's genesis.
+            for (n, _, admin, _) in &reached {
+                if let Err(e) = admin.create_channel(genesis).await {
+                    waiting.push(format!("{} ({e})", n.name));
+                }
             }
         }
-        let api = reach::api(ctx, &w.plan, n, &at)?;
+        Some(src) => {
+            let target = if genesis.hash() != src.config.hash() {
+                genesis
+            } else {
+                &src.config
+            };
+            // Nodes that the channel (or the change about to be made) adds join first, from
+            // the channel's real genesis, so they listen when the leader starts sending.
+            for (n, _, admin, info) in &reached {
+                if info.is_some() || target.node(&n.name).is_none() {
+                    continue;
+                }
+                let joined = if src.genesis.hash() == target.hash() {
+                    admin.create_channel(&src.genesis).await
+                } else {
+                    admin.join_channel(&src.genesis, target).await
+                };
+                match joined {
+                    Ok(_) => {
+                        ctx.event(
+                            ch,
+                            false,
+                            "NodeJoined",
+                            "Join",
+                            format!("{} joined channel {name}", n.name),
+                        )
+                        .await
+                    }
+                    Err(e) => waiting.push(format!("{} ({e})", n.name)),
+                }
+            }
+            if genesis.hash() != src.config.hash() {
+                match propose_change(ctx, w, &reached, src, genesis).await {
+                    Ok(seq) => {
+                        ctx.event(
+                            ch,
+                            false,
+                            "Reconfigured",
+                            "ConfigUpdate",
+                            format!(
+                                "channel {name} moved to configuration {seq}: consenters [{}], observers [{}], members [{}]",
+                                names_of(genesis.consenters.iter().map(|n| n.name.as_str())),
+                                names_of(genesis.observers.iter().map(|n| n.name.as_str())),
+                                names_of(genesis.members.iter().map(|m| m.name.as_str())),
+                            ),
+                        )
+                        .await;
+                        changing = Some(format!(
+                            "configuration {seq} committed; waiting for the nodes to apply it"
+                        ));
+                    }
+                    Err(Refused(why)) => rejected = Some(why),
+                    Err(Unreachable(why)) => waiting.push(why),
+                }
+            } else {
+                let want_voters: Vec<u64> = {
+                    let mut v: Vec<u64> = genesis.consenters.iter().map(|n| n.id).collect();
+                    v.sort_unstable();
+                    v
+                };
+                let want_learners: Vec<u64> = {
+                    let mut v: Vec<u64> = genesis.observers.iter().map(|n| n.id).collect();
+                    v.sort_unstable();
+                    v
+                };
+                if src.status.voters != want_voters || src.status.learners != want_learners {
+                    changing = Some(format!(
+                        "Raft membership is moving to the configuration: voters [{}], learners [{}] now",
+                        names_of(src.status.voters.iter().map(|i| *ids.get(i).unwrap_or(&"?"))),
+                        names_of(src.status.learners.iter().map(|i| *ids.get(i).unwrap_or(&"?"))),
+                    ));
+                }
+            }
+        }
+    }
+
+    let mut observed = Vec::new();
+    let mut leader = String::new();
+    for (n, at, _, _) in &reached {
+        let api = reach::api(ctx, &w.plan, n, at)?;
         match api.status(&name).await {
             Ok(s) => {
                 if s.leader_id != 0 {
@@ -107,11 +200,24 @@ async fn converge(
             }
             Err(e) => waiting.push(format!("{} ({e})", n.name)),
         }
-        if members.is_empty() {
-            if let Ok(cfg) = api.config(&name).await {
-                members = cfg.members.iter().map(|m| m.name.clone()).collect();
-            }
-        }
+    }
+    let members: Vec<String> = source
+        .as_ref()
+        .map(|s| s.config.members.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default();
+    if let Some(src) = &source {
+        let named = |v: &[u64]| -> Vec<String> {
+            v.iter()
+                .map(|i| {
+                    ids.get(i)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect()
+        };
+        status["configSequence"] = src.status.config_sequence.into();
+        status["voters"] = named(&src.status.voters).into();
+        status["learners"] = named(&src.status.learners).into();
     }
     let height = observed.iter().map(|o| o.height).max().unwrap_or(0);
     let mut roots: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
@@ -127,14 +233,10 @@ async fn converge(
     if !observed.is_empty() {
         status["stateRootsAgree"] = agree.into();
     }
-    Ok(if !drift.is_empty() {
-        Verdict::degraded(
-            "ConfigurationChanged",
-            format!(
-                "nodes [{}] already serve channel {name} with another configuration; changing the members or consenters of an existing channel needs a configuration transaction, which this operator version does not make yet",
-                drift.join(", ")
-            ),
-        )
+    Ok(if let Some(why) = rejected {
+        Verdict::degraded("ConfigurationRejected", why)
+    } else if let Some(what) = changing {
+        Verdict::progressing("Reconfiguring", what)
     } else if !agree {
         Verdict::degraded(
             "StateRootsDisagree",
@@ -160,3 +262,79 @@ async fn converge(
         )
     })
 }
+
+fn names_of<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    it.collect::<Vec<_>>().join(", ")
+}
+
+/// Why a configuration change was not made.
+enum ChangeFailure {
+    /// The channel refused it (its reason); trying again changes nothing.
+    Refused(String),
+    /// No node took it; try again later.
+    Unreachable(String),
+}
+use ChangeFailure::{Refused, Unreachable};
+
+/// Proposes `next` as the channel's configuration in place of `src.config`, approved by the
+/// admins of every eligible organization the operator holds a key for, through a node that
+/// serves the channel. Returns the new configuration's sequence number once committed.
+async fn propose_change(
+    ctx: &Context,
+    w: &world::World,
+    reached: &[Reached<'_>],
+    src: &ChannelInfo,
+    next: &ChannelConfig,
+) -> std::result::Result<u64, ChangeFailure> {
+    let admins: Vec<Identity> = src
+        .config
+        .admin_orgs()
+        .iter()
+        .filter_map(|o| w.plan.org(o).and_then(|p| p.admin.clone()))
+        .collect();
+    let Some(submitter) = admins.first() else {
+        return Err(Refused(format!(
+            "the operator holds no admin key of an organization that administers channel {}",
+            src.config.name
+        )));
+    };
+    let approvers: Vec<&Identity> = admins.iter().collect();
+    let tx = tally_client::txs::sign_config(
+        submitter,
+        &src.config,
+        src.status.config_sequence,
+        next.clone(),
+        &approvers,
+    );
+    let mut last = String::from("no node serves the channel");
+    for (n, at, _, info) in reached {
+        if info.is_none() {
+            continue;
+        }
+        let api = reach::api(ctx, &w.plan, n, at).map_err(|e| Unreachable(e.to_string()))?;
+        match api.submit_wait(&tx).await {
+            Ok(r) => {
+                return match r.status {
+                    TxStatus::Committed => Ok(src.status.config_sequence + 1),
+                    // Another change went first; the next reconcile starts from it.
+                    TxStatus::Rejected {
+                        code: RejectCode::ReadConflict,
+                        reason,
+                    } => Err(Unreachable(format!("configuration moved on: {reason}"))),
+                    TxStatus::Rejected { reason, .. } => Err(Refused(format!(
+                        "the channel refused the configuration change: {reason}"
+                    ))),
+                };
+            }
+            Err(e) => last = format!("{}: {e}", n.name),
+        }
+    }
+    Err(Unreachable(last))
+}
+
+type Reached<'a> = (
+    &'a tally_operator::planner::NodePlan,
+    reach::Reached,
+    tally_client::AdminClient,
+    Option<ChannelInfo>,
+);

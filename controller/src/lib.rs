@@ -159,8 +159,15 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Peer"));
-    let channels = Controller::new(api::<Channel>(c, ns), wc())
+    let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
+    let known_channels = channel_controller.store();
+    let channels = channel_controller
         .owns(api::<PodDisruptionBudget>(c, ns), wc())
+        // A Peer scaled or started changes its channels' configuration or lets a new node
+        // join: those channels act at once instead of at their next resync.
+        .watches(api::<Peer>(c, ns), wc(), move |peer| {
+            channels_of_peer(&known_channels.state(), &peer)
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| {
@@ -191,6 +198,20 @@ pub async fn run_controllers(
         )
         .for_each(log_result("Chaincode"));
     tokio::join!(consortia, peers, channels, chaincodes);
+}
+
+/// The Channels of the Peer's namespace that list it as a consenter or observer.
+fn channels_of_peer(
+    channels: &[Arc<Channel>],
+    peer: &Peer,
+) -> Vec<kube::runtime::reflector::ObjectRef<Channel>> {
+    let name = peer.metadata.name.clone().unwrap_or_default();
+    channels
+        .iter()
+        .filter(|c| c.metadata.namespace == peer.metadata.namespace)
+        .filter(|c| c.spec.consenters.contains(&name) || c.spec.observers.contains(&name))
+        .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+        .collect()
 }
 
 fn ready_of(conds: &[tally_operator::crd::common::Condition]) -> &'static str {

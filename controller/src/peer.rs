@@ -1,5 +1,7 @@
 //! `Peer` → its StatefulSet, Services, ConfigMap and node Secrets; status from the pods and
-//! the nodes; and rollouts of a new image one pod at a time.
+//! the nodes; rollouts of a new image one pod at a time, each node handing its Raft
+//! leadership over before its pod goes; and scale-down that lets a pod go only once its
+//! node has left every channel (the Channel controller makes that configuration change).
 
 use crate::builders::{self, PeerInputs};
 use crate::context::{owner_of, Context, Error, Result, Verdict};
@@ -13,6 +15,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use std::sync::Arc;
 use tally_operator::crd::peer::{NodeChannelStatus, NodeStatus, Peer, PeerRole};
+use tally_operator::planner::raft_id;
 
 pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
     if peer.metadata.deletion_timestamp.is_some() {
@@ -64,6 +67,18 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         PeerRole::Observer => Vec::new(),
     };
     let s = &ctx.settings;
+    let want = peer.spec.replicas;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let running = sts_api
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.spec.and_then(|s| s.replicas))
+        .unwrap_or(0);
+    let held = if running > want {
+        still_in_channels(ctx, w, peer, want, running).await?
+    } else {
+        Vec::new()
+    };
     let inputs = PeerInputs {
         peer,
         namespace: &ns,
@@ -80,6 +95,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         },
         org_ca_pem: &org.ca_pem,
         consents,
+        replicas: if held.is_empty() { want } else { running },
     };
     ctx.apply::<ConfigMap>(
         &ns,
@@ -105,7 +121,6 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         .apply(&ns, &name, &builders::stateful_set(&inputs))
         .await?;
 
-    let want = peer.spec.replicas;
     let sts_status = sts.status.clone().unwrap_or_default();
     let ready = sts_status.ready_replicas.unwrap_or(0);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -169,6 +184,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let verdict = if !update_rev.is_empty() && !outdated.is_empty() {
         if ready == want && !terminating && pod_list.len() as i32 == want {
             let p = outdated[0].name_any();
+            hand_over_leadership(ctx, w, &nodes, outdated[0]).await;
             pods.delete(&p, &DeleteParams::default()).await?;
             ctx.event(
                 peer,
@@ -187,10 +203,116 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
                 pod_list.len()
             ),
         )
+    } else if !held.is_empty() {
+        Verdict::progressing(
+            "LeavingChannels",
+            format!(
+                "scaling from {running} to {want} nodes once the departing nodes have left their channels: {}",
+                held.join("; ")
+            ),
+        )
     } else if ready < want {
         Verdict::progressing("Starting", format!("{ready} of {want} nodes ready"))
     } else {
         Verdict::ready("Ready", format!("{ready} of {want} nodes ready"))
     };
     Ok((verdict, (sts_status.replicas, ready, observed)))
+}
+
+/// Why the nodes beyond `want` cannot go yet: each channel of this Peer that still lists one
+/// of them in its configuration or counts it among its Raft voters and learners, as a node
+/// that stays in the channel reports it. Empty when they may go.
+async fn still_in_channels(
+    ctx: &Context,
+    w: &world::World,
+    peer: &Peer,
+    want: i32,
+    running: i32,
+) -> Result<Vec<String>> {
+    let ns = peer.namespace().unwrap_or_default();
+    let name = peer.name_any();
+    let departing: Vec<(String, u64)> = (want.max(0)..running)
+        .map(|i| {
+            let n = format!("{name}-{i}");
+            let id = raft_id(&ns, &peer.spec.consortium, &n);
+            (n, id)
+        })
+        .collect();
+    let mut held = Vec::new();
+    let channels = w
+        .resources
+        .channels
+        .iter()
+        .filter(|c| c.spec.consenters.contains(&name) || c.spec.observers.contains(&name));
+    for ch in channels {
+        let ch_name = ch.name_any();
+        let stays: Vec<_> = w
+            .plan
+            .nodes
+            .iter()
+            .filter(|n| n.hosted() && n.channels.contains(&ch_name))
+            .filter(|n| departing.iter().all(|(d, _)| d != &n.name))
+            .collect();
+        if stays.is_empty() {
+            continue; // nobody stays to remember them
+        }
+        let mut answer = None;
+        for n in stays {
+            let Some(at) = reach::locate(ctx, &ns, n).await? else {
+                continue;
+            };
+            let Ok(admin) = reach::admin(ctx, &w.plan, n, &at) else {
+                continue;
+            };
+            if let Ok(Some(info)) = admin.channel(&ch_name).await {
+                answer = Some(info);
+                break;
+            }
+        }
+        let Some(info) = answer else {
+            held.push(format!("no node of channel {ch_name} answers yet"));
+            continue;
+        };
+        let s = &info.status;
+        let listed: Vec<&str> = departing
+            .iter()
+            .filter(|(d, id)| {
+                info.config.node(d).is_some() || s.voters.contains(id) || s.learners.contains(id)
+            })
+            .map(|(d, _)| d.as_str())
+            .collect();
+        if !listed.is_empty() {
+            held.push(format!("{} still in channel {ch_name}", listed.join(", ")));
+        }
+    }
+    Ok(held)
+}
+
+/// Asks the node of `pod` to hand its Raft leaderships to other caught-up voters before the
+/// pod is deleted, so its channels do not wait out an election timeout. Best effort: the
+/// node also does this itself on SIGTERM, and Raft elects a new leader regardless.
+async fn hand_over_leadership(
+    ctx: &Context,
+    w: &world::World,
+    nodes: &[&tally_operator::planner::NodePlan],
+    pod: &Pod,
+) {
+    let pod_name = pod.name_any();
+    let Some(n) = nodes.iter().find(|n| n.name == pod_name) else {
+        return;
+    };
+    let Some(at) = reach::at_pod(n, pod) else {
+        return;
+    };
+    match reach::admin(ctx, &w.plan, n, &at) {
+        Ok(admin) => match admin.release_leadership().await {
+            Ok(v) => {
+                tracing::info!(node = %pod_name, answer = %v, "leadership handed over before restart")
+            }
+            Err(e) => {
+                tracing::warn!(node = %pod_name, error = %e, "leadership not handed over before restart")
+            }
+        },
+        Err(e) => tracing::warn!(node = %pod_name, error = %e, "cannot reach the node's admin API"),
+    }
 }

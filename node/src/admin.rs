@@ -6,6 +6,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
+use tally_protocol::api::{ChannelInfo, JoinRequest};
 use tally_protocol::identity::{CertInfo, Role};
 use tally_protocol::ChannelConfig;
 
@@ -28,9 +29,45 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
             let list: Vec<_> = node
                 .channels()
                 .iter()
-                .map(|c| serde_json::json!({"channel": c.ledger.name, "config_hash": c.ledger.config_hash, "status": c.status()}))
+                .map(|c| serde_json::json!({"channel": c.ledger.name, "config_hash": c.ledger.in_force().hash, "status": c.status()}))
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "channels": list }))
+        }
+        (Method::POST, "v1/admin/leadership/release") => {
+            let n = node.clone();
+            match tokio::task::spawn_blocking(move || {
+                n.release_leadership(std::time::Duration::from_secs(5))
+            })
+            .await
+            {
+                Ok(released) => {
+                    let status = if released.iter().any(|r| r.leading) {
+                        StatusCode::CONFLICT
+                    } else {
+                        StatusCode::OK
+                    };
+                    json(status, &serde_json::json!({ "channels": released }))
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+            }
+        }
+        (Method::GET, p) if p.starts_with("v1/admin/channels/") => {
+            let name = &p["v1/admin/channels/".len()..];
+            match node.channel(name) {
+                Some(ch) => json(
+                    StatusCode::OK,
+                    &ChannelInfo {
+                        genesis: (*ch.ledger.genesis).clone(),
+                        config: (*ch.ledger.config()).clone(),
+                        status: ch.status(),
+                    },
+                ),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("this node does not serve channel {name}"),
+                ),
+            }
         }
         (Method::POST, "v1/admin/channels") => {
             let body = match Limited::new(req.into_body(), MAX_CONFIG).collect().await {
@@ -43,19 +80,23 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                     )
                 }
             };
-            let cfg: ChannelConfig = match serde_json::from_slice(&body) {
-                Ok(c) => c,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        format!("body is not a channel configuration: {e}"),
-                    )
-                }
+            // A genesis configuration alone, or a genesis and the configuration in force.
+            let (genesis, current) = match serde_json::from_slice::<JoinRequest>(&body) {
+                Ok(j) => (j.genesis, Some(j.config)),
+                Err(_) => match serde_json::from_slice::<ChannelConfig>(&body) {
+                    Ok(c) => (c, None),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "malformed",
+                            format!("body is neither a channel configuration nor a join request with genesis and config: {e}"),
+                        )
+                    }
+                },
             };
-            let name = cfg.name.clone();
+            let name = genesis.name.clone();
             let n = node.clone();
-            let joined = tokio::task::spawn_blocking(move || n.join(cfg)).await;
+            let joined = tokio::task::spawn_blocking(move || n.join(genesis, current)).await;
             match joined {
                 Ok(Ok(Joined::Created(ch))) => {
                     tracing::info!(channel = %name, admin = %caller.subject, "channel created by admin");
@@ -65,9 +106,11 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                 Ok(Err(e @ JoinError::Conflict(_))) => {
                     error(StatusCode::CONFLICT, "conflict", e.to_string())
                 }
-                Ok(Err(e @ (JoinError::Invalid(_) | JoinError::NotListed(_)))) => {
-                    error(StatusCode::BAD_REQUEST, "invalid", e.to_string())
-                }
+                Ok(Err(
+                    e @ (JoinError::Invalid(_)
+                    | JoinError::NotListed(_)
+                    | JoinError::Mismatch { .. }),
+                )) => error(StatusCode::BAD_REQUEST, "invalid", e.to_string()),
                 Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }

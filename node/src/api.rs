@@ -173,7 +173,7 @@ async fn channel_route(
             }
         }
         (Method::GET, ["status"]) => json(StatusCode::OK, &chan.status()),
-        (Method::GET, ["config"]) => json(StatusCode::OK, &ledger.config),
+        (Method::GET, ["config"]) => json(StatusCode::OK, &*ledger.config()),
         (Method::GET, ["certs", h]) => match Hash::from_hex(h).map(|h| ledger.cert_known(&h)) {
             Ok(Ok(true)) => json(StatusCode::OK, &serde_json::json!({"known": true})),
             Ok(Ok(false)) => error(
@@ -251,7 +251,7 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let max = ledger.config.max_tx_bytes as usize;
+    let max = ledger.config().max_tx_bytes as usize;
     // JSON carries hex, twice the bytes, plus a little framing.
     let limit = if is_json { max * 2 + 64 } else { max };
     let reject = |code: RejectCode, msg: String| {

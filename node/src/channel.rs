@@ -12,16 +12,19 @@ use crate::raft_store::RaftStore;
 use crate::transport::{frame, Transport};
 use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType};
+use raft::prelude::{
+    ConfChange, ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, ConfState,
+    Entry, EntryType, Message, MessageType,
+};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use rocksdb::{WriteBatch, WriteOptions, DB};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_protocol::api::{ChannelStatus, RaftRole};
-use tally_protocol::{Hash, Receipt, RejectCode, TxStatus};
+use tally_protocol::{BatchConfig, ChannelConfig, Hash, NodeRef, Receipt, RejectCode, TxStatus};
 use tokio::sync::{broadcast, oneshot};
 use tracing::{error, info, warn};
 
@@ -34,7 +37,12 @@ const STALE: Duration = Duration::from_secs(120);
 
 pub enum Input {
     Raft(Box<Message>),
-    Submit { id: Hash, raw: Vec<u8> },
+    Submit {
+        id: Hash,
+        raw: Vec<u8>,
+    },
+    /// Hand leadership to the most up-to-date other voter, if this node leads.
+    ReleaseLeadership,
     Shutdown,
 }
 
@@ -56,6 +64,9 @@ pub struct RaftView {
     /// Highest commit index the leader has told this node about.
     pub leader_commit: u64,
     pub heard_from_leader: bool,
+    /// Raft's voters and learners as this node knows them.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
 }
 
 pub struct Channel {
@@ -63,6 +74,13 @@ pub struct Channel {
     pub node_id: u64,
     pub node_name: String,
     pub org: String,
+    /// The configuration an admin gave when this node joined an existing channel, until the
+    /// ledger's own configuration lists this node: it tells which peers to talk to and
+    /// accept before the ledger has caught up with the changes that added this node.
+    hint: RwLock<Option<Arc<ChannelConfig>>>,
+    /// Nodes that a configuration change removed, while Raft still counts them: the change
+    /// is finished (and a leaving leader hands over) by talking to them.
+    departing: RwLock<Vec<NodeRef>>,
     input: Mutex<Sender<Input>>,
     view: RwLock<RaftView>,
     pub blocks: broadcast::Sender<u64>,
@@ -79,6 +97,7 @@ impl Channel {
     pub fn status(&self) -> ChannelStatus {
         let v = self.view.read().clone();
         let tip = self.ledger.tip();
+        let in_force = self.ledger.in_force();
         ChannelStatus {
             channel: self.ledger.name.clone(),
             node: self.node_name.clone(),
@@ -100,8 +119,58 @@ impl Channel {
             applied_index: tip.applied_index,
             commit_index: v.commit,
             ready: self.is_ready(&v, tip.applied_index),
-            config_hash: self.ledger.config_hash,
+            config_hash: in_force.hash,
+            config_sequence: in_force.sequence,
+            member: self.is_member(),
+            voters: v.voters,
+            learners: v.learners,
         }
+    }
+
+    /// Whether the configuration in force (or the join hint, while catching up) lists this
+    /// node. A node that a configuration change removed stops counting for readiness.
+    pub fn is_member(&self) -> bool {
+        self.ledger.config().node(&self.node_name).is_some() || self.hint.read().is_some()
+    }
+
+    /// A node of the channel by Raft id: from the configuration in force, else the hint,
+    /// else a removed node that Raft has not let go of yet.
+    pub fn peer(&self, id: u64) -> Option<NodeRef> {
+        if let Some(n) = self.ledger.config().nodes().find(|n| n.id == id) {
+            return Some(n.clone());
+        }
+        if let Some(n) = self
+            .hint
+            .read()
+            .as_ref()
+            .and_then(|h| h.nodes().find(|n| n.id == id).cloned())
+        {
+            return Some(n);
+        }
+        let v = self.view.read();
+        if !v.voters.contains(&id) && !v.learners.contains(&id) {
+            return None;
+        }
+        self.departing.read().iter().find(|n| n.id == id).cloned()
+    }
+
+    /// Member CAs of the configuration in force and of the hint.
+    pub fn member_cas(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .ledger
+            .config()
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.ca_pem.clone()))
+            .collect();
+        if let Some(h) = self.hint.read().as_ref() {
+            out.extend(h.members.iter().map(|m| (m.name.clone(), m.ca_pem.clone())));
+        }
+        out
+    }
+
+    pub fn release_leadership(&self) {
+        let _ = self.input.lock().send(Input::ReleaseLeadership);
     }
 
     fn is_ready(&self, v: &RaftView, applied: u64) -> bool {
@@ -115,6 +184,9 @@ impl Channel {
     }
 
     pub fn ready(&self) -> Result<(), String> {
+        if !self.is_member() {
+            return Ok(());
+        }
         let v = self.view.read().clone();
         let applied = self.ledger.tip().applied_index;
         if v.leader_id == 0 {
@@ -208,25 +280,29 @@ pub struct Env {
     pub transport: Arc<Transport>,
     pub metrics: Arc<Metrics>,
     pub fsync: bool,
+    /// Called after a configuration change is applied, so the node trusts the right CAs.
+    pub on_config: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// Starts a channel's thread. The ledger must already be open (its genesis written).
 pub fn start(
     ledger: Arc<Ledger>,
-    node_id: u64,
-    node_name: &str,
-    org: &str,
+    me: &NodeRef,
+    hint: Option<Arc<ChannelConfig>>,
     env: Env,
 ) -> Result<(Arc<Channel>, std::thread::JoinHandle<()>), raft::Error> {
     let (tx, rx) = std::sync::mpsc::channel();
     let (blocks, _) = broadcast::channel(1024);
-    let cfg = &ledger.config;
-    let learner = cfg.observers.iter().any(|n| n.id == node_id);
+    let node_id = me.id;
+    let learner = ledger.config().observers.iter().any(|n| n.id == node_id);
+    let hint = hint.filter(|_| ledger.config().node(&me.name).is_none());
     let chan = Arc::new(Channel {
         ledger: ledger.clone(),
         node_id,
-        node_name: node_name.to_string(),
-        org: org.to_string(),
+        node_name: me.name.clone(),
+        org: me.org.clone(),
+        hint: RwLock::new(hint),
+        departing: RwLock::new(Vec::new()),
         input: Mutex::new(tx),
         view: RwLock::new(RaftView {
             learner,
@@ -238,9 +314,12 @@ pub fn start(
         preverified: Mutex::new(HashMap::new()),
         queued: AtomicUsize::new(0),
     });
+    // Every node, including one that joins later, starts from the genesis voters: the log
+    // holds only the changes made since, and replaying them must start where they started.
+    let genesis = &ledger.genesis;
     let initial = ConfState {
-        voters: cfg.consenters.iter().map(|n| n.id).collect(),
-        learners: cfg.observers.iter().map(|n| n.id).collect(),
+        voters: genesis.consenters.iter().map(|n| n.id).collect(),
+        learners: genesis.observers.iter().map(|n| n.id).collect(),
         ..ConfState::default()
     };
     let store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
@@ -276,6 +355,7 @@ struct Worker {
     chan: Arc<Channel>,
     raw: RawNode<RaftStore>,
     env: Env,
+    batch: BatchConfig,
     pending: Vec<(Hash, Vec<u8>)>,
     pending_bytes: usize,
     /// Transactions this node proposed that it has not yet seen in a block, with the time of
@@ -292,10 +372,12 @@ struct Worker {
 impl Worker {
     fn new(chan: Arc<Channel>, raw: RawNode<RaftStore>, env: Env) -> Worker {
         let ch = chan.ledger.name.clone();
+        let batch = chan.ledger.config().batch.clone();
         Worker {
             chan,
             raw,
             env,
+            batch,
             pending: Vec::new(),
             pending_bytes: 0,
             inflight: HashMap::new(),
@@ -308,11 +390,11 @@ impl Worker {
     }
 
     fn run(&mut self, rx: Receiver<Input>) {
-        let batch = self.chan.ledger.config.batch.clone();
-        let batch_timeout = Duration::from_millis(batch.timeout_ms as u64);
         let mut next_tick = Instant::now() + TICK;
         self.publish();
         loop {
+            let batch = self.batch.clone();
+            let batch_timeout = Duration::from_millis(batch.timeout_ms as u64);
             let now = Instant::now();
             let mut deadline = next_tick;
             if let Some(s) = self.batch_started {
@@ -342,6 +424,7 @@ impl Worker {
                 self.raw.tick();
                 next_tick = now + TICK;
                 self.requeue_lost(now);
+                self.reconcile_membership();
             }
             // Self-clocking batches: with nothing of this node's in flight a batch goes out
             // at once (one round trip of latency at low load); otherwise it grows until the
@@ -409,7 +492,121 @@ impl Worker {
                 self.pending.push((id, raw));
                 false
             }
+            Input::ReleaseLeadership => {
+                self.release_leadership();
+                false
+            }
             Input::Shutdown => true,
+        }
+    }
+
+    /// A voter other than this node that is caught up with the log, the best one first.
+    fn successor(&self, among: &BTreeSet<u64>) -> Option<u64> {
+        let r = &self.raw.raft;
+        let last = r.raft_log.last_index();
+        r.prs()
+            .iter()
+            .filter(|(id, p)| {
+                **id != self.chan.node_id
+                    && among.contains(id)
+                    && p.recent_active
+                    && p.matched + READY_SLACK >= last
+            })
+            .max_by_key(|(id, p)| (p.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
+    }
+
+    fn release_leadership(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let voters: BTreeSet<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
+        match self.successor(&voters) {
+            Some(to) => {
+                info!(channel = %self.ch, to, "handing leadership over");
+                self.raw.transfer_leader(to);
+            }
+            None => warn!(channel = %self.ch, "no caught-up voter to hand leadership to"),
+        }
+    }
+
+    /// Brings Raft's voters and learners in line with the configuration in force, on the
+    /// leader, one step per tick. New consenters join as learners and become voters once
+    /// caught up, so an added node that is slow to start never weakens the quorum; a leader
+    /// that the change removes hands leadership to a remaining voter, which finishes it.
+    fn reconcile_membership(&mut self) {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader || r.has_pending_conf() || r.lead_transferee.is_some() {
+            return;
+        }
+        let conf = r.prs().conf().to_conf_state();
+        if !conf.voters_outgoing.is_empty() {
+            return; // in a joint configuration; Raft leaves it by itself
+        }
+        let cfg = self.chan.ledger.config();
+        let want_voters: BTreeSet<u64> = cfg.consenters.iter().map(|n| n.id).collect();
+        let want_learners: BTreeSet<u64> = cfg.observers.iter().map(|n| n.id).collect();
+        let voters: BTreeSet<u64> = conf.voters.iter().copied().collect();
+        let learners: BTreeSet<u64> = conf.learners.iter().copied().collect();
+        let last = r.raft_log.last_index();
+        let caught_up = |id: u64| {
+            r.prs()
+                .get(id)
+                .is_some_and(|p| p.recent_active && p.matched + READY_SLACK >= last)
+        };
+        let change = |node_id: u64, change_type: ConfChangeType| ConfChangeSingle {
+            change_type,
+            node_id,
+            ..Default::default()
+        };
+        let mut changes = Vec::new();
+        for &id in &want_voters {
+            if learners.contains(&id) && caught_up(id) {
+                changes.push(change(id, ConfChangeType::AddNode));
+            } else if !voters.contains(&id) && !learners.contains(&id) {
+                changes.push(change(id, ConfChangeType::AddLearnerNode));
+            }
+        }
+        for &id in &want_learners {
+            if !learners.contains(&id) {
+                changes.push(change(id, ConfChangeType::AddLearnerNode));
+            }
+        }
+        for &id in voters.union(&learners) {
+            if !want_voters.contains(&id) && !want_learners.contains(&id) {
+                changes.push(change(id, ConfChangeType::RemoveNode));
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let me = self.chan.node_id;
+        if voters.contains(&me) && !want_voters.contains(&me) {
+            let stay: BTreeSet<u64> = want_voters.intersection(&voters).copied().collect();
+            self.release_leadership_to(&stay);
+            return;
+        }
+        let summary: Vec<String> = changes
+            .iter()
+            .map(|c| format!("{:?} {}", c.change_type, c.node_id))
+            .collect();
+        let cc = ConfChangeV2 {
+            changes: changes.into(),
+            transition: ConfChangeTransition::Auto,
+            ..Default::default()
+        };
+        match self.raw.propose_conf_change(vec![], cc) {
+            Ok(()) => {
+                info!(channel = %self.ch, changes = ?summary, "proposing a Raft membership change")
+            }
+            Err(e) => warn!(channel = %self.ch, error = %e, "membership change not proposed"),
+        }
+    }
+
+    fn release_leadership_to(&mut self, among: &BTreeSet<u64>) {
+        if let Some(to) = self.successor(among) {
+            info!(channel = %self.ch, to, "leaving the voters: handing leadership over first");
+            self.raw.transfer_leader(to);
         }
     }
 
@@ -503,11 +700,10 @@ impl Worker {
     }
 
     fn send(&mut self, msgs: Vec<Message>) {
-        let cfg = &self.chan.ledger.config;
         for m in msgs {
             let to = m.to;
             let is_snap = m.msg_type == MessageType::MsgSnapshot;
-            let Some(peer) = cfg.nodes().find(|n| n.id == to) else {
+            let Some(peer) = self.chan.peer(to) else {
                 warn!(channel = %self.ch, to, "message for a node that is not in the channel");
                 continue;
             };
@@ -564,6 +760,7 @@ impl Worker {
             self.raw.store().apply_snapshot(rd.snapshot(), &mut wb)?;
             self.write(wb, true)?;
             self.chan.ledger.after_restore()?;
+            self.config_changed();
             self.env
                 .metrics
                 .snapshots_applied
@@ -659,6 +856,29 @@ impl Worker {
         };
         self.write(wb, false)?;
         self.chan.ledger.commit_tip(tip.clone());
+        if let Some(next) = applied.config.clone() {
+            info!(
+                channel = %self.ch,
+                sequence = next.sequence,
+                consenters = ?next.config.consenters.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+                observers = ?next.config.observers.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+                members = ?next.config.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+                "configuration changed"
+            );
+            let before = self.chan.ledger.config();
+            {
+                let mut departing = self.chan.departing.write();
+                departing.retain(|n| next.config.node(&n.name).is_none());
+                for n in before.nodes() {
+                    if next.config.node(&n.name).is_none() && departing.iter().all(|d| d.id != n.id)
+                    {
+                        departing.push(n.clone());
+                    }
+                }
+            }
+            self.chan.ledger.install_config(next);
+            self.config_changed();
+        }
         let m = &self.env.metrics;
         let ch = [self.ch.as_str()];
         m.committed_blocks.with_label_values(&ch).inc();
@@ -720,8 +940,20 @@ impl Worker {
         Ok(())
     }
 
+    /// After the configuration in force changed (a configuration block, a snapshot).
+    fn config_changed(&mut self) {
+        let cfg = self.chan.ledger.config();
+        self.batch = cfg.batch.clone();
+        if cfg.node(&self.chan.node_name).is_some() {
+            self.chan.hint.write().take();
+        } else if self.chan.hint.read().is_none() {
+            info!(channel = %self.ch, "this node is no longer part of the channel's configuration");
+        }
+        (self.env.on_config)();
+    }
+
     fn maybe_compact(&mut self) -> Result<(), Box<dyn std::error::Error>> {
-        let interval = self.chan.ledger.config.snapshot_interval.max(1);
+        let interval = self.chan.ledger.config().snapshot_interval.max(1);
         let applied = self.chan.ledger.tip().applied_index;
         let first = self.raw.store().first_index_now();
         // Keep a tail of the log so that a follower a little behind catches up from entries.
@@ -754,6 +986,14 @@ impl Worker {
                 v.leader_commit = r.raft_log.committed;
                 v.heard_from_leader = true;
             }
+            let conf = r.prs().conf();
+            let mut voters: Vec<u64> = conf.voters().ids().iter().collect();
+            voters.sort_unstable();
+            let mut learners: Vec<u64> = conf.learners().iter().copied().collect();
+            learners.sort_unstable();
+            v.learner = learners.contains(&self.chan.node_id);
+            v.voters = voters;
+            v.learners = learners;
         }
         let m = &self.env.metrics;
         let ch = [self.ch.as_str()];

@@ -8,7 +8,10 @@ pub const LOG: u8 = b'l';
 pub const HARD_STATE: u8 = b'h';
 pub const CONF_STATE: u8 = b'f';
 pub const SNAP_META: u8 = b's';
+/// The genesis configuration.
 pub const CONFIG: u8 = b'g';
+/// The configuration in force with its sequence number; absent until the first change.
+pub const CONFIG_IN_FORCE: u8 = b'k';
 pub const BLOCK: u8 = b'B';
 pub const TX_INDEX: u8 = b'T';
 pub const STATE: u8 = b'S';
@@ -17,7 +20,16 @@ pub const CERT: u8 = b'C';
 pub const TIP: u8 = b't';
 
 /// Records that make up the ledger (what a snapshot carries), as opposed to the Raft log.
-pub const LEDGER_KINDS: [u8; 7] = [CONFIG, BLOCK, TX_INDEX, STATE, HISTORY, CERT, TIP];
+pub const LEDGER_KINDS: [u8; 8] = [
+    CONFIG,
+    CONFIG_IN_FORCE,
+    BLOCK,
+    TX_INDEX,
+    STATE,
+    HISTORY,
+    CERT,
+    TIP,
+];
 
 /// Key of the node-wide record listing a channel this node serves.
 pub fn joined(channel: &str) -> Vec<u8> {
@@ -26,6 +38,14 @@ pub fn joined(channel: &str) -> Vec<u8> {
     k
 }
 pub const JOINED_PREFIX: &[u8] = b"n/channel/";
+
+/// Key of the configuration an admin gave when this node joined a channel already changed
+/// since genesis (see `Node::join`).
+pub fn join_hint(channel: &str) -> Vec<u8> {
+    let mut k = b"n/hint/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
 
 #[derive(Clone, Debug)]
 pub struct Keys {

@@ -14,8 +14,8 @@ use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
 use tally_protocol::sig;
 use tally_protocol::state::StateDigest;
 use tally_protocol::{
-    Block, BlockHeader, ChannelConfig, Hash, Payload, RejectCode, Signer, Transaction, TxStatus,
-    Version,
+    Block, BlockHeader, ChannelConfig, ConfigUpdate, Hash, Payload, RejectCode, Signer,
+    Transaction, TxStatus, Version,
 };
 use thiserror::Error;
 
@@ -127,6 +127,52 @@ pub struct Applied {
     pub header: BlockHeader,
     pub block_hash: Hash,
     pub receipts: Vec<Receipt>,
+    /// A configuration this block installed, for [`Ledger::install_config`] once written.
+    pub config: Option<InForce>,
+}
+
+/// The channel configuration in force and how many changes led to it (0: the genesis one).
+#[derive(Clone, Debug)]
+pub struct InForce {
+    pub sequence: u64,
+    pub config: Arc<ChannelConfig>,
+    pub hash: Hash,
+    cas: Arc<Vec<TrustedCa>>,
+}
+
+impl InForce {
+    fn new(sequence: u64, config: ChannelConfig) -> Result<InForce, LedgerError> {
+        let cas = config.validate().map_err(|e| corrupt("config", e))?;
+        Ok(InForce {
+            sequence,
+            hash: config.hash(),
+            config: Arc::new(config),
+            cas: Arc::new(cas),
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u64(self.sequence);
+        self.config.encode(&mut w);
+        w.into_inner()
+    }
+
+    fn decode(b: &[u8]) -> Result<InForce, LedgerError> {
+        let mut r = Reader::new(b);
+        let sequence = r.u64("config sequence").map_err(|e| corrupt("config", e))?;
+        let config = ChannelConfig::decode(&mut r).map_err(|e| corrupt("config", e))?;
+        InForce::new(sequence, config)
+    }
+}
+
+/// What one batch's transactions have done so far, for the ones after them.
+#[derive(Default)]
+struct Scratch {
+    overlay: HashMap<String, StateEntry>,
+    seen: HashSet<Hash>,
+    new_certs: HashMap<Hash, Vec<u8>>,
+    config: Option<InForce>,
 }
 
 /// A signer whose certificate chains to a member CA.
@@ -138,10 +184,13 @@ pub struct KnownSigner {
 pub struct Ledger {
     pub name: String,
     pub keys: Keys,
-    pub config: ChannelConfig,
-    pub config_hash: Hash,
+    /// The configuration the channel was created with; block 0 commits to its hash.
+    pub genesis: Arc<ChannelConfig>,
+    pub genesis_hash: Hash,
+    /// The configuration in force: the genesis one changed by every configuration
+    /// transaction applied so far. Replaced only by the channel's thread, between blocks.
+    in_force: RwLock<InForce>,
     db: Arc<DB>,
-    cas: Vec<TrustedCa>,
     tip: RwLock<Tip>,
     /// Certificates whose chain has been checked, by certificate hash, with their decoded
     /// keys. Validity in time is checked on every use, against block time.
@@ -153,7 +202,7 @@ type StateEntry = Option<(Version, Vec<u8>)>;
 impl Ledger {
     /// Opens the ledger of a channel, writing its genesis block if it has none.
     pub fn open(db: Arc<DB>, config: ChannelConfig) -> Result<Ledger, LedgerError> {
-        let cas = config.validate().map_err(|e| corrupt("config", e))?;
+        config.validate().map_err(|e| corrupt("config", e))?;
         let keys = Keys::new(&config.name);
         let config_hash = config.hash();
         let tip = match db.get(keys.kind(keys::TIP))? {
@@ -189,13 +238,17 @@ impl Ledger {
                 tip
             }
         };
+        let in_force = match db.get(keys.kind(keys::CONFIG_IN_FORCE))? {
+            Some(b) => InForce::decode(&b)?,
+            None => InForce::new(0, config.clone())?,
+        };
         Ok(Ledger {
             name: config.name.clone(),
             keys,
-            config,
-            config_hash,
+            genesis: Arc::new(config),
+            genesis_hash: config_hash,
+            in_force: RwLock::new(in_force),
             db,
-            cas,
             tip: RwLock::new(tip),
             verified_certs: RwLock::new(HashMap::new()),
         })
@@ -203,6 +256,31 @@ impl Ledger {
 
     pub fn tip(&self) -> Tip {
         self.tip.read().clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ChannelConfig> {
+        self.in_force.read().config.clone()
+    }
+
+    pub fn in_force(&self) -> InForce {
+        self.in_force.read().clone()
+    }
+
+    /// Makes a configuration that a written block installed the one in force. Signers are
+    /// checked again from here on: an organization may have left or changed its CA.
+    pub fn install_config(&self, next: InForce) {
+        *self.in_force.write() = next;
+        self.verified_certs.write().clear();
+    }
+
+    fn reload_config(&self) -> Result<(), LedgerError> {
+        let next = match self.db.get(self.keys.kind(keys::CONFIG_IN_FORCE))? {
+            Some(b) => InForce::decode(&b)?,
+            None => InForce::new(0, (*self.genesis).clone())?,
+        };
+        self.install_config(next);
+        Ok(())
     }
 
     fn reload_tip(&self) -> Result<(), LedgerError> {
@@ -249,7 +327,8 @@ impl Ledger {
             }
         };
         // Chain checks are cached without time; time is checked against `now_s` below.
-        let info = identity::verify_against(&self.cas, der, None).map_err(|e| match e {
+        let cas = self.in_force.read().cas.clone();
+        let info = identity::verify_against(&cas, der, None).map_err(|e| match e {
             IdentityError::UnknownIssuer(_) | IdentityError::BadChain(_) => (
                 RejectCode::NotMember,
                 format!("signer is not a member of channel {}: {e}", self.name),
@@ -297,12 +376,13 @@ impl Ledger {
                 ),
             ));
         }
-        if raw_len > self.config.max_tx_bytes as usize {
+        let max_tx_bytes = self.in_force.read().config.max_tx_bytes;
+        if raw_len > max_tx_bytes as usize {
             return Err((
                 RejectCode::TooLarge,
                 format!(
                     "transaction is {raw_len} bytes; channel limit is {}",
-                    self.config.max_tx_bytes
+                    max_tx_bytes
                 ),
             ));
         }
@@ -324,6 +404,17 @@ impl Ledger {
                     }
                 }
             }
+            Payload::Config(u) => {
+                if u.config.name != self.name {
+                    return Err((
+                        RejectCode::Malformed,
+                        format!(
+                            "configuration is for channel {:?}, not {:?}",
+                            u.config.name, self.name
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -334,13 +425,14 @@ impl Ledger {
         info: &CertInfo,
         now_ms: u64,
     ) -> Result<(), (RejectCode, String)> {
-        let window = self.config.tx_window_s as u64 * 1000;
+        let config = self.config();
+        let window = config.tx_window_s as u64 * 1000;
         if tx.body.timestamp_ms.abs_diff(now_ms) > window {
             return Err((
                 RejectCode::Expired,
                 format!(
                     "transaction time is more than {} s from the ledger's time",
-                    self.config.tx_window_s
+                    config.tx_window_s
                 ),
             ));
         }
@@ -350,7 +442,20 @@ impl Ledger {
                 "node certificates may not submit transactions".into(),
             ));
         }
-        if !self.config.may_write(&info.org) {
+        if let Payload::Config(_) = &tx.body.payload {
+            // Approvals decide; the submitter must still be an admin of a member.
+            if info.role != Role::Admin {
+                return Err((
+                    RejectCode::Forbidden,
+                    format!(
+                        "configuration changes are submitted by admins; {} is a {}",
+                        info.subject, info.role
+                    ),
+                ));
+            }
+            return Ok(());
+        }
+        if !config.may_write(&info.org) {
             return Err((
                 RejectCode::Forbidden,
                 format!(
@@ -401,9 +506,7 @@ impl Ledger {
         let number = tip.height;
         let ts = tip.timestamp_ms.max(proposed_ts);
         let now_s = (ts / 1000) as i64;
-        let mut overlay: HashMap<String, StateEntry> = HashMap::new();
-        let mut seen: HashSet<Hash> = HashSet::new();
-        let mut new_certs: HashMap<Hash, Vec<u8>> = HashMap::new();
+        let mut scratch = Scratch::default();
         let checked = self.verify_batch(&txs, now_s, preverified);
         let mut results = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
@@ -419,16 +522,17 @@ impl Ledger {
                 ts,
                 now_s,
                 checked[i],
-                &mut overlay,
-                &mut seen,
-                &mut new_certs,
+                &mut scratch,
                 &mut tip.digest,
                 wb,
             )?;
             results.push(status);
         }
-        for (h, der) in &new_certs {
+        for (h, der) in &scratch.new_certs {
             wb.put(self.keys.cert(&h.0), der);
+        }
+        if let Some(next) = &scratch.config {
+            wb.put(self.keys.kind(keys::CONFIG_IN_FORCE), next.encode());
         }
         let header = BlockHeader {
             channel: self.name.clone(),
@@ -473,6 +577,7 @@ impl Ledger {
                 header,
                 block_hash,
                 receipts,
+                config: scratch.config,
             },
             tip,
         )))
@@ -517,9 +622,7 @@ impl Ledger {
         block_ts: u64,
         now_s: i64,
         signature_checked: bool,
-        overlay: &mut HashMap<String, StateEntry>,
-        seen: &mut HashSet<Hash>,
-        new_certs: &mut HashMap<Hash, Vec<u8>>,
+        scratch: &mut Scratch,
         digest: &mut StateDigest,
         wb: &mut WriteBatch,
     ) -> Result<TxStatus, LedgerError> {
@@ -528,7 +631,8 @@ impl Ledger {
         if let Err(e) = self.static_checks(tx, otx.raw.len()) {
             return Ok(reject(e));
         }
-        let (signer, full_cert) = match self.signer_info(&tx.body.signer, now_s, new_certs) {
+        let (signer, full_cert) = match self.signer_info(&tx.body.signer, now_s, &scratch.new_certs)
+        {
             Ok(x) => x,
             Err(e) => return Ok(reject(e)),
         };
@@ -540,25 +644,31 @@ impl Ledger {
             )));
         }
         // The transaction is authentic from here on; a second copy of it is a replay.
-        if seen.contains(&otx.id) || self.tx_seen(&otx.id)? {
+        if scratch.seen.contains(&otx.id) || self.tx_seen(&otx.id)? {
             return Ok(reject((
                 RejectCode::Duplicate,
                 "transaction was already ordered".into(),
             )));
         }
-        seen.insert(otx.id);
+        scratch.seen.insert(otx.id);
         let mut idx = Writer::with_capacity(12);
         version.encode(&mut idx);
         wb.put(self.keys.tx(&otx.id.0), idx.into_inner());
         if let (Some(h), Signer::Certificate(der)) = (full_cert, &tx.body.signer) {
-            if !new_certs.contains_key(&h) && self.db.get_pinned(self.keys.cert(&h.0))?.is_none() {
-                new_certs.insert(h, der.clone());
+            if !scratch.new_certs.contains_key(&h)
+                && self.db.get_pinned(self.keys.cert(&h.0))?.is_none()
+            {
+                scratch.new_certs.insert(h, der.clone());
             }
         }
         if let Err(e) = self.policy_checks(tx, info, block_ts) {
             return Ok(reject(e));
         }
-        let Payload::KvWrite { reads, writes } = &tx.body.payload;
+        let (reads, writes) = match &tx.body.payload {
+            Payload::KvWrite { reads, writes } => (reads, writes),
+            Payload::Config(update) => return Ok(self.apply_config(update, now_s, scratch)),
+        };
+        let overlay = &mut scratch.overlay;
         for r in reads {
             let current = self.read_state(&r.key, overlay)?.map(|(v, _)| v);
             if current != r.version {
@@ -601,6 +711,36 @@ impl Ledger {
             );
         }
         Ok(TxStatus::Committed)
+    }
+
+    /// Checks a configuration update against the configuration in force (or the one an
+    /// earlier transaction of the same block installs) and, when it holds, makes it the
+    /// block's new configuration.
+    fn apply_config(&self, update: &ConfigUpdate, now_s: i64, scratch: &mut Scratch) -> TxStatus {
+        let current = scratch.config.clone().unwrap_or_else(|| self.in_force());
+        if let Err(e) = update.check(&current.config, current.sequence, &current.cas, now_s) {
+            let code = match e {
+                tally_protocol::UpdateError::StaleSequence { .. }
+                | tally_protocol::UpdateError::StaleBase { .. } => RejectCode::ReadConflict,
+                tally_protocol::UpdateError::BadApproval { .. }
+                | tally_protocol::UpdateError::NotEnoughApprovals { .. } => RejectCode::Forbidden,
+                _ => RejectCode::Malformed,
+            };
+            return TxStatus::Rejected {
+                code,
+                reason: e.to_string(),
+            };
+        }
+        match InForce::new(update.sequence, update.config.clone()) {
+            Ok(next) => {
+                scratch.config = Some(next);
+                TxStatus::Committed
+            }
+            Err(e) => TxStatus::Rejected {
+                code: RejectCode::Malformed,
+                reason: e.to_string(),
+            },
+        }
     }
 
     pub fn write_tip(&self, tip: &Tip, wb: &mut WriteBatch) {
@@ -780,7 +920,7 @@ impl Ledger {
     }
 
     pub fn after_restore(&self) -> Result<(), LedgerError> {
-        self.verified_certs.write().clear();
+        self.reload_config()?;
         self.reload_tip()
     }
 

@@ -118,7 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         for cfg in genesis {
             let name = cfg.name.clone();
             let n = node.clone();
-            tokio::task::spawn_blocking(move || n.join(cfg))
+            tokio::task::spawn_blocking(move || n.join(cfg, None))
                 .await?
                 .with_context(|| format!("joining channel {name}"))?;
         }
@@ -132,6 +132,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: stopping"),
             _ = tokio::signal::ctrl_c() => info!("interrupt: stopping"),
+        }
+        // Hand leadership over while the peer links still work, so the channels this node
+        // leads elect nobody and lose no time to an election timeout.
+        let n = node.clone();
+        let released = tokio::task::spawn_blocking(move || {
+            n.release_leadership(std::time::Duration::from_secs(2))
+        })
+        .await?;
+        for r in released {
+            info!(channel = %r.channel, still_leading = r.leading, leader = r.leader_id, "leadership handed over before stopping");
         }
         let _ = stop_tx.send(true);
         let _ = server.await;

@@ -10,7 +10,8 @@ use raft::prelude::Message;
 use rocksdb::{Options, DB};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 use tally_protocol::identity::{CertInfo, TrustedCa};
 use tally_protocol::{ChannelConfig, Decode, Encode, Identity};
 use thiserror::Error;
@@ -22,6 +23,8 @@ pub enum JoinError {
     Invalid(String),
     #[error("this node ({0}) is not listed as a consenter or observer of the channel")]
     NotListed(String),
+    #[error("the configuration in force is for channel {got}, not {want}")]
+    Mismatch { want: String, got: String },
     #[error("channel {0} already exists here with a different configuration")]
     Conflict(String),
     #[error("storage: {0}")]
@@ -47,6 +50,17 @@ pub struct Node {
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     join_lock: Mutex<()>,
+    /// Itself, for the channels' configuration callbacks.
+    me: Weak<Node>,
+}
+
+/// Where a node stands on each channel after a request to hand leadership over.
+#[derive(Debug, serde::Serialize)]
+pub struct Released {
+    pub channel: String,
+    /// Whether this node still leads the channel.
+    pub leading: bool,
+    pub leader_id: u64,
 }
 
 impl Node {
@@ -80,7 +94,9 @@ impl Node {
             &identity.info.org,
         ));
         let transport = Arc::new(Transport::new(identity.clone(), runtime, metrics.clone()));
-        let node = Arc::new(Node {
+        let verifier = crate::verifier::Verifier::start()?;
+        let node = Arc::new_cyclic(|me| Node {
+            me: me.clone(),
             name: identity.info.subject_cn(),
             org: identity.info.org.clone(),
             identity,
@@ -89,7 +105,7 @@ impl Node {
             transport,
             metrics,
             fsync,
-            verifier: crate::verifier::Verifier::start()?,
+            verifier,
             channels: RwLock::new(BTreeMap::new()),
             threads: Mutex::new(Vec::new()),
             join_lock: Mutex::new(()),
@@ -100,12 +116,25 @@ impl Node {
             if !k.starts_with(crate::keys::JOINED_PREFIX) {
                 break;
             }
-            configs.push(ChannelConfig::from_bytes(&v)?);
+            let genesis = ChannelConfig::from_bytes(&v)?;
+            let hint = match node.db.get(crate::keys::join_hint(&genesis.name))? {
+                Some(b) => Some(ChannelConfig::from_bytes(&b)?),
+                None => None,
+            };
+            configs.push((genesis, hint));
         }
-        for cfg in configs {
-            info!(channel = %cfg.name, "resuming channel");
-            node.start_channel(cfg)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (genesis, hint) in configs {
+            let name = genesis.name.clone();
+            info!(channel = %name, "resuming channel");
+            match node.start_channel(genesis, hint) {
+                Ok(_) => {}
+                // A configuration change took this node out of the channel: its data stays,
+                // and an admin can add it back.
+                Err(JoinError::NotListed(_)) => {
+                    info!(channel = %name, "not resuming: this node is no longer part of the channel")
+                }
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            }
         }
         Ok(node)
     }
@@ -118,31 +147,71 @@ impl Node {
         self.channels.read().values().cloned().collect()
     }
 
-    /// Creates or joins a channel from its genesis configuration.
-    pub fn join(&self, cfg: ChannelConfig) -> Result<Joined, JoinError> {
+    /// Creates or joins a channel from its genesis configuration. A node joining a channel
+    /// that has changed since genesis also gets `current`, the configuration in force that
+    /// lists it; it replays the ledger from genesis and reaches that configuration itself.
+    pub fn join(
+        &self,
+        genesis: ChannelConfig,
+        current: Option<ChannelConfig>,
+    ) -> Result<Joined, JoinError> {
         let _g = self.join_lock.lock();
-        cfg.validate()
+        genesis
+            .validate()
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
-        if let Some(existing) = self.channel(&cfg.name) {
-            if existing.ledger.config_hash == cfg.hash() {
+        if let Some(c) = &current {
+            c.validate()
+                .map_err(|e| JoinError::Invalid(e.to_string()))?;
+            if c.name != genesis.name {
+                return Err(JoinError::Mismatch {
+                    want: genesis.name.clone(),
+                    got: c.name.clone(),
+                });
+            }
+        }
+        let current = current.filter(|c| c.hash() != genesis.hash());
+        if let Some(existing) = self.channel(&genesis.name) {
+            if existing.ledger.genesis_hash == genesis.hash() {
                 return Ok(Joined::Existing(existing));
             }
-            return Err(JoinError::Conflict(cfg.name.clone()));
+            return Err(JoinError::Conflict(genesis.name.clone()));
         }
-        if cfg.node(&self.name).is_none() {
+        if current
+            .as_ref()
+            .unwrap_or(&genesis)
+            .node(&self.name)
+            .is_none()
+        {
             return Err(JoinError::NotListed(self.name.clone()));
         }
+        let mut wb = rocksdb::WriteBatch::default();
+        wb.put(crate::keys::joined(&genesis.name), genesis.to_bytes());
+        match &current {
+            Some(c) => wb.put(crate::keys::join_hint(&genesis.name), c.to_bytes()),
+            None => wb.delete(crate::keys::join_hint(&genesis.name)),
+        }
         self.db
-            .put(crate::keys::joined(&cfg.name), cfg.to_bytes())
+            .write(wb)
             .map_err(|e| JoinError::Storage(e.to_string()))?;
-        let ch = self.start_channel(cfg)?;
+        let ch = self.start_channel(genesis, current)?;
         Ok(Joined::Created(ch))
     }
 
-    fn start_channel(&self, cfg: ChannelConfig) -> Result<Arc<Channel>, JoinError> {
-        let me = cfg
+    fn start_channel(
+        &self,
+        genesis: ChannelConfig,
+        hint: Option<ChannelConfig>,
+    ) -> Result<Arc<Channel>, JoinError> {
+        let ledger = Arc::new(
+            Ledger::open(self.db.clone(), genesis)
+                .map_err(|e| JoinError::Storage(e.to_string()))?,
+        );
+        let hint = hint.map(Arc::new);
+        let me = ledger
+            .config()
             .node(&self.name)
             .cloned()
+            .or_else(|| hint.as_ref().and_then(|h| h.node(&self.name).cloned()))
             .ok_or_else(|| JoinError::NotListed(self.name.clone()))?;
         if me.org != self.org {
             return Err(JoinError::Invalid(format!(
@@ -150,16 +219,21 @@ impl Node {
                 self.name, me.org, self.org
             )));
         }
-        let ledger = Arc::new(
-            Ledger::open(self.db.clone(), cfg).map_err(|e| JoinError::Storage(e.to_string()))?,
-        );
+        let node = self.me.clone();
         let env = Env {
             db: self.db.clone(),
             transport: self.transport.clone(),
             metrics: self.metrics.clone(),
             fsync: self.fsync,
+            on_config: Arc::new(move || {
+                if let Some(n) = node.upgrade() {
+                    if let Err(e) = n.refresh_trust() {
+                        warn!(error = %e, "peer trust not updated after a configuration change");
+                    }
+                }
+            }),
         };
-        let (ch, handle) = channel::start(ledger, me.id, &self.name, &self.org, env)
+        let (ch, handle) = channel::start(ledger, &me, hint, env)
             .map_err(|e| JoinError::Storage(e.to_string()))?;
         self.channels
             .write()
@@ -174,8 +248,8 @@ impl Node {
     fn refresh_trust(&self) -> Result<(), JoinError> {
         let mut cas: HashMap<Vec<u8>, ()> = HashMap::new();
         for ch in self.channels.read().values() {
-            for m in &ch.ledger.config.members {
-                if let Ok(ca) = TrustedCa::from_pem(&m.name, &m.ca_pem) {
+            for (org, pem) in ch.member_cas() {
+                if let Ok(ca) = TrustedCa::from_pem(&org, &pem) {
                     cas.insert(ca.der, ());
                 }
             }
@@ -196,16 +270,46 @@ impl Node {
             warn!(channel, "undecodable raft message from a peer");
             return;
         };
-        let allowed = ch
-            .ledger
-            .config
-            .nodes()
-            .any(|n| n.id == msg.from && n.org == sender.org);
+        let allowed = ch.peer(msg.from).is_some_and(|n| n.org == sender.org);
         if allowed {
             ch.deliver(msg);
         } else {
-            warn!(channel, from = msg.from, org = %sender.org, "raft message from a node not in the channel for that organization");
+            // A node that a configuration change removed keeps asking for votes until it is
+            // stopped; that is expected and not worth a warning each time.
+            tracing::debug!(channel, from = msg.from, org = %sender.org, "raft message from a node not in the channel for that organization");
         }
+    }
+
+    /// Asks every channel this node leads to hand leadership to another caught-up voter,
+    /// and waits up to `timeout` for them to do so. Used before a planned restart, so the
+    /// channel does not wait out an election timeout.
+    pub fn release_leadership(&self, timeout: Duration) -> Vec<Released> {
+        let leading = |c: &Channel| c.leader_id() == c.node_id;
+        let chans: Vec<Arc<Channel>> = self
+            .channels()
+            .into_iter()
+            .filter(|c| leading(c) && c.status().voters.len() > 1)
+            .collect();
+        let deadline = Instant::now() + timeout;
+        let mut asked = Instant::now() - Duration::from_secs(1);
+        while Instant::now() < deadline && chans.iter().any(|c| leading(c)) {
+            // A transfer Raft gives up on (the target was slow) is asked for again.
+            if asked.elapsed() >= Duration::from_millis(1000) {
+                for c in chans.iter().filter(|c| leading(c)) {
+                    c.release_leadership();
+                }
+                asked = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        chans
+            .iter()
+            .map(|c| Released {
+                channel: c.ledger.name.clone(),
+                leading: leading(c),
+                leader_id: c.leader_id(),
+            })
+            .collect()
     }
 
     pub fn ready(&self) -> Result<(), String> {

@@ -37,14 +37,14 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
     let bad = |msg: String| Refusal::new(StatusCode::BAD_REQUEST, "malformed", msg);
     let der = hex::decode(cert).map_err(|_| bad(format!("{CERT_HEADER} is not hex")))?;
     let (time_ms, signature) = read_auth::parse_auth(auth).map_err(bad)?;
-    let window_ms = u64::from(ledger.config.tx_window_s) * 1000;
+    let window_ms = u64::from(ledger.config().tx_window_s) * 1000;
     if time_ms.abs_diff(now_ms) > window_ms {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "expired",
             format!(
                 "the read was signed more than {} s from this node's time",
-                ledger.config.tx_window_s
+                ledger.config().tx_window_s
             ),
         ));
     }
@@ -68,7 +68,7 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
             "the read signature does not match the certificate and the request",
         ));
     }
-    if !ledger.config.may_read(&signer.info.org) {
+    if !ledger.config().may_read(&signer.info.org) {
         return Err(Refusal::new(
             StatusCode::FORBIDDEN,
             "forbidden",

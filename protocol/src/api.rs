@@ -48,7 +48,40 @@ pub struct ChannelStatus {
     pub applied_index: u64,
     pub commit_index: u64,
     pub ready: bool,
+    /// Hash of the configuration in force.
     pub config_hash: Hash,
+    /// How many configuration changes the channel has applied (0: the genesis one).
+    #[serde(default)]
+    pub config_sequence: u64,
+    /// Whether the configuration in force lists this node.
+    #[serde(default = "yes")]
+    pub member: bool,
+    /// Raft voters and learners, by node id, as this node knows them.
+    #[serde(default)]
+    pub voters: Vec<u64>,
+    #[serde(default)]
+    pub learners: Vec<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A channel as its node's admin API describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub genesis: crate::ChannelConfig,
+    /// The configuration in force.
+    pub config: crate::ChannelConfig,
+    pub status: ChannelStatus,
+}
+
+/// Body of a join request for a channel that changed since genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub genesis: crate::ChannelConfig,
+    /// The configuration in force, listing the joining node.
+    pub config: crate::ChannelConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Signed transactions.
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::config_update::ConfigUpdate;
 use crate::hash::{hex_bytes, hex_opt, Hash};
 use crate::identity::Identity;
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,8 @@ pub enum Payload {
         reads: Vec<ReadCheck>,
         writes: Vec<Write>,
     },
+    /// Replaces the channel's configuration; see [`crate::config_update`].
+    Config(Box<ConfigUpdate>),
 }
 
 impl Encode for Payload {
@@ -125,6 +128,10 @@ impl Encode for Payload {
                 w.u8(0);
                 w.seq(reads);
                 w.seq(writes);
+            }
+            Payload::Config(u) => {
+                w.u8(1);
+                u.encode(w);
             }
         }
     }
@@ -136,6 +143,7 @@ impl Decode for Payload {
                 reads: r.seq("reads")?,
                 writes: r.seq("writes")?,
             }),
+            1 => Ok(Payload::Config(Box::new(ConfigUpdate::decode(r)?))),
             tag => Err(DecodeError::BadTag {
                 what: "payload",
                 tag,

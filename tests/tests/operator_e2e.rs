@@ -5,8 +5,10 @@
 //! `supply-chain-finance.yaml` applied to the cluster ends with every resource Ready,
 //! transactions committed on both channels through `tallyctl` with a profile exported from
 //! the cluster, channel status that matches the nodes, a consenter pod deleted under load
-//! with nothing acknowledged lost, a version rollout one pod at a time, two operator replicas
-//! with one leading, and deletion that leaves only the retained volumes.
+//! with nothing acknowledged lost, a version rollout one pod at a time, a consenter Peer
+//! scaled up and down under load (configuration transactions, Raft learners promoted,
+//! departing nodes removed before their pods go), two operator replicas with one leading,
+//! a member added to a channel, and deletion that leaves only the retained volumes.
 //!
 //! Run alone: `scripts/test.sh --operator` (or build tally-node, tallyctl and tally-operator,
 //! then `cargo test -p tally-tests --test operator_e2e`).
@@ -383,7 +385,167 @@ fn e2e_steps(cp: &ControlPlane) {
         get(&dir, "core-enterprise", "financing", "loan-1").expect("data kept across the rollout");
     assert!(v.contains("granted"), "{v}");
 
-    // 8. Deleting the consortium first is held while peers and channels remain.
+    // 8. Scaling a consenter Peer up and down under load: each new node joins both channels
+    //    (a configuration transaction, then Raft learner to voter); scaling down removes the
+    //    departing nodes from the channels before their pods go. Nothing acknowledged is lost.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (d2, s2) = (dir.clone(), stop.clone());
+    let writer = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            let k = format!("scale-{i}");
+            if put(&d2, "bank", "receivables", &k, "v").is_ok() {
+                acked.push(k);
+            }
+            i += 1;
+        }
+        acked
+    });
+    let voters_of = |ch: &str| -> Vec<String> {
+        let c = get_json(cp, &["-n", NS, "get", "channel", ch]);
+        let mut v: Vec<String> = c["status"]["voters"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let scale = |n: u32| {
+        cp.kubectl_ok(&[
+            "-n",
+            NS,
+            "patch",
+            "peer",
+            "core-enterprise-peer",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"replicas":{n}}}}}"#),
+        ]);
+    };
+    let t = Instant::now();
+    scale(3);
+    let four = [
+        "bank-peer-0",
+        "core-enterprise-peer-0",
+        "core-enterprise-peer-1",
+        "core-enterprise-peer-2",
+    ];
+    wait_for(
+        "core-enterprise-peer-2 voting in both channels",
+        Duration::from_secs(180),
+        || {
+            for ch in ["receivables", "financing"] {
+                let v = voters_of(ch);
+                if v != four {
+                    return Err(format!("{ch} voters {v:?}"));
+                }
+            }
+            all_ready(cp)
+        },
+    );
+    eprintln!("scaled up to 3 in {:.1}s", t.elapsed().as_secs_f64());
+    let pdb = get_json(cp, &["-n", NS, "get", "pdb", "receivables-quorum"]);
+    assert_eq!(
+        pdb["spec"]["minAvailable"], 3,
+        "4 voters keep a quorum of 3"
+    );
+    let c = get_json(cp, &["-n", NS, "get", "channel", "receivables"]);
+    assert_eq!(c["status"]["configSequence"], 1, "{}", c["status"]);
+    assert_eq!(c["status"]["stateRootsAgree"], true, "{}", c["status"]);
+    let t = Instant::now();
+    scale(1);
+    wait_for(
+        "core-enterprise-peer down to one node, out of both channels",
+        Duration::from_secs(180),
+        || {
+            for ch in ["receivables", "financing"] {
+                let v = voters_of(ch);
+                if v != ["bank-peer-0", "core-enterprise-peer-0"] {
+                    return Err(format!("{ch} voters {v:?}"));
+                }
+            }
+            let pods = cp.kubectl_ok(&[
+                "-n",
+                NS,
+                "get",
+                "pods",
+                "-l",
+                "tally.dev/peer=core-enterprise-peer",
+                "-o",
+                "name",
+            ]);
+            if pods.lines().count() != 1 {
+                return Err(format!("pods {pods}"));
+            }
+            all_ready(cp)
+        },
+    );
+    eprintln!("scaled down to 1 in {:.1}s", t.elapsed().as_secs_f64());
+    let events = cp.kubectl_ok(&["-n", NS, "get", "events", "-o", "json"]);
+    assert!(
+        events.contains("Reconfigured"),
+        "configuration changes recorded as events"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().expect("writer");
+    assert!(
+        acked.len() > 3,
+        "writes acknowledged while scaling: {}",
+        acked.len()
+    );
+    export_profile(cp, &dir);
+    for k in &acked {
+        let v =
+            get(&dir, "core-enterprise", "receivables", k).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(v.contains('v'), "{k}: {v}");
+    }
+    eprintln!(
+        "{} writes acknowledged while scaling up and down, all read back",
+        acked.len()
+    );
+
+    // 9. A member added to a Channel: a configuration transaction approved by the channel's
+    //    admin organizations, after which the new member writes where it was refused.
+    let seq = |ch: &str| {
+        get_json(cp, &["-n", NS, "get", "channel", ch])["status"]["configSequence"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = seq("financing");
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "channel",
+        "financing",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"members":["core-enterprise","bank","supplier-tier2"]}}"#,
+    ]);
+    wait_for(
+        "supplier-tier2 a member of financing",
+        Duration::from_secs(60),
+        || {
+            let c = get_json(cp, &["-n", NS, "get", "channel", "financing"]);
+            let members = c["status"]["members"].to_string();
+            if seq("financing") == before + 1 && members.contains("supplier-tier2") {
+                all_ready(cp)
+            } else {
+                Err(format!("status {}", c["status"]))
+            }
+        },
+    );
+    export_profile(cp, &dir);
+    put(&dir, "supplier-tier2", "financing", "loan-2", "requested")
+        .expect("the new member writes to financing");
+
+    // 10. Deleting the consortium first is held while peers and channels remain.
     cp.kubectl_ok(&["-n", NS, "delete", "consortium", CONSORTIUM, "--wait=false"]);
     wait_for(
         "the deletion held with a message",
@@ -429,6 +591,10 @@ fn e2e_steps(cp: &ControlPlane) {
         },
     );
     let pvcs = cp.kubectl_ok(&["-n", NS, "get", "pvc", "-o", "name"]);
-    assert_eq!(pvcs.lines().count(), 4, "the retained volumes: {pvcs}");
+    assert_eq!(
+        pvcs.lines().count(),
+        5,
+        "the retained volumes, the scaled-up node's included: {pvcs}"
+    );
     drop(op2);
 }

@@ -155,13 +155,22 @@ fn print_block(b: &Block) {
             }
             None => "?".to_string(),
         };
-        let tally_protocol::Payload::KvWrite { reads, writes } = &t.body.payload;
+        let what = match &t.body.payload {
+            tally_protocol::Payload::KvWrite { reads, writes } => {
+                format!("{} writes, {} reads", writes.len(), reads.len())
+            }
+            tally_protocol::Payload::Config(u) => format!(
+                "configuration {} ({} consenters, {} observers, {} approvals)",
+                u.sequence,
+                u.config.consenters.len(),
+                u.config.observers.len(),
+                u.approvals.len()
+            ),
+        };
         println!(
-            "    {i:>4} {}  {}  {} writes, {} reads  {status}",
+            "    {i:>4} {}  {}  {what}  {status}",
             t.id(),
             signer_label(&t.body.signer),
-            writes.len(),
-            reads.len()
         );
     }
 }

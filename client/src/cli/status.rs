@@ -301,6 +301,10 @@ mod tests {
             commit_index: 1,
             ready: true,
             config_hash: Hash::ZERO,
+            config_sequence: 0,
+            member: true,
+            voters: vec![1],
+            learners: vec![],
         }
     }
 

@@ -125,6 +125,16 @@ pub struct ChannelStatus {
     /// Whether every node at the same height reports the same state root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_roots_agree: Option<bool>,
+    /// Configuration changes the channel has applied since its genesis.
+    #[serde(default)]
+    pub config_sequence: u64,
+    /// Nodes that vote in the channel's Raft group now, and those that follow it as learners.
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub voters: Vec<String>,
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub learners: Vec<String>,
     /// Each node with its height and state root.
     #[serde(default)]
     pub nodes: Vec<ChannelNodeStatus>,

@@ -1,0 +1,386 @@
+//! Configuration transactions: a channel's membership, nodes and policies change only through
+//! a transaction that carries the whole next configuration and the approvals of enough
+//! member organizations' admins. Every node checks them at apply time against the
+//! configuration in force, so a leader or a single organization cannot change a channel alone.
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::config::ChannelConfig;
+use crate::hash::{hex_bytes, Hash};
+use crate::identity::{self, Identity, Role, TrustedCa};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+/// One admin's consent to a configuration change, bound to the channel, the change's sequence
+/// number, the configuration it replaces and the one it installs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// DER of the approving admin's certificate.
+    #[serde(with = "hex_bytes")]
+    pub certificate: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    /// The number of configuration changes the channel will have made once this one applies:
+    /// an approval given for one change can never be replayed onto a later one.
+    pub sequence: u64,
+    /// Hash of the configuration this update replaces.
+    pub base: Hash,
+    pub config: ChannelConfig,
+    pub approvals: Vec<Approval>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum UpdateError {
+    #[error("the update is for sequence {got}; the channel is at configuration {current}, so the next is {}", current + 1)]
+    StaleSequence { got: u64, current: u64 },
+    #[error("the update replaces configuration {got}, but configuration {current} is in force")]
+    StaleBase { got: Hash, current: Hash },
+    #[error("the new configuration renames channel {from:?} to {to:?}")]
+    Renamed { from: String, to: String },
+    #[error("the new configuration is invalid: {0}")]
+    Invalid(String),
+    #[error("node {name} changes its Raft id from {from} to {to}; remove it and add it under a new name instead")]
+    IdChanged { name: String, from: u64, to: u64 },
+    #[error("no consenter of the current configuration stays a consenter, so nobody could order the change")]
+    NoContinuity,
+    #[error("approval {index}: {reason}")]
+    BadApproval { index: usize, reason: String },
+    #[error("approved by {got:?}; the channel's admin policy needs {need} of {eligible:?}")]
+    NotEnoughApprovals {
+        got: Vec<String>,
+        need: usize,
+        eligible: Vec<String>,
+    },
+}
+
+impl ChannelConfig {
+    /// Organizations whose admins may approve configuration changes.
+    pub fn admin_orgs(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|o| self.policies.admins.is_empty() || self.policies.admins.contains(o))
+            .collect()
+    }
+
+    /// How many distinct admin organizations must approve a change: a majority.
+    pub fn approvals_needed(&self) -> usize {
+        self.admin_orgs().len() / 2 + 1
+    }
+}
+
+impl ConfigUpdate {
+    /// An update to `next` from `current` (the configuration in force after `applied`
+    /// changes), with no approvals yet.
+    pub fn new(current: &ChannelConfig, applied: u64, next: ChannelConfig) -> ConfigUpdate {
+        ConfigUpdate {
+            sequence: applied + 1,
+            base: current.hash(),
+            config: next,
+            approvals: Vec::new(),
+        }
+    }
+
+    /// What each approving admin signs.
+    pub fn digest(&self) -> Hash {
+        Hash::tagged(
+            b"tally-config-approval",
+            &[
+                self.config.name.as_bytes(),
+                &self.sequence.to_be_bytes(),
+                &self.base.0,
+                &self.config.hash().0,
+            ],
+        )
+    }
+
+    /// Adds `admin`'s approval.
+    pub fn approve(&mut self, admin: &Identity) {
+        let signature = admin.sign(&self.digest().0).to_vec();
+        self.approvals.push(Approval {
+            certificate: admin.cert_der.clone(),
+            signature,
+        });
+    }
+
+    /// Checks the update against the configuration in force (`current`, after `applied`
+    /// changes, whose member CAs are `cas`) at time `now_s`. Deterministic, so every node
+    /// decides alike.
+    pub fn check(
+        &self,
+        current: &ChannelConfig,
+        applied: u64,
+        cas: &[TrustedCa],
+        now_s: i64,
+    ) -> Result<(), UpdateError> {
+        if self.sequence != applied + 1 {
+            return Err(UpdateError::StaleSequence {
+                got: self.sequence,
+                current: applied,
+            });
+        }
+        let current_hash = current.hash();
+        if self.base != current_hash {
+            return Err(UpdateError::StaleBase {
+                got: self.base,
+                current: current_hash,
+            });
+        }
+        let next = &self.config;
+        if next.name != current.name {
+            return Err(UpdateError::Renamed {
+                from: current.name.clone(),
+                to: next.name.clone(),
+            });
+        }
+        next.validate()
+            .map_err(|e| UpdateError::Invalid(e.to_string()))?;
+        for n in next.nodes() {
+            if let Some(old) = current.node(&n.name) {
+                if old.id != n.id {
+                    return Err(UpdateError::IdChanged {
+                        name: n.name.clone(),
+                        from: old.id,
+                        to: n.id,
+                    });
+                }
+            }
+        }
+        if !current.consenters.iter().any(|c| next.is_consenter(c.id)) {
+            return Err(UpdateError::NoContinuity);
+        }
+        let eligible = current.admin_orgs();
+        let digest = self.digest();
+        let mut approved = BTreeSet::new();
+        for (index, a) in self.approvals.iter().enumerate() {
+            let bad = |reason: String| UpdateError::BadApproval { index, reason };
+            let info = identity::verify_against(cas, &a.certificate, Some(now_s))
+                .map_err(|e| bad(format!("certificate rejected: {e}")))?;
+            if info.role != Role::Admin {
+                return Err(bad(format!(
+                    "{} is a {} certificate; only admins approve configuration changes",
+                    info.subject, info.role
+                )));
+            }
+            if !eligible.contains(&info.org) {
+                return Err(bad(format!(
+                    "organization {} is not an admin of the channel",
+                    info.org
+                )));
+            }
+            let key = crate::sig::public_key(&info.public_key)
+                .ok_or_else(|| bad("certificate key is not a valid Ed25519 key".into()))?;
+            if !crate::sig::verify(&key, &a.signature, &digest.0) {
+                return Err(bad(format!(
+                    "signature of {} does not cover this change",
+                    info.subject
+                )));
+            }
+            approved.insert(info.org);
+        }
+        let need = current.approvals_needed();
+        if approved.len() < need {
+            return Err(UpdateError::NotEnoughApprovals {
+                got: approved.into_iter().collect(),
+                need,
+                eligible,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Encode for Approval {
+    fn encode(&self, w: &mut Writer) {
+        w.bytes(&self.certificate);
+        w.bytes(&self.signature);
+    }
+}
+impl Decode for Approval {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Approval {
+            certificate: r.bytes("approval.certificate")?,
+            signature: r.bytes("approval.signature")?,
+        })
+    }
+}
+
+impl Encode for ConfigUpdate {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.sequence);
+        self.base.encode(w);
+        self.config.encode(w);
+        w.seq(&self.approvals);
+    }
+}
+impl Decode for ConfigUpdate {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ConfigUpdate {
+            sequence: r.u64("config.sequence")?,
+            base: Hash::decode(r)?,
+            config: ChannelConfig::decode(r)?,
+            approvals: r.seq("config.approvals")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{NodeRef, OrgMember};
+    use crate::identity::OrgCa;
+
+    struct Org {
+        ca: OrgCa,
+        admin: Identity,
+        client: Identity,
+    }
+
+    fn org(name: &str) -> Org {
+        let ca = OrgCa::generate(name).expect("ca");
+        let admin = ca.issue(Role::Admin, "admin", &[]).expect("admin");
+        let client = ca.issue(Role::Client, "client", &[]).expect("client");
+        Org { ca, admin, client }
+    }
+
+    fn node(id: u64, org: &str) -> NodeRef {
+        NodeRef {
+            id,
+            name: format!("{org}-n{id}"),
+            org: org.into(),
+            peer_addr: format!("127.0.0.1:{}", 7000 + id),
+            api_url: format!("http://127.0.0.1:{}", 8000 + id),
+        }
+    }
+
+    fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
+        let members = orgs
+            .iter()
+            .map(|o| OrgMember {
+                name: o.ca.org.clone(),
+                ca_pem: o.ca.cert_pem(),
+            })
+            .collect();
+        ChannelConfig::new("ch", members, consenters, vec![])
+    }
+
+    fn now() -> i64 {
+        identity::now_unix()
+    }
+
+    #[test]
+    fn a_majority_of_admin_organizations_is_needed() {
+        let (a, b, c) = (org("a"), org("b"), org("c"));
+        let current = config(&[&a, &b, &c], vec![node(1, "a"), node(2, "b")]);
+        let cas = current.validate().expect("valid");
+        let next = config(
+            &[&a, &b, &c],
+            vec![node(1, "a"), node(2, "b"), node(3, "c")],
+        );
+        let mut u = ConfigUpdate::new(&current, 0, next);
+        u.approve(&a.admin);
+        let err = u.check(&current, 0, &cas, now()).unwrap_err();
+        assert!(
+            matches!(&err, UpdateError::NotEnoughApprovals { need: 2, got, .. } if got == &["a".to_string()]),
+            "{err}"
+        );
+        // The same organization twice is still one organization.
+        u.approve(&a.admin);
+        assert!(u.check(&current, 0, &cas, now()).is_err());
+        u.approve(&b.admin);
+        u.check(&current, 0, &cas, now()).expect("a and b approve");
+    }
+
+    #[test]
+    fn approvals_are_bound_to_sequence_base_and_content() {
+        let (a, b) = (org("a"), org("b"));
+        let current = config(&[&a, &b], vec![node(1, "a")]);
+        let cas = current.validate().expect("valid");
+        let next = config(&[&a, &b], vec![node(1, "a"), node(2, "b")]);
+        let mut u = ConfigUpdate::new(&current, 4, next);
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        u.check(&current, 4, &cas, now()).expect("fresh update");
+        assert!(matches!(
+            u.check(&current, 5, &cas, now()),
+            Err(UpdateError::StaleSequence { got: 5, current: 5 })
+        ));
+        // Swapping in another configuration invalidates the signatures.
+        let mut swapped = u.clone();
+        swapped.config.consenters.push(node(3, "b"));
+        assert!(matches!(
+            swapped.check(&current, 4, &cas, now()),
+            Err(UpdateError::BadApproval { index: 0, .. })
+        ));
+        let other = config(&[&a, &b], vec![node(1, "a"), node(9, "b")]);
+        assert!(matches!(
+            u.check(&other, 4, &cas, now()),
+            Err(UpdateError::StaleBase { .. })
+        ));
+    }
+
+    #[test]
+    fn only_admins_of_eligible_members_count() {
+        let (a, b, x) = (org("a"), org("b"), org("x"));
+        let current = config(&[&a, &b], vec![node(1, "a")]);
+        let cas = current.validate().expect("valid");
+        let next = config(&[&a, &b], vec![node(1, "a"), node(2, "b")]);
+        let mut u = ConfigUpdate::new(&current, 0, next.clone());
+        u.approve(&a.client);
+        assert!(matches!(
+            u.check(&current, 0, &cas, now()),
+            Err(UpdateError::BadApproval { index: 0, ref reason }) if reason.contains("only admins")
+        ));
+        let mut u = ConfigUpdate::new(&current, 0, next);
+        u.approve(&x.admin);
+        assert!(matches!(
+            u.check(&current, 0, &cas, now()),
+            Err(UpdateError::BadApproval { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn changes_that_would_break_the_channel_are_refused() {
+        let (a, b) = (org("a"), org("b"));
+        let current = config(&[&a, &b], vec![node(1, "a")]);
+        let cas = current.validate().expect("valid");
+        let approve = |next: ChannelConfig| {
+            let mut u = ConfigUpdate::new(&current, 0, next);
+            u.approve(&a.admin);
+            u.approve(&b.admin);
+            u.check(&current, 0, &cas, now())
+        };
+        let replaced = config(&[&a, &b], vec![node(2, "b")]);
+        assert_eq!(approve(replaced), Err(UpdateError::NoContinuity));
+        let mut renumbered = config(&[&a, &b], vec![node(1, "a")]);
+        renumbered.consenters[0].id = 7;
+        assert!(matches!(
+            approve(renumbered),
+            Err(UpdateError::IdChanged { from: 1, to: 7, .. })
+        ));
+        let mut renamed = config(&[&a, &b], vec![node(1, "a")]);
+        renamed.name = "other".into();
+        assert!(matches!(approve(renamed), Err(UpdateError::Renamed { .. })));
+        let orphan = config(&[&a], vec![node(1, "a"), node(2, "b")]);
+        assert!(matches!(approve(orphan), Err(UpdateError::Invalid(_))));
+    }
+
+    #[test]
+    fn updates_round_trip() {
+        let (a, b) = (org("a"), org("b"));
+        let current = config(&[&a, &b], vec![node(1, "a")]);
+        let mut u = ConfigUpdate::new(&current, 2, config(&[&a, &b], vec![node(1, "a")]));
+        u.approve(&b.admin);
+        let back = ConfigUpdate::from_bytes(&u.to_bytes()).expect("decodes");
+        assert_eq!(back, u);
+        let json = serde_json::to_string(&u).expect("json");
+        assert_eq!(
+            serde_json::from_str::<ConfigUpdate>(&json).expect("json back"),
+            u
+        );
+    }
+}

@@ -113,6 +113,59 @@ fn export_profile(cp: &ControlPlane, dir: &Path) {
     );
 }
 
+/// Writes `<prefix>-<i>` keys to `receivables` as the bank, one after another, until told to
+/// stop; remembers which were acknowledged.
+struct Writer {
+    dir: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Writer {
+    fn start(dir: &Path, prefix: &'static str) -> Writer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (d, s) = (dir.to_path_buf(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = format!("{prefix}-{i}");
+                if put(&d, "bank", "receivables", &k, "v").is_ok() {
+                    acked.push(k);
+                }
+                i += 1;
+            }
+            acked
+        });
+        Writer {
+            dir: dir.to_path_buf(),
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops writing and reads every acknowledged key back, through a fresh profile.
+    fn finish(self, cp: &ControlPlane, during: &str) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acked = self.thread.join().expect("writer");
+        assert!(
+            acked.len() > 3,
+            "writes acknowledged {during}: {}",
+            acked.len()
+        );
+        export_profile(cp, &self.dir);
+        for k in &acked {
+            let v = get(&self.dir, "core-enterprise", "receivables", k)
+                .unwrap_or_else(|e| panic!("{k}: {e}"));
+            assert!(v.contains('v'), "{k}: {v}");
+        }
+        eprintln!(
+            "{} writes acknowledged {during}, all read back",
+            acked.len()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supply_chain_finance_end_to_end() {
     let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-e2e")).await {
@@ -285,20 +338,7 @@ fn e2e_steps(cp: &ControlPlane) {
     assert!(events.contains("CaCreated"), "CA creation events recorded");
 
     // 5. A consenter pod deleted under load: nothing acknowledged is lost.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (d2, s2) = (dir.clone(), stop.clone());
-    let writer = std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let mut i = 0;
-        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let k = format!("load-{i}");
-            if put(&d2, "bank", "receivables", &k, "v").is_ok() {
-                acked.push(k);
-            }
-            i += 1;
-        }
-        acked
-    });
+    let writer = Writer::start(&dir, "load");
     std::thread::sleep(Duration::from_secs(2));
     cp.kubectl_ok(&[
         "-n",
@@ -315,23 +355,7 @@ fn e2e_steps(cp: &ControlPlane) {
         || all_ready(cp),
     );
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().expect("writer");
-    assert!(
-        acked.len() > 3,
-        "some writes acknowledged under load: {}",
-        acked.len()
-    );
-    export_profile(cp, &dir);
-    for k in &acked {
-        let v =
-            get(&dir, "core-enterprise", "receivables", k).unwrap_or_else(|e| panic!("{k}: {e}"));
-        assert!(v.contains('v'), "{k}: {v}");
-    }
-    eprintln!(
-        "{} writes acknowledged under a pod deletion, all read back",
-        acked.len()
-    );
+    writer.finish(cp, "under a pod deletion");
 
     // 6. Operator restart: a new leader takes over and keeps converging.
     op1.stop();
@@ -388,20 +412,7 @@ fn e2e_steps(cp: &ControlPlane) {
     // 8. Scaling a consenter Peer up and down under load: each new node joins both channels
     //    (a configuration transaction, then Raft learner to voter); scaling down removes the
     //    departing nodes from the channels before their pods go. Nothing acknowledged is lost.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (d2, s2) = (dir.clone(), stop.clone());
-    let writer = std::thread::spawn(move || {
-        let mut acked = Vec::new();
-        let mut i = 0;
-        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
-            let k = format!("scale-{i}");
-            if put(&d2, "bank", "receivables", &k, "v").is_ok() {
-                acked.push(k);
-            }
-            i += 1;
-        }
-        acked
-    });
+    let writer = Writer::start(&dir, "scale");
     let voters_of = |ch: &str| -> Vec<String> {
         let c = get_json(cp, &["-n", NS, "get", "channel", ch]);
         let mut v: Vec<String> = c["status"]["voters"]
@@ -492,23 +503,7 @@ fn e2e_steps(cp: &ControlPlane) {
         "configuration changes recorded as events"
     );
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let acked = writer.join().expect("writer");
-    assert!(
-        acked.len() > 3,
-        "writes acknowledged while scaling: {}",
-        acked.len()
-    );
-    export_profile(cp, &dir);
-    for k in &acked {
-        let v =
-            get(&dir, "core-enterprise", "receivables", k).unwrap_or_else(|e| panic!("{k}: {e}"));
-        assert!(v.contains('v'), "{k}: {v}");
-    }
-    eprintln!(
-        "{} writes acknowledged while scaling up and down, all read back",
-        acked.len()
-    );
+    writer.finish(cp, "while scaling up and down");
 
     // 9. A member added to a Channel: a configuration transaction approved by the channel's
     //    admin organizations, after which the new member writes where it was refused.

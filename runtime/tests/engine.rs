@@ -539,3 +539,77 @@ fn every_abi_function_is_bound() {
     e.invoke(&m, "run", b"", &ctx(), &mut MemoryHost::new(), FUEL)
         .unwrap();
 }
+
+#[test]
+fn call_limits_are_enforced() {
+    let e = Engine::new(Limits {
+        max_args_bytes: 8,
+        max_writes: 1,
+        max_events: 1,
+        ..Limits::default()
+    });
+    let m = e.load(&funcs()).unwrap();
+    let mut h = MemoryHost::new();
+    let err = e
+        .invoke(&m, "echo", &[0; 9], &ctx(), &mut h, FUEL)
+        .unwrap_err();
+    assert_eq!(err, ExecError::ArgsTooLarge { size: 9, limit: 8 });
+    // One key written twice is one write; a second key is one too many.
+    let m2 = e
+        .load(&module(
+            r#"(func (export "two") (param i32 i32) (result i32)
+                 (call $put (i32.const 0) (i32.const 2) (i32.const 16) (i32.const 2))
+                 (call $put (i32.const 0) (i32.const 2) (i32.const 16) (i32.const 1))
+                 (call $put (i32.const 16) (i32.const 2) (i32.const 16) (i32.const 2))
+                 (i32.const 0))
+               (func (export "events") (param i32 i32) (result i32)
+                 (call $emit (i32.const 112) (i32.const 2) (i32.const 16) (i32.const 2))
+                 (call $emit (i32.const 112) (i32.const 2) (i32.const 16) (i32.const 2))
+                 (i32.const 0))"#,
+        ))
+        .unwrap();
+    let err = e.invoke(&m2, "two", b"", &ctx(), &mut h, FUEL).unwrap_err();
+    assert!(
+        matches!(err, ExecError::HostCall { call: "state_put", ref reason } if reason.contains("more than 1 keys")),
+        "{err}"
+    );
+    let err = e
+        .invoke(&m2, "events", b"", &ctx(), &mut h, FUEL)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ExecError::HostCall {
+                call: "emit_event",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(h.is_empty());
+}
+
+#[test]
+fn one_engine_serves_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Engine>();
+    shareable::<tally_runtime::Module>();
+    let e = std::sync::Arc::new(engine());
+    let m = e.load(&funcs()).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let (e, m) = (e.clone(), m.clone());
+            std::thread::spawn(move || {
+                let mut h = MemoryHost::new();
+                let arg = [i as u8; 3];
+                for _ in 0..50 {
+                    let out = e.invoke(&m, "echo", &arg, &ctx(), &mut h, FUEL).unwrap();
+                    assert_eq!(out.result, arg);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

@@ -44,18 +44,22 @@ int memcmp(const void *a, const void *b, size_t n) {
 extern uint8_t __heap_base; /* placed by wasm-ld after data and stack */
 static uintptr_t heap_top;
 
+/* Out of line: the runtime charges fuel for a whole block when it is entered, so a rarely
+ * taken path kept inside a hot function would be paid for on every call. */
+__attribute__((noinline)) static void grow_memory(uintptr_t end) {
+  uintptr_t have = __builtin_wasm_memory_size(0) * 65536u;
+  uintptr_t pages = (end - have + 65535u) / 65536u;
+  /* The runtime stops the call itself when the memory cap is reached; -1 is any other
+   * refusal, and an allocator that cannot allocate has nothing better to do than trap. */
+  if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) __builtin_trap();
+}
+
 void *tly_alloc(uint32_t n) {
   if (!heap_top) heap_top = (uintptr_t)&__heap_base;
   uintptr_t p = (heap_top + 7) & ~(uintptr_t)7;
   uintptr_t end = p + n;
   if (end < p) __builtin_trap();
-  uintptr_t have = __builtin_wasm_memory_size(0) * 65536u;
-  if (end > have) {
-    uintptr_t pages = (end - have + 65535u) / 65536u;
-    /* The runtime stops the call itself when the memory cap is reached; -1 is any other
-     * refusal, and an allocator that cannot allocate has nothing better to do than trap. */
-    if (__builtin_wasm_memory_grow(0, pages) == (size_t)-1) __builtin_trap();
-  }
+  if (end > __builtin_wasm_memory_size(0) * 65536u) grow_memory(end);
   heap_top = end;
   return (void *)p;
 }
@@ -95,14 +99,18 @@ void tly_buf_init(tly_buf *b) {
   b->len = b->cap = 0;
 }
 
-static void reserve(tly_buf *b, uint32_t more) {
-  if (b->len + more <= b->cap) return;
+/* Out of line for the same reason as grow_memory: appending a byte stays a few operators. */
+__attribute__((noinline)) static void grow_buf(tly_buf *b, uint32_t more) {
   uint32_t cap = b->cap ? b->cap * 2 : 64;
   while (cap < b->len + more) cap *= 2;
   uint8_t *p = tly_alloc(cap);
   if (b->len) memcpy(p, b->ptr, b->len);
   b->ptr = p;
   b->cap = cap;
+}
+
+static inline void reserve(tly_buf *b, uint32_t more) {
+  if (b->len + more > b->cap) grow_buf(b, more);
 }
 
 void tly_buf_bytes(tly_buf *b, tly_str s) {

@@ -263,6 +263,30 @@ fn einvoice_cancellation_is_recorded_not_erased() {
     let page = json(&c.call_str("taxbureau", "list", &["shopA", "0001"]).unwrap());
     assert_eq!(page.as_array().unwrap().len(), 1);
     assert_eq!(page[0]["number"], "0002");
+    // Across merchants, for the tax bureau only.
+    c.call_str("shopB", "issue", &["0001", "b", "5", "0", "tea"])
+        .unwrap();
+    let every = json(&c.call_str("taxbureau", "list_all", &[]).unwrap());
+    let ids: Vec<String> = every
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{}/{}",
+                i["merchant"].as_str().unwrap(),
+                i["number"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(ids, ["shopA/0001", "shopA/0002", "shopB/0001"]);
+    let rest = json(
+        &c.call_str("taxbureau", "list_all", &["shopA/0002"])
+            .unwrap(),
+    );
+    assert_eq!(rest.as_array().unwrap().len(), 1);
+    assert_eq!(rest[0]["merchant"], "shopB");
+    refused(c.call_str("employerX", "list_all", &[]), "is not a tax");
 }
 
 #[test]

@@ -554,6 +554,18 @@ fn call_limits_are_enforced() {
         .invoke(&m, "echo", &[0; 9], &ctx(), &mut h, FUEL)
         .unwrap_err();
     assert_eq!(err, ExecError::ArgsTooLarge { size: 9, limit: 8 });
+    let small = Engine::new(Limits {
+        max_result_bytes: 4,
+        ..Limits::default()
+    });
+    let m0 = small.load(&funcs()).unwrap();
+    let err = small
+        .invoke(&m0, "echo", b"12345", &ctx(), &mut h, FUEL)
+        .unwrap_err();
+    assert!(
+        matches!(err, ExecError::BadOutput(ref m) if m.contains("result is 5 bytes")),
+        "{err}"
+    );
     // One key written twice is one write; a second key is one too many.
     let m2 = e
         .load(&module(

@@ -249,3 +249,35 @@ TALLY_FN(list) {
   tly_json_close(&out, ']');
   tly_return(tly_buf_str(&out));
 }
+
+/* list_all([after]): up to 100 invoices of every merchant, ordered by merchant then number,
+ * after `after` ("<merchant>/<number>"); for the tax bureau only. */
+TALLY_FN(list_all) {
+  if (args->count > 1) tly_fail_lit("expected [after]");
+  tly_require_role("tax", tly_caller_org());
+  tly_kv *kv;
+  uint32_t n;
+  if (args->count == 1) {
+    tly_buf start;
+    tly_buf_init(&start);
+    tly_buf_lit(&start, "inv/");
+    tly_buf_bytes(&start, tly_field(args, 0));
+    tly_buf_byte(&start, 0); /* just after `after` */
+    n = tly_range(tly_buf_str(&start), TLY_LIT("inv0"), 100, &kv); /* '0' follows '/' */
+  } else {
+    n = tly_prefix(TLY_LIT("inv/"), 100, &kv);
+  }
+  tly_buf out;
+  tly_buf_init(&out);
+  tly_json_open(&out, '[');
+  for (uint32_t i = 0; i < n; i++) {
+    tly_fields f;
+    if (tly_fields_decode(kv[i].value, &f) || f.count != F_COUNT)
+      tly_fail_lit("corrupt invoice record");
+    invoice inv;
+    for (int j = 0; j < F_COUNT; j++) inv.f[j] = f.items[j];
+    invoice_json(&out, &inv);
+  }
+  tly_json_close(&out, ']');
+  tly_return(tly_buf_str(&out));
+}

@@ -167,6 +167,7 @@ impl Engine {
             cache.modules.remove(&oldest);
             cache.stats.evictions += 1;
         }
+        cache.tick += 1;
         let tick = cache.tick;
         cache.modules.insert(hash, (module.clone(), tick));
         Ok(module)
@@ -208,6 +209,12 @@ impl Engine {
     ) -> Result<Outcome, ExecError> {
         if !module.info.has_function(function) {
             return Err(ExecError::NoSuchFunction(function.to_string()));
+        }
+        // wasmi panics on a module compiled by another engine; refuse it instead.
+        if !wasmi::Engine::same(module.inner.engine(), &self.wasm) {
+            return Err(ExecError::Instantiate(
+                "the module was loaded by another engine".into(),
+            ));
         }
         if !valid_chaincode_name(&ctx.chaincode) {
             return Err(ExecError::Instantiate(format!(

@@ -308,6 +308,11 @@ fn limits_fail_the_call_alone() {
     );
     let err = call(&e, "bad_key", b"", &mut h).unwrap_err();
     assert!(matches!(err, ExecError::HostCall { ref reason, .. } if reason == "empty key"));
+    let other = engine().load(&funcs()).unwrap();
+    let err = e
+        .invoke(&other, "echo", b"", &ctx(), &mut h, FUEL)
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Instantiate(_)), "{err}");
     let err = call(&e, "missing", b"", &mut h).unwrap_err();
     assert_eq!(err, ExecError::NoSuchFunction("missing".into()));
     for err in [

@@ -179,8 +179,11 @@ impl<'h> CallState<'h> {
             .host
             .scan(prefix, start, end, limit.saturating_add(deletes))
             .map_err(|e| Abort::Host(e.0))?;
+        // A host that returns keys outside the bounds is buggy; dropping them keeps a
+        // contract from ever seeing another chaincode's state because of it.
         let mut merged: BTreeMap<String, (Option<Version>, Vec<u8>)> = committed
             .into_iter()
+            .filter(|(k, _, _)| k.as_str() >= start && in_range(k))
             .map(|(k, ver, v)| (k, (Some(ver), v)))
             .collect();
         for (k, w) in buffered {
@@ -369,7 +372,8 @@ fn encode_entries(ns_len: usize, entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + size);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (k, v) in entries {
-        let k = &k.as_bytes()[ns_len..];
+        // Every key passed the scan's prefix check, and the prefix starts with the namespace.
+        let k = k.as_bytes().get(ns_len..).unwrap_or_default();
         out.extend_from_slice(&(k.len() as u32).to_le_bytes());
         out.extend_from_slice(k);
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());

@@ -630,3 +630,45 @@ fn one_engine_serves_threads() {
         h.join().unwrap();
     }
 }
+
+/// A host whose scans ignore their bounds: the runtime must not pass what it returns through.
+struct LeakyHost(MemoryHost);
+
+impl StateHost for LeakyHost {
+    fn get(&mut self, key: &str) -> Result<Option<(Version, Vec<u8>)>, tally_runtime::HostError> {
+        self.0.get(key)
+    }
+    fn scan(
+        &mut self,
+        _prefix: &str,
+        _start: &str,
+        _end: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<tally_runtime::Entry>, tally_runtime::HostError> {
+        self.0.scan("", "", None, limit)
+    }
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), tally_runtime::HostError> {
+        self.0.put(key, value)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), tally_runtime::HostError> {
+        self.0.delete(key)
+    }
+}
+
+#[test]
+fn scans_stay_in_bounds_whatever_the_host_returns() {
+    let e = engine();
+    let mut h = LeakyHost(MemoryHost::new());
+    for k in ["cc~a~x", "cc~t~a/1", "cc~t~b/1", "cc~u~a/1", "z"] {
+        h.0.put(k, b"v".to_vec()).unwrap();
+    }
+    let m = e.load(&funcs()).unwrap();
+    let out = e
+        .invoke(&m, "scan_mixed", &[10], &ctx(), &mut h, FUEL)
+        .unwrap();
+    let keys: Vec<_> = decode_entries(&out.result)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(keys, ["a/1", "a/25"]);
+}

@@ -7,7 +7,7 @@ use crate::validate::{self, module_hash, ModuleInfo};
 use crate::{abi, Limits};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use wasmi::{CompilationMode, Config, Store, TrapCode};
+use wasmi::{CompilationMode, Config, EnforcedLimits, Store, TrapCode};
 
 /// A validated, compiled module, shared by every call of it.
 pub struct Module {
@@ -88,7 +88,11 @@ impl Engine {
             // reaches it; with a cache that differs between nodes, fuel (and so the outcome of
             // a call near its limit) would differ too. Compile everything up front instead.
             .compilation_mode(CompilationMode::Eager)
-            .set_max_recursion_depth(limits.max_call_depth);
+            .set_max_recursion_depth(limits.max_call_depth)
+            // Modules arrive in transactions from any member: wasmi's limits for untrusted
+            // input bound what a module can make every node's compiler do (counts of
+            // functions, globals, segments, parameters; no swarms of tiny functions).
+            .enforced_limits(EnforcedLimits::strict());
         Engine {
             wasm: wasmi::Engine::new(&config),
             limits,
@@ -108,7 +112,9 @@ impl Engine {
     /// Checks a module without keeping it: what the node runs when a definition is installed.
     pub fn validate(&self, bytes: &[u8]) -> Result<ModuleInfo, ValidationError> {
         let info = validate::check(bytes, &self.limits)?;
-        wasmi::Module::validate(&self.wasm, bytes)
+        // Compile rather than only validate: the enforced limits apply while compiling, and
+        // a module accepted here must load on every node later.
+        wasmi::Module::new(&self.wasm, bytes)
             .map_err(|e| ValidationError::Malformed(e.to_string()))?;
         Ok(info)
     }

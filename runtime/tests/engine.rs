@@ -501,6 +501,13 @@ fn validation_requires_exports_and_limits() {
         matches!(e, ValidationError::Memory(ref m) if m.contains("maximum")),
         "{e}"
     );
+    // A swarm of tiny functions is a classic way to make a compiler work hard.
+    let swarm = "(func)".repeat(2000);
+    let e = refused(&format!("{MIN} {swarm}"));
+    assert!(
+        matches!(e, ValidationError::Malformed(ref m) if m.contains("function")),
+        "{e}"
+    );
     let big = Engine::new(Limits {
         max_module_bytes: 10,
         ..Limits::default()

@@ -116,13 +116,17 @@ impl Metrics {
     }
 
     /// What a channel's Raft loop publishes besides its own gauges (called from `publish()`):
-    /// the consenter count, and every per-channel counter at zero so that rates over them are
-    /// 0 rather than absent before the first event.
+    /// the consenter count, and every per-channel counter and histogram at zero so that rates
+    /// over them are 0 rather than absent before the first event.
     pub fn publish_channel(&self, channel: &str, consenters: usize) {
         let ch = [channel];
         self.consenters
             .with_label_values(&ch)
             .set(consenters as i64);
+        // Histograms too: a series born with its first observations would show no increase
+        // over the scrape that first sees it.
+        self.commit_latency.with_label_values(&ch);
+        self.batch_size.with_label_values(&ch);
         for c in [
             &self.leader_changes,
             &self.committed_txs,

@@ -70,6 +70,15 @@ impl Metrics {
         ] {
             registry.register(c)?;
         }
+        // Every kind's series at zero from the start: a dashboard shows 0 reconciles, errors or
+        // retries rather than no data, and rates over them begin at the first scrape.
+        for kind in KINDS {
+            for result in ["ok", "error"] {
+                reconciles.with_label_values(&[kind, result]);
+            }
+            in_flight.with_label_values(&[kind]);
+            retry_queue.with_label_values(&[kind]);
+        }
         Ok(Metrics {
             registry,
             reconciles,

@@ -20,6 +20,9 @@ pub struct Query {
     pub expr: String,
     /// Grafana legend template (`{{channel}}`).
     pub legend: String,
+    /// Why this query may return nothing on a healthy consortium with traffic; `None` for
+    /// every query that must return data (tests/tests/monitoring.rs checks that).
+    pub may_be_empty: Option<&'static str>,
 }
 
 /// One panel: what it shows and how a newcomer should read it.
@@ -37,9 +40,6 @@ pub struct Panel {
     pub mappings: Vec<(i64, &'static str)>,
     /// Grid width out of 24.
     pub width: u32,
-    /// Why this panel may show nothing yet (chaincode metrics before chaincode runs); `None`
-    /// for every panel that must show data on a consortium with traffic.
-    pub may_be_empty: Option<&'static str>,
 }
 
 /// A dashboard variable that lists the values of a label.
@@ -66,6 +66,7 @@ fn q(expr: impl Into<String>, legend: &str) -> Query {
     Query {
         expr: expr.into(),
         legend: legend.to_string(),
+        may_be_empty: None,
     }
 }
 
@@ -79,13 +80,19 @@ fn panel(title: &'static str, unit: &'static str, description: &'static str) -> 
         thresholds: Vec::new(),
         mappings: Vec::new(),
         width: 12,
-        may_be_empty: None,
     }
 }
 
 impl Panel {
     fn query(mut self, expr: impl Into<String>, legend: &str) -> Panel {
         self.queries.push(q(expr, legend));
+        self
+    }
+    /// Marks the last query as one that may return nothing, and why.
+    fn may_be_empty(mut self, why: &'static str) -> Panel {
+        if let Some(q) = self.queries.last_mut() {
+            q.may_be_empty = Some(why);
+        }
         self
     }
     fn stat(mut self) -> Panel {
@@ -215,13 +222,13 @@ pub fn node() -> Dashboard {
         (2, "leader"),
         (3, "learner"),
     ];
-    let mut chaincode_time = panel("Chaincode execution time (p99)", "s", "How long one chaincode invocation takes (p99), per node. Execution is metered by fuel and bounded in memory, so a slow contract shows here before it shows in commit latency.")
+    let chaincode_time = panel("Chaincode execution time (p99)", "s", "How long one chaincode invocation takes (p99), per node. Execution is metered by fuel and bounded in memory, so a slow contract shows here before it shows in commit latency.")
         .query(format!("histogram_quantile(0.99, sum by (node, le) (rate({}[{RATE}])))", m(&format!("{CHAINCODE_EXEC_SECONDS}_bucket"), p)), "{{node}}")
+        .may_be_empty(CHAINCODE_PENDING)
         .thresholds(&[(0.1, "yellow"), (1.0, "red")]);
-    chaincode_time.may_be_empty = Some(CHAINCODE_PENDING);
-    let mut chaincode_fuel = panel("Chaincode fuel used", "none", "WebAssembly fuel (instructions, roughly) chaincode consumed per second, per node. Every node executes every transaction, so this is the ledger's compute load.")
-        .query(format!("sum by (node) (rate({}[{RATE}]))", m(CHAINCODE_FUEL, p)), "{{node}}");
-    chaincode_fuel.may_be_empty = Some(CHAINCODE_PENDING);
+    let chaincode_fuel = panel("Chaincode fuel used", "none", "WebAssembly fuel (instructions, roughly) chaincode consumed per second, per node. Every node executes every transaction, so this is the ledger's compute load.")
+        .query(format!("sum by (node) (rate({}[{RATE}]))", m(CHAINCODE_FUEL, p)), "{{node}}")
+        .may_be_empty(CHAINCODE_PENDING);
     let panels = vec![
         panel("Raft term", "none", "The Raft term per channel: it increases by one with every election. Terms that climb steadily mean elections keep happening.")
             .query(format!("max by (node, channel) ({})", m(RAFT_TERM, s)), "{{node}} {{channel}}"),
@@ -288,8 +295,10 @@ pub fn operator() -> Dashboard {
             .width(16),
         panel("Reconciles per second", "ops", "Reconciles per second by kind and result. A reconcile runs when a resource or an object it owns changes, and on a periodic resync.")
             .query(format!("sum by (kind, result) (rate({}[{RATE}]))", m(OP_RECONCILES, s)), "{{kind}} {{result}}"),
-        panel("Reconcile errors by reason", "ops", "Failed reconciles per second by kind and reason. Errors are retried with back-off; a steady rate for most reconciles of a kind is alert TallyOperatorReconcileErrors.")
-            .query(format!("sum by (kind, reason) (rate({}[{RATE}]))", m(OP_ERRORS, s)), "{{kind}} {{reason}}"),
+        panel("Reconcile errors by reason", "ops", "Failed reconciles per second by kind, and by kind and reason. Errors are retried with back-off; a steady rate for most reconciles of a kind is alert TallyOperatorReconcileErrors.")
+            .query(format!("sum by (kind) (rate({}[{RATE}]))", m(OP_RECONCILES, &format!(r#"{s},result="error""#))), "{{kind}} all errors")
+            .query(format!("sum by (kind, reason) (rate({}[{RATE}]))", m(OP_ERRORS, s)), "{{kind}} {{reason}}")
+            .may_be_empty("a reason's series exists only once a reconcile failed for it; the query above is 0 until then"),
         panel("Reconcile duration (p50, p99)", "s", "How long one reconcile takes, by kind. Reconciles that call node admin APIs take longest; seconds at p99 mean slow nodes or API server.")
             .query(format!("histogram_quantile(0.5, sum by (kind, le) (rate({}[{RATE}])))", m(&format!("{OP_DURATION}_bucket"), s)), "{{kind}} p50")
             .query(format!("histogram_quantile(0.99, sum by (kind, le) (rate({}[{RATE}])))", m(&format!("{OP_DURATION}_bucket"), s)), "{{kind}} p99")

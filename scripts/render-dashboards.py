@@ -26,7 +26,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: write files only
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.gridspec import GridSpec  # noqa: E402
 
 # Grafana unit ids used by the dashboards, as axis labels.
 UNITS = {
@@ -103,9 +102,12 @@ def main():
         variables[name] = value
 
     panels = sorted(dash["panels"], key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
-    rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(20, rows * 0.55 + 1.2), dpi=80)
-    grid = GridSpec(rows, 24, figure=fig, hspace=2.2, wspace=1.2)
+    # Rows of panels as Grafana lays them out (same y), each row 24 columns wide.
+    row_ys = sorted({p["gridPos"]["y"] for p in panels})
+    heights = [max(p["gridPos"]["h"] for p in panels if p["gridPos"]["y"] == y) for y in row_ys]
+    fig = plt.figure(figsize=(20, sum(heights) * 0.45 + 1), dpi=80, layout="constrained")
+    rows = fig.add_gridspec(len(row_ys), 1, height_ratios=heights)
+    grids = {y: rows[i].subgridspec(1, 24) for i, y in enumerate(row_ys)}
     fig.suptitle(
         f"{dash['title']}  —  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(start))} to "
         f"{time.strftime('%H:%M:%S', time.localtime(end))}  (rendered from Prometheus with matplotlib)",
@@ -113,7 +115,7 @@ def main():
     )
     for p in panels:
         g = p["gridPos"]
-        ax = fig.add_subplot(grid[g["y"] : g["y"] + g["h"], g["x"] : g["x"] + g["w"]])
+        ax = fig.add_subplot(grids[g["y"]][0, g["x"] : g["x"] + g["w"]])
         ax.set_title(p["title"], fontsize=10, loc="left")
         unit = p["fieldConfig"]["defaults"].get("unit", "none")
         series = []
@@ -135,7 +137,11 @@ def main():
                 for k, v in m.get("options", {}).items():
                     mappings[float(k)] = v["text"]
             lines = []
-            for name, _, ys in series:
+            # A stat shows the value now: series that ended before the end (a node that was
+            # killed) are not part of it.
+            for name, xs, ys in series:
+                if not xs or xs[-1] < -2 * step:
+                    continue
                 last = next((y for y in reversed(ys) if not math.isnan(y)), float("nan"))
                 shown = mappings.get(last, f"{last:g}")
                 lines.append(f"{name}: {shown}")

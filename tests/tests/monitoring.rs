@@ -578,6 +578,64 @@ fn traffic(data: &Path, phase: &str) {
     }
 }
 
+/// One writer putting a key every half second until stopped; every put must commit.
+struct Background {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Background {
+    fn start(data: &Path) -> Background {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let data = data.display().to_string();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("monitoring/background/{n}");
+                let out = tallyctl(&[
+                    "--data-dir",
+                    &data,
+                    "--org",
+                    "org2",
+                    "tx",
+                    "put",
+                    "--channel",
+                    "main",
+                    "--timeout",
+                    "60",
+                    &key,
+                    "value",
+                ]);
+                expect_ok(&out, &format!("org2 tx put {key}"));
+                n += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            n
+        });
+        Background {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the writer; how many writes committed.
+    fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(n)) => n,
+            Some(Err(_)) => panic!("the background writer failed"),
+            None => 0,
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -926,6 +984,9 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
                 .ok_or(format!("leaders {leaders:?}, alert {active:?}"))
         },
     );
+    // Writes go on while the alert's `for:` runs: the channel commits with two of its three
+    // consenters, and the picture shows it.
+    let background = Background::start(&data);
     wait_for("the leader-change panel to move", WAIT, || {
         let now = prom.values(&leader_changes).into_iter().fold(0.0, f64::max);
         (now > changes_before)
@@ -959,22 +1020,12 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
         no_leader.for_
     );
 
-    // The channel still commits with two of its three consenters.
-    let after = prom.values(&format!(
-        r#"max({}{{channel="main"}})"#,
-        names::COMMITTED_TXS
-    ));
-    traffic(&data, "after");
-    wait_for("commits after the kill reach Prometheus", WAIT, || {
-        let now = prom.values(&format!(
-            r#"max({}{{channel="main"}})"#,
-            names::COMMITTED_TXS
-        ));
-        match (after.first(), now.first()) {
-            (Some(a), Some(n)) if *n >= a + total => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    });
+    let written = background.stop();
+    assert!(
+        written > 0,
+        "no write committed after the leader was killed"
+    );
+    eprintln!("{written} writes committed while one of three consenters was down");
 
     // 8. The overview, rendered from this Prometheus.
     render_overview(&prom, &root_path, t0);

@@ -301,18 +301,36 @@ fn tallyctl(args: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start tallyctl");
+    // Read both pipes to their ends on threads, so that a chatty command never blocks.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
     let deadline = Instant::now() + CLI_DEADLINE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().expect("output");
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "tallyctl {} still runs after {CLI_DEADLINE:?}",
+                    args.join(" ")
+                );
+            }
         }
-        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
     }
-    let _ = child.kill();
-    panic!(
-        "tallyctl {} still runs after {CLI_DEADLINE:?}",
-        args.join(" ")
-    );
 }
 
 /// The pid of node `name` of the consortium in `data`, from /proc.

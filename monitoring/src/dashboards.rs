@@ -255,7 +255,7 @@ pub fn node() -> Dashboard {
         panel("Data volume free", "percentunit", "Free share of the file system that holds the node's data directory. Below 15 % and falling, or below 5 %, is alert TallyDiskFilling.")
             .query(format!("{} / {}", m(DATA_DIR_FREE, p), m(DATA_DIR_CAPACITY, p)), "{{node}}")
             .thresholds(&[(0.0, "red"), (0.05, "yellow"), (0.15, "green")]),
-        panel("Process CPU", "percentunit", "CPU the node process uses, in cores (1 = one core busy).")
+        panel("Process CPU", "percentunit", "CPU the node process uses, in cores (1 = one core busy). Signature checks, execution and RocksDB compaction take it; a node pinned at its CPU limit falls behind and answers late.")
             .query(format!("rate({}[{RATE}])", m(PROCESS_CPU, p)), "{{node}}"),
         panel("Process memory (resident)", "bytes", "Resident memory of the node process: RocksDB's caches and memtables, Raft logs in flight, and pending transactions.")
             .query(m(PROCESS_RSS, p), "{{node}}"),
@@ -477,5 +477,57 @@ impl Panel {
             "options": options,
             "targets": targets,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the issue asks of every panel: a description a newcomer understands, a unit, and
+    /// queries scoped by the dashboard's variables.
+    #[test]
+    fn every_panel_is_described_scoped_and_has_a_unit() {
+        let mut uids = std::collections::BTreeSet::new();
+        for d in all() {
+            assert!(uids.insert(d.uid), "uid {} twice", d.uid);
+            let vars: Vec<&str> = d.variables.iter().map(|v| v.name).collect();
+            assert!(
+                vars.contains(&"namespace"),
+                "{}: no namespace variable",
+                d.title
+            );
+            if d.uid != "tally-operator" {
+                for v in ["consortium", "channel"] {
+                    assert!(vars.contains(&v), "{}: no {v} variable", d.title);
+                }
+            }
+            for p in &d.panels {
+                assert!(
+                    p.description.len() > 60,
+                    "{} / {}: describe it for a newcomer",
+                    d.title,
+                    p.title
+                );
+                assert!(!p.unit.is_empty(), "{} / {}: no unit", d.title, p.title);
+                assert!(!p.queries.is_empty(), "{} / {}: no query", d.title, p.title);
+                for q in &p.queries {
+                    assert!(
+                        q.expr.contains("$namespace"),
+                        "{} / {}: {} ignores the namespace variable",
+                        d.title,
+                        p.title,
+                        q.expr
+                    );
+                    assert!(
+                        !crate::names::metrics_in(&q.expr).is_empty(),
+                        "{} / {}: {} names no Tally metric",
+                        d.title,
+                        p.title,
+                        q.expr
+                    );
+                }
+            }
+        }
     }
 }

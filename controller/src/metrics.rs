@@ -1,10 +1,16 @@
 //! The operator's own metrics: reconciles, errors and durations per kind, the resources it
-//! manages by their Ready condition, reconciles in flight, and whether this replica leads.
+//! manages by their Ready condition, reconciles in flight and waiting for a retry, and whether
+//! this replica leads. Names from `tally_monitoring::names`, which the operator dashboard and
+//! alerts are generated from.
 
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use std::time::Instant;
+use tally_monitoring::names as n;
+
+/// The kinds the operator reconciles, as its metrics' `kind` label spells them.
+pub const KINDS: [&str; 4] = ["Consortium", "Peer", "Channel", "Chaincode"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -12,6 +18,7 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub duration: HistogramVec,
     pub in_flight: IntGaugeVec,
+    pub retry_queue: IntGaugeVec,
     pub resources: IntGaugeVec,
     pub leader: IntGauge,
 }
@@ -21,52 +28,56 @@ impl Metrics {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(
             Opts::new(
-                "tally_operator_reconciles_total",
+                n::OP_RECONCILES,
                 "Reconciles by kind and result (ok, error).",
             ),
-            &["kind", "result"],
+            &[n::L_KIND, n::L_RESULT],
         )?;
         let errors = IntCounterVec::new(
-            Opts::new(
-                "tally_operator_reconcile_errors_total",
-                "Failed reconciles by kind and reason.",
-            ),
-            &["kind", "reason"],
+            Opts::new(n::OP_ERRORS, "Failed reconciles by kind and reason."),
+            &[n::L_KIND, n::L_REASON],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "tally_operator_reconcile_duration_seconds",
-                "Time one reconcile takes, by kind.",
-            )
-            .buckets(vec![
+            HistogramOpts::new(n::OP_DURATION, "Time one reconcile takes, by kind.").buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
-            &["kind"],
+            &[n::L_KIND],
         )?;
         let in_flight = IntGaugeVec::new(
+            Opts::new(n::OP_IN_FLIGHT, "Reconciles running now, by kind."),
+            &[n::L_KIND],
+        )?;
+        let retry_queue = IntGaugeVec::new(
             Opts::new(
-                "tally_operator_reconciles_in_flight",
-                "Reconciles running now, by kind.",
+                n::OP_RETRY_QUEUE,
+                "Objects whose last reconcile failed, waiting for their retry, by kind.",
             ),
-            &["kind"],
+            &[n::L_KIND],
         )?;
         let resources = IntGaugeVec::new(
-            Opts::new("tally_operator_resources", "Resources this operator manages, by kind and Ready condition (True, False, Unknown)."),
-            &["kind", "ready"],
+            Opts::new(n::OP_RESOURCES, "Resources this operator manages, by kind and Ready condition (True, False, Unknown)."),
+            &[n::L_KIND, n::L_READY],
         )?;
-        let leader = IntGauge::new(
-            "tally_operator_leader",
-            "1 while this replica holds the leader Lease.",
-        )?;
+        let leader = IntGauge::new(n::OP_LEADER, "1 while this replica holds the leader Lease.")?;
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(in_flight.clone()),
+            Box::new(retry_queue.clone()),
             Box::new(resources.clone()),
             Box::new(leader.clone()),
         ] {
             registry.register(c)?;
+        }
+        // Every kind's series at zero from the start: a dashboard shows 0 reconciles, errors or
+        // retries rather than no data, and rates over them begin at the first scrape.
+        for kind in KINDS {
+            for result in ["ok", "error"] {
+                reconciles.with_label_values(&[kind, result]);
+            }
+            in_flight.with_label_values(&[kind]);
+            retry_queue.with_label_values(&[kind]);
         }
         Ok(Metrics {
             registry,
@@ -74,9 +85,26 @@ impl Metrics {
             errors,
             duration,
             in_flight,
+            retry_queue,
             resources,
             leader,
         })
+    }
+
+    /// Sets the retry queue depth of every kind from the keys (`Kind/namespace/name`) of the
+    /// objects whose last reconcile failed.
+    pub fn set_retry_queue<'a>(&self, failed: impl Iterator<Item = &'a String>) {
+        let mut by_kind: std::collections::BTreeMap<&str, i64> =
+            KINDS.iter().map(|k| (*k, 0)).collect();
+        for key in failed {
+            let kind = key.split('/').next().unwrap_or_default();
+            if let Some(n) = by_kind.get_mut(kind) {
+                *n += 1;
+            }
+        }
+        for (kind, n) in by_kind {
+            self.retry_queue.with_label_values(&[kind]).set(n);
+        }
     }
 
     /// Counts one reconcile of `kind` from now until the guard is finished or dropped.
@@ -115,5 +143,39 @@ impl Timer<'_> {
 impl Drop for Timer<'_> {
     fn drop(&mut self) {
         self.m.in_flight.with_label_values(&[self.kind]).dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every operator metric name of `tally_monitoring::names` (which the operator dashboard
+    /// and alerts use) is exported once each kind has reconciled.
+    #[test]
+    fn exports_every_shared_name() {
+        let m = Metrics::new().expect("metrics");
+        for kind in KINDS {
+            m.start(kind).finish(Some("test"));
+            m.resources.with_label_values(&[kind, "True"]).set(1);
+        }
+        m.set_retry_queue(["Peer/ns/p".to_string()].iter());
+        assert_eq!(m.retry_queue.with_label_values(&["Peer"]).get(), 1);
+        assert_eq!(m.retry_queue.with_label_values(&["Channel"]).get(), 0);
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &m.registry.gather(),
+            &mut text,
+        )
+        .expect("encode");
+        let text = String::from_utf8(text).expect("utf-8");
+        for name in n::OPERATOR_METRICS {
+            let found = text.lines().any(|l| {
+                let sample = l.split(['{', ' ']).next().unwrap_or_default();
+                sample == *name || sample.strip_suffix("_count") == Some(name)
+            });
+            assert!(found, "{name} is not exported:\n{text}");
+        }
     }
 }

@@ -1026,5 +1026,6 @@ impl Worker {
             .set(tip.state_root().fingerprint() as f64);
         let ready = self.chan.ready().is_ok();
         m.ready.with_label_values(&ch).set(ready as i64);
+        m.publish_channel(&self.ch, self.chan.ledger.config.consenters.len());
     }
 }

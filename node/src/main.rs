@@ -44,6 +44,10 @@ struct Args {
     /// available (tests, air-gapped hosts). TLS still verifies peers by the name dialled.
     #[arg(long, env = "TALLY_HOSTS_FILE")]
     hosts_file: Option<PathBuf>,
+    /// The consortium this node belongs to: the `consortium` label of its metrics (set by the
+    /// operator and by `tallyctl up`; without it the label is absent).
+    #[arg(long, env = "TALLY_CONSORTIUM")]
+    consortium: Option<String>,
     /// Do not fsync the Raft log (faster, loses acknowledged data on power loss). For tests.
     #[arg(long)]
     no_fsync: bool,
@@ -97,6 +101,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             Some(tally_protocol::identity::now_unix()),
         )
         .context("the node certificate is not issued by --org-ca")?;
+    // Before the node opens: its metrics registry takes the label at creation.
+    if let Some(c) = &args.consortium {
+        tally_node::metrics::set_consortium(c);
+    }
+    let cert_expiry = identity.info.not_after;
     let mut genesis = Vec::new();
     for g in &args.genesis {
         let cfg: ChannelConfig = serde_json::from_str(&read(g)?)
@@ -115,6 +124,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             Node::open(&data_dir, identity, org_ca, fsync, handle)
         })
         .await??;
+        node.metrics.cert_expiry.set(cert_expiry as f64);
+        node.metrics
+            .register_data_dir(args.data_dir.clone())
+            .context("registering the data directory's metrics")?;
         for cfg in genesis {
             let name = cfg.name.clone();
             let n = node.clone();

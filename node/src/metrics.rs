@@ -1,11 +1,27 @@
-//! The node's Prometheus metrics. Every series carries the node and organization as constant
-//! labels; per-channel series add `channel`.
+//! The node's Prometheus metrics. Every series carries the consortium (when the node is told
+//! it, see [`set_consortium`]), organization and node as constant labels; per-channel series
+//! add `channel`. The names come from `tally_monitoring::names`, which the dashboards and alert
+//! rules are generated from.
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tally_monitoring::names as n;
+
+static CONSORTIUM: OnceLock<String> = OnceLock::new();
+
+/// Names the consortium this process's nodes belong to, for the `consortium` label of every
+/// series. Call it before the node opens (`tally-node --consortium`); the first call wins.
+/// The node itself has no other way to know: channel configurations do not name a consortium.
+pub fn set_consortium(name: &str) {
+    let _ = CONSORTIUM.set(name.to_string());
+}
 
 pub struct Metrics {
     pub registry: Registry,
@@ -28,16 +44,28 @@ pub struct Metrics {
     pub ready: IntGaugeVec,
     pub fsync_seconds: Histogram,
     pub rocksdb_size: Gauge,
+    pub rocksdb_write_stopped: IntGauge,
+    pub rocksdb_delayed_write_rate: Gauge,
     pub peer_dropped: IntCounterVec,
+    pub consenters: IntGaugeVec,
+    pub cert_expiry: Gauge,
+    /// Zero until chaincode runs (issue 5); registered now so that dashboards can show them.
+    pub chaincode_seconds: Histogram,
+    pub chaincode_fuel: IntCounter,
 }
 
 impl Metrics {
     pub fn new(node: &str, org: &str) -> Metrics {
         let mut labels = HashMap::new();
-        labels.insert("node".to_string(), node.to_string());
-        labels.insert("org".to_string(), org.to_string());
+        labels.insert(n::L_NODE.to_string(), node.to_string());
+        labels.insert(n::L_ORG.to_string(), org.to_string());
+        // Absent rather than empty when not given: Prometheus treats both alike, and an empty
+        // constant label is refused by the registry.
+        if let Some(c) = CONSORTIUM.get().filter(|c| !c.is_empty()) {
+            labels.insert(n::L_CONSORTIUM.to_string(), c.clone());
+        }
         let registry = Registry::new_custom(None, Some(labels)).expect("valid registry labels");
-        let ch = &["channel"];
+        let ch = &[n::L_CHANNEL];
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("valid metric definition");
@@ -51,26 +79,32 @@ impl Metrics {
             0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
         ];
         let m = Metrics {
-            height: reg!(IntGaugeVec::new(Opts::new("tally_channel_height", "Number of blocks in the channel, genesis included"), ch)),
-            term: reg!(IntGaugeVec::new(Opts::new("tally_raft_term", "Current Raft term of the channel"), ch)),
-            role: reg!(IntGaugeVec::new(Opts::new("tally_raft_role", "Raft role: 0 follower, 1 candidate, 2 leader, 3 learner"), ch)),
-            leader_id: reg!(IntGaugeVec::new(Opts::new("tally_raft_leader_id", "Raft id of the channel leader this node knows; 0 for none"), ch)),
-            leader_changes: reg!(IntCounterVec::new(Opts::new("tally_raft_leader_changes_total", "Times this node saw the channel's leader change"), ch)),
-            applied_index: reg!(IntGaugeVec::new(Opts::new("tally_raft_applied_index", "Last Raft index applied to the ledger"), ch)),
-            commit_index: reg!(IntGaugeVec::new(Opts::new("tally_raft_commit_index", "Last Raft index known committed"), ch)),
-            committed_txs: reg!(IntCounterVec::new(Opts::new("tally_committed_transactions_total", "Transactions committed (valid) in blocks"), ch)),
-            committed_blocks: reg!(IntCounterVec::new(Opts::new("tally_committed_blocks_total", "Blocks committed"), ch)),
-            rejected_txs: reg!(IntCounterVec::new(Opts::new("tally_rejected_transactions_total", "Transactions rejected, at submission or in a block, by reason"), &["channel", "reason"])),
-            commit_latency: reg!(HistogramVec::new(HistogramOpts::new("tally_proposal_commit_seconds", "Time from a transaction's arrival at this node to its commit in a block here").buckets(latency_buckets), ch)),
-            batch_size: reg!(HistogramVec::new(HistogramOpts::new("tally_batch_size", "Transactions per block").buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]), ch)),
-            state_root: reg!(GaugeVec::new(Opts::new("tally_state_root_fingerprint", "First 52 bits of the state root after the last block; equal on nodes that agree"), ch)),
-            snapshots_sent: reg!(IntCounterVec::new(Opts::new("tally_snapshots_sent_total", "Raft snapshots built and sent to lagging nodes"), ch)),
-            snapshots_applied: reg!(IntCounterVec::new(Opts::new("tally_snapshots_applied_total", "Raft snapshots received and installed"), ch)),
-            compactions: reg!(IntCounterVec::new(Opts::new("tally_log_compactions_total", "Raft log compactions"), ch)),
-            ready: reg!(IntGaugeVec::new(Opts::new("tally_channel_ready", "1 when the channel has a leader and this node has caught up"), ch)),
-            fsync_seconds: reg!(Histogram::with_opts(HistogramOpts::new("tally_raft_persist_seconds", "Time to durably write one Raft ready (log entries, hard state)").buckets(vec![0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]))),
-            rocksdb_size: reg!(Gauge::with_opts(Opts::new("tally_rocksdb_size_bytes", "On-disk SST size plus memtables of the node's RocksDB"))),
-            peer_dropped: reg!(IntCounterVec::new(Opts::new("tally_peer_messages_dropped_total", "Raft messages dropped because a peer was unreachable or slow"), &["peer"])),
+            height: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_HEIGHT, "Number of blocks in the channel, genesis included"), ch)),
+            term: reg!(IntGaugeVec::new(Opts::new(n::RAFT_TERM, "Current Raft term of the channel"), ch)),
+            role: reg!(IntGaugeVec::new(Opts::new(n::RAFT_ROLE, "Raft role: 0 follower, 1 candidate, 2 leader, 3 learner"), ch)),
+            leader_id: reg!(IntGaugeVec::new(Opts::new(n::RAFT_LEADER_ID, "Raft id of the channel leader this node knows; 0 for none"), ch)),
+            leader_changes: reg!(IntCounterVec::new(Opts::new(n::RAFT_LEADER_CHANGES, "Times this node saw the channel's leader change"), ch)),
+            applied_index: reg!(IntGaugeVec::new(Opts::new(n::RAFT_APPLIED_INDEX, "Last Raft index applied to the ledger"), ch)),
+            commit_index: reg!(IntGaugeVec::new(Opts::new(n::RAFT_COMMIT_INDEX, "Last Raft index known committed"), ch)),
+            committed_txs: reg!(IntCounterVec::new(Opts::new(n::COMMITTED_TXS, "Transactions committed (valid) in blocks"), ch)),
+            committed_blocks: reg!(IntCounterVec::new(Opts::new(n::COMMITTED_BLOCKS, "Blocks committed"), ch)),
+            rejected_txs: reg!(IntCounterVec::new(Opts::new(n::REJECTED_TXS, "Transactions rejected, at submission or in a block, by reason"), &[n::L_CHANNEL, n::L_REASON])),
+            commit_latency: reg!(HistogramVec::new(HistogramOpts::new(n::PROPOSAL_COMMIT_SECONDS, "Time from a transaction's arrival at this node to its commit in a block here").buckets(latency_buckets), ch)),
+            batch_size: reg!(HistogramVec::new(HistogramOpts::new(n::BATCH_SIZE, "Transactions per block").buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]), ch)),
+            state_root: reg!(GaugeVec::new(Opts::new(n::STATE_ROOT, "First 52 bits of the state root after the last block; equal on nodes that agree"), ch)),
+            snapshots_sent: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_SENT, "Raft snapshots built and sent to lagging nodes"), ch)),
+            snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
+            compactions: reg!(IntCounterVec::new(Opts::new(n::LOG_COMPACTIONS, "Raft log compactions"), ch)),
+            ready: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_READY, "1 when the channel has a leader and this node has caught up"), ch)),
+            fsync_seconds: reg!(Histogram::with_opts(HistogramOpts::new(n::RAFT_PERSIST_SECONDS, "Time to durably write one Raft ready (log entries, hard state)").buckets(vec![0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]))),
+            rocksdb_size: reg!(Gauge::with_opts(Opts::new(n::ROCKSDB_SIZE, "On-disk SST size plus memtables of the node's RocksDB"))),
+            peer_dropped: reg!(IntCounterVec::new(Opts::new(n::PEER_DROPPED, "Raft messages dropped because a peer was unreachable or slow"), &[n::L_PEER])),
+            rocksdb_write_stopped: reg!(IntGauge::with_opts(Opts::new(n::ROCKSDB_WRITE_STOPPED, "1 while RocksDB stops writes (too many memtables or level-0 files)"))),
+            rocksdb_delayed_write_rate: reg!(Gauge::with_opts(Opts::new(n::ROCKSDB_DELAYED_WRITE_RATE, "Bytes per second RocksDB slows writes to while compaction catches up; 0 when writes are not delayed"))),
+            consenters: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_CONSENTERS, "Raft voters (consenters) in the channel's configuration; a quorum is a majority of them"), ch)),
+            cert_expiry: reg!(Gauge::with_opts(Opts::new(n::CERT_EXPIRY, "Unix time the node's TLS certificate expires"))),
+            chaincode_seconds: reg!(Histogram::with_opts(HistogramOpts::new(n::CHAINCODE_EXEC_SECONDS, "Wall time of one chaincode invocation (zero until chaincode runs)").buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))),
+            chaincode_fuel: reg!(IntCounter::with_opts(Opts::new(n::CHAINCODE_FUEL, "WebAssembly fuel consumed by chaincode invocations (zero until chaincode runs)"))),
             registry,
         };
         #[cfg(target_os = "linux")]
@@ -81,9 +115,140 @@ impl Metrics {
         m
     }
 
+    /// What a channel's Raft loop publishes besides its own gauges (called from `publish()`):
+    /// the consenter count, and every per-channel counter and histogram at zero so that rates
+    /// over them are 0 rather than absent before the first event.
+    pub fn publish_channel(&self, channel: &str, consenters: usize) {
+        let ch = [channel];
+        self.consenters
+            .with_label_values(&ch)
+            .set(consenters as i64);
+        // Histograms too: a series born with its first observations would show no increase
+        // over the scrape that first sees it.
+        self.commit_latency.with_label_values(&ch);
+        self.batch_size.with_label_values(&ch);
+        for c in [
+            &self.leader_changes,
+            &self.committed_txs,
+            &self.committed_blocks,
+            &self.snapshots_sent,
+            &self.snapshots_applied,
+            &self.compactions,
+        ] {
+            c.with_label_values(&ch);
+        }
+    }
+
+    /// Exports the free and total bytes of the file system holding `data_dir`, measured at
+    /// each scrape.
+    pub fn register_data_dir(&self, data_dir: PathBuf) -> Result<(), prometheus::Error> {
+        self.registry
+            .register(Box::new(DiskCollector::new(data_dir)?))
+    }
+
     pub fn render(&self) -> Vec<u8> {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+/// The data directory's file system, read with statvfs(2) when scraped.
+struct DiskCollector {
+    path: PathBuf,
+    free: Gauge,
+    capacity: Gauge,
+}
+
+impl DiskCollector {
+    fn new(path: PathBuf) -> Result<DiskCollector, prometheus::Error> {
+        Ok(DiskCollector {
+            path,
+            free: Gauge::with_opts(Opts::new(
+                n::DATA_DIR_FREE,
+                "Bytes free for the node on the file system of its data directory",
+            ))?,
+            capacity: Gauge::with_opts(Opts::new(
+                n::DATA_DIR_CAPACITY,
+                "Size in bytes of the file system of the node's data directory",
+            ))?,
+        })
+    }
+
+    /// (bytes available to unprivileged users, total bytes), or None when statvfs fails.
+    fn measure(&self) -> Option<(f64, f64)> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(self.path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs only writes into the zeroed struct we pass, and `c` is a valid
+        // NUL-terminated path for the duration of the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        let frsize = st.f_frsize as f64;
+        Some((st.f_bavail as f64 * frsize, st.f_blocks as f64 * frsize))
+    }
+}
+
+impl Collector for DiskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.free.desc();
+        d.extend(self.capacity.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // A failed measurement (the folder gone) exports nothing rather than a false zero.
+        let Some((free, total)) = self.measure() else {
+            return Vec::new();
+        };
+        self.free.set(free);
+        self.capacity.set(total);
+        let mut out = self.free.collect();
+        out.extend(self.capacity.collect());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every node metric name of `tally_monitoring::names` is exported by a fresh node's
+    /// registry once a channel is published (histograms as `_bucket`/`_sum`/`_count`).
+    #[test]
+    fn exports_every_shared_name() {
+        let m = Metrics::new("n1", "org1");
+        m.publish_channel("main", 3);
+        m.register_data_dir(std::env::temp_dir()).expect("register");
+        // Series that exist only once their channel does something.
+        for (vec, labels) in [
+            (&m.height, &["main"][..]),
+            (&m.term, &["main"]),
+            (&m.role, &["main"]),
+            (&m.leader_id, &["main"]),
+            (&m.applied_index, &["main"]),
+            (&m.commit_index, &["main"]),
+            (&m.ready, &["main"]),
+        ] {
+            vec.with_label_values(labels).set(1);
+        }
+        m.state_root.with_label_values(&["main"]).set(1.0);
+        m.rejected_txs
+            .with_label_values(&["main", "malformed"])
+            .inc();
+        m.commit_latency.with_label_values(&["main"]).observe(0.1);
+        m.batch_size.with_label_values(&["main"]).observe(1.0);
+        m.peer_dropped.with_label_values(&["p"]).inc();
+        let text = String::from_utf8(m.render()).expect("utf-8");
+        for name in n::NODE_METRICS {
+            let found = text.lines().any(|l| {
+                let sample = l.split(['{', ' ']).next().unwrap_or_default();
+                sample == *name
+                    || sample.strip_suffix("_bucket") == Some(name)
+                    || sample.strip_suffix("_count") == Some(name)
+            });
+            assert!(found, "{name} is not exported:\n{text}");
+        }
     }
 }

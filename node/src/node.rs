@@ -323,6 +323,11 @@ impl Node {
         let p = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
         let size = p("rocksdb.total-sst-files-size") + p("rocksdb.cur-size-all-mem-tables");
         self.metrics.rocksdb_size.set(size as f64);
+        let m = &self.metrics;
+        m.rocksdb_write_stopped
+            .set(p("rocksdb.is-write-stopped").min(1) as i64);
+        m.rocksdb_delayed_write_rate
+            .set(p("rocksdb.actual-delayed-write-rate") as f64);
     }
 
     /// Stops every channel thread after its current step and flushes the database.

@@ -80,6 +80,8 @@ impl Transport {
             let (tx, rx) = mpsc::channel(QUEUE);
             let addr = addr.to_string();
             let metrics = self.metrics.clone();
+            // The peer's drop counter at zero from the first frame: a rate of 0, not no data.
+            metrics.peer_dropped.with_label_values(&[&addr]);
             self.runtime
                 .spawn(peer_loop(addr, rx, self.client.clone(), metrics));
             tx

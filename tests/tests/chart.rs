@@ -627,6 +627,46 @@ fn chart_lints_and_renders() {
         (1, 0)
     );
 
+    // The alert rules: the same groups as deploy/monitoring's plain rule file (both generated
+    // by tally-monitoring), with Prometheus' own templates surviving Helm's.
+    let objs = helm.render(
+        "ops",
+        ns,
+        &["--set", "prometheusRule.labels.release=kps", mon[0], mon[1]],
+    );
+    let rule = get(&objs, "PrometheusRule", ns, full);
+    assert_eq!(rule["metadata"]["labels"]["release"], "kps");
+    let plain: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo().join("deploy/monitoring/tally-alerts.rules.yaml"))
+            .expect("the plain rule file"),
+    )
+    .expect("YAML");
+    assert_eq!(rule["spec"]["groups"], plain["groups"]);
+    assert!(
+        rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("{{ $labels.channel }}")),
+        "{}",
+        rule["spec"]["groups"][0]["rules"][0]
+    );
+    for (why, extra) in [
+        (
+            "the monitoring API is absent",
+            &["--set", "prometheusRule.enabled=true"][..],
+        ),
+        (
+            "it is switched off",
+            &["--set", "prometheusRule.enabled=false", mon[0], mon[1]][..],
+        ),
+    ] {
+        let objs = helm.render("ops", ns, extra);
+        assert_eq!(
+            count(&objs, "PrometheusRule"),
+            0,
+            "no PrometheusRule when {why}"
+        );
+    }
+
     // Other switches.
     let objs = helm.render(
         "ops",
@@ -763,13 +803,14 @@ fn apply(cp: &ControlPlane, what: &str, yaml: &str) {
     );
 }
 
-/// Minimal stand-ins for the Prometheus Operator's ServiceMonitor and PodMonitor CRDs (any
-/// spec accepted), so that the rendered monitors can be applied; their fields are checked in
-/// `chart_lints_and_renders`.
+/// Minimal stand-ins for the Prometheus Operator's ServiceMonitor, PodMonitor and
+/// PrometheusRule CRDs (any spec accepted), so that the rendered monitors and rules can be
+/// applied; their fields are checked in `chart_lints_and_renders`.
 fn monitor_crds() -> String {
     [
         ("ServiceMonitor", "servicemonitors"),
         ("PodMonitor", "podmonitors"),
+        ("PrometheusRule", "prometheusrules"),
     ]
     .iter()
     .map(|(kind, plural)| {
@@ -894,7 +935,12 @@ fn chart_installs_with_least_privilege() {
         "{}",
         d["status"]
     );
-    cp.kubectl_ok(&["get", "servicemonitor,podmonitor,pdb,service", "-n", "ops"]);
+    cp.kubectl_ok(&[
+        "get",
+        "servicemonitor,podmonitor,prometheusrule,pdb,service",
+        "-n",
+        "ops",
+    ]);
 
     // The operator, watching everything: exactly its rules in any namespace, and the Lease
     // in its own.

@@ -322,6 +322,7 @@ async fn create(
         channels: plan.channels.iter().map(|c| c.genesis.clone()).collect(),
         fsync,
         log_to_files: true,
+        consortium: plan.consortium.clone(),
     };
     step(format!(
         "starting {} tally-node processes on {}.* and creating channels {}",

@@ -1026,6 +1026,9 @@ impl Worker {
             .set(tip.state_root().fingerprint() as f64);
         let ready = self.chan.ready().is_ok();
         m.ready.with_label_values(&ch).set(ready as i64);
-        m.publish_channel(&self.ch, self.chan.ledger.config.consenters.len());
+        // Raft's voters, not the configuration's consenters: while a new consenter catches up
+        // as a learner, the quorum is still counted over the old voters.
+        let voters = self.chan.view.read().voters.len();
+        m.publish_channel(&self.ch, voters);
     }
 }

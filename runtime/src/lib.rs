@@ -21,7 +21,9 @@ pub mod abi;
 mod calls;
 mod engine;
 mod error;
+pub mod fields;
 mod host;
+pub mod testkit;
 mod validate;
 
 pub use engine::{CacheStats, Engine, Module};

@@ -23,7 +23,7 @@ fi
 # Freestanding: no libc, no builtins that could pull in libc symbols, every warning an error.
 # --no-entry: a contract has no main, only its exports; --strip-all drops names the runtime
 # ignores anyway. A 64 KiB stack is plenty for contracts that keep data on the heap.
-flags=(--target=wasm32 -O2 -std=c11 -ffreestanding -nostdlib -fno-builtin
+flags=(--target=wasm32 -mbulk-memory -O2 -std=c11 -ffreestanding -nostdlib -fno-builtin
   -Wall -Wextra -Werror -I"$here/sdk"
   -Wl,--no-entry -Wl,--strip-all -Wl,-z,stack-size=65536)
 for dir in "$here"/contracts/*/ "$here"/fixtures/*/; do

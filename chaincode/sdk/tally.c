@@ -24,29 +24,13 @@ IMPORT(fail) void h_fail(const uint8_t *p, int32_t l);
 
 /* ---- what the compiler may call on its own (no libc here) ---------------------------- */
 
-void *memcpy(void *dst, const void *src, size_t n) {
-  uint8_t *d = dst;
-  const uint8_t *s = src;
-  while (n--) *d++ = *s++;
-  return dst;
-}
+/* Built with -mbulk-memory, these lower to single memory.copy / memory.fill instructions,
+ * which the runtime meters per byte: far fewer instructions than a byte loop. */
+void *memcpy(void *dst, const void *src, size_t n) { return __builtin_memcpy(dst, src, n); }
 
-void *memmove(void *dst, const void *src, size_t n) {
-  uint8_t *d = dst;
-  const uint8_t *s = src;
-  if (d < s) {
-    while (n--) *d++ = *s++;
-  } else {
-    while (n--) d[n] = s[n];
-  }
-  return dst;
-}
+void *memmove(void *dst, const void *src, size_t n) { return __builtin_memmove(dst, src, n); }
 
-void *memset(void *dst, int c, size_t n) {
-  uint8_t *d = dst;
-  while (n--) *d++ = (uint8_t)c;
-  return dst;
-}
+void *memset(void *dst, int c, size_t n) { return __builtin_memset(dst, c, n); }
 
 int memcmp(const void *a, const void *b, size_t n) {
   const uint8_t *x = a, *y = b;

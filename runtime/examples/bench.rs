@@ -149,6 +149,18 @@ fn main() {
     let n: u32 = 5_000;
     let t = Instant::now();
     let mut fuel = 0;
+    for _ in 0..n {
+        fuel += c.call("A", "get", &["R1"]).expect("get").fuel_used;
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
+    println!(
+        "{:<44} {us:>9.2} µs/call  {:>9.0} calls/s  ({} fuel/call)",
+        "receivables get (C contract, read only)",
+        1e6 / us,
+        fuel / u64::from(n)
+    );
+    let t = Instant::now();
+    let mut fuel = 0;
     for i in 0..n {
         let (from, to) = if i % 2 == 0 { ("A", "B") } else { ("B", "A") };
         fuel += c

@@ -13,6 +13,8 @@ use wasmi::{CompilationMode, Config, Store, TrapCode};
 pub struct Module {
     info: ModuleInfo,
     inner: wasmi::Module,
+    /// The host function of each import, in the module's import order.
+    imports: Vec<&'static str>,
 }
 
 impl Module {
@@ -128,7 +130,26 @@ impl Engine {
         let info = validate::check(bytes, &self.limits)?;
         let inner = wasmi::Module::new(&self.wasm, bytes)
             .map_err(|e| ValidationError::Malformed(e.to_string()))?;
-        let module = Arc::new(Module { info, inner });
+        // Validation admitted only ABI functions; map each import to its static name once.
+        let imports = inner
+            .imports()
+            .map(|i| {
+                abi::HOST_FUNCTIONS
+                    .iter()
+                    .find(|h| h.name == i.name())
+                    .map(|h| h.name)
+                    .ok_or_else(|| ValidationError::Import {
+                        module: i.module().to_string(),
+                        name: i.name().to_string(),
+                        reason: "no such host function".into(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let module = Arc::new(Module {
+            info,
+            inner,
+            imports,
+        });
         let mut cache = self.cache();
         cache.stats.compiles += 1;
         if let Some(existing) = cache.touch(&hash) {
@@ -226,8 +247,8 @@ fn run_call(
     function: &str,
     args: &[u8],
 ) -> Result<i32, wasmi::Error> {
-    let linker = calls::linker(store.engine())?;
-    let instance = linker.instantiate_and_start(&mut *store, &module.inner)?;
+    let imports = calls::imports(store, &module.imports)?;
+    let instance = wasmi::Instance::new(&mut *store, &module.inner, &imports)?;
     let memory = instance
         .get_memory(&*store, abi::MEMORY_EXPORT)
         .ok_or_else(|| bad_output("the module has no memory export"))?;

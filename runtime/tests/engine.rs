@@ -509,3 +509,33 @@ fn validation_requires_exports_and_limits() {
         Err(ValidationError::Malformed(_))
     ));
 }
+
+#[test]
+fn every_abi_function_is_bound() {
+    use tally_runtime::abi::{AbiType, HOST_FUNCTIONS};
+    let ty = |ts: &[AbiType]| {
+        ts.iter()
+            .map(|t| match t {
+                AbiType::I32 => " i32",
+                AbiType::I64 => " i64",
+            })
+            .collect::<String>()
+    };
+    let imports: String = HOST_FUNCTIONS
+        .iter()
+        .map(|h| {
+            format!(
+                r#"(import "tally" "{}" (func (param{}) (result{})))"#,
+                h.name,
+                ty(h.params),
+                ty(h.results)
+            )
+        })
+        .collect();
+    let bytes = wat::parse_str(format!("(module {imports} {MIN})")).unwrap();
+    let e = engine();
+    let m = e.load(&bytes).unwrap();
+    assert_eq!(m.info().imports.len(), HOST_FUNCTIONS.len());
+    e.invoke(&m, "run", b"", &ctx(), &mut MemoryHost::new(), FUEL)
+        .unwrap();
+}

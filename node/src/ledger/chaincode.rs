@@ -116,8 +116,7 @@ impl StateHost for LedgerHost<'_> {
             &self.ledger.keys.state(start),
             Direction::Forward,
         ));
-        let mut taken = 0;
-        for item in iter {
+        for (taken, item) in iter.enumerate() {
             if taken >= want {
                 break;
             }
@@ -131,7 +130,6 @@ impl StateHost for LedgerHost<'_> {
             }
             let (ver, val) = super::decode_state(&v).map_err(|e| HostError(e.to_string()))?;
             merged.insert(key, (ver, val));
-            taken += 1;
         }
         for (k, e) in pending {
             match e {

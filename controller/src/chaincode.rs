@@ -1,9 +1,12 @@
-//! `Chaincode` → the module checked against its pinned sha256, approvals of the definition
-//! by the member organizations whose admins the operator acts for, and the commit once the
-//! channel's lifecycle policy is met. Approvals and the committed definition are ordinary
-//! signed transactions under the `_lifecycle/` keys of the channel, so every node holds them
-//! and status is read back from the ledger. Execution of the module arrives with the
-//! chaincode runtime; this is its lifecycle plumbing.
+//! `Chaincode` → the module checked against its pinned sha256, installed once on the channel
+//! with its definition (the transaction carries the module, so every node receives the exact
+//! bytes through the ledger), approved by each member organization whose admin key the
+//! operator holds, and committed once the channel's lifecycle policy is met. Status shows each
+//! organization's approval as the ledger records it (`GET /v1/channels/{ch}/chaincodes`).
+//!
+//! The ledger requires approvals from a majority of the channel's member organizations; a
+//! `Chaincode`'s or `Channel`'s approval rule asking for more is an additional floor the
+//! operator waits for before committing.
 
 use crate::context::{Context, Error, Result, Verdict};
 use crate::reach;
@@ -15,18 +18,10 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tally_client::txs;
-use tally_client::Client;
+use tally_client::{Client, ClientError};
 use tally_operator::crd::chaincode::{Chaincode, OrgApproval};
-
-/// Key of an organization's approval of a definition.
-pub fn approval_key(name: &str, version: &str, org: &str) -> String {
-    format!("_lifecycle/{name}/approvals/{version}/{org}")
-}
-
-/// Key of the committed definition of a chaincode.
-pub fn definition_key(name: &str) -> String {
-    format!("_lifecycle/{name}/definition")
-}
+use tally_protocol::chaincode::{ChaincodeDefinition, ChaincodeInfo, PendingDefinition};
+use tally_protocol::{Hash, InitCall, Receipt, TxStatus};
 
 pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> {
     if cc.metadata.deletion_timestamp.is_some() {
@@ -37,7 +32,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
     let verdict = match check_module(&ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
         Err(e) => return Err(e),
-        Ok(()) => {
+        Ok(module) => {
             let channel: Option<tally_operator::crd::channel::Channel> =
                 Api::namespaced(ctx.client.clone(), &ns)
                     .get_opt(&cc.spec.channel)
@@ -49,7 +44,10 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
                 ),
                 Some(ch) => match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
                     Err(v) => v,
-                    Ok(w) => lifecycle(&cc, &ctx, &w, &mut status).await?,
+                    Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
+                        Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
+                        other => other?,
+                    },
                 },
             }
         }
@@ -58,8 +56,8 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
     Ok(Action::requeue(verdict.requeue()))
 }
 
-/// The module in its ConfigMap must hash to the pinned sha256.
-async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<()> {
+/// The module in its ConfigMap, which must hash to the pinned sha256.
+async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<Vec<u8>> {
     let ns = cc.namespace().unwrap_or_default();
     let r = &cc.spec.source.config_map;
     let cm: Option<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns)
@@ -95,13 +93,61 @@ async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<()> {
             r.name, r.key, cc.spec.source.sha256
         )));
     }
-    Ok(())
+    Ok(bytes)
+}
+
+/// The definition the resource asks for at `sequence`.
+fn desired(cc: &Chaincode, version: &str, module: &[u8], sequence: u64) -> ChaincodeDefinition {
+    let init = cc.spec.init.as_ref().map(|i| InitCall {
+        function: i.function.clone(),
+        args: txs::fields(&i.args),
+    });
+    txs::chaincode_definition(&cc.spec.name, version, sequence, module, init)
+}
+
+/// The committed definition is what the resource asks for (the sequence aside).
+fn same(a: &ChaincodeDefinition, b: &ChaincodeDefinition) -> bool {
+    (&a.name, &a.version, a.module_hash, &a.init) == (&b.name, &b.version, b.module_hash, &b.init)
+}
+
+/// A refusal by the channel is the tenant's to fix (a module the runtime refuses, a name the
+/// ledger does not accept); anything else is a node problem, retried.
+fn node_error(channel: &str, e: ClientError) -> Error {
+    match &e {
+        ClientError::Api { status, .. }
+            if (400..500).contains(status) && *status != 408 && *status != 429 =>
+        {
+            Error::Invalid(format!(
+                "channel {channel} refused the chaincode transaction: {e}"
+            ))
+        }
+        _ => Error::Node(format!("channel {channel}: {e}")),
+    }
+}
+
+fn committed(channel: &str, what: &str, r: Receipt) -> Result<()> {
+    match r.status {
+        TxStatus::Committed => Ok(()),
+        TxStatus::Rejected { code, reason } => Err(Error::Invalid(format!(
+            "channel {channel} rejected the {what}: {}: {reason}",
+            code.as_str()
+        ))),
+    }
+}
+
+async fn chaincode_info(api: &Client, channel: &str, name: &str) -> Result<Option<ChaincodeInfo>> {
+    let list = api
+        .chaincodes(channel)
+        .await
+        .map_err(|e| node_error(channel, e))?;
+    Ok(list.into_iter().find(|c| c.name == name))
 }
 
 async fn lifecycle(
     cc: &Chaincode,
     ctx: &Context,
     w: &world::World,
+    module: &[u8],
     status: &mut serde_json::Value,
 ) -> Result<Verdict> {
     let ns = cc.namespace().unwrap_or_default();
@@ -138,92 +184,149 @@ async fn lifecycle(
             format!("no node of channel {channel} is ready"),
         ));
     };
-    let node_err = |e: tally_client::ClientError| Error::Node(format!("channel {channel}: {e}"));
-    let sha = &cc.spec.source.sha256;
-    let mut approvals = Vec::new();
-    let mut approved = 0;
-    for org in &plan.approvers {
-        let key = approval_key(&plan.name, &plan.version, org);
-        let mut have = api.get(channel, &key).await.map_err(node_err)?;
-        if have.is_none() {
-            if let Some(admin) = w.plan.org(org).and_then(|o| o.admin.as_ref()) {
-                let tx =
-                    txs::sign_writes(admin, channel, vec![txs::put(&key, sha.as_bytes())], false);
-                api.submit_wait(&tx).await.map_err(node_err)?;
-                ctx.event(
-                    cc,
-                    false,
-                    "Approved",
-                    "Approve",
-                    format!(
-                        "organization {org} approved {} version {}",
-                        plan.name, plan.version
-                    ),
-                )
-                .await;
-                have = api.get(channel, &key).await.map_err(node_err)?;
-            }
-        }
-        let ok = have
-            .as_ref()
-            .map(|kv| kv.value == sha.as_bytes())
-            .unwrap_or(false);
-        approved += usize::from(ok);
-        approvals.push(OrgApproval {
-            organization: org.clone(),
-            approved: ok,
-            version: plan.version.clone(),
-        });
-    }
-    status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
-    if approved < plan.approvals_needed {
-        return Ok(Verdict::progressing(
-            "WaitingForApprovals",
-            format!("{approved} of {} needed approvals", plan.approvals_needed),
+    let held = |org: &String| w.plan.org(org).and_then(|o| o.admin.clone());
+    let Some(submitter) = plan.approvers.iter().find_map(held) else {
+        return Err(Error::Invalid(
+            "no member organization's admin key is held by the operator, so it cannot submit the chaincode lifecycle".into(),
+        ));
+    };
+    let info = chaincode_info(&api, channel, &plan.name).await?;
+    let active = info.as_ref().and_then(|i| i.active.clone());
+    let sequence = active.as_ref().map_or(1, |d| d.sequence + 1);
+    let want = desired(cc, &plan.version, module, sequence);
+    if let Some(a) = active.as_ref().filter(|a| same(a, &want)) {
+        status["sequence"] = a.sequence.into();
+        status["committedVersion"] = a.version.clone().into();
+        status["approvals"] = serde_json::to_value(
+            plan.approvers
+                .iter()
+                .map(|o| OrgApproval {
+                    organization: o.clone(),
+                    approved: true,
+                    version: a.version.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default();
+        return Ok(Verdict::ready(
+            "Committed",
+            format!("version {} committed as sequence {}", a.version, a.sequence),
         ));
     }
-    let def_key = definition_key(&plan.name);
-    let current = api.get(channel, &def_key).await.map_err(node_err)?;
-    let parse = |v: &[u8]| serde_json::from_slice::<serde_json::Value>(v).unwrap_or_default();
-    let committed = current.as_ref().map(|kv| parse(&kv.value));
-    let seq = committed
-        .as_ref()
-        .and_then(|d| d["sequence"].as_u64())
-        .unwrap_or(0);
-    let same = committed
-        .as_ref()
-        .map(|d| d["version"] == plan.version.as_str() && d["sha256"] == sha.as_str())
-        .unwrap_or(false);
-    let mut sequence = seq;
-    if !same {
-        let committer = plan
-            .approvers
+    if let Some(a) = &active {
+        status["sequence"] = a.sequence.into();
+        status["committedVersion"] = a.version.clone().into();
+    }
+    let find_pending = |info: &Option<ChaincodeInfo>| -> Option<PendingDefinition> {
+        info.as_ref()?
+            .pending
             .iter()
-            .find_map(|o| w.plan.org(o).and_then(|o| o.admin.clone()))
-            .ok_or_else(|| {
-                Error::Invalid("no approving organization's CA key is held here".into())
-            })?;
-        sequence = seq + 1;
-        let def = serde_json::json!({"name": plan.name, "version": plan.version, "sha256": sha, "sequence": sequence});
-        let tx = txs::sign_writes(
-            &committer,
-            channel,
-            vec![txs::put(&def_key, def.to_string().as_bytes())],
-            false,
-        );
-        api.submit_wait(&tx).await.map_err(node_err)?;
+            .find(|p| p.definition == want)
+            .cloned()
+    };
+    // Install once: only when the ledger holds no pending definition equal to this one.
+    let mut pending = find_pending(&info);
+    if pending.is_none() {
+        let tx = txs::sign_install(&submitter, channel, want.clone(), module.to_vec());
+        let r = api
+            .submit_wait(&tx)
+            .await
+            .map_err(|e| node_error(channel, e))?;
+        committed(channel, "install", r)?;
         ctx.event(
             cc,
             false,
-            "Committed",
-            "Commit",
+            "Installed",
+            "Install",
             format!(
-                "committed {} version {} as sequence {sequence}",
+                "installed {} version {} as sequence {sequence} ({} bytes)",
+                plan.name,
+                plan.version,
+                module.len()
+            ),
+        )
+        .await;
+        pending = find_pending(&chaincode_info(&api, channel, &plan.name).await?);
+    }
+    let Some(mut pending) = pending else {
+        return Ok(Verdict::progressing(
+            "Installing",
+            format!("waiting for the install of sequence {sequence} to show"),
+        ));
+    };
+    let hash: Hash = want.module_hash;
+    let mut approved_now = false;
+    for org in &plan.approvers {
+        if pending.approvals.contains(org) {
+            continue;
+        }
+        let Some(admin) = held(org) else { continue };
+        let tx = txs::sign_approve(&admin, channel, &plan.name, sequence, hash);
+        let r = api
+            .submit_wait(&tx)
+            .await
+            .map_err(|e| node_error(channel, e))?;
+        committed(channel, &format!("approval of {org}"), r)?;
+        approved_now = true;
+        ctx.event(
+            cc,
+            false,
+            "Approved",
+            "Approve",
+            format!(
+                "organization {org} approved {} version {} (sequence {sequence})",
                 plan.name, plan.version
             ),
         )
         .await;
     }
+    if approved_now {
+        if let Some(p) = find_pending(&chaincode_info(&api, channel, &plan.name).await?) {
+            pending = p;
+        }
+    }
+    let approvals: Vec<OrgApproval> = plan
+        .approvers
+        .iter()
+        .map(|o| {
+            let ok = pending.approvals.contains(o);
+            OrgApproval {
+                organization: o.clone(),
+                approved: ok,
+                version: if ok {
+                    plan.version.clone()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect();
+    status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
+    let have = pending.approvals.len();
+    let needed = plan.approvals_needed.max(pending.needed);
+    if have < needed {
+        return Ok(Verdict::progressing(
+            "WaitingForApprovals",
+            format!("{have} of {needed} needed approvals"),
+        ));
+    }
+    let tx = txs::sign_commit(&submitter, channel, &plan.name, sequence);
+    let r = api
+        .submit_wait(&tx)
+        .await
+        .map_err(|e| node_error(channel, e))?;
+    committed(channel, "commit", r)?;
+    ctx.event(
+        cc,
+        false,
+        "Committed",
+        "Commit",
+        format!(
+            "committed {} version {} as sequence {sequence}",
+            plan.name, plan.version
+        ),
+    )
+    .await;
     status["sequence"] = sequence.into();
     status["committedVersion"] = plan.version.clone().into();
     Ok(Verdict::ready(

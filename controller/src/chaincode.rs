@@ -17,11 +17,11 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use tally_client::lifecycle::{self, LifecycleError, Progress, Wanted};
 use tally_client::txs;
 use tally_client::{Client, ClientError};
 use tally_operator::crd::chaincode::{Chaincode, OrgApproval};
-use tally_protocol::chaincode::{ChaincodeDefinition, ChaincodeInfo, PendingDefinition};
-use tally_protocol::{Hash, InitCall, Receipt, TxStatus};
+use tally_protocol::InitCall;
 
 pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> {
     if cc.metadata.deletion_timestamp.is_some() {
@@ -96,51 +96,19 @@ async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The definition the resource asks for at `sequence`.
-fn desired(cc: &Chaincode, version: &str, module: &[u8], sequence: u64) -> ChaincodeDefinition {
-    let init = cc.spec.init.as_ref().map(|i| InitCall {
-        function: i.function.clone(),
-        args: txs::fields(&i.args),
-    });
-    txs::chaincode_definition(&cc.spec.name, version, sequence, module, init)
-}
-
-/// The committed definition is what the resource asks for (the sequence aside).
-fn same(a: &ChaincodeDefinition, b: &ChaincodeDefinition) -> bool {
-    (&a.name, &a.version, a.module_hash, &a.init) == (&b.name, &b.version, b.module_hash, &b.init)
-}
-
 /// A refusal by the channel is the tenant's to fix (a module the runtime refuses, a name the
-/// ledger does not accept); anything else is a node problem, retried.
-fn node_error(channel: &str, e: ClientError) -> Error {
+/// ledger does not accept, an init call that fails); anything else is a node problem, retried.
+fn lifecycle_error(e: LifecycleError) -> Error {
     match &e {
-        ClientError::Api { status, .. }
-            if (400..500).contains(status) && *status != 408 && *status != 429 =>
-        {
-            Error::Invalid(format!(
-                "channel {channel} refused the chaincode transaction: {e}"
-            ))
+        LifecycleError::Node {
+            source: ClientError::Api { status, .. },
+            ..
+        } if (400..500).contains(status) && *status != 408 && *status != 429 => {
+            Error::Invalid(e.to_string())
         }
-        _ => Error::Node(format!("channel {channel}: {e}")),
+        LifecycleError::Node { .. } => Error::Node(e.to_string()),
+        LifecycleError::Rejected { .. } | LifecycleError::NoAdmin => Error::Invalid(e.to_string()),
     }
-}
-
-fn committed(channel: &str, what: &str, r: Receipt) -> Result<()> {
-    match r.status {
-        TxStatus::Committed => Ok(()),
-        TxStatus::Rejected { code, reason } => Err(Error::Invalid(format!(
-            "channel {channel} rejected the {what}: {}: {reason}",
-            code.as_str()
-        ))),
-    }
-}
-
-async fn chaincode_info(api: &Client, channel: &str, name: &str) -> Result<Option<ChaincodeInfo>> {
-    let list = api
-        .chaincodes(channel)
-        .await
-        .map_err(|e| node_error(channel, e))?;
-    Ok(list.into_iter().find(|c| c.name == name))
 }
 
 async fn lifecycle(
@@ -184,112 +152,40 @@ async fn lifecycle(
             format!("no node of channel {channel} is ready"),
         ));
     };
-    let held = |org: &String| w.plan.org(org).and_then(|o| o.admin.clone());
-    let Some(submitter) = plan.approvers.iter().find_map(held) else {
-        return Err(Error::Invalid(
-            "no member organization's admin key is held by the operator, so it cannot submit the chaincode lifecycle".into(),
-        ));
+    let admins: Vec<(String, tally_protocol::Identity)> = plan
+        .approvers
+        .iter()
+        .filter_map(|o| Some((o.clone(), w.plan.org(o)?.admin.clone()?)))
+        .collect();
+    let wanted = Wanted {
+        channel,
+        name: &plan.name,
+        version: &plan.version,
+        module,
+        init: cc.spec.init.as_ref().map(|i| InitCall {
+            function: i.function.clone(),
+            args: txs::fields(&i.args),
+        }),
+        at_least: plan.approvals_needed,
     };
-    let info = chaincode_info(&api, channel, &plan.name).await?;
-    let active = info.as_ref().and_then(|i| i.active.clone());
-    let sequence = active.as_ref().map_or(1, |d| d.sequence + 1);
-    let want = desired(cc, &plan.version, module, sequence);
-    if let Some(a) = active.as_ref().filter(|a| same(a, &want)) {
-        status["sequence"] = a.sequence.into();
-        status["committedVersion"] = a.version.clone().into();
-        status["approvals"] = serde_json::to_value(
-            plan.approvers
-                .iter()
-                .map(|o| OrgApproval {
-                    organization: o.clone(),
-                    approved: true,
-                    version: a.version.clone(),
-                })
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_default();
-        return Ok(Verdict::ready(
-            "Committed",
-            format!("version {} committed as sequence {}", a.version, a.sequence),
-        ));
-    }
-    if let Some(a) = &active {
-        status["sequence"] = a.sequence.into();
-        status["committedVersion"] = a.version.clone().into();
-    }
-    let find_pending = |info: &Option<ChaincodeInfo>| -> Option<PendingDefinition> {
-        info.as_ref()?
-            .pending
-            .iter()
-            .find(|p| p.definition == want)
-            .cloned()
-    };
-    // Install once: only when the ledger holds no pending definition equal to this one.
-    let mut pending = find_pending(&info);
-    if pending.is_none() {
-        let tx = txs::sign_install(&submitter, channel, want.clone(), module.to_vec());
-        let r = api
-            .submit_wait(&tx)
-            .await
-            .map_err(|e| node_error(channel, e))?;
-        committed(channel, "install", r)?;
-        ctx.event(
-            cc,
-            false,
-            "Installed",
-            "Install",
-            format!(
-                "installed {} version {} as sequence {sequence} ({} bytes)",
-                plan.name,
-                plan.version,
-                module.len()
-            ),
-        )
-        .await;
-        pending = find_pending(&chaincode_info(&api, channel, &plan.name).await?);
-    }
-    let Some(mut pending) = pending else {
-        return Ok(Verdict::progressing(
-            "Installing",
-            format!("waiting for the install of sequence {sequence} to show"),
-        ));
-    };
-    let hash: Hash = want.module_hash;
-    let mut approved_now = false;
-    for org in &plan.approvers {
-        if pending.approvals.contains(org) {
-            continue;
-        }
-        let Some(admin) = held(org) else { continue };
-        let tx = txs::sign_approve(&admin, channel, &plan.name, sequence, hash);
-        let r = api
-            .submit_wait(&tx)
-            .await
-            .map_err(|e| node_error(channel, e))?;
-        committed(channel, &format!("approval of {org}"), r)?;
-        approved_now = true;
-        ctx.event(
-            cc,
-            false,
-            "Approved",
-            "Approve",
-            format!(
-                "organization {org} approved {} version {} (sequence {sequence})",
-                plan.name, plan.version
-            ),
-        )
-        .await;
-    }
-    if approved_now {
-        if let Some(p) = find_pending(&chaincode_info(&api, channel, &plan.name).await?) {
-            pending = p;
-        }
+    let report = lifecycle::ensure(&api, &wanted, &admins)
+        .await
+        .map_err(lifecycle_error)?;
+    for a in &report.actions {
+        let (reason, action) = if a.starts_with("installed") {
+            ("Installed", "Install")
+        } else if a.starts_with("committed") {
+            ("Committed", "Commit")
+        } else {
+            ("Approved", "Approve")
+        };
+        ctx.event(cc, false, reason, action, a.clone()).await;
     }
     let approvals: Vec<OrgApproval> = plan
         .approvers
         .iter()
         .map(|o| {
-            let ok = pending.approvals.contains(o);
+            let ok = report.approved.contains(o);
             OrgApproval {
                 organization: o.clone(),
                 approved: ok,
@@ -302,35 +198,18 @@ async fn lifecycle(
         })
         .collect();
     status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
-    let have = pending.approvals.len();
-    let needed = plan.approvals_needed.max(pending.needed);
-    if have < needed {
-        return Ok(Verdict::progressing(
+    Ok(match report.progress {
+        Progress::Committed { sequence } => {
+            status["sequence"] = sequence.into();
+            status["committedVersion"] = plan.version.clone().into();
+            Verdict::ready(
+                "Committed",
+                format!("version {} committed as sequence {sequence}", plan.version),
+            )
+        }
+        Progress::WaitingForApprovals { have, needed, .. } => Verdict::progressing(
             "WaitingForApprovals",
             format!("{have} of {needed} needed approvals"),
-        ));
-    }
-    let tx = txs::sign_commit(&submitter, channel, &plan.name, sequence);
-    let r = api
-        .submit_wait(&tx)
-        .await
-        .map_err(|e| node_error(channel, e))?;
-    committed(channel, "commit", r)?;
-    ctx.event(
-        cc,
-        false,
-        "Committed",
-        "Commit",
-        format!(
-            "committed {} version {} as sequence {sequence}",
-            plan.name, plan.version
         ),
-    )
-    .await;
-    status["sequence"] = sequence.into();
-    status["committedVersion"] = plan.version.clone().into();
-    Ok(Verdict::ready(
-        "Committed",
-        format!("version {} committed as sequence {sequence}", plan.version),
-    ))
+    })
 }

@@ -182,6 +182,9 @@ pub struct ChaincodeInfo {
     /// The committed definition, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<ChaincodeDefinition>,
+    /// Organizations that approved the committed definition (its sequence and module hash).
+    #[serde(default)]
+    pub approvals: Vec<String>,
     /// Installed definitions not yet committed (sequence above the active one), with the
     /// organizations that approved each.
     #[serde(default)]

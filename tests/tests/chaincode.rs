@@ -310,6 +310,11 @@ async fn chaincode_lifecycle_contracts_upgrade_and_runaway() {
     let n = listed.iter().find(|c| c.name == "notary").expect("listed");
     assert_eq!(n.active.as_ref().map(|d| d.sequence), Some(1));
     assert!(n.pending.is_empty());
+    assert_eq!(
+        n.approvals,
+        ["org1", "org2"],
+        "approvals of the committed definition"
+    );
 
     // Reserved keys: plain key/value transactions cannot forge chaincode or lifecycle state.
     for key in ["cc~notary~h/ab", "_lifecycle/notary/definition"] {

@@ -749,6 +749,7 @@ impl Ledger {
                 .or_insert_with(|| ChaincodeInfo {
                     name: name.to_string(),
                     active: None,
+                    approvals: Vec::new(),
                     pending: Vec::new(),
                 });
             let (_, value) = super::decode_state(&v)?;
@@ -759,6 +760,16 @@ impl Ledger {
                 "definition" => entry.active = Some(decode(&value)?),
                 "installed" => installed.push(decode(&value)?),
                 _ => {}
+            }
+        }
+        for entry in out.values_mut() {
+            if let Some(active) = &entry.active {
+                entry.approvals = self.approvals(active, &none)?;
+            }
+        }
+        for entry in out.values_mut() {
+            if let Some(active) = &entry.active {
+                entry.approvals = self.approvals(active, &none)?;
             }
         }
         let needed = self.approvals_needed();

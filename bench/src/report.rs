@@ -131,7 +131,7 @@ impl Report {
         }
         // Last, so that the ratio column still compares the first two (key/value and etcd).
         if let Some(t) = &self.tally_chaincode {
-            cols.push((format!("tally chaincode ({})", t.members), t));
+            cols.push((format!("tally cc ({})", t.members), t));
         }
         let both = self.tally.is_some() && self.etcd.is_some();
         let mut out = format!(
@@ -238,7 +238,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&with_cc.to_json()).unwrap();
         assert_eq!(v["tally_chaincode"]["ops_per_sec"], 3000.0);
         assert_eq!(v["ratio"], 2.0);
-        assert!(with_cc.to_table().contains("tally chaincode (3)"));
+        assert!(with_cc.to_table().contains("tally cc (3)"));
         assert!(
             serde_json::from_str::<serde_json::Value>(&r.to_json()).unwrap()["tally_chaincode"]
                 .is_null()

@@ -4,9 +4,9 @@
 //!
 //! `supply-chain-finance.yaml` applied to the cluster ends with every resource Ready,
 //! transactions committed on both channels through `tallyctl` with a profile exported from
-//! the cluster, channel status that matches the nodes, a `Chaincode` (the receivables contract
-//! built from C, in a ConfigMap pinned by sha256) installed, approved and committed through the
-//! ledger's lifecycle and then invoked and queried, a consenter pod deleted under load
+//! the cluster, channel status that matches the nodes, the example's `Chaincode` (the
+//! receivables contract in a ConfigMap, pinned by sha256) installed, approved and committed
+//! through the ledger's lifecycle and then invoked and queried, a consenter pod deleted under load
 //! with nothing acknowledged lost, a version rollout one pod at a time, a consenter Peer
 //! scaled up and down under load (configuration transactions, Raft learners promoted,
 //! departing nodes removed before their pods go), two operator replicas with one leading,
@@ -267,7 +267,7 @@ fn e2e_steps(cp: &ControlPlane) {
         );
     }
 
-    // 3b. A Chaincode: the module from a ConfigMap pinned by sha256, installed, approved by
+    // 3b. The Chaincode: the module from its ConfigMap pinned by sha256, installed, approved by
     // every organization whose admin the operator holds, committed; then invoked and queried.
     chaincode_step(cp, &dir);
 
@@ -605,62 +605,10 @@ fn e2e_steps(cp: &ControlPlane) {
     drop(op2);
 }
 
-/// Builds the receivables contract from C; `None` (the step is skipped) without clang and
-/// wasm-ld outside CI.
-fn receivables_wasm() -> Option<Vec<u8>> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaincode-operator");
-    let status = Command::new("bash")
-        .arg(repo().join("chaincode/build.sh"))
-        .arg(&out)
-        .status()
-        .expect("bash runs chaincode/build.sh");
-    match status.code() {
-        Some(0) => Some(std::fs::read(out.join("receivables.wasm")).expect("receivables.wasm")),
-        Some(2) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED the Chaincode step: no clang/wasm-ld (run scripts/setup.sh)");
-            None
-        }
-        _ => panic!("chaincode/build.sh failed: {status}"),
-    }
-}
-
+/// The example's Chaincode (the receivables contract, its module embedded in a ConfigMap and
+/// pinned by sha256) is installed, approved by every organization (the operator holds each
+/// admin) and committed; then a transaction and a query run it.
 fn chaincode_step(cp: &ControlPlane, dir: &Path) {
-    let Some(wasm) = receivables_wasm() else {
-        return;
-    };
-    let file = cp.dir().join("receivables.wasm");
-    std::fs::write(&file, &wasm).expect("write the module");
-    cp.kubectl_ok(&[
-        "-n",
-        NS,
-        "create",
-        "configmap",
-        "receivables-wasm",
-        &format!("--from-file=receivables.wasm={}", file.display()),
-    ]);
-    let sha = tally_protocol::chaincode::module_hash(&wasm).to_hex();
-    let manifest = format!(
-        r#"apiVersion: tally.dev/v1alpha1
-kind: Chaincode
-metadata:
-  name: receivables
-spec:
-  channel: receivables
-  name: receivables
-  version: "1.0"
-  source:
-    configMap: {{name: receivables-wasm, key: receivables.wasm}}
-    sha256: "{sha}"
-  init:
-    function: init
-    args: [core, core-enterprise, bank, bank]
-"#
-    );
-    let applied = cp.kubectl_stdin(
-        &["-n", NS, "apply", "--server-side", "-f", "-"],
-        Some(&manifest),
-    );
-    assert!(applied.ok, "apply the Chaincode: {}", applied.stderr);
     let cc = wait_for("the Chaincode committed", Duration::from_secs(120), || {
         let cc = get_json(cp, &["-n", NS, "get", "chaincode", "receivables"]);
         match ready(&cc) {
@@ -692,7 +640,10 @@ spec:
     )
     .expect("chaincode list");
     let v: Value = serde_json::from_str(&listed).expect("JSON");
-    assert_eq!(v[0]["active"]["module_hash"], sha.as_str(), "{v}");
+    assert_eq!(
+        v[0]["active"]["module_hash"], cc["spec"]["source"]["sha256"],
+        "{v}"
+    );
     let maturity = (tally_protocol::now_ms() + 86_400_000).to_string();
     let out = tallyctl(
         dir,

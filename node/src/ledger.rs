@@ -1059,7 +1059,7 @@ mod tests {
         assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
     }
 
-    fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
+    pub(super) fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DB::open_default(dir.path()).unwrap());
         let ca = tally_protocol::OrgCa::generate("org1").unwrap();

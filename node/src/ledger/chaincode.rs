@@ -799,6 +799,74 @@ impl Ledger {
 mod tests {
     use super::*;
 
+    /// A call's scans see the block's earlier writes laid over the database: puts added,
+    /// deletes removed, in key order, within bounds and limit.
+    #[test]
+    fn scans_merge_the_overlay_over_the_database() {
+        let (_dir, ledger, client) = crate::ledger::tests::ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let body = tally_protocol::TxBody {
+            channel: "ch".into(),
+            nonce: 1,
+            timestamp_ms: now,
+            signer: tally_protocol::Signer::Certificate(client.cert_der.clone()),
+            payload: Payload::KvWrite {
+                reads: vec![],
+                writes: ["a/1", "a/2", "a/3", "a/5", "b/1"]
+                    .iter()
+                    .map(|k| Write {
+                        key: k.to_string(),
+                        value: Some(k.as_bytes().to_vec()),
+                    })
+                    .collect(),
+            },
+        };
+        let tx = tally_protocol::Transaction::sign(body, &client);
+        let data = super::super::encode_batch(now, std::iter::once(tx.to_bytes().as_slice()));
+        let mut wb = WriteBatch::default();
+        let (applied, tip) = ledger
+            .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+            .unwrap()
+            .unwrap();
+        assert!(applied.receipts[0].status.is_committed());
+        ledger.db().write(wb).unwrap();
+        ledger.commit_tip(tip);
+        let v = Version { block: 2, tx: 0 };
+        let overlay: HashMap<String, StateEntry> = [
+            ("a/0", Some((v, b"new0".to_vec()))),
+            ("a/2", None),
+            ("a/4", Some((v, b"new4".to_vec()))),
+            ("a/3", Some((v, b"new3".to_vec()))),
+        ]
+        .into_iter()
+        .map(|(k, e)| (k.to_string(), e))
+        .collect();
+        let mut host = LedgerHost {
+            ledger: &ledger,
+            overlay: &overlay,
+        };
+        let keys = |v: Vec<Entry>| v.into_iter().map(|e| e.0).collect::<Vec<_>>();
+        assert_eq!(
+            keys(host.scan("a/", "a/", None, 100).unwrap()),
+            ["a/0", "a/1", "a/3", "a/4", "a/5"]
+        );
+        assert_eq!(
+            keys(host.scan("a/", "a/", None, 3).unwrap()),
+            ["a/0", "a/1", "a/3"]
+        );
+        assert_eq!(
+            keys(host.scan("a/", "a/1", Some("a/4"), 10).unwrap()),
+            ["a/1", "a/3"]
+        );
+        let three = host.scan("a/", "a/3", None, 1).unwrap();
+        assert_eq!(
+            (three[0].0.as_str(), three[0].2.as_slice()),
+            ("a/3", &b"new3"[..])
+        );
+        assert!(host.get("a/2").unwrap().is_none(), "deleted in the overlay");
+        assert_eq!(host.get("b/1").unwrap().unwrap().1, b"b/1");
+    }
+
     #[test]
     fn reserved_keys() {
         assert!(reserved_key("_lifecycle/x/definition"));

@@ -13,6 +13,8 @@ pub struct Cluster {
     pub api_urls: Vec<String>,
     /// One client identity per organization; all may write on the channel.
     pub identities: Vec<Identity>,
+    /// Each organization's admin, in the order of `identities` (the chaincode lifecycle).
+    pub admins: Vec<(String, Identity)>,
     /// Node process ids.
     pub pids: Vec<u32>,
     // Field order matters: the nodes are killed before their folder is removed.
@@ -53,10 +55,16 @@ pub async fn start(p: &TallyParams) -> Result<Cluster> {
         .iter()
         .map(|o| inner.identity(o, Role::Client))
         .collect();
+    let admins = inner
+        .org_names()
+        .iter()
+        .map(|o| (o.clone(), inner.identity(o, Role::Admin)))
+        .collect();
     Ok(Cluster {
         channel: CHANNEL.to_string(),
         api_urls,
         identities,
+        admins,
         pids,
         inner: Some(inner),
         dir,

@@ -66,6 +66,11 @@ struct Args {
     /// Skip Tally and measure only the etcd baseline (exploration; "tally" is null).
     #[arg(long, hide = true)]
     etcd_only: bool,
+    /// The receivables contract (receivables.wasm, from chaincode/build.sh): after the
+    /// key/value load, the same Tally cluster runs a load of chaincode transfers, reported in
+    /// its own column.
+    #[arg(long)]
+    chaincode: Option<PathBuf>,
     /// etcd binary (Debian's etcd-server 3.4).
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd_bin: PathBuf,
@@ -115,6 +120,10 @@ async fn run(args: Args) -> Result<report::Report> {
             args.etcd_bin.display()
         );
     }
+    let chaincode = match &args.chaincode {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("--chaincode {}", p.display()))?),
+        None => None,
+    };
     let run_id = format!("{:08x}", rand::random::<u32>());
     let warmup = Duration::from_secs(args.warmup_seconds);
     let measure = Duration::from_secs(args.seconds);
@@ -134,10 +143,15 @@ async fn run(args: Args) -> Result<report::Report> {
                 warmup,
                 measure,
                 run_id: run_id.clone(),
+                chaincode,
             })
             .await
             .context("tally run")?,
         )
+    };
+    let (tally, tally_chaincode) = match tally {
+        Some((kv, cc)) => (Some(kv), cc),
+        None => (None, None),
     };
 
     if tally.is_some() && run_etcd {
@@ -186,6 +200,7 @@ async fn run(args: Args) -> Result<report::Report> {
 
     Ok(report::Report::new(
         tally,
+        tally_chaincode,
         etcd,
         report::RunConfig {
             clients: args.clients,

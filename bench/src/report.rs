@@ -86,6 +86,9 @@ type Row = (&'static str, fn(&SystemReport) -> f64, usize);
 pub struct Report {
     /// Null only when the Tally run was skipped (`--etcd-only`, for exploring the baseline).
     pub tally: Option<SystemReport>,
+    /// Receivables transfers through the chaincode on the same Tally cluster (`--chaincode`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tally_chaincode: Option<SystemReport>,
     pub etcd: Option<SystemReport>,
     /// Tally ops/s divided by etcd ops/s; null without both runs (or if etcd did nothing).
     pub ratio: Option<f64>,
@@ -95,6 +98,7 @@ pub struct Report {
 impl Report {
     pub fn new(
         tally: Option<SystemReport>,
+        tally_chaincode: Option<SystemReport>,
         etcd: Option<SystemReport>,
         config: RunConfig,
     ) -> Report {
@@ -104,6 +108,7 @@ impl Report {
         };
         Report {
             tally,
+            tally_chaincode,
             etcd,
             ratio,
             config,
@@ -123,6 +128,10 @@ impl Report {
         }
         if let Some(e) = &self.etcd {
             cols.push((format!("etcd ({})", e.members), e));
+        }
+        // Last, so that the ratio column still compares the first two (key/value and etcd).
+        if let Some(t) = &self.tally_chaincode {
+            cols.push((format!("tally cc ({})", t.members), t));
         }
         let both = self.tally.is_some() && self.etcd.is_some();
         let mut out = format!(
@@ -209,7 +218,7 @@ mod tests {
             batch_timeout_ms: None,
             cores: 2,
         };
-        let r = Report::new(Some(t), Some(e), cfg.clone());
+        let r = Report::new(Some(t.clone()), None, Some(e.clone()), cfg.clone());
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         for sys in ["tally", "etcd"] {
             for f in ["ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_1k"] {
@@ -224,8 +233,20 @@ mod tests {
         assert_eq!(v["etcd"]["cpu_s_per_1k"], 0.3);
         assert!(r.to_table().contains("committed ops/s"));
 
+        // The chaincode column comes last and leaves the tally/etcd ratio alone.
+        let with_cc = Report::new(Some(t), Some(e.clone()), Some(e), cfg.clone());
+        let v: serde_json::Value = serde_json::from_str(&with_cc.to_json()).unwrap();
+        assert_eq!(v["tally_chaincode"]["ops_per_sec"], 3000.0);
+        assert_eq!(v["ratio"], 2.0);
+        assert!(with_cc.to_table().contains("tally cc (3)"));
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&r.to_json()).unwrap()["tally_chaincode"]
+                .is_null()
+        );
+
         let alone = Report::new(
             Some(SystemReport::from_load(&load(5, 1, 0.1), 3, false)),
+            None,
             None,
             cfg,
         );
@@ -242,6 +263,7 @@ mod tests {
         let e = s.clone();
         let r = Report::new(
             Some(s),
+            None,
             Some(e),
             RunConfig {
                 clients: 1,

@@ -25,6 +25,9 @@ pub struct TallyParams {
     pub warmup: Duration,
     pub measure: Duration,
     pub run_id: String,
+    /// The receivables contract's module: after the key/value load, the same cluster runs a
+    /// chaincode load of receivables transfers.
+    pub chaincode: Option<Vec<u8>>,
 }
 
 /// What the node answers with `wait=true` (a `Receipt`; only the fields checked here).
@@ -99,28 +102,143 @@ impl Worker for TallyWorker {
             .conn
             .post(&self.path, "application/octet-stream", body)
             .await?;
-        if r.status != 200 {
-            bail!(
-                "submit: HTTP {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
-        }
-        let rs: ReceiptStatus = serde_json::from_slice(&r.body)
-            .with_context(|| format!("receipt: {}", String::from_utf8_lossy(&r.body)))?;
-        if rs.status != "committed" {
-            bail!(
-                "transaction {}: {} {}",
-                rs.status,
-                rs.code.unwrap_or_default(),
-                rs.reason.unwrap_or_default()
-            );
-        }
+        committed(&r)?;
         Ok(())
     }
 }
 
-pub async fn run(p: &TallyParams) -> Result<SystemReport> {
+/// Checks a receipt answered with `wait=true`.
+fn committed(r: &crate::http::Response) -> Result<()> {
+    if r.status != 200 {
+        bail!(
+            "submit: HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    let rs: ReceiptStatus = serde_json::from_slice(&r.body)
+        .with_context(|| format!("receipt: {}", String::from_utf8_lossy(&r.body)))?;
+    if rs.status != "committed" {
+        bail!(
+            "transaction {}: {} {}",
+            rs.status,
+            rs.code.unwrap_or_default(),
+            rs.reason.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The chaincode's name on the benchmark channel.
+const CHAINCODE: &str = "receivables";
+
+/// One receivable passed back and forth between two organizations: each operation is a
+/// `transfer` invoke signed by the current holder, executed by the contract on every node.
+pub struct TransferWorker {
+    conn: Conn,
+    path: String,
+    channel: String,
+    id: String,
+    /// (organization, client identity) of both parties; `holder` indexes the one holding it.
+    parties: [(String, Arc<Identity>); 2],
+    holder: usize,
+}
+
+impl Worker for TransferWorker {
+    async fn op(&mut self) -> Result<()> {
+        let to = 1 - self.holder;
+        let tx = txs::sign_invoke(
+            &self.parties[self.holder].1,
+            &self.channel,
+            CHAINCODE,
+            "transfer",
+            txs::fields(&[self.id.as_str(), self.parties[to].0.as_str()]),
+            0,
+            true,
+        );
+        let body = Bytes::from(tx.to_bytes());
+        let r = self
+            .conn
+            .post(&self.path, "application/octet-stream", body)
+            .await?;
+        committed(&r)?;
+        self.holder = to;
+        Ok(())
+    }
+}
+
+/// Installs the receivables contract (organization 1 is the core enterprise), issues one
+/// receivable per client and returns the workers that transfer them.
+async fn chaincode_setup(
+    p: &TallyParams,
+    cluster: &crate::cluster::Cluster,
+    addrs: &[SocketAddr],
+    module: &[u8],
+) -> Result<Vec<TransferWorker>> {
+    let orgs: Vec<String> = cluster.admins.iter().map(|(o, _)| o.clone()).collect();
+    let api = tally_client::Client::new(&cluster.api_urls[0])?;
+    let wanted = tally_client::lifecycle::Wanted {
+        channel: &cluster.channel,
+        name: CHAINCODE,
+        version: "bench",
+        module,
+        init: Some(tally_protocol::InitCall {
+            function: "init".into(),
+            args: txs::fields(&["core", orgs[0].as_str()]),
+        }),
+        at_least: 0,
+    };
+    tally_client::lifecycle::ensure(&api, &wanted, &cluster.admins)
+        .await
+        .context("installing the receivables chaincode")?;
+    let ids: Vec<Arc<Identity>> = cluster.identities.iter().cloned().map(Arc::new).collect();
+    let maturity = (tally_protocol::now_ms() + 365 * 86_400_000).to_string();
+    let path = format!("/v1/channels/{}/transactions?wait=true", cluster.channel);
+    let mut workers = Vec::with_capacity(p.clients);
+    // Issued concurrently, a few hundred at a time, by the core enterprise.
+    let issues = (0..p.clients).map(|i| {
+        let (a, b) = (i % orgs.len(), (i + 1) % orgs.len());
+        let id = format!("B{}-{i}", p.run_id);
+        let tx = txs::sign_invoke(
+            &ids[0],
+            &cluster.channel,
+            CHAINCODE,
+            "issue",
+            txs::fields(&[id.as_str(), orgs[a].as_str(), "1000000", maturity.as_str()]),
+            0,
+            true,
+        );
+        let mut conn = Conn::new(addrs[i % addrs.len()]);
+        workers.push(TransferWorker {
+            conn: Conn::new(addrs[i % addrs.len()]),
+            path: path.clone(),
+            channel: cluster.channel.clone(),
+            id,
+            parties: [
+                (orgs[a].clone(), ids[a].clone()),
+                (orgs[b].clone(), ids[b].clone()),
+            ],
+            holder: 0,
+        });
+        let path = path.clone();
+        async move {
+            let r = conn
+                .post(
+                    &path,
+                    "application/octet-stream",
+                    Bytes::from(tx.to_bytes()),
+                )
+                .await?;
+            committed(&r)
+        }
+    });
+    for r in futures_util::future::join_all(issues).await {
+        r.context("issuing the receivables")?;
+    }
+    Ok(workers)
+}
+
+pub async fn run(p: &TallyParams) -> Result<(SystemReport, Option<SystemReport>)> {
     let label = if p.fsync { "tally" } else { "tally no-fsync" };
     eprintln!(
         "[{label}] starting {} nodes from {}",
@@ -186,8 +304,38 @@ pub async fn run(p: &TallyParams) -> Result<SystemReport> {
             r.gone_pids
         );
     }
+    let kv = SystemReport::from_load(&r, p.nodes, p.fsync);
+    let Some(module) = &p.chaincode else {
+        cluster.stop().await;
+        return Ok((kv, None));
+    };
+    eprintln!(
+        "[{label}] chaincode: installing receivables, issuing {} receivables",
+        p.clients
+    );
+    let workers = match chaincode_setup(p, &cluster, &addrs, module).await {
+        Ok(w) => w,
+        Err(e) => {
+            let logs = cluster.log_tails(20);
+            cluster.stop().await;
+            bail!("{e:#}\n{logs}");
+        }
+    };
+    let params = LoadParams {
+        label: format!("{label} chaincode"),
+        warmup: p.warmup,
+        measure: p.measure,
+        server_pids: cluster.pids.clone(),
+    };
+    let r = load::run(params, workers).await;
     cluster.stop().await;
-    Ok(SystemReport::from_load(&r, p.nodes, p.fsync))
+    if !r.gone_pids.is_empty() {
+        bail!(
+            "tally nodes exited during the chaincode run: {:?}",
+            r.gone_pids
+        );
+    }
+    Ok((kv, Some(SystemReport::from_load(&r, p.nodes, p.fsync))))
 }
 
 #[cfg(test)]

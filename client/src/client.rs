@@ -540,6 +540,37 @@ impl Client {
         Ok(list.keys)
     }
 
+    /// Chaincode definitions of the channel: committed, pending and their approvals.
+    pub async fn chaincodes(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<tally_protocol::chaincode::ChaincodeInfo>, ClientError> {
+        let list: tally_protocol::chaincode::ChaincodeList = self
+            .get_json(&Self::channel_path(channel, "/chaincodes"))
+            .await?;
+        Ok(list.chaincodes)
+    }
+
+    /// Runs `function` of chaincode `name` read-only against the node's committed state, as
+    /// this client's identity (a signed read).
+    pub async fn query_chaincode(
+        &self,
+        channel: &str,
+        name: &str,
+        function: &str,
+        args: &[u8],
+    ) -> Result<tally_protocol::chaincode::QueryResult, ClientError> {
+        let q = query_string(&[
+            ("function", function.to_string()),
+            ("args", hex::encode(args)),
+        ]);
+        let path = Self::channel_path(
+            channel,
+            &format!("/chaincodes/{}/query{q}", percent_encode(name)),
+        );
+        self.get_json(&path).await
+    }
+
     pub async fn status(&self, channel: &str) -> Result<ChannelStatus, ClientError> {
         self.get_json(&Self::channel_path(channel, "/status")).await
     }

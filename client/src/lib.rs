@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client;
 pub mod error;
+pub mod lifecycle;
 pub mod local;
 pub mod profile;
 pub mod txs;

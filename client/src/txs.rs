@@ -1,8 +1,8 @@
 //! Building and signing transactions.
 
 use tally_protocol::{
-    ChannelConfig, ConfigUpdate, Identity, Payload, ReadCheck, Signer, Transaction, TxBody,
-    Version, Write,
+    ChaincodeDefinition, ChannelConfig, ConfigUpdate, Hash, Identity, InitCall, Payload, ReadCheck,
+    Signer, Transaction, TxBody, Version, Write,
 };
 
 /// Signs a key/value transaction (puts and deletes, no read checks) with a fresh nonce and
@@ -49,6 +49,102 @@ pub fn sign_payload(
         payload,
     };
     Transaction::sign(body, id)
+}
+
+/// Installs a chaincode definition with its module (`definition.module_hash` must be the
+/// module's sha256; [`chaincode_definition`] fills it in). Signed by an admin.
+pub fn sign_install(
+    admin: &Identity,
+    channel: &str,
+    definition: ChaincodeDefinition,
+    module: Vec<u8>,
+) -> Transaction {
+    sign_payload(
+        admin,
+        channel,
+        Payload::ChaincodeInstall { definition, module },
+        false,
+    )
+}
+
+/// A definition of `module` under `name` at `sequence`, with an optional init call.
+pub fn chaincode_definition(
+    name: &str,
+    version: &str,
+    sequence: u64,
+    module: &[u8],
+    init: Option<InitCall>,
+) -> ChaincodeDefinition {
+    ChaincodeDefinition {
+        name: name.to_string(),
+        version: version.to_string(),
+        sequence,
+        module_hash: tally_protocol::chaincode::module_hash(module),
+        init,
+    }
+}
+
+/// The admin's organization approves sequence `sequence` of `name` with this module hash.
+pub fn sign_approve(
+    admin: &Identity,
+    channel: &str,
+    name: &str,
+    sequence: u64,
+    module_hash: Hash,
+) -> Transaction {
+    sign_payload(
+        admin,
+        channel,
+        Payload::ChaincodeApprove {
+            name: name.to_string(),
+            sequence,
+            module_hash,
+        },
+        false,
+    )
+}
+
+/// Commits sequence `sequence` of `name` (needs the lifecycle policy's approvals).
+pub fn sign_commit(admin: &Identity, channel: &str, name: &str, sequence: u64) -> Transaction {
+    sign_payload(
+        admin,
+        channel,
+        Payload::ChaincodeCommit {
+            name: name.to_string(),
+            sequence,
+        },
+        false,
+    )
+}
+
+/// Calls `function` of chaincode `name` with raw argument bytes; `fuel` 0 asks for the
+/// node's maximum.
+pub fn sign_invoke(
+    id: &Identity,
+    channel: &str,
+    name: &str,
+    function: &str,
+    args: Vec<u8>,
+    fuel: u64,
+    use_cert_hash: bool,
+) -> Transaction {
+    sign_payload(
+        id,
+        channel,
+        Payload::Invoke {
+            chaincode: name.to_string(),
+            function: function.to_string(),
+            args,
+            fuel,
+        },
+        use_cert_hash,
+    )
+}
+
+/// Arguments in the field encoding of Tally's tools and contracts (a u32 count, then per
+/// field a u32 length and the bytes, little-endian).
+pub fn fields<T: AsRef<[u8]>>(fields: &[T]) -> Vec<u8> {
+    tally_runtime::fields::encode(fields)
 }
 
 /// A configuration transaction replacing `current` (in force after `applied` changes) with

@@ -1,9 +1,12 @@
-//! `Chaincode` → the module checked against its pinned sha256, approvals of the definition
-//! by the member organizations whose admins the operator acts for, and the commit once the
-//! channel's lifecycle policy is met. Approvals and the committed definition are ordinary
-//! signed transactions under the `_lifecycle/` keys of the channel, so every node holds them
-//! and status is read back from the ledger. Execution of the module arrives with the
-//! chaincode runtime; this is its lifecycle plumbing.
+//! `Chaincode` → the module checked against its pinned sha256, installed once on the channel
+//! with its definition (the transaction carries the module, so every node receives the exact
+//! bytes through the ledger), approved by each member organization whose admin key the
+//! operator holds, and committed once the channel's lifecycle policy is met. Status shows each
+//! organization's approval as the ledger records it (`GET /v1/channels/{ch}/chaincodes`).
+//!
+//! The ledger requires approvals from a majority of the channel's member organizations; a
+//! `Chaincode`'s or `Channel`'s approval rule asking for more is an additional floor the
+//! operator waits for before committing.
 
 use crate::context::{Context, Error, Result, Verdict};
 use crate::reach;
@@ -14,19 +17,11 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use tally_client::lifecycle::{self, LifecycleError, Progress, Wanted};
 use tally_client::txs;
-use tally_client::Client;
+use tally_client::{Client, ClientError};
 use tally_operator::crd::chaincode::{Chaincode, OrgApproval};
-
-/// Key of an organization's approval of a definition.
-pub fn approval_key(name: &str, version: &str, org: &str) -> String {
-    format!("_lifecycle/{name}/approvals/{version}/{org}")
-}
-
-/// Key of the committed definition of a chaincode.
-pub fn definition_key(name: &str) -> String {
-    format!("_lifecycle/{name}/definition")
-}
+use tally_protocol::InitCall;
 
 pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> {
     if cc.metadata.deletion_timestamp.is_some() {
@@ -37,7 +32,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
     let verdict = match check_module(&ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
         Err(e) => return Err(e),
-        Ok(()) => {
+        Ok(module) => {
             let channel: Option<tally_operator::crd::channel::Channel> =
                 Api::namespaced(ctx.client.clone(), &ns)
                     .get_opt(&cc.spec.channel)
@@ -49,7 +44,10 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
                 ),
                 Some(ch) => match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
                     Err(v) => v,
-                    Ok(w) => lifecycle(&cc, &ctx, &w, &mut status).await?,
+                    Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
+                        Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
+                        other => other?,
+                    },
                 },
             }
         }
@@ -58,8 +56,8 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
     Ok(Action::requeue(verdict.requeue()))
 }
 
-/// The module in its ConfigMap must hash to the pinned sha256.
-async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<()> {
+/// The module in its ConfigMap, which must hash to the pinned sha256.
+async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<Vec<u8>> {
     let ns = cc.namespace().unwrap_or_default();
     let r = &cc.spec.source.config_map;
     let cm: Option<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns)
@@ -95,13 +93,29 @@ async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<()> {
             r.name, r.key, cc.spec.source.sha256
         )));
     }
-    Ok(())
+    Ok(bytes)
+}
+
+/// A refusal by the channel is the tenant's to fix (a module the runtime refuses, a name the
+/// ledger does not accept, an init call that fails); anything else is a node problem, retried.
+fn lifecycle_error(e: LifecycleError) -> Error {
+    match &e {
+        LifecycleError::Node {
+            source: ClientError::Api { status, .. },
+            ..
+        } if (400..500).contains(status) && *status != 408 && *status != 429 => {
+            Error::Invalid(e.to_string())
+        }
+        LifecycleError::Node { .. } => Error::Node(e.to_string()),
+        LifecycleError::Rejected { .. } | LifecycleError::NoAdmin => Error::Invalid(e.to_string()),
+    }
 }
 
 async fn lifecycle(
     cc: &Chaincode,
     ctx: &Context,
     w: &world::World,
+    module: &[u8],
     status: &mut serde_json::Value,
 ) -> Result<Verdict> {
     let ns = cc.namespace().unwrap_or_default();
@@ -138,96 +152,64 @@ async fn lifecycle(
             format!("no node of channel {channel} is ready"),
         ));
     };
-    let node_err = |e: tally_client::ClientError| Error::Node(format!("channel {channel}: {e}"));
-    let sha = &cc.spec.source.sha256;
-    let mut approvals = Vec::new();
-    let mut approved = 0;
-    for org in &plan.approvers {
-        let key = approval_key(&plan.name, &plan.version, org);
-        let mut have = api.get(channel, &key).await.map_err(node_err)?;
-        if have.is_none() {
-            if let Some(admin) = w.plan.org(org).and_then(|o| o.admin.as_ref()) {
-                let tx =
-                    txs::sign_writes(admin, channel, vec![txs::put(&key, sha.as_bytes())], false);
-                api.submit_wait(&tx).await.map_err(node_err)?;
-                ctx.event(
-                    cc,
-                    false,
-                    "Approved",
-                    "Approve",
-                    format!(
-                        "organization {org} approved {} version {}",
-                        plan.name, plan.version
-                    ),
-                )
-                .await;
-                have = api.get(channel, &key).await.map_err(node_err)?;
+    let admins: Vec<(String, tally_protocol::Identity)> = plan
+        .approvers
+        .iter()
+        .filter_map(|o| Some((o.clone(), w.plan.org(o)?.admin.clone()?)))
+        .collect();
+    let wanted = Wanted {
+        channel,
+        name: &plan.name,
+        version: &plan.version,
+        module,
+        init: cc.spec.init.as_ref().map(|i| InitCall {
+            function: i.function.clone(),
+            args: txs::fields(&i.args),
+        }),
+        at_least: plan.approvals_needed,
+    };
+    let report = lifecycle::ensure(&api, &wanted, &admins)
+        .await
+        .map_err(lifecycle_error)?;
+    for a in &report.actions {
+        let (reason, action) = if a.starts_with("installed") {
+            ("Installed", "Install")
+        } else if a.starts_with("committed") {
+            ("Committed", "Commit")
+        } else {
+            ("Approved", "Approve")
+        };
+        ctx.event(cc, false, reason, action, a.clone()).await;
+    }
+    let approvals: Vec<OrgApproval> = plan
+        .approvers
+        .iter()
+        .map(|o| {
+            let ok = report.approved.contains(o);
+            OrgApproval {
+                organization: o.clone(),
+                approved: ok,
+                version: if ok {
+                    plan.version.clone()
+                } else {
+                    String::new()
+                },
             }
-        }
-        let ok = have
-            .as_ref()
-            .map(|kv| kv.value == sha.as_bytes())
-            .unwrap_or(false);
-        approved += usize::from(ok);
-        approvals.push(OrgApproval {
-            organization: org.clone(),
-            approved: ok,
-            version: plan.version.clone(),
-        });
-    }
+        })
+        .collect();
     status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
-    if approved < plan.approvals_needed {
-        return Ok(Verdict::progressing(
+    Ok(match report.progress {
+        Progress::Committed { sequence } => {
+            status["sequence"] = sequence.into();
+            status["committedVersion"] = plan.version.clone().into();
+            Verdict::ready(
+                "Committed",
+                format!("version {} committed as sequence {sequence}", plan.version),
+            )
+        }
+        Progress::WaitingForApprovals { have, needed, .. } => Verdict::progressing(
             "WaitingForApprovals",
-            format!("{approved} of {} needed approvals", plan.approvals_needed),
-        ));
-    }
-    let def_key = definition_key(&plan.name);
-    let current = api.get(channel, &def_key).await.map_err(node_err)?;
-    let parse = |v: &[u8]| serde_json::from_slice::<serde_json::Value>(v).unwrap_or_default();
-    let committed = current.as_ref().map(|kv| parse(&kv.value));
-    let seq = committed
-        .as_ref()
-        .and_then(|d| d["sequence"].as_u64())
-        .unwrap_or(0);
-    let same = committed
-        .as_ref()
-        .map(|d| d["version"] == plan.version.as_str() && d["sha256"] == sha.as_str())
-        .unwrap_or(false);
-    let mut sequence = seq;
-    if !same {
-        let committer = plan
-            .approvers
-            .iter()
-            .find_map(|o| w.plan.org(o).and_then(|o| o.admin.clone()))
-            .ok_or_else(|| {
-                Error::Invalid("no approving organization's CA key is held here".into())
-            })?;
-        sequence = seq + 1;
-        let def = serde_json::json!({"name": plan.name, "version": plan.version, "sha256": sha, "sequence": sequence});
-        let tx = txs::sign_writes(
-            &committer,
-            channel,
-            vec![txs::put(&def_key, def.to_string().as_bytes())],
-            false,
-        );
-        api.submit_wait(&tx).await.map_err(node_err)?;
-        ctx.event(
-            cc,
-            false,
-            "Committed",
-            "Commit",
-            format!(
-                "committed {} version {} as sequence {sequence}",
-                plan.name, plan.version
-            ),
-        )
-        .await;
-    }
-    status["sequence"] = sequence.into();
-    status["committedVersion"] = plan.version.clone().into();
-    Ok(Verdict::ready(
-        "Committed",
-        format!("version {} committed as sequence {sequence}", plan.version),
-    ))
+            format!("{have} of {needed} needed approvals"),
+        ),
+    })
 }

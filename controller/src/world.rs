@@ -112,6 +112,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
         channels,
         chaincodes,
         other: Vec::new(),
+        config_maps: Vec::new(),
     };
     // The planner reads a resource without a namespace as `default`, as kubectl would.
     for p in &mut resources.peers {

@@ -111,7 +111,7 @@ impl Panel {
 
 const RATE: &str = "$__rate_interval";
 const CHAINCODE_PENDING: &str =
-    "chaincode execution (issue 5) is not built yet: the node registers these series at zero";
+    "a chaincode's series start with its first call, and the quickstart example the monitoring suite runs has no chaincode";
 
 /// Selector of the channel-scoped variables.
 const SEL_CHANNEL: &str =

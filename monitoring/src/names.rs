@@ -19,6 +19,8 @@ pub const L_CHANNEL: &str = "channel";
 pub const L_REASON: &str = "reason";
 /// The peer address a dropped Raft message was for.
 pub const L_PEER: &str = "peer";
+/// The chaincode a call ran (its name on the channel).
+pub const L_CHAINCODE: &str = "chaincode";
 /// Kubernetes namespace: added by the scrape configuration (pod or service namespace), not by
 /// the processes themselves.
 pub const L_NAMESPACE: &str = "namespace";
@@ -61,11 +63,11 @@ pub const PROPOSAL_COMMIT_SECONDS: &str = "tally_proposal_commit_seconds";
 pub const BATCH_SIZE: &str = "tally_batch_size";
 pub const STATE_ROOT: &str = "tally_state_root_fingerprint";
 
-// ----- node: chaincode (issue 5; registered now, zero until chaincode runs) ----------------
+// ----- node: chaincode (series per channel and chaincode, from a chaincode's first call) ----
 
-/// Histogram: wall time of one chaincode invocation.
-pub const CHAINCODE_EXEC_SECONDS: &str = "tally_chaincode_execution_seconds";
-/// Counter: WebAssembly fuel consumed by chaincode invocations.
+/// Histogram: wall time of one chaincode call at apply time.
+pub const CHAINCODE_EXEC_SECONDS: &str = "tally_chaincode_exec_seconds";
+/// Counter: WebAssembly fuel consumed by chaincode calls.
 pub const CHAINCODE_FUEL: &str = "tally_chaincode_fuel_used_total";
 
 // ----- node: storage, identity, process ----------------------------------------------------

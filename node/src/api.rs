@@ -79,9 +79,11 @@ async fn channel_route(
             .unwrap_or(default)
             .min(max)
     };
+    let mut reader = None;
     if crate::read_access::is_data_read(&method, rest) {
-        if let Err(refused) = crate::read_access::check(ledger, &req, tally_protocol::now_ms()) {
-            return refused.into_response();
+        match crate::read_access::check(ledger, &req, tally_protocol::now_ms()) {
+            Ok(info) => reader = Some(info),
+            Err(refused) => return refused.into_response(),
         }
     }
     match (method, rest) {
@@ -169,6 +171,51 @@ async fn channel_route(
             let prefix = query_param(q, "prefix").unwrap_or_default();
             match ledger.keys_with_prefix(&prefix, limit(100, 10_000)) {
                 Ok(keys) => json(StatusCode::OK, &KeyList { keys }),
+                Err(e) => internal(e),
+            }
+        }
+        // Definitions and approvals are governance, like the configuration: open to read.
+        (Method::GET, ["chaincodes"]) => match ledger.chaincodes() {
+            Ok(chaincodes) => json(
+                StatusCode::OK,
+                &tally_protocol::chaincode::ChaincodeList { chaincodes },
+            ),
+            Err(e) => internal(e),
+        },
+        // A GET with the call in the query string, so that the read signature (over method,
+        // path and query) covers the function and arguments.
+        (Method::GET, ["chaincodes", name, "query"]) => {
+            let Some(reader) = reader else {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "read_unauthenticated",
+                    "a chaincode query needs a signed read",
+                );
+            };
+            let Some(function) = query_param(q, "function") else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "query parameter 'function' is required",
+                );
+            };
+            let Ok(args) = hex::decode(query_param(q, "args").unwrap_or_default()) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "query parameter 'args' must be hex (the argument bytes)",
+                );
+            };
+            match ledger.query(name, &function, &args, &reader) {
+                Ok(Ok(r)) => json(StatusCode::OK, &r),
+                Ok(Err((code, reason))) => {
+                    let status = match code {
+                        RejectCode::UnknownChaincode => StatusCode::NOT_FOUND,
+                        RejectCode::Forbidden => StatusCode::FORBIDDEN,
+                        _ => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    error(status, code.as_str(), reason)
+                }
                 Err(e) => internal(e),
             }
         }

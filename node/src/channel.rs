@@ -881,6 +881,15 @@ impl Worker {
         }
         let m = &self.env.metrics;
         let ch = [self.ch.as_str()];
+        for x in &applied.exec {
+            let l = [self.ch.as_str(), x.chaincode.as_str()];
+            m.chaincode_exec_seconds
+                .with_label_values(&l)
+                .observe(x.seconds);
+            m.chaincode_fuel_used
+                .with_label_values(&l)
+                .inc_by(x.fuel_used);
+        }
         m.committed_blocks.with_label_values(&ch).inc();
         m.batch_size
             .with_label_values(&ch)

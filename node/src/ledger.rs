@@ -13,11 +13,16 @@ use tally_protocol::merkle;
 use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
 use tally_protocol::sig;
 use tally_protocol::state::StateDigest;
+use tally_protocol::TxEffects;
 use tally_protocol::{
     Block, BlockHeader, ChannelConfig, ConfigUpdate, Hash, Payload, RejectCode, Signer,
     Transaction, TxStatus, Version,
 };
+use tally_runtime::Engine;
 use thiserror::Error;
+
+mod chaincode;
+pub use chaincode::ExecStat;
 
 #[derive(Debug, Error)]
 pub enum LedgerError {
@@ -25,6 +30,10 @@ pub enum LedgerError {
     Db(#[from] rocksdb::Error),
     #[error("corrupt record {what}: {detail}")]
     Corrupt { what: &'static str, detail: String },
+    /// The chaincode runtime's access to state failed (`ExecError::Host`): a storage failure
+    /// of this node, never a property of the transaction.
+    #[error("chaincode state access: {0}")]
+    ChaincodeHost(String),
 }
 
 fn corrupt(what: &'static str, e: impl std::fmt::Display) -> LedgerError {
@@ -129,6 +138,8 @@ pub struct Applied {
     pub receipts: Vec<Receipt>,
     /// A configuration this block installed, for [`Ledger::install_config`] once written.
     pub config: Option<InForce>,
+    /// One entry per chaincode call executed (committed or not), for metrics.
+    pub exec: Vec<ExecStat>,
 }
 
 /// The channel configuration in force and how many changes led to it (0: the genesis one).
@@ -173,6 +184,9 @@ struct Scratch {
     seen: HashSet<Hash>,
     new_certs: HashMap<Hash, Vec<u8>>,
     config: Option<InForce>,
+    /// What the transaction being applied did, if it ran chaincode and committed.
+    effects: Option<TxEffects>,
+    exec: Vec<ExecStat>,
 }
 
 /// A signer whose certificate chains to a member CA.
@@ -195,13 +209,19 @@ pub struct Ledger {
     /// Certificates whose chain has been checked, by certificate hash, with their decoded
     /// keys. Validity in time is checked on every use, against block time.
     verified_certs: RwLock<HashMap<Hash, Arc<KnownSigner>>>,
+    /// The node's chaincode engine, shared by its channels (one compiled-module cache).
+    engine: Arc<Engine>,
 }
 
 type StateEntry = Option<(Version, Vec<u8>)>;
 
 impl Ledger {
     /// Opens the ledger of a channel, writing its genesis block if it has none.
-    pub fn open(db: Arc<DB>, config: ChannelConfig) -> Result<Ledger, LedgerError> {
+    pub fn open(
+        db: Arc<DB>,
+        config: ChannelConfig,
+        engine: Arc<Engine>,
+    ) -> Result<Ledger, LedgerError> {
         config.validate().map_err(|e| corrupt("config", e))?;
         let keys = Keys::new(&config.name);
         let config_hash = config.hash();
@@ -224,6 +244,7 @@ impl Ledger {
                     header: header.clone(),
                     txs: vec![],
                     results: vec![],
+                    effects: vec![],
                 };
                 let tip = Tip {
                     height: 1,
@@ -251,6 +272,7 @@ impl Ledger {
             db,
             tip: RwLock::new(tip),
             verified_certs: RwLock::new(HashMap::new()),
+            engine,
         })
     }
 
@@ -403,6 +425,17 @@ impl Ledger {
                         ));
                     }
                 }
+                if let Some(w) = writes.iter().find(|w| chaincode::reserved_key(&w.key)) {
+                    return Err((
+                        RejectCode::Forbidden,
+                        format!(
+                            "key {:?} is reserved: keys under {:?} change only through the chaincode lifecycle and keys under {:?} only through chaincode",
+                            w.key,
+                            tally_protocol::chaincode::LIFECYCLE_PREFIX,
+                            tally_protocol::chaincode::STATE_PREFIX
+                        ),
+                    ));
+                }
             }
             Payload::Config(u) => {
                 if u.config.name != self.name {
@@ -415,6 +448,7 @@ impl Ledger {
                     ));
                 }
             }
+            p => self.chaincode_static_checks(p)?,
         }
         Ok(())
     }
@@ -442,13 +476,17 @@ impl Ledger {
                 "node certificates may not submit transactions".into(),
             ));
         }
-        if let Payload::Config(_) = &tx.body.payload {
+        if let Payload::Config(_)
+        | Payload::ChaincodeInstall { .. }
+        | Payload::ChaincodeApprove { .. }
+        | Payload::ChaincodeCommit { .. } = &tx.body.payload
+        {
             // Approvals decide; the submitter must still be an admin of a member.
             if info.role != Role::Admin {
                 return Err((
                     RejectCode::Forbidden,
                     format!(
-                        "configuration changes are submitted by admins; {} is a {}",
+                        "configuration and chaincode lifecycle changes are submitted by admins; {} is a {}",
                         info.subject, info.role
                     ),
                 ));
@@ -509,6 +547,7 @@ impl Ledger {
         let mut scratch = Scratch::default();
         let checked = self.verify_batch(&txs, now_s, preverified);
         let mut results = Vec::with_capacity(txs.len());
+        let mut effects = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
         for (i, otx) in txs.iter().enumerate() {
             let version = Version {
@@ -526,7 +565,10 @@ impl Ledger {
                 &mut tip.digest,
                 wb,
             )?;
+            // Effects belong to committed transactions only; a rejected one leaves none.
+            let fx = scratch.effects.take().filter(|_| status.is_committed());
             results.push(status);
+            effects.push(fx);
         }
         for (h, der) in &scratch.new_certs {
             wb.put(self.keys.cert(&h.0), der);
@@ -552,6 +594,7 @@ impl Ledger {
             w.fixed(t.raw);
         }
         w.seq(&results);
+        w.seq(&effects);
         wb.put(self.keys.block(number), w.into_inner());
         tip.height = number + 1;
         tip.last_hash = block_hash;
@@ -562,14 +605,16 @@ impl Ledger {
         let receipts = ids
             .iter()
             .zip(results)
+            .zip(effects)
             .enumerate()
-            .map(|(i, (id, status))| Receipt {
+            .map(|(i, ((id, status), effects))| Receipt {
                 tx_id: *id,
                 channel: self.name.clone(),
                 block: number,
                 index: i as u32,
                 status,
                 block_hash,
+                effects: effects.map(Box::new),
             })
             .collect();
         Ok(Some((
@@ -578,6 +623,7 @@ impl Ledger {
                 block_hash,
                 receipts,
                 config: scratch.config,
+                exec: scratch.exec,
             },
             tip,
         )))
@@ -667,6 +713,15 @@ impl Ledger {
         let (reads, writes) = match &tx.body.payload {
             Payload::KvWrite { reads, writes } => (reads, writes),
             Payload::Config(update) => return Ok(self.apply_config(update, now_s, scratch)),
+            p => {
+                let at = chaincode::At {
+                    tx_id: otx.id,
+                    version,
+                    block_ts,
+                    info,
+                };
+                return self.apply_chaincode(p, &at, scratch, digest, wb);
+            }
         };
         let overlay = &mut scratch.overlay;
         for r in reads {
@@ -682,35 +737,63 @@ impl Ledger {
             }
         }
         for w in writes {
-            if let Some((old_v, old)) = self.read_state(&w.key, overlay)? {
-                digest.remove(&w.key, &old_v, &old);
-            }
-            let mut h = Writer::with_capacity(48 + w.value.as_ref().map_or(0, Vec::len));
-            otx.id.encode(&mut h);
-            h.u64(block_ts);
-            match &w.value {
-                Some(v) => {
-                    digest.add(&w.key, &version, v);
-                    let mut s = Writer::with_capacity(12 + v.len());
-                    version.encode(&mut s);
-                    s.fixed(v);
-                    wb.put(self.keys.state(&w.key), s.into_inner());
-                    h.u8(1);
-                    h.fixed(v);
-                    overlay.insert(w.key.clone(), Some((version, v.clone())));
-                }
-                None => {
-                    wb.delete(self.keys.state(&w.key));
-                    h.u8(0);
-                    overlay.insert(w.key.clone(), None);
-                }
-            }
-            wb.put(
-                self.keys.history(&w.key, version.block, version.tx),
-                h.into_inner(),
-            );
+            self.write_key(
+                &w.key,
+                w.value.as_deref(),
+                version,
+                &otx.id,
+                block_ts,
+                overlay,
+                digest,
+                wb,
+            )?;
         }
         Ok(TxStatus::Committed)
+    }
+
+    /// The one path by which any transaction changes world state: the state record, the
+    /// key's history, the state digest and the overlay that later transactions of the block
+    /// read through.
+    #[allow(clippy::too_many_arguments)]
+    fn write_key(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        version: Version,
+        tx_id: &Hash,
+        block_ts: u64,
+        overlay: &mut HashMap<String, StateEntry>,
+        digest: &mut StateDigest,
+        wb: &mut WriteBatch,
+    ) -> Result<(), LedgerError> {
+        if let Some((old_v, old)) = self.read_state(key, overlay)? {
+            digest.remove(key, &old_v, &old);
+        }
+        let mut h = Writer::with_capacity(48 + value.map_or(0, <[u8]>::len));
+        tx_id.encode(&mut h);
+        h.u64(block_ts);
+        match value {
+            Some(v) => {
+                digest.add(key, &version, v);
+                let mut s = Writer::with_capacity(12 + v.len());
+                version.encode(&mut s);
+                s.fixed(v);
+                wb.put(self.keys.state(key), s.into_inner());
+                h.u8(1);
+                h.fixed(v);
+                overlay.insert(key.to_string(), Some((version, v.to_vec())));
+            }
+            None => {
+                wb.delete(self.keys.state(key));
+                h.u8(0);
+                overlay.insert(key.to_string(), None);
+            }
+        }
+        wb.put(
+            self.keys.history(key, version.block, version.tx),
+            h.into_inner(),
+        );
+        Ok(())
     }
 
     /// Checks a configuration update against the configuration in force (or the one an
@@ -790,6 +873,7 @@ impl Ledger {
             .get(i)
             .cloned()
             .ok_or_else(|| corrupt("block", "result missing"))?;
+        let effects = block.effects.get(i).cloned().flatten().map(Box::new);
         let proof = merkle::prove(&ids, i).ok_or_else(|| corrupt("block", "index out of range"))?;
         let block_hash = block.header.hash();
         Ok(Some(ProvenReceipt {
@@ -800,6 +884,7 @@ impl Ledger {
                 index: loc.tx,
                 status,
                 block_hash,
+                effects,
             },
             proof: InclusionProof {
                 tx_id: *id,
@@ -974,7 +1059,7 @@ mod tests {
         assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
     }
 
-    fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
+    pub(super) fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DB::open_default(dir.path()).unwrap());
         let ca = tally_protocol::OrgCa::generate("org1").unwrap();
@@ -999,7 +1084,8 @@ mod tests {
             max_tx_bytes: 100_000,
             tx_window_s: 600,
         };
-        let ledger = Ledger::open(db, cfg).unwrap();
+        let engine = Arc::new(Engine::new(tally_runtime::Limits::default()));
+        let ledger = Ledger::open(db, cfg, engine).unwrap();
         (dir, ledger, client)
     }
 

@@ -6,8 +6,8 @@
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,9 +49,8 @@ pub struct Metrics {
     pub peer_dropped: IntCounterVec,
     pub consenters: IntGaugeVec,
     pub cert_expiry: Gauge,
-    /// Zero until chaincode runs (issue 5); registered now so that dashboards can show them.
-    pub chaincode_seconds: Histogram,
-    pub chaincode_fuel: IntCounter,
+    pub chaincode_exec_seconds: HistogramVec,
+    pub chaincode_fuel_used: IntCounterVec,
 }
 
 impl Metrics {
@@ -103,8 +102,8 @@ impl Metrics {
             rocksdb_delayed_write_rate: reg!(Gauge::with_opts(Opts::new(n::ROCKSDB_DELAYED_WRITE_RATE, "Bytes per second RocksDB slows writes to while compaction catches up; 0 when writes are not delayed"))),
             consenters: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_CONSENTERS, "Raft voters (consenters) in the channel's configuration; a quorum is a majority of them"), ch)),
             cert_expiry: reg!(Gauge::with_opts(Opts::new(n::CERT_EXPIRY, "Unix time the node's TLS certificate expires"))),
-            chaincode_seconds: reg!(Histogram::with_opts(HistogramOpts::new(n::CHAINCODE_EXEC_SECONDS, "Wall time of one chaincode invocation (zero until chaincode runs)").buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]))),
-            chaincode_fuel: reg!(IntCounter::with_opts(Opts::new(n::CHAINCODE_FUEL, "WebAssembly fuel consumed by chaincode invocations (zero until chaincode runs)"))),
+            chaincode_exec_seconds: reg!(HistogramVec::new(HistogramOpts::new(n::CHAINCODE_EXEC_SECONDS, "Time to execute one chaincode call at apply time, failed calls included").buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]), &[n::L_CHANNEL, n::L_CHAINCODE])),
+            chaincode_fuel_used: reg!(IntCounterVec::new(Opts::new(n::CHAINCODE_FUEL, "Fuel used by chaincode calls at apply time (a call that ran out counts its whole allowance)"), &[n::L_CHANNEL, n::L_CHAINCODE])),
             registry,
         };
         #[cfg(target_os = "linux")]

@@ -47,6 +47,9 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub fsync: bool,
     pub verifier: crate::verifier::Verifier,
+    /// The chaincode engine of every channel on this node: one compiled-module cache. Default
+    /// limits, because every node of a channel must stop calls at the same place.
+    pub engine: Arc<tally_runtime::Engine>,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     join_lock: Mutex<()>,
@@ -106,6 +109,7 @@ impl Node {
             metrics,
             fsync,
             verifier,
+            engine: Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default())),
             channels: RwLock::new(BTreeMap::new()),
             threads: Mutex::new(Vec::new()),
             join_lock: Mutex::new(()),
@@ -203,7 +207,7 @@ impl Node {
         hint: Option<ChannelConfig>,
     ) -> Result<Arc<Channel>, JoinError> {
         let ledger = Arc::new(
-            Ledger::open(self.db.clone(), genesis)
+            Ledger::open(self.db.clone(), genesis, self.engine.clone())
                 .map_err(|e| JoinError::Storage(e.to_string()))?,
         );
         let hint = hint.map(Arc::new);

@@ -16,12 +16,22 @@ pub fn is_data_read(method: &hyper::Method, rest: &[&str]) -> bool {
     method == hyper::Method::GET
         && matches!(
             rest,
-            ["transactions", _] | ["blocks", _] | ["state"] | ["history"] | ["keys"]
+            ["transactions", _]
+                | ["blocks", _]
+                | ["state"]
+                | ["history"]
+                | ["keys"]
+                | ["chaincodes", _, "query"]
         )
 }
 
-/// Checks the reader of `req`; the error says what to answer instead.
-pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Refusal> {
+/// Checks the reader of `req` and returns who it is (a chaincode query runs as the reader);
+/// the error says what to answer instead.
+pub fn check<B>(
+    ledger: &Ledger,
+    req: &Request<B>,
+    now_ms: u64,
+) -> Result<tally_protocol::CertInfo, Refusal> {
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let (Some(cert), Some(auth)) = (header(CERT_HEADER), header(AUTH_HEADER)) else {
         return Err(Refusal::new(
@@ -78,5 +88,5 @@ pub fn check<B>(ledger: &Ledger, req: &Request<B>, now_ms: u64) -> Result<(), Re
             ),
         ));
     }
-    Ok(())
+    Ok(signer.info.clone())
 }

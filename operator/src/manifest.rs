@@ -33,6 +33,9 @@ pub struct Resources {
     /// Documents of other kinds (ConfigMaps, Namespaces...) as `kind/name`, which a cluster
     /// would take and the local mode leaves aside.
     pub other: Vec<String>,
+    /// ConfigMaps (`v1`), kept too: a Chaincode's module lives in one, and the local mode
+    /// installs it from there.
+    pub config_maps: Vec<k8s_openapi::api::core::v1::ConfigMap>,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +48,21 @@ struct Head {
 }
 
 impl Resources {
+    /// The bytes of `key` in ConfigMap `name` (`binaryData`, else `data`), if present.
+    pub fn config_map_key(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        let cm = self.config_maps.iter().find(|c| c.name_any() == name)?;
+        cm.binary_data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                cm.data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.as_bytes().to_vec())
+            })
+    }
+
     /// Reads every document of every file.
     pub fn read_files(paths: &[PathBuf]) -> Result<Resources, ManifestError> {
         let mut all = Resources::default();
@@ -80,6 +98,9 @@ impl Resources {
                 head.kind.as_str(),
                 "Consortium" | "Peer" | "Channel" | "Chaincode"
             );
+            if head.kind == "ConfigMap" && head.api_version == "v1" {
+                self.config_maps.push(parse(&at, value.clone())?);
+            }
             if !tally_kind || !head.api_version.starts_with("tally.dev/") {
                 let name = value
                     .get("metadata")
@@ -160,6 +181,8 @@ spec:
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: wasm}
+binaryData: {m.wasm: AGFzbQ==}
+data: {note: text}
 ---
 apiVersion: tally.dev/v1alpha1
 kind: Peer
@@ -174,6 +197,9 @@ spec: {consortium: demo, organization: org1, replicas: 2}
         assert_eq!(r.consortia.len(), 1);
         assert_eq!(r.peers.len(), 1);
         assert_eq!(r.other, ["ConfigMap/wasm"]);
+        assert_eq!(r.config_map_key("wasm", "m.wasm").unwrap(), b"\0asm");
+        assert_eq!(r.config_map_key("wasm", "note").unwrap(), b"text");
+        assert!(r.config_map_key("wasm", "absent").is_none());
         let c = &r.consortia[0];
         assert_eq!(namespace_of(c), "default");
         assert_eq!(c.spec.ordering.batch_max_transactions, 500);

@@ -1,5 +1,6 @@
 //! Blocks, their headers, per-transaction results and the ordered batch a block is made from.
 
+use crate::chaincode::TxEffects;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::Hash;
 use crate::merkle;
@@ -71,10 +72,20 @@ pub enum RejectCode {
     WrongChannel,
     TooLarge,
     Malformed,
+    /// The chaincode failed (its own error, a trap, a bad host call, ...); the reason starts
+    /// with the runtime's failure code.
+    ChaincodeError,
+    OutOfFuel,
+    MemoryLimit,
+    /// A chaincode commit without the approvals the lifecycle policy needs.
+    NotApproved,
+    UnknownChaincode,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 10] = [
+    /// Every code, in tag order: a code's position is its canonical tag, so new codes are
+    /// only ever appended.
+    pub const ALL: [RejectCode; 15] = [
         RejectCode::BadSignature,
         RejectCode::UnknownCertificate,
         RejectCode::NotMember,
@@ -85,6 +96,11 @@ impl RejectCode {
         RejectCode::WrongChannel,
         RejectCode::TooLarge,
         RejectCode::Malformed,
+        RejectCode::ChaincodeError,
+        RejectCode::OutOfFuel,
+        RejectCode::MemoryLimit,
+        RejectCode::NotApproved,
+        RejectCode::UnknownChaincode,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -99,6 +115,11 @@ impl RejectCode {
             RejectCode::WrongChannel => "wrong_channel",
             RejectCode::TooLarge => "too_large",
             RejectCode::Malformed => "malformed",
+            RejectCode::ChaincodeError => "chaincode_error",
+            RejectCode::OutOfFuel => "out_of_fuel",
+            RejectCode::MemoryLimit => "memory_limit",
+            RejectCode::NotApproved => "not_approved",
+            RejectCode::UnknownChaincode => "unknown_chaincode",
         }
     }
 
@@ -186,6 +207,11 @@ pub struct Block {
     pub header: BlockHeader,
     pub txs: Vec<Transaction>,
     pub results: Vec<TxStatus>,
+    /// Per transaction, what a committed chaincode call read, wrote, emitted and returned
+    /// (`None` for every other transaction). Deterministic like `results`: every node
+    /// computes the same from the same transactions and prior state.
+    #[serde(default)]
+    pub effects: Vec<Option<TxEffects>>,
 }
 
 impl Encode for Block {
@@ -193,6 +219,7 @@ impl Encode for Block {
         self.header.encode(w);
         w.seq(&self.txs);
         w.seq(&self.results);
+        w.seq(&self.effects);
     }
 }
 impl Decode for Block {
@@ -201,6 +228,7 @@ impl Decode for Block {
             header: BlockHeader::decode(r)?,
             txs: r.seq("txs")?,
             results: r.seq("results")?,
+            effects: r.seq("effects")?,
         })
     }
 }

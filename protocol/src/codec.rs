@@ -208,6 +208,17 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl<T: Encode> Encode for Option<T> {
+    fn encode(&self, w: &mut Writer) {
+        w.opt(self)
+    }
+}
+impl<T: Decode> Decode for Option<T> {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.opt("option")
+    }
+}
+
 impl Encode for String {
     fn encode(&self, w: &mut Writer) {
         w.str(self)

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod block;
+pub mod chaincode;
 pub mod codec;
 pub mod config;
 pub mod config_update;
@@ -18,6 +19,7 @@ pub mod state;
 pub mod tx;
 
 pub use block::{Batch, Block, BlockHeader, RejectCode, TxStatus};
+pub use chaincode::{ChaincodeDefinition, ChaincodeEvent, InitCall, TxEffects};
 pub use codec::{Decode, DecodeError, Encode};
 pub use config::{BatchConfig, ChannelConfig, NodeRef, OrgMember, Policies};
 pub use config_update::{Approval, ConfigUpdate, UpdateError};

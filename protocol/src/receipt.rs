@@ -14,6 +14,9 @@ pub struct Receipt {
     #[serde(flatten)]
     pub status: TxStatus,
     pub block_hash: Hash,
+    /// What a committed chaincode call did (its result, events, reads and writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effects: Option<Box<crate::chaincode::TxEffects>>,
 }
 
 /// Links a transaction id to a block header through the header's transaction root.

@@ -1,5 +1,6 @@
 //! Signed transactions.
 
+use crate::chaincode::ChaincodeDefinition;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::config_update::ConfigUpdate;
 use crate::hash::{hex_bytes, hex_opt, Hash};
@@ -109,7 +110,7 @@ impl Decode for Write {
     }
 }
 
-/// What a transaction asks the ledger to do. Chaincode invocations join this enum later.
+/// What a transaction asks the ledger to do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Payload {
@@ -119,6 +120,30 @@ pub enum Payload {
     },
     /// Replaces the channel's configuration; see [`crate::config_update`].
     Config(Box<ConfigUpdate>),
+    /// Installs a chaincode definition with its module bytes, waiting for approvals. Submitted
+    /// by an admin of a member organization; see [`crate::chaincode`].
+    ChaincodeInstall {
+        definition: ChaincodeDefinition,
+        #[serde(with = "hex_bytes")]
+        module: Vec<u8>,
+    },
+    /// The signer's organization (the signer must be its admin) approves a definition.
+    ChaincodeApprove {
+        name: String,
+        sequence: u64,
+        module_hash: Hash,
+    },
+    /// Makes an installed definition active once the lifecycle policy is met.
+    ChaincodeCommit { name: String, sequence: u64 },
+    /// Calls a function of an active chaincode; executed on every node when the block applies.
+    Invoke {
+        chaincode: String,
+        function: String,
+        #[serde(with = "hex_bytes", default)]
+        args: Vec<u8>,
+        /// Most fuel the call may use; the node caps it at its engine's limit.
+        fuel: u64,
+    },
 }
 
 impl Encode for Payload {
@@ -133,6 +158,38 @@ impl Encode for Payload {
                 w.u8(1);
                 u.encode(w);
             }
+            Payload::ChaincodeInstall { definition, module } => {
+                w.u8(2);
+                definition.encode(w);
+                w.bytes(module);
+            }
+            Payload::ChaincodeApprove {
+                name,
+                sequence,
+                module_hash,
+            } => {
+                w.u8(3);
+                w.str(name);
+                w.u64(*sequence);
+                module_hash.encode(w);
+            }
+            Payload::ChaincodeCommit { name, sequence } => {
+                w.u8(4);
+                w.str(name);
+                w.u64(*sequence);
+            }
+            Payload::Invoke {
+                chaincode,
+                function,
+                args,
+                fuel,
+            } => {
+                w.u8(5);
+                w.str(chaincode);
+                w.str(function);
+                w.bytes(args);
+                w.u64(*fuel);
+            }
         }
     }
 }
@@ -144,6 +201,25 @@ impl Decode for Payload {
                 writes: r.seq("writes")?,
             }),
             1 => Ok(Payload::Config(Box::new(ConfigUpdate::decode(r)?))),
+            2 => Ok(Payload::ChaincodeInstall {
+                definition: ChaincodeDefinition::decode(r)?,
+                module: r.bytes("module")?,
+            }),
+            3 => Ok(Payload::ChaincodeApprove {
+                name: r.str("chaincode")?,
+                sequence: r.u64("sequence")?,
+                module_hash: Hash::decode(r)?,
+            }),
+            4 => Ok(Payload::ChaincodeCommit {
+                name: r.str("chaincode")?,
+                sequence: r.u64("sequence")?,
+            }),
+            5 => Ok(Payload::Invoke {
+                chaincode: r.str("chaincode")?,
+                function: r.str("function")?,
+                args: r.bytes("args")?,
+                fuel: r.u64("fuel")?,
+            }),
             tag => Err(DecodeError::BadTag {
                 what: "payload",
                 tag,

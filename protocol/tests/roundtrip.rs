@@ -87,6 +87,26 @@ fn transactions_blocks_and_configs_round_trip() {
                 reason: "stale read".into(),
             },
         ],
+        effects: vec![
+            Some(tally_protocol::TxEffects {
+                chaincode: "notary".into(),
+                reads: vec![tally_protocol::ReadCheck {
+                    key: "cc~notary~h/ab".into(),
+                    version: None,
+                }],
+                writes: vec![tally_protocol::Write {
+                    key: "cc~notary~h/ab".into(),
+                    value: Some(b"rec".to_vec()),
+                }],
+                events: vec![tally_protocol::ChaincodeEvent {
+                    name: "anchored".into(),
+                    payload: vec![1, 2],
+                }],
+                result: b"{}".to_vec(),
+                fuel_used: 1234,
+            }),
+            None,
+        ],
     });
     let cfg = ChannelConfig {
         name: "trade".into(),
@@ -255,4 +275,56 @@ fn configs_are_validated() {
     let mut c = base;
     c.policies.writers = vec!["org9".into()];
     assert!(c.validate().unwrap_err().to_string().contains("org9"));
+}
+
+#[test]
+fn chaincode_payloads_round_trip_with_stable_tags() {
+    use tally_protocol::chaincode::{module_hash, ChaincodeDefinition, InitCall};
+    let def = ChaincodeDefinition {
+        name: "receivables".into(),
+        version: "1.0".into(),
+        sequence: 1,
+        module_hash: module_hash(b"\0asm"),
+        init: Some(InitCall {
+            function: "init".into(),
+            args: vec![0, 0, 0, 0],
+        }),
+    };
+    let payloads = [
+        Payload::ChaincodeInstall {
+            definition: def.clone(),
+            module: b"\0asm".to_vec(),
+        },
+        Payload::ChaincodeApprove {
+            name: "receivables".into(),
+            sequence: 1,
+            module_hash: def.module_hash,
+        },
+        Payload::ChaincodeCommit {
+            name: "receivables".into(),
+            sequence: 1,
+        },
+        Payload::Invoke {
+            chaincode: "receivables".into(),
+            function: "issue".into(),
+            args: vec![1, 2, 3],
+            fuel: 1000,
+        },
+    ];
+    for (p, tag) in payloads.into_iter().zip(2u8..) {
+        let mut b = body(Signer::CertHash(Hash([7; 32])));
+        b.payload = p;
+        round_trip(&b);
+        // The payload tag follows the fixed header fields; KvWrite is 0 and Config 1.
+        let bytes = b.payload.to_bytes();
+        assert_eq!(bytes[0], tag);
+    }
+    // sha256 as `sha256sum` shows it.
+    assert_eq!(
+        module_hash(b"").to_hex(),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    // New reject codes are appended: the old tags keep their meaning.
+    assert_eq!(RejectCode::ALL[9], RejectCode::Malformed);
+    assert_eq!(RejectCode::ALL[14].as_str(), "unknown_chaincode");
 }

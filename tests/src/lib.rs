@@ -42,7 +42,7 @@ pub fn node_bin() -> PathBuf {
         "tally-node",
         "TALLY_NODE_BIN",
         "tally-node",
-        &["node/src", "protocol/src"],
+        &["node/src", "node/src/ledger", "protocol/src", "runtime/src"],
         &ONCE,
     )
 }

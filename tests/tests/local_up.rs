@@ -825,6 +825,50 @@ fn run_example(name: &'static str) {
         .unwrap_or_else(|e| panic!("{name}: profile.json is not JSON: {e}"));
     let channel_nodes = check_profile(&ex, &facts, &profile);
 
+    // Every Chaincode of the manifests was installed, approved and committed by `up`.
+    let res = Resources::read_files(&[ex.manifest.clone()]).expect("manifests");
+    for cc in &res.chaincodes {
+        let ch = &cc.spec.channel;
+        let member = &facts
+            .channels
+            .iter()
+            .find(|c| &c.name == ch)
+            .expect("the chaincode's channel")
+            .members[0];
+        let out = ex.ctl(&[
+            "--org",
+            member,
+            "--output",
+            "json",
+            "chaincode",
+            "list",
+            "-c",
+            ch,
+        ]);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{name}: chaincode list: {}",
+            out.describe()
+        );
+        let list: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name}: chaincode list is not JSON ({e}): {}", out.stdout));
+        let entry = list
+            .as_array()
+            .and_then(|l| l.iter().find(|c| c["name"] == cc.spec.name.as_str()))
+            .unwrap_or_else(|| panic!("{name}: chaincode {} not listed: {list}", cc.spec.name));
+        assert_eq!(
+            entry["active"]["version"],
+            cc.spec.version.as_str(),
+            "{name}: {entry}"
+        );
+        assert_eq!(
+            entry["active"]["module_hash"],
+            cc.spec.source.sha256.as_str(),
+            "{name}: {entry}"
+        );
+    }
+
     // 3. writes, reads, refusals and agreement on every channel.
     let mut written: Vec<(String, String, String)> = Vec::new(); // (channel, key, value)
     let mut heights_before: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();

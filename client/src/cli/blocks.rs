@@ -166,6 +166,33 @@ fn print_block(b: &Block) {
                 u.config.observers.len(),
                 u.approvals.len()
             ),
+            tally_protocol::Payload::ChaincodeInstall { definition, module } => format!(
+                "chaincode install {} sequence {} ({} bytes, sha256 {})",
+                definition.name,
+                definition.sequence,
+                module.len(),
+                definition.module_hash
+            ),
+            tally_protocol::Payload::ChaincodeApprove { name, sequence, .. } => {
+                format!("chaincode approve {name} sequence {sequence}")
+            }
+            tally_protocol::Payload::ChaincodeCommit { name, sequence } => {
+                format!("chaincode commit {name} sequence {sequence}")
+            }
+            tally_protocol::Payload::Invoke {
+                chaincode,
+                function,
+                ..
+            } => match b.effects.get(i).and_then(Option::as_ref) {
+                Some(fx) => format!(
+                    "invoke {chaincode}.{function} ({} writes, {} reads, {} events, {} fuel)",
+                    fx.writes.len(),
+                    fx.reads.len(),
+                    fx.events.len(),
+                    fx.fuel_used
+                ),
+                None => format!("invoke {chaincode}.{function}"),
+            },
         };
         println!(
             "    {i:>4} {}  {}  {what}  {status}",

@@ -2,6 +2,7 @@
 //! node list with its fallbacks, the signing identity, text or JSON output, exit statuses).
 
 mod blocks;
+mod chaincode;
 mod channel;
 mod demo;
 mod down;
@@ -87,6 +88,9 @@ enum Cmd {
     /// Write, read and trace keys.
     #[command(subcommand)]
     Tx(tx::TxCmd),
+    /// Chaincode: install, approve, commit, list, invoke, query.
+    #[command(subcommand)]
+    Chaincode(chaincode::ChaincodeCmd),
     /// List keys in key order.
     Keys(keys::KeysArgs),
     /// Read or follow blocks.
@@ -114,6 +118,7 @@ impl Cmd {
     fn channel(&self) -> Option<&str> {
         match self {
             Cmd::Tx(c) => Some(c.channel()),
+            Cmd::Chaincode(c) => Some(c.channel()),
             Cmd::Keys(a) => Some(a.channel()),
             Cmd::Blocks(c) => Some(c.channel()),
             Cmd::Status(a) => Some(a.channel()),
@@ -222,6 +227,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Org(c) => org::run(&ctx, c),
         Cmd::Tx(c) => tx::run(&ctx, c).await,
+        Cmd::Chaincode(c) => chaincode::run(&ctx, c).await,
         Cmd::Keys(a) => keys::run(&ctx, a).await,
         Cmd::Blocks(c) => blocks::run(&ctx, c).await,
         Cmd::Status(a) => status::run(&ctx, a).await,

@@ -21,7 +21,7 @@ pub struct WriteOpts {
     timeout: u64,
     /// Sign with the certificate's hash instead of the certificate (the channel must know it).
     #[arg(long)]
-    cert_hash: bool,
+    pub cert_hash: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,7 +75,7 @@ pub enum TxCmd {
 /// Submits to the nodes in turn. Unlike a read, a write also moves on from a node that is
 /// shutting down, and goes round again while waiting for the commit: a rolling restart
 /// should not fail a write.
-async fn submit(
+pub(super) async fn submit(
     ctx: &Ctx,
     tx: &tally_protocol::Transaction,
     opts: &WriteOpts,
@@ -127,7 +127,7 @@ async fn submit(
     }
 }
 
-fn print_outcome(ctx: &Ctx, o: &SubmitOutcome) -> Result<()> {
+pub(super) fn print_outcome(ctx: &Ctx, o: &SubmitOutcome) -> Result<()> {
     match o {
         SubmitOutcome::Pending(id) => ctx.show(&json!({"tx_id": id, "status": "pending"}), || {
             println!("submitted tx {id} (pending)")

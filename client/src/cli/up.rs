@@ -108,7 +108,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let (namespace, consortium) = the_consortium(&res, &args.files)?;
     if !res.other.is_empty() {
         step(format!(
-            "leaving aside {} document(s) that only a cluster uses: {}",
+            "leaving aside {} document(s) that only a cluster uses (ConfigMaps serve the Chaincodes' modules): {}",
             res.other.len(),
             res.other.join(", ")
         ));
@@ -135,7 +135,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         _ = signals.recv() => None,
     };
     // Past the select the start is dropped, which kills the nodes it spawned.
-    let cluster = match started {
+    let (cluster, plan) = match started {
         Some(r) => r?,
         None => {
             if fresh {
@@ -161,6 +161,18 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
             });
         }
     };
+    let installed = tokio::select! {
+        r = install_chaincodes(&res, &plan, &profile) => Some(r),
+        _ = signals.recv() => None,
+    };
+    if !matches!(installed, Some(Ok(()))) {
+        step(format!("stopping {} nodes", profile.nodes.len()));
+        let _ = cluster.shutdown().await;
+        return Err(match installed {
+            Some(Err(e)) => e,
+            _ => anyhow!("interrupted while installing chaincode"),
+        });
+    }
     print_ready(ctx, &dir, &args.files, &profile, &leaders)?;
 
     let outcome = stream_until_signal(&cluster, &profile, &mut signals).await;
@@ -241,7 +253,7 @@ async fn create(
     dir: &Path,
     bin: &Path,
     fsync: bool,
-) -> Result<LocalCluster> {
+) -> Result<(LocalCluster, Plan)> {
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
         bail!(
             "{} exists and holds no consortium started by `tallyctl up`; choose another --data-dir",
@@ -348,7 +360,7 @@ async fn create(
     profile.save(dir)?;
     let json = serde_json::to_vec_pretty(&state)?;
     std::fs::write(dir.join(STATE_FILE), json)?;
-    Ok(cluster)
+    Ok((cluster, plan))
 }
 
 async fn resume(
@@ -357,7 +369,7 @@ async fn resume(
     consortium: &str,
     dir: &Path,
     bin: &Path,
-) -> Result<LocalCluster> {
+) -> Result<(LocalCluster, Plan)> {
     let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).map_err(|_| {
         anyhow!(
@@ -400,9 +412,11 @@ async fn resume(
             Err(_) => changes.push(format!("organization {} was added", o.name)),
         }
     }
+    let mut planned = None;
     if changes.is_empty() {
         let plan = run_planner(res, &state, &cas)?;
         changes = compare_with_stored(&plan, dir)?;
+        planned = Some(plan);
     }
     if !changes.is_empty() {
         bail!(
@@ -418,7 +432,78 @@ async fn resume(
     let spinner = Spinner::start("starting nodes");
     let cluster = LocalCluster::open(dir.to_path_buf(), bin.to_path_buf()).await?;
     drop(spinner);
-    Ok(cluster)
+    let plan = planned.ok_or_else(|| anyhow!("no plan for {}", dir.display()))?;
+    Ok((cluster, plan))
+}
+
+/// Installs, approves and commits every planned Chaincode with the module from its ConfigMap
+/// in the manifests (as the operator does in a cluster). Idempotent: a resumed consortium's
+/// committed chaincode is left as it is.
+async fn install_chaincodes(res: &Resources, plan: &Plan, profile: &Profile) -> Result<()> {
+    for cc in &plan.chaincodes {
+        let src = &cc.source;
+        let module = res
+            .config_map_key(&src.config_map.name, &src.config_map.key)
+            .ok_or_else(|| {
+                anyhow!(
+                    "Chaincode {}: ConfigMap {} with key {} is not in the manifests",
+                    cc.resource,
+                    src.config_map.name,
+                    src.config_map.key
+                )
+            })?;
+        let got = tally_protocol::chaincode::module_hash(&module).to_hex();
+        if got != src.sha256 {
+            bail!(
+                "Chaincode {}: the module in ConfigMap {} key {} hashes to {got}, not the pinned {}",
+                cc.resource,
+                src.config_map.name,
+                src.config_map.key,
+                src.sha256
+            );
+        }
+        let url = profile
+            .api_urls(Some(&cc.channel), None)
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no node serves channel {}", cc.channel))?;
+        let api = tally_client::Client::new(&url)?;
+        let admins: Vec<(String, tally_protocol::Identity)> = cc
+            .approvers
+            .iter()
+            .filter_map(|o| Some((o.clone(), plan.org(o)?.admin.clone()?)))
+            .collect();
+        let wanted = tally_client::lifecycle::Wanted {
+            channel: &cc.channel,
+            name: &cc.name,
+            version: &cc.version,
+            module: &module,
+            init: cc.init.as_ref().map(|i| tally_protocol::InitCall {
+                function: i.function.clone(),
+                args: tally_client::txs::fields(&i.args),
+            }),
+            at_least: cc.approvals_needed,
+        };
+        let spinner = Spinner::start(format!(
+            "installing chaincode {} on {}",
+            cc.name, cc.channel
+        ));
+        let report = tally_client::lifecycle::ensure(&api, &wanted, &admins).await;
+        drop(spinner);
+        let report = report.with_context(|| format!("Chaincode {}", cc.resource))?;
+        for a in &report.actions {
+            step(format!("chaincode on {}: {a}", cc.channel));
+        }
+        if let tally_client::lifecycle::Progress::WaitingForApprovals { have, needed, .. } =
+            report.progress
+        {
+            bail!(
+                "Chaincode {}: {have} of {needed} needed approvals; the local mode holds every organization's admin, so this should not happen",
+                cc.resource
+            );
+        }
+    }
+    Ok(())
 }
 
 fn consortium_named<'a>(res: &'a Resources, name: &str) -> Result<&'a Consortium> {

@@ -239,6 +239,12 @@ mod tests {
         m.commit_latency.with_label_values(&["main"]).observe(0.1);
         m.batch_size.with_label_values(&["main"]).observe(1.0);
         m.peer_dropped.with_label_values(&["p"]).inc();
+        m.chaincode_exec_seconds
+            .with_label_values(&["main", "notary"])
+            .observe(0.001);
+        m.chaincode_fuel_used
+            .with_label_values(&["main", "notary"])
+            .inc_by(1000);
         let text = String::from_utf8(m.render()).expect("utf-8");
         for name in n::NODE_METRICS {
             let found = text.lines().any(|l| {

@@ -802,3 +802,44 @@ async fn tallyctl_chaincode_lifecycle_invoke_and_query() {
     );
     tc.assert_healthy();
 }
+
+/// The example manifests embed their contracts' modules (so `tallyctl up -f` and
+/// `kubectl apply -f` need no build step); they must be what the sources build today, or the
+/// examples would run other code than `chaincode/contracts` shows.
+#[test]
+fn example_modules_are_built_from_the_current_sources() {
+    let Some(dir) = build_contracts() else {
+        return;
+    };
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let mut checked = 0;
+    for file in [
+        "notarization.yaml",
+        "smart-city.yaml",
+        "supply-chain-finance.yaml",
+    ] {
+        let res = tally_operator::manifest::Resources::read_files(&[examples.join(file)])
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(!res.chaincodes.is_empty(), "{file} has a Chaincode");
+        for cc in &res.chaincodes {
+            let src = &cc.spec.source;
+            let key = &src.config_map.key;
+            let embedded = res
+                .config_map_key(&src.config_map.name, key)
+                .unwrap_or_else(|| panic!("{file}: ConfigMap {} key {key}", src.config_map.name));
+            let contract = key.trim_end_matches(".wasm");
+            assert!(
+                embedded == wasm(&dir, contract),
+                "{file}: the embedded {key} is not what chaincode/contracts/{contract} builds to; \
+                 regenerate it with scripts/chaincode-configmap.sh (and its sha256)"
+            );
+            assert_eq!(
+                hex::encode(tally_runtime::module_hash(&embedded)),
+                src.sha256,
+                "{file}: the pinned sha256 of {key}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "one contract per example");
+}

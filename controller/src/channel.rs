@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tally_operator::crd::channel::{Channel, ChannelNodeStatus};
 use tally_operator::crd::peer::PeerRole;
 use tally_protocol::api::ChannelInfo;
-use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
+use tally_protocol::{ChannelConfig, Identity, NodeRef, RejectCode, TxStatus};
 
 pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
     if ch.metadata.deletion_timestamp.is_some() {
@@ -157,17 +157,15 @@ async fn converge(
                     Err(Unreachable(why)) => waiting.push(why),
                 }
             } else {
-                let want_voters: Vec<u64> = {
-                    let mut v: Vec<u64> = genesis.consenters.iter().map(|n| n.id).collect();
+                // Nodes report Raft's voters and learners sorted by id.
+                let sorted_ids = |nodes: &[NodeRef]| {
+                    let mut v: Vec<u64> = nodes.iter().map(|n| n.id).collect();
                     v.sort_unstable();
                     v
                 };
-                let want_learners: Vec<u64> = {
-                    let mut v: Vec<u64> = genesis.observers.iter().map(|n| n.id).collect();
-                    v.sort_unstable();
-                    v
-                };
-                if src.status.voters != want_voters || src.status.learners != want_learners {
+                if src.status.voters != sorted_ids(&genesis.consenters)
+                    || src.status.learners != sorted_ids(&genesis.observers)
+                {
                     changing = Some(format!(
                         "Raft membership is moving to the configuration: voters [{}], learners [{}] now",
                         names_of(src.status.voters.iter().map(|i| *ids.get(i).unwrap_or(&"?"))),

@@ -521,13 +521,19 @@ impl Worker {
             return;
         }
         let voters: BTreeSet<u64> = self.raw.raft.prs().conf().voters().ids().iter().collect();
-        match self.successor(&voters) {
-            Some(to) => {
-                info!(channel = %self.ch, to, "handing leadership over");
-                self.raw.transfer_leader(to);
-            }
-            None => warn!(channel = %self.ch, "no caught-up voter to hand leadership to"),
+        if !self.hand_over(&voters, "handing leadership over") {
+            warn!(channel = %self.ch, "no caught-up voter to hand leadership to");
         }
+    }
+
+    /// Transfers leadership to the best caught-up voter of `among`; false when there is none.
+    fn hand_over(&mut self, among: &BTreeSet<u64>, why: &str) -> bool {
+        let Some(to) = self.successor(among) else {
+            return false;
+        };
+        info!(channel = %self.ch, to, "{why}");
+        self.raw.transfer_leader(to);
+        true
     }
 
     /// Brings Raft's voters and learners in line with the configuration in force, on the
@@ -583,7 +589,8 @@ impl Worker {
         let me = self.chan.node_id;
         if voters.contains(&me) && !want_voters.contains(&me) {
             let stay: BTreeSet<u64> = want_voters.intersection(&voters).copied().collect();
-            self.release_leadership_to(&stay);
+            // None caught up yet: the next tick tries again.
+            self.hand_over(&stay, "leaving the voters: handing leadership over first");
             return;
         }
         let summary: Vec<String> = changes
@@ -600,13 +607,6 @@ impl Worker {
                 info!(channel = %self.ch, changes = ?summary, "proposing a Raft membership change")
             }
             Err(e) => warn!(channel = %self.ch, error = %e, "membership change not proposed"),
-        }
-    }
-
-    fn release_leadership_to(&mut self, among: &BTreeSet<u64>) {
-        if let Some(to) = self.successor(among) {
-            info!(channel = %self.ch, to, "leaving the voters: handing leadership over first");
-            self.raw.transfer_leader(to);
         }
     }
 

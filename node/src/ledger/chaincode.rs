@@ -256,6 +256,48 @@ impl Ledger {
         }
     }
 
+    /// The definition installed for `sequence` of `name`, or the rejection that there is none.
+    fn installed_or_reject(
+        &self,
+        name: &str,
+        sequence: u64,
+        scratch: &Scratch,
+    ) -> Result<Result<ChaincodeDefinition, TxStatus>, LedgerError> {
+        Ok(
+            match self.definition_at(&keys::installed(name, sequence), &scratch.overlay)? {
+                Some(def) => Ok(def),
+                None => Err(reject(
+                    RejectCode::UnknownChaincode,
+                    format!(
+                        "no definition of chaincode {name} is installed for sequence {sequence}"
+                    ),
+                )),
+            },
+        )
+    }
+
+    /// Writes (or with `None` deletes) a state key as the transaction at `at`.
+    fn write_at(
+        &self,
+        key: &str,
+        value: Option<&[u8]>,
+        at: &At<'_>,
+        scratch: &mut Scratch,
+        digest: &mut StateDigest,
+        wb: &mut WriteBatch,
+    ) -> Result<(), LedgerError> {
+        self.write_key(
+            key,
+            value,
+            at.version,
+            &at.tx_id,
+            at.block_ts,
+            &mut scratch.overlay,
+            digest,
+            wb,
+        )
+    }
+
     /// The committed definition of `name`, as of the block's earlier transactions.
     fn active(
         &self,
@@ -378,16 +420,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let mut writes = Vec::with_capacity(out.write_set.len());
         for w in out.write_set {
-            self.write_key(
-                &w.key,
-                w.value.as_deref(),
-                at.version,
-                &at.tx_id,
-                at.block_ts,
-                &mut scratch.overlay,
-                digest,
-                wb,
-            )?;
+            self.write_at(&w.key, w.value.as_deref(), at, scratch, digest, wb)?;
             writes.push(Write {
                 key: w.key,
                 value: w.value,
@@ -489,22 +522,10 @@ impl Ledger {
                 ));
             }
         }
-        let w = |k: &str, v: &[u8], s: &mut Scratch, d: &mut StateDigest, wb: &mut WriteBatch| {
-            self.write_key(
-                k,
-                Some(v),
-                at.version,
-                &at.tx_id,
-                at.block_ts,
-                &mut s.overlay,
-                d,
-                wb,
-            )
-        };
-        w(&key, &def.to_bytes(), scratch, digest, wb)?;
+        self.write_at(&key, Some(&def.to_bytes()), at, scratch, digest, wb)?;
         let mkey = keys::module(&def.name, &def.module_hash.to_hex());
         if self.state_value(&mkey, &scratch.overlay)?.is_none() {
-            w(&mkey, module, scratch, digest, wb)?;
+            self.write_at(&mkey, Some(module), at, scratch, digest, wb)?;
         }
         Ok(TxStatus::Committed)
     }
@@ -527,12 +548,9 @@ impl Ledger {
                 format!("chaincode {name} sequence {sequence} is already committed"),
             ));
         }
-        let Some(def) = self.definition_at(&keys::installed(name, sequence), &scratch.overlay)?
-        else {
-            return Ok(reject(
-                RejectCode::UnknownChaincode,
-                format!("no definition of chaincode {name} is installed for sequence {sequence}"),
-            ));
+        let def = match self.installed_or_reject(name, sequence, scratch)? {
+            Ok(def) => def,
+            Err(rejected) => return Ok(rejected),
         };
         if def.module_hash != *hash {
             return Ok(reject(
@@ -543,13 +561,11 @@ impl Ledger {
                 ),
             ));
         }
-        self.write_key(
+        self.write_at(
             &keys::approval(name, sequence, &at.info.org),
             Some(&hash.0),
-            at.version,
-            &at.tx_id,
-            at.block_ts,
-            &mut scratch.overlay,
+            at,
+            scratch,
             digest,
             wb,
         )?;
@@ -572,12 +588,9 @@ impl Ledger {
                 format!("chaincode {name}: the next sequence to commit is {next}, not {sequence}"),
             ));
         }
-        let Some(def) = self.definition_at(&keys::installed(name, sequence), &scratch.overlay)?
-        else {
-            return Ok(reject(
-                RejectCode::UnknownChaincode,
-                format!("no definition of chaincode {name} is installed for sequence {sequence}"),
-            ));
+        let def = match self.installed_or_reject(name, sequence, scratch)? {
+            Ok(def) => def,
+            Err(rejected) => return Ok(rejected),
         };
         let approved = self.approvals(&def, &scratch.overlay)?;
         let needed = self.approvals_needed();
@@ -619,13 +632,11 @@ impl Ledger {
                 }
             }
         }
-        self.write_key(
+        self.write_at(
             &keys::definition(name),
             Some(&def.to_bytes()),
-            at.version,
-            &at.tx_id,
-            at.block_ts,
-            &mut scratch.overlay,
+            at,
+            scratch,
             digest,
             wb,
         )?;

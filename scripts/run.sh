@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . scripts/env.sh
-cargo build -p tally-node -p tally-client --bins
+cargo build -p tally-node -p tallyctl --bins
 T="$CARGO_TARGET_DIR/debug"
 if [[ " $* " == *" -f "* || " $* " == *" --file"* ]]; then
   exec "$T/tallyctl" up --node-bin "$T/tally-node" "$@"

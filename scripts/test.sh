@@ -11,7 +11,7 @@ fi
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . scripts/env.sh
-cargo build -p tally-node -p tally-client -p tally-controller --bins
+cargo build -p tally-node -p tallyctl -p tally-operator --bins
 export TALLY_NODE_BIN="$CARGO_TARGET_DIR/debug/tally-node"
 export TALLY_CTL_BIN="$CARGO_TARGET_DIR/debug/tallyctl"
 export TALLY_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/tally-operator"

@@ -1,10 +1,10 @@
-//! Adapter over `tally_client::LocalCluster`: what the benchmark needs from a running cluster.
+//! Adapter over `tallyctl::LocalCluster`: what the benchmark needs from a running cluster.
 
 use crate::tally::TallyParams;
 use anyhow::{Context, Result};
 use std::time::Duration;
-use tally_client::{LocalCluster, LocalClusterSpec};
 use tally_protocol::{Identity, Role};
+use tallyctl::{LocalCluster, LocalClusterSpec};
 
 pub const CHANNEL: &str = "bench";
 

@@ -1,6 +1,6 @@
 //! Every metric and label name that `tally-node` and `tally-operator` export, written once.
 //!
-//! The node (`node/src/metrics.rs`) and the operator (`controller/src/metrics.rs`) register
+//! The node (`node/src/metrics.rs`) and the operator (`operator/src/metrics.rs`) register
 //! their metrics under these names, and the dashboards and alert rules of this crate build
 //! their queries from them, so a rename is one edit and a test (`tests/tests/monitoring.rs`)
 //! catches a query that names something no process exports.

@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tally_client::local::LocalClusterSpec;
-use tally_client::{Client, ClientError, LocalCluster};
+use tally_client::{Client, ClientError};
 use tally_protocol::api::ApiError;
 use tally_protocol::block::tx_root;
 use tally_protocol::{Block, Hash, Receipt, Transaction};
+use tallyctl::local::LocalClusterSpec;
+use tallyctl::LocalCluster;
 
 /// The tally-node executable: `TALLY_NODE_BIN`, else the one cargo built next to this test
 /// binary, else under `$CARGO_TARGET_DIR` or the workspace's `target/`.
@@ -56,12 +57,13 @@ pub fn tallyctl_bin() -> PathBuf {
     workspace_bin(
         "tallyctl",
         "TALLY_CTL_BIN",
-        "tally-client",
+        "tallyctl",
         &[
+            "tallyctl/src",
+            "tallyctl/src/cli",
             "client/src",
-            "client/src/cli",
-            "operator/src",
-            "operator/src/planner",
+            "planner/src",
+            "api/src",
             "protocol/src",
         ],
         &ONCE,
@@ -106,7 +108,7 @@ fn workspace_bin(
     }
     panic!(
         "the {name} executable was not found (looked at {}).\n\
-         Build it first: `cargo build -p tally-node -p tally-client`, or set {env}.",
+         Build it first: `cargo build -p tally-node -p tallyctl`, or set {env}.",
         candidates
             .iter()
             .map(|c| c.display().to_string())

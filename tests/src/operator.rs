@@ -21,7 +21,7 @@ pub fn operator_bin() -> PathBuf {
     let p = node_bin().with_file_name("tally-operator");
     assert!(
         p.is_file(),
-        "{} not found: build it with `cargo build -p tally-controller` or set TALLY_OPERATOR_BIN",
+        "{} not found: build it with `cargo build -p tally-operator` or set TALLY_OPERATOR_BIN",
         p.display()
     );
     p
@@ -47,7 +47,7 @@ impl Operator {
             .arg(format!("--identity={identity}"))
             .arg("--node-image=example.org/tally-node")
             .arg("--log-format=json")
-            .env("RUST_LOG", "info,tally_controller=debug,kube=warn")
+            .env("RUST_LOG", "info,tally_operator=debug,kube=warn")
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()

@@ -92,8 +92,8 @@ impl Target {
 async fn bad_submissions_get_documented_errors_and_never_reach_the_ledger() {
     let tc = TestCluster::start("bad-input", 3, &[CH, OTHER_CH], |_| {}).await;
     let t = Target {
-        api_url: tc.api_url("node1"),
-        client: tc.client("node1"),
+        api_url: tc.api_url("node1-0"),
+        client: tc.client("node1-0"),
     };
     let signer = tc.identity("org1", Role::Client);
     let good = |key: &str| sign_writes(&signer, CH, vec![put(key, b"v")], false);
@@ -235,7 +235,7 @@ async fn bad_submissions_get_documented_errors_and_never_reach_the_ledger() {
     assert_api_error(case, (got.0, &got.1), got.0, code);
 
     let case = "signed by a node certificate";
-    let node_id = tc.node_identity("node1").unwrap();
+    let node_id = tc.node_identity("node1-0").unwrap();
     let tx = sign_writes(&node_id, CH, vec![put("by-a-node", b"v")], false);
     refused.push((case.into(), tx.id()));
     let got = t.post_tx(CH, &tx).await;
@@ -312,7 +312,7 @@ async fn bad_submissions_get_documented_errors_and_never_reach_the_ledger() {
         again, first,
         "a replay on the same node must return the existing receipt"
     );
-    for other in ["node2", "node3"] {
+    for other in ["node2-0", "node3-0"] {
         let r = tc
             .client(other)
             .submit_wait(&tx)
@@ -346,7 +346,7 @@ async fn bad_submissions_get_documented_errors_and_never_reach_the_ledger() {
     let receipts: Vec<Receipt> = answers
         .into_iter()
         .enumerate()
-        .map(|(i, a)| a.unwrap_or_else(|e| panic!("raced submission to node{}: {e}", i + 1)))
+        .map(|(i, a)| a.unwrap_or_else(|e| panic!("raced submission to node{}-0: {e}", i + 1)))
         .collect();
     for r in &receipts {
         assert!(r.status.is_committed(), "raced submission: {r:?}");

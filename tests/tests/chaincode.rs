@@ -635,7 +635,7 @@ async fn chaincode_lifecycle_contracts_upgrade_and_runaway() {
         with_effects >= 20,
         "committed invokes keep effects in blocks: {with_effects}"
     );
-    let m = metrics(&net.tc.api_url("node1")).await;
+    let m = metrics(&net.tc.api_url("node1-0")).await;
     let fuel = metric_value(
         &m,
         "tally_chaincode_fuel_used_total",
@@ -651,7 +651,7 @@ async fn chaincode_lifecycle_contracts_upgrade_and_runaway() {
 fn tallyctl(tc: &TestCluster, identity: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tally_tests::tallyctl_bin())
         .arg("--node")
-        .arg(tc.api_url("node1"))
+        .arg(tc.api_url("node1-0"))
         .arg("--identity")
         .arg(identity)
         .args(args)
@@ -818,7 +818,7 @@ fn example_modules_are_built_from_the_current_sources() {
         "smart-city.yaml",
         "supply-chain-finance.yaml",
     ] {
-        let res = tally_operator::manifest::Resources::read_files(&[examples.join(file)])
+        let res = tally_api::manifest::Resources::read_files(&[examples.join(file)])
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!res.chaincodes.is_empty(), "{file} has a Chaincode");
         for cc in &res.chaincodes {

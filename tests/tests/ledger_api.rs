@@ -3,11 +3,11 @@
 //! that follow a channel without voting.
 
 use std::time::Duration;
-use tally_client::local::LocalChannelSpec;
 use tally_client::txs::{delete, put, read_absent, read_at, sign_kv, sign_writes};
 use tally_protocol::api::RaftRole;
 use tally_protocol::{RejectCode, Role, TxStatus};
 use tally_tests::{assert_identical_chains, TestCluster};
+use tallyctl::local::LocalChannelSpec;
 
 const CH: &str = "ledger";
 
@@ -22,7 +22,7 @@ async fn versions_history_prefixes_and_read_checks() {
         .await
         .unwrap();
     let me = tc.identity("org1", Role::Client);
-    let c = tc.client("node2");
+    let c = tc.client("node2-0");
 
     let r1 = c
         .submit_wait(&sign_writes(
@@ -193,7 +193,7 @@ async fn block_stream_and_observers() {
     tc.wait_converged(CH, Duration::from_secs(30))
         .await
         .unwrap();
-    let observer = tc.client("node4");
+    let observer = tc.client("node4-0");
     let st = observer.status(CH).await.unwrap();
     assert_eq!(st.role, RaftRole::Learner);
 
@@ -201,7 +201,7 @@ async fn block_stream_and_observers() {
     let from = st.height;
     let mut stream = observer.follow(CH, from).await.unwrap();
     let me = tc.identity("org4", Role::Client);
-    let c = tc.client("node1");
+    let c = tc.client("node1-0");
     let mut ids = Vec::new();
     for i in 0..5 {
         let r = c
@@ -236,7 +236,7 @@ async fn block_stream_and_observers() {
     // which may first forward it to the dead leader: it must still commit, without a retry.
     let leader = tc.leader(CH).await.expect("a leader");
     tc.kill(&leader).await.unwrap();
-    let survivor = ["node1", "node2", "node3"]
+    let survivor = ["node1-0", "node2-0", "node3-0"]
         .into_iter()
         .find(|n| *n != leader)
         .unwrap();

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use tally_client::txs::{put, sign_writes};
-use tally_client::{AdminClient, ClientError, LocalCluster};
+use tally_client::{AdminClient, ClientError};
 use tally_protocol::api::RaftRole;
 use tally_protocol::Role;
 use tally_tests::{node_bin, TestCluster};
+use tallyctl::LocalCluster;
 
 const CH: &str = "ledger";
 
@@ -21,23 +22,26 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     })
     .await;
     let signer = tc.identity("org3", Role::Client);
-    assert_eq!(tc.node_names(), ["node1", "node2", "node3", "node4"]);
+    assert_eq!(
+        tc.node_names(),
+        ["node1-0", "node2-0", "node3-0", "node4-0"]
+    );
     let cfg = tc.config(CH);
     assert_eq!((cfg.consenters.len(), cfg.observers.len()), (3, 1));
     assert_eq!(
-        tc.client("node4").config(CH).await.expect("GET config"),
+        tc.client("node4-0").config(CH).await.expect("GET config"),
         cfg,
         "the node serves the genesis configuration it was given"
     );
     let leader = tc.leader(CH).await.expect("a leader");
-    assert_ne!(leader, "node4", "an observer cannot lead");
-    let st4 = tc.client("node4").status(CH).await.unwrap();
+    assert_ne!(leader, "node4-0", "an observer cannot lead");
+    let st4 = tc.client("node4-0").status(CH).await.unwrap();
     assert_eq!(st4.role, RaftRole::Learner, "{st4:?}");
 
     // The admin API: creating the same channel again is a no-op, a different one under the
     // same name a conflict; only the node organization's admins get in.
     let admin = AdminClient::new(
-        &tc.admin_addr("node1"),
+        &tc.admin_addr("node1-0"),
         &tc.ca_pem("org1"),
         &tc.identity("org1", Role::Admin),
     )
@@ -55,7 +59,7 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
         }
     }
     let as_client = AdminClient::new(
-        &tc.admin_addr("node1"),
+        &tc.admin_addr("node1-0"),
         &tc.ca_pem("org1"),
         &tc.identity("org1", Role::Client),
     )
@@ -65,7 +69,7 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
         other => panic!("a client certificate on the admin API: expected 403, got {other:?}"),
     }
     let foreign = AdminClient::new(
-        &tc.admin_addr("node1"),
+        &tc.admin_addr("node1-0"),
         &tc.ca_pem("org1"),
         &tc.identity("org2", Role::Admin),
     )
@@ -76,24 +80,24 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     );
 
     let tx = sign_writes(&signer, CH, vec![put("first", b"1")], false);
-    let first = tc.client("node1").submit_wait(&tx).await.expect("submit");
+    let first = tc.client("node1-0").submit_wait(&tx).await.expect("submit");
     assert!(first.status.is_committed());
 
     // Graceful stop and restart of one node: it exits 0 on SIGTERM and comes back by itself.
-    let pid = tc.pid("node2").expect("node2 runs");
-    tc.stop("node2")
+    let pid = tc.pid("node2-0").expect("node2 runs");
+    tc.stop("node2-0")
         .await
         .unwrap_or_else(|e| panic!("stop node2: {e}"));
-    assert!(!tc.is_running("node2") && tc.pid("node2").is_none());
-    tc.restart("node2")
+    assert!(!tc.is_running("node2-0") && tc.pid("node2-0").is_none());
+    tc.restart("node2-0")
         .await
         .unwrap_or_else(|e| panic!("restart node2: {e}"));
-    assert_ne!(tc.pid("node2"), Some(pid));
-    tc.wait_node_ready("node2", Duration::from_secs(30))
+    assert_ne!(tc.pid("node2-0"), Some(pid));
+    tc.wait_node_ready("node2-0", Duration::from_secs(30))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let again = tc
-        .client("node2")
+        .client("node2-0")
         .submit_wait(&tx)
         .await
         .expect("replay through node2");
@@ -101,18 +105,18 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     // Transactions submitted through the observer commit too.
     let via_observer = sign_writes(&signer, CH, vec![put("via-observer", b"4")], false);
     let r = tc
-        .client("node4")
+        .client("node4-0")
         .submit_wait(&via_observer)
         .await
         .expect("submit through the observer");
     assert!(r.status.is_committed(), "{r:?}");
 
     // A crash nobody asked for is noticed.
-    let victim = tc.pid("node3").expect("node3 runs");
+    let victim = tc.pid("node3-0").expect("node3 runs");
     // SAFETY: kill(2) on a child process of ours.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while tc.exited_on_its_own("node3").is_none() {
+    while tc.exited_on_its_own("node3-0").is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "the launcher did not notice node3's death"
@@ -120,7 +124,7 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(tc.problems().len(), 1, "{:?}", tc.problems());
-    tc.start_node("node3")
+    tc.start_node("node3-0")
         .await
         .unwrap_or_else(|e| panic!("start node3: {e}"));
     tc.wait_ready(Duration::from_secs(30))
@@ -163,12 +167,12 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     }
     let tx2 = sign_writes(&signer, CH, vec![put("second", b"2")], false);
     assert!(tc
-        .client("node3")
+        .client("node3-0")
         .submit_wait(&tx2)
         .await
         .expect("submit after reopening")
         .status
         .is_committed());
     assert!(tc.problems().is_empty(), "{:?}", tc.problems());
-    assert!(!tc.panicked("node1"));
+    assert!(!tc.panicked("node1-0"));
 }

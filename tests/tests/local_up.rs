@@ -4,7 +4,7 @@
 //! check `status` agreement, stop it with SIGINT (no node left listening), resume the same
 //! ledger with a second `up`, and remove it with `down`.
 //!
-//! Needs both executables: `cargo build -p tally-client -p tally-node` (see `tallyctl_bin` and
+//! Needs both executables: `cargo build -p tallyctl -p tally-node` (see `tallyctl_bin` and
 //! `node_bin`). When a test fails, its folder is kept and `up`'s output and the node logs are
 //! printed.
 
@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tally_operator::manifest::Resources;
+use tally_api::manifest::Resources;
 use tally_tests::{node_bin, tallyctl_bin};
 
 /// How long `up` may take to print `Ready.` (a loaded 2-core machine, 6 debug-build nodes).

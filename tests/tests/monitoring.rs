@@ -22,7 +22,7 @@
 //! Needs `prometheus` and `promtool` (`scripts/setup.sh` installs Debian's `prometheus`;
 //! `TALLY_PROMETHEUS` and `TALLY_PROMTOOL` override), matplotlib for the picture (Debian's
 //! `python3-matplotlib`; `TALLY_PYTHON` names the interpreter), the binaries
-//! (`cargo build -p tally-node -p tally-client -p tally-controller`) and the Kubernetes binaries
+//! (`cargo build -p tally-node -p tallyctl -p tally-operator`) and the Kubernetes binaries
 //! of the operator suites (`TALLY_SKIP_K8S=1` leaves the operator out). Without a tool the test
 //! skips with a message, except under `CI=true`, where it fails. No step is timed: every wait
 //! is for a condition, with a generous deadline.
@@ -710,7 +710,7 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
             .expect("operator job"),
         );
     } else {
-        eprintln!("no operator (TALLY_SKIP_K8S=1): the operator dashboard's queries are not run; controller/src/metrics.rs checks its names");
+        eprintln!("no operator (TALLY_SKIP_K8S=1): the operator dashboard's queries are not run; operator/src/metrics.rs checks its names");
     }
     let prom = Prometheus::start(&prometheus_bin, &root_path, extra_jobs);
     let t0 = now_unix();
@@ -882,7 +882,7 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
     // 5. Every metric a dashboard or alert names is exported.
     let mut used: BTreeSet<String> = BTreeSet::new();
     // Names only queries that may be empty use: a family without series is not in the text
-    // format at all (controller/src/metrics.rs's unit test checks those of the operator).
+    // format at all (operator/src/metrics.rs's unit test checks those of the operator).
     let mut optional: BTreeSet<String> = BTreeSet::new();
     for d in dashboards::all() {
         for p in &d.panels {
@@ -920,7 +920,7 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
         );
         let is_operator = names::OPERATOR_METRICS.contains(&base);
         if is_operator && operator.is_none() {
-            continue; // checked by controller/src/metrics.rs's unit test
+            continue; // checked by operator/src/metrics.rs's unit test
         }
         if optional.contains(name) && !exported(name, &exported_names) {
             eprintln!("{name}: no series yet, only used by a query that may be empty");

@@ -120,13 +120,13 @@ async fn health_readiness_and_metrics() {
     let err = clients[0].submit(&tx, true).await;
     assert!(err.is_ok(), "a good transaction: {err:?}");
     let bad = sign_writes(&signer, "nope", vec![put("x", b"y")], false);
-    let url = format!("{}/v1/channels/orders/transactions", tc.api_url("node1"));
+    let url = format!("{}/v1/channels/orders/transactions", tc.api_url("node1-0"));
     let body = tally_protocol::Encode::to_bytes(&bad);
     let (status, _) = http::request("POST", &url, Some("application/octet-stream"), body)
         .await
         .unwrap();
     assert_eq!(status, 400);
-    let text = metrics(&tc.api_url("node1")).await;
+    let text = metrics(&tc.api_url("node1-0")).await;
     assert_eq!(
         metric_value(
             &text,
@@ -137,9 +137,9 @@ async fn health_readiness_and_metrics() {
     );
 
     // Without a quorum a node stops being ready.
-    tc.kill("node2").await.unwrap();
-    tc.kill("node3").await.unwrap();
-    let url = format!("{}/readyz", tc.api_url("node1"));
+    tc.kill("node2-0").await.unwrap();
+    tc.kill("node3-0").await.unwrap();
+    let url = format!("{}/readyz", tc.api_url("node1-0"));
     let deadline = Instant::now() + Duration::from_secs(20);
     while get_status(&url).await != 503 {
         assert!(
@@ -149,7 +149,7 @@ async fn health_readiness_and_metrics() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(
-        get_status(&format!("{}/healthz", tc.api_url("node1"))).await,
+        get_status(&format!("{}/healthz", tc.api_url("node1-0"))).await,
         200
     );
     tc.assert_healthy();

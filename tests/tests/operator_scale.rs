@@ -2,7 +2,7 @@
 //! control plane. Prints reconcile p50/p99 per kind (from the operator's own histogram), the
 //! time until every resource is Ready, and the operator's peak memory.
 //!
-//! `cargo build -p tally-controller && cargo test -p tally-tests --test operator_scale -- --ignored --nocapture`
+//! `cargo build -p tally-operator && cargo test -p tally-tests --test operator_scale -- --ignored --nocapture`
 //! (`TALLY_SCALE_CONSORTIA`, default 200). Each consortium has two organizations (two CAs,
 //! four identities) and one Peer per organization with `replicas: 0`: the operator plans and
 //! applies everything a Peer gets (StatefulSet, Services, ConfigMap) without running ledger

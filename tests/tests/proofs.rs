@@ -14,7 +14,7 @@ const CH: &str = "notary";
 async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
     let tc = TestCluster::start("proofs", 3, &[CH], |_| {}).await;
     let signer = tc.identity("org2", Role::Client);
-    let c1 = tc.client("node1");
+    let c1 = tc.client("node1-0");
 
     // Several transactions at once, so that blocks hold more than one and the proofs have paths.
     let txs: Vec<_> = (0..9)
@@ -45,7 +45,7 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
         let id = tx.id();
         // The proof as node2 serves it, moved through JSON as a third party would store it...
         let proven = tc
-            .client("node2")
+            .client("node2-0")
             .receipt(CH, &id)
             .await
             .expect("GET receipt")
@@ -59,7 +59,7 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
         );
         // ...checked against the block hash taken from another node's chain.
         let trusted = tc
-            .client("node3")
+            .client("node3-0")
             .block(CH, Some(receipt.block))
             .await
             .expect("block")
@@ -119,7 +119,7 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
 
     // An unknown transaction has no receipt.
     let missing = tc
-        .client("node1")
+        .client("node1-0")
         .receipt(CH, &Hash::tagged(b"never", &[b"submitted"]))
         .await
         .expect("GET receipt");

@@ -2,30 +2,30 @@
 //! outside the channel or outside its `readers` policy, tampered and stale signatures are all
 //! refused, while status, configuration and block headers stay open.
 
-use tally_client::local::LocalChannelSpec;
 use tally_client::txs::{put, sign_writes};
 use tally_client::Client;
 use tally_protocol::read_auth;
 use tally_protocol::{now_ms, Role};
 use tally_tests::{assert_api_error, http, TestCluster};
+use tallyctl::local::LocalChannelSpec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_served_to_readers_only() {
     let tc = TestCluster::start("read_access", 3, &["main"], |spec| {
         let orgs = ["org1".to_string(), "org2".to_string()];
-        let nodes = ["node1".to_string(), "node2".to_string()];
-        let mut private = LocalChannelSpec::new("private", &orgs, &nodes);
+        let peers = ["node1".to_string(), "node2".to_string()];
+        let mut private = LocalChannelSpec::new("private", &orgs, &peers);
         private.policies.readers = vec!["org1".into()];
         spec.channels.push(private);
     })
     .await;
-    let url = tc.api_url("node1");
+    let url = tc.api_url("node1-0");
     let org1 = tc.identity("org1", Role::Client);
     let org2 = tc.identity("org2", Role::Client);
     let org3 = tc.identity("org3", Role::Client);
     for ch in ["main", "private"] {
         let tx = sign_writes(&org1, ch, vec![put("k", b"v")], false);
-        let r = tc.client("node1").submit_wait(&tx).await.unwrap();
+        let r = tc.client("node1-0").submit_wait(&tx).await.unwrap();
         assert!(r.status.is_committed(), "{ch}: {r:?}");
     }
 

@@ -106,18 +106,18 @@ async fn nodes_join_and_leave_a_running_channel() {
         spec.channels[0].consenters = three;
     })
     .await;
-    let orig: Vec<Client> = ["node1", "node2", "node3"]
+    let orig: Vec<Client> = ["node1-0", "node2-0", "node3-0"]
         .iter()
         .map(|n| tc.client(n))
         .collect();
     let mut keys = write(&tc, &orig, 0, 20).await;
 
     // ---- a majority is needed ---------------------------------------------------------------
-    let before = info(&tc, "node1").await;
+    let before = info(&tc, "node1-0").await;
     assert_eq!(before.status.config_sequence, 0);
     assert_eq!(before.status.voters.len(), 3);
     let mut with4 = before.config.clone();
-    with4.consenters.push(tc.node_ref("node4"));
+    with4.consenters.push(tc.node_ref("node4-0"));
     match change(&tc, &orig, &before, with4.clone(), &["org1", "org2"]).await {
         TxStatus::Rejected { code, reason } => {
             assert_eq!(code, RejectCode::Forbidden, "{reason}");
@@ -129,7 +129,7 @@ async fn nodes_join_and_leave_a_running_channel() {
     // ---- node4 joins: learner first, then voter ---------------------------------------------
     // The node is told the genesis and the configuration that lists it before the change
     // commits, so it is listening when the leader starts sending.
-    admin(&tc, "node4")
+    admin(&tc, "node4-0")
         .join_channel(&before.genesis, &with4)
         .await
         .expect("node4 joins");
@@ -142,13 +142,13 @@ async fn nodes_join_and_leave_a_running_channel() {
     )
     .await;
     assert_eq!(st, TxStatus::Committed);
-    let id4 = tc.node_id("node4");
-    let all: Vec<Client> = ["node1", "node2", "node3", "node4"]
+    let id4 = tc.node_id("node4-0");
+    let all: Vec<Client> = ["node1-0", "node2-0", "node3-0", "node4-0"]
         .iter()
         .map(|n| tc.client(n))
         .collect();
     keys.extend(write(&tc, &all, 20, 20).await);
-    let i4 = wait_for(&tc, "node4", "becoming a voter and catching up", |i| {
+    let i4 = wait_for(&tc, "node4-0", "becoming a voter and catching up", |i| {
         i.status.voters.contains(&id4) && i.status.config_sequence == 1 && i.status.ready
     })
     .await;
@@ -157,21 +157,21 @@ async fn nodes_join_and_leave_a_running_channel() {
         with4.hash(),
         "node4 replayed to the new configuration"
     );
-    let seq1 = info(&tc, "node1").await;
+    let seq1 = info(&tc, "node1-0").await;
     assert_eq!(seq1.status.voters.len(), 4, "{:?}", seq1.status);
     assert!(
-        tc.log_contains("node1", "proposing a Raft membership change")
-            || tc.log_contains("node2", "proposing a Raft membership change")
-            || tc.log_contains("node3", "proposing a Raft membership change")
+        tc.log_contains("node1-0", "proposing a Raft membership change")
+            || tc.log_contains("node2-0", "proposing a Raft membership change")
+            || tc.log_contains("node3-0", "proposing a Raft membership change")
     );
 
     // ---- the leader leaves -------------------------------------------------------------------
-    let leader_id = info(&tc, "node4").await.status.leader_id;
+    let leader_id = info(&tc, "node4-0").await.status.leader_id;
     let leader = tc.node_name(leader_id).expect("a known leader");
-    let current = info(&tc, "node4").await;
+    let current = info(&tc, "node4-0").await;
     let mut without = current.config.clone();
     without.consenters.retain(|n| n.id != leader_id);
-    let stay: Vec<Client> = ["node1", "node2", "node3", "node4"]
+    let stay: Vec<Client> = ["node1-0", "node2-0", "node3-0", "node4-0"]
         .iter()
         .filter(|n| **n != leader)
         .map(|n| tc.client(n))
@@ -185,7 +185,7 @@ async fn nodes_join_and_leave_a_running_channel() {
     )
     .await;
     assert_eq!(st, TxStatus::Committed);
-    let remaining: Vec<&str> = ["node1", "node2", "node3", "node4"]
+    let remaining: Vec<&str> = ["node1-0", "node2-0", "node3-0", "node4-0"]
         .into_iter()
         .filter(|n| *n != leader)
         .collect();

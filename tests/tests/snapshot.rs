@@ -72,7 +72,7 @@ async fn lagging_and_wiped_nodes_catch_up_and_match_the_others() {
 
     // A node that is down while the others move on and compact, then restarts with its old
     // data: it catches up (through the log or a snapshot, whichever the leader still has).
-    let sleeper = "node2";
+    let sleeper = "node2-0";
     tc.kill(sleeper).await.unwrap();
     write(&clients_but(sleeper), &signer, "asleep", 150).await;
     tc.start_node(sleeper)
@@ -93,7 +93,7 @@ async fn lagging_and_wiped_nodes_catch_up_and_match_the_others() {
 
     // A node that loses everything while the others move on and compact: the only way back
     // is a snapshot.
-    let victim = "node3";
+    let victim = "node3-0";
     let survivors = clients_but(victim);
     tc.kill(victim).await.unwrap();
     write(&survivors, &signer, "down", 150).await;

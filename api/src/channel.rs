@@ -1,0 +1,155 @@
+//! `Channel`: a ledger shared by some member organizations of a consortium, ordered by Raft
+//! among its consenters.
+
+use crate::common::{Approval, Condition};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A ledger of some members of a consortium.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tally.dev",
+    version = "v1alpha1",
+    kind = "Channel",
+    namespaced,
+    status = "ChannelStatus",
+    shortname = "tch",
+    category = "tally",
+    derive = "PartialEq",
+    doc = "A ledger shared by some member organizations of a consortium: its members, who orders it, who follows it and its policies.",
+    printcolumn(name = "Members", type_ = "integer", json_path = ".status.memberCount"),
+    printcolumn(name = "Height", type_ = "integer", json_path = ".status.height"),
+    printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
+    printcolumn(name = "Agree", type_ = "boolean", json_path = ".status.stateRootsAgree", description = "Whether every node reports the same state root"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a channel name is a DNS label: it names the channel on the ledger"),
+)]
+#[x_kube(validation = kube::core::cel::Rule::new("size(self.consenters) >= 1").message("a channel needs at least one consenter").reason(kube::core::cel::Reason::FieldValueRequired))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.observers) || !self.consenters.exists(c, c in self.observers)").message("a Peer is either a consenter or an observer of a channel, not both"))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.policies) || ((!has(self.policies.readers) || self.policies.readers.all(o, o in self.members)) && (!has(self.policies.writers) || self.policies.writers.all(o, o in self.members)) && (!has(self.policies.admins) || self.policies.admins.all(o, o in self.members)))").message("policies may only name member organizations of the channel"))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.policies) || !has(self.policies.chaincodeLifecycle) || !has(self.policies.chaincodeLifecycle.count) || self.policies.chaincodeLifecycle.count <= size(self.members)").message("policies.chaincodeLifecycle.count cannot exceed the number of members"))]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSpec {
+    /// The `Consortium` in this namespace. Cannot change.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("consortium cannot change; create a new Channel"))]
+    pub consortium: String,
+    /// Member organizations: they may read and write unless policies narrow it.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub members: Vec<String>,
+    /// `Peer` resources (every node of each) or external peers that order the channel.
+    #[schemars(length(min = 1, max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub consenters: Vec<String>,
+    /// `Peer` resources or external peers that follow the channel without voting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub observers: Vec<String>,
+    /// Which members may read, write and administer; each empty list means every member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ChannelPolicies")]
+    pub policies: Option<ChannelPolicies>,
+    /// Block cutting; the consortium's `ordering` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Batch")]
+    pub batch: Option<Batch>,
+    /// Blocks between snapshots; the consortium's `ordering.snapshotInterval` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64", range(min = 10, max = 1000000))]
+    pub snapshot_interval: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelPolicies {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub readers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub writers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub admins: Vec<String>,
+    /// Approvals a chaincode definition needs; the consortium's `chaincodeApproval` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Approval")]
+    pub chaincode_lifecycle: Option<Approval>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Batch {
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_transactions: u32,
+    #[schemars(range(min = 4096, max = 67108864))]
+    pub max_bytes: u32,
+    #[schemars(range(min = 1, max = 10000))]
+    pub timeout_ms: u32,
+}
+
+/// What the operator observed on the ledger.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Blocks committed (the highest height any node reports).
+    #[serde(default)]
+    pub height: u64,
+    /// Node that leads Raft now.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub leader: String,
+    #[serde(default)]
+    pub member_count: u32,
+    /// Members as committed in the channel configuration on the ledger.
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub members: Vec<String>,
+    /// Whether every node at the same height reports the same state root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_roots_agree: Option<bool>,
+    /// Configuration changes the channel has applied since its genesis.
+    #[serde(default)]
+    pub config_sequence: u64,
+    /// Nodes that vote in the channel's Raft group now, and those that follow it as learners.
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub voters: Vec<String>,
+    #[serde(default)]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub learners: Vec<String>,
+    /// Each node with its height and state root.
+    #[serde(default)]
+    pub nodes: Vec<ChannelNodeStatus>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelNodeStatus {
+    pub name: String,
+    pub organization: String,
+    /// `consenter` or `observer`.
+    pub role: String,
+    pub height: u64,
+    #[serde(default)]
+    pub state_root: String,
+}

@@ -1,0 +1,217 @@
+//! `Consortium`: the member organizations of a chain, their certificate authorities, and the
+//! defaults every channel of the consortium starts from.
+
+use crate::common::{Approval, Condition};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The member organizations of a permissioned chain and the rules they agreed on.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tally.dev",
+    version = "v1alpha1",
+    kind = "Consortium",
+    plural = "consortia",
+    namespaced,
+    status = "ConsortiumStatus",
+    shortname = "cons",
+    category = "tally",
+    derive = "PartialEq",
+    doc = "The member organizations of a permissioned chain, their certificate authorities and the default policies and ordering settings of its channels.",
+    printcolumn(name = "Orgs", type_ = "integer", json_path = ".status.organizationCount", description = "Member organizations"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", description = "Reason of the Ready condition"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 40").message("a consortium name has at most 40 characters, so that the objects named after it stay valid"),
+)]
+#[x_kube(validation = kube::core::cel::Rule::new("self.policies.channelCreators.all(o, self.organizations.exists(m, m.name == o))").message("policies.channelCreators may only name member organizations"))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.policies.membershipApproval.count) || self.policies.membershipApproval.count <= size(self.organizations)").message("policies.membershipApproval.count cannot exceed the number of organizations"))]
+#[serde(rename_all = "camelCase")]
+pub struct ConsortiumSpec {
+    /// Name shown to people, e.g. "Shenzhen receivables network".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 128))]
+    pub display_name: String,
+    /// The member organizations; names are unique.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub organizations: Vec<Organization>,
+    /// Who may do what across the consortium.
+    #[serde(default)]
+    pub policies: ConsortiumPolicies,
+    /// Defaults for the ordering settings of every channel.
+    #[serde(default)]
+    pub ordering: Ordering,
+}
+
+/// A member organization.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.externalPeers) || size(self.externalPeers) == 0 || self.ca.mode == 'Secret'").message("an organization with externalPeers brings its CA by Secret: its nodes outside the cluster hold certificates from that CA"))]
+pub struct Organization {
+    /// Name used in certificates, channel membership and policies; a DNS label.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Name shown to people, e.g. "Bank of Example".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 128))]
+    pub display_name: String,
+    /// Where the organization's certificate authority comes from.
+    #[serde(default)]
+    pub ca: CaSource,
+    /// Ledger nodes of this organization that run outside this cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub external_peers: Vec<ExternalPeer>,
+}
+
+/// Where an organization's CA comes from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::cel::Rule::new("self.mode != 'Secret' || has(self.secretRef)").message("ca.secretRef is required when ca.mode is Secret").reason(kube::core::cel::Reason::FieldValueRequired))]
+#[x_kube(validation = kube::core::cel::Rule::new("self.mode == 'Secret' || !has(self.secretRef)").message("ca.secretRef is only read when ca.mode is Secret"))]
+pub struct CaSource {
+    /// `Generate`: the operator creates the CA once and keeps it in a Secret.
+    /// `Secret`: the organization brings its own (`tls.crt`, and `tls.key` when the operator
+    /// is to issue certificates for the organization's nodes here).
+    #[serde(default)]
+    pub mode: CaMode,
+    /// The Secret that holds the CA, with `mode: Secret`.
+    // Not nullable in the schema, so that `secretRef: null` is dropped rather than passing
+    // `has(self.secretRef)` (see `Approval::count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SecretRef")]
+    pub secret_ref: Option<SecretRef>,
+}
+
+pub use tally_planner::spec::CaMode;
+
+/// A Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A ledger node that an organization runs elsewhere.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalPeer {
+    /// Node name, unique in the consortium; channels list it like a `Peer`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// host:port of the node's mutual-TLS peer listener.
+    #[schemars(length(min = 3, max = 261), regex(pattern = r"^[^\s:/]+:[0-9]{1,5}$"))]
+    pub peer_address: String,
+    /// Base URL of the node's client API.
+    #[schemars(
+        length(min = 8, max = 300),
+        regex(pattern = r"^https?://[^\s/]+(/.*)?$")
+    )]
+    pub api_url: String,
+    /// `consenter` or `observer`.
+    #[serde(default)]
+    pub role: crate::peer::PeerRole,
+}
+
+/// Consortium-wide rules.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsortiumPolicies {
+    /// Organizations whose admins may create channels; empty means every member.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(inner(length(min = 1, max = 63)))]
+    pub channel_creators: Vec<String>,
+    /// Approvals needed to admit or remove a member organization (default: a majority).
+    #[serde(default)]
+    pub membership_approval: Approval,
+    /// Default approvals for a chaincode definition (default: a majority).
+    #[serde(default)]
+    pub chaincode_approval: Approval,
+}
+
+/// How channels cut blocks and snapshots, unless a channel says otherwise.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ordering {
+    /// A block is cut at this many transactions...
+    #[serde(default = "default_max_txs")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_max_transactions: u32,
+    /// ...or this many bytes...
+    #[serde(default = "default_max_bytes")]
+    #[schemars(range(min = 4096, max = 67108864))]
+    pub batch_max_bytes: u32,
+    /// ...or this many milliseconds after the first pending transaction.
+    #[serde(default = "default_timeout_ms")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub batch_timeout_ms: u32,
+    /// Blocks between two snapshots (and Raft log compactions).
+    #[serde(default = "default_snapshot_interval")]
+    #[schemars(range(min = 10, max = 1000000))]
+    pub snapshot_interval: u64,
+}
+
+// The planner's defaults, so that a channel planned from plain specs and one planned from a
+// manifest that leaves these out agree.
+fn default_max_txs() -> u32 {
+    tally_planner::spec::Ordering::default().batch_max_transactions
+}
+fn default_max_bytes() -> u32 {
+    tally_planner::spec::Ordering::default().batch_max_bytes
+}
+fn default_timeout_ms() -> u32 {
+    tally_planner::spec::Ordering::default().batch_timeout_ms
+}
+fn default_snapshot_interval() -> u64 {
+    tally_planner::spec::Ordering::default().snapshot_interval
+}
+
+impl Default for Ordering {
+    fn default() -> Self {
+        Ordering {
+            batch_max_transactions: default_max_txs(),
+            batch_max_bytes: default_max_bytes(),
+            batch_timeout_ms: default_timeout_ms(),
+            snapshot_interval: default_snapshot_interval(),
+        }
+    }
+}
+
+/// What the operator observed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsortiumStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub organization_count: u32,
+    /// Each member organization with the fingerprint of its CA certificate.
+    #[serde(default)]
+    pub organizations: Vec<OrganizationStatus>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationStatus {
+    pub name: String,
+    /// SHA-256 (tagged, as on the ledger) of the CA certificate, hex.
+    pub ca_fingerprint: String,
+    /// Where the CA is kept.
+    #[serde(default)]
+    pub ca_secret: String,
+    /// When the CA certificate expires (RFC 3339).
+    #[serde(default)]
+    pub ca_not_after: String,
+}

@@ -1,0 +1,162 @@
+//! `Peer`: a set of ledger nodes that one organization runs (a StatefulSet in the cluster,
+//! local processes under `tallyctl up`).
+
+use crate::common::Condition;
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use tally_planner::spec::PeerRole;
+pub use tally_planner::MAX_REPLICAS;
+
+/// Ledger nodes of one organization.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tally.dev",
+    version = "v1alpha1",
+    kind = "Peer",
+    namespaced,
+    status = "PeerStatus",
+    shortname = "tp",
+    category = "tally",
+    derive = "PartialEq",
+    doc = "A set of ledger nodes of one organization: one pod and volume per node, the same role in every channel.",
+    scale(spec_replicas_path = ".spec.replicas", status_replicas_path = ".status.replicas"),
+    printcolumn(name = "Org", type_ = "string", json_path = ".spec.organization"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 50").message("a Peer name has at most 50 characters: node names add an ordinal and pod names a hash"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerSpec {
+    /// The `Consortium` in this namespace. Cannot change.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("consortium cannot change; create a new Peer"))]
+    pub consortium: String,
+    /// The member organization (of that consortium) that runs these nodes. Cannot change.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("organization cannot change: node certificates are issued by its CA"))]
+    pub organization: String,
+    /// Number of nodes. Scaling down first removes the departing nodes from their channels.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 9))]
+    pub replicas: i32,
+    /// `consenter` nodes vote in Raft; `observer` nodes follow as learners and serve reads.
+    #[serde(default)]
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("role cannot change; add a Peer with the other role and move channels to it"))]
+    pub role: PeerRole,
+    /// Volume of each node.
+    #[serde(default)]
+    pub storage: Storage,
+    /// CPU and memory of each node's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Container image without a tag; the operator's default when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(
+        length(max = 512),
+        regex(pattern = r"^[^\s:@]+(:[0-9]+)?(/[^\s:@]+)*$")
+    )]
+    pub image: String,
+    /// Image tag (the Tally release); the operator's own version when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 128), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"))]
+    pub version: String,
+    /// How clients reach the nodes.
+    #[serde(default)]
+    pub service: ServiceSpec,
+}
+
+fn one() -> i32 {
+    1
+}
+
+/// A node's volume.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Storage {
+    /// Size of each node's volume.
+    #[serde(default = "default_size")]
+    pub size: Quantity,
+    /// StorageClass of the volumes; the cluster default when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 253))]
+    pub storage_class_name: String,
+}
+
+fn default_size() -> Quantity {
+    Quantity("10Gi".to_string())
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            size: default_size(),
+            storage_class_name: String::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Type of the client Service.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// What the operator observed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Nodes that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Nodes that answer `/readyz`.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Each node with the channels it serves.
+    #[serde(default)]
+    pub nodes: Vec<NodeStatus>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub ready: bool,
+    #[serde(default)]
+    pub channels: Vec<NodeChannelStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeChannelStatus {
+    pub name: String,
+    pub height: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+}

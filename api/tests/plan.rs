@@ -1,0 +1,482 @@
+//! The planner on the kinds as tenants write them: YAML manifests read by `tally-api`, turned
+//! into the planner's plain specs, planned.
+
+use std::collections::{BTreeMap, BTreeSet};
+use tally_api::manifest::Resources;
+use tally_planner::spec;
+use tally_planner::spec::PeerRole;
+use tally_planner::*;
+use tally_protocol::identity::now_unix;
+use tally_protocol::{OrgCa, Role};
+
+const BASE: &str = r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: demo}
+spec:
+  organizations: [{name: org1}, {name: org2}, {name: org3}]
+  ordering: {batchMaxTransactions: 100, batchMaxBytes: 1048576, batchTimeoutMs: 50, snapshotInterval: 200}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: org1-nodes}
+spec: {consortium: demo, organization: org1, replicas: 2}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: org2-nodes}
+spec: {consortium: demo, organization: org2}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: org3-audit}
+spec: {consortium: demo, organization: org3, role: observer}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {name: main}
+spec:
+  consortium: demo
+  members: [org1, org2, org3]
+  consenters: [org1-nodes, org2-nodes]
+  observers: [org3-audit]
+  policies: {writers: [org1, org2]}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {name: private}
+spec:
+  consortium: demo
+  members: [org1, org2]
+  consenters: [org1-nodes]
+  batch: {maxTransactions: 10, maxBytes: 65536, timeoutMs: 5}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Chaincode
+metadata: {name: notary-v1}
+spec:
+  channel: main
+  name: notary
+  version: "1.0"
+  source: {configMap: {name: notary-wasm, key: notary.wasm}, sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+"#;
+
+struct Fixture {
+    resources: spec::Resources,
+    cas: BTreeMap<String, CaInput>,
+    issued_at: i64,
+}
+
+fn cas(orgs: &[&str]) -> BTreeMap<String, CaInput> {
+    orgs.iter()
+        .map(|o| {
+            (
+                o.to_string(),
+                CaInput::Full(Box::new(OrgCa::generate(o).unwrap())),
+            )
+        })
+        .collect()
+}
+
+fn fixture(yaml: &str) -> Fixture {
+    Fixture {
+        resources: Resources::from_yaml("test.yaml", yaml).unwrap().to_plan(),
+        cas: cas(&["org1", "org2", "org3"]),
+        issued_at: now_unix() - 60,
+    }
+}
+
+fn loopback() -> Addressing {
+    Addressing::Loopback {
+        prefix: "127.9.9".into(),
+    }
+}
+
+fn run(f: &Fixture, addressing: &Addressing) -> Result<Plan, PlanErrors> {
+    plan(&PlanInput {
+        resources: &f.resources,
+        namespace: "default",
+        consortium: "demo",
+        cas: &f.cas,
+        addressing,
+        issued_at: f.issued_at,
+    })
+}
+
+fn errors(yaml: &str) -> PlanErrors {
+    run(&fixture(yaml), &loopback()).unwrap_err()
+}
+
+#[test]
+fn plans_nodes_identities_and_channels() {
+    let f = fixture(BASE);
+    let plan = run(&f, &loopback()).unwrap();
+    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "org1-nodes-0",
+            "org1-nodes-1",
+            "org2-nodes-0",
+            "org3-audit-0"
+        ]
+    );
+    let hosts: Vec<&str> = plan.nodes.iter().map(|n| n.address.host.as_str()).collect();
+    assert_eq!(hosts, ["127.9.9.1", "127.9.9.2", "127.9.9.3", "127.9.9.4"]);
+    let ids: BTreeSet<u64> = plan.nodes.iter().map(|n| n.raft_id).collect();
+    assert_eq!(ids.len(), 4);
+
+    // Identities chain to their organization's CA and name the node and its address.
+    let now = Some(now_unix());
+    for n in &plan.nodes {
+        let Some(CaInput::Full(ca)) = f.cas.get(&n.org) else {
+            panic!()
+        };
+        let id = n.identity.as_ref().unwrap();
+        let info = ca.trusted().verify(&id.cert_der, now).unwrap();
+        assert_eq!(info.common_name, n.name);
+        assert_eq!(info.role, Role::Node);
+        let text = String::from_utf8_lossy(&id.cert_der).to_string();
+        assert!(!text.is_empty());
+        assert!(n.address.sans.contains(&n.address.host));
+    }
+    for o in &plan.organizations {
+        let Some(CaInput::Full(ca)) = f.cas.get(&o.name) else {
+            panic!()
+        };
+        assert_eq!(
+            ca.trusted()
+                .verify(&o.admin.as_ref().unwrap().cert_der, now)
+                .unwrap()
+                .role,
+            Role::Admin
+        );
+        assert_eq!(
+            ca.trusted()
+                .verify(&o.client.as_ref().unwrap().cert_der, now)
+                .unwrap()
+                .role,
+            Role::Client
+        );
+        assert_eq!(o.ca_fingerprint, ca.trusted().fingerprint());
+    }
+
+    let main = plan.channel("main").unwrap();
+    let g = &main.genesis;
+    assert_eq!(
+        g.consenters
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["org1-nodes-0", "org1-nodes-1", "org2-nodes-0"]
+    );
+    assert_eq!(
+        g.observers
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>(),
+        ["org3-audit-0"]
+    );
+    assert_eq!(g.policies.writers, ["org1", "org2"]);
+    assert_eq!(g.batch.max_txs, 100, "consortium ordering is the default");
+    assert_eq!(g.snapshot_interval, 200);
+    assert!(g.validate().is_ok());
+    let private = plan.channel("private").unwrap();
+    assert_eq!(
+        private.genesis.batch.max_txs, 10,
+        "the channel's own batch wins"
+    );
+    assert_eq!(private.genesis.members.len(), 2);
+
+    assert_eq!(
+        plan.node("org1-nodes-0").unwrap().channels,
+        ["main", "private"]
+    );
+    assert_eq!(plan.node("org3-audit-0").unwrap().channels, ["main"]);
+    assert_eq!(plan.node("org3-audit-0").unwrap().role, PeerRole::Observer);
+
+    let cc = &plan.chaincodes[0];
+    assert_eq!((cc.channel.as_str(), cc.name.as_str()), ("main", "notary"));
+    assert_eq!(cc.approvers, ["org1", "org2", "org3"]);
+    assert_eq!(cc.approvals_needed, 2, "a majority of three");
+}
+
+#[test]
+fn the_same_input_gives_the_same_plan_whatever_the_order() {
+    let f = fixture(BASE);
+    let a = run(&f, &loopback()).unwrap();
+    let b = run(&f, &loopback()).unwrap();
+    let mut shuffled = f.resources.clone();
+    shuffled.peers.reverse();
+    shuffled.channels.reverse();
+    let g = Fixture {
+        resources: shuffled,
+        cas: f.cas,
+        issued_at: f.issued_at,
+    };
+    let c = run(&g, &loopback()).unwrap();
+    for other in [&b, &c] {
+        assert_eq!(a.channels.len(), other.channels.len());
+        for (x, y) in a.channels.iter().zip(&other.channels) {
+            assert_eq!(x.genesis, y.genesis);
+            assert_eq!(x.genesis.hash(), y.genesis.hash());
+        }
+        for (x, y) in a.nodes.iter().zip(&other.nodes) {
+            assert_eq!(x.name, y.name);
+            assert_eq!(x.address, y.address);
+            assert_eq!(
+                x.identity.as_ref().unwrap().cert_der,
+                y.identity.as_ref().unwrap().cert_der
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_addressing_uses_stable_pod_names() {
+    let f = fixture(BASE);
+    let k8s = Addressing::Kubernetes {
+        cluster_domain: "cluster.local".into(),
+    };
+    let plan = run(&f, &k8s).unwrap();
+    let n = plan.node("org1-nodes-1").unwrap();
+    assert_eq!(
+        n.address.host,
+        "org1-nodes-1.org1-nodes-nodes.default.svc.cluster.local"
+    );
+    assert_eq!(
+        n.address.peer_addr,
+        format!("{}:{PEER_PORT}", n.address.host)
+    );
+    assert!(n
+        .address
+        .sans
+        .iter()
+        .any(|s| s == "org1-nodes-1.org1-nodes-nodes"));
+    // Raft ids do not depend on the addressing or on other Peers.
+    let local = run(&f, &loopback()).unwrap();
+    assert_eq!(local.node("org1-nodes-1").unwrap().raft_id, n.raft_id);
+}
+
+#[test]
+fn a_peer_of_a_non_member_organization_is_refused_by_name() {
+    let yaml = BASE.replace(
+        "spec: {consortium: demo, organization: org2}",
+        "spec: {consortium: demo, organization: org9}",
+    );
+    let e = errors(&yaml);
+    assert!(e.has("Peer", "org2-nodes", "spec.organization"), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("Peer default/org2-nodes: spec.organization: \"org9\" is not a member of Consortium \"demo\""), "{msg}");
+}
+
+#[test]
+fn channel_problems_name_the_field() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "members: [org1, org2]\n  consenters: [org1-nodes]\n  batch",
+            "members: [org1, org7]\n  consenters: [org1-nodes]\n  batch",
+            "spec.members[1]",
+            "not an organization",
+        ),
+        (
+            "consenters: [org1-nodes]\n",
+            "consenters: [nope]\n",
+            "spec.consenters[0]",
+            "neither a Peer",
+        ),
+        (
+            "consenters: [org1-nodes, org2-nodes]",
+            "consenters: [org1-nodes, org3-audit]",
+            "spec.consenters[1]",
+            "role observer",
+        ),
+        (
+            "members: [org1, org2]\n  consenters: [org1-nodes]\n  batch",
+            "members: [org1]\n  consenters: [org1-nodes, org2-nodes]\n  batch",
+            "spec.consenters[1]",
+            "not a member of the channel",
+        ),
+        (
+            "observers: [org3-audit]",
+            "observers: [org3-audit, org1-nodes]",
+            "spec.observers",
+            "both as a consenter and as an observer",
+        ),
+        (
+            "policies: {writers: [org1, org2]}",
+            "policies: {writers: [org1, org5]}",
+            "spec.policies.writers[1]",
+            "not a member of the channel",
+        ),
+        (
+            "policies: {writers: [org1, org2]}",
+            "policies: {chaincodeLifecycle: {rule: AtLeast, count: 4}}",
+            "spec.policies.chaincodeLifecycle.count",
+            "not between 1 and the 3",
+        ),
+    ];
+    for (from, to, field, needle) in cases {
+        assert!(BASE.contains(from), "fixture lacks {from:?}");
+        let e = errors(&BASE.replacen(from, to, 1));
+        let hit =
+            e.0.iter()
+                .find(|x| x.kind == "Channel" && x.field == *field);
+        let Some(hit) = hit else {
+            panic!("no Channel error at {field} for {to:?}: {e}")
+        };
+        assert!(hit.message.contains(needle), "{field}: {}", hit.message);
+    }
+}
+
+#[test]
+fn a_channel_whose_consenters_have_no_nodes_is_refused() {
+    let yaml = BASE.replace(
+        "spec: {consortium: demo, organization: org1, replicas: 2}",
+        "spec: {consortium: demo, organization: org1, replicas: 0}",
+    );
+    let e = errors(&yaml);
+    assert!(e.has("Channel", "private", "spec.consenters"), "{e}");
+    // `main` still has org2's node.
+    assert!(!e.has("Channel", "main", "spec.consenters"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = BASE
+        .replace("organization: org2}", "organization: org8}")
+        .replace("replicas: 2}", "replicas: 12}")
+        .replace("name: notary\n", "name: Not Ary\n");
+    let e = errors(&yaml);
+    assert!(e.has("Peer", "org2-nodes", "spec.organization"), "{e}");
+    assert!(e.has("Peer", "org1-nodes", "spec.replicas"), "{e}");
+    assert!(e.0.len() >= 3, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{} problems", e.0.len())),
+        "{e}"
+    );
+}
+
+#[test]
+fn chaincode_problems() {
+    let dup = format!(
+        "{BASE}---\napiVersion: tally.dev/v1alpha1\nkind: Chaincode\nmetadata: {{name: notary-copy}}\nspec:\n  channel: main\n  name: notary\n  version: \"2\"\n  approval: {{rule: AtLeast, count: 9}}\n  source: {{configMap: {{name: x, key: y}}, sha256: \"abc\"}}\n"
+    );
+    let e = errors(&dup);
+    for field in ["spec.approval.count", "spec.source.sha256"] {
+        assert!(e.has("Chaincode", "notary-copy", field), "{field}: {e}");
+    }
+    // Whichever comes second in name order is the duplicate.
+    assert!(e.has("Chaincode", "notary-v1", "spec.name"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("\"notary-copy\" already defines \"notary\" on channel \"main\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn ca_problems() {
+    let mut f = fixture(BASE);
+    f.cas.insert(
+        "org2".into(),
+        CaInput::Full(Box::new(OrgCa::generate("someone-else").unwrap())),
+    );
+    let e = run(&f, &loopback()).unwrap_err();
+    assert!(
+        e.has("Consortium", "demo", "spec.organizations[1].ca"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("names organization \"someone-else\""),
+        "{e}"
+    );
+
+    let mut f = fixture(BASE);
+    f.cas.remove("org3");
+    assert!(run(&f, &loopback()).unwrap_err().has(
+        "Consortium",
+        "demo",
+        "spec.organizations[2].ca"
+    ));
+
+    let mut f = fixture(BASE);
+    let pem = OrgCa::generate("org2").unwrap().cert_pem();
+    f.cas.insert("org2".into(), CaInput::CertOnly(pem));
+    let e = run(&f, &loopback()).unwrap_err();
+    assert!(e.has("Peer", "org2-nodes", "spec.organization"), "{e}");
+    assert!(e.to_string().contains("without the key"), "{e}");
+}
+
+#[test]
+fn external_peers_join_channels_at_their_own_address() {
+    let yaml = BASE
+        .replace(
+            "organizations: [{name: org1}, {name: org2}, {name: org3}]",
+            "organizations:\n  - {name: org1}\n  - {name: org2}\n  - name: org3\n    ca: {mode: Secret, secretRef: {name: org3-ca}}\n    externalPeers: [{name: org3-dc, peerAddress: \"ledger.org3.example:7052\", apiUrl: \"https://ledger.org3.example:7051/\"}]",
+        )
+        .replace("consenters: [org1-nodes, org2-nodes]", "consenters: [org1-nodes, org2-nodes, org3-dc]");
+    let mut f = fixture(&yaml);
+    let pem = match f.cas.get("org3") {
+        Some(CaInput::Full(ca)) => ca.cert_pem(),
+        _ => unreachable!(),
+    };
+    f.cas.insert("org3".into(), CaInput::CertOnly(pem));
+    // org3's hosted observer Peer cannot get a certificate without the CA key.
+    let e = run(&f, &loopback()).unwrap_err();
+    assert!(e.has("Peer", "org3-audit", "spec.organization"), "{e}");
+    f.resources.peers.retain(|p| p.meta.name != "org3-audit");
+    for c in &mut f.resources.channels {
+        c.observers.clear();
+    }
+    let plan = run(&f, &loopback()).unwrap();
+    let ext = plan.node("org3-dc").unwrap();
+    assert!(!ext.hosted());
+    assert!(ext.identity.is_none());
+    assert_eq!(ext.address.api_url, "https://ledger.org3.example:7051");
+    let g = &plan.channel("main").unwrap().genesis;
+    assert!(g
+        .consenters
+        .iter()
+        .any(|n| n.name == "org3-dc" && n.peer_addr == "ledger.org3.example:7052"));
+    assert!(plan.org("org3").unwrap().admin.is_none());
+    assert_eq!(plan.hosted_nodes().count(), 3);
+}
+
+#[test]
+fn resources_of_other_namespaces_and_consortia_are_left_out() {
+    let yaml = format!(
+        "{BASE}---\napiVersion: tally.dev/v1alpha1\nkind: Peer\nmetadata: {{name: elsewhere, namespace: other}}\nspec: {{consortium: demo, organization: org1}}\n---\napiVersion: tally.dev/v1alpha1\nkind: Peer\nmetadata: {{name: stray}}\nspec: {{consortium: ghost, organization: org1}}\n"
+    );
+    let f = fixture(&yaml);
+    let plan = run(&f, &loopback()).unwrap();
+    assert!(plan
+        .nodes
+        .iter()
+        .all(|n| n.peer.as_deref() != Some("elsewhere") && n.peer.as_deref() != Some("stray")));
+    let d = dangling(&f.resources);
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d
+        .iter()
+        .any(|e| e.name == "stray" && e.field == "spec.consortium"));
+    assert!(d
+        .iter()
+        .any(|e| e.name == "elsewhere" && e.namespace == "other"));
+}
+
+#[test]
+fn a_missing_consortium_is_an_error() {
+    let f = fixture(BASE);
+    let e = plan(&PlanInput {
+        resources: &f.resources,
+        namespace: "default",
+        consortium: "nope",
+        cas: &f.cas,
+        addressing: &loopback(),
+        issued_at: f.issued_at,
+    })
+    .unwrap_err();
+    assert!(e.has("Consortium", "nope", "metadata.name"), "{e}");
+}

@@ -1,0 +1,215 @@
+//! `Chaincode` → the module checked against its pinned sha256, installed once on the channel
+//! with its definition (the transaction carries the module, so every node receives the exact
+//! bytes through the ledger), approved by each member organization whose admin key the
+//! operator holds, and committed once the channel's lifecycle policy is met. Status shows each
+//! organization's approval as the ledger records it (`GET /v1/channels/{ch}/chaincodes`).
+//!
+//! The ledger requires approvals from a majority of the channel's member organizations; a
+//! `Chaincode`'s or `Channel`'s approval rule asking for more is an additional floor the
+//! operator waits for before committing.
+
+use crate::context::{Context, Error, Result, Verdict};
+use crate::reach;
+use crate::world;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tally_api::chaincode::{Chaincode, OrgApproval};
+use tally_client::lifecycle::{self, LifecycleError, Progress, Wanted};
+use tally_client::txs;
+use tally_client::{Client, ClientError};
+use tally_protocol::InitCall;
+
+pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> {
+    if cc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = cc.namespace().unwrap_or_default();
+    let mut status = serde_json::json!({"observedGeneration": cc.metadata.generation});
+    let verdict = match check_module(&ctx, &cc).await {
+        Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
+        Err(e) => return Err(e),
+        Ok(module) => {
+            let channel: Option<tally_api::channel::Channel> =
+                Api::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(&cc.spec.channel)
+                    .await?;
+            match channel {
+                None => Verdict::progressing(
+                    "WaitingForChannel",
+                    format!("Channel {ns}/{} does not exist", cc.spec.channel),
+                ),
+                Some(ch) => match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
+                    Err(v) => v,
+                    Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
+                        Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
+                        other => other?,
+                    },
+                },
+            }
+        }
+    };
+    ctx.report(cc.as_ref(), &verdict, status).await?;
+    Ok(Action::requeue(verdict.requeue()))
+}
+
+/// The module in its ConfigMap, which must hash to the pinned sha256.
+async fn check_module(ctx: &Context, cc: &Chaincode) -> Result<Vec<u8>> {
+    let ns = cc.namespace().unwrap_or_default();
+    let r = &cc.spec.source.config_map;
+    let cm: Option<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&r.name)
+        .await?;
+    let Some(cm) = cm else {
+        return Err(Error::Invalid(format!(
+            "spec.source.configMap: ConfigMap {ns}/{} does not exist",
+            r.name
+        )));
+    };
+    let bytes = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            cm.data
+                .as_ref()
+                .and_then(|d| d.get(&r.key))
+                .map(|s| s.as_bytes().to_vec())
+        })
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "spec.source.configMap: ConfigMap {ns}/{} has no key {}",
+                r.name, r.key
+            ))
+        })?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if got != cc.spec.source.sha256 {
+        return Err(Error::Invalid(format!(
+            "spec.source.sha256: the module in ConfigMap {ns}/{} key {} hashes to {got}, not the pinned {}",
+            r.name, r.key, cc.spec.source.sha256
+        )));
+    }
+    Ok(bytes)
+}
+
+/// A refusal by the channel is the tenant's to fix (a module the runtime refuses, a name the
+/// ledger does not accept, an init call that fails); anything else is a node problem, retried.
+fn lifecycle_error(e: LifecycleError) -> Error {
+    match &e {
+        LifecycleError::Node {
+            source: ClientError::Api { status, .. },
+            ..
+        } if (400..500).contains(status) && *status != 408 && *status != 429 => {
+            Error::Invalid(e.to_string())
+        }
+        LifecycleError::Node { .. } => Error::Node(e.to_string()),
+        LifecycleError::Rejected { .. } | LifecycleError::NoAdmin => Error::Invalid(e.to_string()),
+    }
+}
+
+async fn lifecycle(
+    cc: &Chaincode,
+    ctx: &Context,
+    w: &world::World,
+    module: &[u8],
+    status: &mut serde_json::Value,
+) -> Result<Verdict> {
+    let ns = cc.namespace().unwrap_or_default();
+    let Some(plan) = w
+        .plan
+        .chaincodes
+        .iter()
+        .find(|p| p.resource == cc.name_any())
+    else {
+        return Err(Error::Internal(format!(
+            "chaincode {} is not planned",
+            cc.name_any()
+        )));
+    };
+    let channel = &plan.channel;
+    // Any reachable node of the channel takes the transactions.
+    let mut api: Option<Client> = None;
+    for n in w
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| n.hosted() && n.channels.contains(channel))
+    {
+        if let Some(at) = reach::locate(ctx, &ns, n).await? {
+            if at.pod_ready {
+                api = Some(reach::api(ctx, &w.plan, n, &at)?);
+                break;
+            }
+        }
+    }
+    let Some(api) = api else {
+        return Ok(Verdict::progressing(
+            "WaitingForNodes",
+            format!("no node of channel {channel} is ready"),
+        ));
+    };
+    let admins: Vec<(String, tally_protocol::Identity)> = plan
+        .approvers
+        .iter()
+        .filter_map(|o| Some((o.clone(), w.plan.org(o)?.admin.clone()?)))
+        .collect();
+    let wanted = Wanted {
+        channel,
+        name: &plan.name,
+        version: &plan.version,
+        module,
+        init: cc.spec.init.as_ref().map(|i| InitCall {
+            function: i.function.clone(),
+            args: txs::fields(&i.args),
+        }),
+        at_least: plan.approvals_needed,
+    };
+    let report = lifecycle::ensure(&api, &wanted, &admins)
+        .await
+        .map_err(lifecycle_error)?;
+    for a in &report.actions {
+        let (reason, action) = if a.starts_with("installed") {
+            ("Installed", "Install")
+        } else if a.starts_with("committed") {
+            ("Committed", "Commit")
+        } else {
+            ("Approved", "Approve")
+        };
+        ctx.event(cc, false, reason, action, a.clone()).await;
+    }
+    let approvals: Vec<OrgApproval> = plan
+        .approvers
+        .iter()
+        .map(|o| {
+            let ok = report.approved.contains(o);
+            OrgApproval {
+                organization: o.clone(),
+                approved: ok,
+                version: if ok {
+                    plan.version.clone()
+                } else {
+                    String::new()
+                },
+            }
+        })
+        .collect();
+    status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
+    Ok(match report.progress {
+        Progress::Committed { sequence } => {
+            status["sequence"] = sequence.into();
+            status["committedVersion"] = plan.version.clone().into();
+            Verdict::ready(
+                "Committed",
+                format!("version {} committed as sequence {sequence}", plan.version),
+            )
+        }
+        Progress::WaitingForApprovals { have, needed, .. } => Verdict::progressing(
+            "WaitingForApprovals",
+            format!("{have} of {needed} needed approvals"),
+        ),
+    })
+}

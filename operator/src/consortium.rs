@@ -1,0 +1,202 @@
+//! `Consortium` → one CA Secret per organization (generated once, never overwritten, or the
+//! tenant's own checked), the admin and client identities the operator issues from them, and
+//! a finalizer that holds deletion while peers or channels still use the consortium.
+
+use crate::builders::{self, OrgSecret};
+use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::names::{self, FINALIZER};
+use crate::world::{self, secret_text};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::ResourceExt;
+use std::sync::Arc;
+use tally_api::consortium::{CaMode, Consortium, OrganizationStatus};
+use tally_api::{channel::Channel, peer::Peer};
+use tally_protocol::identity::{inspect, OrgCa, TrustedCa};
+
+pub async fn reconcile(obj: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action> {
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<Consortium> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, obj, |ev| async {
+        match ev {
+            Finalizer::Apply(c) => apply(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(crate::context::from_finalizer)
+}
+
+/// The CA certificate in an organization's CA Secret.
+fn read_ca(s: &Secret, ns: &str, sname: &str, org: &str) -> Result<TrustedCa> {
+    let cert = secret_text(s, "tls.crt").ok_or_else(|| {
+        Error::Invalid(format!(
+            "Secret {ns}/{sname} (CA of organization {org}) has no tls.crt"
+        ))
+    })?;
+    TrustedCa::from_pem(org, &cert).map_err(|e| {
+        Error::Invalid(format!(
+            "Secret {ns}/{sname} (CA of organization {org}): {e}"
+        ))
+    })
+}
+
+/// Makes or checks the CA of one organization; returns its Secret's name and certificate.
+async fn ensure_ca(
+    ctx: &Context,
+    cons: &Consortium,
+    org: &str,
+    mode: CaMode,
+) -> Result<(String, TrustedCa)> {
+    let ns = cons.namespace().unwrap_or_default();
+    let name = cons.name_any();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let sname = world::ca_secret_name(cons, org);
+    if let Some(s) = secrets.get_opt(&sname).await? {
+        return Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?));
+    }
+    if mode == CaMode::Secret {
+        return Err(Error::Invalid(format!(
+            "organization {org} brings its CA in Secret {ns}/{sname}, which does not exist"
+        )));
+    }
+    let ca = OrgCa::generate(org).map_err(|e| Error::Internal(e.to_string()))?;
+    let owner = owner_of(cons);
+    let at = OrgSecret {
+        name: &sname,
+        namespace: &ns,
+        org,
+        consortium: &name,
+        owner: &owner,
+    };
+    let body = builders::ca_secret(&at, &ca.cert_pem(), &ca.key_pem(), world::issued_at(cons));
+    let secret: Secret =
+        serde_json::from_value(body).map_err(|e| Error::Internal(e.to_string()))?;
+    // Create, never apply: a CA is made once, and a second writer must not replace it.
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            ctx.event(
+                cons,
+                false,
+                "CaCreated",
+                "CreateCa",
+                format!("created the CA of organization {org} in Secret {sname}"),
+            )
+            .await;
+            Ok((sname, ca.trusted()))
+        }
+        // Someone else's CA won: report that one, not the one just thrown away.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let s = secrets.get(&sname).await?;
+            Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
+    let ns = cons.namespace().unwrap_or_default();
+    let name = cons.name_any();
+    let mut orgs = Vec::new();
+    let mut problems = Vec::new();
+    for org in &cons.spec.organizations {
+        match ensure_ca(ctx, cons, &org.name, org.ca.mode).await {
+            Ok((sname, ca)) => {
+                let fp = ca.fingerprint().to_string();
+                let not_after = inspect(&ca.der)
+                    .ok()
+                    .and_then(|i| jiff::Timestamp::from_second(i.not_after).ok())
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                orgs.push(OrganizationStatus {
+                    name: org.name.clone(),
+                    ca_fingerprint: fp,
+                    ca_secret: sname,
+                    ca_not_after: not_after,
+                });
+            }
+            Err(e @ Error::Invalid(_)) => problems.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    let verdict = if !problems.is_empty() {
+        Verdict::degraded("InvalidReference", problems.join("; "))
+    } else {
+        match world::plan_or_verdict(ctx, &ns, &name).await? {
+            Err(v) => v,
+            Ok(w) => {
+                for o in &w.plan.organizations {
+                    for (role, id) in [("admin", &o.admin), ("client", &o.client)] {
+                        let Some(id) = id else { continue };
+                        let sname = names::identity_secret(&name, &o.name, role);
+                        let owner = owner_of(cons);
+                        let at = OrgSecret {
+                            name: &sname,
+                            namespace: &ns,
+                            org: &o.name,
+                            consortium: &name,
+                            owner: &owner,
+                        };
+                        let body = builders::identity_secret(&at, id, &o.ca_pem);
+                        ctx.apply::<Secret>(&ns, &sname, &body).await?;
+                    }
+                }
+                Verdict::ready(
+                    "Ready",
+                    format!("{} organizations with their CAs", orgs.len()),
+                )
+            }
+        }
+    };
+    let status = serde_json::json!({
+        "observedGeneration": cons.metadata.generation,
+        "organizationCount": orgs.len(),
+        "organizations": orgs,
+    });
+    ctx.report(cons, &verdict, status).await?;
+    Ok(Action::requeue(verdict.requeue()))
+}
+
+/// Holds deletion while peers or channels of the consortium remain.
+async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
+    let ns = cons.namespace().unwrap_or_default();
+    let name = cons.name_any();
+    let lp = ListParams::default();
+    let peers: Vec<String> = Api::<Peer>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.spec.consortium == name)
+        .map(|p| p.name_any())
+        .collect();
+    let channels: Vec<String> = Api::<Channel>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.spec.consortium == name)
+        .map(|c| c.name_any())
+        .collect();
+    if peers.is_empty() && channels.is_empty() {
+        ctx.event(
+            cons,
+            false,
+            "Deleted",
+            "Delete",
+            "no peers or channels left; releasing the consortium".into(),
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "consortium {name} is still used by peers [{}] and channels [{}]; delete them first",
+        peers.join(", "),
+        channels.join(", ")
+    );
+    let held = Verdict::degraded("DeletionBlocked", message.clone());
+    ctx.report(cons, &held, serde_json::json!({})).await?;
+    Err(Error::Held(message))
+}

@@ -1,0 +1,275 @@
+//! What every controller shares: the API client, settings, metrics and the event recorder;
+//! and the few API calls every reconciler makes (server-side apply, status patches, events).
+
+use crate::metrics::Metrics;
+use crate::names::FIELD_MANAGER;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_api::common::{set_condition, Condition, ConditionStatus};
+use tally_api::{chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The resources do not plan: the message names the resource and field.
+    #[error("{0}")]
+    Plan(String),
+    /// Something the tenant must fix (a missing or bad Secret, ConfigMap...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A node did not answer or refused.
+    #[error("{0}")]
+    Node(String),
+    #[error("{0}")]
+    Internal(String),
+    /// Deletion waits for something else to go first.
+    #[error("{0}")]
+    Held(String),
+}
+
+/// The reconciler's own error, out of the finalizer helper's wrapping.
+pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        other => Error::Internal(other.to_string()),
+    }
+}
+
+impl Error {
+    /// Short CamelCase reason for conditions, events and the error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "ApiError",
+            Error::Plan(_) => "InvalidSpec",
+            Error::Invalid(_) => "InvalidReference",
+            Error::Node(_) => "NodeUnreachable",
+            Error::Internal(_) => "InternalError",
+            Error::Held(_) => "DeletionBlocked",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Image (without tag) and tag of ledger nodes when a Peer names none.
+    pub node_image: String,
+    pub node_version: String,
+    pub cluster_domain: String,
+    /// How long node API calls may take.
+    pub node_timeout: Duration,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Consecutive failed reconciles per object, for the error backoff.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Server-side apply of an object this operator owns.
+    pub async fn apply<K>(&self, ns: &str, name: &str, body: &Value) -> Result<K>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        Ok(api.patch(name, &pp, &Patch::Apply(body)).await?)
+    }
+
+    /// Publishes an event about `obj`; failures to publish are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: Some(note),
+            action: action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    /// Writes `status` with the conditions `verdict` makes of the object's current ones.
+    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: Value) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Conditioned
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let mut conditions = obj.conditions().to_vec();
+        verdict.apply_to(&mut conditions, obj.meta().generation, &now());
+        status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
+        self.patch_status(obj, status).await
+    }
+
+    /// Merge-patches `status` of a Tally resource.
+    pub async fn patch_status<K>(&self, obj: &K, status: Value) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        let ns = obj.namespace().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        let body = serde_json::json!({ "status": status });
+        api.patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The conditions of a resource after one reconcile: `Ready`, `Progressing` and `Degraded`
+/// set together so they never contradict each other.
+pub struct Verdict {
+    pub state: State,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum State {
+    Ready,
+    Progressing,
+    Degraded,
+}
+
+impl Verdict {
+    pub fn ready(reason: &str, message: impl Into<String>) -> Verdict {
+        Verdict {
+            state: State::Ready,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+    pub fn progressing(reason: &str, message: impl Into<String>) -> Verdict {
+        Verdict {
+            state: State::Progressing,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+    pub fn degraded(reason: &str, message: impl Into<String>) -> Verdict {
+        Verdict {
+            state: State::Degraded,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Applies the verdict to `conditions` (keeping transition times of unchanged ones).
+    pub fn apply_to(&self, conditions: &mut Vec<Condition>, generation: Option<i64>, now: &str) {
+        let mk = |type_: &str, on: bool, reason: &str, message: &str| Condition {
+            type_: type_.into(),
+            status: if on {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            },
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: now.into(),
+            observed_generation: generation,
+        };
+        let (r, m) = (self.reason.as_str(), self.message.as_str());
+        let ready = self.state == State::Ready;
+        set_condition(conditions, mk("Ready", ready, r, m));
+        let progressing = self.state == State::Progressing;
+        set_condition(
+            conditions,
+            mk(
+                "Progressing",
+                progressing,
+                if progressing { r } else { "Settled" },
+                if progressing { m } else { "" },
+            ),
+        );
+        let degraded = self.state == State::Degraded;
+        set_condition(
+            conditions,
+            mk(
+                "Degraded",
+                degraded,
+                if degraded { r } else { "Healthy" },
+                if degraded { m } else { "" },
+            ),
+        );
+    }
+
+    pub fn requeue(&self) -> Duration {
+        match self.state {
+            State::Ready => Duration::from_secs(60),
+            State::Progressing => Duration::from_secs(3),
+            State::Degraded => Duration::from_secs(15),
+        }
+    }
+}
+
+/// RFC 3339 now, for condition transition times.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The owner reference of a Tally resource, for the objects made from it.
+pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
+    crate::builders::owner(
+        &K::api_version(&()),
+        &K::kind(&()),
+        obj.meta().name.as_deref().unwrap_or_default(),
+        obj.meta().uid.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The status conditions of a Tally kind.
+pub trait Conditioned {
+    fn conditions(&self) -> &[Condition];
+}
+
+macro_rules! conditioned {
+    ($($k:ty),*) => {$(
+        impl Conditioned for $k {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
+            }
+        }
+    )*};
+}
+conditioned!(Consortium, Peer, Channel, Chaincode);

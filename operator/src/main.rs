@@ -1,0 +1,217 @@
+use anyhow::Context as _;
+use clap::Parser;
+use kube::runtime::events::{Recorder, Reporter};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tally_operator::leader::LeaseLock;
+use tally_operator::metrics::Metrics;
+use tally_operator::server::{self, Health};
+use tally_operator::{run_controllers, Context, Settings};
+
+/// The Tally operator: turns Consortium, Peer, Channel and Chaincode resources into ledger
+/// pods and channels.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Namespaces to watch, comma-separated; empty watches all.
+    #[arg(
+        long,
+        env = "TALLY_WATCH_NAMESPACES",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    watch_namespaces: Vec<String>,
+    #[arg(long, env = "TALLY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "TALLY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tally-system")]
+    lease_namespace: String,
+    #[arg(long, env = "TALLY_LEASE_NAME", default_value = "tally-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Image of ledger nodes (without tag) for Peers that name none.
+    #[arg(
+        long,
+        env = "TALLY_NODE_IMAGE",
+        default_value = "ghcr.io/tally-dev/tally-node"
+    )]
+    node_image: String,
+    /// Tag of ledger node images for Peers that name none; this operator's version by default.
+    #[arg(long, env = "TALLY_NODE_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    node_version: String,
+    #[arg(long, env = "TALLY_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Kubeconfig to use instead of the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
+}
+
+fn main() {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tally-operator: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        tracing::error!("{e:#}");
+        eprintln!("tally-operator: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let client = tally_api::cluster::client(args.kubeconfig.as_deref()).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health {
+        ready: Default::default(),
+    });
+    server::serve(args.metrics_addr, metrics.clone(), health.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_addr))?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: Settings {
+            node_image: args.node_image.clone(),
+            node_version: args.node_version.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            node_timeout: Duration::from_secs(10),
+        },
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "tally-operator".into(),
+                instance: Some(identity.clone()),
+            },
+        ),
+        failures: Default::default(),
+    });
+    let lock = LeaseLock::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+    );
+    health.ready.store(true, Ordering::Relaxed);
+    tracing::info!(identity, lease = %format!("{}/{}", args.lease_namespace, args.lease_name), "waiting for the leader lease");
+    let mut signals = Signals::new()?;
+    // Stand by until this replica holds the lease.
+    loop {
+        match lock.try_acquire().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the leader lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = signals.recv() => return Ok(()),
+        }
+    }
+    metrics.leader.set(1);
+    tracing::info!(identity, "leading");
+    let namespaces: Vec<Option<String>> = {
+        let list: Vec<String> = args
+            .watch_namespaces
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if list.is_empty() {
+            vec![None]
+        } else {
+            list.into_iter().map(Some).collect()
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for ns in namespaces.clone() {
+        let mut rx = stop_rx.clone();
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            run_controllers(ctx, ns, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    let counter = tokio::spawn(tally_operator::count_resources(ctx.clone(), namespaces));
+    // Renew the lease; lose it and stop acting at once.
+    let renew = lock.duration / 3;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(renew) => {
+                match lock.try_acquire().await {
+                    Ok(true) => {}
+                    Ok(false) => { lost = true; break; }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+                }
+            }
+            _ = signals.recv() => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+    counter.abort();
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    metrics.leader.set(0);
+    if lost {
+        anyhow::bail!("lost the leader lease to another replica; stopping so that only one acts");
+    }
+    lock.release().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "tally-operator".into())
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+    async fn recv(&mut self) {
+        tokio::select! { _ = self.int.recv() => {}, _ = self.term.recv() => {} }
+    }
+}

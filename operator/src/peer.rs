@@ -1,0 +1,318 @@
+//! `Peer` → its StatefulSet, Services, ConfigMap and node Secrets; status from the pods and
+//! the nodes; rollouts of a new image one pod at a time, each node handing its Raft
+//! leadership over before its pod goes; and scale-down that lets a pod go only once its
+//! node has left every channel (the Channel controller makes that configuration change).
+
+use crate::builders::{self, PeerInputs};
+use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::names;
+use crate::reach;
+use crate::world;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::ResourceExt;
+use std::sync::Arc;
+use tally_api::peer::{NodeChannelStatus, NodeStatus, Peer, PeerRole};
+use tally_planner::raft_id;
+
+pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
+    if peer.metadata.deletion_timestamp.is_some() {
+        // Owner references take the StatefulSet, Services and Secrets with it.
+        return Ok(Action::await_change());
+    }
+    let ns = peer.namespace().unwrap_or_default();
+    let name = peer.name_any();
+    let (verdict, status) = match world::plan_or_verdict(&ctx, &ns, &peer.spec.consortium).await? {
+        Err(v) => (v, None),
+        Ok(w) => {
+            let (v, s) = converge(&peer, &ctx, &w).await?;
+            (v, Some(s))
+        }
+    };
+    let mut st = serde_json::json!({"observedGeneration": peer.metadata.generation});
+    if let Some(s) = status {
+        st["replicas"] = s.0.into();
+        st["readyReplicas"] = s.1.into();
+        st["nodes"] = serde_json::to_value(&s.2).unwrap_or_default();
+    }
+    ctx.report(peer.as_ref(), &verdict, st).await?;
+    tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
+    Ok(Action::requeue(verdict.requeue()))
+}
+
+type PeerObserved = (i32, i32, Vec<NodeStatus>);
+
+async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdict, PeerObserved)> {
+    let ns = peer.namespace().unwrap_or_default();
+    let name = peer.name_any();
+    let nodes: Vec<_> = w
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| n.peer.as_deref() == Some(name.as_str()))
+        .collect();
+    let org = w.plan.org(&peer.spec.organization).ok_or_else(|| {
+        Error::Internal(format!(
+            "organization {} not planned",
+            peer.spec.organization
+        ))
+    })?;
+    let consents = match peer.spec.role {
+        PeerRole::Consenter => nodes
+            .first()
+            .map(|n| n.channels.clone())
+            .unwrap_or_default(),
+        PeerRole::Observer => Vec::new(),
+    };
+    let s = &ctx.settings;
+    let want = peer.spec.replicas;
+    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let running = sts_api
+        .get_opt(&name)
+        .await?
+        .and_then(|s| s.spec.and_then(|s| s.replicas))
+        .unwrap_or(0);
+    let held = if running > want {
+        still_in_channels(ctx, w, peer, want, running).await?
+    } else {
+        Vec::new()
+    };
+    let inputs = PeerInputs {
+        peer,
+        namespace: &ns,
+        owner: owner_of(peer),
+        image: if peer.spec.image.is_empty() {
+            s.node_image.clone()
+        } else {
+            peer.spec.image.clone()
+        },
+        version: if peer.spec.version.is_empty() {
+            s.node_version.clone()
+        } else {
+            peer.spec.version.clone()
+        },
+        org_ca_pem: &org.ca_pem,
+        consents,
+        replicas: if held.is_empty() { want } else { running },
+    };
+    ctx.apply::<ConfigMap>(
+        &ns,
+        &names::peer_config(&name),
+        &builders::config_map(&inputs),
+    )
+    .await?;
+    for n in &nodes {
+        let Some(id) = &n.identity else { continue };
+        let body = builders::node_secret(&inputs, &n.name, id);
+        ctx.apply::<Secret>(&ns, &names::node_secret(&n.name), &body)
+            .await?;
+    }
+    ctx.apply::<Service>(
+        &ns,
+        &names::headless_service(&name),
+        &builders::headless(&inputs),
+    )
+    .await?;
+    ctx.apply::<Service>(&ns, &name, &builders::client_service(&inputs))
+        .await?;
+    let sts: StatefulSet = ctx
+        .apply(&ns, &name, &builders::stateful_set(&inputs))
+        .await?;
+
+    let sts_status = sts.status.clone().unwrap_or_default();
+    let ready = sts_status.ready_replicas.unwrap_or(0);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = names::peer_selector(&name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut pod_list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    pod_list.sort_by_key(|p| std::cmp::Reverse(p.name_any()));
+
+    // Observed node status, from the nodes themselves.
+    let mut observed = Vec::new();
+    for n in &nodes {
+        let mut st = NodeStatus {
+            name: n.name.clone(),
+            ready: false,
+            channels: Vec::new(),
+        };
+        // The Peer's pods are listed above: no request per node.
+        let pod = pod_list
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(n.name.as_str()));
+        if let Some(at) = pod.and_then(|p| reach::at_pod(n, p)) {
+            st.ready = at.pod_ready;
+            if let Ok(api) = reach::api(ctx, &w.plan, n, &at) {
+                if let Ok(list) = api.channels().await {
+                    st.channels = list
+                        .channels
+                        .iter()
+                        .map(|c| NodeChannelStatus {
+                            name: c.channel.clone(),
+                            height: c.height,
+                            role: format!("{:?}", c.role).to_lowercase(),
+                        })
+                        .collect();
+                }
+            }
+        }
+        observed.push(st);
+    }
+
+    // Roll pods whose revision is not the StatefulSet's, one at a time, only when every
+    // node is ready, so that a channel never loses two voters to a rollout.
+    let update_rev = sts_status.update_revision.clone().unwrap_or_default();
+    let outdated: Vec<&Pod> = pod_list
+        .iter()
+        .filter(|p| {
+            p.labels()
+                .get("controller-revision-hash")
+                .map(String::as_str)
+                != Some(&update_rev)
+        })
+        .collect();
+    let terminating = pod_list
+        .iter()
+        .any(|p| p.metadata.deletion_timestamp.is_some());
+    let verdict = if !update_rev.is_empty() && !outdated.is_empty() {
+        if ready == want && !terminating && pod_list.len() as i32 == want {
+            let p = outdated[0].name_any();
+            hand_over_leadership(ctx, w, &nodes, outdated[0]).await;
+            pods.delete(&p, &DeleteParams::default()).await?;
+            ctx.event(
+                peer,
+                false,
+                "RollingPod",
+                "Rollout",
+                format!("restarting {p} with image {}", inputs.image_ref()),
+            )
+            .await;
+        }
+        Verdict::progressing(
+            "RollingUpdate",
+            format!(
+                "{} of {} nodes run an older revision; replacing one at a time",
+                outdated.len(),
+                pod_list.len()
+            ),
+        )
+    } else if !held.is_empty() {
+        Verdict::progressing(
+            "LeavingChannels",
+            format!(
+                "scaling from {running} to {want} nodes once the departing nodes have left their channels: {}",
+                held.join("; ")
+            ),
+        )
+    } else if ready < want {
+        Verdict::progressing("Starting", format!("{ready} of {want} nodes ready"))
+    } else {
+        Verdict::ready("Ready", format!("{ready} of {want} nodes ready"))
+    };
+    Ok((verdict, (sts_status.replicas, ready, observed)))
+}
+
+/// Why the nodes beyond `want` cannot go yet: each channel of this Peer that still lists one
+/// of them in its configuration or counts it among its Raft voters and learners, as a node
+/// that stays in the channel reports it. Empty when they may go.
+async fn still_in_channels(
+    ctx: &Context,
+    w: &world::World,
+    peer: &Peer,
+    want: i32,
+    running: i32,
+) -> Result<Vec<String>> {
+    let ns = peer.namespace().unwrap_or_default();
+    let name = peer.name_any();
+    let departing: Vec<(String, u64)> = (want.max(0)..running)
+        .map(|i| {
+            let n = format!("{name}-{i}");
+            let id = raft_id(&ns, &peer.spec.consortium, &n);
+            (n, id)
+        })
+        .collect();
+    let mut held = Vec::new();
+    let channels = w
+        .resources
+        .channels
+        .iter()
+        .filter(|c| c.spec.consenters.contains(&name) || c.spec.observers.contains(&name));
+    for ch in channels {
+        let ch_name = ch.name_any();
+        let stays: Vec<_> = w
+            .plan
+            .nodes
+            .iter()
+            .filter(|n| n.hosted() && n.channels.contains(&ch_name))
+            .filter(|n| departing.iter().all(|(d, _)| d != &n.name))
+            .collect();
+        if stays.is_empty() {
+            continue; // nobody stays to remember them
+        }
+        let mut answer = None;
+        for n in stays {
+            let Some(at) = reach::locate(ctx, &ns, n).await? else {
+                continue;
+            };
+            let Ok(admin) = reach::admin(ctx, &w.plan, n, &at) else {
+                continue;
+            };
+            if let Ok(Some(info)) = admin.channel(&ch_name).await {
+                answer = Some(info);
+                break;
+            }
+        }
+        let Some(info) = answer else {
+            held.push(format!("no node of channel {ch_name} answers yet"));
+            continue;
+        };
+        let s = &info.status;
+        let listed: Vec<&str> = departing
+            .iter()
+            .filter(|(d, id)| {
+                info.config.node(d).is_some() || s.voters.contains(id) || s.learners.contains(id)
+            })
+            .map(|(d, _)| d.as_str())
+            .collect();
+        if !listed.is_empty() {
+            held.push(format!("{} still in channel {ch_name}", listed.join(", ")));
+        }
+    }
+    Ok(held)
+}
+
+/// Asks the node of `pod` to hand its Raft leaderships to other caught-up voters before the
+/// pod is deleted, so its channels do not wait out an election timeout. Best effort: the
+/// node also does this itself on SIGTERM, and Raft elects a new leader regardless.
+async fn hand_over_leadership(
+    ctx: &Context,
+    w: &world::World,
+    nodes: &[&tally_planner::NodePlan],
+    pod: &Pod,
+) {
+    let pod_name = pod.name_any();
+    let Some(n) = nodes.iter().find(|n| n.name == pod_name) else {
+        return;
+    };
+    let Some(at) = reach::at_pod(n, pod) else {
+        return;
+    };
+    match reach::admin(ctx, &w.plan, n, &at) {
+        Ok(admin) => match admin.release_leadership().await {
+            Ok(v) => {
+                tracing::info!(node = %pod_name, answer = %v, "leadership handed over before restart")
+            }
+            Err(e) => {
+                tracing::warn!(node = %pod_name, error = %e, "leadership not handed over before restart")
+            }
+        },
+        Err(e) => tracing::warn!(node = %pod_name, error = %e, "cannot reach the node's admin API"),
+    }
+}

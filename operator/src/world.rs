@@ -1,0 +1,160 @@
+//! One consortium as the cluster holds it: its resources, its organizations' CAs, and the plan
+//! the shared planner makes of them. Every controller plans the whole consortium, so the node
+//! names, Raft ids, certificates and channel genesis it acts on are the ones `tallyctl up`
+//! would compute from the same manifests.
+
+use crate::context::{Context, Error, Result, Verdict};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use std::collections::BTreeMap;
+pub use tally_api::cluster::{ca_secret_name, secret_text};
+use tally_api::consortium::Consortium;
+use tally_api::manifest::Resources;
+use tally_api::{chaincode::Chaincode, channel::Channel, peer::Peer};
+use tally_planner::{Addressing, CaInput, Plan, PlanInput};
+use tally_protocol::identity::OrgCa;
+
+pub struct World {
+    pub consortium: Consortium,
+    pub resources: Resources,
+    pub plan: Plan,
+}
+
+/// Why there is no plan yet.
+pub enum NoPlan {
+    /// The consortium does not exist (yet).
+    NoConsortium,
+    /// An organization's CA Secret is not there yet (the Consortium controller makes it).
+    WaitingForCa(String),
+}
+
+/// Unix second from which the consortium's certificates are valid: fixed by its creation, so
+/// re-planning issues the same certificates.
+pub fn issued_at(cons: &Consortium) -> i64 {
+    cons.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+        - 300
+}
+
+/// Loads the consortium `name` of namespace `ns` and plans it.
+pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, NoPlan>> {
+    let client = &ctx.client;
+    let Some(consortium) = Api::<Consortium>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(Err(NoPlan::NoConsortium));
+    };
+    let lp = ListParams::default();
+    let ours = |c: &str| c == name;
+    let peers: Vec<Peer> = Api::<Peer>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| ours(&p.spec.consortium))
+        .collect();
+    let channels: Vec<Channel> = Api::<Channel>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| ours(&c.spec.consortium))
+        .collect();
+    let channel_names: Vec<String> = channels
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    let chaincodes: Vec<Chaincode> = Api::<Chaincode>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| channel_names.contains(&c.spec.channel))
+        .collect();
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut cas = BTreeMap::new();
+    for org in &consortium.spec.organizations {
+        let sname = ca_secret_name(&consortium, &org.name);
+        let Some(s) = secrets.get_opt(&sname).await? else {
+            return Ok(Err(NoPlan::WaitingForCa(format!(
+                "Secret {ns}/{sname} with the CA of organization {} does not exist yet",
+                org.name
+            ))));
+        };
+        let cert = secret_text(&s, "tls.crt").ok_or_else(|| {
+            Error::Invalid(format!(
+                "Secret {ns}/{sname} (CA of organization {}) has no tls.crt",
+                org.name
+            ))
+        })?;
+        let input = match secret_text(&s, "tls.key") {
+            Some(key) => CaInput::Full(Box::new(OrgCa::from_pem(&org.name, &cert, &key).map_err(
+                |e| {
+                    Error::Invalid(format!(
+                        "Secret {ns}/{sname} (CA of organization {}): {e}",
+                        org.name
+                    ))
+                },
+            )?)),
+            None => CaInput::CertOnly(cert),
+        };
+        cas.insert(org.name.clone(), input);
+    }
+
+    let mut resources = Resources {
+        consortia: vec![consortium.clone()],
+        peers,
+        channels,
+        chaincodes,
+        other: Vec::new(),
+        config_maps: Vec::new(),
+    };
+    // The planner reads a resource without a namespace as `default`, as kubectl would.
+    for p in &mut resources.peers {
+        p.metadata.namespace.get_or_insert_with(|| ns.to_string());
+    }
+    let addressing = Addressing::Kubernetes {
+        cluster_domain: ctx.settings.cluster_domain.clone(),
+    };
+    let plan = tally_planner::plan(&PlanInput {
+        resources: &resources.to_plan(),
+        namespace: ns,
+        consortium: name,
+        cas: &cas,
+        addressing: &addressing,
+        issued_at: issued_at(&consortium),
+    })
+    .map_err(|e| Error::Plan(e.to_string()))?;
+    Ok(Ok(World {
+        consortium,
+        resources,
+        plan,
+    }))
+}
+
+/// [`load`], with what stops planning turned into the verdict a resource of the consortium
+/// reports: `Degraded` for resources or Secrets the tenant must fix, `Progressing` while the
+/// consortium or its CAs do not exist yet.
+pub async fn plan_or_verdict(
+    ctx: &Context,
+    ns: &str,
+    consortium: &str,
+) -> Result<Result<World, Verdict>> {
+    Ok(match load(ctx, ns, consortium).await {
+        Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
+            Err(Verdict::degraded(e.reason(), e.to_string()))
+        }
+        Err(e) => return Err(e),
+        Ok(Err(NoPlan::NoConsortium)) => Err(Verdict::progressing(
+            "WaitingForConsortium",
+            format!("Consortium {ns}/{consortium} does not exist"),
+        )),
+        Ok(Err(NoPlan::WaitingForCa(m))) => Err(Verdict::progressing("WaitingForCa", m)),
+        Ok(Ok(w)) => Ok(w),
+    })
+}

@@ -1,0 +1,779 @@
+//! `tallyctl up -f FILE...`: the consortium a tenant would apply to a cluster, run as local
+//! processes on loopback by the same planner the operator uses, until Ctrl-C.
+//!
+//! The data directory holds everything: `up.json` (what was planned, so that a second `up`
+//! plans the same again), `profile.json` (for every other command), `cluster.json`, the
+//! organizations' keys and each node's data and log.
+
+use super::progress::Spinner;
+use super::Ctx;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tally_api::consortium::CaMode;
+use tally_api::manifest::{namespace_of, Resources};
+use tally_api::Consortium;
+use tally_client::profile::{
+    ProfileChannel, ProfileIdentity, ProfileNode, ProfileOrg, PROFILE_VERSION,
+};
+use tally_client::Profile;
+use tally_planner::{Addressing, CaInput, Plan, PlanInput};
+use tally_protocol::identity::now_unix;
+use tally_protocol::{OrgCa, Role};
+use tallyctl::local::{pick_loopback_prefix, stored_layout};
+use tallyctl::{LocalCluster, LocalLayout};
+
+const STATE_FILE: &str = "up.json";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// YAML manifests with one Consortium and its Peers and Channels; repeat or separate by commas.
+    #[arg(short = 'f', long = "file", required = true, value_delimiter = ',')]
+    pub files: Vec<PathBuf>,
+    /// The tally-node executable (default: next to tallyctl).
+    #[arg(long, env = "TALLY_NODE_BIN")]
+    pub node_bin: Option<PathBuf>,
+    /// Write without fsync: faster, but the last writes may be lost on power loss.
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+/// What `up.json` records: the inputs of the plan besides the manifests.
+#[derive(Debug, Serialize, Deserialize)]
+struct UpState {
+    version: u32,
+    consortium: String,
+    namespace: String,
+    /// Loopback block of the nodes, `127.A.B`.
+    loopback_prefix: String,
+    /// Start of the validity of issued certificates.
+    issued_at: i64,
+}
+
+fn step(msg: impl AsRef<str>) {
+    eprintln!("==> {}", msg.as_ref());
+}
+
+/// The data directory for a consortium when none is given.
+pub fn default_dir(consortium: &str) -> PathBuf {
+    Path::new(".tally").join(consortium)
+}
+
+/// The one consortium the manifests describe, with its namespace.
+pub fn the_consortium(res: &Resources, files: &[PathBuf]) -> Result<(String, String)> {
+    let list = |v: &[Consortium]| {
+        v.iter()
+            .map(|c| format!("{}/{}", namespace_of(c), c.name_any()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let shown = files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match res.consortia.as_slice() {
+        [c] => Ok((namespace_of(c), c.name_any())),
+        [] => bail!("{shown}: no Consortium (apiVersion tally.dev/v1alpha1, kind Consortium) in the manifests"),
+        more => bail!(
+            "{shown}: `tallyctl up` runs one consortium at a time, and the manifests have {}: {}",
+            more.len(),
+            list(more)
+        ),
+    }
+}
+
+fn node_bin(given: &Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return Ok(p.clone());
+    }
+    let me = std::env::current_exe().context("locating tallyctl")?;
+    Ok(me.with_file_name("tally-node"))
+}
+
+pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
+    let res = Resources::read_files(&args.files)?;
+    let dangling = tally_planner::dangling(&res.to_plan());
+    if !dangling.is_empty() {
+        let lines: Vec<String> = dangling.iter().map(|e| format!("  - {e}")).collect();
+        bail!(
+            "references to resources that are not in the manifests:\n{}",
+            lines.join("\n")
+        );
+    }
+    let (namespace, consortium) = the_consortium(&res, &args.files)?;
+    if !res.other.is_empty() {
+        step(format!(
+            "leaving aside {} document(s) that only a cluster uses (ConfigMaps serve the Chaincodes' modules): {}",
+            res.other.len(),
+            res.other.join(", ")
+        ));
+    }
+    let dir = ctx
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_dir(&consortium));
+    let bin = node_bin(&args.node_bin)?;
+
+    // Listening from here on: a Ctrl-C at any later point stops the nodes cleanly, and none is
+    // lost between two waits.
+    let mut signals = Signals::new()?;
+    let fresh = !dir.join("cluster.json").exists();
+    let starting = async {
+        if fresh {
+            create(&res, &namespace, &consortium, &dir, &bin, !args.no_fsync).await
+        } else {
+            resume(&res, &namespace, &consortium, &dir, &bin).await
+        }
+    };
+    let started = tokio::select! {
+        r = starting => Some(r),
+        _ = signals.recv() => None,
+    };
+    // Past the select the start is dropped, which kills the nodes it spawned.
+    let (cluster, plan) = match started {
+        Some(r) => r?,
+        None => {
+            if fresh {
+                remove_when_released(&dir).await;
+            }
+            bail!("interrupted while starting");
+        }
+    };
+    let profile = Profile::load(&dir)?;
+
+    let converged = tokio::select! {
+        r = wait_converged(&cluster, &profile) => r.map(Some),
+        _ = signals.recv() => Ok(None),
+    };
+    let leaders = match converged {
+        Ok(Some(leaders)) => leaders,
+        other => {
+            step(format!("stopping {} nodes", profile.nodes.len()));
+            let _ = cluster.shutdown().await;
+            return Err(match other {
+                Err(e) => e,
+                _ => anyhow!("interrupted while starting"),
+            });
+        }
+    };
+    let installed = tokio::select! {
+        r = install_chaincodes(&res, &plan, &profile) => Some(r),
+        _ = signals.recv() => None,
+    };
+    if !matches!(installed, Some(Ok(()))) {
+        step(format!("stopping {} nodes", profile.nodes.len()));
+        let _ = cluster.shutdown().await;
+        return Err(match installed {
+            Some(Err(e)) => e,
+            _ => anyhow!("interrupted while installing chaincode"),
+        });
+    }
+    print_ready(ctx, &dir, &args.files, &profile, &leaders)?;
+
+    let outcome = stream_until_signal(&cluster, &profile, &mut signals).await;
+    step(format!("stopping {} nodes", profile.nodes.len()));
+    cluster.shutdown().await?;
+    step(format!(
+        "stopped; `tallyctl up` with the same files and data directory resumes this ledger, \
+         `tallyctl down --data-dir {}` removes it",
+        dir.display()
+    ));
+    outcome
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened to for the whole run.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Removes a fresh data directory once the killed nodes have let go of it.
+async fn remove_when_released(dir: &Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "could not remove {}; `tallyctl down` removes it",
+        dir.display()
+    );
+}
+
+/// Waits until every channel has a leader and all its nodes agree; returns each channel's
+/// leader and height.
+async fn wait_converged(
+    cluster: &LocalCluster,
+    profile: &Profile,
+) -> Result<BTreeMap<String, (String, u64)>> {
+    let spinner = Spinner::start("waiting until every channel has a leader and all nodes agree");
+    let mut leaders = BTreeMap::new();
+    for ch in &profile.channels {
+        spinner.set(format!(
+            "channel {}: waiting for a leader and agreement",
+            ch.name
+        ));
+        let st = cluster
+            .wait_converged(&ch.name, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow!("channel {}: {e}", ch.name))?;
+        let leader = cluster.leader(&ch.name).await.unwrap_or_default();
+        leaders.insert(ch.name.clone(), (leader, st.height));
+    }
+    Ok(leaders)
+}
+
+async fn create(
+    res: &Resources,
+    namespace: &str,
+    consortium: &str,
+    dir: &Path,
+    bin: &Path,
+    fsync: bool,
+) -> Result<(LocalCluster, Plan)> {
+    if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+        bail!(
+            "{} exists and holds no consortium started by `tallyctl up`; choose another --data-dir",
+            dir.display()
+        );
+    }
+    let cons = consortium_named(res, consortium)?;
+    let hosted: i32 = res
+        .peers
+        .iter()
+        .filter(|p| namespace_of(*p) == namespace && p.spec.consortium == consortium)
+        .map(|p| p.spec.replicas.clamp(0, 9))
+        .sum();
+    if hosted == 0 {
+        bail!("consortium {consortium:?} has no Peer with replicas > 0: there is nothing to run");
+    }
+    step(format!(
+        "planning consortium {consortium}: {}, {}, {}",
+        plural(cons.spec.organizations.len(), "organization"),
+        plural(hosted as usize, "node"),
+        plural(res.channels.len(), "channel")
+    ));
+    let mut cas = BTreeMap::new();
+    for o in &cons.spec.organizations {
+        if o.ca.mode == CaMode::Secret {
+            step(format!(
+                "organization {} brings its CA by Secret in a cluster; the local mode generates one",
+                o.name
+            ));
+        }
+        cas.insert(
+            o.name.clone(),
+            CaInput::Full(Box::new(OrgCa::generate(&o.name)?)),
+        );
+    }
+    let state = UpState {
+        version: STATE_VERSION,
+        consortium: consortium.to_string(),
+        namespace: namespace.to_string(),
+        loopback_prefix: pick_loopback_prefix(hosted as usize)?,
+        // A little in the past, so that a clock a few minutes off still accepts the certificates.
+        issued_at: now_unix() - 300,
+    };
+    let plan = run_planner(res, &state, &cas)?;
+    refuse_external(&plan)?;
+
+    let profile = profile_of(&plan);
+    let layout = LocalLayout::from_plan(&plan, cas, dir, bin, fsync, true)?;
+    step(format!(
+        "starting {} tally-node processes on {}.* and creating channels {}",
+        layout.nodes.len(),
+        state.loopback_prefix,
+        plan.channels
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let spinner = Spinner::start("starting nodes");
+    let cluster = match LocalCluster::launch(layout).await {
+        Ok(c) => c,
+        Err(e) => {
+            drop(spinner);
+            // Nothing of value is lost: the directory was empty before.
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(anyhow!("{e}"));
+        }
+    };
+    drop(spinner);
+    profile.save(dir)?;
+    let json = serde_json::to_vec_pretty(&state)?;
+    std::fs::write(dir.join(STATE_FILE), json)?;
+    Ok((cluster, plan))
+}
+
+async fn resume(
+    res: &Resources,
+    namespace: &str,
+    consortium: &str,
+    dir: &Path,
+    bin: &Path,
+) -> Result<(LocalCluster, Plan)> {
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|_| {
+        anyhow!(
+            "{} holds a local cluster that `tallyctl up` did not start (no {STATE_FILE}); choose another --data-dir",
+            dir.display()
+        )
+    })?;
+    let state: UpState =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "{}: version {} is not supported",
+            path.display(),
+            state.version
+        );
+    }
+    if state.consortium != consortium || state.namespace != namespace {
+        bail!(
+            "{} holds consortium {}/{}, the manifests describe {namespace}/{consortium}; \
+             use --data-dir {} or remove the old one with `tallyctl down --data-dir {}`",
+            dir.display(),
+            state.namespace,
+            state.consortium,
+            default_dir(consortium).display(),
+            dir.display()
+        );
+    }
+    step(format!(
+        "resuming consortium {consortium} from {}",
+        dir.display()
+    ));
+    let cons = consortium_named(res, consortium)?;
+    let mut cas = BTreeMap::new();
+    let mut changes = Vec::new();
+    for o in &cons.spec.organizations {
+        match OrgCa::load(&dir.join("orgs").join(&o.name)) {
+            Ok(ca) => {
+                cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
+            }
+            Err(_) => changes.push(format!("organization {} was added", o.name)),
+        }
+    }
+    let mut planned = None;
+    if changes.is_empty() {
+        let plan = run_planner(res, &state, &cas)?;
+        changes = compare_with_stored(&plan, dir)?;
+        planned = Some(plan);
+    }
+    if !changes.is_empty() {
+        bail!(
+            "the manifests changed since this consortium was created in {}:\n  - {}\n\
+             The local mode runs a consortium as it was first planned; changing members, nodes or \
+             channel settings of a running ledger takes configuration transactions (the operator). \
+             Run the manifests it was created with, or start over with `tallyctl down --data-dir {}`.",
+            dir.display(),
+            changes.join("\n  - "),
+            dir.display()
+        );
+    }
+    let spinner = Spinner::start("starting nodes");
+    let cluster = LocalCluster::open(dir.to_path_buf(), bin.to_path_buf()).await?;
+    drop(spinner);
+    let plan = planned.ok_or_else(|| anyhow!("no plan for {}", dir.display()))?;
+    Ok((cluster, plan))
+}
+
+/// Installs, approves and commits every planned Chaincode with the module from its ConfigMap
+/// in the manifests (as the operator does in a cluster). Idempotent: a resumed consortium's
+/// committed chaincode is left as it is.
+async fn install_chaincodes(res: &Resources, plan: &Plan, profile: &Profile) -> Result<()> {
+    for cc in &plan.chaincodes {
+        let src = &cc.module;
+        let module = res
+            .config_map_key(&src.config_map, &src.key)
+            .ok_or_else(|| {
+                anyhow!(
+                    "Chaincode {}: ConfigMap {} with key {} is not in the manifests",
+                    cc.resource,
+                    src.config_map,
+                    src.key
+                )
+            })?;
+        let got = tally_protocol::chaincode::module_hash(&module).to_hex();
+        if got != src.sha256 {
+            bail!(
+                "Chaincode {}: the module in ConfigMap {} key {} hashes to {got}, not the pinned {}",
+                cc.resource,
+                src.config_map,
+                src.key,
+                src.sha256
+            );
+        }
+        let url = profile
+            .api_urls(Some(&cc.channel), None)
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no node serves channel {}", cc.channel))?;
+        let api = tally_client::Client::new(&url)?;
+        let admins: Vec<(String, tally_protocol::Identity)> = cc
+            .approvers
+            .iter()
+            .filter_map(|o| Some((o.clone(), plan.org(o)?.admin.clone()?)))
+            .collect();
+        let wanted = tally_client::lifecycle::Wanted {
+            channel: &cc.channel,
+            name: &cc.name,
+            version: &cc.version,
+            module: &module,
+            init: cc.init.as_ref().map(|i| tally_protocol::InitCall {
+                function: i.function.clone(),
+                args: tally_client::txs::fields(&i.args),
+            }),
+            at_least: cc.approvals_needed,
+        };
+        let spinner = Spinner::start(format!(
+            "installing chaincode {} on {}",
+            cc.name, cc.channel
+        ));
+        let report = tally_client::lifecycle::ensure(&api, &wanted, &admins).await;
+        drop(spinner);
+        let report = report.with_context(|| format!("Chaincode {}", cc.resource))?;
+        for a in &report.actions {
+            step(format!("chaincode on {}: {a}", cc.channel));
+        }
+        if let tally_client::lifecycle::Progress::WaitingForApprovals { have, needed, .. } =
+            report.progress
+        {
+            bail!(
+                "Chaincode {}: {have} of {needed} needed approvals; the local mode holds every organization's admin, so this should not happen",
+                cc.resource
+            );
+        }
+    }
+    Ok(())
+}
+
+fn consortium_named<'a>(res: &'a Resources, name: &str) -> Result<&'a Consortium> {
+    res.consortia
+        .iter()
+        .find(|c| c.name_any() == name)
+        .ok_or_else(|| anyhow!("no Consortium {name:?} in the manifests"))
+}
+
+fn run_planner(res: &Resources, state: &UpState, cas: &BTreeMap<String, CaInput>) -> Result<Plan> {
+    let addressing = Addressing::Loopback {
+        prefix: state.loopback_prefix.clone(),
+    };
+    tally_planner::plan(&PlanInput {
+        resources: &res.to_plan(),
+        namespace: &state.namespace,
+        consortium: &state.consortium,
+        cas,
+        addressing: &addressing,
+        issued_at: state.issued_at,
+    })
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// External peers run elsewhere; a channel that counts on them cannot reach quorum here.
+fn refuse_external(plan: &Plan) -> Result<()> {
+    if let Some(n) = plan
+        .nodes
+        .iter()
+        .find(|n| !n.hosted() && !n.channels.is_empty())
+    {
+        bail!(
+            "node {} of organization {} runs outside (externalPeers) and channel(s) {} list it; \
+             the local mode runs only the consortium's own Peers: leave it out of the channels to try the consortium locally",
+            n.name,
+            n.org,
+            n.channels.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What differs between the plan and the cluster stored in `dir`, one line per change.
+fn compare_with_stored(plan: &Plan, dir: &Path) -> Result<Vec<String>> {
+    let (nodes, channels) = stored_layout(dir)?;
+    let mut out = Vec::new();
+    for n in plan.hosted_nodes() {
+        match nodes.iter().find(|s| s.name == n.name) {
+            None => out.push(format!("node {} was added", n.name)),
+            Some(s) if s.org != n.org || s.id != n.raft_id || s.host != n.address.host => {
+                out.push(format!("node {} changed", n.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for s in &nodes {
+        if plan.node(&s.name).is_none() {
+            out.push(format!("node {} was removed", s.name));
+        }
+    }
+    for c in &plan.channels {
+        match channels.iter().find(|s| s.name == c.name) {
+            None => out.push(format!("channel {} was added", c.name)),
+            Some(s) if *s != c.genesis => out.push(format!("channel {} changed", c.name)),
+            Some(_) => {}
+        }
+    }
+    for s in &channels {
+        if plan.channel(&s.name).is_none() {
+            out.push(format!("channel {} was removed", s.name));
+        }
+    }
+    Ok(out)
+}
+
+fn profile_of(plan: &Plan) -> Profile {
+    let org_dir = |o: &str| PathBuf::from("orgs").join(o);
+    Profile {
+        version: PROFILE_VERSION,
+        consortium: plan.consortium.clone(),
+        namespace: plan.namespace.clone(),
+        organizations: plan
+            .organizations
+            .iter()
+            .map(|o| ProfileOrg {
+                name: o.name.clone(),
+                ca: org_dir(&o.name).join("ca.pem"),
+                identities: [
+                    (tally_planner::ADMIN_NAME, Role::Admin),
+                    (tally_planner::CLIENT_NAME, Role::Client),
+                ]
+                .into_iter()
+                .map(|(name, role)| ProfileIdentity {
+                    name: name.to_string(),
+                    role,
+                    dir: org_dir(&o.name).join(role.folder()).join(name),
+                })
+                .collect(),
+            })
+            .collect(),
+        nodes: plan
+            .hosted_nodes()
+            .map(|n| ProfileNode {
+                name: n.name.clone(),
+                org: n.org.clone(),
+                role: n.role.as_str().to_string(),
+                api_url: n.address.api_url.clone(),
+                admin_addr: n.address.admin_addr.clone(),
+                channels: n.channels.clone(),
+            })
+            .collect(),
+        channels: plan
+            .channels
+            .iter()
+            .map(|c| ProfileChannel {
+                name: c.name.clone(),
+                members: c.genesis.members.iter().map(|m| m.name.clone()).collect(),
+                nodes: c.genesis.nodes().map(|n| n.name.clone()).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn print_ready(
+    ctx: &Ctx,
+    dir: &Path,
+    files: &[PathBuf],
+    profile: &Profile,
+    leaders: &BTreeMap<String, (String, u64)>,
+) -> Result<()> {
+    let report = serde_json::json!({
+        "consortium": profile.consortium,
+        "data_dir": dir,
+        "nodes": profile.nodes,
+        "channels": profile.channels.iter().map(|c| {
+            let (leader, height) = leaders.get(&c.name).cloned().unwrap_or_default();
+            serde_json::json!({"name": c.name, "members": c.members, "leader": leader, "height": height})
+        }).collect::<Vec<_>>(),
+    });
+    ctx.show(&report, || {
+        println!();
+        let mut table = vec![vec![
+            "NODE".to_string(),
+            "ORG".into(),
+            "ROLE".into(),
+            "CHANNELS".into(),
+            "CLIENT API".into(),
+        ]];
+        for n in &profile.nodes {
+            table.push(vec![
+                n.name.clone(),
+                n.org.clone(),
+                n.role.clone(),
+                n.channels.join(","),
+                n.api_url.clone(),
+            ]);
+        }
+        super::output::print_table(&table);
+        println!();
+        for c in &profile.channels {
+            let (leader, height) = leaders.get(&c.name).cloned().unwrap_or_default();
+            println!(
+                "channel {:<16} members {:<40} leader {leader}, height {height}",
+                c.name,
+                c.members.join(",")
+            );
+        }
+        let d = dir.display();
+        let (org, ch) = (
+            profile
+                .channels
+                .first()
+                .and_then(|c| c.members.first())
+                .cloned()
+                .unwrap_or_default(),
+            profile
+                .channels
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+        );
+        println!();
+        println!("Ready. Try, in another terminal:");
+        println!("  tallyctl --data-dir {d} --org {org} tx put --channel {ch} greeting hello");
+        println!("  tallyctl --data-dir {d} --org {org} tx get --channel {ch} greeting");
+        println!("  tallyctl --data-dir {d} status --channel {ch}");
+        println!("  tallyctl --data-dir {d} --org {org} blocks follow --channel {ch}");
+        println!(
+            "Ctrl-C stops the consortium; `tallyctl up -f {} --data-dir {d}` resumes it.",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        println!();
+    })?;
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+/// Prints committed blocks of every channel, leader changes and node exits, one short line
+/// each, until SIGINT or SIGTERM.
+async fn stream_until_signal(
+    cluster: &LocalCluster,
+    profile: &Profile,
+    signals: &mut Signals,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
+    let mut tasks = Vec::new();
+    for ch in &profile.channels {
+        // The cluster's clients sign reads as their node's organization, a channel member.
+        let clients: Vec<tally_client::Client> =
+            ch.nodes.iter().map(|n| cluster.client(n)).collect();
+        tasks.push(tokio::spawn(follow_channel(
+            ch.name.clone(),
+            clients,
+            tx.clone(),
+        )));
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut leaders: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut problems_seen = 0usize;
+    loop {
+        tokio::select! {
+            _ = signals.recv() => break,
+            Some(line) = rx.recv() => println!("{} {line}", clock()),
+            _ = tick.tick() => {
+                for ch in &profile.channels {
+                    let now = cluster.leader(&ch.name).await;
+                    let before = leaders.insert(ch.name.clone(), now.clone());
+                    if before.is_some_and(|b| b != now) {
+                        let who = now.unwrap_or_else(|| "none (election under way)".into());
+                        println!("{} {:<14} leader is now {who}", clock(), ch.name);
+                    }
+                }
+                let problems = cluster.problems();
+                for p in problems.iter().skip(problems_seen) {
+                    println!("{} problem: {p}", clock());
+                }
+                problems_seen = problems_seen.max(problems.len());
+            }
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn follow_channel(
+    channel: String,
+    clients: Vec<tally_client::Client>,
+    out: tokio::sync::mpsc::Sender<String>,
+) {
+    if clients.is_empty() {
+        return;
+    }
+    let mut next = None;
+    let mut i = 0usize;
+    loop {
+        let c = &clients[i % clients.len()];
+        i += 1;
+        let from = match next {
+            Some(n) => n,
+            None => match c.status(&channel).await {
+                Ok(s) => s.height,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(mut rx) = c.follow(&channel, from).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        while let Some(Ok(b)) = rx.recv().await {
+            next = Some(b.header.number + 1);
+            let line = format!(
+                "{channel:<14} block {:>6}  {:>4} txs  {}",
+                b.header.number,
+                b.txs.len(),
+                &b.header.hash().to_hex()[..12]
+            );
+            if out.send(line).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+fn clock() -> String {
+    let s = now_unix().rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}

@@ -175,6 +175,22 @@ pub async fn run<W: Worker>(params: LoadParams, workers: Vec<W>) -> LoadResult {
     }
 }
 
+/// Runs `ops` operations on every worker, all workers at once, outside any measurement (the
+/// read workload's preload); the first error ends it. Returns the workers, which remember what
+/// they did.
+pub async fn run_each<W: Worker>(workers: Vec<W>, ops: usize) -> Result<Vec<W>> {
+    let tasks = workers.into_iter().map(|mut w| async move {
+        for _ in 0..ops {
+            w.op().await?;
+        }
+        Ok::<_, anyhow::Error>(w)
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,8 @@ pub struct IdleReport {
     pub per_node: Vec<NodeIdle>,
     pub max_cpu_pct: f64,
     pub max_rss_mib: f64,
+    /// Cores' worth of CPU the rest of the machine used in the window (other processes).
+    pub other_cores: f64,
     pub cores: usize,
 }
 
@@ -50,6 +52,10 @@ pub async fn run(p: &TallyParams, cores: usize) -> Result<IdleReport> {
     );
     tokio::time::sleep(p.warmup).await;
     let start = std::time::Instant::now();
+    let (machine0, bench0) = (
+        procstat::machine_busy_seconds(),
+        procstat::self_cpu_seconds(),
+    );
     let cpu0: Vec<u64> = pids
         .iter()
         .map(|&pid| procstat::cpu_ticks(pid).unwrap_or(0))
@@ -72,6 +78,10 @@ pub async fn run(p: &TallyParams, cores: usize) -> Result<IdleReport> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let (machine1, bench1) = (
+        procstat::machine_busy_seconds(),
+        procstat::self_cpu_seconds(),
+    );
     let tps = procstat::ticks_per_second() as f64;
     let per_node: Vec<NodeIdle> = pids
         .iter()
@@ -87,7 +97,10 @@ pub async fn run(p: &TallyParams, cores: usize) -> Result<IdleReport> {
         })
         .collect();
     cluster.stop().await;
+    let nodes_cpu_s: f64 = per_node.iter().map(|n| n.cpu_pct / 100.0 * seconds).sum();
+    let others = (machine1 - machine0) - (bench1 - bench0) - nodes_cpu_s;
     Ok(IdleReport {
+        other_cores: (others / seconds).max(0.0),
         nodes: p.nodes,
         channels: p.channels,
         settle_seconds: p.warmup.as_secs(),
@@ -120,8 +133,8 @@ impl IdleReport {
             );
         }
         out += &format!(
-            "highest: {:.2} % of one core, {:.1} MiB (target: under 5 % and 200 MiB)\n",
-            self.max_cpu_pct, self.max_rss_mib
+            "highest: {:.2} % of one core, {:.1} MiB (target: under 5 % and 200 MiB); other processes used {:.2} cores meanwhile\n",
+            self.max_cpu_pct, self.max_rss_mib, self.other_cores
         );
         out
     }

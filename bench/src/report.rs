@@ -21,6 +21,8 @@ pub struct SystemReport {
     /// CPU of the benchmark process itself in the window (it shares the machine).
     pub bench_cpu_s: f64,
     pub bench_cpu_s_per_1k: f64,
+    /// Cores' worth of CPU that everything else on the machine used during the window.
+    pub other_cores: f64,
     pub members: usize,
     pub fsync: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +62,11 @@ impl SystemReport {
             server_cpu_s: r.server_cpu_s,
             bench_cpu_s: r.bench_cpu_s,
             bench_cpu_s_per_1k: per_1k(r.bench_cpu_s, r.ops),
+            other_cores: if r.seconds > 0.0 {
+                r.other_cpu_s / r.seconds
+            } else {
+                0.0
+            },
             members,
             fsync,
             error_samples: r.error_samples.clone(),
@@ -88,7 +95,7 @@ pub struct RunConfig {
 type Row = (&'static str, fn(&SystemReport) -> f64, usize);
 
 /// The rows of every table, per system.
-const ROWS: [Row; 9] = [
+const ROWS: [Row; 10] = [
     ("committed ops/s", |s| s.ops_per_sec, 0),
     ("latency p50 (ms)", |s| s.p50_ms, 1),
     ("latency p99 (ms)", |s| s.p99_ms, 1),
@@ -96,6 +103,7 @@ const ROWS: [Row; 9] = [
     ("latency max (ms)", |s| s.max_ms, 1),
     ("server CPU s / 1k ops", |s| s.cpu_s_per_1k, 3),
     ("bench CPU s / 1k ops (info)", |s| s.bench_cpu_s_per_1k, 3),
+    ("other processes, cores (info)", |s| s.other_cores, 2),
     ("acked ops in window", |s| s.ops as f64, 0),
     ("errors in window", |s| s.errors as f64, 0),
 ];
@@ -272,6 +280,7 @@ mod tests {
             latency_us: h,
             server_cpu_s: cpu,
             bench_cpu_s: cpu / 2.0,
+            other_cpu_s: 5.0,
             error_samples: vec![],
             gone_pids: vec![],
         }
@@ -315,6 +324,7 @@ mod tests {
         assert_eq!(v["tally"]["p99_ms"], 40.0);
         assert_eq!(v["tally"]["cpu_s_per_1k"], 0.2);
         assert_eq!(v["etcd"]["cpu_s_per_1k"], 0.3);
+        assert_eq!(v["etcd"]["other_cores"], 0.5);
         assert!(v["cometbft"].is_null() && v["ratio_cometbft"].is_null());
         assert!(r.to_table().contains("committed ops/s"));
 

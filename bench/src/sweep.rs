@@ -99,12 +99,12 @@ impl SweepReport {
             .as_str();
         }
         let load_head = format!(
-            "{dim:>10}  {:<16}{:>10}{:>9}{:>9}{:>14}{:>8}\n",
-            "system", "ops/s", "p50 ms", "p99 ms", "CPU s / 1k", "errors"
+            "{dim:>10}  {:<16}{:>10}{:>9}{:>9}{:>14}{:>8}{:>14}\n",
+            "system", "ops/s", "p50 ms", "p99 ms", "CPU s / 1k", "errors", "other cores"
         );
         let idle_head = format!(
-            "{dim:>10}  {:>22}{:>16}{:>10}\n",
-            "highest CPU % of core", "highest RSS MiB", "threads"
+            "{dim:>10}  {:>22}{:>16}{:>10}{:>14}\n",
+            "highest CPU % of core", "highest RSS MiB", "threads", "other cores"
         );
         let mut head_done = false;
         for p in &self.points {
@@ -142,8 +142,8 @@ impl SweepReport {
                     }
                     let threads = i.per_node.iter().map(|n| n.threads).max().unwrap_or(0);
                     out += &format!(
-                        "{:>10}  {:>22.2}{:>16.1}{:>10}\n",
-                        p.value, i.max_cpu_pct, i.max_rss_mib, threads
+                        "{:>10}  {:>22.2}{:>16.1}{:>10}{:>14.2}\n",
+                        p.value, i.max_cpu_pct, i.max_rss_mib, threads, i.other_cores
                     );
                 }
             }
@@ -174,6 +174,7 @@ mod tests {
                 per_node: vec![],
                 max_cpu_pct: v as f64 / 10.0,
                 max_rss_mib: 40.0 + v as f64,
+                other_cores: 0.5,
                 cores: 2,
             }))
         })

@@ -124,13 +124,14 @@ impl SweepReport {
                     for (name, s) in systems {
                         if let Some(s) = s {
                             out += &format!(
-                                "{:>10}  {name:<16}{:>10.0}{:>9.1}{:>9.1}{:>14.3}{:>8}\n",
+                                "{:>10}  {name:<16}{:>10.0}{:>9.1}{:>9.1}{:>14.3}{:>8}{:>14.2}\n",
                                 p.value,
                                 s.ops_per_sec,
                                 s.p50_ms,
                                 s.p99_ms,
                                 s.cpu_s_per_1k,
-                                s.errors
+                                s.errors,
+                                s.other_cores
                             );
                         }
                     }

@@ -6,10 +6,22 @@ use std::time::Duration;
 use tally_protocol::{Identity, Role};
 use tallyctl::{LocalCluster, LocalClusterSpec};
 
-pub const CHANNEL: &str = "bench";
+/// The benchmark's channels: `bench`, then `bench1`, `bench2`, ... when there are several.
+pub fn channel_names(n: usize) -> Vec<String> {
+    (0..n.max(1))
+        .map(|i| {
+            if i == 0 {
+                "bench".to_string()
+            } else {
+                format!("bench{i}")
+            }
+        })
+        .collect()
+}
 
 pub struct Cluster {
-    pub channel: String,
+    /// Every node is a consenter of every channel, every organization a member.
+    pub channels: Vec<String>,
     pub api_urls: Vec<String>,
     /// One client identity per organization; all may write on the channel.
     pub identities: Vec<Identity>,
@@ -24,15 +36,18 @@ pub struct Cluster {
 
 pub async fn start(p: &TallyParams) -> Result<Cluster> {
     let dir = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
-    let mut spec = LocalClusterSpec::simple(dir.path(), &p.node_bin, p.nodes, &[CHANNEL]);
+    let channels = channel_names(p.channels);
+    let names: Vec<&str> = channels.iter().map(String::as_str).collect();
+    let mut spec = LocalClusterSpec::simple(dir.path(), &p.node_bin, p.nodes, &names);
     spec.fsync = p.fsync;
     spec.log_to_files = true;
-    let ch = spec.channel_mut(CHANNEL).expect("channel in spec");
-    if let Some(n) = p.batch_max_txs {
-        ch.batch.max_txs = n;
-    }
-    if let Some(ms) = p.batch_timeout_ms {
-        ch.batch.timeout_ms = ms;
+    for ch in &mut spec.channels {
+        if let Some(n) = p.batch_max_txs {
+            ch.batch.max_txs = n;
+        }
+        if let Some(ms) = p.batch_timeout_ms {
+            ch.batch.timeout_ms = ms;
+        }
     }
     let inner = LocalCluster::start(spec).await.with_context(|| {
         format!(
@@ -61,7 +76,7 @@ pub async fn start(p: &TallyParams) -> Result<Cluster> {
         .map(|o| (o.clone(), inner.identity(o, Role::Admin)))
         .collect();
     Ok(Cluster {
-        channel: CHANNEL.to_string(),
+        channels,
         api_urls,
         identities,
         admins,
@@ -96,5 +111,19 @@ impl Cluster {
         drop(self.inner.take());
         crate::procstat::wait_gone(&self.pids, Duration::from_secs(10)).await;
         let _ = &self.dir;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_channel_keeps_its_name_and_more_are_numbered() {
+        assert_eq!(channel_names(1), ["bench"]);
+        assert_eq!(channel_names(3), ["bench", "bench1", "bench2"]);
+        let names = channel_names(50);
+        let cfgs: std::collections::BTreeSet<_> = names.iter().collect();
+        assert_eq!(cfgs.len(), 50);
     }
 }

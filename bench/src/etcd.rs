@@ -1,38 +1,25 @@
 //! The etcd baseline: a 3-member etcd cluster (Debian's etcd-server 3.4) on loopback with its
 //! default fsync, driven through its v3 JSON gateway (`POST /v3/kv/put`).
 
+use crate::base64::base64;
 use crate::http::Conn;
+use crate::load;
 use crate::load::Worker;
+use crate::report::SystemReport;
+use crate::servers::{free_port, Servers};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct EtcdCluster {
     pub client_addrs: Vec<SocketAddr>,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
-    Ok(l.local_addr()?.port())
-}
-
-/// Kills the child if this process dies (spawned from the main thread, which lives as long as
-/// the process).
-pub fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+    // Field order matters: the members are killed before their folder is removed.
+    servers: Servers,
+    _dir: tempfile::TempDir,
 }
 
 impl EtcdCluster {
@@ -50,24 +37,15 @@ impl EtcdCluster {
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = EtcdCluster {
-            client_addrs: ports
-                .iter()
-                .map(|(c, _)| SocketAddr::from(([127, 0, 0, 1], *c)))
-                .collect(),
-            children: Vec::new(),
-            dir,
-        };
+        let mut servers = Servers::default();
         for (i, (client, peer)) in ports.iter().enumerate() {
-            let data = cluster.dir.path().join(format!("m{i}"));
-            let log = std::fs::File::create(cluster.dir.path().join(format!("m{i}.log")))?;
             let client_url = format!("http://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
             let mut cmd = Command::new(bin);
             cmd.arg("--name")
                 .arg(format!("m{i}"))
                 .arg("--data-dir")
-                .arg(&data)
+                .arg(dir.path().join(format!("m{i}")))
                 .arg("--listen-client-urls")
                 .arg(&client_url)
                 .arg("--advertise-client-urls")
@@ -86,44 +64,25 @@ impl EtcdCluster {
                 .arg("--log-level")
                 .arg("warn")
                 .arg("--logger")
-                .arg("zap")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            die_with_parent(&mut cmd);
-            let child = cmd
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            cluster.children.push(child);
+                .arg("zap");
+            servers.spawn(
+                &format!("etcd member m{i}"),
+                cmd,
+                dir.path().join(format!("m{i}.log")),
+            )?;
         }
-        Ok(cluster)
+        Ok(EtcdCluster {
+            client_addrs: ports
+                .iter()
+                .map(|(c, _)| SocketAddr::from(([127, 0, 0, 1], *c)))
+                .collect(),
+            servers,
+            _dir: dir,
+        })
     }
 
     pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(|c| c.id()).collect()
-    }
-
-    pub fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("m{i}.log"))
-    }
-
-    fn check_alive(&mut self) -> Result<()> {
-        for i in 0..self.children.len() {
-            if let Some(st) = self.children[i].try_wait()? {
-                let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                bail!("etcd member m{i} exited ({st}); log tail:\n{tail}");
-            }
-        }
-        Ok(())
+        self.servers.pids()
     }
 
     /// Waits until every member answers `/health` with `"health":"true"` and a test put succeeds.
@@ -133,7 +92,7 @@ impl EtcdCluster {
         for addr in addrs {
             let mut conn = Conn::new(addr);
             loop {
-                self.check_alive()?;
+                self.servers.check_alive()?;
                 if let Ok(r) = conn.get("/health").await {
                     let body = String::from_utf8_lossy(&r.body).replace(' ', "");
                     if r.status == 200 && body.contains("\"health\":\"true\"") {
@@ -151,36 +110,19 @@ impl EtcdCluster {
     }
 }
 
-impl Drop for EtcdCluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-        }
-        for c in &mut self.children {
-            let _ = c.wait();
-        }
+/// POSTs a JSON body to the gateway and returns the body of a 200 answer.
+async fn post_json(conn: &mut Conn, path: &str, body: String) -> Result<Bytes> {
+    let r = conn
+        .post(path, "application/json", Bytes::from(body))
+        .await?;
+    if r.status != 200 {
+        bail!(
+            "etcd {path}: HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
     }
-}
-
-pub fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(T[(n >> shift & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    Ok(r.body)
 }
 
 /// One client: puts of unique keys `prefix + seq` with a fixed value, over one keep-alive
@@ -216,25 +158,162 @@ impl Worker for EtcdWorker {
     async fn op(&mut self) -> Result<()> {
         self.seq += 1;
         let key = format!("{}{}", self.prefix, self.seq);
-        let body = Bytes::from(self.put_body(&key));
-        let r = self
-            .conn
-            .post("/v3/kv/put", "application/json", body)
-            .await?;
-        if r.status != 200 {
-            bail!(
-                "etcd put: HTTP {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
-        }
+        let put = self.put_body(&key);
+        let body = post_json(&mut self.conn, "/v3/kv/put", put).await?;
         // A successful put answers {"header":{...}}; errors carry "error"/"code".
-        let v: serde_json::Value = serde_json::from_slice(&r.body).context("etcd put response")?;
+        let v: serde_json::Value = serde_json::from_slice(&body).context("etcd put response")?;
         if v.get("header").is_none() || v.get("error").is_some() {
-            bail!("etcd put: {}", String::from_utf8_lossy(&r.body));
+            bail!("etcd put: {}", String::from_utf8_lossy(&body));
         }
         Ok(())
     }
+}
+
+/// Keys written by the read workload's preload, with what a read must find.
+pub struct EtcdKeys {
+    /// (key in base64, index into `values_b64`).
+    keys: Vec<(String, usize)>,
+    values_b64: Vec<String>,
+}
+
+/// One client: linearizable range reads (`POST /v3/kv/range`, etcd's default
+/// `serializable: false`, so every read confirms leadership through a ReadIndex round) of a
+/// random preloaded key at a time.
+pub struct EtcdRangeWorker {
+    conn: Conn,
+    data: Arc<EtcdKeys>,
+    rng: rand::rngs::StdRng,
+}
+
+impl EtcdRangeWorker {
+    pub fn new(addr: SocketAddr, data: Arc<EtcdKeys>) -> EtcdRangeWorker {
+        use rand::SeedableRng;
+        EtcdRangeWorker {
+            conn: Conn::new(addr),
+            data,
+            rng: rand::rngs::StdRng::from_entropy(),
+        }
+    }
+}
+
+/// Checks a range answer: exactly the one key, with the expected value.
+pub fn check_range(body: &[u8], value_b64: &str) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Range {
+        #[serde(default)]
+        kvs: Vec<Kv>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Kv {
+        #[serde(default)]
+        value: String,
+    }
+    let r: Range = serde_json::from_slice(body)
+        .with_context(|| format!("etcd range: {}", String::from_utf8_lossy(body)))?;
+    match r.kvs.as_slice() {
+        [kv] if kv.value == value_b64 => Ok(()),
+        [_] => bail!("etcd range: another value"),
+        kvs => bail!("etcd range: {} keys instead of 1", kvs.len()),
+    }
+}
+
+impl Worker for EtcdRangeWorker {
+    async fn op(&mut self) -> Result<()> {
+        use rand::Rng;
+        let data = self.data.clone();
+        let (key, value) = &data.keys[self.rng.gen_range(0..data.keys.len())];
+        let body = post_json(
+            &mut self.conn,
+            "/v3/kv/range",
+            format!(r#"{{"key":"{key}"}}"#),
+        )
+        .await?;
+        check_range(&body, &data.values_b64[*value])
+    }
+}
+
+pub struct EtcdParams {
+    pub bin: PathBuf,
+    pub members: usize,
+    pub clients: usize,
+    pub value_size: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub run_id: String,
+    /// `Some(n)`: the read workload, after every client put `n` keys; `None`: the write load.
+    pub reads_after: Option<usize>,
+}
+
+/// Writes `per_client` keys from every client and returns them for the readers.
+async fn preload(cluster: &EtcdCluster, p: &EtcdParams, per_client: usize) -> Result<EtcdKeys> {
+    let writers = (0..p.clients)
+        .map(|i| {
+            let addr = cluster.client_addrs[i % cluster.client_addrs.len()];
+            EtcdWorker::new(addr, format!("bench/{}/r{i}/", p.run_id), p.value_size)
+        })
+        .collect();
+    let writers = load::run_each(writers, per_client)
+        .await
+        .context("preloading keys")?;
+    let mut data = EtcdKeys {
+        keys: Vec::new(),
+        values_b64: Vec::new(),
+    };
+    for w in writers {
+        let value = data.values_b64.len();
+        data.values_b64.push(w.value_b64.clone());
+        for seq in 1..=w.seq {
+            data.keys
+                .push((base64(format!("{}{seq}", w.prefix).as_bytes()), value));
+        }
+    }
+    Ok(data)
+}
+
+/// Starts the members, runs the closed loop of puts (or, for the read workload, preloads keys
+/// and runs range reads), and stops them.
+pub async fn run(p: &EtcdParams) -> Result<SystemReport> {
+    eprintln!(
+        "[etcd] starting {} members from {}",
+        p.members,
+        p.bin.display()
+    );
+    let mut cluster = EtcdCluster::start(&p.bin, p.members)?;
+    cluster.wait_healthy(Duration::from_secs(30)).await?;
+    eprintln!(
+        "[etcd] healthy; {} clients over {} members",
+        p.clients, p.members
+    );
+    let addr = |i: usize| cluster.client_addrs[i % cluster.client_addrs.len()];
+    let params = |label: &str| load::LoadParams {
+        label: label.into(),
+        warmup: p.warmup,
+        measure: p.measure,
+        server_pids: cluster.pids(),
+    };
+    let r = match p.reads_after {
+        None => {
+            let workers = (0..p.clients)
+                .map(|i| EtcdWorker::new(addr(i), format!("bench/{}/{i}/", p.run_id), p.value_size))
+                .collect();
+            load::run(params("etcd"), workers).await
+        }
+        Some(per_client) => {
+            let data = Arc::new(preload(&cluster, p, per_client).await?);
+            eprintln!("[etcd] preloaded {} keys", data.keys.len());
+            let workers = (0..p.clients)
+                .map(|i| EtcdRangeWorker::new(addr(i), data.clone()))
+                .collect();
+            load::run(params("etcd range reads"), workers).await
+        }
+    };
+    let pids = cluster.pids();
+    drop(cluster);
+    crate::procstat::wait_gone(&pids, Duration::from_secs(10)).await;
+    if !r.gone_pids.is_empty() {
+        bail!("etcd members exited during the run: {:?}", r.gone_pids);
+    }
+    Ok(SystemReport::from_load(&r, p.members, true))
 }
 
 #[cfg(test)]
@@ -242,19 +321,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    fn range_answers_are_checked() {
+        let one =
+            br#"{"header":{},"kvs":[{"key":"YQ==","value":"dg==","version":"1"}],"count":"1"}"#;
+        assert!(check_range(one, "dg==").is_ok());
+        assert!(check_range(one, "eA==").is_err());
+        assert!(check_range(br#"{"header":{}}"#, "dg==").is_err());
+        assert!(check_range(b"oops", "dg==").is_err());
     }
 
     #[test]

@@ -62,8 +62,16 @@ impl Conn {
     }
 
     pub async fn get(&mut self, path: &str) -> Result<Response> {
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, self.host.as_str())
+        self.get_with(path, &[]).await
+    }
+
+    /// A GET with extra headers (Tally's signed reads carry the signature in two).
+    pub async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
+        let mut req = hyper::Request::get(path).header(hyper::header::HOST, self.host.as_str());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| anyhow!("building request: {e}"))?;
         self.send(req).await

@@ -35,6 +35,9 @@ pub struct LoadResult {
     pub latency_us: Histogram,
     pub server_cpu_s: f64,
     pub bench_cpu_s: f64,
+    /// CPU the rest of the machine used in the window (other processes, the kernel's own
+    /// work): what the servers and the bench competed with.
+    pub other_cpu_s: f64,
     /// A few distinct error messages, for the report.
     pub error_samples: Vec<String>,
     /// Server processes that disappeared during the window.
@@ -144,9 +147,11 @@ pub async fn run<W: Worker>(params: LoadParams, workers: Vec<W>) -> LoadResult {
     tokio::time::sleep_until(measure_start).await;
     let (cpu0, _) = procstat::cpu_seconds(&params.server_pids);
     let bench0 = procstat::self_cpu_seconds();
+    let machine0 = procstat::machine_busy_seconds();
     tokio::time::sleep_until(end).await;
     let (cpu1, gone_pids) = procstat::cpu_seconds(&params.server_pids);
     let bench1 = procstat::self_cpu_seconds();
+    let machine1 = procstat::machine_busy_seconds();
     let seconds = (Instant::now() - measure_start)
         .as_secs_f64()
         .max(params.measure.as_secs_f64());
@@ -170,9 +175,26 @@ pub async fn run<W: Worker>(params: LoadParams, workers: Vec<W>) -> LoadResult {
         latency_us,
         server_cpu_s: (cpu1 - cpu0).max(0.0),
         bench_cpu_s: (bench1 - bench0).max(0.0),
+        other_cpu_s: ((machine1 - machine0) - (cpu1 - cpu0) - (bench1 - bench0)).max(0.0),
         error_samples,
         gone_pids,
     }
+}
+
+/// Runs `ops` operations on every worker, all workers at once, outside any measurement (the
+/// read workload's preload); the first error ends it. Returns the workers, which remember what
+/// they did.
+pub async fn run_each<W: Worker>(workers: Vec<W>, ops: usize) -> Result<Vec<W>> {
+    let tasks = workers.into_iter().map(|mut w| async move {
+        for _ in 0..ops {
+            w.op().await?;
+        }
+        Ok::<_, anyhow::Error>(w)
+    });
+    futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,24 +1,54 @@
-//! tally-bench: committed throughput, latency and CPU cost of Tally against etcd, with the
-//! same closed-loop load shape, one after the other in one run. See docs/benchmarks.md.
+//! tally-bench: committed throughput, latency and CPU cost of Tally against etcd and CometBFT,
+//! with the same closed-loop load shape, one after the other in one run; how that cost grows
+//! with consenters, channels and value size (`--sweep`); reads (`--workload read`); and the
+//! idle cost of many channels (`--workload idle`). See docs/benchmarks.md.
 
+mod base64;
 mod cluster;
+mod cometbft;
 mod etcd;
 mod hist;
 mod http;
+mod idle;
 mod load;
 mod procstat;
+mod reads;
 mod report;
+mod servers;
+mod sweep;
 mod tally;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Compare {
     Etcd,
+    Cometbft,
     None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Signed key/value writes, counted when committed.
+    Write,
+    /// Signed key reads and proof fetches (Tally) next to linearizable range reads (etcd).
+    Read,
+    /// No load: CPU and memory of the nodes holding `--channels` channels.
+    Idle,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Write => "write",
+            Workload::Read => "read",
+            Workload::Idle => "idle",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,17 +57,21 @@ enum Output {
     Json,
 }
 
-/// Benchmark signed key/value transactions on a local Tally cluster against etcd.
-#[derive(Parser, Debug)]
+/// Benchmark signed key/value transactions on a local Tally cluster against etcd and CometBFT.
+#[derive(Parser, Debug, Clone)]
 #[command(version)]
 struct Args {
-    /// Baseline to run after Tally with the same load shape.
-    #[arg(long, value_enum, default_value = "etcd")]
-    compare: Compare,
+    /// Baselines to run after Tally with the same load shape, comma-separated (etcd,cometbft),
+    /// or none.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "etcd")]
+    compare: Vec<Compare>,
+    /// What the clients do.
+    #[arg(long, value_enum, default_value = "write")]
+    workload: Workload,
     /// Length of the measured window, per system.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Load before the measured window starts, per system.
+    /// Load before the measured window starts, per system (idle: settling time).
     #[arg(long, default_value_t = 5)]
     warmup_seconds: u64,
     /// Concurrent closed-loop clients (each has one request in flight).
@@ -52,9 +86,22 @@ struct Args {
     /// Channel batch setting: cut a block this long after its first transaction.
     #[arg(long)]
     batch_timeout_ms: Option<u32>,
-    /// Tally nodes (consenters of the channel) and etcd members.
+    /// Tally nodes (consenters of every channel), etcd members and CometBFT validators.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Tally channels on the same nodes; the clients are spread over them.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Repeat the run over the points of one dimension and print one table.
+    #[arg(long, value_enum)]
+    sweep: Option<sweep::Dimension>,
+    /// The sweep's points, comma-separated (default: 3,5,7 nodes; 1,10,50 channels;
+    /// 256,4096,65536 bytes).
+    #[arg(long, value_delimiter = ',')]
+    points: Vec<usize>,
+    /// Read workload: keys each client writes before the reads (the keys read at random).
+    #[arg(long, default_value_t = 20)]
+    read_keys_per_client: usize,
     /// Run the Tally nodes without fsync (exploration only; labelled in the output).
     #[arg(long)]
     no_fsync: bool,
@@ -63,9 +110,9 @@ struct Args {
     /// tally-node binary (default: next to this binary).
     #[arg(long)]
     node_bin: Option<PathBuf>,
-    /// Skip Tally and measure only the etcd baseline (exploration; "tally" is null).
-    #[arg(long, hide = true)]
-    etcd_only: bool,
+    /// Skip Tally and measure only the `--compare` baselines (exploration; "tally" is null).
+    #[arg(long, hide = true, alias = "etcd-only")]
+    baselines_only: bool,
     /// The receivables contract (receivables.wasm, from chaincode/build.sh): after the
     /// key/value load, the same Tally cluster runs a load of chaincode transfers, reported in
     /// its own column.
@@ -74,6 +121,12 @@ struct Args {
     /// etcd binary (Debian's etcd-server 3.4).
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd_bin: PathBuf,
+    /// cometbft binary (default: the one scripts/cometbft-bin.sh builds and caches).
+    #[arg(long)]
+    cometbft_bin: Option<PathBuf>,
+    /// CometBFT's consensus.timeout_commit in ms (default: CometBFT's own, 1 s); labelled.
+    #[arg(long)]
+    cometbft_timeout_commit_ms: Option<u64>,
 }
 
 /// Incompressible value bytes, fixed per client.
@@ -93,28 +146,205 @@ fn default_node_bin() -> Result<PathBuf> {
     Ok(exe.with_file_name("tally-node"))
 }
 
+/// The cometbft binary: `--cometbft-bin`, else what scripts/cometbft-bin.sh of this source
+/// tree builds (once; later runs find it in the cache).
+fn cometbft_bin(args: &Args) -> Result<PathBuf> {
+    if let Some(p) = &args.cometbft_bin {
+        return Ok(p.clone());
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/cometbft-bin.sh");
+    if !script.exists() {
+        bail!(
+            "no --cometbft-bin and no {} to build one; build cometbft v1.0.1 and pass its path",
+            script.display()
+        );
+    }
+    cometbft::bin_from_script(&script)
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
 }
 
-async fn run(args: Args) -> Result<report::Report> {
-    if args.clients == 0 || args.seconds == 0 || args.nodes == 0 {
-        bail!("--clients, --seconds and --nodes must be positive");
+/// Between two systems: the previous one's processes are gone, but the kernel may still be
+/// writing back their data; let it finish so that the next one's fsyncs do not pay for it.
+async fn settle_disk() {
+    eprintln!("[bench] flushing the page cache before the next phase");
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+fn tally_params(args: &Args, node_bin: PathBuf, chaincode: Option<Vec<u8>>) -> tally::TallyParams {
+    tally::TallyParams {
+        node_bin,
+        nodes: args.nodes,
+        channels: args.channels,
+        fsync: !args.no_fsync,
+        batch_max_txs: args.batch_max_txs,
+        batch_timeout_ms: args.batch_timeout_ms,
+        clients: args.clients,
+        value_size: args.value_size,
+        warmup: Duration::from_secs(args.warmup_seconds),
+        measure: Duration::from_secs(args.seconds),
+        run_id: format!("{:08x}", rand::random::<u32>()),
+        chaincode,
     }
+}
+
+/// The read workload on Tally: preload, key reads, proof fetches.
+async fn tally_reads(
+    p: &tally::TallyParams,
+    per_client: usize,
+) -> Result<(report::SystemReport, report::SystemReport)> {
+    let running = tally::start(p, "tally reads").await?;
+    let data = match reads::preload(p, &running, per_client).await {
+        Ok(d) => Arc::new(d),
+        Err(e) => return Err(running.fail(format!("{e:#}")).await),
+    };
+    eprintln!("[tally reads] preloaded {} keys", data.keys.len());
+    let keys = reads::run(p, &running, &data, reads::ReadKind::Key).await;
+    let proofs = match &keys {
+        Ok(_) => reads::run(p, &running, &data, reads::ReadKind::Proof).await,
+        Err(_) => Err(anyhow::anyhow!("skipped")),
+    };
+    running.cluster.stop().await;
+    Ok((keys?, proofs?))
+}
+
+/// One run of the write or read workload: Tally, then each baseline.
+async fn run_load(
+    args: &Args,
+    node_bin: PathBuf,
+    chaincode: Option<Vec<u8>>,
+) -> Result<report::Report> {
+    let p = tally_params(args, node_bin, chaincode);
+    let read = args.workload == Workload::Read;
+    let mut m = report::Measured::default();
+    if !args.baselines_only {
+        if read {
+            let (keys, proofs) = tally_reads(&p, args.read_keys_per_client)
+                .await
+                .context("tally reads")?;
+            m.tally = Some(keys);
+            m.tally_proof = Some(proofs);
+        } else {
+            let (kv, cc) = tally::run(&p).await.context("tally run")?;
+            m.tally = Some(kv);
+            m.tally_chaincode = cc;
+        }
+    }
+    let baselines = args.channels <= 1 || args.baselines_only;
+    if baselines && args.compare.contains(&Compare::Etcd) {
+        if m.tally.is_some() {
+            settle_disk().await;
+        }
+        let e = etcd::EtcdParams {
+            bin: args.etcd_bin.clone(),
+            members: args.nodes,
+            clients: args.clients,
+            value_size: args.value_size,
+            warmup: p.warmup,
+            measure: p.measure,
+            run_id: p.run_id.clone(),
+            reads_after: read.then_some(args.read_keys_per_client),
+        };
+        m.etcd = Some(etcd::run(&e).await.context("etcd run")?);
+    }
+    if baselines && args.compare.contains(&Compare::Cometbft) && !read {
+        settle_disk().await;
+        let c = cometbft::CometParams {
+            bin: cometbft_bin(args)?,
+            validators: args.nodes,
+            clients: args.clients,
+            value_size: args.value_size,
+            warmup: p.warmup,
+            measure: p.measure,
+            run_id: p.run_id.clone(),
+            timeout_commit: args.cometbft_timeout_commit_ms.map(Duration::from_millis),
+        };
+        m.cometbft = Some(cometbft::run(&c).await.context("cometbft run")?);
+    }
+    Ok(report::Report::new(
+        m,
+        report::RunConfig {
+            workload: args.workload.name(),
+            clients: args.clients,
+            value_size: args.value_size,
+            nodes: args.nodes,
+            channels: args.channels,
+            seconds: args.seconds,
+            warmup_seconds: args.warmup_seconds,
+            batch_max_txs: args.batch_max_txs,
+            batch_timeout_ms: args.batch_timeout_ms,
+            cometbft_timeout_commit_ms: args.cometbft_timeout_commit_ms,
+            cores: cores(),
+        },
+    ))
+}
+
+/// One point: the load run or the idle measurement.
+async fn run_point(
+    args: &Args,
+    node_bin: PathBuf,
+    chaincode: Option<Vec<u8>>,
+) -> Result<sweep::PointResult> {
+    if args.workload == Workload::Idle {
+        let p = tally_params(args, node_bin, None);
+        return Ok(sweep::PointResult::Idle(idle::run(&p, cores()).await?));
+    }
+    Ok(sweep::PointResult::Load(Box::new(
+        run_load(args, node_bin, chaincode).await?,
+    )))
+}
+
+enum Finished {
+    Point(sweep::PointResult),
+    Sweep(sweep::SweepReport),
+}
+
+fn check(args: &Args) -> Result<()> {
+    if args.clients == 0 || args.seconds == 0 || args.nodes == 0 || args.channels == 0 {
+        bail!("--clients, --seconds, --nodes and --channels must be positive");
+    }
+    if args.compare.contains(&Compare::None) && args.compare.len() > 1 {
+        bail!("--compare none cannot be combined with a baseline");
+    }
+    if args.workload != Workload::Write && args.chaincode.is_some() {
+        bail!("--chaincode goes with the write workload");
+    }
+    if args.workload == Workload::Read && args.compare.contains(&Compare::Cometbft) {
+        bail!("CometBFT is compared on writes only (its kvstore has no signed reads or proofs to compare)");
+    }
+    if args.workload == Workload::Read && args.read_keys_per_client == 0 {
+        bail!("--read-keys-per-client must be positive");
+    }
+    let baselines = args.compare.iter().any(|c| *c != Compare::None);
+    if args.channels > 1 && baselines && args.workload != Workload::Idle && !args.baselines_only {
+        eprintln!(
+            "[bench] note: the baselines have no channels; with --channels > 1 only Tally runs"
+        );
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<Finished> {
+    check(&args)?;
     let node_bin = match &args.node_bin {
         Some(p) => p.clone(),
         None => default_node_bin()?,
     };
-    if !args.etcd_only && !node_bin.exists() {
+    if !args.baselines_only && !node_bin.exists() {
         bail!(
             "tally-node binary not found at {} (build it with `cargo build --release -p tally-node` or pass --node-bin)",
             node_bin.display()
         );
     }
-    let run_etcd = args.compare == Compare::Etcd || args.etcd_only;
-    if run_etcd && !args.etcd_bin.exists() {
+    let run_etcd = args.compare.contains(&Compare::Etcd);
+    if run_etcd && args.workload != Workload::Idle && !args.etcd_bin.exists() {
         bail!(
             "etcd not found at {} (Debian package etcd-server; or pass --etcd-bin, or --compare none)",
             args.etcd_bin.display()
@@ -124,95 +354,36 @@ async fn run(args: Args) -> Result<report::Report> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("--chaincode {}", p.display()))?),
         None => None,
     };
-    let run_id = format!("{:08x}", rand::random::<u32>());
-    let warmup = Duration::from_secs(args.warmup_seconds);
-    let measure = Duration::from_secs(args.seconds);
-
-    let tally = if args.etcd_only {
-        None
+    let Some(dim) = args.sweep else {
+        return Ok(Finished::Point(
+            run_point(&args, node_bin, chaincode).await?,
+        ));
+    };
+    let points = if args.points.is_empty() {
+        dim.default_points()
     } else {
-        Some(
-            tally::run(&tally::TallyParams {
-                node_bin,
-                nodes: args.nodes,
-                fsync: !args.no_fsync,
-                batch_max_txs: args.batch_max_txs,
-                batch_timeout_ms: args.batch_timeout_ms,
-                clients: args.clients,
-                value_size: args.value_size,
-                warmup,
-                measure,
-                run_id: run_id.clone(),
-                chaincode,
-            })
-            .await
-            .context("tally run")?,
-        )
+        args.points.clone()
     };
-    let (tally, tally_chaincode) = match tally {
-        Some((kv, cc)) => (Some(kv), cc),
-        None => (None, None),
-    };
-
-    if tally.is_some() && run_etcd {
-        // Tally's nodes are gone, but the kernel may still be writing back their data; let
-        // it finish so that etcd's fsyncs do not pay for Tally's writes.
-        eprintln!("[bench] flushing the page cache before the etcd phase");
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        unsafe { libc::sync() };
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    let etcd = if run_etcd {
-        eprintln!(
-            "[etcd] starting {} members from {}",
-            args.nodes,
-            args.etcd_bin.display()
-        );
-        let mut cluster = etcd::EtcdCluster::start(&args.etcd_bin, args.nodes)?;
-        cluster.wait_healthy(Duration::from_secs(30)).await?;
-        eprintln!(
-            "[etcd] healthy; {} clients over {} members",
-            args.clients, args.nodes
-        );
-        let workers = (0..args.clients)
-            .map(|i| {
-                let addr = cluster.client_addrs[i % cluster.client_addrs.len()];
-                etcd::EtcdWorker::new(addr, format!("bench/{run_id}/{i}/"), args.value_size)
-            })
-            .collect();
-        let params = load::LoadParams {
-            label: "etcd".into(),
-            warmup,
-            measure,
-            server_pids: cluster.pids(),
-        };
-        let r = load::run(params, workers).await;
-        let pids = cluster.pids();
-        drop(cluster);
-        procstat::wait_gone(&pids, Duration::from_secs(10)).await;
-        if !r.gone_pids.is_empty() {
-            bail!("etcd members exited during the run: {:?}", r.gone_pids);
+    let mut first = true;
+    let report = sweep::run(dim, &points, |value| {
+        let mut a = args.clone();
+        match dim {
+            sweep::Dimension::Nodes => a.nodes = value,
+            sweep::Dimension::Channels => a.channels = value,
+            sweep::Dimension::ValueSize => a.value_size = value,
         }
-        Some(report::SystemReport::from_load(&r, args.nodes, true))
-    } else {
-        None
-    };
-
-    Ok(report::Report::new(
-        tally,
-        tally_chaincode,
-        etcd,
-        report::RunConfig {
-            clients: args.clients,
-            value_size: args.value_size,
-            nodes: args.nodes,
-            seconds: args.seconds,
-            warmup_seconds: args.warmup_seconds,
-            batch_max_txs: args.batch_max_txs,
-            batch_timeout_ms: args.batch_timeout_ms,
-            cores: cores(),
-        },
-    ))
+        let (node_bin, chaincode) = (node_bin.clone(), chaincode.clone());
+        let settle = !std::mem::take(&mut first);
+        async move {
+            if settle {
+                settle_disk().await;
+            }
+            check(&a)?;
+            run_point(&a, node_bin, chaincode).await
+        }
+    })
+    .await?;
+    Ok(Finished::Sweep(report))
 }
 
 async fn interrupted() -> &'static str {
@@ -233,15 +404,21 @@ async fn main() {
         r = run(args) => r,
         why = interrupted() => Err(anyhow::anyhow!("{why}; child processes stopped")),
     };
-    match result {
-        Ok(report) => match output {
-            Output::Json => println!("{}", report.to_json()),
-            Output::Text => print!("{}", report.to_table()),
-        },
+    let (json, table) = match result {
+        Ok(Finished::Point(sweep::PointResult::Load(r))) => (r.to_json(), r.to_table()),
+        Ok(Finished::Point(sweep::PointResult::Idle(r))) => (
+            serde_json::to_string(&r).expect("idle report serializes"),
+            r.to_table(),
+        ),
+        Ok(Finished::Sweep(r)) => (r.to_json(), r.to_table()),
         Err(e) => {
             eprintln!("tally-bench: {e:#}");
             std::process::exit(1);
         }
+    };
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Text => print!("{table}"),
     }
 }
 
@@ -262,8 +439,10 @@ mod tests {
             ),
             (256, 256, 3, 60, 5)
         );
-        assert_eq!(a.compare, Compare::Etcd);
+        assert_eq!(a.compare, [Compare::Etcd]);
         assert_eq!(a.output, Output::Text);
+        assert_eq!((a.workload, a.channels), (Workload::Write, 1));
+        assert!(a.sweep.is_none() && a.points.is_empty());
         let a = Args::parse_from([
             "tally-bench",
             "--compare",
@@ -272,9 +451,37 @@ mod tests {
             "json",
             "--no-fsync",
         ]);
-        assert_eq!(a.compare, Compare::None);
+        assert_eq!(a.compare, [Compare::None]);
         assert_eq!(a.output, Output::Json);
         assert!(a.no_fsync);
+        assert!(check(&a).is_ok());
+    }
+
+    #[test]
+    fn baselines_sweeps_and_workloads_parse_and_conflicts_are_refused() {
+        let a = Args::parse_from([
+            "tally-bench",
+            "--compare",
+            "etcd,cometbft",
+            "--sweep",
+            "value-size",
+            "--points",
+            "256,4096",
+        ]);
+        assert_eq!(a.compare, [Compare::Etcd, Compare::Cometbft]);
+        assert_eq!(a.sweep, Some(sweep::Dimension::ValueSize));
+        assert_eq!(a.points, [256, 4096]);
+        assert!(check(&a).is_ok());
+        let bad = |argv: &[&str]| {
+            let mut all = vec!["tally-bench"];
+            all.extend_from_slice(argv);
+            check(&Args::parse_from(all)).is_err()
+        };
+        assert!(bad(&["--compare", "none,etcd"]));
+        assert!(bad(&["--workload", "read", "--compare", "cometbft"]));
+        assert!(bad(&["--workload", "idle", "--chaincode", "x.wasm"]));
+        assert!(bad(&["--channels", "0"]));
+        assert!(!bad(&["--workload", "read"]));
     }
 
     #[test]

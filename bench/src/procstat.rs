@@ -56,6 +56,53 @@ pub fn self_cpu_seconds() -> f64 {
     cpu_ticks(std::process::id()).unwrap_or(0) as f64 / ticks_per_second() as f64
 }
 
+/// CPU seconds the whole machine spent busy (every CPU, every process, the kernel) since boot,
+/// from the first line of `/proc/stat`: user, nice, system, irq, softirq and steal.
+pub fn machine_busy_seconds() -> f64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| parse_machine_busy(&s))
+        .map_or(0.0, |t| t as f64 / ticks_per_second() as f64)
+}
+
+/// Busy ticks from the contents of `/proc/stat` (`cpu user nice system idle iowait irq
+/// softirq steal ...`).
+pub fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// Resident set size and thread count of a process, from `/proc/PID/status` (`VmRSS`, in
+/// KiB, and `Threads`).
+pub fn memory_and_threads(pid: u32) -> Result<(u64, u64)> {
+    let path = format!("/proc/{pid}/status");
+    let s = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_status(&s)
+}
+
+/// (RSS bytes, threads) from the contents of a `/proc/PID/status` file.
+pub fn parse_status(s: &str) -> Result<(u64, u64)> {
+    let field = |name: &str| -> Result<u64> {
+        let line = s
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .ok_or_else(|| anyhow!("no {name} line"))?;
+        let n = line
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| anyhow!("empty {name} line"))?;
+        n.parse::<u64>()
+            .with_context(|| format!("{name} {n:?} is not a number"))
+    };
+    Ok((field("VmRSS:")? * 1024, field("Threads:")?))
+}
+
 /// Whether the process exists and is not a zombie.
 pub fn is_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -91,6 +138,23 @@ mod tests {
     fn command_names_with_spaces_and_parentheses() {
         let line = "7 (my (odd) name) R 1 7 7 0 -1 0 0 0 0 0 11 22 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_cpu_ticks(line).unwrap(), 33);
+    }
+
+    #[test]
+    fn machine_busy_leaves_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 9000 300 7 8 9 0 0\ncpu0 50 2 25 4500 150 3 4 4 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(100 + 5 + 50 + 7 + 8 + 9));
+        assert_eq!(parse_machine_busy("intr 1 2 3\n"), None);
+        assert!(machine_busy_seconds() > 0.0);
+    }
+
+    #[test]
+    fn status_gives_rss_and_threads() {
+        let s = "Name:\ttally-node\nVmPeak:\t  900000 kB\nVmRSS:\t   51200 kB\nThreads:\t17\n";
+        assert_eq!(parse_status(s).unwrap(), (51200 * 1024, 17));
+        assert!(parse_status("Name:\tx\n").is_err());
+        let (rss, threads) = memory_and_threads(std::process::id()).unwrap();
+        assert!(rss > 0 && threads >= 1);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct SystemReport {
     /// CPU of the benchmark process itself in the window (it shares the machine).
     pub bench_cpu_s: f64,
     pub bench_cpu_s_per_1k: f64,
+    /// Cores' worth of CPU that everything else on the machine used during the window.
+    pub other_cores: f64,
     pub members: usize,
     pub fsync: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -60,6 +62,11 @@ impl SystemReport {
             server_cpu_s: r.server_cpu_s,
             bench_cpu_s: r.bench_cpu_s,
             bench_cpu_s_per_1k: per_1k(r.bench_cpu_s, r.ops),
+            other_cores: if r.seconds > 0.0 {
+                r.other_cpu_s / r.seconds
+            } else {
+                0.0
+            },
             members,
             fsync,
             error_samples: r.error_samples.clone(),
@@ -69,48 +76,89 @@ impl SystemReport {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunConfig {
+    /// `write` (signed puts, committed) or `read` (key reads and proofs against range reads).
+    pub workload: &'static str,
     pub clients: usize,
     pub value_size: usize,
     pub nodes: usize,
+    pub channels: usize,
     pub seconds: u64,
     pub warmup_seconds: u64,
     pub batch_max_txs: Option<u32>,
     pub batch_timeout_ms: Option<u32>,
+    /// CometBFT's `timeout_commit` when set by `--cometbft-timeout-commit-ms` (else its default).
+    pub cometbft_timeout_commit_ms: Option<u64>,
     pub cores: usize,
 }
 
 /// A table row: name, the figure, decimals.
 type Row = (&'static str, fn(&SystemReport) -> f64, usize);
 
+/// The rows of every table, per system.
+const ROWS: [Row; 10] = [
+    ("committed ops/s", |s| s.ops_per_sec, 0),
+    ("latency p50 (ms)", |s| s.p50_ms, 1),
+    ("latency p99 (ms)", |s| s.p99_ms, 1),
+    ("latency p99.9 (ms)", |s| s.p999_ms, 1),
+    ("latency max (ms)", |s| s.max_ms, 1),
+    ("server CPU s / 1k ops", |s| s.cpu_s_per_1k, 3),
+    ("bench CPU s / 1k ops (info)", |s| s.bench_cpu_s_per_1k, 3),
+    ("other processes, cores (info)", |s| s.other_cores, 2),
+    ("acked ops in window", |s| s.ops as f64, 0),
+    ("errors in window", |s| s.errors as f64, 0),
+];
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Null only when the Tally run was skipped (`--etcd-only`, for exploring the baseline).
+    /// Null only when the Tally run was skipped (`--baselines-only`, for exploring the baselines).
+    /// With `--workload read`: signed key reads.
     pub tally: Option<SystemReport>,
     /// Receivables transfers through the chaincode on the same Tally cluster (`--chaincode`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tally_chaincode: Option<SystemReport>,
+    /// `--workload read`: proof fetches (receipt and inclusion proof) on the same cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tally_proof: Option<SystemReport>,
+    /// Puts, or with `--workload read` linearizable range reads.
     pub etcd: Option<SystemReport>,
+    /// `--compare cometbft`: kvstore transactions committed in a block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cometbft: Option<SystemReport>,
     /// Tally ops/s divided by etcd ops/s; null without both runs (or if etcd did nothing).
     pub ratio: Option<f64>,
+    /// Tally ops/s divided by CometBFT's committed tx/s, when CometBFT ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_cometbft: Option<f64>,
     pub config: RunConfig,
 }
 
+fn ratio(a: &Option<SystemReport>, b: &Option<SystemReport>) -> Option<f64> {
+    match (a, b) {
+        (Some(t), Some(e)) if e.ops_per_sec > 0.0 => Some(t.ops_per_sec / e.ops_per_sec),
+        _ => None,
+    }
+}
+
+/// What a run measured, per system.
+#[derive(Default)]
+pub struct Measured {
+    pub tally: Option<SystemReport>,
+    pub tally_chaincode: Option<SystemReport>,
+    pub tally_proof: Option<SystemReport>,
+    pub etcd: Option<SystemReport>,
+    pub cometbft: Option<SystemReport>,
+}
+
 impl Report {
-    pub fn new(
-        tally: Option<SystemReport>,
-        tally_chaincode: Option<SystemReport>,
-        etcd: Option<SystemReport>,
-        config: RunConfig,
-    ) -> Report {
-        let ratio = match (&tally, &etcd) {
-            (Some(t), Some(e)) if e.ops_per_sec > 0.0 => Some(t.ops_per_sec / e.ops_per_sec),
-            _ => None,
-        };
+    pub fn new(m: Measured, config: RunConfig) -> Report {
         Report {
-            tally,
-            tally_chaincode,
-            etcd,
-            ratio,
+            ratio: ratio(&m.tally, &m.etcd),
+            ratio_cometbft: ratio(&m.tally, &m.cometbft),
+            tally: m.tally,
+            tally_chaincode: m.tally_chaincode,
+            tally_proof: m.tally_proof,
+            etcd: m.etcd,
+            cometbft: m.cometbft,
             config,
         }
     }
@@ -119,53 +167,86 @@ impl Report {
         serde_json::to_string(self).expect("report serializes")
     }
 
-    pub fn to_table(&self) -> String {
-        let c = &self.config;
+    /// The columns of the table, in order: Tally first, then the baselines, then Tally's
+    /// other loads.
+    fn columns(&self) -> Vec<(String, &SystemReport)> {
+        let read = self.config.workload == "read";
         let mut cols: Vec<(String, &SystemReport)> = Vec::new();
         if let Some(t) = &self.tally {
-            let label = if t.fsync { "tally" } else { "tally NO-FSYNC" };
+            let label = match (read, t.fsync) {
+                (true, _) => "tally key read",
+                (false, true) => "tally",
+                (false, false) => "tally NO-FSYNC",
+            };
             cols.push((format!("{label} ({})", t.members), t));
         }
-        if let Some(e) = &self.etcd {
-            cols.push((format!("etcd ({})", e.members), e));
+        if let Some(t) = &self.tally_proof {
+            cols.push((format!("tally proof ({})", t.members), t));
         }
-        // Last, so that the ratio column still compares the first two (key/value and etcd).
+        if let Some(e) = &self.etcd {
+            let label = if read { "etcd range" } else { "etcd" };
+            cols.push((format!("{label} ({})", e.members), e));
+        }
+        if let Some(c) = &self.cometbft {
+            let label = if self.config.cometbft_timeout_commit_ms.is_some() {
+                "cometbft tc"
+            } else {
+                "cometbft"
+            };
+            cols.push((format!("{label} ({})", c.members), c));
+        }
         if let Some(t) = &self.tally_chaincode {
             cols.push((format!("tally cc ({})", t.members), t));
         }
-        let both = self.tally.is_some() && self.etcd.is_some();
+        cols
+    }
+
+    pub fn to_table(&self) -> String {
+        let c = &self.config;
+        let cols = self.columns();
+        // Ratios of Tally's figures to each baseline's.
+        let mut ratios: Vec<(&str, &SystemReport, &SystemReport)> = Vec::new();
+        if let Some(t) = &self.tally {
+            if let Some(e) = &self.etcd {
+                ratios.push(("tally/etcd", t, e));
+            }
+            if let Some(cm) = &self.cometbft {
+                ratios.push(("tally/cmt", t, cm));
+            }
+        }
+        if let (Some(p), Some(e)) = (&self.tally_proof, &self.etcd) {
+            ratios.push(("proof/etcd", p, e));
+        }
         let mut out = format!(
-            "{} clients, {}-byte values, {} s measured after {} s warm-up, {} cores shared by servers and bench\n",
-            c.clients, c.value_size, c.seconds, c.warmup_seconds, c.cores
+            "{} workload, {} clients, {}-byte values, {} channel(s), {} s measured after {} s warm-up, {} cores shared by servers and bench\n",
+            c.workload, c.clients, c.value_size, c.channels, c.seconds, c.warmup_seconds, c.cores
         );
+        if let Some(ms) = c.cometbft_timeout_commit_ms {
+            out += &format!(
+                "cometbft tc: timeout_commit set to {ms} ms (CometBFT's default is 1000 ms)\n"
+            );
+        }
         out += &format!("{:<30}", "");
         for (label, _) in &cols {
-            out += &format!("{label:>18}");
+            out += &format!("{label:>20}");
         }
-        if both {
-            out += &format!("{:>12}", "tally/etcd");
+        for (label, _, _) in &ratios {
+            out += &format!("{label:>12}");
         }
         out += "\n";
-        let rows: [Row; 9] = [
-            ("committed ops/s", |s| s.ops_per_sec, 0),
-            ("latency p50 (ms)", |s| s.p50_ms, 1),
-            ("latency p99 (ms)", |s| s.p99_ms, 1),
-            ("latency p99.9 (ms)", |s| s.p999_ms, 1),
-            ("latency max (ms)", |s| s.max_ms, 1),
-            ("server CPU s / 1k ops", |s| s.cpu_s_per_1k, 3),
-            ("bench CPU s / 1k ops (info)", |s| s.bench_cpu_s_per_1k, 3),
-            ("acked ops in window", |s| s.ops as f64, 0),
-            ("errors in window", |s| s.errors as f64, 0),
-        ];
-        for (name, f, prec) in rows {
+        for (i, (name, f, prec)) in ROWS.into_iter().enumerate() {
+            let name = match (i, c.workload) {
+                (0, "read") => "completed reads/s",
+                _ => name,
+            };
             out += &format!("{name:<30}");
             for (_, s) in &cols {
-                out += &format!("{:>18.prec$}", f(s));
+                out += &format!("{:>20.prec$}", f(s));
             }
-            if both {
-                let (tv, ev) = (f(cols[0].1), f(cols[1].1));
-                let r = if ev > 0.0 {
-                    format!("{:.2}", tv / ev)
+            for (_, num, base) in &ratios {
+                let (tv, bv) = (f(num), f(base));
+                let r = if bv > 0.0 {
+                    format!("{:.2}", tv / bv)
                 } else {
                     "-".into()
                 };
@@ -199,8 +280,25 @@ mod tests {
             latency_us: h,
             server_cpu_s: cpu,
             bench_cpu_s: cpu / 2.0,
+            other_cpu_s: 5.0,
             error_samples: vec![],
             gone_pids: vec![],
+        }
+    }
+
+    fn config() -> RunConfig {
+        RunConfig {
+            workload: "write",
+            clients: 256,
+            value_size: 256,
+            nodes: 3,
+            channels: 1,
+            seconds: 10,
+            warmup_seconds: 5,
+            batch_max_txs: None,
+            batch_timeout_ms: None,
+            cometbft_timeout_commit_ms: None,
+            cores: 2,
         }
     }
 
@@ -208,17 +306,12 @@ mod tests {
     fn json_has_the_agreed_shape() {
         let t = SystemReport::from_load(&load(60_000, 40, 12.0), 3, true);
         let e = SystemReport::from_load(&load(30_000, 80, 9.0), 3, true);
-        let cfg = RunConfig {
-            clients: 256,
-            value_size: 256,
-            nodes: 3,
-            seconds: 10,
-            warmup_seconds: 5,
-            batch_max_txs: None,
-            batch_timeout_ms: None,
-            cores: 2,
+        let m = Measured {
+            tally: Some(t.clone()),
+            etcd: Some(e.clone()),
+            ..Measured::default()
         };
-        let r = Report::new(Some(t.clone()), None, Some(e.clone()), cfg.clone());
+        let r = Report::new(m, config());
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         for sys in ["tally", "etcd"] {
             for f in ["ops_per_sec", "p50_ms", "p99_ms", "cpu_s_per_1k"] {
@@ -231,10 +324,20 @@ mod tests {
         assert_eq!(v["tally"]["p99_ms"], 40.0);
         assert_eq!(v["tally"]["cpu_s_per_1k"], 0.2);
         assert_eq!(v["etcd"]["cpu_s_per_1k"], 0.3);
+        assert_eq!(v["etcd"]["other_cores"], 0.5);
+        assert!(v["cometbft"].is_null() && v["ratio_cometbft"].is_null());
         assert!(r.to_table().contains("committed ops/s"));
 
         // The chaincode column comes last and leaves the tally/etcd ratio alone.
-        let with_cc = Report::new(Some(t), Some(e.clone()), Some(e), cfg.clone());
+        let with_cc = Report::new(
+            Measured {
+                tally: Some(t.clone()),
+                tally_chaincode: Some(e.clone()),
+                etcd: Some(e.clone()),
+                ..Measured::default()
+            },
+            config(),
+        );
         let v: serde_json::Value = serde_json::from_str(&with_cc.to_json()).unwrap();
         assert_eq!(v["tally_chaincode"]["ops_per_sec"], 3000.0);
         assert_eq!(v["ratio"], 2.0);
@@ -244,15 +347,69 @@ mod tests {
                 .is_null()
         );
 
+        // CometBFT gets a column and a ratio of its own.
+        let c = SystemReport::from_load(&load(1_000, 900, 2.0), 3, true);
+        let with_cmt = Report::new(
+            Measured {
+                tally: Some(t),
+                etcd: Some(e),
+                cometbft: Some(c),
+                ..Measured::default()
+            },
+            config(),
+        );
+        let v: serde_json::Value = serde_json::from_str(&with_cmt.to_json()).unwrap();
+        assert_eq!(v["cometbft"]["ops_per_sec"], 100.0);
+        assert_eq!(v["ratio_cometbft"], 60.0);
+        let table = with_cmt.to_table();
+        assert!(table.contains("cometbft (3)") && table.contains("tally/cmt"));
+        assert!(table
+            .lines()
+            .any(|l| l.starts_with("committed ops/s") && l.ends_with("60.00")));
+
         let alone = Report::new(
-            Some(SystemReport::from_load(&load(5, 1, 0.1), 3, false)),
-            None,
-            None,
-            cfg,
+            Measured {
+                tally: Some(SystemReport::from_load(&load(5, 1, 0.1), 3, false)),
+                ..Measured::default()
+            },
+            config(),
         );
         let v: serde_json::Value = serde_json::from_str(&alone.to_json()).unwrap();
         assert!(v["etcd"].is_null() && v["ratio"].is_null());
         assert!(alone.to_table().contains("NO-FSYNC"));
+    }
+
+    #[test]
+    fn read_reports_name_their_columns() {
+        let t = SystemReport::from_load(&load(90_000, 3, 9.0), 3, true);
+        let p = SystemReport::from_load(&load(60_000, 4, 9.0), 3, true);
+        let e = SystemReport::from_load(&load(30_000, 8, 9.0), 3, true);
+        let r = Report::new(
+            Measured {
+                tally: Some(t),
+                tally_proof: Some(p),
+                etcd: Some(e),
+                ..Measured::default()
+            },
+            RunConfig {
+                workload: "read",
+                ..config()
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["tally_proof"]["ops_per_sec"], 6000.0);
+        assert_eq!(v["ratio"], 3.0);
+        assert_eq!(v["config"]["workload"], "read");
+        let table = r.to_table();
+        for col in [
+            "tally key read (3)",
+            "tally proof (3)",
+            "etcd range (3)",
+            "proof/etcd",
+            "completed reads/s",
+        ] {
+            assert!(table.contains(col), "{col} in\n{table}");
+        }
     }
 
     #[test]
@@ -262,19 +419,12 @@ mod tests {
         assert_eq!(s.ops_per_sec, 0.0);
         let e = s.clone();
         let r = Report::new(
-            Some(s),
-            None,
-            Some(e),
-            RunConfig {
-                clients: 1,
-                value_size: 1,
-                nodes: 3,
-                seconds: 1,
-                warmup_seconds: 0,
-                batch_max_txs: None,
-                batch_timeout_ms: None,
-                cores: 2,
+            Measured {
+                tally: Some(s),
+                etcd: Some(e),
+                ..Measured::default()
             },
+            config(),
         );
         assert!(r.ratio.is_none());
         assert!(serde_json::from_str::<serde_json::Value>(&r.to_json()).is_ok());

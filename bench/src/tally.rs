@@ -12,11 +12,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_client::txs;
-use tally_protocol::{Encode, Identity};
+use tally_protocol::{Encode, Hash, Identity};
 
 pub struct TallyParams {
     pub node_bin: PathBuf,
     pub nodes: usize,
+    /// Channels on the same nodes (each its own Raft group, every node a consenter); the
+    /// clients are spread over them.
+    pub channels: usize,
     pub fsync: bool,
     pub batch_max_txs: Option<u32>,
     pub batch_timeout_ms: Option<u32>,
@@ -63,6 +66,8 @@ pub struct TallyWorker {
     prefix: String,
     seq: u64,
     value: Vec<u8>,
+    /// When set, every committed (key, transaction id) is kept (the read workload's preload).
+    pub committed: Option<Vec<(String, Hash)>>,
 }
 
 impl TallyWorker {
@@ -83,7 +88,16 @@ impl TallyWorker {
             value: crate::value_bytes(value_size, &prefix),
             prefix,
             seq: 0,
+            committed: None,
         }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.value
     }
 }
 
@@ -103,6 +117,9 @@ impl Worker for TallyWorker {
             .post(&self.path, "application/octet-stream", body)
             .await?;
         committed(&r)?;
+        if let Some(c) = &mut self.committed {
+            c.push((key, tx.id()));
+        }
         Ok(())
     }
 }
@@ -178,7 +195,7 @@ async fn chaincode_setup(
     let orgs: Vec<String> = cluster.admins.iter().map(|(o, _)| o.clone()).collect();
     let api = tally_client::Client::new(&cluster.api_urls[0])?;
     let wanted = tally_client::lifecycle::Wanted {
-        channel: &cluster.channel,
+        channel: &cluster.channels[0],
         name: CHAINCODE,
         version: "bench",
         module,
@@ -193,7 +210,10 @@ async fn chaincode_setup(
         .context("installing the receivables chaincode")?;
     let ids: Vec<Arc<Identity>> = cluster.identities.iter().cloned().map(Arc::new).collect();
     let maturity = (tally_protocol::now_ms() + 365 * 86_400_000).to_string();
-    let path = format!("/v1/channels/{}/transactions?wait=true", cluster.channel);
+    let path = format!(
+        "/v1/channels/{}/transactions?wait=true",
+        cluster.channels[0]
+    );
     let mut workers = Vec::with_capacity(p.clients);
     // Issued concurrently, a few hundred at a time, by the core enterprise.
     let issues = (0..p.clients).map(|i| {
@@ -201,7 +221,7 @@ async fn chaincode_setup(
         let id = format!("B{}-{i}", p.run_id);
         let tx = txs::sign_invoke(
             &ids[0],
-            &cluster.channel,
+            &cluster.channels[0],
             CHAINCODE,
             "issue",
             txs::fields(&[id.as_str(), orgs[a].as_str(), "1000000", maturity.as_str()]),
@@ -212,7 +232,7 @@ async fn chaincode_setup(
         workers.push(TransferWorker {
             conn: Conn::new(addrs[i % addrs.len()]),
             path: path.clone(),
-            channel: cluster.channel.clone(),
+            channel: cluster.channels[0].clone(),
             id,
             parties: [
                 (orgs[a].clone(), ids[a].clone()),
@@ -238,17 +258,62 @@ async fn chaincode_setup(
     Ok(workers)
 }
 
-pub async fn run(p: &TallyParams) -> Result<(SystemReport, Option<SystemReport>)> {
-    let label = if p.fsync { "tally" } else { "tally no-fsync" };
+/// A started cluster with each client identity recorded on every channel.
+pub struct Running {
+    pub cluster: crate::cluster::Cluster,
+    /// Client API address of each node, in node order.
+    pub addrs: Vec<SocketAddr>,
+    /// One client identity per organization (organization *i* runs node *i*).
+    pub ids: Vec<Arc<Identity>>,
+}
+
+/// Where client `i` goes: node `i mod n`, and channels in turn over every node, so that each
+/// channel gets clients on every node.
+pub fn placement(i: usize, nodes: usize, channels: usize) -> (usize, usize) {
+    (i % nodes, (i / nodes) % channels.max(1))
+}
+
+impl Running {
+    /// Stops the cluster and returns `msg` with the end of every node's log.
+    pub async fn fail(self, msg: String) -> anyhow::Error {
+        let logs = self.cluster.log_tails(30);
+        self.cluster.stop().await;
+        anyhow::anyhow!("{msg}\n{logs}")
+    }
+
+    /// One key/value writer per client, each on its node and channel, keys under `tag`.
+    pub fn writers(&self, p: &TallyParams, tag: &str) -> Vec<TallyWorker> {
+        let channels = &self.cluster.channels;
+        (0..p.clients)
+            .map(|i| {
+                let (node, ch) = placement(i, self.addrs.len(), channels.len());
+                TallyWorker::new(
+                    self.addrs[node],
+                    &channels[ch],
+                    self.ids[node % self.ids.len()].clone(),
+                    true,
+                    format!("bench/{}/{tag}{i}/", p.run_id),
+                    p.value_size,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Starts the nodes, then records each signing certificate on every channel with one
+/// full-certificate transaction, so that the load signs with the certificate's hash and keeps
+/// transactions small.
+pub async fn start(p: &TallyParams, label: &str) -> Result<Running> {
     eprintln!(
-        "[{label}] starting {} nodes from {}",
+        "[{label}] starting {} nodes with {} channel(s) from {}",
         p.nodes,
+        p.channels.max(1),
         p.node_bin.display()
     );
     let cluster = crate::cluster::start(p).await?;
     eprintln!(
-        "[{label}] ready: channel {} on {}; {} clients",
-        cluster.channel,
+        "[{label}] ready: {} channel(s) on {}; {} clients",
+        cluster.channels.len(),
         cluster.api_urls.join(" "),
         p.clients
     );
@@ -257,78 +322,72 @@ pub async fn run(p: &TallyParams) -> Result<(SystemReport, Option<SystemReport>)
         .iter()
         .map(|u| api_addr(u))
         .collect::<Result<Vec<_>>>()?;
-
-    // Record each signing certificate on the channel with one full-certificate transaction,
-    // then sign with its hash to keep the transactions small.
     let ids: Vec<Arc<Identity>> = cluster.identities.iter().cloned().map(Arc::new).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let mut w = TallyWorker::new(
-            addrs[i % addrs.len()],
-            &cluster.channel,
-            id.clone(),
-            false,
-            format!("bench/{}/cert/{i}/", p.run_id),
-            p.value_size,
-        );
-        if let Err(e) = w.op().await {
-            let logs = cluster.log_tails(20);
-            cluster.stop().await;
-            bail!("first transaction (records the client certificate): {e:#}\n{logs}");
-        }
-    }
-
-    let workers = (0..p.clients)
-        .map(|i| {
-            TallyWorker::new(
+    let running = Running {
+        cluster,
+        addrs,
+        ids,
+    };
+    let addrs = &running.addrs;
+    let firsts = running.cluster.channels.iter().flat_map(|ch| {
+        running.ids.iter().enumerate().map(move |(i, id)| {
+            let mut w = TallyWorker::new(
                 addrs[i % addrs.len()],
-                &cluster.channel,
-                ids[i % ids.len()].clone(),
-                true,
-                format!("bench/{}/{i}/", p.run_id),
+                ch,
+                id.clone(),
+                false,
+                format!("bench/{}/cert/{ch}/{i}/", p.run_id),
                 p.value_size,
-            )
+            );
+            async move { w.op().await }
         })
-        .collect();
+    });
+    let results = futures_util::future::join_all(firsts).await;
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        return Err(running
+            .fail(format!(
+                "first transaction (records the client certificate): {e:#}"
+            ))
+            .await);
+    }
+    Ok(running)
+}
+
+pub async fn run(p: &TallyParams) -> Result<(SystemReport, Option<SystemReport>)> {
+    let label = if p.fsync { "tally" } else { "tally no-fsync" };
+    let running = start(p, label).await?;
     let params = LoadParams {
         label: label.into(),
         warmup: p.warmup,
         measure: p.measure,
-        server_pids: cluster.pids.clone(),
+        server_pids: running.cluster.pids.clone(),
     };
-    let r = load::run(params, workers).await;
+    let r = load::run(params, running.writers(p, "")).await;
     if !r.gone_pids.is_empty() {
-        let logs = cluster.log_tails(30);
-        cluster.stop().await;
-        bail!(
-            "tally nodes exited during the run: {:?}\n{logs}",
-            r.gone_pids
-        );
+        let msg = format!("tally nodes exited during the run: {:?}", r.gone_pids);
+        return Err(running.fail(msg).await);
     }
     let kv = SystemReport::from_load(&r, p.nodes, p.fsync);
     let Some(module) = &p.chaincode else {
-        cluster.stop().await;
+        running.cluster.stop().await;
         return Ok((kv, None));
     };
     eprintln!(
         "[{label}] chaincode: installing receivables, issuing {} receivables",
         p.clients
     );
-    let workers = match chaincode_setup(p, &cluster, &addrs, module).await {
+    let workers = match chaincode_setup(p, &running.cluster, &running.addrs, module).await {
         Ok(w) => w,
-        Err(e) => {
-            let logs = cluster.log_tails(20);
-            cluster.stop().await;
-            bail!("{e:#}\n{logs}");
-        }
+        Err(e) => return Err(running.fail(format!("{e:#}")).await),
     };
     let params = LoadParams {
         label: format!("{label} chaincode"),
         warmup: p.warmup,
         measure: p.measure,
-        server_pids: cluster.pids.clone(),
+        server_pids: running.cluster.pids.clone(),
     };
     let r = load::run(params, workers).await;
-    cluster.stop().await;
+    running.cluster.stop().await;
     if !r.gone_pids.is_empty() {
         bail!(
             "tally nodes exited during the chaincode run: {:?}",
@@ -341,6 +400,23 @@ pub async fn run(p: &TallyParams) -> Result<(SystemReport, Option<SystemReport>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_channel_gets_clients_on_every_node() {
+        for (nodes, channels) in [(3, 1), (3, 10), (3, 50), (5, 10), (7, 1), (3, 3)] {
+            let mut seen = std::collections::BTreeSet::new();
+            for i in 0..256 {
+                let (n, c) = placement(i, nodes, channels);
+                assert!(n < nodes && c < channels);
+                seen.insert((n, c));
+            }
+            assert_eq!(
+                seen.len(),
+                nodes * channels,
+                "{nodes} nodes, {channels} channels"
+            );
+        }
+    }
 
     #[test]
     fn only_loopback_api_urls_are_accepted() {

@@ -162,7 +162,9 @@ impl Client {
         connector.set_keepalive(Some(Duration::from_secs(60)));
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Well below the node's 30 s wait for the next request on a kept-alive connection:
+            // a connection the node is closing must not be picked for a request.
+            .pool_idle_timeout(Duration::from_secs(20))
             .pool_max_idle_per_host(64)
             .build(connector);
         Ok(Client {
@@ -262,9 +264,29 @@ impl Client {
         body: Option<(&'static str, Bytes)>,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.call_full(method, path_and_query, body, timeout)
+            .await
+            .map(|(s, _, b)| (s, b))
+    }
+
+    /// [`Client::call`], with the wait the node asked for before a retry (`Retry-After`, in
+    /// seconds).
+    async fn call_full(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<(&'static str, Bytes)>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Option<Duration>, Bytes), ClientError> {
         let fut = async {
             let resp = self.send(method, path_and_query, body).await?;
             let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(60)));
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
@@ -273,7 +295,7 @@ impl Client {
                     message: format!("reading the response: {e}"),
                 })?
                 .to_bytes();
-            Ok((status, body))
+            Ok((status, retry_after, body))
         };
         match tokio::time::timeout(timeout, fut).await {
             Ok(r) => r,
@@ -366,8 +388,9 @@ impl Client {
                 Err(ClientError::Timeout(_)) => continue,
                 Err(e) if matches!(e.api_code(), Some("no_leader" | "busy")) => {
                     // an election is under way, or the node is saturated: the same
-                    // transaction may be offered again
-                    tokio::time::sleep(Duration::from_millis(200).min(left)).await;
+                    // transaction may be offered again, after the wait the node asked for
+                    let pause = e.retry_after().unwrap_or(Duration::from_millis(200));
+                    tokio::time::sleep(pause.min(left)).await;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -397,8 +420,8 @@ impl Client {
             &format!("/transactions{}", query_string(&q)),
         );
         let body = Bytes::from(tx.to_bytes());
-        let (status, body) = self
-            .call(
+        let (status, retry_after, body) = self
+            .call_full(
                 Method::POST,
                 &path,
                 Some(("application/octet-stream", body)),
@@ -420,7 +443,20 @@ impl Client {
                 tx.id()
             ))),
             s if s.is_success() => Ok(SubmitOutcome::Receipt(self.parse(&body)?)),
-            s => Err(api_error(s, &body)),
+            s => Err(match api_error(s, &body) {
+                ClientError::Api {
+                    status,
+                    code,
+                    message,
+                    ..
+                } => ClientError::Api {
+                    status,
+                    code,
+                    message,
+                    retry_after,
+                },
+                e => e,
+            }),
         }
     }
 
@@ -660,6 +696,7 @@ pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             status: status.as_u16(),
             code: e.code,
             message: e.error,
+            retry_after: None,
         },
         Err(_) => {
             let text = String::from_utf8_lossy(truncate(body, 300))
@@ -679,6 +716,7 @@ pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
                 status: status.as_u16(),
                 code,
                 message,
+                retry_after: None,
             }
         }
     }
@@ -912,6 +950,7 @@ mod tests {
                 status,
                 code,
                 message,
+                ..
             } => {
                 assert_eq!(
                     (status, code.as_str(), message.as_str()),

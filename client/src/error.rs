@@ -12,6 +12,8 @@ pub enum ClientError {
         status: u16,
         code: String,
         message: String,
+        /// How long the node asked the client to wait before retrying (`Retry-After`).
+        retry_after: Option<std::time::Duration>,
     },
     #[error("unexpected response from {url}: {message}")]
     BadResponse { url: String, message: String },
@@ -38,6 +40,14 @@ impl ClientError {
         }
     }
 
+    /// The wait a node asked for before a retry (its `Retry-After` header), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// HTTP status of an API error.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -58,7 +68,7 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } | ClientError::Timeout(_) => true,
             ClientError::Api { status, code, .. } => {
-                matches!(*status, 502..=504) || code == "no_leader" || code == "timeout"
+                matches!(*status, 429 | 502..=504) || code == "no_leader" || code == "timeout"
             }
             _ => false,
         }

@@ -2,7 +2,6 @@
 
 use crate::http::{error, json, Body};
 use crate::node::{JoinError, Joined, Node};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -70,15 +69,9 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
             }
         }
         (Method::POST, "v1/admin/channels") => {
-            let body = match Limited::new(req.into_body(), MAX_CONFIG).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "malformed",
-                        format!("cannot read body: {e}"),
-                    )
-                }
+            let body = match crate::http::read_body(req.into_body(), MAX_CONFIG).await {
+                Ok(b) => b,
+                Err(e) => return e.into_response(),
             };
             // A genesis configuration alone, or a genesis and the configuration in force.
             let (genesis, current) = match serde_json::from_slice::<JoinRequest>(&body) {

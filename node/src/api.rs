@@ -1,11 +1,13 @@
 //! The client API: JSON over HTTP/1.1 (see docs/api.md).
 
-use crate::channel::{Channel, SubmitFailure, MAX_QUEUED};
-use crate::http::{error, full, json, query_param, text, Body, Refusal};
+use crate::channel::{Channel, SubmitFailure, MAX_QUEUED, MAX_QUEUED_BYTES};
+use crate::http::{
+    error, full, json, query_param, read_body, retry_later, text, Body, BodyError, Refusal,
+};
 use crate::node::Node;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Limited, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::atomic::Ordering;
@@ -206,7 +208,19 @@ async fn channel_route(
                     "query parameter 'args' must be hex (the argument bytes)",
                 );
             };
-            match ledger.query(name, &function, &args, &reader) {
+            let (l, name) = (ledger.clone(), name.to_string());
+            let ran = node
+                .queries
+                .run(move || l.query(&name, &function, &args, &reader))
+                .await;
+            let Ok(result) = ran else {
+                return retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many chaincode queries running on this node; retry later",
+                );
+            };
+            match result {
                 Ok(Ok(r)) => json(StatusCode::OK, &r),
                 Ok(Err((code, reason))) => {
                     let status = match code {
@@ -308,24 +322,15 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
             .inc();
         error(reject_status(code), code.as_str(), msg)
     };
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let body = match read_body(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
             return reject(
                 RejectCode::TooLarge,
                 format!("transaction exceeds the channel's limit of {max} bytes"),
             );
         }
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("cannot read body: {e}"),
-            )
-        }
+        Err(e) => return e.into_response(),
     };
     let raw: Vec<u8> = if is_json {
         let parsed: Result<SubmitJson, _> = serde_json::from_slice(&body);
@@ -390,17 +395,19 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
         );
     }
     if chan.leader_id() == 0 {
-        return error(
+        return retry_later(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_leader",
             format!("channel {} has no leader yet; retry", ledger.name),
         );
     }
-    if chan.queued.load(Ordering::Relaxed) > MAX_QUEUED {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
+    if chan.queued.load(Ordering::Relaxed) > MAX_QUEUED
+        || chan.queued_bytes.load(Ordering::Relaxed) + raw.len() > MAX_QUEUED_BYTES
+    {
+        return retry_later(
+            StatusCode::TOO_MANY_REQUESTS,
             "busy",
-            "too many transactions queued; retry later",
+            "too many transactions queued on this node; retry later",
         );
     }
     let rx = match chan.submit(raw, id, &tx.signature, wait) {

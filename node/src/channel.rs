@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(100);
 const READY_SLACK: u64 = 64;
 /// Submissions queued but not yet proposed, beyond which new ones are refused (backpressure).
 pub const MAX_QUEUED: usize = 100_000;
+/// The same bound in bytes: 100,000 transactions of a megabyte would not fit in memory.
+pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
 const STALE: Duration = Duration::from_secs(120);
 
 pub enum Input {
@@ -91,6 +93,7 @@ pub struct Channel {
     /// again. Keyed by id and compared by signature bytes: only an identical copy is skipped.
     preverified: Mutex<HashMap<Hash, (Vec<u8>, Instant)>>,
     pub queued: AtomicUsize,
+    pub queued_bytes: AtomicUsize,
 }
 
 impl Channel {
@@ -227,8 +230,11 @@ impl Channel {
             .lock()
             .insert(id, (signature.to_vec(), now));
         self.queued.fetch_add(1, Ordering::Relaxed);
+        let bytes = raw.len();
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         if self.input.lock().send(Input::Submit { id, raw }).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             self.waiters.lock().remove(&id);
             return Err(SubmitFailure::ShuttingDown);
         }
@@ -313,6 +319,7 @@ pub fn start(
         arrivals: Mutex::new(HashMap::new()),
         preverified: Mutex::new(HashMap::new()),
         queued: AtomicUsize::new(0),
+        queued_bytes: AtomicUsize::new(0),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.
@@ -460,6 +467,10 @@ impl Worker {
     fn handle(&mut self, m: Input) -> bool {
         match m {
             Input::Raft(msg) => {
+                // Clamped first, so that a commit index beyond the log reaches neither Raft
+                // nor the readiness view.
+                let mut msg = *msg;
+                self.repair_lost_log(&mut msg);
                 if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
                     let mut v = self.chan.view.write();
                     match msg.msg_type {
@@ -476,8 +487,6 @@ impl Worker {
                         _ => {}
                     }
                 }
-                let mut msg = *msg;
-                self.repair_lost_log(&mut msg);
                 if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(channel = %self.ch, error = %e, "raft step");
                 }
@@ -485,6 +494,9 @@ impl Worker {
             }
             Input::Submit { id, raw } => {
                 self.chan.queued.fetch_sub(1, Ordering::Relaxed);
+                self.chan
+                    .queued_bytes
+                    .fetch_sub(raw.len(), Ordering::Relaxed);
                 if self.batch_started.is_none() {
                     self.batch_started = Some(Instant::now());
                 }

@@ -2,11 +2,19 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 use std::convert::Infallible;
+use std::time::Duration;
 use tally_protocol::api::ApiError;
+
+/// Time for a request's body to arrive once its header has: a client that sends part of a
+/// body and falls silent must not hold a handler forever.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a refusal for load or an election asks the client to wait, in seconds.
+pub const RETRY_AFTER_S: u64 = 1;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -31,6 +39,63 @@ pub fn error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response
             code: code.to_string(),
         },
     )
+}
+
+/// An error the client should retry after a pause: the answer carries `Retry-After`.
+pub fn retry_later(status: StatusCode, code: &str, msg: impl Into<String>) -> Response<Body> {
+    let mut r = error(status, code, msg);
+    r.headers_mut()
+        .insert(hyper::header::RETRY_AFTER, RETRY_AFTER_S.into());
+    r
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken(String),
+}
+
+impl BodyError {
+    /// 413, 408 or 400 with a message (callers with their own 413 handle `TooLarge` first).
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            BodyError::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body exceeds the limit",
+            ),
+            BodyError::Timeout => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            ),
+            BodyError::Broken(e) => error(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                format!("cannot read body: {e}"),
+            ),
+        }
+    }
+}
+
+/// Reads a request body of at most `limit` bytes within [`BODY_TIMEOUT`].
+pub async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(e)) => Err(BodyError::Broken(e.to_string())),
+    }
 }
 
 /// An API error not yet turned into a response: small enough to return in a `Result`.

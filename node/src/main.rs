@@ -3,7 +3,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tally_node::node::Node;
-use tally_node::server::{serve, Listeners};
+use tally_node::server::{serve, Listeners, ServeLimits};
 use tally_protocol::{ChannelConfig, Identity, TrustedCa};
 use tracing::{error, info};
 
@@ -51,6 +51,53 @@ struct Args {
     /// Do not fsync the Raft log (faster, loses acknowledged data on power loss). For tests.
     #[arg(long)]
     no_fsync: bool,
+    /// Client API connections open at once; more are closed as they arrive.
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Client API connections open at once from one client address.
+    #[arg(
+        long,
+        env = "TALLY_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 1024
+    )]
+    max_connections_per_address: usize,
+    /// Seconds a request's header may take to arrive (client and admin APIs), counted on a
+    /// kept-alive connection from the previous answer.
+    #[arg(long, env = "TALLY_HEADER_TIMEOUT_S", default_value_t = 30)]
+    header_timeout_s: u64,
+    /// Seconds a client or admin connection may sit idle (no request, no bytes) before the
+    /// node closes it.
+    #[arg(long, env = "TALLY_IDLE_TIMEOUT_S", default_value_t = 60)]
+    idle_timeout_s: u64,
+}
+
+impl Args {
+    fn limits(&self) -> ServeLimits {
+        let mut l = ServeLimits::default();
+        l.api.max_connections = self.max_connections;
+        l.api.max_per_address = self.max_connections_per_address;
+        for x in [&mut l.api, &mut l.admin] {
+            x.header_timeout = std::time::Duration::from_secs(self.header_timeout_s.max(1));
+            x.idle_timeout = std::time::Duration::from_secs(self.idle_timeout_s.max(1));
+        }
+        l
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: connections, RocksDB files and peers all
+/// take descriptors, and the listeners' own limits are meant to bind before this one.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn read(p: &PathBuf) -> anyhow::Result<String> {
@@ -60,6 +107,7 @@ fn read(p: &PathBuf) -> anyhow::Result<String> {
 fn main() {
     let args = Args::parse();
     init_logging(&args.log_format);
+    raise_file_limit();
     if let Err(e) = run(args) {
         error!("{e:#}");
         eprintln!("tally-node: {e:#}");
@@ -140,7 +188,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let listeners =
             Listeners::bind(args.listen_api, args.listen_peer, args.listen_admin).await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(serve(node.clone(), listeners, stop_rx));
+        let server = tokio::spawn(serve(node.clone(), listeners, args.limits(), stop_rx));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: stopping"),

@@ -3,16 +3,17 @@
 use crate::channel::{self, Channel, Env};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::peer_trust::{PeerCert, TrustMap};
 use crate::transport::Transport;
 use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::prelude::Message;
 use rocksdb::{Options, DB};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tally_protocol::identity::{CertInfo, TrustedCa};
+use tally_protocol::identity::TrustedCa;
 use tally_protocol::{ChannelConfig, Decode, Encode, Identity};
 use thiserror::Error;
 use tracing::{info, warn};
@@ -50,7 +51,11 @@ pub struct Node {
     /// The chaincode engine of every channel on this node: one compiled-module cache. Default
     /// limits, because every node of a channel must stop calls at the same place.
     pub engine: Arc<tally_runtime::Engine>,
+    /// Where chaincode queries run: off the async workers, a bounded number at once.
+    pub queries: crate::query_pool::QueryPool,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
+    /// The organization CAs of each channel, for binding peer certificates to Raft ids.
+    trust: RwLock<TrustMap>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     join_lock: Mutex<()>,
     /// Itself, for the channels' configuration callbacks.
@@ -110,7 +115,9 @@ impl Node {
             fsync,
             verifier,
             engine: Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default())),
+            queries: crate::query_pool::QueryPool::for_this_machine(),
             channels: RwLock::new(BTreeMap::new()),
+            trust: RwLock::new(TrustMap::default()),
             threads: Mutex::new(Vec::new()),
             join_lock: Mutex::new(()),
         });
@@ -248,25 +255,28 @@ impl Node {
         Ok(ch)
     }
 
-    /// Peers are trusted when their CA is a member of any channel this node serves.
+    /// Peers are trusted when their CA is a member of a channel this node serves, and for a
+    /// channel's messages only with that channel's CA for their organization.
     fn refresh_trust(&self) -> Result<(), JoinError> {
-        let mut cas: HashMap<Vec<u8>, ()> = HashMap::new();
-        for ch in self.channels.read().values() {
-            for (org, pem) in ch.member_cas() {
-                if let Ok(ca) = TrustedCa::from_pem(&org, &pem) {
-                    cas.insert(ca.der, ());
-                }
-            }
-        }
-        let list: Vec<Vec<u8>> = cas.into_keys().collect();
+        let mut trust = self.trust.write();
+        let channels: Vec<(String, Vec<(String, String)>)> = self
+            .channels
+            .read()
+            .values()
+            .map(|ch| (ch.ledger.name.clone(), ch.member_cas()))
+            .collect();
+        let next = TrustMap::build(&trust, channels);
         self.transport
-            .set_trust(&list)
-            .map_err(|e| JoinError::Invalid(e.to_string()))
+            .set_trust(&next)
+            .map_err(|e| JoinError::Invalid(e.to_string()))?;
+        *trust = next;
+        Ok(())
     }
 
-    /// Routes a Raft message from a peer to its channel, after checking that the sending node
-    /// belongs to the organization its certificate names.
-    pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &CertInfo) {
+    /// Routes a Raft message from a peer to its channel, after checking that the connection's
+    /// certificate is that of the node whose Raft id the message claims, issued by the
+    /// channel's CA for that node's organization.
+    pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &PeerCert) {
         let Some(ch) = self.channel(channel) else {
             return;
         };
@@ -274,13 +284,18 @@ impl Node {
             warn!(channel, "undecodable raft message from a peer");
             return;
         };
-        let allowed = ch.peer(msg.from).is_some_and(|n| n.org == sender.org);
-        if allowed {
-            ch.deliver(msg);
-        } else {
+        let Some(node) = ch.peer(msg.from) else {
             // A node that a configuration change removed keeps asking for votes until it is
             // stopped; that is expected and not worth a warning each time.
-            tracing::debug!(channel, from = msg.from, org = %sender.org, "raft message from a node not in the channel for that organization");
+            tracing::debug!(channel, from = msg.from, sender = %sender.info.common_name, "raft message from a node not in the channel");
+            return;
+        };
+        match self.trust.read().admit(channel, &node, sender) {
+            Ok(()) => ch.deliver(msg),
+            Err(why) if sender.first_refusal() => {
+                warn!(channel, "raft message refused: {why}")
+            }
+            Err(why) => tracing::debug!(channel, "raft message refused: {why}"),
         }
     }
 

@@ -1,18 +1,17 @@
 //! Listeners: client API (HTTP), admin API and peer transport (mutual TLS), and the orderly
 //! stop on SIGTERM.
 
+use crate::limits::AcceptBackoff;
+use crate::listener::{serve_http, Gate, Limits};
 use crate::node::Node;
 use crate::tls;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tally_protocol::identity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub struct Listeners {
     pub api: TcpListener,
@@ -39,40 +38,73 @@ impl Listeners {
     }
 }
 
+/// The bounds of the client and admin listeners.
+#[derive(Clone, Debug)]
+pub struct ServeLimits {
+    pub api: Limits,
+    pub admin: Limits,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        ServeLimits {
+            api: Limits::default(),
+            // Operators, not the public: a few connections suffice.
+            admin: Limits {
+                max_connections: 64,
+                max_per_address: 16,
+                ..Limits::default()
+            },
+        }
+    }
+}
+
 /// Serves until `stop` turns true.
 pub async fn serve(
     node: Arc<Node>,
     l: Listeners,
+    limits: ServeLimits,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let n = node.clone();
     let inbox: crate::transport::Inbox =
-        Arc::new(move |ch, bytes, info| n.deliver(ch, bytes, info));
+        Arc::new(move |ch, bytes, sender| n.deliver(ch, bytes, sender));
     let peer = tokio::spawn(node.transport.clone().serve(l.peer, inbox));
     let admin_cfg = tls::server_config(&node.identity, std::slice::from_ref(&node.org_ca.der))?;
     let admin = tokio::spawn(serve_admin(
         node.clone(),
         l.admin,
         TlsAcceptor::from(admin_cfg),
+        Gate::new(limits.admin),
     ));
     info!(api = %l.api.local_addr()?, "serving");
+    let gate = Gate::new(limits.api);
+    let mut accept_errors = AcceptBackoff::new("api");
     loop {
         tokio::select! {
             accepted = l.api.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, remote) = match accepted {
                     Ok(x) => x,
-                    Err(e) => { warn!(error = %e, "accept failed"); continue; }
+                    Err(e) => { accept_errors.failed(&e).await; continue; }
+                };
+                accept_errors.succeeded();
+                let admitted = match gate.admit(remote.ip()) {
+                    Ok(a) => a,
+                    Err(full) => {
+                        debug!(%remote, ?full, "client connection over the limit; closing");
+                        continue;
+                    }
                 };
                 let _ = stream.set_nodelay(true);
                 let node = node.clone();
+                let gate = gate.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let node = node.clone();
-                        async move { Ok::<_, std::convert::Infallible>(crate::api::handle(node, req).await) }
-                    });
-                    if let Err(e) = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc).await {
-                        debug!(error = %e, "client connection ended");
-                    }
+                    let _admitted = admitted;
+                    let ended = serve_http(stream, gate.limits(), move |req| {
+                        crate::api::handle(node.clone(), req)
+                    })
+                    .await;
+                    debug!(%remote, ?ended, "client connection ended");
                 });
             }
             _ = stop.changed() => break,
@@ -83,21 +115,45 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_admin(node: Arc<Node>, listener: TcpListener, acceptor: TlsAcceptor) {
+async fn serve_admin(
+    node: Arc<Node>,
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    gate: Arc<Gate>,
+) {
+    let mut accept_errors = AcceptBackoff::new("admin");
     loop {
-        let Ok((stream, remote)) = listener.accept().await else {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                accept_errors.failed(&e).await;
+                continue;
+            }
+        };
+        accept_errors.succeeded();
+        let Ok(admitted) = gate.admit(remote.ip()) else {
+            debug!(%remote, "admin connection over the limit; closing");
             continue;
         };
         let acceptor = acceptor.clone();
         let node = node.clone();
+        let gate = gate.clone();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(t) => t,
-                Err(e) => {
-                    debug!(%remote, error = %e, "admin TLS handshake failed");
-                    return;
-                }
-            };
+            let _admitted = admitted;
+            let limits = gate.limits();
+            let tls =
+                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        debug!(%remote, error = %e, "admin TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%remote, "admin TLS handshake timed out");
+                        return;
+                    }
+                };
+            // The verifier accepted only certificates from this node's own organization CA.
             let caller = tls
                 .get_ref()
                 .1
@@ -105,19 +161,11 @@ async fn serve_admin(node: Arc<Node>, listener: TcpListener, acceptor: TlsAccept
                 .and_then(|c| c.first())
                 .and_then(|c| identity::inspect(c.as_ref()).ok());
             let Some(caller) = caller else { return };
-            let svc = service_fn(move |req| {
-                let node = node.clone();
-                let caller = caller.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(crate::admin::handle(node, caller, req).await)
-                }
-            });
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
-                debug!(error = %e, "admin connection ended");
-            }
+            let ended = serve_http(tls, limits, move |req| {
+                crate::admin::handle(node.clone(), caller.clone(), req)
+            })
+            .await;
+            debug!(%remote, ?ended, "admin connection ended");
         });
     }
 }

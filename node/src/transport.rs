@@ -4,8 +4,14 @@
 //! bounded queue: Raft tolerates lost messages, so a slow or unreachable peer costs dropped
 //! messages (and a counter), never a blocked channel thread. Frames are
 //! `u32 length | u8 channel-name length | channel name | protobuf raft Message`.
+//!
+//! Every connection is bounded: a handshake, a frame that stops arriving and a write that
+//! does not drain each time out; an announced frame length costs memory only as its bytes
+//! arrive; TCP keepalive and `TCP_USER_TIMEOUT` notice a dead path within seconds, so a healed
+//! node is talked to again without waiting for TCP's backed-off retransmissions.
 
 use crate::metrics::Metrics;
+use crate::peer_trust::{self, Ca, PeerCert, TrustMap};
 use crate::tls;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::{Mutex, RwLock};
@@ -14,17 +20,35 @@ use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_protocol::identity::{self, CertInfo, Role};
 use tally_protocol::Identity;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
 /// Largest frame accepted; snapshots travel as one frame.
 pub const MAX_FRAME: usize = 512 * 1024 * 1024;
 const QUEUE: usize = 8192;
+/// Frames are read in pieces of at most this size, so memory follows the bytes received.
+const READ_CHUNK: usize = 256 * 1024;
+/// A TLS handshake must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A frame whose next bytes do not arrive within this time closes the connection.
+const FRAME_STALL: Duration = Duration::from_secs(30);
+/// A connection with no frame for this long is closed (the sender reconnects when it has
+/// something to say; heartbeats keep live Raft connections far busier than this).
+const IDLE: Duration = Duration::from_secs(300);
+/// A write to a peer that does not drain within this time drops the connection; it is redialled.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Inbound peer connections at once: a few per peer node is all Raft needs.
+pub const MAX_PEER_CONNECTIONS: usize = 256;
+/// Unacknowledged data or failed keepalives for this long mark a connection dead.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 pub fn frame(channel: &str, msg: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + channel.len() + msg.len());
@@ -36,13 +60,18 @@ pub fn frame(channel: &str, msg: &[u8]) -> Bytes {
 }
 
 /// Receives what peers send: (channel, raw message, sender's certificate).
-pub type Inbox = Arc<dyn Fn(&str, &[u8], &CertInfo) + Send + Sync>;
+pub type Inbox = Arc<dyn Fn(&str, &[u8], &PeerCert) + Send + Sync>;
+
+/// Organization CAs by organization name, as connections are checked against them.
+type OrgCas = Arc<RwLock<Arc<HashMap<String, Vec<Ca>>>>>;
 
 pub struct Transport {
     identity: Identity,
     /// Shared with the peer tasks, which read it at every (re)connect.
     client: Arc<RwLock<Option<Arc<ClientConfig>>>>,
     server: RwLock<Option<Arc<ServerConfig>>>,
+    orgs: OrgCas,
+    connections: Arc<Semaphore>,
     peers: Mutex<HashMap<String, mpsc::Sender<Bytes>>>,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
@@ -58,18 +87,23 @@ impl Transport {
             identity,
             client: Arc::new(RwLock::new(None)),
             server: RwLock::new(None),
+            orgs: Arc::new(RwLock::new(Arc::new(HashMap::new()))),
+            connections: Arc::new(Semaphore::new(MAX_PEER_CONNECTIONS)),
             peers: Mutex::new(HashMap::new()),
             runtime,
             metrics,
         }
     }
 
-    /// Trusts exactly these CA certificates (DER) for peers from now on.
-    pub fn set_trust(&self, cas: &[Vec<u8>]) -> Result<(), tls::TlsError> {
-        let c = tls::client_config(&self.identity, cas)?;
-        let s = tls::server_config(&self.identity, cas)?;
+    /// Trusts exactly these organization CAs for peers from now on: a peer's certificate must
+    /// be issued by the CA of the organization it names.
+    pub fn set_trust(&self, trust: &TrustMap) -> Result<(), tls::TlsError> {
+        let cas = trust.all_der();
+        let c = tls::client_config(&self.identity, &cas)?;
+        let s = tls::server_config(&self.identity, &cas)?;
         *self.client.write() = Some(c);
         *self.server.write() = Some(s);
+        *self.orgs.write() = Arc::new(trust.by_org());
         Ok(())
     }
 
@@ -82,8 +116,13 @@ impl Transport {
             let metrics = self.metrics.clone();
             // The peer's drop counter at zero from the first frame: a rate of 0, not no data.
             metrics.peer_dropped.with_label_values(&[&addr]);
-            self.runtime
-                .spawn(peer_loop(addr, rx, self.client.clone(), metrics));
+            self.runtime.spawn(peer_loop(
+                addr,
+                rx,
+                self.client.clone(),
+                self.orgs.clone(),
+                metrics,
+            ));
             tx
         });
         match tx.try_send(frame) {
@@ -96,78 +135,143 @@ impl Transport {
     }
 
     pub async fn serve(self: Arc<Self>, listener: TcpListener, inbox: Inbox) {
+        let mut accept_errors = crate::limits::AcceptBackoff::new("peer");
         loop {
             let (stream, remote) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(error = %e, "peer accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    accept_errors.failed(&e).await;
                     continue;
                 }
+            };
+            accept_errors.succeeded();
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                debug!(%remote, "too many peer connections; closing");
+                continue;
             };
             let Some(cfg) = self.server.read().clone() else {
                 debug!(%remote, "peer connection before any channel was joined; closing");
                 continue;
             };
             let inbox = inbox.clone();
+            let orgs = self.orgs.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_peer(stream, cfg, inbox).await {
-                    debug!(%remote, error = %e, "peer connection closed");
+                let _permit = permit;
+                match serve_peer(stream, cfg, orgs, inbox).await {
+                    Ok(()) => {}
+                    Err(PeerError::Refused(why)) => {
+                        warn!(%remote, "peer connection refused: {why}")
+                    }
+                    Err(PeerError::Io(e)) => debug!(%remote, error = %e, "peer connection closed"),
                 }
             });
         }
     }
 }
 
+/// Why a peer connection ended.
+#[derive(Debug)]
+enum PeerError {
+    /// The peer broke a rule (identity, frame size): worth a warning.
+    Refused(String),
+    /// The connection failed or timed out.
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for PeerError {
+    fn from(e: std::io::Error) -> Self {
+        PeerError::Io(e)
+    }
+}
+
+/// Keepalive probes and a bound on unacknowledged data, so that a dead path is noticed in
+/// seconds rather than after TCP's minutes of retransmissions.
+fn tune(stream: &TcpStream) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    sock.set_tcp_keepalive(&ka)?;
+    sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
+}
+
+fn peer_cert(der: Option<&rustls_pki_types::CertificateDer<'_>>) -> Result<PeerCert, PeerError> {
+    let der = der.ok_or_else(|| PeerError::Refused("peer presented no certificate".into()))?;
+    PeerCert::new(der.as_ref().to_vec()).map_err(|e| PeerError::Refused(e.to_string()))
+}
+
 async fn serve_peer(
     stream: TcpStream,
     cfg: Arc<ServerConfig>,
+    orgs: OrgCas,
     inbox: Inbox,
-) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut tls = TlsAcceptor::from(cfg).accept(stream).await?;
-    let info = {
-        let (_, conn) = tls.get_ref();
-        let der = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec())
-            .ok_or_else(|| std::io::Error::other("peer presented no certificate"))?;
-        identity::inspect(&der).map_err(std::io::Error::other)?
-    };
-    if info.role != Role::Node {
-        return Err(std::io::Error::other(format!(
-            "peer certificate has role {}, not node",
-            info.role
-        )));
-    }
+) -> Result<(), PeerError> {
+    tune(&stream)?;
+    let mut tls = timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(cfg).accept(stream))
+        .await
+        .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    let cert = peer_cert(tls.get_ref().1.peer_certificates().and_then(|c| c.first()))?;
+    let by_org = orgs.read().clone();
+    peer_trust::check_org(&cert, &by_org).map_err(PeerError::Refused)?;
     let mut buf = Vec::new();
     loop {
-        let len = match tls.read_u32().await {
-            Ok(n) => n as usize,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+        let len = match timeout(IDLE, tls.read_u32()).await {
+            Err(_) => return Err(std::io::Error::other("idle peer connection").into()),
+            Ok(Ok(n)) => n as usize,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e.into()),
         };
         if len == 0 || len > MAX_FRAME {
-            return Err(std::io::Error::other(format!("bad frame length {len}")));
+            return Err(PeerError::Refused(format!(
+                "frame of {len} bytes from {} (limit {MAX_FRAME}); closing the connection",
+                cert.info.common_name
+            )));
         }
-        buf.resize(len, 0);
-        tls.read_exact(&mut buf).await?;
+        read_body(&mut tls, len, &mut buf).await?;
         let n = buf[0] as usize;
         if 1 + n > len {
-            return Err(std::io::Error::other("bad channel name length"));
+            return Err(PeerError::Refused("bad channel name length".into()));
         }
         let Ok(channel) = std::str::from_utf8(&buf[1..1 + n]) else {
-            return Err(std::io::Error::other("channel name is not UTF-8"));
+            return Err(PeerError::Refused("channel name is not UTF-8".into()));
         };
-        inbox(channel, &buf[1 + n..], &info);
+        inbox(channel, &buf[1 + n..], &cert);
+        // A snapshot-sized buffer is not kept for the heartbeats that follow.
+        if buf.capacity() > 4 * READ_CHUNK {
+            buf = Vec::new();
+        }
     }
+}
+
+/// Reads `len` bytes into `buf`, growing it only as bytes arrive: a peer that announces a
+/// large frame and sends little costs little.
+async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    buf.clear();
+    while buf.len() < len {
+        let start = buf.len();
+        buf.resize(start + (len - start).min(READ_CHUNK), 0);
+        let got = timeout(FRAME_STALL, r.read(&mut buf[start..]))
+            .await
+            .map_err(|_| std::io::Error::other("peer frame stalled"))??;
+        if got == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.truncate(start + got);
+    }
+    Ok(())
 }
 
 async fn peer_loop(
     addr: String,
     mut rx: mpsc::Receiver<Bytes>,
     client_cfg: Arc<RwLock<Option<Arc<ClientConfig>>>>,
+    orgs: OrgCas,
     metrics: Arc<Metrics>,
 ) {
     let mut backoff = Duration::from_millis(50);
@@ -178,27 +282,35 @@ async fn peer_loop(
             }
             continue;
         };
-        match connect(&addr, client).await {
+        let by_org = orgs.read().clone();
+        match connect(&addr, client, &by_org).await {
             Ok(conn) => {
                 backoff = Duration::from_millis(50);
                 info!(peer = %addr, "connected to peer");
                 let mut w = BufWriter::with_capacity(256 * 1024, conn);
                 loop {
                     let Some(first) = rx.recv().await else { return };
-                    if let Err(e) = w.write_all(&first).await {
-                        debug!(peer = %addr, error = %e, "peer write failed");
-                        break;
-                    }
-                    // Coalesce whatever else is queued into the same flush.
-                    let mut ok = true;
-                    while let Ok(more) = rx.try_recv() {
-                        if w.write_all(&more).await.is_err() {
-                            ok = false;
+                    // A peer that stops reading (or a path that died) must not hold this
+                    // connection forever: give up and redial.
+                    let written = timeout(WRITE_TIMEOUT, async {
+                        w.write_all(&first).await?;
+                        // Coalesce whatever else is queued into the same flush.
+                        while let Ok(more) = rx.try_recv() {
+                            w.write_all(&more).await?;
+                        }
+                        w.flush().await
+                    })
+                    .await;
+                    match written {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            debug!(peer = %addr, error = %e, "peer write failed");
                             break;
                         }
-                    }
-                    if !ok || w.flush().await.is_err() {
-                        break;
+                        Err(_) => {
+                            warn!(peer = %addr, "peer write stalled; reconnecting");
+                            break;
+                        }
                     }
                 }
             }
@@ -225,19 +337,60 @@ async fn peer_loop(
 async fn connect(
     addr: &str,
     client: Arc<ClientConfig>,
+    by_org: &HashMap<String, Vec<Ca>>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
     // A name listed in the hosts file (`--hosts-file`) is dialled at its address there; TLS
     // below still verifies the certificate against the name itself.
     let target = crate::hosts::resolve(addr);
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(&target))
+    let stream = timeout(Duration::from_secs(2), TcpStream::connect(&target))
         .await
         .map_err(|_| std::io::Error::other("connect timed out"))??;
-    stream.set_nodelay(true)?;
+    tune(&stream)?;
     let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?,
     };
-    TlsConnector::from(client).connect(name, stream).await
+    let tls = timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(client).connect(name, stream),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
+    // The server, too, must hold a certificate from the CA of the organization it names.
+    let checked = match peer_cert(tls.get_ref().1.peer_certificates().and_then(|c| c.first())) {
+        Ok(cert) => peer_trust::check_org(&cert, by_org),
+        Err(PeerError::Refused(why)) => Err(why),
+        Err(PeerError::Io(e)) => return Err(e),
+    };
+    checked.map_err(|why| std::io::Error::other(format!("peer {addr} refused: {why}")))?;
+    Ok(tls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_announced_frame_costs_only_what_arrives() {
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        let writer = tokio::spawn(async move {
+            a.write_all(&[7u8; 1000]).await.expect("write");
+            drop(a);
+        });
+        let mut buf = Vec::new();
+        let r = read_body(&mut b, MAX_FRAME, &mut buf).await;
+        writer.await.expect("writer");
+        assert_eq!(
+            r.expect_err("the peer went away").kind(),
+            std::io::ErrorKind::UnexpectedEof
+        );
+        assert!(buf.capacity() <= 2 * READ_CHUNK, "{}", buf.capacity());
+
+        let (mut a, mut b) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move { a.write_all(&[1u8; 300_000]).await });
+        read_body(&mut b, 300_000, &mut buf).await.expect("read");
+        assert_eq!(buf.len(), 300_000);
+    }
 }

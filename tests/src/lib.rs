@@ -16,6 +16,7 @@
 //!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 
+pub mod adversary;
 pub mod operator;
 pub mod podrunner;
 
@@ -549,6 +550,7 @@ pub fn assert_client_api_error(case: &str, e: &ClientError, status: u16, code: &
             status: s,
             code: c,
             message,
+            ..
         } => {
             assert_eq!(
                 (*s, c.as_str()),

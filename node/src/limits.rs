@@ -1,0 +1,50 @@
+//! Bounds shared by the listeners: back-off when accepting fails.
+
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// Accept errors (out of file descriptors, above all) repeat at once if retried at once: each
+/// failure waits longer, up to a second, and is logged at most every ten seconds with the
+/// number of failures in between.
+pub struct AcceptBackoff {
+    listener: &'static str,
+    delay: Duration,
+    failures: u64,
+    logged: Option<Instant>,
+}
+
+const FIRST: Duration = Duration::from_millis(10);
+const MOST: Duration = Duration::from_secs(1);
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptBackoff {
+    pub fn new(listener: &'static str) -> AcceptBackoff {
+        AcceptBackoff {
+            listener,
+            delay: Duration::ZERO,
+            failures: 0,
+            logged: None,
+        }
+    }
+
+    /// Logs (sometimes) and waits before the next accept.
+    pub async fn failed(&mut self, e: &std::io::Error) {
+        self.failures += 1;
+        if self.logged.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            warn!(
+                listener = self.listener,
+                error = %e,
+                failures = self.failures,
+                "accept failed; backing off"
+            );
+            self.logged = Some(Instant::now());
+            self.failures = 0;
+        }
+        self.delay = (self.delay * 2).clamp(FIRST, MOST);
+        tokio::time::sleep(self.delay).await;
+    }
+
+    pub fn succeeded(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+}

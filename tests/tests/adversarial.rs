@@ -1,0 +1,460 @@
+//! Attacks on real tally-node processes, each by someone the threat model does not trust
+//! (docs/security.md): a member organization forging another's identity, an outsider, an
+//! insider flooding a listener. Each test starts its own cluster and checks that the attack is
+//! refused and the channel carries on. Shared tools live in tally_tests::adversary.
+
+use std::time::Duration;
+
+use tally_client::txs::{put, sign_writes};
+use tally_protocol::api::ChannelStatus;
+use tally_protocol::Role;
+use tally_tests::adversary::{
+    api_addr, file_limit, forge_node_identity, heartbeat, log_count, open_fds, read_until_closed,
+    rss_kib, set_file_limit, RoguePeer, MAX_FRAME,
+};
+use tally_tests::TestCluster;
+use tallyctl::local::LocalCluster;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const CH: &str = "alpha";
+/// Time for a node to act on what it was sent (not asserted: the checks after it are).
+const SETTLE: Duration = Duration::from_secs(3);
+
+async fn start(test: &str, channels: &[&str]) -> TestCluster {
+    start_with(test, channels, |_| {}).await
+}
+
+async fn start_with(
+    test: &str,
+    channels: &[&str],
+    tweak: impl FnOnce(&mut tallyctl::local::LocalClusterSpec),
+) -> TestCluster {
+    let c = TestCluster::start(test, 3, channels, tweak).await;
+    c.wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cluster not ready: {e}"));
+    c
+}
+
+/// The leader's name and its status.
+async fn leader(c: &LocalCluster, channel: &str) -> (String, ChannelStatus) {
+    for _ in 0..100 {
+        if let Some(name) = c.leader(channel).await {
+            if let Ok(s) = c.client(&name).status(channel).await {
+                return (name, s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("channel {channel} has no leader");
+}
+
+/// Commits one write through `node` (a plain put, signed by the node's organization client).
+async fn commit_one(c: &LocalCluster, node: &str, channel: &str, key: &str) {
+    let id = c.identity(&c.node_org(node), Role::Client);
+    let tx = sign_writes(&id, channel, vec![put(key, b"v")], false);
+    let r = c
+        .client(node)
+        .submit_wait(&tx)
+        .await
+        .unwrap_or_else(|e| panic!("write {key} through {node}: {e}"));
+    assert!(r.status.is_committed(), "write {key}: {:?}", r.status);
+}
+
+/// Checks that the leader and its term did not move since `before`.
+async fn assert_leader_unmoved(
+    c: &LocalCluster,
+    channel: &str,
+    before: &(String, ChannelStatus),
+    what: &str,
+) {
+    let after = leader(c, channel).await;
+    assert_eq!(
+        (&after.0, after.1.term),
+        (&before.0, before.1.term),
+        "{what}: the leader or its term moved (before {} in term {}, after {} in term {})",
+        before.0,
+        before.1.term,
+        after.0,
+        after.1.term
+    );
+}
+
+/// The two nodes other than `leader`.
+fn others(c: &LocalCluster, channel: &str, leader: &str) -> (String, String) {
+    let rest: Vec<String> = c
+        .channel_nodes(channel)
+        .into_iter()
+        .filter(|n| n != leader)
+        .collect();
+    (rest[0].clone(), rest[1].clone())
+}
+
+/// A member organization uses its own CA to issue a certificate that names another
+/// organization and that organization's node, and sends the leader a heartbeat in that node's
+/// name with a far higher term. The connection is refused and the term does not move; the
+/// same heartbeat with the real node's certificate does move it (so the attack would work if
+/// the check were missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_org_certificate_claiming_another_org_is_refused() {
+    let c = start("adv-forged-org", &[CH]).await;
+    let before = leader(&c, CH).await;
+    let (victim, attacker) = others(&c, CH, &before.0);
+    let victim_org = c.node_org(&victim);
+    let forged = forge_node_identity(&c, &c.node_org(&attacker), &victim_org, &victim);
+    assert_eq!(forged.info.org, victim_org);
+
+    let hb = heartbeat(
+        c.node_id(&victim),
+        before.1.node_id,
+        before.1.term + 1000,
+        0,
+    );
+    let mut rogue = RoguePeer::connect(&c, &before.0, &forged)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The write may or may not reach the node before it closes the connection.
+    let _ = rogue.send(CH, &hb).await;
+    assert!(
+        rogue.closed_within(Duration::from_secs(10)).await,
+        "the leader kept a connection with a forged certificate open"
+    );
+    tokio::time::sleep(SETTLE).await;
+    assert_leader_unmoved(&c, CH, &before, "forged organization").await;
+    assert!(
+        log_count(&c, &before.0, "peer connection refused") > 0,
+        "the leader did not log the refusal:\n{}",
+        c.log_tail(&before.0, 20)
+    );
+    commit_one(&c, &before.0, CH, "after-forged-org").await;
+
+    // The control: the victim's genuine certificate carries the same heartbeat through.
+    let genuine = c.node_identity(&victim).unwrap_or_else(|e| panic!("{e}"));
+    let mut real = RoguePeer::connect(&c, &before.0, &genuine)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    real.send(CH, &hb).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut moved = false;
+    for _ in 0..50 {
+        if let Ok(s) = c.client(&before.0).status(CH).await {
+            if s.term > before.1.term {
+                moved = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(moved, "the control heartbeat with the genuine certificate had no effect: the test's attack does not reach Raft");
+    c.assert_healthy();
+}
+
+/// A certificate genuinely issued by an organization's CA, for a node name that is not the
+/// node whose Raft id it claims, is refused per message; so is a leader's heartbeat whose
+/// commit index lies beyond the follower's log, which raft-rs would otherwise treat as fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn right_org_certificate_claiming_another_nodes_raft_id_is_refused() {
+    let c = start("adv-raft-id", &[CH]).await;
+    let before = leader(&c, CH).await;
+    let (victim, follower) = others(&c, CH, &before.0);
+    let org = c.node_org(&victim);
+    let intruder = forge_node_identity(&c, &org, &org, "intruder");
+    let mut rogue = RoguePeer::connect(&c, &before.0, &intruder)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hb = heartbeat(
+        c.node_id(&victim),
+        before.1.node_id,
+        before.1.term + 1000,
+        0,
+    );
+    rogue.send(CH, &hb).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(SETTLE).await;
+    assert_leader_unmoved(&c, CH, &before, "another node's Raft id").await;
+    assert!(
+        log_count(&c, &before.0, "raft message refused") > 0,
+        "the leader did not log the refusal:\n{}",
+        c.log_tail(&before.0, 20)
+    );
+
+    // The leader's own certificate, in its own term, announcing a commit index far beyond
+    // what the follower holds.
+    let leader_id = c.node_identity(&before.0).unwrap_or_else(|e| panic!("{e}"));
+    let mut insider = RoguePeer::connect(&c, &follower, &leader_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let beyond = heartbeat(
+        before.1.node_id,
+        c.node_id(&follower),
+        before.1.term,
+        1 << 40,
+    );
+    insider
+        .send(CH, &beyond)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(SETTLE).await;
+    c.assert_healthy();
+    commit_one(&c, &follower, CH, "after-commit-beyond-log").await;
+    // Nor does the follower wait forever for a commit index nobody will reach.
+    c.wait_node_ready(&follower, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{follower} after a commit index beyond its log: {e}"));
+}
+
+/// A node that serves a channel's members but is not one of its nodes cannot speak for the
+/// channel, neither under its own Raft id nor under a channel node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_channel_is_refused() {
+    const BETA: &str = "beta";
+    let c = start_with("adv-outsider", &[CH, BETA], |spec| {
+        let two: Vec<String> = spec.peers[..2].iter().map(|p| p.name.clone()).collect();
+        if let Some(ch) = spec.channel_mut(BETA) {
+            ch.consenters = two;
+        }
+    })
+    .await;
+    let members = c.channel_nodes(BETA);
+    assert_eq!(members.len(), 2, "beta should have two nodes: {members:?}");
+    let outsider = c
+        .node_names()
+        .into_iter()
+        .find(|n| !members.contains(n))
+        .expect("a node outside beta");
+    let before = leader(&c, BETA).await;
+    let own = c.node_identity(&outsider).unwrap_or_else(|e| panic!("{e}"));
+    let mut peer = RoguePeer::connect(&c, &before.0, &own)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let term = before.1.term + 1000;
+    let other_member = members
+        .iter()
+        .find(|n| **n != before.0)
+        .expect("a second member");
+    for from in [c.node_id(&outsider), c.node_id(other_member)] {
+        peer.send(BETA, &heartbeat(from, before.1.node_id, term, 0))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    tokio::time::sleep(SETTLE).await;
+    assert_leader_unmoved(&c, BETA, &before, "a node outside the channel").await;
+    commit_one(&c, &before.0, BETA, "after-outsider").await;
+    c.assert_healthy();
+}
+
+/// Frames announced at the limit cost memory only as their bytes arrive; a frame over the
+/// limit closes its connection with a log line. Each connection holds a genuine node
+/// certificate: this is what an insider can do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_close_the_connection_without_costing_memory() {
+    let c = start("adv-frames", &[CH]).await;
+    let (target, _) = leader(&c, CH).await;
+    let (insider, _) = others(&c, CH, &target);
+    let id = c.node_identity(&insider).unwrap_or_else(|e| panic!("{e}"));
+    let pid = c.pid(&target).expect("the target runs");
+    let rss_before = rss_kib(pid);
+
+    let limit = MAX_FRAME;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut p = RoguePeer::connect(&c, &target, &id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut start = limit.to_be_bytes().to_vec();
+        start.extend_from_slice(&[0u8; 1024]);
+        p.send_raw(&start).await.unwrap_or_else(|e| panic!("{e}"));
+        held.push(p);
+    }
+    let mut over = RoguePeer::connect(&c, &target, &id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    over.send_raw(&(limit + 1).to_be_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        over.closed_within(Duration::from_secs(10)).await,
+        "a frame over the limit did not close its connection"
+    );
+    tokio::time::sleep(SETTLE).await;
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 100 * 1024,
+        "four frames announced at {limit} bytes grew the node from {rss_before} KiB to {rss_after} KiB"
+    );
+    assert!(
+        log_count(&c, &target, &format!("frame of {} bytes", limit as u64 + 1)) > 0,
+        "the oversized frame was not logged:\n{}",
+        c.log_tail(&target, 20)
+    );
+    commit_one(&c, &target, CH, "after-frames").await;
+    drop(held);
+    c.assert_healthy();
+}
+
+/// 200 connections that never finish a request (idle, header trickled then silent, a short
+/// body then silence) are closed by the node's timeouts, while plain writes keep committing
+/// through the same node and its leadership holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_and_writes_continue() {
+    let c = start("adv-slow-conns", &[CH]).await;
+    let before = leader(&c, CH).await;
+    let addr = api_addr(&c, &before.0);
+    let mut idle = Vec::new();
+    let mut slow_header = Vec::new();
+    let mut short_body = Vec::new();
+    for i in 0..200 {
+        let mut s = TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+        match i % 3 {
+            0 => idle.push(s),
+            1 => {
+                s.write_all(b"GET /v1/channels HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                slow_header.push(s);
+            }
+            _ => {
+                let head = format!(
+                    "POST /v1/channels/{CH}/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
+                );
+                s.write_all(head.as_bytes())
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                s.write_all(&[0u8; 10])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                short_body.push(s);
+            }
+        }
+    }
+    for i in 0..20 {
+        commit_one(&c, &before.0, CH, &format!("during-slow-{i}")).await;
+    }
+    // The node's timeouts: 10 s for a header, 30 s for a body, 60 s idle; generous margins.
+    let wait = Duration::from_secs(90);
+    let checks = idle
+        .into_iter()
+        .map(|s| (s, "idle"))
+        .chain(slow_header.into_iter().map(|s| (s, "slow header")))
+        .chain(short_body.into_iter().map(|s| (s, "short body")))
+        .map(|(mut s, kind)| async move {
+            let (got, closed) = read_until_closed(&mut s, wait).await;
+            (kind, got, closed)
+        });
+    let results = futures_util::future::join_all(checks).await;
+    for (kind, got, closed) in &results {
+        assert!(closed, "a {kind} connection was still open after {wait:?}");
+        if *kind == "short body" {
+            let text = String::from_utf8_lossy(got);
+            assert!(
+                text.starts_with("HTTP/1.1 408"),
+                "a short body then silence got {text:?}, not 408"
+            );
+        }
+    }
+    assert_leader_unmoved(&c, CH, &before, "slow connections").await;
+    commit_one(&c, &before.0, CH, "after-slow").await;
+    c.assert_healthy();
+}
+
+/// A body over the channel's transaction limit is refused with 413 and a message, whether
+/// its length is announced or streamed; announcing gigabytes costs the node nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_without_costing_memory() {
+    let c = start("adv-bodies", &[CH]).await;
+    let (target, _) = leader(&c, CH).await;
+    let addr = api_addr(&c, &target);
+    let pid = c.pid(&target).expect("the target runs");
+    let rss_before = rss_kib(pid);
+    let url = format!("{}/v1/channels/{CH}/transactions", c.api_url(&target));
+    let max = c.config(CH).max_tx_bytes as usize;
+    let (status, body) = tally_tests::http::request(
+        "POST",
+        &url,
+        Some("application/octet-stream"),
+        vec![0u8; max + 1],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    tally_tests::assert_api_error(
+        "a body one byte over the limit",
+        (status, &body),
+        413,
+        "too_large",
+    );
+
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        let mut s = TcpStream::connect(&addr)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let head = format!(
+            "POST /v1/channels/{CH}/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            4u64 << 30
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Past the limit, then the node answers; later writes may fail once it has closed.
+        let chunk = vec![7u8; 256 * 1024];
+        for _ in 0..(max / chunk.len() + 2) {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        streams.push(s);
+    }
+    for mut s in streams {
+        let (got, _) = read_until_closed(&mut s, Duration::from_secs(20)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 413"),
+            "a 4 GiB announced body got {text:?}"
+        );
+    }
+    let rss_after = rss_kib(pid);
+    assert!(
+        rss_after < rss_before + 100 * 1024,
+        "oversized bodies grew the node from {rss_before} KiB to {rss_after} KiB"
+    );
+    commit_one(&c, &target, CH, "after-bodies").await;
+    c.assert_healthy();
+}
+
+/// When the node runs out of file descriptors, accepting fails; it backs off instead of
+/// retrying at once (which logged millions of lines), and serves again once descriptors free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
+    let c = start("adv-emfile", &[CH]).await;
+    let (target, _) = leader(&c, CH).await;
+    let (other, _) = others(&c, CH, &target);
+    let addr = api_addr(&c, &other);
+    let pid = c.pid(&other).expect("the node runs");
+    let before = log_count(&c, &other, "accept failed");
+    let (soft, _) = file_limit(pid);
+    set_file_limit(pid, open_fds(pid) as u64 + 50);
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        // Once the listen backlog is full, a connect waits for SYN retries: stop there.
+        match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let lines = log_count(&c, &other, "accept failed") - before;
+    let n = held.len();
+    drop(held);
+    set_file_limit(pid, soft);
+    assert!(
+        lines > 0,
+        "the node never ran out of descriptors ({n} connections held): the test did not test"
+    );
+    assert!(
+        lines <= 10,
+        "the accept loop logged {lines} failures in 10 s: it spins instead of backing off"
+    );
+    commit_one(&c, &other, CH, "after-emfile").await;
+    c.assert_healthy();
+}

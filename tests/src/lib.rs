@@ -16,6 +16,7 @@
 //!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 
+pub mod browser;
 pub mod operator;
 pub mod podrunner;
 
@@ -68,6 +69,28 @@ pub fn tallyctl_bin() -> PathBuf {
     )
 }
 
+/// The tally-console executable: `TALLY_CONSOLE_BIN`, else found as [`node_bin`] finds
+/// tally-node.
+///
+/// # Panics
+/// With a hint to build it when none is found.
+pub fn console_bin() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    workspace_bin(
+        "tally-console",
+        "TALLY_CONSOLE_BIN",
+        "tally-console",
+        &[
+            "console/src",
+            "console/src/pages",
+            "console/assets",
+            "client/src",
+            "protocol/src",
+        ],
+        &ONCE,
+    )
+}
+
 /// An executable of the workspace: `$env`, else the one cargo built next to this test binary,
 /// else under `$CARGO_TARGET_DIR` or the workspace's `target/`. Warns once (through `once`)
 /// when a file in `sources` changed after it was built: the suites would test old code.
@@ -106,7 +129,7 @@ fn workspace_bin(
     }
     panic!(
         "the {name} executable was not found (looked at {}).\n\
-         Build it first: `cargo build -p tally-node -p tally-client`, or set {env}.",
+         Build it first: `cargo build -p tally-node -p tally-client -p tally-console`, or set {env}.",
         candidates
             .iter()
             .map(|c| c.display().to_string())

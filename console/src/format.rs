@@ -36,29 +36,29 @@ pub fn cert_not_after(pem: &str) -> Option<i64> {
     Some(cert.validity().not_after.timestamp())
 }
 
-/// An expiry date with how far away it is, classed `ok`, `warn` (under 30 days) or `bad`.
-pub fn expiry(not_after_s: i64, now_s: i64) -> (String, &'static str) {
-    let days = (not_after_s - now_s).div_euclid(86_400);
-    let class = match days {
-        d if d < 0 => "bad",
-        d if d < 30 => "warn",
-        _ => "ok",
-    };
-    let when = if days < 0 {
-        format!("expired {}", date_s(not_after_s))
-    } else {
-        format!("{} (in {days} days)", date_s(not_after_s))
-    };
-    (when, class)
+/// An expiry: the date, how far away it is, and a class: `ok`, `warn` (under 30 days) or
+/// `bad` (expired).
+pub struct Expiry {
+    pub date: String,
+    pub distance: String,
+    pub class: &'static str,
 }
 
-/// Bytes as text when they are printable UTF-8, else `0x` and hex; cut at `max` characters.
-pub fn bytes(b: &[u8], max: usize) -> String {
-    let s = match std::str::from_utf8(b) {
-        Ok(t) if !t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => t.to_string(),
-        _ => format!("0x{}", hex::encode(b)),
-    };
-    cut(&s, max)
+pub fn expiry(not_after_s: i64, now_s: i64) -> Expiry {
+    let days = (not_after_s - now_s).div_euclid(86_400);
+    Expiry {
+        date: date_s(not_after_s),
+        distance: if days < 0 {
+            format!("expired {} days ago", -days)
+        } else {
+            format!("in {days} days")
+        },
+        class: match days {
+            d if d < 0 => "bad",
+            d if d < 30 => "warn",
+            _ => "ok",
+        },
+    }
 }
 
 /// A stored value or a call's result for reading: JSON pretty-printed, text as it is, a record
@@ -81,6 +81,15 @@ pub fn value(b: &[u8], max: usize) -> String {
         return cut(&format!("({})", args(b)), max);
     }
     bytes(b, max)
+}
+
+/// Bytes as text when they are printable UTF-8, else `0x` and hex; cut at `max` characters.
+pub fn bytes(b: &[u8], max: usize) -> String {
+    let s = match std::str::from_utf8(b) {
+        Ok(t) if !t.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => t.to_string(),
+        _ => format!("0x{}", hex::encode(b)),
+    };
+    cut(&s, max)
 }
 
 /// `s` cut to `max` characters with an ellipsis.

@@ -179,6 +179,22 @@ pub fn pill(class: &str, text: &str) -> String {
     format!("<span class=\"pill {}\">{}</span>", esc(class), esc(text))
 }
 
+/// A certificate's expiry as a label: the date, with the distance shown when it is near and
+/// in the tooltip always.
+pub fn expiry(e: &crate::format::Expiry) -> String {
+    let text = if e.class == "ok" {
+        e.date.clone()
+    } else {
+        format!("{} ({})", e.date, e.distance)
+    };
+    format!(
+        "<span class=\"pill {}\" title=\"{}\">{}</span>",
+        esc(e.class),
+        esc(&e.distance),
+        esc(&text)
+    )
+}
+
 /// A definition list from label/HTML pairs.
 pub fn facts(rows: &[(&str, String)]) -> String {
     let mut h = String::from("<dl class=\"facts\">");

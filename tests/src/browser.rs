@@ -46,13 +46,15 @@ impl Browser {
             .tempdir()
             .expect("a temporary profile folder");
         let port = crate::free_loopback_port();
-        let driver = Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+        let driver = crate::die_with_parent(
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
         let base = format!("http://127.0.0.1:{port}");
         let mut b = Browser {
             driver,
@@ -228,9 +230,11 @@ impl Browser {
     pub async fn screenshot(&self, full: bool) -> Vec<u8> {
         use base64::Engine;
         if full {
+            // The page's height, plus what the browser itself takes of the window.
             let h = self
                 .exec(
-                    "return Math.min(document.documentElement.scrollHeight, 4000);",
+                    "return Math.min(document.documentElement.scrollHeight, 4000) \
+                     + Math.max(window.outerHeight - window.innerHeight, 0);",
                     vec![],
                 )
                 .await

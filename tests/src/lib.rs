@@ -1148,10 +1148,22 @@ fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Makes the process `cmd` starts get SIGKILL when the thread that started it dies, so that a
+/// killed test binary leaves nothing running.
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 /// Starts `bin` with stdout and stderr in `log`; the child gets SIGKILL when the thread that
 /// started it dies.
 fn spawn_logged(bin: &Path, args: &[String], log: &Path) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).expect("create log file");
     let err = out.try_clone().expect("clone log file");
     let mut cmd = std::process::Command::new(bin);
@@ -1159,14 +1171,8 @@ fn spawn_logged(bin: &Path, args: &[String], log: &Path) -> std::process::Child 
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
+    die_with_parent(&mut cmd)
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 

@@ -35,7 +35,7 @@ use tally_client::Client;
 use tally_protocol::merkle;
 use tally_protocol::{Hash, InitCall, Receipt, Role};
 use tally_tests::browser::Browser;
-use tally_tests::{console_bin, http, submit_retry, TestCluster};
+use tally_tests::{console_bin, die_with_parent, http, submit_retry, TestCluster};
 
 const MAIN: &str = "main";
 const PRIVATE: &str = "private";
@@ -65,13 +65,15 @@ struct Console {
 
 impl Console {
     fn start(args: &[&str]) -> Console {
-        let mut child = Command::new(console_bin())
-            .args(args)
-            .env("TALLY_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("tally-console starts");
+        let mut child = die_with_parent(
+            Command::new(console_bin())
+                .args(args)
+                .env("TALLY_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit()),
+        )
+        .spawn()
+        .expect("tally-console starts");
         let out = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(out)
@@ -211,7 +213,7 @@ impl Scenario {
     }
 
     /// The console for org3, reading from its own node first, on a free loopback port.
-    fn console(&self) -> Console {
+    fn console(&self, title: &str) -> Console {
         let identity = self.tc.dir().join("orgs/org3/clients/client");
         Console::start(&[
             "--node",
@@ -221,7 +223,7 @@ impl Scenario {
             "--listen",
             "127.0.0.1:0",
             "--title",
-            "console suite",
+            title,
         ])
     }
 }
@@ -330,7 +332,7 @@ async fn same_hashes_as_rust(b: &Browser, s: &Scenario) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_a_real_browser() {
     let s = Scenario::start("console").await;
-    let console = s.console();
+    let console = s.console("console suite");
     let b = Browser::start().await;
 
     // ---- the page's hashing is tally-protocol's ----------------------------------------------
@@ -558,7 +560,7 @@ async fn screenshots() {
         )
         .await;
     }
-    let console = s.console();
+    let console = s.console("Example consortium");
     let b = Browser::start().await;
     let out = repo().join("docs/images");
     let shot = |name: &'static str, png: Vec<u8>| {
@@ -811,3 +813,4 @@ async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, head)
 }
+

@@ -53,7 +53,7 @@ pub async fn page(app: &App, ch: &str, n: u64) -> Result<Reply, ConsoleError> {
     if n > 0 {
         w!(
             h,
-            "<a href=\"{}\">← block {}</a> ",
+            "<a href=\"{}\">← block {}</a> · ",
             esc(&html::block_href(ch, n - 1)),
             n - 1
         );

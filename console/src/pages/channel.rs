@@ -112,10 +112,7 @@ fn members(c: &ChannelConfig) -> String {
             roles.push("administer");
         }
         let ca = match format::cert_not_after(&m.ca_pem) {
-            Some(t) => {
-                let (when, class) = format::expiry(t, now);
-                html::pill(class, &when)
-            }
+            Some(t) => html::expiry(&format::expiry(t, now)),
             None => html::pill("bad", "unreadable"),
         };
         w!(

@@ -126,10 +126,7 @@ pub async fn page(app: &App) -> Reply {
     );
     for (n, expiry) in nodes.values().zip(&expiries) {
         let cert = match expiry {
-            Some(t) => {
-                let (when, class) = format::expiry(*t, now);
-                html::pill(class, &when)
-            }
+            Some(t) => html::expiry(&format::expiry(*t, now)),
             None => "<span class=\"muted\">unknown</span>".into(),
         };
         for (i, (ch, seat)) in n.seats.iter().enumerate() {
@@ -203,10 +200,7 @@ pub async fn page(app: &App) -> Reply {
     for (org, (ca, chans)) in &orgs {
         let n_nodes = nodes.values().filter(|n| n.org == *org).count();
         let ca = match ca {
-            Some(t) => {
-                let (when, class) = format::expiry(*t, now);
-                html::pill(class, &when)
-            }
+            Some(t) => html::expiry(&format::expiry(*t, now)),
             None => html::pill("bad", "unreadable"),
         };
         w!(
@@ -220,14 +214,14 @@ pub async fn page(app: &App) -> Reply {
     }
     h.push_str("</tbody></table>");
     let me = &app.ledger.identity().info;
-    let (when, class) = format::expiry(me.not_after, now);
+    let mine = html::expiry(&format::expiry(me.not_after, now));
     w!(
         h,
         "<p class=\"muted\">This console reads as <strong>{}/{}</strong> ({}); its certificate expires {}.</p></section>",
         esc(&me.org),
         esc(&me.common_name),
         esc(me.role.as_str()),
-        html::pill(class, &when)
+        mine
     );
     Reply::Page(Page::new("consortium", h))
 }

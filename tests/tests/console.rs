@@ -462,6 +462,12 @@ async fn console_in_a_real_browser() {
         .await
         .expect("GET live");
     assert_eq!(status, 403, "no live stream of a refused channel");
+    let (status, head) = raw(&console.at("/search?q=1&channel=private"), "GET", "", "").await;
+    assert_eq!(status, 303, "{head}");
+    assert!(
+        head.contains("location: /channels/main/blocks/1"),
+        "a search scoped to a refused channel looks in the readable ones: {head}"
+    );
 
     // ---- a receivable's trace --------------------------------------------------------------------
     b.goto(&console.at("/channels/main/chaincodes/receivables/trace?id=R1-a"))
@@ -813,4 +819,3 @@ async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, String) {
         .unwrap_or(0);
     (status, head)
 }
-

@@ -36,10 +36,12 @@ pub fn classify(q: &str) -> Option<Wanted> {
 pub async fn page(app: &App, q: &str, channel: Option<&str>) -> Result<Reply, ConsoleError> {
     let topo = app.ledger.topology().await;
     let mut channels: Vec<String> = topo.readable().map(|(c, _)| c.clone()).collect();
-    if let Some(ch) = channel {
-        channels.retain(|c| c != ch);
-        channels.insert(0, ch.to_string());
+    // The channel the search came from goes first, if the organization reads it at all.
+    if let Some(pos) = channel.and_then(|ch| channels.iter().position(|c| c == ch)) {
+        let ch = channels.remove(pos);
+        channels.insert(0, ch);
     }
+    let channel = channel.filter(|ch| channels.first().is_some_and(|c| c == ch));
     let Some(wanted) = classify(q) else {
         return Ok(results(
             q,

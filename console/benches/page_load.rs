@@ -93,14 +93,17 @@ async fn cluster(dir: &std::path::Path) -> LocalCluster {
         .expect("start the consortium")
 }
 
-/// Writes until the channel has `blocks` blocks.
-async fn fill(c: &LocalCluster, a: &Args) {
-    let height = c
-        .client("node1")
+async fn channel_height(c: &LocalCluster) -> u64 {
+    c.client("node1")
         .status(CHANNEL)
         .await
         .expect("status")
-        .height;
+        .height
+}
+
+/// Writes until the channel has `blocks` blocks.
+async fn fill(c: &LocalCluster, a: &Args) {
+    let height = channel_height(c).await;
     if height >= a.blocks {
         eprintln!("==> channel {CHANNEL} has {height} blocks already");
         return;
@@ -148,12 +151,7 @@ async fn fill(c: &LocalCluster, a: &Args) {
     for t in tasks {
         t.await.expect("a writer");
     }
-    let height = c
-        .client("node1")
-        .status(CHANNEL)
-        .await
-        .expect("status")
-        .height;
+    let height = channel_height(c).await;
     eprintln!(
         "==> height {height} after {:.0} s",
         started.elapsed().as_secs_f64()

@@ -502,18 +502,7 @@ async fn console_in_a_real_browser() {
     // ---- a dropped document is found anchored, with a verified proof ----------------------------
     b.goto(&console.at("/channels/main/chaincodes/notary/notary"))
         .await;
-    b.exec(
-        "var dt = new DataTransfer(); dt.items.add(new File([new Uint8Array(arguments[0])], 'deed.txt'));\
-         document.getElementById('dropzone').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));\
-         return null;",
-        vec![json!(s.document)],
-    )
-    .await;
-    let verified = b
-        .wait("the notary proof verdict", SEEN, || async {
-            b.attr("#notary-proof #proof-status", "data-verified").await
-        })
-        .await;
+    let verified = drop_file(&b, "deed.txt", &s.document).await;
     assert_eq!(verified, "true");
     assert_eq!(
         b.attr("#file-hash", "data-hash").await.as_deref(),
@@ -549,6 +538,22 @@ async fn console_in_a_real_browser() {
     );
 
     s.tc.assert_healthy();
+}
+
+/// Drops a file with `bytes` on the notary page's drop zone, as a user's drag would; waits for
+/// the proof's verdict and returns it.
+async fn drop_file(b: &Browser, name: &str, bytes: &[u8]) -> String {
+    b.exec(
+        "var dt = new DataTransfer(); dt.items.add(new File([new Uint8Array(arguments[0])], arguments[1]));\
+         document.getElementById('dropzone').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));\
+         return null;",
+        vec![json!(bytes), json!(name)],
+    )
+    .await;
+    b.wait("the notary proof verdict", SEEN, || async {
+        b.attr("#notary-proof #proof-status", "data-verified").await
+    })
+    .await
 }
 
 /// Screenshots of the main pages for the README and docs/console.md.
@@ -601,17 +606,7 @@ async fn screenshots() {
     shot("console-trace.png", b.screenshot(true).await);
     b.goto(&console.at("/channels/main/chaincodes/notary/notary"))
         .await;
-    b.exec(
-        "var dt = new DataTransfer(); dt.items.add(new File([new Uint8Array(arguments[0])], 'deed-parcel-42.txt'));\
-         document.getElementById('dropzone').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));\
-         return null;",
-        vec![json!(s.document)],
-    )
-    .await;
-    b.wait("notary verdict", SEEN, || async {
-        b.attr("#notary-proof #proof-status", "data-verified").await
-    })
-    .await;
+    drop_file(&b, "deed-parcel-42.txt", &s.document).await;
     shot("console-notary.png", b.screenshot(true).await);
     b.goto(&console.at("/channels/main/chaincodes")).await;
     shot("console-chaincodes.png", b.screenshot(true).await);
@@ -633,16 +628,16 @@ async fn console_auth_refuses_strangers() {
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{token}\n")).expect("write the token");
     let id_arg = id_dir.display().to_string();
-    let console = Console::start(&[
+    let on_loopback = [
         "--node",
         "http://127.0.0.1:1",
         "--identity",
         &id_arg,
         "--listen",
         "127.0.0.1:0",
-        "--token-file",
-        &token_file.display().to_string(),
-    ]);
+    ];
+    let token_arg = token_file.display().to_string();
+    let console = Console::start(&[&on_loopback[..], &["--token-file", &token_arg]].concat());
     let get = |path: &str, headers: Vec<(&'static str, String)>| {
         let url = console.at(path);
         async move {
@@ -729,31 +724,23 @@ async fn console_auth_refuses_strangers() {
     drop(console);
 
     // Without a token: loopback only, and only under loopback names.
-    let open = Console::start(&[
-        "--node",
-        "http://127.0.0.1:1",
-        "--identity",
-        &id_arg,
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    let open = Console::start(&on_loopback);
     assert_eq!(get_host(&open.at("/healthz"), "127.0.0.1").await, 200);
     assert_eq!(
         get_host(&open.at("/"), "evil.example").await,
         421,
         "DNS rebinding"
     );
-    let out = Command::new(console_bin())
-        .args([
-            "--node",
-            "http://127.0.0.1:1",
-            "--identity",
-            &id_arg,
-            "--listen",
-            "0.0.0.0:0",
-        ])
-        .output()
-        .expect("tally-console runs");
+    // Off loopback, tally-console refuses to start without a token, or with a guessable one.
+    let off_loopback = |extra: &[String]| {
+        Command::new(console_bin())
+            .args(["--node", "http://127.0.0.1:1", "--identity", &id_arg])
+            .args(["--listen", "0.0.0.0:0"])
+            .args(extra)
+            .output()
+            .expect("tally-console runs")
+    };
+    let out = off_loopback(&[]);
     assert!(
         !out.status.success(),
         "an open port with an identity behind it"
@@ -762,19 +749,9 @@ async fn console_auth_refuses_strangers() {
     assert!(err.contains("refusing to serve"), "{err}");
     let short = dir.path().join("short");
     std::fs::write(&short, "1234").expect("write");
-    let out = Command::new(console_bin())
-        .args([
-            "--node",
-            "http://127.0.0.1:1",
-            "--identity",
-            &id_arg,
-            "--listen",
-            "0.0.0.0:0",
-        ])
-        .arg("--token-file")
-        .arg(&short)
-        .output()
-        .expect("tally-console runs");
+    let out = off_loopback(&["--token-file".into(), short.display().to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at least 16"), "{err}");
     assert!(!out.status.success(), "a guessable token is refused");
 }
 

@@ -40,6 +40,17 @@ pub fn views_of(ch: &str, c: &ChaincodeInfo) -> Vec<(&'static str, String)> {
     v
 }
 
+/// The crumbs of a view: the channel's chaincodes, then the view.
+fn crumbs(ch: &str, view: &str) -> [(String, String); 2] {
+    [
+        (
+            "chaincodes".into(),
+            format!("/channels/{}/chaincodes", html::enc(ch)),
+        ),
+        (view.to_string(), String::new()),
+    ]
+}
+
 /// Runs a read-only function of the chaincode as the organization; its result as JSON.
 async fn query(
     app: &App,
@@ -90,13 +101,7 @@ pub async fn trace(app: &App, ch: &str, cc: &str, id: Option<&str>) -> Result<Re
     Ok(Reply::Page(Page::in_channel(
         ch,
         "receivable trace",
-        &[
-            (
-                "chaincodes".into(),
-                format!("/channels/{}/chaincodes", html::enc(ch)),
-            ),
-            (format!("{cc} trace"), String::new()),
-        ],
+        &crumbs(ch, &format!("{cc} trace")),
         h,
     )))
 }
@@ -212,13 +217,7 @@ pub async fn notary(app: &App, ch: &str, cc: &str) -> Result<Reply, ConsoleError
     Ok(Reply::Page(Page::in_channel(
         ch,
         "document check",
-        &[
-            (
-                "chaincodes".into(),
-                format!("/channels/{}/chaincodes", html::enc(ch)),
-            ),
-            (format!("{cc} document check"), String::new()),
-        ],
+        &crumbs(ch, &format!("{cc} document check")),
         h,
     )))
 }

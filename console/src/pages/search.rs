@@ -49,62 +49,14 @@ pub async fn page(app: &App, q: &str, channel: Option<&str>) -> Result<Reply, Co
             &[],
         ));
     };
-    let hits: Vec<(String, String)> = match &wanted {
-        Wanted::Tx(id) => {
-            let found = join_all(channels.iter().map(|ch| async move {
-                let r = app
-                    .ledger
-                    .read(ch, |c| async move { c.receipt(ch, id).await })
-                    .await;
-                matches!(r, Ok(Some(_))).then(|| {
-                    (
-                        format!("transaction in channel {ch}"),
-                        html::tx_href(ch, &id.to_hex()),
-                    )
-                })
-            }))
-            .await;
-            found.into_iter().flatten().collect()
-        }
-        Wanted::Block(n) => {
-            // A number names a block of the channel the search came from, else of each
-            // channel that has it.
-            let scope: Vec<&String> = match channel {
-                Some(_) => channels.iter().take(1).collect(),
-                None => channels.iter().collect(),
-            };
-            let found = join_all(scope.into_iter().map(|ch| async move {
-                let s = app
-                    .ledger
-                    .read(ch, |c| async move { c.status(ch).await })
-                    .await;
-                matches!(s, Ok(s) if s.height > *n).then(|| {
-                    (
-                        format!("block {n} of channel {ch}"),
-                        html::block_href(ch, *n),
-                    )
-                })
-            }))
-            .await;
-            found.into_iter().flatten().collect()
-        }
-        Wanted::Key(k) => {
-            let scope: Vec<&String> = match channel {
-                Some(_) => channels.iter().take(1).collect(),
-                None => channels.iter().collect(),
-            };
-            let found = join_all(scope.into_iter().map(|ch| async move {
-                let h = app
-                    .ledger
-                    .read(ch, |c| async move { c.history(ch, k, Some(1)).await })
-                    .await;
-                matches!(h, Ok(h) if !h.entries.is_empty())
-                    .then(|| (format!("key {k} in channel {ch}"), html::key_href(ch, k)))
-            }))
-            .await;
-            found.into_iter().flatten().collect()
-        }
+    // A number or a key names something of the channel the search came from, when it came
+    // from one; a transaction id is looked for everywhere.
+    let scope: Vec<&String> = match (&wanted, channel) {
+        (Wanted::Tx(_), _) | (_, None) => channels.iter().collect(),
+        (_, Some(_)) => channels.iter().take(1).collect(),
     };
+    let found = join_all(scope.into_iter().map(|ch| find(app, ch, &wanted))).await;
+    let hits: Vec<(String, String)> = found.into_iter().flatten().collect();
     match hits.as_slice() {
         [(_, href)] => Ok(Reply::Redirect(href.clone())),
         [] => Ok(results(
@@ -124,6 +76,44 @@ pub async fn page(app: &App, q: &str, channel: Option<&str>) -> Result<Reply, Co
             &[],
         )),
         many => Ok(results(q, "Found in several places:", many)),
+    }
+}
+
+/// Where `wanted` is in channel `ch`, if it is: a label and a link.
+async fn find(app: &App, ch: &str, wanted: &Wanted) -> Option<(String, String)> {
+    match wanted {
+        Wanted::Tx(id) => {
+            let r = app
+                .ledger
+                .read(ch, |c| async move { c.receipt(ch, id).await })
+                .await;
+            matches!(r, Ok(Some(_))).then(|| {
+                (
+                    format!("transaction in channel {ch}"),
+                    html::tx_href(ch, &id.to_hex()),
+                )
+            })
+        }
+        Wanted::Block(n) => {
+            let s = app
+                .ledger
+                .read(ch, |c| async move { c.status(ch).await })
+                .await;
+            matches!(s, Ok(s) if s.height > *n).then(|| {
+                (
+                    format!("block {n} of channel {ch}"),
+                    html::block_href(ch, *n),
+                )
+            })
+        }
+        Wanted::Key(k) => {
+            let h = app
+                .ledger
+                .read(ch, |c| async move { c.history(ch, k, Some(1)).await })
+                .await;
+            matches!(h, Ok(h) if !h.entries.is_empty())
+                .then(|| (format!("key {k} in channel {ch}"), html::key_href(ch, k)))
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! the page frame; and what a handler answers.
 
 use crate::auth::Auth;
+use crate::history::Histories;
 use crate::html::{self, Chrome};
 use crate::ledger::Ledger;
 use crate::probe::Probe;
@@ -15,6 +16,8 @@ pub struct App {
     pub auth: Auth,
     /// Served over TLS: the session cookie gets `Secure`.
     pub tls: bool,
+    /// Configuration changes of the channels shown so far.
+    pub history: Histories,
 }
 
 /// A page's content and where it sits.

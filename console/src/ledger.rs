@@ -32,7 +32,7 @@ pub enum Access {
 /// A channel as discovery found it.
 #[derive(Clone, Debug)]
 pub struct ChannelEntry {
-    /// The genesis configuration (what the client API serves).
+    /// The configuration in force, as the node serves it.
     pub config: ChannelConfig,
     pub access: Access,
 }
@@ -240,11 +240,12 @@ impl Ledger {
             topo.nodes.extend(answers);
             let configs = join_all(new.iter().map(|(ch, url)| async move {
                 let c = self.client(url).ok()?;
-                c.config(ch).await.ok().map(|cfg| (ch.clone(), cfg))
+                let config = c.config(ch).await.ok()?;
+                let access = access(&config, self.org());
+                Some((ch.clone(), config, access))
             }))
             .await;
-            for (ch, config) in configs.into_iter().flatten() {
-                let access = access(&config, self.org());
+            for (ch, config, access) in configs.into_iter().flatten() {
                 if access == Access::Reader {
                     todo.extend(config.nodes().map(|n| n.api_url.clone()));
                 }

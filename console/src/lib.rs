@@ -13,6 +13,7 @@ mod assets;
 pub mod auth;
 mod error;
 mod format;
+mod history;
 mod html;
 mod ledger;
 mod live;
@@ -135,6 +136,7 @@ pub async fn start(opts: Options) -> Result<Running, ConsoleError> {
         title: opts.title,
         auth,
         tls: acceptor.is_some(),
+        history: history::Histories::default(),
     });
     let scheme = if acceptor.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{addr}/");

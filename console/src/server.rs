@@ -101,6 +101,7 @@ pub async fn serve(
             }
         });
     }
+    app.history.stop();
 }
 
 fn full(b: impl Into<Bytes>) -> Body {

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tally_client::lifecycle::{self, Wanted};
 use tally_client::local::LocalChannelSpec;
-use tally_client::txs::{fields, put, sign_invoke, sign_writes};
+use tally_client::txs::{fields, put, sign_config, sign_invoke, sign_writes};
 use tally_client::Client;
 use tally_protocol::merkle;
 use tally_protocol::{Hash, InitCall, Receipt, Role};
@@ -184,6 +184,20 @@ impl Scenario {
             &[&digest, "deed of sale, parcel 42"],
         )
         .await;
+        // A configuration change: admins narrowed to org1 and org2, smaller blocks.
+        let genesis = s.tc.config(MAIN);
+        let mut next = genesis.clone();
+        next.policies.admins = vec!["org1".into(), "org2".into()];
+        next.batch.max_txs = 250;
+        let (a1, a2) = (
+            s.tc.identity("org1", Role::Admin),
+            s.tc.identity("org2", Role::Admin),
+        );
+        let tx = sign_config(&a1, &genesis, 0, next, &[&a1, &a2]);
+        let r = submit_retry(&s.clients, 0, &tx, WAIT)
+            .await
+            .expect("the configuration change is ordered");
+        assert!(r.status.is_committed(), "{r:?}");
         let r = s.put("org3", MAIN, "greeting", "hello from org3").await;
         assert!(r.status.is_committed(), "{r:?}");
         let r = s.put("org1", PRIVATE, "credit-line/org1", "5000000").await;
@@ -431,6 +445,32 @@ async fn console_in_a_real_browser() {
             .as_deref(),
         Some(r.block.to_string().as_str()),
         "newest first"
+    );
+
+    // ---- the configuration history, read from the chain ----------------------------------------
+    let history = b
+        .wait("the configuration history", SEEN, || async {
+            b.goto(&console.at("/channels/main")).await;
+            let scan = b.text("#config-scan").await.unwrap_or_default();
+            if scan.starts_with("Complete") {
+                b.text("#config-history").await
+            } else {
+                None
+            }
+        })
+        .await;
+    for needle in [
+        "sequence 1:",
+        "approved by org1/admin, org2/admin",
+        "admins: org1, org2",
+        "blocks cut at 250 transactions",
+    ] {
+        assert!(history.contains(needle), "{needle:?} in {history}");
+    }
+    let members = b.text("main").await.unwrap_or_default();
+    assert!(
+        members.contains("250 transactions"),
+        "the configuration in force is shown: {members}"
     );
 
     // ---- a channel org3 is not a member of ------------------------------------------------------

@@ -4,13 +4,15 @@
 use crate::app::{App, Page, Reply};
 use crate::error::ConsoleError;
 use crate::format;
+use crate::history::{self, Snapshot};
 use crate::html::{self, esc, w};
 use crate::pages::blocks::{self, BlockRow};
 use crate::pages::contracts::views_of;
+use std::sync::Arc;
 use tally_protocol::chaincode::ChaincodeInfo;
 use tally_protocol::{ChannelConfig, NodeRef};
 
-pub async fn page(app: &App, ch: &str) -> Result<Reply, ConsoleError> {
+pub async fn page(app: &Arc<App>, ch: &str) -> Result<Reply, ConsoleError> {
     // The signed read of the latest block is what lets the node decide whether this
     // organization may see the channel at all; nothing is shown before it answers.
     let latest = app
@@ -66,9 +68,16 @@ pub async fn page(app: &App, ch: &str) -> Result<Reply, ConsoleError> {
     }
     h.push_str("</section>");
 
+    let snapshot = app.history.snapshot(app, ch);
     h.push_str(&members(&entry.config));
     h.push_str(&chaincode_summary(ch, &chaincodes.unwrap_or_default()));
-    h.push_str(&configuration(&entry.config, own_status));
+    h.push_str(&configuration(
+        ch,
+        &entry.config,
+        &snapshot,
+        own_status,
+        top + 1,
+    ));
     h.push_str(PROPOSALS);
     h.push_str("</div>");
     let mut page = Page::in_channel(ch, "", &[], h);
@@ -172,7 +181,13 @@ fn node_line(n: &NodeRef) -> String {
     format!("{} ({})", n.name, n.org)
 }
 
-fn configuration(c: &ChannelConfig, status: Option<&tally_protocol::api::ChannelStatus>) -> String {
+fn configuration(
+    ch: &str,
+    c: &ChannelConfig,
+    snap: &Snapshot,
+    status: Option<&tally_protocol::api::ChannelStatus>,
+    height: u64,
+) -> String {
     let list = |ns: &[NodeRef]| {
         if ns.is_empty() {
             "none".to_string()
@@ -180,7 +195,7 @@ fn configuration(c: &ChannelConfig, status: Option<&tally_protocol::api::Channel
             ns.iter().map(node_line).collect::<Vec<_>>().join(", ")
         }
     };
-    let mut rows = vec![
+    let rows = [
         ("consenters", esc(&list(&c.consenters)).to_string()),
         ("observers", esc(&list(&c.observers)).to_string()),
         (
@@ -194,24 +209,71 @@ fn configuration(c: &ChannelConfig, status: Option<&tally_protocol::api::Channel
         ("time window", format!("{} s", c.tx_window_s)),
         ("snapshot every", format!("{} blocks", c.snapshot_interval)),
     ];
-    let history = match status {
-        Some(s) if s.config_sequence == 0 => format!(
-            "the genesis configuration is in force (hash {})",
-            html::hash(&s.config_hash.to_hex(), None)
-        ),
-        Some(s) => format!(
-            "{} change{} since genesis; the one in force has hash {}",
-            s.config_sequence,
-            if s.config_sequence == 1 { "" } else { "s" },
-            html::hash(&s.config_hash.to_hex(), None)
-        ),
-        None => "unknown (no node answered)".into(),
+    let mut h = String::from(
+        "<section class=\"card\" id=\"configuration\"><h2>Configuration in force</h2>",
+    );
+    h.push_str(&html::facts(&rows));
+    h.push_str(
+        "<h3>History</h3><ol class=\"history\" id=\"config-history\">\
+         <li>sequence 0: the genesis configuration, committed to by block 0</li>",
+    );
+    let mut before: Option<&ChannelConfig> = None;
+    for change in &snap.changes {
+        w!(
+            h,
+            "<li>sequence {}: block <a href=\"{}\">{}</a>, {} · transaction {} · approved by {}<ul>",
+            change.sequence,
+            esc(&html::block_href(ch, change.block)),
+            change.block,
+            esc(&format::utc_ms(change.time_ms)),
+            html::hash(
+                &change.tx_id.to_hex(),
+                Some(&html::tx_href(ch, &change.tx_id.to_hex()))
+            ),
+            esc(&change.approvers.join(", "))
+        );
+        let lines = match before {
+            Some(b) => history::differences(b, &change.config),
+            None => history::summary(&change.config),
+        };
+        for d in lines {
+            w!(h, "<li>{}</li>", esc(&d));
+        }
+        h.push_str("</ul></li>");
+        before = Some(&change.config);
+    }
+    h.push_str("</ol>");
+    // The node counts the changes it applied; the scan says how far it has read.
+    let expected = status.map(|s| s.config_sequence);
+    let note = if snap.scanned >= height || expected == Some(snap.changes.len() as u64) {
+        match status {
+            Some(s) => format!(
+                "Complete: the configuration in force has hash {}.",
+                html::hash(&s.config_hash.to_hex(), None)
+            ),
+            None => "Complete.".into(),
+        }
+    } else {
+        let mut n = format!(
+            "Reading the chain for configuration changes: {} of {} blocks read",
+            snap.scanned, height
+        );
+        if let Some(e) = expected {
+            w!(
+                n,
+                "; the node counts {e} change{} since genesis",
+                if e == 1 { "" } else { "s" }
+            );
+        }
+        if let Some(t) = &snap.trouble {
+            w!(n, " ({})", esc(t));
+        }
+        n.push_str(". Reload to see more.");
+        n
     };
-    rows.push(("history", history));
-    format!(
-        "<section class=\"card\"><h2>Configuration</h2>{}<p class=\"muted\">As of genesis (block 0 \
-         commits to it); the client API serves the genesis configuration, the history line \
-         counts what changed since.</p></section>",
-        html::facts(&rows)
-    )
+    w!(
+        h,
+        "<p class=\"muted\" id=\"config-scan\">{note}</p></section>"
+    );
+    h
 }

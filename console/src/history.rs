@@ -1,9 +1,10 @@
 //! Each channel's configuration history. The client API serves the configuration in force;
-//! each earlier one is a committed configuration transaction in some block. So the first time
-//! a channel is shown, the console follows its blocks from genesis in the background (the
-//! node's block stream, signed as the organization) and keeps every committed configuration
-//! change, then stays on the stream for new ones. Pages read a snapshot: the changes found so
-//! far and how far the scan got.
+//! each earlier one is a committed configuration transaction in some block, and the node counts
+//! them (`config_sequence` in its status). So when a channel page finds that the node counts
+//! more changes than the console knows, the console reads the channel's blocks from where it
+//! stopped (the node's block stream, signed as the organization) in the background until it has
+//! them all, then lets the stream go. A channel never reconfigured is never read. Pages read a
+//! snapshot: the changes found so far and how far the reading got.
 
 use crate::app::App;
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub scanned: u64,
     /// Why the last follow failed, while it keeps trying.
     pub trouble: Option<String>,
+    /// A reading is under way.
+    pub reading: bool,
 }
 
 #[derive(Default)]
@@ -43,23 +46,33 @@ pub struct Histories {
 }
 
 impl Histories {
-    /// The channel's history so far; the first call starts reading it.
-    pub fn snapshot(&self, app: &Arc<App>, channel: &str) -> Snapshot {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = channels.get(channel) {
-            return s.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        }
-        let state = Arc::new(Mutex::new(Snapshot::default()));
-        channels.insert(channel.to_string(), state.clone());
-        let task = tokio::spawn(follow(app.clone(), channel.to_string(), state));
-        self.tasks
+    /// The channel's history so far. When the node counts more changes (`applied`) than are
+    /// known and no reading is under way, one starts.
+    pub fn snapshot(&self, app: &Arc<App>, channel: &str, applied: u64) -> Snapshot {
+        let state = self
+            .channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(task);
-        Snapshot::default()
+            .entry(channel.to_string())
+            .or_default()
+            .clone();
+        let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+        if (s.changes.len() as u64) < applied && !s.reading {
+            s.reading = true;
+            let task = tokio::spawn(read(
+                app.clone(),
+                channel.to_string(),
+                applied,
+                state.clone(),
+            ));
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(task);
+        }
+        s.clone()
     }
 
-    /// Ends every scan (when the console stops).
+    /// Ends every reading (when the console stops).
     pub fn stop(&self) {
         for t in self
             .tasks
@@ -72,9 +85,11 @@ impl Histories {
     }
 }
 
-async fn follow(app: Arc<App>, ch: String, state: Arc<Mutex<Snapshot>>) {
+/// Reads blocks from where the last reading stopped until `applied` changes are known.
+async fn read(app: Arc<App>, ch: String, applied: u64, state: Arc<Mutex<Snapshot>>) {
     let lock = || state.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
+    let done = |s: &Snapshot| s.changes.len() as u64 >= applied;
+    'follow: loop {
         let from = lock().scanned;
         let ch_ref = ch.as_str();
         let mut rx = match app
@@ -96,6 +111,9 @@ async fn follow(app: Arc<App>, ch: String, state: Arc<Mutex<Snapshot>>) {
                     s.changes.extend(changes_in(&block));
                     s.scanned = block.header.number + 1;
                     s.trouble = None;
+                    if done(&s) {
+                        break 'follow;
+                    }
                 }
                 Err(e) => {
                     lock().trouble = Some(e.to_string());
@@ -105,6 +123,7 @@ async fn follow(app: Arc<App>, ch: String, state: Arc<Mutex<Snapshot>>) {
         }
         tokio::time::sleep(RETRY).await;
     }
+    lock().reading = false;
 }
 
 /// The committed configuration changes of a block.

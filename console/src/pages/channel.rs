@@ -68,7 +68,8 @@ pub async fn page(app: &Arc<App>, ch: &str) -> Result<Reply, ConsoleError> {
     }
     h.push_str("</section>");
 
-    let snapshot = app.history.snapshot(app, ch);
+    let applied = own_status.map_or(0, |s| s.config_sequence);
+    let snapshot = app.history.snapshot(app, ch, applied);
     h.push_str(&members(&entry.config));
     h.push_str(&chaincode_summary(ch, &chaincodes.unwrap_or_default()));
     h.push_str(&configuration(
@@ -243,28 +244,24 @@ fn configuration(
         before = Some(&change.config);
     }
     h.push_str("</ol>");
-    // The node counts the changes it applied; the scan says how far it has read.
-    let expected = status.map(|s| s.config_sequence);
-    let note = if snap.scanned >= height || expected == Some(snap.changes.len() as u64) {
+    // The node counts the changes it applied; the reading says how far it got.
+    let applied = status.map_or(0, |s| s.config_sequence);
+    let note = if snap.changes.len() as u64 >= applied {
         match status {
             Some(s) => format!(
                 "Complete: the configuration in force has hash {}.",
                 html::hash(&s.config_hash.to_hex(), None)
             ),
-            None => "Complete.".into(),
+            None => "Complete as far as known (no node answered).".into(),
         }
     } else {
         let mut n = format!(
-            "Reading the chain for configuration changes: {} of {} blocks read",
-            snap.scanned, height
+            "Reading the chain for the node's {applied} configuration change{}: {} found, {} of {} blocks read",
+            if applied == 1 { "" } else { "s" },
+            snap.changes.len(),
+            snap.scanned,
+            height
         );
-        if let Some(e) = expected {
-            w!(
-                n,
-                "; the node counts {e} change{} since genesis",
-                if e == 1 { "" } else { "s" }
-            );
-        }
         if let Some(t) = &snap.trouble {
             w!(n, " ({})", esc(t));
         }

@@ -80,6 +80,8 @@
       try { r = JSON.parse(ev.data); } catch (e) { return; }
       if (body.querySelector('tr[data-n="' + r.number + '"]')) return;
       body.insertBefore(blockRow(ch, r), body.firstChild);
+      var height = document.getElementById('height');
+      if (height && Number(height.textContent) < r.number + 1) height.textContent = String(r.number + 1);
       while (body.rows.length > 100) body.deleteRow(body.rows.length - 1);
       mark('on', 'live');
     });

@@ -439,26 +439,26 @@ async fn console_in_a_real_browser() {
         json!(true),
         "the row arrived without a reload"
     );
-    assert_eq!(
-        b.attr("#blocks tbody tr:first-child", "data-n")
-            .await
-            .as_deref(),
-        Some(r.block.to_string().as_str()),
-        "newest first"
+    let order: Vec<u64> = serde_json::from_value(
+        b.exec(
+            "return Array.from(document.querySelectorAll('#blocks tbody tr')).map(r => Number(r.dataset.n));",
+            vec![],
+        )
+        .await,
+    )
+    .expect("block numbers");
+    assert!(
+        order.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each block once: {order:?}"
+    );
+    let height = b.text("#height").await.unwrap_or_default();
+    assert!(
+        height.parse::<u64>().is_ok_and(|h| h > r.block),
+        "the height follows the new blocks: {height}"
     );
 
     // ---- the configuration history, read from the chain ----------------------------------------
-    let history = b
-        .wait("the configuration history", SEEN, || async {
-            b.goto(&console.at("/channels/main")).await;
-            let scan = b.text("#config-scan").await.unwrap_or_default();
-            if scan.starts_with("Complete") {
-                b.text("#config-history").await
-            } else {
-                None
-            }
-        })
-        .await;
+    let history = config_history(&b, &console).await;
     for needle in [
         "sequence 1:",
         "approved by org1/admin, org2/admin",
@@ -580,6 +580,21 @@ async fn console_in_a_real_browser() {
     s.tc.assert_healthy();
 }
 
+/// The channel page's configuration history, once the console has read it all (reloading
+/// until it says so).
+async fn config_history(b: &Browser, console: &Console) -> String {
+    b.wait("the configuration history", SEEN, || async {
+        b.goto(&console.at("/channels/main")).await;
+        let scan = b.text("#config-scan").await.unwrap_or_default();
+        if scan.starts_with("Complete") {
+            b.text("#config-history").await
+        } else {
+            None
+        }
+    })
+    .await
+}
+
 /// Drops a file with `bytes` on the notary page's drop zone, as a user's drag would; waits for
 /// the proof's verdict and returns it.
 async fn drop_file(b: &Browser, name: &str, bytes: &[u8]) -> String {
@@ -621,14 +636,19 @@ async fn screenshots() {
     };
     b.goto(&console.at("/")).await;
     shot("console-consortium.png", b.screenshot(true).await);
-    b.goto(&console.at("/channels/main")).await;
+    config_history(&b, &console).await;
     b.wait("live", SEEN, || async {
         b.attr("#live", "class").await.filter(|c| c.contains("on"))
     })
     .await;
-    s.put("org1", MAIN, "greeting", "a block that arrives live")
+    let r = s
+        .put("org1", MAIN, "greeting", "a block that arrives live")
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = format!("#blocks tr[data-n=\"{}\"]", r.block);
+    b.wait("the live row", SEEN, || async {
+        (b.count(&row).await == 1).then_some(())
+    })
+    .await;
     shot("console-channel.png", b.screenshot(true).await);
     let id = s.finance.tx_id.to_hex();
     b.goto(&console.at(&format!("/channels/main/tx/{id}")))

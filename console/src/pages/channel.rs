@@ -45,7 +45,7 @@ pub async fn page(app: &Arc<App>, ch: &str) -> Result<Reply, ConsoleError> {
     w!(
         h,
         "<div class=\"grid\"><section class=\"card wide\"><h1>Channel {} <span class=\"live\" id=\"live\">connecting…</span></h1>\
-         <p class=\"muted\">Height {} · newest block first · new blocks appear as they are committed</p>",
+         <p class=\"muted\">Height <span id=\"height\">{}</span> · newest block first · new blocks appear as they are committed</p>",
         esc(ch),
         top + 1
     );

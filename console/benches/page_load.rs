@@ -159,8 +159,8 @@ async fn write(c: &LocalCluster, a: &Args, want: u64) {
     }
 }
 
-/// Loads `url` once; the time to the last byte.
-async fn load(url: &str) -> Duration {
+/// Loads `url` once; the time to the last byte, and the page's size.
+async fn load(url: &str) -> (Duration, usize) {
     let started = Instant::now();
     let (status, body) = get(url).await;
     assert!(
@@ -168,7 +168,7 @@ async fn load(url: &str) -> Duration {
         "{url}: {status} {}",
         String::from_utf8_lossy(&body)
     );
-    started.elapsed()
+    (started.elapsed(), body.len())
 }
 
 async fn get(url: &str) -> (u16, Vec<u8>) {
@@ -272,19 +272,23 @@ async fn main() {
     }
     println!("console page loads, channel {CHANNEL} with {height} blocks, {} loads each (ms, request to last byte)", a.loads);
     println!(
-        "{:<30} {:>8} {:>8} {:>8} {:>8}",
-        "page", "p50", "p95", "p99", "max"
+        "{:<30} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "page", "KiB", "p50", "p95", "p99", "max"
     );
     for (name, p) in &pages {
         let url = format!("{base}{p}");
         let mut t: Vec<Duration> = Vec::with_capacity(a.loads);
+        let mut size = 0;
         for _ in 0..a.loads {
-            t.push(load(&url).await);
+            let (took, bytes) = load(&url).await;
+            t.push(took);
+            size = bytes;
         }
         t.sort();
         let q = |f: f64| ms(t[((t.len() as f64 * f) as usize).min(t.len() - 1)]);
         println!(
-            "{name:<30} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            "{name:<30} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+            size as f64 / 1024.0,
             q(0.50),
             q(0.95),
             q(0.99),

@@ -537,6 +537,40 @@ pub mod http {
     pub async fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
         request("GET", url, None, Bytes::new()).await
     }
+
+    /// One request written by hand on a bare socket (a form body, `host` as the Host header,
+    /// the URL's when empty): the status and the response as text, head and body, for what
+    /// [`request`] hides (headers) or refuses to send (another Host).
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").expect("an http URL");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        let host = if host.is_empty() { authority } else { host };
+        let mut s = tokio::net::TcpStream::connect(authority)
+            .await
+            .unwrap_or_else(|e| panic!("connect {authority}: {e}"));
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .expect("write the request");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
 }
 
 /// Asserts that an answer is the documented API error: this status, a JSON `ApiError` body

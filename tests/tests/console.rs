@@ -502,7 +502,7 @@ async fn console_in_a_real_browser() {
         .await
         .expect("GET live");
     assert_eq!(status, 403, "no live stream of a refused channel");
-    let (status, head) = raw(&console.at("/search?q=1&channel=private"), "GET", "", "").await;
+    let (status, head) = http::raw(&console.at("/search?q=1&channel=private"), "GET", "", "").await;
     assert_eq!(status, 303, "{head}");
     assert!(
         head.contains("location: /channels/main/blocks/1"),
@@ -817,42 +817,10 @@ async fn console_auth_refuses_strangers() {
 
 /// GET with a chosen Host header; the status.
 async fn get_host(url: &str, host: &str) -> u16 {
-    raw(url, "GET", host, "").await.0
+    http::raw(url, "GET", host, "").await.0
 }
 
 /// A form POST; the status and the response head (the harness's client returns bodies only).
 async fn raw_post(url: &str, body: &str) -> (u16, String) {
-    raw(url, "POST", "", body).await
-}
-
-/// One request over a bare socket, with `host` as the Host header (the URL's when empty);
-/// returns the status and the response head as text.
-async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").expect("an http URL");
-    let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
-    let host = if host.is_empty() { authority } else { host };
-    let mut s = tokio::net::TcpStream::connect(authority)
-        .await
-        .expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.expect("read");
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .replace("\r\n", "\n");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head)
+    http::raw(url, "POST", "", body).await
 }

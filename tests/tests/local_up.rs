@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tally_operator::manifest::Resources;
-use tally_tests::{console_bin, node_bin, tallyctl_bin};
+use tally_tests::{console_bin, http, node_bin, tallyctl_bin};
 
 /// How long `up` may take to print `Ready.` (a loaded 2-core machine, 6 debug-build nodes).
 const READY_DEADLINE: Duration = Duration::from_secs(120);
@@ -667,27 +667,6 @@ fn host_port(addr: &str) -> String {
         .to_string()
 }
 
-/// A plain GET of `path` at `hostport`: the status and the body.
-fn get_page(hostport: &str, path: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut s = TcpStream::connect(hostport).unwrap_or_else(|e| panic!("connect {hostport}: {e}"));
-    s.set_read_timeout(Some(CLI_DEADLINE))
-        .expect("a read timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the answer");
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, out)
-}
-
 fn listening(hostport: &str) -> bool {
     hostport
         .to_socket_addrs()
@@ -872,7 +851,9 @@ fn run_example(name: &'static str) {
     let first_org = profile["organizations"][0]["name"]
         .as_str()
         .expect("an organization");
-    let (status, page) = get_page(&console, "/");
+    let (status, page) = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(http::raw(&format!("http://{console}/"), "GET", "", ""));
     assert_eq!(status, 200, "{name}: the console's consortium page: {page}");
     assert!(
         page.contains(&format!("<span class=\"dot\"></span>{first_org} ")),

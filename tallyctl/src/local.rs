@@ -547,9 +547,10 @@ fn send_signal(pid: u32, signal: i32) -> std::io::Result<()> {
 const SIGTERM: i32 = 15;
 
 /// Asks the kernel to SIGKILL the child when the thread that spawned it dies, so that nodes
-/// do not outlive a test binary that was itself killed.
+/// (and `tallyctl up`'s console) do not outlive a test binary or tallyctl that was itself
+/// killed.
 #[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
+pub fn die_with_parent(cmd: &mut Command) {
     extern "C" {
         fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
     }
@@ -565,7 +566,7 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
+pub fn die_with_parent(_cmd: &mut Command) {}
 
 /// Checks the node executable and makes `dir` ready for a new cluster: created if missing,
 /// refused if it holds one already.

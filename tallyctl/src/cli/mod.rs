@@ -4,6 +4,7 @@
 mod blocks;
 mod chaincode;
 mod channel;
+mod console;
 mod demo;
 mod down;
 mod follow;

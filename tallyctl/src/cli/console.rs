@@ -102,7 +102,7 @@ async fn spawn(
         .kill_on_drop(true)
         // Like the nodes: its own process group, so that Ctrl-C reaches tallyctl alone.
         .process_group(0);
-    tallyctl::local::die_with_parent(&mut cmd);
+    crate::local::die_with_parent(&mut cmd);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;

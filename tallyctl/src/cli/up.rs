@@ -7,6 +7,8 @@
 
 use super::progress::Spinner;
 use super::Ctx;
+use crate::local::{pick_loopback_prefix, stored_layout};
+use crate::{LocalCluster, LocalLayout};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kube::ResourceExt;
@@ -24,8 +26,6 @@ use tally_client::Profile;
 use tally_planner::{Addressing, CaInput, Plan, PlanInput};
 use tally_protocol::identity::now_unix;
 use tally_protocol::{OrgCa, Role};
-use tallyctl::local::{pick_loopback_prefix, stored_layout};
-use tallyctl::{LocalCluster, LocalLayout};
 
 const STATE_FILE: &str = "up.json";
 const STATE_VERSION: u32 = 1;

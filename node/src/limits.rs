@@ -47,4 +47,20 @@ impl AcceptBackoff {
     pub fn succeeded(&mut self) {
         self.delay = Duration::ZERO;
     }
+
+    /// Accepts the next connection, backing off while accepting fails.
+    pub async fn accept(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(x) => {
+                    self.succeeded();
+                    return x;
+                }
+                Err(e) => self.failed(&e).await,
+            }
+        }
+    }
 }

@@ -82,12 +82,7 @@ pub async fn serve(
     let mut accept_errors = AcceptBackoff::new("api");
     loop {
         tokio::select! {
-            accepted = l.api.accept() => {
-                let (stream, remote) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => { accept_errors.failed(&e).await; continue; }
-                };
-                accept_errors.succeeded();
+            (stream, remote) = accept_errors.accept(&l.api) => {
                 let admitted = match gate.admit(remote.ip()) {
                     Ok(a) => a,
                     Err(full) => {
@@ -123,14 +118,7 @@ async fn serve_admin(
 ) {
     let mut accept_errors = AcceptBackoff::new("admin");
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                accept_errors.failed(&e).await;
-                continue;
-            }
-        };
-        accept_errors.succeeded();
+        let (stream, remote) = accept_errors.accept(&listener).await;
         let Ok(admitted) = gate.admit(remote.ip()) else {
             debug!(%remote, "admin connection over the limit; closing");
             continue;

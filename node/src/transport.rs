@@ -137,14 +137,7 @@ impl Transport {
     pub async fn serve(self: Arc<Self>, listener: TcpListener, inbox: Inbox) {
         let mut accept_errors = crate::limits::AcceptBackoff::new("peer");
         loop {
-            let (stream, remote) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    accept_errors.failed(&e).await;
-                    continue;
-                }
-            };
-            accept_errors.succeeded();
+            let (stream, remote) = accept_errors.accept(&listener).await;
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
                 debug!(%remote, "too many peer connections; closing");
                 continue;

@@ -214,3 +214,48 @@ pub fn set_file_limit(pid: u32, soft: u64) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Builds the repository's contracts and fixtures (chaincode/build.sh) into `out`; `None` when
+/// clang or wasm-ld is missing outside CI (with `CI` set that fails the test instead).
+pub fn build_contracts(out: &std::path::Path) -> Option<std::path::PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../chaincode/build.sh");
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(out)
+        .status()
+        .expect("bash runs chaincode/build.sh");
+    match status.code() {
+        Some(0) => Some(out.to_path_buf()),
+        Some(2) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED: no clang/wasm-ld to build chaincode (run scripts/setup.sh); with CI set this fails"
+            );
+            None
+        }
+        _ => panic!("chaincode/build.sh failed: {status}"),
+    }
+}
+
+/// Installs `module` as chaincode `name` (sequence 1) on `channel`, approved by every
+/// organization of the cluster, and commits the definition.
+pub async fn deploy_chaincode(cluster: &LocalCluster, channel: &str, name: &str, module: &[u8]) {
+    use tally_client::txs::{chaincode_definition, sign_approve, sign_commit, sign_install};
+    let orgs = cluster.org_names();
+    let client = cluster.client(&cluster.channel_nodes(channel)[0]);
+    let first = cluster.identity(&orgs[0], Role::Admin);
+    let def = chaincode_definition(name, "1", 1, module, None);
+    let hash = def.module_hash;
+    let mut txs = vec![sign_install(&first, channel, def, module.to_vec())];
+    for org in &orgs {
+        let admin = cluster.identity(org, Role::Admin);
+        txs.push(sign_approve(&admin, channel, name, 1, hash));
+    }
+    txs.push(sign_commit(&first, channel, name, 1));
+    for tx in txs {
+        let r = client
+            .submit_wait_for(&tx, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("deploying {name}: {e}"));
+        assert!(r.status.is_committed(), "deploying {name}: {:?}", r.status);
+    }
+}

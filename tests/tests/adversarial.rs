@@ -3,14 +3,16 @@
 //! insider flooding a listener. Each test starts its own cluster and checks that the attack is
 //! refused and the channel carries on. Shared tools live in tally_tests::adversary.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tally_client::txs::{put, sign_writes};
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::Role;
 use tally_tests::adversary::{
-    api_addr, file_limit, forge_node_identity, heartbeat, log_count, open_fds, read_until_closed,
-    rss_kib, set_file_limit, RoguePeer, MAX_FRAME,
+    api_addr, build_contracts, deploy_chaincode, file_limit, forge_node_identity, heartbeat,
+    log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer, MAX_FRAME,
 };
 use tally_tests::TestCluster;
 use tallyctl::local::LocalCluster;
@@ -456,5 +458,66 @@ async fn running_out_of_file_descriptors_does_not_spin_the_accept_loop() {
         "the accept loop logged {lines} failures in 10 s: it spins instead of backing off"
     );
     commit_one(&c, &other, CH, "after-emfile").await;
+    c.assert_healthy();
+}
+
+/// Twenty clients querying a function that spins until it runs out of fuel, as fast as they
+/// are answered, on the leader: queries run on a bounded pool off the async workers, so plain
+/// writes through the same node keep committing and the leader stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_maximal_fuel_queries_leaves_writes_committing() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("adversarial-contracts");
+    let Some(dir) = build_contracts(&out) else {
+        return;
+    };
+    let module = std::fs::read(dir.join("runaway.wasm")).expect("runaway.wasm built");
+    let c = start("adv-queries", &[CH]).await;
+    deploy_chaincode(&c, CH, "runaway", &module).await;
+    let before = leader(&c, CH).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicU32::new(0));
+    let reader = c
+        .client(&before.0)
+        .with_reader(c.identity(&c.node_org(&before.0), Role::Client));
+    let flood: Vec<_> = (0..20)
+        .map(|_| {
+            let (reader, stop, ran) = (reader.clone(), stop.clone(), ran.clone());
+            tokio::spawn(async move {
+                let (mut busy, mut other) = (0u32, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match reader.query_chaincode(CH, "runaway", "spin", &[]).await {
+                        Err(e) if e.api_code() == Some("out_of_fuel") => {
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.api_code() == Some("busy") => {
+                            busy += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        r => other.push(format!("{r:?}")),
+                    }
+                }
+                (busy, other)
+            })
+        })
+        .collect();
+    // Writes go on while the flood runs, until it has run a good number of full-fuel queries.
+    let mut writes = 0;
+    while ran.load(Ordering::Relaxed) < 20 && writes < 2000 {
+        commit_one(&c, &before.0, CH, &format!("during-queries-{writes}")).await;
+        writes += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut refused = 0;
+    for f in flood {
+        let (b, other) = f.await.expect("query task");
+        assert!(other.is_empty(), "unexpected query answers: {other:?}");
+        refused += b;
+    }
+    let ran = ran.load(Ordering::Relaxed);
+    eprintln!(
+        "{writes} writes committed while {ran} queries ran out of fuel ({refused} refused busy)"
+    );
+    assert!(ran > 0, "no query ran: the flood did not test anything");
+    assert_leader_unmoved(&c, CH, &before, "a query flood").await;
     c.assert_healthy();
 }

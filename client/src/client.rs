@@ -1018,4 +1018,56 @@ mod tests {
         assert!(p.push(b"event: ping\n\n").unwrap().is_empty());
         assert_eq!(p.push(b"data: y\n\n").unwrap()[0].event, "message");
     }
+
+    /// A node that answers every submission 429 `busy` with `Retry-After: 2`.
+    /// Returns its URL and the count of requests it answered.
+    async fn busy_node() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let count = count.clone();
+                let svc = hyper::service::service_fn(move |_req| {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async {
+                        Response::builder()
+                            .status(StatusCode::TOO_MANY_REQUESTS)
+                            .header("retry-after", "2")
+                            .body(Full::new(Bytes::from_static(
+                                br#"{"error":"queue full","code":"busy"}"#,
+                            )))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+                );
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    #[tokio::test]
+    async fn honours_retry_after() {
+        let ca = tally_protocol::OrgCa::generate("o").expect("ca");
+        let id = ca
+            .issue(tally_protocol::Role::Client, "c", &[])
+            .expect("client identity");
+        let tx = crate::txs::sign_writes(&id, "ch", vec![crate::txs::put("k", b"v")], false);
+        let (url, seen) = busy_node().await;
+        let client = Client::new(&url).expect("client");
+        let e = client.submit(&tx, false).await.expect_err("busy");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        assert!(e.is_retryable(), "{e}");
+        // Within 3 s, waiting 2 s between offers makes two more; the SDK's own 200 ms pause
+        // would have made about fifteen.
+        let r = client.submit_wait_for(&tx, Duration::from_secs(3)).await;
+        assert!(matches!(r, Err(ClientError::Timeout(_))), "{r:?}");
+        let offers = seen.load(std::sync::atomic::Ordering::Relaxed) - 1;
+        assert!(offers <= 2, "{offers} offers in 3 s despite Retry-After: 2");
+    }
 }

@@ -198,9 +198,10 @@ pub fn stateful_set(i: &PeerInputs) -> Value {
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     });
-    if let Some(r) = &spec.resources {
-        container["resources"] = serde_json::to_value(r).unwrap_or(Value::Null);
-    }
+    container["resources"] = match &spec.resources {
+        Some(r) => serde_json::to_value(r).unwrap_or(Value::Null),
+        None => default_node_resources(),
+    };
     let mut claim_spec = json!({
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": spec.storage.size.0}},
@@ -332,6 +333,17 @@ pub fn identity_secret(at: &OrgSecret, id: &Identity, ca_pem: &str) -> Value {
     })
 }
 
+/// A node's container when the Peer names no resources: requested enough to be scheduled
+/// where it can keep up, memory capped well above its steady use (RocksDB's caches and write
+/// buffers, a snapshot in flight) so a leak or a flood ends in a restart rather than a starved
+/// machine, and no CPU limit (throttling a Raft thread costs elections).
+fn default_node_resources() -> Value {
+    json!({
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"memory": "4Gi"},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +388,16 @@ mod tests {
         assert_eq!(c["allowPrivilegeEscalation"], false);
         assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
         assert_eq!(pod["automountServiceAccountToken"], false);
+    }
+
+    #[test]
+    fn nodes_get_default_resources() {
+        let p = peer("consenter");
+        let s = stateful_set(&inputs(&p));
+        let r = &s["spec"]["template"]["spec"]["containers"][0]["resources"];
+        assert_eq!(r["requests"]["memory"], "512Mi");
+        assert_eq!(r["limits"]["memory"], "4Gi");
+        assert!(r["limits"].get("cpu").is_none());
     }
 
     #[test]

@@ -333,7 +333,8 @@ async fn idle_and_slow_connections_are_closed_and_writes_continue() {
     for i in 0..20 {
         commit_one(&c, &before.0, CH, &format!("during-slow-{i}")).await;
     }
-    // The node's timeouts: 10 s for a header, 30 s for a body, 60 s idle; generous margins.
+    // The node's timeouts: 30 s for a header (idle connections included) and for a body;
+    // generous margins.
     let wait = Duration::from_secs(90);
     let checks = idle
         .into_iter()

@@ -6,7 +6,7 @@
 //! committed entries, persist new entries and hard state (one synced write), send the
 //! messages that had to wait for persistence, advance.
 
-use crate::ledger::{encode_batch, Ledger};
+use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::raft_store::RaftStore;
 use crate::transport::{frame, Transport};
@@ -651,7 +651,7 @@ impl Worker {
         if txs.is_empty() {
             return;
         }
-        let data = encode_batch(
+        let data = tally_protocol::write_batch(
             tally_protocol::now_ms(),
             txs.iter().map(|(_, raw)| raw.as_slice()),
         );

@@ -15,8 +15,8 @@ use tally_protocol::sig;
 use tally_protocol::state::StateDigest;
 use tally_protocol::TxEffects;
 use tally_protocol::{
-    Block, BlockHeader, ChannelConfig, ConfigUpdate, Hash, Payload, RejectCode, Signer,
-    Transaction, TxStatus, Version,
+    write_block, Block, BlockHeader, ChannelConfig, ConfigUpdate, Hash, Payload, RawBatch, RawTx,
+    RejectCode, Signer, Transaction, TxStatus, Version,
 };
 use tally_runtime::Engine;
 use thiserror::Error;
@@ -83,52 +83,6 @@ impl Tip {
     pub fn state_root(&self) -> Hash {
         self.digest.root()
     }
-}
-
-/// A decoded transaction with the byte ranges needed to hash it without re-encoding.
-pub struct OrderedTx<'a> {
-    pub tx: Transaction,
-    pub raw: &'a [u8],
-    pub id: Hash,
-}
-
-/// Splits a batch entry into its transactions, keeping each one's canonical bytes.
-pub fn decode_batch(data: &[u8]) -> Result<(u64, Vec<OrderedTx<'_>>), DecodeError> {
-    let mut r = Reader::new(data);
-    r.format("batch format", 1)?;
-    let ts = r.u64("timestamp")?;
-    let n = r.u32("count")? as usize;
-    if n > r.remaining() {
-        return Err(DecodeError::Truncated("txs"));
-    }
-    let mut txs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let start = data.len() - r.remaining();
-        let tx = Transaction::decode(&mut r)?;
-        let end = data.len() - r.remaining();
-        let raw = &data[start..end];
-        let body_len = raw.len() - 4 - tx.signature.len();
-        let id = tally_protocol::tx::tx_id(&raw[..body_len]);
-        txs.push(OrderedTx { tx, raw, id });
-    }
-    r.finish()?;
-    Ok((ts, txs))
-}
-
-/// Builds the bytes of a batch from already-encoded transactions (no re-encoding).
-pub fn encode_batch<'a>(
-    timestamp_ms: u64,
-    raw_txs: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
-) -> Vec<u8> {
-    let len: usize = raw_txs.clone().map(<[u8]>::len).sum();
-    let mut w = Writer::with_capacity(len + 16);
-    w.u8(1);
-    w.u64(timestamp_ms);
-    w.u32(raw_txs.len() as u32);
-    for t in raw_txs {
-        w.fixed(t);
-    }
-    w.into_inner()
 }
 
 /// The outcome of applying one ordered batch.
@@ -537,15 +491,16 @@ impl Ledger {
         wb: &mut WriteBatch,
     ) -> Result<Option<(Applied, Tip)>, LedgerError> {
         let mut tip = self.tip();
-        let Ok((proposed_ts, txs)) = decode_batch(data) else {
+        let Ok(batch) = RawBatch::parse(data) else {
             // A node proposed bytes that are not a batch: every node skips it alike.
             return Ok(None);
         };
         let number = tip.height;
-        let ts = tip.timestamp_ms.max(proposed_ts);
+        let ts = tip.timestamp_ms.max(batch.timestamp_ms);
+        let txs = &batch.txs;
         let now_s = (ts / 1000) as i64;
         let mut scratch = Scratch::default();
-        let checked = self.verify_batch(&txs, now_s, preverified);
+        let checked = self.verify_batch(txs, now_s, preverified);
         let mut results = Vec::with_capacity(txs.len());
         let mut effects = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
@@ -587,15 +542,10 @@ impl Ledger {
             raft_index,
         };
         let block_hash = header.hash();
-        let mut w = Writer::with_capacity(data.len() + 256);
-        header.encode(&mut w);
-        w.u32(txs.len() as u32);
-        for t in &txs {
-            w.fixed(t.raw);
-        }
-        w.seq(&results);
-        w.seq(&effects);
-        wb.put(self.keys.block(number), w.into_inner());
+        wb.put(
+            self.keys.block(number),
+            write_block(&header, &batch, &results, &effects),
+        );
         tip.height = number + 1;
         tip.last_hash = block_hash;
         tip.timestamp_ms = ts;
@@ -636,7 +586,7 @@ impl Ledger {
     /// `tally_protocol::sig`).
     fn verify_batch(
         &self,
-        txs: &[OrderedTx<'_>],
+        txs: &[RawTx<'_>],
         now_s: i64,
         preverified: &dyn Fn(&Hash, &[u8]) -> bool,
     ) -> Vec<bool> {
@@ -663,7 +613,7 @@ impl Ledger {
     #[allow(clippy::too_many_arguments)]
     fn apply_tx(
         &self,
-        otx: &OrderedTx<'_>,
+        otx: &RawTx<'_>,
         version: Version,
         block_ts: u64,
         now_s: i64,
@@ -1050,15 +1000,6 @@ mod tests {
         assert_eq!(Tip::decode(&t.encode()).unwrap(), t);
     }
 
-    #[test]
-    fn batch_bytes_match_the_protocol_encoding() {
-        let b = tally_protocol::Batch {
-            timestamp_ms: 5,
-            txs: vec![],
-        };
-        assert_eq!(encode_batch(5, std::iter::empty()), b.to_bytes());
-    }
-
     pub(super) fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DB::open_default(dir.path()).unwrap());
@@ -1116,7 +1057,7 @@ mod tests {
             }
             raws.push(tx.to_bytes());
         }
-        let data = encode_batch(now, raws.iter().map(Vec::as_slice));
+        let data = tally_protocol::write_batch(now, raws.iter().map(Vec::as_slice));
         let mut wb = WriteBatch::default();
         let (applied, tip) = ledger
             .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)

@@ -63,6 +63,11 @@ impl Worker {
         let mut again = Vec::new();
         for id in due {
             if in_log.contains(&id) {
+                // On its way to a block: looked at again only after another LOST_AFTER (or a
+                // leader change), not on every tick.
+                if let Some(p) = self.inflight.get_mut(&id) {
+                    p.at = now;
+                }
                 continue;
             }
             let Some(p) = self.inflight.remove(&id) else {

@@ -6,8 +6,8 @@
 //! can be stopped and reopened on the same data in microseconds). What the production node
 //! gets from the outside is replaced: messages go into a simulated network, time comes from a
 //! simulated clock, and every choice (which message is delivered next, which is dropped,
-//! duplicated or delayed, which node ticks, crashes or restarts, who submits) is drawn from
-//! one generator seeded by the run's seed, so a seed replays exactly.
+//! duplicated or delayed, which node ticks, is cut off, crashes or restarts, who submits) is
+//! drawn from one generator seeded by the run's seed, so a seed replays exactly.
 //!
 //! After every step the simulator checks that no two nodes hold different blocks at one
 //! height and that a block once applied anywhere is never lost: every node that reaches its
@@ -52,6 +52,9 @@ pub struct Faults {
     pub restart: f64,
     /// A node misses one tick (clocks drift apart).
     pub skip_tick: f64,
+    /// One node is cut off from the others (both ways) for a while: a leader isolated this
+    /// way must step down, and the others go on without it.
+    pub partition: f64,
 }
 
 impl Faults {
@@ -63,6 +66,7 @@ impl Faults {
             crash: 0.0,
             restart: 0.0,
             skip_tick: 0.0,
+            partition: 0.0,
         }
     }
 
@@ -75,6 +79,7 @@ impl Faults {
             crash: 0.004,
             restart: 0.05,
             skip_tick: 0.1,
+            partition: 0.003,
         }
     }
 }
@@ -114,6 +119,7 @@ pub struct Report {
     /// Transactions submitted once that were ordered again (and refused as duplicates).
     pub duplicates: u64,
     pub crashes: u64,
+    pub partitions: u64,
     pub delivered: u64,
     pub dropped: u64,
 }
@@ -254,6 +260,8 @@ pub struct Sim {
     /// The first hash seen at each height: every node must hold the same.
     canon: Vec<Hash>,
     submitted: BTreeMap<Hash, u32>,
+    /// The node cut off from the others, and the step at which the cut heals.
+    cut: Option<(u64, usize)>,
     report: Report,
 }
 
@@ -300,6 +308,7 @@ impl Sim {
             elapsed_ms: Arc::new(AtomicU64::new(0)),
             canon: Vec::new(),
             submitted: BTreeMap::new(),
+            cut: None,
             report: Report::default(),
         };
         for me in nodes {
@@ -484,7 +493,8 @@ impl Sim {
             0
         };
         let p = self.net.remove(k);
-        if self.rng.chance(faults.drop) {
+        let cut = self.cut.is_some_and(|(id, _)| id == p.from || id == p.to);
+        if cut || self.rng.chance(faults.drop) {
             self.report.dropped += 1;
             return Ok(());
         }
@@ -532,6 +542,16 @@ impl Sim {
     fn step_once(&mut self) -> Result<(), Failure> {
         let faults = self.opts.faults.clone();
         let n = self.nodes.len() as u64;
+        if self.cut.is_some_and(|(_, until)| self.step >= until) {
+            self.cut = None;
+        }
+        if self.cut.is_none() && self.rng.chance(faults.partition) {
+            let id = self.nodes[self.rng.below(n) as usize].me.id;
+            // Long enough for elections on both sides: 20 to 60 ticks at a tick a dozen steps.
+            let until = self.step + 240 + self.rng.below(480) as usize;
+            self.cut = Some((id, until));
+            self.report.partitions += 1;
+        }
         let roll = self.rng.below(1000) as f64 / 1000.0;
         if roll < self.opts.submit {
             let i = self.rng.below(n) as usize;
@@ -561,6 +581,7 @@ impl Sim {
             self.step = s;
             self.step_once()?;
         }
+        self.cut = None;
         for i in 0..self.nodes.len() {
             if self.nodes[i].run.is_none() {
                 self.start(i)?;

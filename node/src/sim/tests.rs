@@ -26,6 +26,7 @@ fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
                 total.committed += r.committed;
                 total.duplicates += r.duplicates;
                 total.crashes += r.crashes;
+                total.partitions += r.partitions;
                 total.delivered += r.delivered;
                 total.dropped += r.dropped;
             }
@@ -33,7 +34,7 @@ fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
         }
     }
     eprintln!(
-        "{name}: {} seeds in {:.1} s: {} blocks, {} of {} submissions committed, {} ordered twice, {} crashes, {} messages delivered, {} dropped",
+        "{name}: {} seeds in {:.1} s: {} blocks, {} of {} submissions committed, {} ordered twice, {} crashes, {} partitions, {} messages delivered, {} dropped",
         seeds.len(),
         start.elapsed().as_secs_f64(),
         total.height,
@@ -41,6 +42,7 @@ fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
         total.submitted,
         total.duplicates,
         total.crashes,
+        total.partitions,
         total.delivered,
         total.dropped
     );
@@ -49,7 +51,7 @@ fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
 
 #[test]
 fn nodes_never_disagree_nor_lose_a_block_under_faults() {
-    let total = run_all("hostile", &seeds(200, 1), &SimOptions::default());
+    let total = run_all("hostile", &seeds(500, 1), &SimOptions::default());
     assert!(total.committed > 0, "the runs committed nothing");
 }
 
@@ -61,11 +63,12 @@ fn a_submission_is_ordered_once_across_leader_changes() {
         faults: Faults {
             drop: 0.0,
             duplicate: 0.0,
+            partition: 0.0,
             ..Faults::hostile()
         },
         ..SimOptions::default()
     };
-    let total = run_all("no loss", &seeds(100, 1_000_000), &opts);
+    let total = run_all("no loss", &seeds(200, 1_000_000), &opts);
     assert!(total.crashes > 0, "the runs changed no leader");
     assert_eq!(total.duplicates, 0, "submissions ordered twice");
 }

@@ -15,8 +15,8 @@
 //! restarted and the run must converge: all nodes at one height, holding the same blocks.
 //!
 //! What is modelled and what is not is listed in docs/testing.md. Later scenarios (forged
-//! snapshots, wiped voters, skewed clocks) plug in through [`Faults`] and the per-node
-//! [`SimClock`] offset.
+//! snapshots, wiped voters, skewed clocks) plug in through [`Faults`] and [`SimOptions`]
+//! (`clock_skew_ms` offsets each node's [`SimClock`]).
 
 use crate::channel::{self, Channel, Clock, Env, Input, Peers, Worker};
 use crate::ledger::Ledger;
@@ -94,6 +94,8 @@ pub struct SimOptions {
     pub faults: Faults,
     /// The channel's snapshot interval: small, so compaction and snapshots are exercised.
     pub snapshot_interval: u64,
+    /// Per node (in order), how far its wall clock is off, in milliseconds; missing: none.
+    pub clock_skew_ms: Vec<i64>,
 }
 
 impl Default for SimOptions {
@@ -104,6 +106,7 @@ impl Default for SimOptions {
             submit: 0.05,
             faults: Faults::hostile(),
             snapshot_interval: 12,
+            clock_skew_ms: Vec::new(),
         }
     }
 }
@@ -359,7 +362,7 @@ impl Sim {
                 base: f.base,
                 base_ms: f.epoch_ms,
                 elapsed_ms: self.elapsed_ms.clone(),
-                offset_ms: 0,
+                offset_ms: self.opts.clock_skew_ms.get(i).copied().unwrap_or(0),
             }),
         };
         // raft-rs draws election timeouts from an unseeded generator; a fixed timeout per node,

@@ -2,12 +2,12 @@
 //! only writer of the channel's log and ledger; HTTP handlers talk to it through a queue and
 //! read the ledger directly.
 //!
-//! [`handle`] is the [`Channel`] others call; [`worker`] is the thread's loop and its Ready
+//! `handle` is the [`Channel`] others call; `worker` is the thread's loop and its Ready
 //! handling, which follows raft-rs's order: send messages, install a snapshot, apply
 //! committed entries, persist new entries and hard state (one synced write), send the
-//! messages that had to wait for persistence, advance. [`batching`] groups submissions into
-//! proposals, [`membership`] keeps Raft's voters in line with the configuration and repairs
-//! nodes that lost their log, [`publishing`] reports status, metrics and block events.
+//! messages that had to wait for persistence, advance. `batching` groups submissions into
+//! proposals, `membership` keeps Raft's voters in line with the configuration and repairs
+//! nodes that lost their log, `publishing` reports status, metrics and block events.
 
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;

@@ -1,11 +1,11 @@
 //! The ledger of one channel: blocks, transaction index, world state, key history and the
 //! certificate registry, and the deterministic step that turns an ordered batch into a block.
 //!
-//! Split by what each part does: [`checks`] (what a transaction must satisfy before and at
-//! ordering: static shape, signer, policy, time), [`apply`] (an ordered batch becoming a
-//! block), [`reads`] (state, history, keys, receipts, blocks), [`snapshots`] (dump and
-//! restore for Raft snapshots), [`tip`] (where the ledger stands and the configuration in
-//! force) and [`chaincode`] (the lifecycle and calls).
+//! Split by what each part does: `checks` (what a transaction must satisfy before and at
+//! ordering: static shape, signer, policy, time), `apply` (an ordered batch becoming a
+//! block), `reads` (state, history, keys, receipts, blocks), `snapshots` (dump and
+//! restore for Raft snapshots), `tip` (where the ledger stands and the configuration in
+//! force) and `chaincode` (the lifecycle and calls).
 
 use crate::keys::{self, Keys};
 use parking_lot::RwLock;

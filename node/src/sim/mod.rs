@@ -1,6 +1,6 @@
 //! A deterministic simulation of one channel's nodes in one process.
 //!
-//! Each simulated node runs the production channel code — the [`Worker`](crate::channel::Worker)
+//! Each simulated node runs the production channel code — the `Worker`
 //! that steps Raft and handles its Ready in raft-rs's order, the Raft storage and the ledger's
 //! apply — over its own RocksDB kept in memory (RocksDB's in-memory environment, so a node
 //! can be stopped and reopened on the same data in microseconds). What the production node

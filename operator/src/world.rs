@@ -128,6 +128,8 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
         cas: &cas,
         addressing: &addressing,
         issued_at: issued_at(&consortium),
+        held: &tally_planner::NOTHING_HELD,
+        now: None,
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
     Ok(Ok(World {

@@ -464,6 +464,26 @@ impl OrgCa {
         hosts: &[String],
         not_before: i64,
     ) -> Result<Identity, IdentityError> {
+        let not_after = not_before + LEAF_VALIDITY_DAYS * 86_400;
+        self.issue_derived_until(role, name, hosts, not_before, not_after)
+    }
+
+    /// [`issue_derived`](Self::issue_derived) with the end of validity given (Unix seconds),
+    /// for certificates whose lifetime the consortium chooses. The key is the same as for any
+    /// other window: renewing a certificate keeps the holder's key.
+    pub fn issue_derived_until(
+        &self,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<Identity, IdentityError> {
+        if not_after <= not_before {
+            return Err(bad(format!(
+                "certificate for {name} would end ({not_after}) before it starts ({not_before})"
+            )));
+        }
         // Length-prefixed fields, so that no two (role, name) pairs share an input.
         let mut input = Vec::new();
         let ca_key = self.derivation_key_der();
@@ -479,12 +499,20 @@ impl OrgCa {
         let key = KeyPair::from_pem(&pkcs8)?;
         let start = ::time::OffsetDateTime::from_unix_timestamp(not_before)
             .map_err(|e| bad(format!("not_before {not_before}: {e}")))?;
+        let end = ::time::OffsetDateTime::from_unix_timestamp(not_after)
+            .map_err(|e| bad(format!("not_after {not_after}: {e}")))?;
         let mut params = self.leaf_params(role, name, hosts)?;
         params.not_before = start;
-        params.not_after = start + ::time::Duration::days(LEAF_VALIDITY_DAYS);
+        params.not_after = end;
         let mut serial_parts: Vec<&[u8]> = vec![&self.cert_der, &seed.0];
         let nb = not_before.to_be_bytes();
         serial_parts.push(&nb);
+        // The default lifetime leaves the end out, so certificates issued before lifetimes
+        // were configurable keep their serial numbers.
+        let na = not_after.to_be_bytes();
+        if not_after != not_before + LEAF_VALIDITY_DAYS * 86_400 {
+            serial_parts.push(&na);
+        }
         for h in hosts {
             serial_parts.push(h.as_bytes());
         }

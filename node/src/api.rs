@@ -5,6 +5,7 @@ use crate::http::{
     error, full, json, query_param, read_body, retry_later, text, Body, BodyError, Refusal,
 };
 use crate::node::Node;
+use crate::query_pool::QUERY_FUEL;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
@@ -211,7 +212,7 @@ async fn channel_route(
             let (l, name) = (ledger.clone(), name.to_string());
             let ran = node
                 .queries
-                .run(move || l.query(&name, &function, &args, &reader))
+                .run(move || l.query(&name, &function, &args, &reader, QUERY_FUEL))
                 .await;
             let Ok(result) = ran else {
                 return retry_later(

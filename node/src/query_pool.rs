@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
+/// Fuel a query may burn: a fifth of what one transaction's call may, since a query commits
+/// nothing and whoever may read may send as many as they like.
+pub const QUERY_FUEL: u64 = 20_000_000;
+
 pub struct QueryPool {
     running: Arc<Semaphore>,
     waiting: AtomicUsize,

@@ -691,12 +691,14 @@ impl Ledger {
 
     /// Runs `function` read-only against committed state: nothing it writes is kept. The
     /// context is the reader's identity, no transaction id (zeros) and the last block's time.
+    /// `fuel` caps the call (0: a transaction's maximum).
     pub fn query(
         &self,
         name: &str,
         function: &str,
         args: &[u8],
         reader: &CertInfo,
+        fuel: u64,
     ) -> Result<Result<QueryResult, (RejectCode, String)>, LedgerError> {
         let none = HashMap::new();
         if function == "init" {
@@ -725,7 +727,7 @@ impl Ledger {
         let ctx = self.context(name, &at);
         let mut exec = Vec::new();
         Ok(self
-            .run(&def, &module, function, args, &ctx, 0, &none, &mut exec)?
+            .run(&def, &module, function, args, &ctx, fuel, &none, &mut exec)?
             .map(|o| QueryResult {
                 result_utf8: String::from_utf8(o.result.clone()).ok(),
                 result: o.result,

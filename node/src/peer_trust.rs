@@ -71,6 +71,11 @@ impl PeerCert {
         true
     }
 
+    /// Whether one of `cas` (none when absent) issued this certificate.
+    fn issued_by_any(&self, cas: Option<&Vec<Ca>>) -> bool {
+        cas.is_some_and(|cas| cas.iter().any(|ca| self.issued_by(ca)))
+    }
+
     /// True the first time it is asked: one warning per connection, not one per message.
     pub fn first_refusal(&self) -> bool {
         !self.warned.swap(true, Ordering::Relaxed)
@@ -149,13 +154,7 @@ impl TrustMap {
                 sender.info.common_name, sender.info.org, node.id, node.name, node.org
             ));
         }
-        let cas = self
-            .channels
-            .get(channel)
-            .and_then(|o| o.get(&node.org))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if cas.iter().any(|ca| sender.issued_by(ca)) {
+        if sender.issued_by_any(self.channels.get(channel).and_then(|o| o.get(&node.org))) {
             Ok(())
         } else {
             Err(format!(
@@ -168,11 +167,7 @@ impl TrustMap {
 
 /// Checks a connection's certificate against the CA of the organization it names.
 pub fn check_org(cert: &PeerCert, by_org: &HashMap<String, Vec<Ca>>) -> Result<(), String> {
-    let cas = by_org
-        .get(&cert.info.org)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    if cas.iter().any(|ca| cert.issued_by(ca)) {
+    if cert.issued_by_any(by_org.get(&cert.info.org)) {
         Ok(())
     } else {
         Err(format!(

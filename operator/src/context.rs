@@ -1,6 +1,7 @@
 //! What every controller shares: the API client, settings, metrics and the event recorder;
 //! and the few API calls every reconciler makes (server-side apply, status patches, events).
 
+pub use crate::decide::{State, Verdict};
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use kube::api::{Api, Patch, PatchParams};
@@ -11,7 +12,7 @@ use serde_json::Value;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_api::common::{set_condition, Condition, ConditionStatus};
+use tally_api::common::Condition;
 use tally_api::{chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer};
 
 #[derive(Debug, thiserror::Error)]
@@ -151,92 +152,6 @@ impl Context {
         )
         .await?;
         Ok(())
-    }
-}
-
-/// The conditions of a resource after one reconcile: `Ready`, `Progressing` and `Degraded`
-/// set together so they never contradict each other.
-pub struct Verdict {
-    pub state: State,
-    pub reason: String,
-    pub message: String,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum State {
-    Ready,
-    Progressing,
-    Degraded,
-}
-
-impl Verdict {
-    pub fn ready(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Ready,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-    pub fn progressing(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Progressing,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-    pub fn degraded(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Degraded,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Applies the verdict to `conditions` (keeping transition times of unchanged ones).
-    pub fn apply_to(&self, conditions: &mut Vec<Condition>, generation: Option<i64>, now: &str) {
-        let mk = |type_: &str, on: bool, reason: &str, message: &str| Condition {
-            type_: type_.into(),
-            status: if on {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: now.into(),
-            observed_generation: generation,
-        };
-        let (r, m) = (self.reason.as_str(), self.message.as_str());
-        let ready = self.state == State::Ready;
-        set_condition(conditions, mk("Ready", ready, r, m));
-        let progressing = self.state == State::Progressing;
-        set_condition(
-            conditions,
-            mk(
-                "Progressing",
-                progressing,
-                if progressing { r } else { "Settled" },
-                if progressing { m } else { "" },
-            ),
-        );
-        let degraded = self.state == State::Degraded;
-        set_condition(
-            conditions,
-            mk(
-                "Degraded",
-                degraded,
-                if degraded { r } else { "Healthy" },
-                if degraded { m } else { "" },
-            ),
-        );
-    }
-
-    pub fn requeue(&self) -> Duration {
-        match self.state {
-            State::Ready => Duration::from_secs(60),
-            State::Progressing => Duration::from_secs(3),
-            State::Degraded => Duration::from_secs(15),
-        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod chaincode;
 pub mod channel;
 pub mod consortium;
 pub mod context;
+pub mod decide;
 pub mod leader;
 pub mod metrics;
 pub mod names;

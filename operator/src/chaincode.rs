@@ -53,7 +53,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
         }
     };
     ctx.report(cc.as_ref(), &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(cc.as_ref(), &verdict))
 }
 
 /// The module in its ConfigMap, which must hash to the pinned sha256.

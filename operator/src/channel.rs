@@ -34,7 +34,7 @@ pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
         Ok(w) => converge(&ch, &ctx, &w, &mut status).await?,
     };
     ctx.report(ch.as_ref(), &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(ch.as_ref(), &verdict))
 }
 
 async fn converge(

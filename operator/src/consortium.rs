@@ -156,7 +156,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         "organizations": orgs,
     });
     ctx.report(cons, &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(cons, &verdict))
 }
 
 /// Holds deletion while peers or channels of the consortium remain.

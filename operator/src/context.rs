@@ -45,7 +45,19 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
 }
 
 impl Error {
-    /// Short CamelCase reason for conditions, events and the error metric.
+    /// The `reason` label of `tally_operator_reconcile_errors_total`: the same word as the
+    /// condition reason and event the error leaves, so that an alert and the object agree.
+    pub fn metric_label(&self) -> &'static str {
+        self.reason()
+    }
+
+    /// Whether the tenant must fix it (a resource, Secret or ConfigMap), rather than the
+    /// cluster or a node recovering by itself.
+    pub fn tenant_must_fix(&self) -> bool {
+        matches!(self, Error::Plan(_) | Error::Invalid(_))
+    }
+
+    /// Short CamelCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "ApiError",
@@ -78,6 +90,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failed reconciles per object, for the error backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Objects waiting for a change that may fix them.
+    pub parked: crate::park::Parked,
 }
 
 impl Context {

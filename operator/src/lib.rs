@@ -11,6 +11,7 @@ pub mod decide;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod park;
 pub mod peer;
 pub mod reach;
 pub mod server;
@@ -52,7 +53,8 @@ fn object_key<K: Resource<DynamicType = ()>>(kind: &str, obj: &K) -> String {
     )
 }
 
-/// Requeue after a failed reconcile: 1 s doubling to 5 min per object, reset by a success.
+/// Requeue after a failed reconcile: 1 s doubling to 256 s (about four minutes) per object,
+/// reset by a success.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
@@ -82,7 +84,7 @@ where
                 .ok();
         }
         Err(e) => {
-            timer.finish(Some(e.reason()));
+            timer.finish(Some(e.metric_label()));
             tracing::warn!(kind, object = %key, error = %e, "reconcile failed");
             ctx.event(obj.as_ref(), true, e.reason(), "Reconcile", e.to_string())
                 .await;
@@ -134,7 +136,14 @@ pub async fn run_controllers(
     let ns = ns.as_deref();
     let wc = watcher::Config::default;
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
+    let (wakers, alarms) = park::wakers();
+    let waker = tokio::spawn(park::wake_on_changes(
+        ctx.clone(),
+        ns.map(str::to_string),
+        wakers,
+    ));
     let consortia = Controller::new(api::<Consortium>(c, ns), wc())
+        .reconcile_on(park::stream(alarms.consortia))
         .owns(
             api::<Secret>(c, ns),
             wc().labels(&format!(
@@ -158,6 +167,7 @@ pub async fn run_controllers(
         )
         .for_each(log_result("Consortium"));
     let peers = Controller::new(api::<Peer>(c, ns), wc())
+        .reconcile_on(park::stream(alarms.peers))
         .owns(api::<StatefulSet>(c, ns), wc())
         .owns(api::<Service>(c, ns), wc())
         .owns(api::<ConfigMap>(c, ns), wc())
@@ -171,6 +181,7 @@ pub async fn run_controllers(
     let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
     let known_channels = channel_controller.store();
     let channels = channel_controller
+        .reconcile_on(park::stream(alarms.channels))
         .owns(api::<PodDisruptionBudget>(c, ns), wc())
         // A Peer scaled or started changes its channels' configuration or lets a new node
         // join: those channels act at once instead of at their next resync.
@@ -192,6 +203,7 @@ pub async fn run_controllers(
         )
         .for_each(log_result("Channel"));
     let chaincodes = Controller::new(api::<Chaincode>(c, ns), wc())
+        .reconcile_on(park::stream(alarms.chaincodes))
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| {
@@ -207,6 +219,7 @@ pub async fn run_controllers(
         )
         .for_each(log_result("Chaincode"));
     tokio::join!(consortia, peers, channels, chaincodes);
+    waker.abort();
 }
 
 /// The Channels of the Peer's namespace that list it as a consenter or observer.
@@ -280,7 +293,7 @@ pub async fn count_resources(ctx: Arc<Context>, namespaces: Vec<Option<String>>)
 #[cfg(test)]
 mod tests {
     #[test]
-    fn backoff_doubles_up_to_five_minutes() {
+    fn backoff_doubles_up_to_about_four_minutes() {
         assert_eq!(super::backoff(0).as_secs(), 1);
         assert_eq!(super::backoff(3).as_secs(), 8);
         assert_eq!(super::backoff(20).as_secs(), 256);

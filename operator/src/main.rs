@@ -113,6 +113,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
         ),
         failures: Default::default(),
+        parked: Default::default(),
     });
     let lock = LeaseLock::new(
         client.clone(),

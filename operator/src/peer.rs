@@ -43,7 +43,7 @@ pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
     }
     ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(peer.as_ref(), &verdict))
 }
 
 /// The StatefulSet's replicas and ready replicas, and what each node reports.

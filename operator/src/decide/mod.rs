@@ -20,6 +20,10 @@ use tally_api::common::{set_condition, Condition, ConditionStatus};
 pub mod channel;
 pub mod peer;
 
+/// Degraded reasons that only the tenant can fix: a spec that does not plan, a missing or bad
+/// Secret or ConfigMap, a change the channel refuses.
+const TENANT_REASONS: [&str; 3] = ["InvalidSpec", "InvalidReference", "ConfigurationRejected"];
+
 /// The conditions of a resource after one reconcile: `Ready`, `Progressing` and `Degraded`
 /// set together so they never contradict each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +102,33 @@ impl Verdict {
         );
     }
 
+    /// Whether the object waits for a change (parked) rather than a timer: Degraded for a
+    /// reason its tenant must fix, which another look would only repeat. Nodes that disagree on
+    /// state roots are not the tenant's to fix: they are looked at again.
+    pub fn parks(&self) -> bool {
+        self.state == State::Degraded && TENANT_REASONS.contains(&self.reason.as_str())
+    }
+
     pub fn requeue(&self) -> Duration {
         match self.state {
             State::Ready => Duration::from_secs(60),
             State::Progressing => Duration::from_secs(3),
             State::Degraded => Duration::from_secs(15),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn only_what_the_tenant_must_fix_parks() {
+        assert!(Verdict::degraded("InvalidSpec", "spec.replicas").parks());
+        assert!(Verdict::degraded("InvalidReference", "no Secret").parks());
+        assert!(Verdict::degraded("ConfigurationRejected", "refused").parks());
+        assert!(!Verdict::degraded("StateRootsDisagree", "roots").parks());
+        assert!(!Verdict::progressing("InvalidSpec", "x").parks());
+        assert!(!Verdict::ready("Ready", "x").parks());
     }
 }

@@ -11,10 +11,11 @@ fi
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . scripts/env.sh
-cargo build -p tally-node -p tallyctl -p tally-operator --bins
+cargo build -p tally-node -p tallyctl -p tally-operator -p tally-console --bins
 export TALLY_NODE_BIN="$CARGO_TARGET_DIR/debug/tally-node"
 export TALLY_CTL_BIN="$CARGO_TARGET_DIR/debug/tallyctl"
 export TALLY_OPERATOR_BIN="$CARGO_TARGET_DIR/debug/tally-operator"
+export TALLY_CONSOLE_BIN="$CARGO_TARGET_DIR/debug/tally-console"
 # The operator's suites run a real etcd and kube-apiserver: built once from Go modules and cached
 # outside the clone (or taken from KUBEBUILDER_ASSETS); see docs/testing.md.
 # TALLY_SKIP_K8S=1 skips building them (and the suites that need them, where none are found).

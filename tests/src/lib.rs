@@ -16,6 +16,7 @@
 //!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 
+pub mod browser;
 pub mod operator;
 pub mod podrunner;
 
@@ -70,6 +71,28 @@ pub fn tallyctl_bin() -> PathBuf {
     )
 }
 
+/// The tally-console executable: `TALLY_CONSOLE_BIN`, else found as [`node_bin`] finds
+/// tally-node.
+///
+/// # Panics
+/// With a hint to build it when none is found.
+pub fn console_bin() -> PathBuf {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    workspace_bin(
+        "tally-console",
+        "TALLY_CONSOLE_BIN",
+        "tally-console",
+        &[
+            "console/src",
+            "console/src/pages",
+            "console/assets",
+            "client/src",
+            "protocol/src",
+        ],
+        &ONCE,
+    )
+}
+
 /// An executable of the workspace: `$env`, else the one cargo built next to this test binary,
 /// else under `$CARGO_TARGET_DIR` or the workspace's `target/`. Warns once (through `once`)
 /// when a file in `sources` changed after it was built: the suites would test old code.
@@ -108,7 +131,7 @@ fn workspace_bin(
     }
     panic!(
         "the {name} executable was not found (looked at {}).\n\
-         Build it first: `cargo build -p tally-node -p tallyctl`, or set {env}.",
+         Build it first: `cargo build -p tally-node -p tallyctl -p tally-console`, or set {env}.",
         candidates
             .iter()
             .map(|c| c.display().to_string())
@@ -515,6 +538,40 @@ pub mod http {
 
     pub async fn get(url: &str) -> Result<(u16, Vec<u8>), String> {
         request("GET", url, None, Bytes::new()).await
+    }
+
+    /// One request written by hand on a bare socket (a form body, `host` as the Host header,
+    /// the URL's when empty): the status and the response as text, head and body, for what
+    /// [`request`] hides (headers) or refuses to send (another Host).
+    ///
+    /// # Panics
+    /// When the server cannot be reached.
+    pub async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").expect("an http URL");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        let host = if host.is_empty() { authority } else { host };
+        let mut s = tokio::net::TcpStream::connect(authority)
+            .await
+            .unwrap_or_else(|e| panic!("connect {authority}: {e}"));
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .expect("write the request");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).replace("\r\n", "\n");
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
     }
 }
 
@@ -1127,10 +1184,22 @@ fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Makes the process `cmd` starts get SIGKILL when the thread that started it dies, so that a
+/// killed test binary leaves nothing running.
+pub fn die_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
+
 /// Starts `bin` with stdout and stderr in `log`; the child gets SIGKILL when the thread that
 /// started it dies.
 fn spawn_logged(bin: &Path, args: &[String], log: &Path) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).expect("create log file");
     let err = out.try_clone().expect("clone log file");
     let mut cmd = std::process::Command::new(bin);
@@ -1138,14 +1207,8 @@ fn spawn_logged(bin: &Path, args: &[String], log: &Path) -> std::process::Child 
         .stdin(std::process::Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    cmd.spawn()
+    die_with_parent(&mut cmd)
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
 }
 

@@ -734,6 +734,171 @@ fn chart_lints_and_renders() {
     }
 }
 
+/// `consoles` renders, per organization, a Deployment that reads the ledger with the
+/// organization's client identity Secret and serves only with a token, a ClusterIP Service, and
+/// the token's Secret (unless one is named), in the consortium's namespace; the schema refuses a
+/// console without nodes.
+#[test]
+fn chart_renders_a_console_per_organization() {
+    use base64::Engine;
+    let Some((helm, _)) = Helm::find() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let values = dir.path().join("consoles.yaml");
+    std::fs::write(
+        &values,
+        "consoles:\n\
+         - organization: bank\n\
+         \x20 consortium: scf\n\
+         \x20 namespace: tenant\n\
+         \x20 nodes: [http://bank-peer-0.bank-peer-nodes.tenant.svc:7051, http://core-peer-0.core-peer-nodes.tenant.svc:7051]\n\
+         - organization: supplier\n\
+         \x20 consortium: scf\n\
+         \x20 namespace: tenant\n\
+         \x20 nodes: [http://core-peer-0.core-peer-nodes.tenant.svc:7051]\n\
+         \x20 tokenSecret: supplier-console-token\n\
+         \x20 tlsSecret: supplier-console-tls\n\
+         \x20 service: {port: 9443}\n",
+    )
+    .expect("write values");
+    let values = values.to_str().expect("utf-8 path");
+    let chart = chart_dir();
+    let out = helm.run(&[
+        "lint",
+        "--strict",
+        chart.to_str().expect("utf-8"),
+        "-f",
+        values,
+    ]);
+    assert!(
+        out.ok && !out.stdout.contains("[WARNING]"),
+        "helm lint --strict with consoles:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let objs = helm.render("ops", "tally-system", &["-f", values]);
+    let consoles: Vec<String> = inventory(&objs)
+        .into_iter()
+        .filter(|o| o.contains("console"))
+        .collect();
+    assert_eq!(
+        consoles,
+        [
+            "Deployment tenant/ops-tally-operator-console-bank",
+            "Deployment tenant/ops-tally-operator-console-supplier",
+            "Secret tenant/ops-tally-operator-console-bank-token",
+            "Service tenant/ops-tally-operator-console-bank",
+            "Service tenant/ops-tally-operator-console-supplier",
+        ],
+        "one console per organization, a generated token only where none is named"
+    );
+
+    let bank = "ops-tally-operator-console-bank";
+    let c = container(&objs, "tenant", bank);
+    let a = args(&c);
+    for want in [
+        "--node=http://bank-peer-0.bank-peer-nodes.tenant.svc:7051",
+        "--node=http://core-peer-0.core-peer-nodes.tenant.svc:7051",
+        "--identity=/var/run/tally/identity",
+        "--listen=0.0.0.0:8080",
+        "--token-file=/var/run/tally/token/token",
+        "--title=scf",
+    ] {
+        assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+    }
+    assert!(!a.iter().any(|x| x.starts_with("--tls")), "{a:?}");
+    let pod = &get(&objs, "Deployment", "tenant", bank)["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], json!(false));
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], json!(true));
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], json!(true));
+    assert_eq!(
+        c["securityContext"]["allowPrivilegeEscalation"],
+        json!(false)
+    );
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("volume {name}: {pod}"))
+            .clone()
+    };
+    let identity = volume("identity");
+    assert_eq!(
+        identity["secret"]["secretName"], "scf-bank-client",
+        "the operator's client identity"
+    );
+    assert_eq!(
+        identity["secret"]["items"],
+        json!([{"key": "tls.crt", "path": "cert.pem"}, {"key": "tls.key", "path": "key.pem"}])
+    );
+    assert_eq!(
+        volume("token")["secret"]["secretName"],
+        format!("{bank}-token")
+    );
+    let svc = get(&objs, "Service", "tenant", bank);
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(svc["spec"]["ports"][0]["port"], json!(8080));
+    let labels =
+        &get(&objs, "Deployment", "tenant", bank)["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().expect("a selector") {
+        assert_eq!(
+            &labels[k], v,
+            "the Service selects the console's pods ({k})"
+        );
+    }
+    let secret = get(&objs, "Secret", "tenant", &format!("{bank}-token"));
+    let token = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["token"].as_str().expect("a token"))
+        .expect("base64");
+    assert_eq!(token.len(), 48, "a generated token of 48 characters");
+    assert_eq!(
+        secret["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+
+    let supplier = "ops-tally-operator-console-supplier";
+    let c = container(&objs, "tenant", supplier);
+    let a = args(&c);
+    for want in [
+        "--listen=0.0.0.0:9443",
+        "--tls-cert=/var/run/tally/tls/tls.crt",
+        "--tls-key=/var/run/tally/tls/tls.key",
+    ] {
+        assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let pod = &get(&objs, "Deployment", "tenant", supplier)["spec"]["template"]["spec"];
+    let token = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "token")
+        .expect("token volume");
+    assert_eq!(token["secret"]["secretName"], "supplier-console-token");
+
+    for (bad, field) in [
+        ("consoles[0].organization=bank,consoles[0].consortium=scf", "nodes"),
+        (
+            "consoles[0].organization=bank,consoles[0].consortium=scf,consoles[0].nodes={ftp://x}",
+            "consoles",
+        ),
+        (
+            "consoles[0].organization=Bank,consoles[0].consortium=scf,consoles[0].nodes={http://x:7051}",
+            "organization",
+        ),
+    ] {
+        let out = helm.run(&["template", "x", chart.to_str().expect("utf-8"), "--set", bad]);
+        assert!(
+            !out.ok && out.stderr.contains(field),
+            "--set {bad} must be refused naming {field}:\n{}",
+            out.stderr
+        );
+    }
+}
+
 /// Every row of `kubectl auth can-i --list` as (API group, resource, verb), less what every
 /// authenticated user may do (self-reviews, discovery).
 fn can_i_list(cp: &ControlPlane, user: &str, ns: &str) -> Perms {
@@ -1276,6 +1441,7 @@ fn dockerfiles_are_multi_stage_non_root_and_lint_clean() {
         ("Dockerfile.node", "tally-node", "tally-node"),
         ("Dockerfile.operator", "tally-operator", "tally-operator"),
         ("Dockerfile.tallyctl", "tallyctl", "tallyctl"),
+        ("Dockerfile.console", "tally-console", "tally-console"),
     ] {
         let text =
             std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -1342,6 +1508,7 @@ fn dockerfiles_are_multi_stage_non_root_and_lint_clean() {
         "Dockerfile.node",
         "Dockerfile.operator",
         "Dockerfile.tallyctl",
+        "Dockerfile.console",
     ]));
     assert!(out.ok, "hadolint:\n{}{}", out.stdout, out.stderr);
 }

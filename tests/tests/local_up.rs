@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tally_api::manifest::Resources;
-use tally_tests::{node_bin, tallyctl_bin};
+use tally_tests::{console_bin, http, node_bin, tallyctl_bin};
 
 /// How long `up` may take to print `Ready.` (a loaded 2-core machine, 6 debug-build nodes).
 const READY_DEADLINE: Duration = Duration::from_secs(120);
@@ -167,6 +167,7 @@ struct Example {
     name: &'static str,
     tallyctl: PathBuf,
     node: PathBuf,
+    console: PathBuf,
     manifest: PathBuf,
     root: Option<tempfile::TempDir>,
     data: PathBuf,
@@ -180,7 +181,7 @@ struct Example {
 impl Example {
     fn new(name: &'static str) -> Example {
         // Found first, so that a missing executable leaves no folder behind.
-        let (tallyctl, node) = (tallyctl_bin(), node_bin());
+        let (tallyctl, node, console) = (tallyctl_bin(), node_bin(), console_bin());
         let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../deploy/examples")
             .join(format!("{name}.yaml"));
@@ -196,6 +197,7 @@ impl Example {
             name,
             tallyctl,
             node,
+            console,
             manifest,
             root: Some(root),
             data,
@@ -224,7 +226,10 @@ impl Example {
             .arg(&self.manifest)
             .arg("--data-dir")
             .arg(&self.data)
+            // Suites run in parallel: each console on a port of its own.
+            .args(["--console-addr", "127.0.0.1:0"])
             .env("TALLY_NODE_BIN", &self.node)
+            .env("TALLY_CONSOLE_BIN", &self.console)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -303,6 +308,18 @@ impl Example {
             self.name,
             started.elapsed().as_secs_f64()
         );
+    }
+
+    /// The web console's URL, from the line the running `up` printed.
+    fn console_url(&self) -> String {
+        let up = self.up.as_ref().expect("up is running");
+        let lines = up.seen.lock().unwrap();
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix("web console"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("{}: `up` printed no web console line: {lines:?}", self.name))
     }
 
     /// Runs `tallyctl --data-dir DATA ARGS...`.
@@ -825,6 +842,25 @@ fn run_example(name: &'static str) {
         .unwrap_or_else(|e| panic!("{name}: profile.json is not JSON: {e}"));
     let channel_nodes = check_profile(&ex, &facts, &profile);
 
+    // The web console reads as the first organization, on loopback.
+    let console = host_port(&ex.console_url());
+    assert!(
+        console.starts_with("127."),
+        "{name}: the console listens on {console}"
+    );
+    let first_org = profile["organizations"][0]["name"]
+        .as_str()
+        .expect("an organization");
+    let (status, page) = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(http::raw(&format!("http://{console}/"), "GET", "", ""));
+    assert_eq!(status, 200, "{name}: the console's consortium page: {page}");
+    assert!(
+        page.contains(&format!("<span class=\"dot\"></span>{first_org} ")),
+        "{name}: the console reads as {first_org}: {}",
+        tail(&page, 5)
+    );
+
     // Every Chaincode of the manifests was installed, approved and committed by `up`.
     let res = Resources::read_files(&[ex.manifest.clone()]).expect("manifests");
     for cc in &res.chaincodes {
@@ -914,9 +950,13 @@ fn run_example(name: &'static str) {
         heights_before.insert(c.to_string(), heights);
     }
 
-    // 4. SIGINT: up exits 0 and takes every node with it.
+    // 4. SIGINT: up exits 0 and takes every node, and the console, with it.
     ex.interrupt();
     assert_all_stopped(&ex, &profile);
+    assert!(
+        !listening(&console),
+        "{name}: the console still listens at {console} after `up` exited"
+    );
 
     // 5. A second up resumes the same ledger.
     ex.up();

@@ -2,6 +2,7 @@
 //! of committed blocks until Ctrl-C. The zero-set-up way to see a Tally ledger work.
 
 use super::Ctx;
+use crate::{LocalCluster, LocalClusterSpec};
 use anyhow::{Context, Result};
 use clap::Args;
 use futures_util::StreamExt;
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 use tally_client::client::verify_receipt;
 use tally_client::txs::{put, sign_writes};
 use tally_protocol::{Hash, Role};
-use tallyctl::{LocalCluster, LocalClusterSpec};
 
 const CHANNEL: &str = "demo";
 

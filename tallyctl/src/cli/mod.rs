@@ -4,8 +4,10 @@
 mod blocks;
 mod chaincode;
 mod channel;
+mod console;
 mod demo;
 mod down;
+pub mod entry;
 mod follow;
 mod genesis;
 mod identity;
@@ -13,6 +15,7 @@ mod keys;
 mod logging;
 mod org;
 mod output;
+pub mod plugin;
 mod profile_export;
 mod progress;
 mod receipt;

@@ -7,6 +7,8 @@
 
 use super::progress::Spinner;
 use super::Ctx;
+use crate::local::{pick_loopback_prefix, stored_layout};
+use crate::{LocalCluster, LocalLayout};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kube::ResourceExt;
@@ -24,8 +26,6 @@ use tally_client::Profile;
 use tally_planner::{Addressing, CaInput, Plan, PlanInput};
 use tally_protocol::identity::now_unix;
 use tally_protocol::{OrgCa, Role};
-use tallyctl::local::{pick_loopback_prefix, stored_layout};
-use tallyctl::{LocalCluster, LocalLayout};
 
 const STATE_FILE: &str = "up.json";
 const STATE_VERSION: u32 = 1;
@@ -41,6 +41,19 @@ pub struct UpArgs {
     /// Write without fsync: faster, but the last writes may be lost on power loss.
     #[arg(long)]
     pub no_fsync: bool,
+    /// Serve the web console reading as this organization (default: the first one).
+    #[arg(long)]
+    pub console_org: Option<String>,
+    /// Address of the web console: a loopback address, since it has no login here
+    /// (default 127.0.0.1:7080, or a free port when that one is taken).
+    #[arg(long)]
+    pub console_addr: Option<std::net::SocketAddr>,
+    /// Do not serve the web console.
+    #[arg(long, conflicts_with_all = ["console_org", "console_addr"])]
+    pub no_console: bool,
+    /// The tally-console executable (default: next to tallyctl).
+    #[arg(long, env = "TALLY_CONSOLE_BIN")]
+    pub console_bin: Option<PathBuf>,
 }
 
 /// What `up.json` records: the inputs of the plan besides the manifests.
@@ -174,9 +187,27 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
             _ => anyhow!("interrupted while installing chaincode"),
         });
     }
-    print_ready(ctx, &dir, &args.files, &profile, &leaders)?;
+    let console = if args.no_console {
+        None
+    } else {
+        let wish = super::console::ConsoleWish {
+            org: args.console_org.as_deref(),
+            addr: args.console_addr,
+            bin: args.console_bin.as_deref(),
+        };
+        match super::console::start(&dir, &profile, &wish).await {
+            Ok(c) => Some(c),
+            // The ledger is what `up` is for: without a console it still runs, and says so.
+            Err(e) => {
+                step(format!("no web console: {e:#} (--no-console skips it)"));
+                None
+            }
+        }
+    };
+    print_ready(ctx, &dir, &args.files, &profile, &leaders, console.as_ref())?;
 
     let outcome = stream_until_signal(&cluster, &profile, &mut signals).await;
+    drop(console);
     step(format!("stopping {} nodes", profile.nodes.len()));
     cluster.shutdown().await?;
     step(format!(
@@ -600,10 +631,12 @@ fn print_ready(
     files: &[PathBuf],
     profile: &Profile,
     leaders: &BTreeMap<String, (String, u64)>,
+    console: Option<&super::console::RunningConsole>,
 ) -> Result<()> {
     let report = serde_json::json!({
         "consortium": profile.consortium,
         "data_dir": dir,
+        "console": console.map(|c| serde_json::json!({"org": c.org, "url": c.url})),
         "nodes": profile.nodes,
         "channels": profile.channels.iter().map(|c| {
             let (leader, height) = leaders.get(&c.name).cloned().unwrap_or_default();
@@ -629,6 +662,13 @@ fn print_ready(
             ]);
         }
         super::output::print_table(&table);
+        if let Some(c) = console {
+            println!();
+            println!(
+                "web console  {}  (reads as {}; read-only, this machine only)",
+                c.url, c.org
+            );
+        }
         println!();
         for c in &profile.channels {
             let (leader, height) = leaders.get(&c.name).cloned().unwrap_or_default();

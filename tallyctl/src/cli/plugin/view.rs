@@ -1,0 +1,242 @@
+//! What `kubectl tally status` shows, built from the objects as read from the API server: a
+//! consortium's organizations with their Peers and nodes, its channels and chaincodes. Pure,
+//! so the shape is tested without a cluster.
+
+use serde::Serialize;
+use tally_api::chaincode::Chaincode;
+use tally_api::channel::Channel;
+use tally_api::common::{Condition, ConditionStatus};
+use tally_api::consortium::Consortium;
+use tally_api::peer::Peer;
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ConsortiumView {
+    pub name: String,
+    pub namespace: String,
+    pub ready: Readiness,
+    pub organizations: Vec<OrgView>,
+    pub channels: Vec<ChannelView>,
+    pub chaincodes: Vec<ChaincodeView>,
+}
+
+/// A resource's `Ready` condition, as a person wants it: yes, no with why, or not yet known.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Readiness {
+    Ready,
+    NotReady { reason: String, message: String },
+    Unknown,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct OrgView {
+    pub name: String,
+    /// Short fingerprint of the organization's CA certificate, when the operator reported it.
+    pub ca_fingerprint: String,
+    /// When the CA certificate expires (RFC 3339), when known.
+    pub ca_not_after: String,
+    pub peers: Vec<PeerView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    pub name: String,
+    pub role: String,
+    pub replicas: i32,
+    pub ready_replicas: i32,
+    pub ready: Readiness,
+    pub nodes: Vec<NodeView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    pub ready: bool,
+    /// `channel@height` per channel the node serves.
+    pub channels: Vec<NodeChannel>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct NodeChannel {
+    pub name: String,
+    pub height: u64,
+    pub role: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ChannelView {
+    pub name: String,
+    pub ready: Readiness,
+    pub height: u64,
+    pub leader: String,
+    /// Whether every node reported the same state root at the same height (None: not known).
+    pub agree: Option<bool>,
+    pub members: Vec<String>,
+    pub consenters: Vec<String>,
+    pub observers: Vec<String>,
+    pub config_sequence: u64,
+    /// The lowest and highest height its nodes reported: a lagging node shows here.
+    pub node_heights: Option<(u64, u64)>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct ChaincodeView {
+    pub name: String,
+    pub channel: String,
+    pub version: String,
+    pub committed_version: String,
+    pub sequence: u64,
+    pub approved_by: Vec<String>,
+    pub awaiting: Vec<String>,
+    pub ready: Readiness,
+}
+
+/// The view of one consortium from everything listed in its namespace (objects of other
+/// consortia are left out).
+pub fn consortium_view(
+    cons: &Consortium,
+    peers: &[Peer],
+    channels: &[Channel],
+    chaincodes: &[Chaincode],
+) -> ConsortiumView {
+    let name = cons.metadata.name.clone().unwrap_or_default();
+    let status = cons.status.as_ref();
+    let mut organizations: Vec<OrgView> = cons
+        .spec
+        .organizations
+        .iter()
+        .map(|o| {
+            let st = status.and_then(|s| s.organizations.iter().find(|x| x.name == o.name));
+            OrgView {
+                name: o.name.clone(),
+                ca_fingerprint: st
+                    .map(|s| s.ca_fingerprint.chars().take(12).collect())
+                    .unwrap_or_default(),
+                ca_not_after: st.map(|s| s.ca_not_after.clone()).unwrap_or_default(),
+                peers: Vec::new(),
+            }
+        })
+        .collect();
+    let mut ours: Vec<&Peer> = peers.iter().filter(|p| p.spec.consortium == name).collect();
+    ours.sort_by_key(|p| p.metadata.name.clone());
+    for p in ours {
+        let st = p.status.as_ref();
+        let view = PeerView {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            role: p.spec.role.as_str().to_string(),
+            replicas: p.spec.replicas,
+            ready_replicas: st.map(|s| s.ready_replicas).unwrap_or(0),
+            ready: readiness(st.map(|s| s.conditions.as_slice())),
+            nodes: st
+                .map(|s| {
+                    s.nodes
+                        .iter()
+                        .map(|n| NodeView {
+                            name: n.name.clone(),
+                            ready: n.ready,
+                            channels: n
+                                .channels
+                                .iter()
+                                .map(|c| NodeChannel {
+                                    name: c.name.clone(),
+                                    height: c.height,
+                                    role: c.role.clone(),
+                                })
+                                .collect(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        // A Peer of an organization the Consortium does not list still shows, on its own.
+        match organizations
+            .iter_mut()
+            .find(|o| o.name == p.spec.organization)
+        {
+            Some(o) => o.peers.push(view),
+            None => organizations.push(OrgView {
+                name: p.spec.organization.clone(),
+                ca_fingerprint: String::new(),
+                ca_not_after: String::new(),
+                peers: vec![view],
+            }),
+        }
+    }
+    let mut chans: Vec<ChannelView> = channels
+        .iter()
+        .filter(|c| c.spec.consortium == name)
+        .map(|c| {
+            let st = c.status.as_ref();
+            let heights = st
+                .map(|s| s.nodes.iter().map(|n| n.height).collect::<Vec<_>>())
+                .unwrap_or_default();
+            ChannelView {
+                name: c.metadata.name.clone().unwrap_or_default(),
+                ready: readiness(st.map(|s| s.conditions.as_slice())),
+                height: st.map(|s| s.height).unwrap_or(0),
+                leader: st.map(|s| s.leader.clone()).unwrap_or_default(),
+                agree: st.and_then(|s| s.state_roots_agree),
+                members: c.spec.members.clone(),
+                consenters: c.spec.consenters.clone(),
+                observers: c.spec.observers.clone(),
+                config_sequence: st.map(|s| s.config_sequence).unwrap_or(0),
+                node_heights: heights
+                    .iter()
+                    .min()
+                    .zip(heights.iter().max())
+                    .map(|(a, b)| (*a, *b)),
+            }
+        })
+        .collect();
+    chans.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut codes: Vec<ChaincodeView> = chaincodes
+        .iter()
+        .filter(|cc| chans.iter().any(|c| c.name == cc.spec.channel))
+        .map(|cc| {
+            let st = cc.status.as_ref();
+            let approvals = st.map(|s| s.approvals.as_slice()).unwrap_or_default();
+            ChaincodeView {
+                name: cc.spec.name.clone(),
+                channel: cc.spec.channel.clone(),
+                version: cc.spec.version.clone(),
+                committed_version: st.map(|s| s.committed_version.clone()).unwrap_or_default(),
+                sequence: st.map(|s| s.sequence).unwrap_or(0),
+                approved_by: approvals
+                    .iter()
+                    .filter(|a| a.approved)
+                    .map(|a| a.organization.clone())
+                    .collect(),
+                awaiting: approvals
+                    .iter()
+                    .filter(|a| !a.approved)
+                    .map(|a| a.organization.clone())
+                    .collect(),
+                ready: readiness(st.map(|s| s.conditions.as_slice())),
+            }
+        })
+        .collect();
+    codes.sort_by(|a, b| (&a.channel, &a.name).cmp(&(&b.channel, &b.name)));
+    ConsortiumView {
+        namespace: cons.metadata.namespace.clone().unwrap_or_default(),
+        ready: readiness(status.map(|s| s.conditions.as_slice())),
+        name,
+        organizations,
+        channels: chans,
+        chaincodes: codes,
+    }
+}
+
+fn readiness(conditions: Option<&[Condition]>) -> Readiness {
+    match conditions
+        .unwrap_or_default()
+        .iter()
+        .find(|c| c.type_ == "Ready")
+    {
+        Some(c) if c.status == ConditionStatus::True => Readiness::Ready,
+        Some(c) if c.status == ConditionStatus::False => Readiness::NotReady {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        },
+        _ => Readiness::Unknown,
+    }
+}

@@ -1,0 +1,264 @@
+//! The kubectl plugin (`kubectl-tally`, built with tallyctl) run by a real kubectl against a
+//! real kube-apiserver: kubectl finds it on the PATH, `kubectl tally status` tells the
+//! quickstart consortium's story from the objects' status (plain when piped, JSON with `-o
+//! json`), errors name what exists, and tallyctl's commands pass through.
+//!
+//! Needs etcd, kube-apiserver and kubectl as crds_apiserver.rs does (`TALLY_SKIP_K8S=1` skips).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tally_tests::{k8s_bin_dir, tallyctl_bin, ControlPlane};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `kubectl ARGS` with the plugin's folder first on the PATH, as a user who installed it.
+fn kubectl_plugin(cp: &ControlPlane, kubectl: &Path, args: &[&str]) -> (bool, String, String) {
+    let plugin_dir = tallyctl_bin()
+        .parent()
+        .expect("the binaries' folder")
+        .to_path_buf();
+    assert!(
+        plugin_dir.join("kubectl-tally").exists(),
+        "kubectl-tally is not built next to tallyctl ({}): cargo build -p tallyctl --bins",
+        plugin_dir.display()
+    );
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(kubectl)
+        .args(args)
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("kubectl runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status_patch(cp: &ControlPlane, kind: &str, name: &str, status: &str) {
+    cp.kubectl_ok(&[
+        "patch",
+        kind,
+        name,
+        "-n",
+        "quickstart",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"status":{status}}}"#),
+    ]);
+}
+
+const READY: &str = r#"[{"type":"Ready","status":"True","reason":"Ready","message":"","lastTransitionTime":"2026-12-02T10:00:00Z"}]"#;
+
+#[test]
+fn kubectl_tally_tells_a_consortiums_story() {
+    let Some(bin) = k8s_bin_dir() else { return };
+    let cp = ControlPlane::start("kubectl_plugin", &bin);
+    let kubectl = bin.join("kubectl");
+    let crds = repo().join("crds");
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-f",
+        crds.to_str().expect("UTF-8"),
+    ]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "-f",
+        crds.to_str().expect("UTF-8"),
+    ]);
+    cp.kubectl_ok(&["create", "namespace", "quickstart"]);
+    let example = repo().join("deploy/examples/quickstart.yaml");
+    cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-n",
+        "quickstart",
+        "-f",
+        example.to_str().expect("UTF-8"),
+    ]);
+
+    // Before the operator reported anything, status says what is not known yet.
+    let (ok, out, err) = kubectl_plugin(&cp, &kubectl, &["tally", "status", "-n", "quickstart"]);
+    assert!(ok, "kubectl tally status failed:\n{out}{err}");
+    eprintln!("{out}");
+    for line in [
+        "Consortium quickstart/quickstart  Unknown",
+        "org1  CA not reported yet",
+        "Peer org1-peer (consenter, 0/2 ready)  Unknown",
+        "main  height 0, no leader, agreement unknown",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    // The statuses an operator writes.
+    status_patch(
+        &cp,
+        "consortium",
+        "quickstart",
+        &format!(
+            r#"{{"organizationCount":2,"organizations":[{{"name":"org1","caFingerprint":"0123456789abcdef0123","caSecret":"quickstart-org1-ca","caNotAfter":"2036-11-29T00:00:00Z"}}],"conditions":{READY}}}"#
+        ),
+    );
+    status_patch(
+        &cp,
+        "peer",
+        "org1-peer",
+        r#"{"replicas":2,"readyReplicas":2,"nodes":[{"name":"org1-peer-0","ready":true,"channels":[{"name":"main","height":17,"role":"leader"}]},{"name":"org1-peer-1","ready":true,"channels":[{"name":"main","height":15,"role":"follower"}]}]}"#,
+    );
+    status_patch(
+        &cp,
+        "channel",
+        "main",
+        &format!(
+            r#"{{"height":17,"leader":"org1-peer-0","memberCount":2,"members":["org1","org2"],"stateRootsAgree":true,"configSequence":2,"nodes":[{{"name":"org1-peer-0","organization":"org1","role":"consenter","height":17}},{{"name":"org1-peer-1","organization":"org1","role":"consenter","height":15}}],"conditions":{READY}}}"#
+        ),
+    );
+    let (ok, out, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &["tally", "status", "quickstart", "-n", "quickstart"],
+    );
+    assert!(ok, "kubectl tally status failed:\n{out}{err}");
+    eprintln!("{out}");
+    for line in [
+        "Consortium quickstart/quickstart  Ready",
+        "org1  CA 0123456789ab, expires 2036-11-29T00:00:00Z",
+        "org1-peer-0 ready  main@17 leader",
+        "org1-peer-1 ready  main@15 follower",
+        "main  height 17, nodes at 15..17, leader org1-peer-0, nodes agree, config #2  Ready",
+        "consenters: org1-peer, org2-peer",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    assert!(!out.contains('\x1b'), "piped output has no colour:\n{out}");
+
+    let (ok, out, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &[
+            "tally",
+            "status",
+            "quickstart",
+            "-n",
+            "quickstart",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["channels"][0]["height"], 17);
+    assert_eq!(v["channels"][0]["agree"], true);
+    assert_eq!(
+        v["organizations"][0]["peers"][0]["nodes"][0]["name"],
+        "org1-peer-0"
+    );
+
+    // Errors name what is there.
+    let (ok, _, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &["tally", "status", "nosuch", "-n", "quickstart"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no Consortium \"nosuch\" in namespace quickstart (there: quickstart)"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &["tally", "logs", "org9-peer-0", "-n", "quickstart"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no node \"org9-peer-0\" in namespace quickstart")
+            && err.contains("org1-peer-0, org1-peer-1"),
+        "{err}"
+    );
+
+    // tallyctl's commands pass through: profile export reads the same cluster and says what
+    // it lacks (no operator has made the CA Secrets here).
+    let data = cp.dir().join("profile");
+    let (ok, _, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &[
+            "tally",
+            "profile",
+            "export",
+            "--data-dir",
+            data.to_str().expect("UTF-8"),
+            "-n",
+            "quickstart",
+            "--consortium",
+            "quickstart",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("quickstart-org1-ca") || err.contains("with the CA of org1"),
+        "{err}"
+    );
+}
+
+/// The krew package: the archive holds the plugin, and the manifest's SHA-256 is the archive's
+/// (krew refuses to install otherwise).
+#[test]
+fn krew_package_matches_its_manifest() {
+    use sha2::Digest;
+    let plugin = tallyctl_bin().with_file_name("kubectl-tally");
+    let out = tempfile::tempdir().expect("a folder");
+    let run = Command::new("bash")
+        .arg(repo().join("scripts/krew-package.sh"))
+        .arg("--bin")
+        .arg(&plugin)
+        .arg(out.path())
+        .output()
+        .expect("krew-package.sh runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let archive = out.path().join("kubectl-tally-linux-amd64.tar.gz");
+    let bytes = std::fs::read(&archive).expect("the archive");
+    let sum = hex::encode(sha2::Sha256::digest(&bytes));
+    let manifest = std::fs::read_to_string(out.path().join("tally.yaml")).expect("the manifest");
+    assert!(
+        manifest.contains(&format!("sha256: {sum}")),
+        "the manifest does not carry the archive's SHA-256 {sum}:\n{manifest}"
+    );
+    assert!(manifest.contains("bin: kubectl-tally"));
+    let unpacked = out.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).expect("folder");
+    let tar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .expect("tar runs");
+    assert!(tar.success());
+    let version = Command::new(unpacked.join("kubectl-tally"))
+        .arg("--version")
+        .output()
+        .expect("the packaged plugin runs");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("kubectl-tally"),
+        "{version:?}"
+    );
+}

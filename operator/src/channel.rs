@@ -6,7 +6,7 @@
 //! organizations' admins, and nodes it adds join from the channel's real genesis.
 
 use crate::builders;
-use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::decide::channel::{
     decide, leader, roots_agree, verdict, ChannelAction, ChannelObserved, ChannelTarget,
     ChannelView, JoinAt, NodeReport, NodeView, Outcome,
@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tally_api::channel::{Channel, ChannelNodeStatus};
+use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus};
 use tally_api::peer::PeerRole;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
@@ -28,7 +28,7 @@ pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let ns = ch.namespace().unwrap_or_default();
-    let mut status = serde_json::json!({"observedGeneration": ch.metadata.generation});
+    let mut status = ch.current_status();
     let verdict = match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
         Err(v) => v,
         Ok(w) => converge(&ch, &ctx, &w, &mut status).await?,
@@ -41,7 +41,7 @@ async fn converge(
     ch: &Channel,
     ctx: &Context,
     w: &world::World,
-    status: &mut serde_json::Value,
+    status: &mut ChannelStatus,
 ) -> Result<Verdict> {
     let ns = ch.namespace().unwrap_or_default();
     let name = ch.name_any();
@@ -219,23 +219,17 @@ async fn converge(
         .map(|s| s.config.members.iter().map(|m| m.name.clone()).collect())
         .unwrap_or_default();
     if let Some(src) = source {
-        status["configSequence"] = src.status.config_sequence.into();
-        status["voters"] = named(&src.status.voters).into();
-        status["learners"] = named(&src.status.learners).into();
+        status.config_sequence = src.status.config_sequence;
+        status.voters = named(&src.status.voters);
+        status.learners = named(&src.status.learners);
     }
-    status["height"] = outcome
-        .reports
-        .iter()
-        .map(|o| o.height)
-        .max()
-        .unwrap_or(0)
-        .into();
-    status["leader"] = leader(&outcome.reports).into();
-    status["memberCount"] = members.len().into();
-    status["members"] = members.into();
-    status["nodes"] = serde_json::to_value(&nodes_status).unwrap_or_default();
+    status.height = outcome.reports.iter().map(|o| o.height).max().unwrap_or(0);
+    status.leader = leader(&outcome.reports).to_string();
+    status.member_count = members.len() as u32;
+    status.members = members;
+    status.nodes = nodes_status;
     if !outcome.reports.is_empty() {
-        status["stateRootsAgree"] = roots_agree(&outcome.reports).into();
+        status.state_roots_agree = Some(roots_agree(&outcome.reports));
     }
     Ok(verdict(&name, &decision, &outcome))
 }

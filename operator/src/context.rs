@@ -1,5 +1,6 @@
 //! What every controller shares: the API client, settings, metrics and the event recorder;
-//! and the few API calls every reconciler makes (server-side apply, status patches, events).
+//! and the few API calls every reconciler makes (server-side apply of objects and of status,
+//! events).
 
 pub use crate::decide::{State, Verdict};
 use crate::metrics::Metrics;
@@ -8,7 +9,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,11 +96,12 @@ pub struct Context {
 
 impl Context {
     /// Server-side apply of an object this operator owns.
-    pub async fn apply<K>(&self, ns: &str, name: &str, body: &Value) -> Result<K>
+    pub async fn apply<K>(&self, ns: &str, name: &str, body: &K) -> Result<K>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
+            + serde::Serialize
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
@@ -133,38 +134,32 @@ impl Context {
         }
     }
 
-    /// Writes `status` with the conditions `verdict` makes of the object's current ones.
-    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: Value) -> Result<()>
+    /// Writes `status` with the conditions `verdict` makes of the object's current ones, by
+    /// server-side apply on the status subresource under the operator's field manager.
+    /// Callers start from the object's current status, so fields a reconcile did not look at
+    /// keep their values.
+    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: K::Status) -> Result<()>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Conditioned
+            + Reported
             + Clone
             + DeserializeOwned
             + Debug,
     {
         let mut conditions = obj.conditions().to_vec();
         verdict.apply_to(&mut conditions, obj.meta().generation, &now());
-        status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
-        self.patch_status(obj, status).await
-    }
-
-    /// Merge-patches `status` of a Tally resource.
-    pub async fn patch_status<K>(&self, obj: &K, status: Value) -> Result<()>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
+        K::set_conditions(&mut status, conditions);
         let ns = obj.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        let body = serde_json::json!({ "status": status });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await?;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"name": obj.name_any(), "namespace": ns},
+            "status": status,
+        });
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&body))
+            .await?;
         Ok(())
     }
 }
@@ -178,7 +173,9 @@ pub fn now() -> String {
 }
 
 /// The owner reference of a Tally resource, for the objects made from it.
-pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
+pub fn owner_of<K: Resource<DynamicType = ()>>(
+    obj: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
     crate::builders::owner(
         &K::api_version(&()),
         &K::kind(&()),
@@ -192,13 +189,37 @@ pub trait Conditioned {
     fn conditions(&self) -> &[Condition];
 }
 
-macro_rules! conditioned {
-    ($($k:ty),*) => {$(
+/// A Tally kind's typed status, which [`Context::report`] writes.
+pub trait Reported: Conditioned {
+    type Status: serde::Serialize + Clone + Default;
+    /// The status as the object holds it now (the default when it has none).
+    fn current_status(&self) -> Self::Status;
+    fn set_conditions(status: &mut Self::Status, conditions: Vec<Condition>);
+}
+
+macro_rules! reported {
+    ($($k:ty => $s:ty),*) => {$(
         impl Conditioned for $k {
             fn conditions(&self) -> &[Condition] {
                 self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
             }
         }
+        impl Reported for $k {
+            type Status = $s;
+            fn current_status(&self) -> $s {
+                let mut s = self.status.clone().unwrap_or_default();
+                s.observed_generation = self.metadata.generation;
+                s
+            }
+            fn set_conditions(status: &mut $s, conditions: Vec<Condition>) {
+                status.conditions = conditions;
+            }
+        }
     )*};
 }
-conditioned!(Consortium, Peer, Channel, Chaincode);
+reported!(
+    Consortium => tally_api::consortium::ConsortiumStatus,
+    Peer => tally_api::peer::PeerStatus,
+    Channel => tally_api::channel::ChannelStatus,
+    Chaincode => tally_api::chaincode::ChaincodeStatus
+);

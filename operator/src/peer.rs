@@ -4,7 +4,7 @@
 //! node has left every channel (the Channel controller makes that configuration change).
 
 use crate::builders::{self, PeerInputs};
-use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::decide::peer::{
     decide, departing, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
 };
@@ -35,11 +35,11 @@ pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
             (v, Some(s))
         }
     };
-    let mut st = serde_json::json!({"observedGeneration": peer.metadata.generation});
-    if let Some(s) = status {
-        st["replicas"] = s.0.into();
-        st["readyReplicas"] = s.1.into();
-        st["nodes"] = serde_json::to_value(&s.2).unwrap_or_default();
+    let mut st = peer.current_status();
+    if let Some((replicas, ready, nodes)) = status {
+        st.replicas = replicas;
+        st.ready_replicas = ready;
+        st.nodes = nodes;
     }
     ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");

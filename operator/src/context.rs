@@ -92,6 +92,8 @@ pub struct Context {
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// Objects waiting for a change that may fix them.
     pub parked: crate::park::Parked,
+    /// The controllers' stores and the last plan of each consortium.
+    pub shared: crate::stores::Shared,
 }
 
 impl Context {

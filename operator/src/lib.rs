@@ -15,6 +15,7 @@ pub mod park;
 pub mod peer;
 pub mod reach;
 pub mod server;
+pub mod stores;
 pub mod world;
 
 pub use context::{Conditioned, Context, Error, Settings};
@@ -142,7 +143,19 @@ pub async fn run_controllers(
         ns.map(str::to_string),
         wakers,
     ));
-    let consortia = Controller::new(api::<Consortium>(c, ns), wc())
+    let consortium_controller = Controller::new(api::<Consortium>(c, ns), wc());
+    let peer_controller = Controller::new(api::<Peer>(c, ns), wc());
+    let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
+    let chaincode_controller = Controller::new(api::<Chaincode>(c, ns), wc());
+    let scope = ns.map(str::to_string);
+    ctx.shared.register(stores::Stores {
+        scope: scope.clone(),
+        consortia: consortium_controller.store(),
+        peers: peer_controller.store(),
+        channels: channel_controller.store(),
+        chaincodes: chaincode_controller.store(),
+    });
+    let consortia = consortium_controller
         .reconcile_on(park::stream(alarms.consortia))
         .owns(
             api::<Secret>(c, ns),
@@ -166,7 +179,7 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Consortium"));
-    let peers = Controller::new(api::<Peer>(c, ns), wc())
+    let peers = peer_controller
         .reconcile_on(park::stream(alarms.peers))
         .owns(api::<StatefulSet>(c, ns), wc())
         .owns(api::<Service>(c, ns), wc())
@@ -178,7 +191,6 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Peer"));
-    let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
     let known_channels = channel_controller.store();
     let channels = channel_controller
         .reconcile_on(park::stream(alarms.channels))
@@ -202,7 +214,7 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Channel"));
-    let chaincodes = Controller::new(api::<Chaincode>(c, ns), wc())
+    let chaincodes = chaincode_controller
         .reconcile_on(park::stream(alarms.chaincodes))
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -220,6 +232,7 @@ pub async fn run_controllers(
         .for_each(log_result("Chaincode"));
     tokio::join!(consortia, peers, channels, chaincodes);
     waker.abort();
+    ctx.shared.unregister(&scope);
 }
 
 /// The Channels of the Peer's namespace that list it as a consenter or observer.

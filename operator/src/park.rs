@@ -1,6 +1,6 @@
 //! Objects Degraded for a reason their tenant must fix are parked: they wait for a change
-//! (`Action::await_change`) instead of being planned again every few seconds to the same
-//! answer. The fix may be in the object itself (its own watch wakes it) or elsewhere in its
+//! (and look again only every five minutes) instead of being planned again every few seconds
+//! to the same answer. The fix may be in the object itself (its own watch wakes it) or elsewhere in its
 //! namespace: a Peer or Channel that a plan error names, a tenant's CA Secret, a chaincode's
 //! ConfigMap. So a change of any Tally object's spec, or of any Secret or ConfigMap, in a
 //! namespace wakes the objects parked there. The watches are metadata-only and keep no store.
@@ -22,6 +22,13 @@ use std::sync::Mutex;
 use tally_api::{chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+/// How often a parked object is looked at anyway.
+pub const PARKED_LOOK: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long a wake waits, so that the controllers' stores (fed by their own watches) have
+/// seen the change that caused it.
+const WAKE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The parked objects, by namespace: (kind, name).
 #[derive(Default)]
 pub struct Parked(Mutex<HashMap<String, BTreeSet<(&'static str, String)>>>);
@@ -35,7 +42,9 @@ impl Parked {
         let mut parked = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if verdict.parks() {
             parked.entry(ns).or_default().insert(key);
-            Action::await_change()
+            // Woken by a change; the long look is for a wake that came before the
+            // controller's store saw the change that caused it.
+            Action::requeue(PARKED_LOOK)
         } else {
             if let Some(set) = parked.get_mut(&ns) {
                 set.remove(&key);
@@ -233,6 +242,7 @@ pub async fn wake_on_changes(ctx: Arc<Context>, ns: Option<String>, wakers: Wake
         if ctx.parked.is_empty() {
             continue;
         }
+        tokio::time::sleep(WAKE_DELAY).await;
         wakers.wake(&ctx.parked, t.as_deref().or(scoped));
     }
 }

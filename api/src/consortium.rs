@@ -42,6 +42,32 @@ pub struct ConsortiumSpec {
     /// Defaults for the ordering settings of every channel.
     #[serde(default)]
     pub ordering: Ordering,
+    /// How long the certificates issued for nodes, admins and clients last, and when they are
+    /// renewed (by `tallyctl up`; the operator issues them for this validity from the
+    /// consortium's creation and does not renew them yet).
+    #[serde(default, skip_serializing_if = "Certificates::is_default")]
+    pub certificates: Certificates,
+}
+
+/// Certificate lifetimes: durations such as `8760h`, `90m` or `365d`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificates {
+    /// How long an issued certificate is valid; 365d when absent, at least 60s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[dhms])+$"))]
+    pub validity: Option<String>,
+    /// How long before the end of its validity a certificate is renewed; a third of the
+    /// validity when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+[dhms])+$"))]
+    pub renew_before: Option<String>,
+}
+
+impl Certificates {
+    fn is_default(&self) -> bool {
+        self == &Certificates::default()
+    }
 }
 
 /// A member organization.

@@ -56,6 +56,10 @@ impl From<&Consortium> for spec::Consortium {
                 membership_approval: (&s.policies.membership_approval).into(),
                 chaincode_approval: (&s.policies.chaincode_approval).into(),
             },
+            certificates: spec::Certificates {
+                validity: s.certificates.validity.clone(),
+                renew_before: s.certificates.renew_before.clone(),
+            },
             ordering: spec::Ordering {
                 batch_max_transactions: s.ordering.batch_max_transactions,
                 batch_max_bytes: s.ordering.batch_max_bytes,

@@ -100,6 +100,8 @@ fn run(f: &Fixture, addressing: &Addressing) -> Result<Plan, PlanErrors> {
         cas: &f.cas,
         addressing,
         issued_at: f.issued_at,
+        held: &tally_planner::NOTHING_HELD,
+        now: None,
     })
 }
 
@@ -476,7 +478,143 @@ fn a_missing_consortium_is_an_error() {
         cas: &f.cas,
         addressing: &loopback(),
         issued_at: f.issued_at,
+        held: &tally_planner::NOTHING_HELD,
+        now: None,
     })
     .unwrap_err();
     assert!(e.has("Consortium", "nope", "metadata.name"), "{e}");
+}
+
+/// Every identity the plan issues, by `identity_key`.
+fn identities(plan: &Plan) -> BTreeMap<String, tally_protocol::Identity> {
+    let mut out = BTreeMap::new();
+    for o in &plan.organizations {
+        for (role, name, id) in [
+            ("admin", ADMIN_NAME, &o.admin),
+            ("client", CLIENT_NAME, &o.client),
+        ] {
+            if let Some(id) = id {
+                out.insert(identity_key(&o.name, role, name), id.clone());
+            }
+        }
+    }
+    for n in plan.hosted_nodes() {
+        if let Some(id) = &n.identity {
+            out.insert(identity_key(&n.org, "node", &n.name), id.clone());
+        }
+    }
+    out
+}
+
+#[test]
+fn certificates_keep_their_window_until_due_then_renew_with_the_same_key() {
+    let yaml = BASE.replacen(
+        "  organizations: [{name: org1}, {name: org2}, {name: org3}]\n",
+        "  organizations: [{name: org1}, {name: org2}, {name: org3}]\n  certificates: {validity: 100m, renewBefore: 30m}\n",
+        1,
+    );
+    let f = fixture(&yaml);
+    let plan_at = |held: &Held, now: Option<i64>| {
+        plan(&PlanInput {
+            resources: &f.resources,
+            namespace: "default",
+            consortium: "demo",
+            cas: &f.cas,
+            addressing: &loopback(),
+            issued_at: f.issued_at,
+            held,
+            now,
+        })
+        .unwrap()
+    };
+    let first = plan_at(&NOTHING_HELD, None);
+    assert_eq!(first.lifetimes.validity_s, 6_000);
+    assert!(first.renewed.is_empty());
+    let ids = identities(&first);
+    assert_eq!(
+        ids.len(),
+        3 * 2 + 4,
+        "admin and client per org, and every node"
+    );
+    for (key, id) in &ids {
+        assert_eq!(id.info.not_before, f.issued_at, "{key}");
+        assert_eq!(id.info.not_after, f.issued_at + 6_000, "{key}");
+    }
+    assert_eq!(first.next_renewal, Some(f.issued_at + 6_000 - 1_800));
+    let held: Held = ids
+        .iter()
+        .map(|(k, id)| {
+            (
+                k.clone(),
+                Window {
+                    not_before: id.info.not_before,
+                    not_after: id.info.not_after,
+                },
+            )
+        })
+        .collect();
+
+    // Before the renewal point: byte-identical certificates, nothing renewed.
+    let calm = plan_at(&held, Some(f.issued_at + 4_000));
+    assert!(calm.renewed.is_empty());
+    for (key, id) in identities(&calm) {
+        assert_eq!(
+            id.cert_pem(),
+            ids[&key].cert_pem(),
+            "{key} changed before it was due"
+        );
+    }
+
+    // Past it: every identity renewed, from now, with the key it had.
+    let now = f.issued_at + 4_300;
+    let due = plan_at(&held, Some(now));
+    let renewed: BTreeSet<&String> = due.renewed.iter().collect();
+    assert_eq!(renewed, ids.keys().collect::<BTreeSet<_>>());
+    for (key, id) in identities(&due) {
+        assert_ne!(id.cert_pem(), ids[&key].cert_pem(), "{key}");
+        assert_eq!(
+            id.info.public_key, ids[&key].info.public_key,
+            "{key} kept its key"
+        );
+        assert_eq!(id.info.not_after, now + 6_000, "{key}");
+        assert!(id.info.not_before <= now, "{key}");
+    }
+    assert_eq!(due.next_renewal, Some(now + 6_000 - 1_800));
+
+    // One identity held with a later window is left alone while the rest renew.
+    let mut mixed = held.clone();
+    let key = identity_key("org2", "node", "org2-nodes-0");
+    let fresh = identities(&due)[&key].info.clone();
+    mixed.insert(
+        key.clone(),
+        Window {
+            not_before: fresh.not_before,
+            not_after: fresh.not_after,
+        },
+    );
+    let partly = plan_at(&mixed, Some(now + 10));
+    assert!(!partly.renewed.contains(&key));
+    assert_eq!(partly.renewed.len(), ids.len() - 1);
+}
+
+#[test]
+fn bad_certificate_settings_name_their_field() {
+    for (settings, field) in [
+        ("{validity: 30s}", "spec.certificates.validity"),
+        (
+            "{validity: 10m, renewBefore: 10m}",
+            "spec.certificates.renewBefore",
+        ),
+    ] {
+        let yaml = BASE.replacen(
+            "  organizations: [{name: org1}, {name: org2}, {name: org3}]\n",
+            &format!("  organizations: [{{name: org1}}, {{name: org2}}, {{name: org3}}]\n  certificates: {settings}\n"),
+            1,
+        );
+        let e = errors(&yaml);
+        assert!(
+            e.0.iter().any(|p| p.field == field),
+            "{settings}: no problem on {field}: {e}"
+        );
+    }
 }

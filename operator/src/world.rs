@@ -169,6 +169,8 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         cas: &cas,
         addressing: &addressing,
         issued_at: issued_at(&consortium),
+        held: &tally_planner::NOTHING_HELD,
+        now: None,
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
     let w = Arc::new(World {

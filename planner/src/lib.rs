@@ -10,12 +10,15 @@
 
 mod addressing;
 mod error;
+pub mod lifetime;
 pub mod spec;
 
 pub use addressing::{headless_service, Addressing, NodeAddress, ADMIN_PORT, API_PORT, PEER_PORT};
 pub use error::{PlanError, PlanErrors};
+pub use lifetime::{identity_key, Held, Lifetimes, Window, NOTHING_HELD};
 
 use error::Problems;
+use lifetime::Issuing;
 use spec::{
     Approval, CaMode, Chaincode, Channel, Consortium, InitCall, Meta, ModuleRef, Peer, PeerRole,
     Resources,
@@ -56,8 +59,14 @@ pub struct PlanInput<'a> {
     /// CA of every organization of the consortium, by organization name.
     pub cas: &'a BTreeMap<String, CaInput>,
     pub addressing: &'a Addressing,
-    /// Start of the validity of issued certificates (Unix seconds).
+    /// Start of the validity of certificates issued for the first time (Unix seconds): the
+    /// consortium's creation, so that every planner run issues them alike.
     pub issued_at: i64,
+    /// The windows identities already hold, by [`identity_key`]: kept until due.
+    pub held: &'a Held,
+    /// The time renewals are decided at; `None` keeps every identity's window (held, or
+    /// from `issued_at`) and renews nothing.
+    pub now: Option<i64>,
 }
 
 /// Everything needed to run one consortium.
@@ -74,6 +83,12 @@ pub struct Plan {
     pub channels: Vec<ChannelPlan>,
     /// In channel, then name order.
     pub chaincodes: Vec<ChaincodePlan>,
+    /// The certificate lifetimes planned with.
+    pub lifetimes: Lifetimes,
+    /// Identities issued with a fresh window because theirs was due (by [`identity_key`]).
+    pub renewed: Vec<String>,
+    /// The earliest time an identity of this plan falls due for renewal (Unix seconds).
+    pub next_renewal: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -208,7 +223,23 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanErrors> {
         return Err(PlanErrors(p.list));
     };
 
-    let orgs = plan_orgs(input, cons, &mut p);
+    let lifetimes = match Lifetimes::parse(
+        cons.certificates.validity.as_deref(),
+        cons.certificates.renew_before.as_deref(),
+    ) {
+        Ok(l) => l,
+        Err((field, msg)) => {
+            p.add(
+                "Consortium",
+                &cons.meta.name,
+                format!("spec.certificates.{field}"),
+                msg,
+            );
+            Lifetimes::default()
+        }
+    };
+    let mut issuing = Issuing::new(lifetimes, input.held, input.issued_at, input.now);
+    let orgs = plan_orgs(input, cons, &mut issuing, &mut p);
     let org_names: Vec<&str> = cons.organizations.iter().map(|o| o.name.as_str()).collect();
 
     let mut peers: Vec<&Peer> = input
@@ -218,7 +249,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanErrors> {
         .filter(|r| in_ns(&r.meta) && r.consortium == input.consortium)
         .collect();
     peers.sort_by(|a, b| a.meta.name.cmp(&b.meta.name));
-    let mut nodes = plan_nodes(input, cons, &peers, &org_names, &mut p);
+    let mut nodes = plan_nodes(input, cons, &peers, &org_names, &mut issuing, &mut p);
 
     let mut channels: Vec<&Channel> = input
         .resources
@@ -251,10 +282,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanErrors> {
         nodes,
         channels: channel_plans,
         chaincodes: chaincode_plans,
+        lifetimes,
+        renewed: issuing.renewed,
+        next_renewal: issuing.next_due,
     })
 }
 
-fn plan_orgs(input: &PlanInput<'_>, cons: &Consortium, p: &mut Problems) -> Vec<OrgPlan> {
+fn plan_orgs(
+    input: &PlanInput<'_>,
+    cons: &Consortium,
+    issuing: &mut Issuing<'_>,
+    p: &mut Problems,
+) -> Vec<OrgPlan> {
     let cname = cons.meta.name.clone();
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -318,8 +357,9 @@ fn plan_orgs(input: &PlanInput<'_>, cons: &Consortium, p: &mut Problems) -> Vec<
         let fingerprint = pem_to_der(&pem).map(|d| cert_hash(&d)).unwrap_or_default();
         let (admin, client) = match ca {
             CaInput::Full(ca) => {
-                let issue = |role, name| {
-                    ca.issue_derived(role, name, &[], input.issued_at)
+                let mut issue = |role: Role, name: &str| {
+                    let w = issuing.window(&o.name, role.as_str(), name);
+                    ca.issue_derived_until(role, name, &[], w.not_before, w.not_after)
                         .map_err(|e| e.to_string())
                 };
                 match (
@@ -411,6 +451,7 @@ fn plan_nodes(
     cons: &Consortium,
     peers: &[&Peer],
     org_names: &[&str],
+    issuing: &mut Issuing<'_>,
     p: &mut Problems,
 ) -> Vec<NodePlan> {
     let ns = input.namespace;
@@ -485,7 +526,8 @@ fn plan_nodes(
             let address = input.addressing.hosted(ns, &name, &node, hosted);
             hosted += 1;
             let identity = ca.and_then(|ca| {
-                ca.issue_derived(Role::Node, &node, &address.sans, input.issued_at)
+                let w = issuing.window(&r.organization, Role::Node.as_str(), &node);
+                ca.issue_derived_until(Role::Node, &node, &address.sans, w.not_before, w.not_after)
                     .map_err(|e| {
                         p.add(
                             "Peer",

@@ -47,6 +47,15 @@ pub struct Consortium {
     pub organizations: Vec<Organization>,
     pub policies: ConsortiumPolicies,
     pub ordering: Ordering,
+    pub certificates: Certificates,
+}
+
+/// How long issued certificates last and when they are renewed, as the tenant wrote them
+/// (duration strings; the planner parses them and names the field when one is wrong).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Certificates {
+    pub validity: Option<String>,
+    pub renew_before: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

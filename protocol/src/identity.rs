@@ -303,10 +303,7 @@ impl Identity {
     }
 
     pub fn key_pem(&self) -> String {
-        self.key
-            .to_pkcs8_pem(Default::default())
-            .map(|z| z.to_string())
-            .unwrap_or_default()
+        ed25519_key_pem(&self.key)
     }
 
     /// Writes `cert.pem`, `key.pem` (owner-only) and the issuing CA's `ca.pem` into `dir`:
@@ -316,6 +313,20 @@ impl Identity {
         write_pem(&dir.join("key.pem"), &self.key_pem(), true)?;
         write_pem(&dir.join("ca.pem"), ca_pem, false)
     }
+}
+
+/// An Ed25519 private key as PKCS#8 v1 PEM (RFC 8410: the seed alone). The v2 form with the
+/// public key, which the pkcs8 and ring crates write by default, is refused by OpenSSL 3.0
+/// (`openssl pkey`: "unsupported"), and keys should open in the tools operators already use.
+/// Every reader here (ed25519-dalek, rcgen, rustls) accepts both forms.
+pub fn ed25519_key_pem(key: &SigningKey) -> String {
+    let seed = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    seed.to_pkcs8_pem(Default::default())
+        .map(|z| z.to_string())
+        .unwrap_or_default()
 }
 
 fn read(p: &Path) -> Result<String, IdentityError> {
@@ -405,16 +416,20 @@ impl OrgCa {
 
     pub fn save(&self, dir: &Path) -> Result<(), IdentityError> {
         write_pem(&dir.join("ca.pem"), &self.cert_pem(), false)?;
-        write_pem(&dir.join("ca-key.pem"), &self.key.serialize_pem(), true)
+        write_pem(&dir.join("ca-key.pem"), &self.key_pem(), true)
     }
 
     pub fn cert_pem(&self) -> String {
         der_to_pem(&self.cert_der)
     }
 
-    /// The CA's private key (PKCS#8 PEM), for keeping it in a Secret.
+    /// The CA's private key (PKCS#8 PEM, the form OpenSSL reads), for keeping it in a Secret.
     pub fn key_pem(&self) -> String {
-        self.key.serialize_pem()
+        match SigningKey::from_pkcs8_der(&self.key.serialize_der()) {
+            Ok(k) => ed25519_key_pem(&k),
+            // Not an Ed25519 key (a brought CA of another kind): as it was given.
+            Err(_) => self.key.serialize_pem(),
+        }
     }
 
     pub fn trusted(&self) -> TrustedCa {
@@ -449,13 +464,30 @@ impl OrgCa {
         hosts: &[String],
         not_before: i64,
     ) -> Result<Identity, IdentityError> {
+        let not_after = not_before + LEAF_VALIDITY_DAYS * 86_400;
+        self.issue_derived_until(role, name, hosts, not_before, not_after)
+    }
+
+    /// [`issue_derived`](Self::issue_derived) with the end of validity given (Unix seconds),
+    /// for certificates whose lifetime the consortium chooses. The key is the same as for any
+    /// other window: renewing a certificate keeps the holder's key.
+    pub fn issue_derived_until(
+        &self,
+        role: Role,
+        name: &str,
+        hosts: &[String],
+        not_before: i64,
+        not_after: i64,
+    ) -> Result<Identity, IdentityError> {
+        if not_after <= not_before {
+            return Err(bad(format!(
+                "certificate for {name} would end ({not_after}) before it starts ({not_before})"
+            )));
+        }
         // Length-prefixed fields, so that no two (role, name) pairs share an input.
         let mut input = Vec::new();
-        for field in [
-            self.key.serialize_der().as_slice(),
-            role.as_str().as_bytes(),
-            name.as_bytes(),
-        ] {
+        let ca_key = self.derivation_key_der();
+        for field in [ca_key.as_slice(), role.as_str().as_bytes(), name.as_bytes()] {
             input.extend_from_slice(&(field.len() as u32).to_be_bytes());
             input.extend_from_slice(field);
         }
@@ -467,12 +499,20 @@ impl OrgCa {
         let key = KeyPair::from_pem(&pkcs8)?;
         let start = ::time::OffsetDateTime::from_unix_timestamp(not_before)
             .map_err(|e| bad(format!("not_before {not_before}: {e}")))?;
+        let end = ::time::OffsetDateTime::from_unix_timestamp(not_after)
+            .map_err(|e| bad(format!("not_after {not_after}: {e}")))?;
         let mut params = self.leaf_params(role, name, hosts)?;
         params.not_before = start;
-        params.not_after = start + ::time::Duration::days(LEAF_VALIDITY_DAYS);
+        params.not_after = end;
         let mut serial_parts: Vec<&[u8]> = vec![&self.cert_der, &seed.0];
         let nb = not_before.to_be_bytes();
         serial_parts.push(&nb);
+        // The default lifetime leaves the end out, so certificates issued before lifetimes
+        // were configurable keep their serial numbers.
+        let na = not_after.to_be_bytes();
+        if not_after != not_before + LEAF_VALIDITY_DAYS * 86_400 {
+            serial_parts.push(&na);
+        }
         for h in hosts {
             serial_parts.push(h.as_bytes());
         }
@@ -483,6 +523,27 @@ impl OrgCa {
         sn[0] |= 0x01;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&sn));
         self.sign_leaf(params, key)
+    }
+
+    /// The CA key's bytes that derived identities are computed from: always the PKCS#8 v2
+    /// document (seed and public key) that a generated CA key starts as, however the key was
+    /// stored since (OpenSSL-readable v1 files hold the seed alone). Re-saving a CA in another
+    /// encoding must never re-key every node.
+    fn derivation_key_der(&self) -> Vec<u8> {
+        let der = self.key.serialize_der();
+        let Ok(k) = SigningKey::from_pkcs8_der(&der) else {
+            return der;
+        };
+        let pair = ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: k.to_bytes(),
+            public_key: Some(ed25519_dalek::pkcs8::PublicKeyBytes(
+                k.verifying_key().to_bytes(),
+            )),
+        };
+        match pair.to_pkcs8_der() {
+            Ok(doc) => doc.as_bytes().to_vec(),
+            Err(_) => der,
+        }
     }
 
     fn leaf_params(
@@ -637,6 +698,9 @@ mod tests {
         let b = OrgCa::generate("org-a").unwrap();
         let from_b = b.issue_derived(Role::Node, "node1", &hosts, t).unwrap();
         assert_ne!(from_b.key.to_bytes(), x.key.to_bytes());
+        // The derivation input is the generated key's own encoding (identities derived before
+        // keys were written as PKCS#8 v1 stay the same).
+        assert_eq!(a.derivation_key_der(), a.key.serialize_der());
         // A reloaded CA derives the same identities.
         let dir = std::env::temp_dir().join(format!("tally-derived-{}", rand::random::<u64>()));
         a.save(&dir).unwrap();

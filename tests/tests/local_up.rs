@@ -68,6 +68,128 @@ struct Facts {
     nodes: BTreeMap<String, (String, String)>,
 }
 
+/// Certificates that last 90 s and fall due 60 s before their end: `up` renews every node,
+/// admin and client certificate while it runs, restarting one node at a time, under a steady
+/// writer that loses nothing; a stopped `up` resumed after they fell due renews them before the
+/// nodes start. (The local mode runs the planner's renewal rule, as docs/local-mode.md says.)
+#[test]
+fn certificates_renew_while_running_and_at_resume() {
+    let mut ex = Example::new("quickstart");
+    let text = std::fs::read_to_string(&ex.manifest).expect("the quickstart manifest");
+    let short = text.replacen(
+        "  displayName: Tally quickstart\n",
+        "  displayName: Tally quickstart\n  certificates: {validity: 90s, renewBefore: 60s}\n",
+        1,
+    );
+    assert_ne!(short, text, "the quickstart manifest changed shape");
+    let manifest = ex
+        .root
+        .as_ref()
+        .expect("root")
+        .path()
+        .join("short-lived.yaml");
+    std::fs::write(&manifest, short).expect("write the manifest");
+    ex.manifest = manifest;
+    let nodes: BTreeSet<String> = ["org1-peer-0", "org1-peer-1", "org2-peer-0"]
+        .map(String::from)
+        .into();
+    let identities: Vec<PathBuf> = nodes
+        .iter()
+        .map(|n| {
+            let org = &n[..4];
+            PathBuf::from(format!("orgs/{org}/nodes/{n}/cert.pem"))
+        })
+        .chain(["org1", "org2"].iter().flat_map(|o| {
+            [
+                PathBuf::from(format!("orgs/{o}/admins/admin/cert.pem")),
+                PathBuf::from(format!("orgs/{o}/clients/client/cert.pem")),
+            ]
+        }))
+        .collect();
+    let certs = |ex: &Example| -> Vec<Vec<u8>> {
+        identities
+            .iter()
+            .map(|p| std::fs::read(ex.data.join(p)).unwrap_or_default())
+            .collect()
+    };
+
+    ex.up();
+    let first = certs(&ex);
+    // Write until every certificate was replaced and every node restarted on its new one.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut acknowledged = Vec::new();
+    let mut i = 0u32;
+    loop {
+        let key = format!("renewal-{i}");
+        let org = if i.is_multiple_of(2) { "org1" } else { "org2" };
+        if ex.put(org, "main", &key, &format!("v{i}")).code == Some(0) {
+            acknowledged.push(key);
+        }
+        i += 1;
+        let now = certs(&ex);
+        let renewed = first.iter().zip(&now).all(|(a, b)| a != b);
+        let restarted = {
+            let up = ex.up.as_ref().expect("up");
+            let seen = up.seen.lock().unwrap();
+            nodes.iter().all(|n| {
+                seen.iter()
+                    .any(|l| l.ends_with(&format!("{n} restarted on its renewed certificate")))
+            })
+        };
+        if renewed && restarted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quickstart: certificates were not all renewed and their nodes restarted within 180s \
+             (renewed: {:?}; acknowledged writes: {})",
+            first
+                .iter()
+                .zip(&now)
+                .map(|(a, b)| a != b)
+                .collect::<Vec<_>>(),
+            acknowledged.len()
+        );
+    }
+    assert!(!acknowledged.is_empty(), "no write was acknowledged");
+    // Nothing acknowledged was lost, and the nodes agree.
+    ex.settled_heights("main", &nodes);
+    for key in &acknowledged {
+        let out = ex.get("org2", "main", key);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "quickstart: acknowledged {key} is not readable after the renewals: {}",
+            out.describe()
+        );
+    }
+    eprintln!(
+        "quickstart: {} writes acknowledged across the renewals, none lost",
+        acknowledged.len()
+    );
+    ex.interrupt();
+
+    // Stopped past the next renewal point, `up` renews before the nodes start.
+    let before = certs(&ex);
+    std::thread::sleep(Duration::from_secs(32));
+    ex.up();
+    let stderr = std::fs::read_to_string(ex.up_stderr.last().expect("stderr of the resumed up"))
+        .unwrap_or_default();
+    for n in &nodes {
+        assert!(
+            stderr.contains(&format!("renewed the certificate of {}/node/{n}", &n[..4])),
+            "quickstart: the resumed up did not renew {n}'s certificate:\n{stderr}"
+        );
+    }
+    assert!(
+        before.iter().zip(certs(&ex)).all(|(a, b)| *a != b),
+        "quickstart: a certificate file was not renewed at resume"
+    );
+    ex.settled_heights("main", &nodes);
+    ex.get_eventually("org1", "main", &acknowledged[0], "v0");
+    ex.interrupt();
+}
+
 fn read_facts(manifest: &Path) -> Facts {
     let res = Resources::read_files(&[manifest.to_path_buf()])
         .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));

@@ -19,6 +19,7 @@ pub mod plugin;
 mod profile_export;
 mod progress;
 mod receipt;
+mod renew;
 mod status;
 mod tx;
 mod up;

@@ -6,6 +6,7 @@
 //! organizations' keys and each node's data and log.
 
 use super::progress::Spinner;
+use super::renew;
 use super::Ctx;
 use crate::local::{pick_loopback_prefix, stored_layout};
 use crate::{LocalCluster, LocalLayout};
@@ -23,7 +24,7 @@ use tally_client::profile::{
     ProfileChannel, ProfileIdentity, ProfileNode, ProfileOrg, PROFILE_VERSION,
 };
 use tally_client::Profile;
-use tally_planner::{Addressing, CaInput, Plan, PlanInput};
+use tally_planner::{Addressing, CaInput, Held, Plan, PlanInput};
 use tally_protocol::identity::now_unix;
 use tally_protocol::{OrgCa, Role};
 
@@ -206,7 +207,12 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     };
     print_ready(ctx, &dir, &args.files, &profile, &leaders, console.as_ref())?;
 
-    let outcome = stream_until_signal(&cluster, &profile, &mut signals).await;
+    let mut renewer = Renewer {
+        res: &res,
+        dir: &dir,
+        next: plan.next_renewal,
+    };
+    let outcome = stream_until_signal(&cluster, &profile, &mut signals, &mut renewer).await;
     drop(console);
     step(format!("stopping {} nodes", profile.nodes.len()));
     cluster.shutdown().await?;
@@ -329,7 +335,14 @@ async fn create(
         // A little in the past, so that a clock a few minutes off still accepts the certificates.
         issued_at: now_unix() - 300,
     };
-    let plan = run_planner(res, &state, &cas)?;
+    // With `now`, a lifetime shorter than the back-dating of `issued_at` starts from now.
+    let plan = run_planner(
+        res,
+        &state,
+        &cas,
+        &tally_planner::NOTHING_HELD,
+        Some(now_unix()),
+    )?;
     refuse_external(&plan)?;
 
     let profile = profile_of(&plan);
@@ -368,22 +381,7 @@ async fn resume(
     dir: &Path,
     bin: &Path,
 ) -> Result<(LocalCluster, Plan)> {
-    let path = dir.join(STATE_FILE);
-    let bytes = std::fs::read(&path).map_err(|_| {
-        anyhow!(
-            "{} holds a local cluster that `tallyctl up` did not start (no {STATE_FILE}); choose another --data-dir",
-            dir.display()
-        )
-    })?;
-    let state: UpState =
-        serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?;
-    if state.version != STATE_VERSION {
-        bail!(
-            "{}: version {} is not supported",
-            path.display(),
-            state.version
-        );
-    }
+    let state = read_state(dir)?;
     if state.consortium != consortium || state.namespace != namespace {
         bail!(
             "{} holds consortium {}/{}, the manifests describe {namespace}/{consortium}; \
@@ -412,8 +410,12 @@ async fn resume(
     }
     let mut planned = None;
     if changes.is_empty() {
-        let plan = run_planner(res, &state, &cas)?;
+        // Certificates due for renewal are renewed before the nodes start on them.
+        let plan = run_planner(res, &state, &cas, &renew::held_in(dir), Some(now_unix()))?;
         changes = compare_with_stored(&plan, dir)?;
+        if changes.is_empty() {
+            report_renewed(&renew::write_renewed(dir, &plan)?);
+        }
         planned = Some(plan);
     }
     if !changes.is_empty() {
@@ -511,7 +513,13 @@ fn consortium_named<'a>(res: &'a Resources, name: &str) -> Result<&'a Consortium
         .ok_or_else(|| anyhow!("no Consortium {name:?} in the manifests"))
 }
 
-fn run_planner(res: &Resources, state: &UpState, cas: &BTreeMap<String, CaInput>) -> Result<Plan> {
+fn run_planner(
+    res: &Resources,
+    state: &UpState,
+    cas: &BTreeMap<String, CaInput>,
+    held: &Held,
+    now: Option<i64>,
+) -> Result<Plan> {
     let addressing = Addressing::Loopback {
         prefix: state.loopback_prefix.clone(),
     };
@@ -522,8 +530,84 @@ fn run_planner(res: &Resources, state: &UpState, cas: &BTreeMap<String, CaInput>
         cas,
         addressing: &addressing,
         issued_at: state.issued_at,
+        held,
+        now,
     })
     .map_err(|e| anyhow!("{e}"))
+}
+
+fn read_state(dir: &Path) -> Result<UpState> {
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|_| {
+        anyhow!(
+            "{} holds a local cluster that `tallyctl up` did not start (no {STATE_FILE}); choose another --data-dir",
+            dir.display()
+        )
+    })?;
+    let state: UpState =
+        serde_json::from_slice(&bytes).with_context(|| format!("{}", path.display()))?;
+    if state.version != STATE_VERSION {
+        bail!(
+            "{}: version {} is not supported",
+            path.display(),
+            state.version
+        );
+    }
+    Ok(state)
+}
+
+fn report_renewed(r: &renew::Renewed) {
+    for (key, until) in &r.identities {
+        step(format!(
+            "renewed the certificate of {key}, valid until {}",
+            renew::utc(*until)
+        ));
+    }
+}
+
+/// What the running `up` needs to renew certificates when they fall due.
+struct Renewer<'a> {
+    res: &'a Resources,
+    dir: &'a Path,
+    next: Option<i64>,
+}
+
+impl Renewer<'_> {
+    /// Renews what is due, if anything is: plans again with the CAs and certificates on disk,
+    /// writes the renewed identities and restarts the renewed nodes one at a time.
+    async fn renew_due(&mut self, cluster: &LocalCluster) -> Result<()> {
+        let now = now_unix();
+        if self.next.is_none_or(|t| now < t) {
+            return Ok(());
+        }
+        let state = read_state(self.dir)?;
+        let mut cas = BTreeMap::new();
+        for o in dir_orgs(self.dir) {
+            let ca = OrgCa::load(&self.dir.join("orgs").join(&o))?;
+            cas.insert(o, CaInput::Full(Box::new(ca)));
+        }
+        let plan = run_planner(self.res, &state, &cas, &renew::held_in(self.dir), Some(now))?;
+        let renewed = renew::write_renewed(self.dir, &plan)?;
+        report_renewed(&renewed);
+        renew::restart_renewed(cluster, &renewed.nodes).await?;
+        for n in &renewed.nodes {
+            println!("{} {n} restarted on its renewed certificate", clock());
+        }
+        self.next = plan.next_renewal;
+        Ok(())
+    }
+}
+
+/// The organizations with a CA in the data directory.
+fn dir_orgs(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("orgs"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("ca-key.pem").exists())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// External peers run elsewhere; a channel that counts on them cannot reach quorum here.
@@ -719,6 +803,7 @@ async fn stream_until_signal(
     cluster: &LocalCluster,
     profile: &Profile,
     signals: &mut Signals,
+    renewer: &mut Renewer<'_>,
 ) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(256);
     let mut tasks = Vec::new();
@@ -753,6 +838,11 @@ async fn stream_until_signal(
                     println!("{} problem: {p}", clock());
                 }
                 problems_seen = problems_seen.max(problems.len());
+                // A renewal that fails is said and tried again at the next tick; the
+                // certificates in use stay valid for renewBefore after they fell due.
+                if let Err(e) = renewer.renew_due(cluster).await {
+                    println!("{} problem: renewing certificates: {e:#}", clock());
+                }
             }
         }
     }

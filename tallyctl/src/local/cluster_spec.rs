@@ -129,6 +129,8 @@ impl LocalClusterSpec {
             },
             // A little in the past, so that a clock a few minutes off still accepts them.
             issued_at: now_unix() - 300,
+            held: &tally_planner::NOTHING_HELD,
+            now: None,
         })
         .map_err(|e| other(format!("the local cluster spec does not plan: {e}")))?;
         Ok((plan, cas))
@@ -155,6 +157,7 @@ impl LocalClusterSpec {
                     .collect(),
                 policies: spec::ConsortiumPolicies::default(),
                 ordering: spec::Ordering::default(),
+                certificates: spec::Certificates::default(),
             }],
             peers: self
                 .peers

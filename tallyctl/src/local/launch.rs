@@ -188,8 +188,6 @@ impl LocalCluster {
         })
     }
 
-    // ----- accessors -------------------------------------------------------------------------
-
     pub(super) fn spawn(&self, name: &str) -> Result<(), ClientError> {
         let e = self.entry(name).clone();
         let mut procs = self.procs.lock().unwrap();

@@ -103,10 +103,17 @@ impl Verdict {
     }
 
     /// Whether the object waits for a change (parked) rather than a timer: Degraded for a
-    /// reason its tenant must fix, which another look would only repeat. Nodes that disagree on
-    /// state roots are not the tenant's to fix: they are looked at again.
+    /// reason its tenant must fix, which another look would only repeat, or waiting for a CA
+    /// Secret. Nodes that disagree on state roots are not the tenant's to fix: they are looked
+    /// at again.
     pub fn parks(&self) -> bool {
-        self.state == State::Degraded && TENANT_REASONS.contains(&self.reason.as_str())
+        match self.state {
+            State::Degraded => TENANT_REASONS.contains(&self.reason.as_str()),
+            // A CA Secret appearing wakes it (any Secret of the namespace does); polling for it
+            // was most of the reconciles of a consortium coming up.
+            State::Progressing => self.reason == "WaitingForCa",
+            State::Ready => false,
+        }
     }
 
     pub fn requeue(&self) -> Duration {
@@ -129,6 +136,8 @@ mod tests {
         assert!(Verdict::degraded("ConfigurationRejected", "refused").parks());
         assert!(!Verdict::degraded("StateRootsDisagree", "roots").parks());
         assert!(!Verdict::progressing("InvalidSpec", "x").parks());
+        assert!(Verdict::progressing("WaitingForCa", "no Secret yet").parks());
+        assert!(!Verdict::progressing("Starting", "0 of 2").parks());
         assert!(!Verdict::ready("Ready", "x").parks());
     }
 }

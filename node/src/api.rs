@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_protocol::api::{utf8, ChannelList, History, KeyList, KeyValue, Pending, SubmitJson};
-use tally_protocol::{Decode, Hash, RejectCode, Transaction};
+use tally_protocol::{Hash, RejectCode};
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(10);
 const MAX_WAIT: Duration = Duration::from_secs(120);
@@ -353,8 +353,8 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
             ),
         );
     }
-    let tx = match Transaction::from_bytes(&raw) {
-        Ok(t) => t,
+    let (tx, id) = match tally_protocol::RawTx::parse(&raw) {
+        Ok(t) => (t.tx, t.id),
         Err(e) => {
             return reject(
                 RejectCode::Malformed,
@@ -362,8 +362,6 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
             )
         }
     };
-    let body_len = raw.len() - 4 - tx.signature.len();
-    let id = tally_protocol::tx::tx_id(&raw[..body_len]);
     if tx.body.channel != ledger.name {
         return reject(
             RejectCode::WrongChannel,

@@ -14,6 +14,8 @@ pub mod raft_log;
 pub mod raft_store;
 pub mod read_access;
 pub mod server;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod tls;
 pub mod transport;
 pub mod verifier;

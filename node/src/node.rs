@@ -226,7 +226,8 @@ impl Node {
         let node = self.me.clone();
         let env = Env {
             db: self.db.clone(),
-            transport: self.transport.clone(),
+            peers: self.transport.clone(),
+            clock: Arc::new(channel::SystemClock),
             metrics: self.metrics.clone(),
             fsync: self.fsync,
             on_config: Arc::new(move || {

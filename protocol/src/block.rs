@@ -4,7 +4,7 @@ use crate::chaincode::TxEffects;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::Hash;
 use crate::merkle;
-use crate::tx::Transaction;
+use crate::tx::{RawTx, Transaction};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +200,79 @@ impl Decode for Batch {
             txs: r.seq("txs")?,
         })
     }
+}
+
+/// Length of a batch's prefix before its transaction count: format byte and timestamp.
+const BATCH_PREFIX: usize = 1 + 8;
+
+/// The bytes of a [`Batch`] made from transactions already in their canonical bytes, as the
+/// leader proposes them: one allocation, each transaction copied once.
+pub fn write_batch<'a>(
+    timestamp_ms: u64,
+    raw_txs: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+) -> Vec<u8> {
+    let len: usize = raw_txs.clone().map(<[u8]>::len).sum();
+    let mut w = Writer::with_capacity(BATCH_PREFIX + 4 + len);
+    w.u8(1);
+    w.u64(timestamp_ms);
+    w.u32(raw_txs.len() as u32);
+    for t in raw_txs {
+        w.fixed(t);
+    }
+    w.into_inner()
+}
+
+/// A [`Batch`] read from its bytes, each transaction kept with its canonical bytes and id.
+#[derive(Debug)]
+pub struct RawBatch<'a> {
+    pub timestamp_ms: u64,
+    pub txs: Vec<RawTx<'a>>,
+    /// The transaction sequence as encoded (count, then each transaction): a block holds the
+    /// same bytes, so [`write_block`] copies them in one piece.
+    txs_bytes: &'a [u8],
+}
+
+impl<'a> RawBatch<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<RawBatch<'a>, DecodeError> {
+        let mut r = Reader::new(data);
+        r.format("batch format", 1)?;
+        let timestamp_ms = r.u64("timestamp")?;
+        let txs_bytes = r.rest();
+        let n = r.u32("count")? as usize;
+        // Each transaction takes more than one byte, so a count beyond the input is a lie.
+        if n > r.remaining() {
+            return Err(DecodeError::Truncated("txs"));
+        }
+        let mut txs = Vec::with_capacity(n);
+        for _ in 0..n {
+            txs.push(RawTx::read(&mut r)?);
+        }
+        r.finish()?;
+        Ok(RawBatch {
+            timestamp_ms,
+            txs,
+            txs_bytes,
+        })
+    }
+}
+
+/// The bytes of the [`Block`] that `batch` became: the header, the batch's transactions as
+/// they were ordered, and what applying them gave.
+pub fn write_block(
+    header: &BlockHeader,
+    batch: &RawBatch<'_>,
+    results: &[TxStatus],
+    effects: &[Option<TxEffects>],
+) -> Vec<u8> {
+    // Results and effects take a byte or two per transaction unless rejected or chaincode.
+    let mut w = Writer::with_capacity(
+        192 + header.channel.len() + batch.txs_bytes.len() + 2 * batch.txs.len(),
+    );
+    header.encode(&mut w);
+    w.fixed(batch.txs_bytes);
+    w.seq(results);
+    w.seq(effects);
+    w.into_inner()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -196,6 +196,11 @@ impl<'a> Reader<'a> {
             tag => Err(DecodeError::BadTag { what, tag }),
         }
     }
+    /// The bytes not read yet, borrowed from the input: lets a caller keep a value's
+    /// canonical bytes next to the decoded value.
+    pub fn rest(&self) -> &'a [u8] {
+        self.buf
+    }
     pub fn remaining(&self) -> usize {
         self.buf.len()
     }

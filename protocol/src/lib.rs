@@ -18,7 +18,9 @@ pub mod sig;
 pub mod state;
 pub mod tx;
 
-pub use block::{Batch, Block, BlockHeader, RejectCode, TxStatus};
+pub use block::{
+    write_batch, write_block, Batch, Block, BlockHeader, RawBatch, RejectCode, TxStatus,
+};
 pub use chaincode::{ChaincodeDefinition, ChaincodeEvent, InitCall, TxEffects};
 pub use codec::{Decode, DecodeError, Encode};
 pub use config::{BatchConfig, ChannelConfig, NodeRef, OrgMember, Policies};
@@ -26,7 +28,7 @@ pub use config_update::{Approval, ConfigUpdate, UpdateError};
 pub use hash::Hash;
 pub use identity::{CertInfo, Identity, OrgCa, Role, TrustedCa};
 pub use receipt::{InclusionProof, ProvenReceipt, Receipt};
-pub use tx::{Payload, ReadCheck, Signer, Transaction, TxBody, Version, Write};
+pub use tx::{Payload, RawTx, ReadCheck, Signer, Transaction, TxBody, Version, Write};
 
 /// Current time in Unix milliseconds.
 pub fn now_ms() -> u64 {

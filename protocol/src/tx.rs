@@ -291,6 +291,46 @@ pub fn tx_id(body_bytes: &[u8]) -> Hash {
     Hash::tagged(b"tally-tx", &[body_bytes])
 }
 
+/// A transaction decoded from its canonical bytes, with those bytes and its id. The id is
+/// hashed from the body's bytes as they arrived, so nothing is encoded again (the write path
+/// reads every transaction this way, at submission and at apply).
+#[derive(Debug)]
+pub struct RawTx<'a> {
+    pub tx: Transaction,
+    /// The whole transaction's canonical bytes (body and signature).
+    pub raw: &'a [u8],
+    pub id: Hash,
+}
+
+impl<'a> RawTx<'a> {
+    /// Decodes the transaction at the front of `r`.
+    pub fn read(r: &mut Reader<'a>) -> Result<RawTx<'a>, DecodeError> {
+        let start = r.rest();
+        let body = TxBody::decode(r)?;
+        let body_len = start.len() - r.remaining();
+        let signature = r.bytes("signature")?;
+        let raw = &start[..start.len() - r.remaining()];
+        Ok(RawTx {
+            tx: Transaction { body, signature },
+            id: tx_id(&raw[..body_len]),
+            raw,
+        })
+    }
+
+    /// Decodes `raw`, which must be exactly one canonical transaction.
+    pub fn parse(raw: &'a [u8]) -> Result<RawTx<'a>, DecodeError> {
+        let mut r = Reader::new(raw);
+        let t = RawTx::read(&mut r)?;
+        r.finish()?;
+        Ok(t)
+    }
+}
+
+/// The id of a transaction given as its canonical bytes.
+pub fn id_of_raw(raw: &[u8]) -> Result<Hash, DecodeError> {
+    RawTx::parse(raw).map(|t| t.id)
+}
+
 impl TxBody {
     pub fn id(&self) -> Hash {
         tx_id(&self.to_bytes())

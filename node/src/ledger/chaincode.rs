@@ -833,7 +833,7 @@ mod tests {
             },
         };
         let tx = tally_protocol::Transaction::sign(body, &client);
-        let data = super::super::encode_batch(now, std::iter::once(tx.to_bytes().as_slice()));
+        let data = tally_protocol::write_batch(now, std::iter::once(tx.to_bytes().as_slice()));
         let mut wb = WriteBatch::default();
         let (applied, tip) = ledger
             .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)

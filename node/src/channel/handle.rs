@@ -1,0 +1,244 @@
+//! The channel as the rest of the node sees it: status, membership as configured, the
+//! submission queue and delivery of Raft messages to the channel's thread.
+
+use super::{Input, READY_SLACK, STALE};
+use crate::ledger::Ledger;
+use parking_lot::{Mutex, RwLock};
+use raft::prelude::Message;
+use raft::StateRole;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::Instant;
+use tally_protocol::api::{ChannelStatus, RaftRole};
+use tally_protocol::{ChannelConfig, Hash, NodeRef, Receipt};
+use tokio::sync::{broadcast, oneshot};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitFailure {
+    NoLeader,
+    ShuttingDown,
+}
+
+pub(super) type Waiter = oneshot::Sender<Result<Receipt, SubmitFailure>>;
+
+#[derive(Clone, Debug, Default)]
+pub struct RaftView {
+    pub role: Option<StateRole>,
+    pub learner: bool,
+    pub leader_id: u64,
+    pub term: u64,
+    pub commit: u64,
+    /// Highest commit index the leader has told this node about.
+    pub leader_commit: u64,
+    pub heard_from_leader: bool,
+    /// Raft's voters and learners as this node knows them.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+}
+
+pub struct Channel {
+    pub ledger: Arc<Ledger>,
+    pub node_id: u64,
+    pub node_name: String,
+    pub org: String,
+    /// The configuration an admin gave when this node joined an existing channel, until the
+    /// ledger's own configuration lists this node: it tells which peers to talk to and
+    /// accept before the ledger has caught up with the changes that added this node.
+    pub(super) hint: RwLock<Option<Arc<ChannelConfig>>>,
+    /// Nodes that a configuration change removed, while Raft still counts them: the change
+    /// is finished (and a leaving leader hands over) by talking to them.
+    pub(super) departing: RwLock<Vec<NodeRef>>,
+    pub(super) input: Mutex<Sender<Input>>,
+    pub(super) view: RwLock<RaftView>,
+    pub blocks: broadcast::Sender<u64>,
+    pub(super) waiters: Mutex<HashMap<Hash, Vec<Waiter>>>,
+    /// Arrival time of transactions submitted here, for the commit latency histogram.
+    pub(super) arrivals: Mutex<HashMap<Hash, Instant>>,
+    /// Signatures this node checked at submission, so the apply step need not check them
+    /// again. Keyed by id and compared by signature bytes: only an identical copy is skipped.
+    pub(super) preverified: Mutex<HashMap<Hash, (Vec<u8>, Instant)>>,
+    pub queued: AtomicUsize,
+}
+
+impl Channel {
+    pub fn status(&self) -> ChannelStatus {
+        let v = self.view.read().clone();
+        let tip = self.ledger.tip();
+        let in_force = self.ledger.in_force();
+        ChannelStatus {
+            channel: self.ledger.name.clone(),
+            node: self.node_name.clone(),
+            node_id: self.node_id,
+            org: self.org.clone(),
+            role: match (v.learner, v.role) {
+                (true, _) => RaftRole::Learner,
+                (_, Some(StateRole::Leader)) => RaftRole::Leader,
+                (_, Some(StateRole::Candidate)) | (_, Some(StateRole::PreCandidate)) => {
+                    RaftRole::Candidate
+                }
+                _ => RaftRole::Follower,
+            },
+            leader_id: v.leader_id,
+            term: v.term,
+            height: tip.height,
+            last_block_hash: tip.last_hash,
+            state_root: tip.state_root(),
+            applied_index: tip.applied_index,
+            commit_index: v.commit,
+            ready: self.is_ready(&v, tip.applied_index),
+            config_hash: in_force.hash,
+            config_sequence: in_force.sequence,
+            member: self.is_member(),
+            voters: v.voters,
+            learners: v.learners,
+        }
+    }
+
+    /// Whether the configuration in force (or the join hint, while catching up) lists this
+    /// node. A node that a configuration change removed stops counting for readiness.
+    pub fn is_member(&self) -> bool {
+        self.ledger.config().node(&self.node_name).is_some() || self.hint.read().is_some()
+    }
+
+    /// A node of the channel by Raft id: from the configuration in force, else the hint,
+    /// else a removed node that Raft has not let go of yet.
+    pub fn peer(&self, id: u64) -> Option<NodeRef> {
+        if let Some(n) = self.ledger.config().nodes().find(|n| n.id == id) {
+            return Some(n.clone());
+        }
+        if let Some(n) = self
+            .hint
+            .read()
+            .as_ref()
+            .and_then(|h| h.nodes().find(|n| n.id == id).cloned())
+        {
+            return Some(n);
+        }
+        let v = self.view.read();
+        if !v.voters.contains(&id) && !v.learners.contains(&id) {
+            return None;
+        }
+        self.departing.read().iter().find(|n| n.id == id).cloned()
+    }
+
+    /// Member CAs of the configuration in force and of the hint.
+    pub fn member_cas(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .ledger
+            .config()
+            .members
+            .iter()
+            .map(|m| (m.name.clone(), m.ca_pem.clone()))
+            .collect();
+        if let Some(h) = self.hint.read().as_ref() {
+            out.extend(h.members.iter().map(|m| (m.name.clone(), m.ca_pem.clone())));
+        }
+        out
+    }
+
+    pub fn release_leadership(&self) {
+        let _ = self.input.lock().send(Input::ReleaseLeadership);
+    }
+
+    pub(super) fn is_ready(&self, v: &RaftView, applied: u64) -> bool {
+        if v.leader_id == 0 || applied == 0 {
+            return false;
+        }
+        if v.role == Some(StateRole::Leader) {
+            return true;
+        }
+        v.heard_from_leader && applied + READY_SLACK >= v.leader_commit
+    }
+
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.is_member() {
+            return Ok(());
+        }
+        let v = self.view.read().clone();
+        let applied = self.ledger.tip().applied_index;
+        if v.leader_id == 0 {
+            return Err(format!("channel {} has no leader", self.ledger.name));
+        }
+        if !self.is_ready(&v, applied) {
+            return Err(format!(
+                "channel {} is catching up: applied {} of {}",
+                self.ledger.name, applied, v.leader_commit
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.view.read().leader_id
+    }
+
+    /// Queues a checked transaction for ordering. With `wait`, the returned receiver gets the
+    /// receipt once the transaction is in a block on this node.
+    pub fn submit(
+        &self,
+        raw: Vec<u8>,
+        id: Hash,
+        signature: &[u8],
+        wait: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<Receipt, SubmitFailure>>>, SubmitFailure> {
+        let now = Instant::now();
+        let rx = if wait {
+            let (tx, rx) = oneshot::channel();
+            self.waiters.lock().entry(id).or_default().push(tx);
+            Some(rx)
+        } else {
+            None
+        };
+        self.arrivals.lock().entry(id).or_insert(now);
+        self.preverified
+            .lock()
+            .insert(id, (signature.to_vec(), now));
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.input.lock().send(Input::Submit { id, raw }).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.waiters.lock().remove(&id);
+            return Err(SubmitFailure::ShuttingDown);
+        }
+        Ok(rx)
+    }
+
+    pub fn deliver(&self, msg: Message) {
+        let _ = self.input.lock().send(Input::Raft(Box::new(msg)));
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.input.lock().send(Input::Shutdown);
+    }
+
+    pub(super) fn fail_waiters(&self, ids: &[Hash], why: SubmitFailure) {
+        let mut w = self.waiters.lock();
+        for id in ids {
+            for tx in w.remove(id).unwrap_or_default() {
+                let _ = tx.send(Err(why));
+            }
+        }
+    }
+
+    pub(super) fn is_preverified(&self, id: &Hash, sig: &[u8]) -> bool {
+        self.preverified
+            .lock()
+            .get(id)
+            .is_some_and(|(s, _)| s.as_slice() == sig)
+    }
+
+    pub(super) fn sweep(&self) {
+        let now = Instant::now();
+        self.preverified
+            .lock()
+            .retain(|_, (_, t)| now.duration_since(*t) < STALE);
+        self.arrivals
+            .lock()
+            .retain(|_, t| now.duration_since(*t) < STALE);
+        self.waiters.lock().retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
+    }
+}

@@ -1,0 +1,186 @@
+//! One channel: a Raft group with its own thread. The thread owns the Raft node and is the
+//! only writer of the channel's log and ledger; HTTP handlers talk to it through a queue and
+//! read the ledger directly.
+//!
+//! `handle` is the [`Channel`] others call; `worker` is the thread's loop and its Ready
+//! handling, which follows raft-rs's order: send messages, install a snapshot, apply
+//! committed entries, persist new entries and hard state (one synced write), send the
+//! messages that had to wait for persistence, advance. `batching` groups submissions into
+//! proposals, `membership` keeps Raft's voters in line with the configuration and repairs
+//! nodes that lost their log, `publishing` reports status, metrics and block events.
+
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::raft_store::RaftStore;
+use crate::transport::{frame, Transport};
+use parking_lot::{Mutex, RwLock};
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Message};
+use raft::RawNode;
+use rocksdb::DB;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tally_protocol::{ChannelConfig, Hash, NodeRef};
+use tokio::sync::broadcast;
+use tracing::error;
+
+mod batching;
+mod handle;
+mod membership;
+mod publishing;
+mod worker;
+
+pub use handle::{Channel, RaftView, SubmitFailure};
+pub(crate) use worker::Worker;
+
+const TICK: Duration = Duration::from_millis(100);
+/// A follower within this many entries of the leader's commit counts as caught up.
+const READY_SLACK: u64 = 64;
+/// Submissions queued but not yet proposed, beyond which new ones are refused (backpressure).
+pub const MAX_QUEUED: usize = 100_000;
+const STALE: Duration = Duration::from_secs(120);
+
+pub enum Input {
+    Raft(Box<Message>),
+    Submit {
+        id: Hash,
+        raw: Vec<u8>,
+    },
+    /// Hand leadership to the most up-to-date other voter, if this node leads.
+    ReleaseLeadership,
+    Shutdown,
+}
+
+/// What the channel thread needs from the node.
+pub struct Env {
+    pub db: Arc<DB>,
+    pub peers: Arc<dyn Peers>,
+    /// Time for ticks, batching and block timestamps: the system's in production.
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub fsync: bool,
+    /// Called after a configuration change is applied, so the node trusts the right CAs.
+    pub on_config: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// Where the channel's Raft messages go: the peer transport in production, the simulator's
+/// network in tests.
+pub trait Peers: Send + Sync {
+    /// Sends `msg` to `to`; false when it certainly cannot be delivered now.
+    fn send(&self, to: &NodeRef, channel: &str, msg: &Message) -> bool;
+}
+
+impl Peers for Transport {
+    fn send(&self, to: &NodeRef, channel: &str, msg: &Message) -> bool {
+        match msg.write_to_bytes() {
+            Ok(bytes) => Transport::send(self, &to.peer_addr, frame(channel, &bytes)),
+            Err(e) => {
+                error!(error = %e, "cannot encode raft message");
+                false
+            }
+        }
+    }
+}
+
+/// Where the channel's time comes from, so that a simulation can run on its own.
+pub trait Clock: Send + Sync {
+    /// Monotonic time, for ticks and batch deadlines.
+    fn now(&self) -> Instant;
+    /// Wall time in Unix milliseconds, for the timestamp a leader proposes with a batch.
+    fn wall_ms(&self) -> u64;
+}
+
+/// The machine's clocks.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn wall_ms(&self) -> u64 {
+        tally_protocol::now_ms()
+    }
+}
+
+/// Builds a channel and the worker that drives it, without starting a thread: [`start`]
+/// runs the worker on its own thread, the simulator steps it by hand. `tune` may adjust
+/// Raft's configuration (the simulator fixes election timeouts, which raft-rs otherwise
+/// draws from an unseeded generator).
+pub(crate) fn open(
+    ledger: Arc<Ledger>,
+    me: &NodeRef,
+    hint: Option<Arc<ChannelConfig>>,
+    env: Env,
+    tune: impl FnOnce(&mut raft::Config),
+) -> Result<(Arc<Channel>, Worker, Receiver<Input>), raft::Error> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (blocks, _) = broadcast::channel(1024);
+    let node_id = me.id;
+    let learner = ledger.config().observers.iter().any(|n| n.id == node_id);
+    let hint = hint.filter(|_| ledger.config().node(&me.name).is_none());
+    let chan = Arc::new(Channel {
+        ledger: ledger.clone(),
+        node_id,
+        node_name: me.name.clone(),
+        org: me.org.clone(),
+        hint: RwLock::new(hint),
+        departing: RwLock::new(Vec::new()),
+        input: Mutex::new(tx),
+        view: RwLock::new(RaftView {
+            learner,
+            ..RaftView::default()
+        }),
+        blocks,
+        waiters: Mutex::new(HashMap::new()),
+        arrivals: Mutex::new(HashMap::new()),
+        preverified: Mutex::new(HashMap::new()),
+        queued: AtomicUsize::new(0),
+    });
+    // Every node, including one that joins later, starts from the genesis voters: the log
+    // holds only the changes made since, and replaying them must start where they started.
+    let genesis = &ledger.genesis;
+    let initial = ConfState {
+        voters: genesis.consenters.iter().map(|n| n.id).collect(),
+        learners: genesis.observers.iter().map(|n| n.id).collect(),
+        ..ConfState::default()
+    };
+    let store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
+    let mut raft_cfg = raft::Config {
+        id: node_id,
+        election_tick: 10,
+        heartbeat_tick: 2,
+        applied: ledger.tip().applied_index,
+        max_size_per_msg: 4 * 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        ..raft::Config::default()
+    };
+    tune(&mut raft_cfg);
+    let logger = slog::Logger::root(
+        crate::raft_log::TracingDrain,
+        slog::o!("channel" => ledger.name.clone()),
+    );
+    let raw = RawNode::new(&raft_cfg, store, &logger)?;
+    let worker = Worker::new(chan.clone(), raw, env);
+    Ok((chan, worker, rx))
+}
+
+/// Starts a channel's thread. The ledger must already be open (its genesis written).
+pub fn start(
+    ledger: Arc<Ledger>,
+    me: &NodeRef,
+    hint: Option<Arc<ChannelConfig>>,
+    env: Env,
+) -> Result<(Arc<Channel>, std::thread::JoinHandle<()>), raft::Error> {
+    let name = format!("raft-{}", ledger.name);
+    let (chan, mut worker, rx) = open(ledger, me, hint, env, |_| {})?;
+    let handle = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || worker.run(rx))
+        .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
+    Ok((chan, handle))
+}

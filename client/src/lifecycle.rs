@@ -1,13 +1,15 @@
 //! Drives a chaincode definition to committed on a channel: installs it once, approves it for
 //! every organization whose admin identity the caller holds, and commits it once enough
-//! organizations approved. Idempotent: each step looks at the ledger first, so running it again
-//! (after a crash, on every reconcile) does only what is missing. The operator's Chaincode
-//! controller and `tallyctl up` share it.
+//! organizations approved. Idempotent: each step is [`decide`]d (a pure function) from what the
+//! ledger shows, so running it again (after a crash, on every reconcile) does only what is
+//! missing. The operator's Chaincode controller and `tallyctl up` share it; the operator's
+//! decision fixtures test [`decide`].
 
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::txs;
-use tally_protocol::chaincode::{ChaincodeDefinition, ChaincodeInfo, PendingDefinition};
+use serde::{Deserialize, Serialize};
+use tally_protocol::chaincode::{ChaincodeDefinition, ChaincodeInfo};
 use tally_protocol::{Identity, InitCall, Receipt, TxStatus};
 use thiserror::Error;
 
@@ -104,8 +106,96 @@ async fn submit(
     }
 }
 
+/// The next step towards the wanted definition, decided from what the ledger holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Step {
+    /// The wanted definition is the committed one.
+    Done {
+        sequence: u64,
+        approved: Vec<String>,
+    },
+    /// Install the wanted definition (with its module) as `sequence`.
+    Install { sequence: u64 },
+    /// Approve it as organization `org`.
+    Approve { org: String, sequence: u64 },
+    /// Enough organizations approved: commit it.
+    Commit {
+        sequence: u64,
+        approved: Vec<String>,
+    },
+    /// Waiting for approvals of organizations whose admin key is not held.
+    Wait {
+        sequence: u64,
+        have: usize,
+        needed: usize,
+        approved: Vec<String>,
+    },
+}
+
+/// The definition wanted, whatever its sequence (the next free one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    pub name: String,
+    pub version: String,
+    pub module_hash: tally_protocol::Hash,
+    #[serde(default)]
+    pub init: Option<InitCall>,
+    /// Approvals to wait for besides the ledger's own rule.
+    #[serde(default)]
+    pub at_least: usize,
+}
+
+/// Decides the next step from the ledger's view of the chaincode (`current`), acting for the
+/// organizations in `held` (whose admin keys are held), in their order. Pure: one step at a
+/// time, so that each is decided from what the ledger shows after the previous one.
+pub fn decide(current: Option<&ChaincodeInfo>, t: &Target, held: &[String]) -> Step {
+    let active = current.and_then(|i| i.active.as_ref());
+    let sequence = active.map_or(1, |d| d.sequence + 1);
+    let want = ChaincodeDefinition {
+        name: t.name.clone(),
+        version: t.version.clone(),
+        sequence,
+        module_hash: t.module_hash,
+        init: t.init.clone(),
+    };
+    if let Some(a) = active.filter(|a| same(a, &want)) {
+        return Step::Done {
+            sequence: a.sequence,
+            approved: current.map(|i| i.approvals.clone()).unwrap_or_default(),
+        };
+    }
+    let Some(pending) = current.and_then(|i| i.pending.iter().find(|p| p.definition == want))
+    else {
+        return Step::Install { sequence };
+    };
+    if let Some(org) = held.iter().find(|o| !pending.approvals.contains(o)) {
+        return Step::Approve {
+            org: org.clone(),
+            sequence,
+        };
+    }
+    let have = pending.approvals.len();
+    let needed = t.at_least.max(pending.needed);
+    if have < needed {
+        return Step::Wait {
+            sequence,
+            have,
+            needed,
+            approved: pending.approvals.clone(),
+        };
+    }
+    Step::Commit {
+        sequence,
+        approved: pending.approvals.clone(),
+    }
+}
+
 /// Brings the channel's chaincode `w.name` to the wanted definition, acting as the admins in
 /// `admins` (organization, identity). The first admin submits the install and the commit.
+/// Observes the ledger, [`decide`]s one step, takes it, and again, until the definition is
+/// committed or waits for approvals the caller cannot give.
 pub async fn ensure(
     api: &Client,
     w: &Wanted<'_>,
@@ -114,89 +204,106 @@ pub async fn ensure(
     let Some((_, submitter)) = admins.first() else {
         return Err(LifecycleError::NoAdmin);
     };
-    let current = info(api, w).await?;
-    let active = current.as_ref().and_then(|i| i.active.clone());
-    let sequence = active.as_ref().map_or(1, |d| d.sequence + 1);
-    let want = txs::chaincode_definition(w.name, w.version, sequence, w.module, w.init.clone());
-    if let Some(a) = active.as_ref().filter(|a| same(a, &want)) {
-        return Ok(Report {
-            progress: Progress::Committed {
-                sequence: a.sequence,
-            },
-            approved: current.map(|i| i.approvals).unwrap_or_default(),
-            actions: Vec::new(),
-        });
-    }
-    let find = |i: &Option<ChaincodeInfo>| -> Option<PendingDefinition> {
-        i.as_ref()?
-            .pending
-            .iter()
-            .find(|p| p.definition == want)
-            .cloned()
+    let held: Vec<String> = admins.iter().map(|(o, _)| o.clone()).collect();
+    let target = Target {
+        name: w.name.to_string(),
+        version: w.version.to_string(),
+        module_hash: tally_protocol::chaincode::module_hash(w.module),
+        init: w.init.clone(),
+        at_least: w.at_least,
     };
     let mut actions = Vec::new();
-    let mut pending = find(&current);
-    if pending.is_none() {
-        let tx = txs::sign_install(submitter, w.channel, want.clone(), w.module.to_vec());
-        submit(api, w, "install".into(), &tx).await?;
-        actions.push(format!(
-            "installed {} version {} as sequence {sequence} ({} bytes)",
-            w.name,
-            w.version,
-            w.module.len()
-        ));
-    }
-    let mut approved_now = false;
-    for (org, admin) in admins {
-        if pending.as_ref().is_some_and(|p| p.approvals.contains(org)) {
-            continue;
+    let mut taken: Vec<Step> = Vec::new();
+    loop {
+        let current = info(api, w).await?;
+        let step = decide(current.as_ref(), &target, &held);
+        // A step the ledger does not show after it was taken (its node lags): wait for the
+        // next run rather than repeat it.
+        if taken.contains(&step) {
+            let sequence = match step {
+                Step::Install { sequence } | Step::Approve { sequence, .. } => sequence,
+                _ => 0,
+            };
+            return Ok(Report {
+                progress: Progress::WaitingForApprovals {
+                    sequence,
+                    have: 0,
+                    needed: w.at_least,
+                },
+                approved: Vec::new(),
+                actions,
+            });
         }
-        let tx = txs::sign_approve(admin, w.channel, w.name, sequence, want.module_hash);
-        submit(api, w, format!("approval of {org}"), &tx).await?;
-        approved_now = true;
-        actions.push(format!(
-            "organization {org} approved {} version {} (sequence {sequence})",
-            w.name, w.version
-        ));
-    }
-    if approved_now || pending.is_none() {
-        pending = find(&info(api, w).await?);
-    }
-    // Just installed and approved through this node: it shows them once applied, which
-    // submit_wait already waited for.
-    let Some(pending) = pending else {
-        return Ok(Report {
-            progress: Progress::WaitingForApprovals {
-                sequence,
-                have: 0,
-                needed: w.at_least,
-            },
-            approved: Vec::new(),
-            actions,
-        });
-    };
-    let have = pending.approvals.len();
-    let needed = w.at_least.max(pending.needed);
-    if have < needed {
-        return Ok(Report {
-            progress: Progress::WaitingForApprovals {
+        match &step {
+            Step::Done { sequence, approved } => {
+                return Ok(Report {
+                    progress: Progress::Committed {
+                        sequence: *sequence,
+                    },
+                    approved: approved.clone(),
+                    actions,
+                })
+            }
+            Step::Wait {
                 sequence,
                 have,
                 needed,
-            },
-            approved: pending.approvals,
-            actions,
-        });
+                approved,
+            } => {
+                return Ok(Report {
+                    progress: Progress::WaitingForApprovals {
+                        sequence: *sequence,
+                        have: *have,
+                        needed: *needed,
+                    },
+                    approved: approved.clone(),
+                    actions,
+                })
+            }
+            Step::Install { sequence } => {
+                let want = txs::chaincode_definition(
+                    w.name,
+                    w.version,
+                    *sequence,
+                    w.module,
+                    w.init.clone(),
+                );
+                let tx = txs::sign_install(submitter, w.channel, want, w.module.to_vec());
+                submit(api, w, "install".into(), &tx).await?;
+                actions.push(format!(
+                    "installed {} version {} as sequence {sequence} ({} bytes)",
+                    w.name,
+                    w.version,
+                    w.module.len()
+                ));
+            }
+            Step::Approve { org, sequence } => {
+                let Some((_, admin)) = admins.iter().find(|(o, _)| o == org) else {
+                    return Err(LifecycleError::NoAdmin);
+                };
+                let tx = txs::sign_approve(admin, w.channel, w.name, *sequence, target.module_hash);
+                submit(api, w, format!("approval of {org}"), &tx).await?;
+                actions.push(format!(
+                    "organization {org} approved {} version {} (sequence {sequence})",
+                    w.name, w.version
+                ));
+            }
+            Step::Commit { sequence, approved } => {
+                let tx = txs::sign_commit(submitter, w.channel, w.name, *sequence);
+                submit(api, w, "commit".into(), &tx).await?;
+                actions.push(format!(
+                    "committed {} version {} as sequence {sequence}",
+                    w.name, w.version
+                ));
+                return Ok(Report {
+                    progress: Progress::Committed {
+                        sequence: *sequence,
+                    },
+                    approved: approved.clone(),
+                    actions,
+                });
+            }
+        }
+        taken.push(step);
     }
-    let tx = txs::sign_commit(submitter, w.channel, w.name, sequence);
-    submit(api, w, "commit".into(), &tx).await?;
-    actions.push(format!(
-        "committed {} version {} as sequence {sequence}",
-        w.name, w.version
-    ));
-    Ok(Report {
-        progress: Progress::Committed { sequence },
-        approved: pending.approvals,
-        actions,
-    })
 }

@@ -106,16 +106,11 @@ fn options(a: &Args) -> anyhow::Result<Options> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        fmt.json().init();
-    } else {
-        fmt.init();
-    }
+    tally_monitoring::logging::init(
+        tally_monitoring::logging::Style::from_format(&args.log_format),
+        "TALLY_LOG",
+        "info",
+    );
     let opts = options(&args)?;
     let org = opts.identity.info.org.clone();
     let running = tally_console::start(opts).await?;

@@ -4,9 +4,14 @@
 //! ([`files`]: `dashboards/*.json`, `deploy/monitoring/`, the chart's PrometheusRule).
 //!
 //! `cargo run -p tally-monitoring` rewrites the files; `--check` fails when they are stale.
+//!
+//! With the `logging` feature, [`logging`] sets up the `tracing` output every Tally program
+//! shares: one helper, so that the node, the operator and tallyctl log alike.
 
 pub mod alerts;
 pub mod dashboards;
 pub mod files;
+#[cfg(feature = "logging")]
+pub mod logging;
 pub mod names;
 pub mod queries;

@@ -106,25 +106,16 @@ fn read(p: &PathBuf) -> anyhow::Result<String> {
 
 fn main() {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    tally_monitoring::logging::init(
+        tally_monitoring::logging::Style::from_format(&args.log_format),
+        "RUST_LOG",
+        "info,raft=warn",
+    );
     raise_file_limit();
     if let Err(e) = run(args) {
         error!("{e:#}");
         eprintln!("tally-node: {e:#}");
         std::process::exit(1);
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,raft=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
     }
 }
 

@@ -1,9 +1,25 @@
-//! Pure builders: a Peer (with its plan) in, the Kubernetes objects that run it out, as the
-//! JSON bodies of server-side applies. Nothing here talks to the API server, so every rule
+//! Pure builders: a Peer (with its plan) in, the Kubernetes objects that run it out, as typed
+//! k8s-openapi objects for server-side apply. Nothing here talks to the API server, so every rule
 //! about the pods (security, probes, volumes) is unit-tested.
 
 use crate::names::{self, headless_service};
-use serde_json::{json, Value};
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretProjection, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use tally_api::peer::{Peer, PeerRole, ServiceType, MAX_REPLICAS};
 use tally_planner::{ADMIN_PORT, API_PORT, PEER_PORT};
@@ -17,22 +33,41 @@ pub const DATA_DIR: &str = "/var/lib/tally";
 pub const RUN_AS: i64 = 65532;
 
 /// The owner of an object: `ownerReferences[0]` with `controller: true`.
-pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> Value {
-    json!({
-        "apiVersion": api_version, "kind": kind, "name": name, "uid": uid,
-        "controller": true, "blockOwnerDeletion": true,
-    })
+pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
 }
 
-fn meta(name: &str, ns: &str, labels: &BTreeMap<String, String>, owner: &Value) -> Value {
-    json!({"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner]})
+fn meta(
+    name: &str,
+    ns: &str,
+    labels: &BTreeMap<String, String>,
+    owner: &OwnerReference,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner.clone()]),
+        ..ObjectMeta::default()
+    }
+}
+
+fn strings<'a>(kv: impl IntoIterator<Item = (&'a str, String)>) -> BTreeMap<String, String> {
+    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// What the Peer builders need beyond the Peer itself.
 pub struct PeerInputs<'a> {
     pub peer: &'a Peer,
     pub namespace: &'a str,
-    pub owner: Value,
+    pub owner: OwnerReference,
     /// Image (without tag) and tag the nodes run.
     pub image: String,
     pub version: String,
@@ -75,193 +110,400 @@ impl PeerInputs<'_> {
 }
 
 /// ConfigMap with what every node of the Peer shares: its organization's CA.
-pub fn config_map(i: &PeerInputs) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": meta(&names::peer_config(&i.name()), i.namespace, &i.labels(), &i.owner),
-        "data": {"org-ca.pem": i.org_ca_pem},
-    })
+pub fn config_map(i: &PeerInputs) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(
+            &names::peer_config(&i.name()),
+            i.namespace,
+            &i.labels(),
+            &i.owner,
+        ),
+        data: Some(strings([("org-ca.pem", i.org_ca_pem.to_string())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// A `kubernetes.io/tls` Secret holding `data` (written as `stringData`).
+fn tls_secret(metadata: ObjectMeta, data: BTreeMap<String, String>) -> Secret {
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(data),
+        ..Secret::default()
+    }
 }
 
 /// Secret with one node's certificate and key.
-pub fn node_secret(i: &PeerInputs, node: &str, id: &Identity) -> Value {
+pub fn node_secret(i: &PeerInputs, node: &str, id: &Identity) -> Secret {
     let mut labels = i.labels();
     labels.insert("tally.dev/node".into(), node.into());
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": meta(&names::node_secret(node), i.namespace, &labels, &i.owner),
-        "stringData": {"tls.crt": id.cert_pem(), "tls.key": id.key_pem(), "ca.crt": i.org_ca_pem},
-    })
+    tls_secret(
+        meta(&names::node_secret(node), i.namespace, &labels, &i.owner),
+        strings([
+            ("tls.crt", id.cert_pem()),
+            ("tls.key", id.key_pem()),
+            ("ca.crt", i.org_ca_pem.to_string()),
+        ]),
+    )
 }
 
-fn ports() -> Value {
-    json!([
-        {"name": "api", "port": API_PORT, "targetPort": "api", "protocol": "TCP"},
-        {"name": "peer", "port": PEER_PORT, "targetPort": "peer", "protocol": "TCP"},
-        {"name": "admin", "port": ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"},
-    ])
+fn service_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::String(name.into())),
+        protocol: Some("TCP".into()),
+        ..ServicePort::default()
+    }
+}
+
+fn ports() -> Vec<ServicePort> {
+    vec![
+        service_port("api", API_PORT),
+        service_port("peer", PEER_PORT),
+        service_port("admin", ADMIN_PORT),
+    ]
 }
 
 /// Headless Service that gives every node a stable DNS name, published before the node is
 /// ready: Raft peers must find each other to become ready at all.
-pub fn headless(i: &PeerInputs) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": meta(&headless_service(&i.name()), i.namespace, &i.labels(), &i.owner),
-        "spec": {
-            "clusterIP": "None",
-            "publishNotReadyAddresses": true,
-            "selector": names::peer_selector(&i.name()),
-            "ports": ports(),
-        },
-    })
+pub fn headless(i: &PeerInputs) -> Service {
+    Service {
+        metadata: meta(
+            &headless_service(&i.name()),
+            i.namespace,
+            &i.labels(),
+            &i.owner,
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(names::peer_selector(&i.name())),
+            ports: Some(ports()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
 }
 
 /// Service through which clients reach the Peer's ready nodes.
-pub fn client_service(i: &PeerInputs) -> Value {
+pub fn client_service(i: &PeerInputs) -> Service {
     let type_ = match i.peer.spec.service.type_ {
         ServiceType::ClusterIP => "ClusterIP",
         ServiceType::NodePort => "NodePort",
         ServiceType::LoadBalancer => "LoadBalancer",
     };
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": meta(&i.name(), i.namespace, &i.labels(), &i.owner),
-        "spec": {
-            "type": type_,
-            "selector": names::peer_selector(&i.name()),
-            "ports": [{"name": "api", "port": API_PORT, "targetPort": "api", "protocol": "TCP"}],
-        },
+    Service {
+        metadata: meta(&i.name(), i.namespace, &i.labels(), &i.owner),
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(names::peer_selector(&i.name())),
+            ports: Some(vec![service_port("api", API_PORT)]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn env_value(name: &str, value: String) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port.into(),
+        protocol: Some("TCP".into()),
+        ..ContainerPort::default()
+    }
+}
+
+fn http_probe(path: &str) -> Option<HTTPGetAction> {
+    Some(HTTPGetAction {
+        path: Some(path.into()),
+        port: IntOrString::String("api".into()),
+        ..HTTPGetAction::default()
     })
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn runtime_default() -> Option<SeccompProfile> {
+    Some(SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    })
+}
+
+/// The node's container: restricted (non-root, read-only root filesystem, no privilege
+/// escalation, no capabilities, seccomp `RuntimeDefault`).
+/// A node's container when the Peer names no resources: requested enough to be scheduled
+/// where it can keep up, memory capped well above its steady use (RocksDB's caches and write
+/// buffers, a snapshot in flight) so a leak or a flood ends in a restart rather than a starved
+/// machine, and no CPU limit (throttling a Raft thread costs elections).
+fn default_node_resources() -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_string());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), q("250m")),
+            ("memory".to_string(), q("512Mi")),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_string(), q("4Gi"))])),
+        ..ResourceRequirements::default()
+    }
+}
+
+fn node_container(i: &PeerInputs) -> Container {
+    let spec = &i.peer.spec;
+    Container {
+        name: "node".into(),
+        image: Some(i.image_ref()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["tally-node".into()]),
+        env: Some(vec![
+            env_field("POD_NAME", "metadata.name"),
+            env_field("POD_IP", "status.podIP"),
+            env_value("TALLY_NODE_NAME", "$(POD_NAME)".into()),
+            env_value("TALLY_DATA_DIR", format!("{DATA_DIR}/data")),
+            env_value("TALLY_LISTEN_API", format!("$(POD_IP):{API_PORT}")),
+            env_value("TALLY_LISTEN_PEER", format!("$(POD_IP):{PEER_PORT}")),
+            env_value("TALLY_LISTEN_ADMIN", format!("$(POD_IP):{ADMIN_PORT}")),
+            env_value("TALLY_CERT", format!("{TLS_DIR}/$(POD_NAME)/tls.crt")),
+            env_value("TALLY_KEY", format!("{TLS_DIR}/$(POD_NAME)/tls.key")),
+            env_value("TALLY_ORG_CA", format!("{CONFIG_DIR}/org-ca.pem")),
+            env_value("TALLY_LOG_FORMAT", "json".into()),
+            // The `consortium` label of the node's metrics.
+            env_value("TALLY_CONSORTIUM", spec.consortium.clone()),
+        ]),
+        ports: Some(vec![
+            container_port("api", API_PORT),
+            container_port("peer", PEER_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        readiness_probe: Some(Probe {
+            http_get: http_probe("/readyz"),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            ..Probe::default()
+        }),
+        liveness_probe: Some(Probe {
+            http_get: http_probe("/healthz"),
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(10),
+            failure_threshold: Some(6),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("data", DATA_DIR, false),
+            mount("config", CONFIG_DIR, true),
+            mount("tls", TLS_DIR, true),
+            mount("tmp", "/tmp", false),
+        ]),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            seccomp_profile: runtime_default(),
+            ..SecurityContext::default()
+        }),
+        resources: Some(
+            spec.resources
+                .clone()
+                .unwrap_or_else(default_node_resources),
+        ),
+        ..Container::default()
+    }
+}
+
+/// The pod's volumes: the shared ConfigMap, every possible node's Secret (optional, so that the
+/// template stays the same when scaling and each pod reads only its own folder), a small tmp.
+fn volumes(name: &str) -> Vec<Volume> {
+    let tls_sources: Vec<VolumeProjection> = (0..MAX_REPLICAS)
+        .map(|ord| {
+            let node = format!("{name}-{ord}");
+            VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: names::node_secret(&node),
+                    optional: Some(true),
+                    items: Some(vec![
+                        KeyToPath {
+                            key: "tls.crt".into(),
+                            path: format!("{node}/tls.crt"),
+                            ..KeyToPath::default()
+                        },
+                        KeyToPath {
+                            key: "tls.key".into(),
+                            path: format!("{node}/tls.key"),
+                            mode: Some(0o400),
+                        },
+                    ]),
+                }),
+                ..VolumeProjection::default()
+            }
+        })
+        .collect();
+    vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names::peer_config(name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tls".into(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(tls_sources),
+                default_mode: Some(0o440),
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("64Mi".into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ]
 }
 
 /// The StatefulSet: one pod and volume per node. Pods are replaced by the operator
 /// (`OnDelete`), one at a time and only once the others are caught up, never by the
 /// StatefulSet controller on its own.
-pub fn stateful_set(i: &PeerInputs) -> Value {
+pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
     let name = i.name();
     let spec = &i.peer.spec;
-    // Every possible node's Secret, optional: the template stays the same when scaling, and
-    // each pod reads only its own folder.
-    let tls_sources: Vec<Value> = (0..MAX_REPLICAS)
-        .map(|ord| {
-            let node = format!("{name}-{ord}");
-            json!({"secret": {
-                "name": names::node_secret(&node),
-                "optional": true,
-                "items": [
-                    {"key": "tls.crt", "path": format!("{node}/tls.crt")},
-                    {"key": "tls.key", "path": format!("{node}/tls.key"), "mode": 0o400},
-                ],
-            }})
-        })
-        .collect();
-    let env = json!([
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "TALLY_NODE_NAME", "value": "$(POD_NAME)"},
-        {"name": "TALLY_DATA_DIR", "value": format!("{DATA_DIR}/data")},
-        {"name": "TALLY_LISTEN_API", "value": format!("$(POD_IP):{API_PORT}")},
-        {"name": "TALLY_LISTEN_PEER", "value": format!("$(POD_IP):{PEER_PORT}")},
-        {"name": "TALLY_LISTEN_ADMIN", "value": format!("$(POD_IP):{ADMIN_PORT}")},
-        {"name": "TALLY_CERT", "value": format!("{TLS_DIR}/$(POD_NAME)/tls.crt")},
-        {"name": "TALLY_KEY", "value": format!("{TLS_DIR}/$(POD_NAME)/tls.key")},
-        {"name": "TALLY_ORG_CA", "value": format!("{CONFIG_DIR}/org-ca.pem")},
-        {"name": "TALLY_LOG_FORMAT", "value": "json"},
-        // The `consortium` label of the node's metrics.
-        {"name": "TALLY_CONSORTIUM", "value": spec.consortium},
+    let storage_class = &spec.storage.storage_class_name;
+    let annotations = strings([
+        ("prometheus.io/scrape", "true".to_string()),
+        ("prometheus.io/port", API_PORT.to_string()),
+        ("prometheus.io/path", "/metrics".to_string()),
+        ("prometheus.io/scheme", "http".to_string()),
+        ("tally.dev/version", i.version.clone()),
     ]);
-    let mut container = json!({
-        "name": "node",
-        "image": i.image_ref(),
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["tally-node"],
-        "env": env,
-        "ports": [
-            {"name": "api", "containerPort": API_PORT, "protocol": "TCP"},
-            {"name": "peer", "containerPort": PEER_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api"}, "periodSeconds": 5, "failureThreshold": 3},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "api"}, "initialDelaySeconds": 10, "periodSeconds": 10, "failureThreshold": 6},
-        "volumeMounts": [
-            {"name": "data", "mountPath": DATA_DIR},
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": true},
-            {"name": "tls", "mountPath": TLS_DIR, "readOnly": true},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
-        "securityContext": {
-            "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
-            "runAsNonRoot": true,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    });
-    container["resources"] = match &spec.resources {
-        Some(r) => serde_json::to_value(r).unwrap_or(Value::Null),
-        None => default_node_resources(),
-    };
-    let mut claim_spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": spec.storage.size.0}},
-    });
-    if !spec.storage.storage_class_name.is_empty() {
-        claim_spec["storageClassName"] = json!(spec.storage.storage_class_name);
-    }
-    json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": meta(&name, i.namespace, &i.labels(), &i.owner),
-        "spec": {
-            "replicas": i.replicas,
-            "serviceName": headless_service(&name),
-            "podManagementPolicy": "Parallel",
-            "updateStrategy": {"type": "OnDelete"},
-            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
-            "selector": {"matchLabels": names::peer_selector(&name)},
-            "template": {
-                "metadata": {
-                    "labels": i.pod_labels(),
-                    "annotations": {
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": API_PORT.to_string(),
-                        "prometheus.io/path": "/metrics",
-                        "prometheus.io/scheme": "http",
-                        "tally.dev/version": i.version,
-                    },
-                },
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "enableServiceLinks": false,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": RUN_AS,
-                        "runAsGroup": RUN_AS,
-                        "fsGroup": RUN_AS,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": {(names::LABEL_CONSORTIUM): spec.consortium}},
+    let pod = PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: runtime_default(),
+            ..PodSecurityContext::default()
+        }),
+        affinity: Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 100,
+                        pod_affinity_term: PodAffinityTerm {
+                            topology_key: "kubernetes.io/hostname".into(),
+                            label_selector: Some(LabelSelector {
+                                match_labels: Some(strings([(
+                                    names::LABEL_CONSORTIUM,
+                                    spec.consortium.clone(),
+                                )])),
+                                ..LabelSelector::default()
+                            }),
+                            ..PodAffinityTerm::default()
                         },
-                    }]}},
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names::peer_config(&name)}},
-                        {"name": "tls", "projected": {"sources": tls_sources, "defaultMode": 0o440}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                    ],
-                },
-            },
-            "volumeClaimTemplates": [{
-                "metadata": {"name": "data", "labels": names::peer_selector(&name)},
-                "spec": claim_spec,
-            }],
+                    },
+                ]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        }),
+        containers: vec![node_container(i)],
+        volumes: Some(volumes(&name)),
+        ..PodSpec::default()
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(names::peer_selector(&name)),
+            ..ObjectMeta::default()
         },
-    })
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    spec.storage.size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            storage_class_name: (!storage_class.is_empty()).then(|| storage_class.clone()),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    };
+    StatefulSet {
+        metadata: meta(&name, i.namespace, &i.labels(), &i.owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(i.replicas),
+            service_name: Some(headless_service(&name)),
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Retain".into()),
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            selector: LabelSelector {
+                match_labels: Some(names::peer_selector(&name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(i.pod_labels()),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..StatefulSetSpec::default()
+        }),
+        ..StatefulSet::default()
+    }
 }
 
 /// Budget that keeps a channel's Raft quorum: at most a minority of its voting nodes may be
@@ -271,26 +513,28 @@ pub fn quorum_budget(
     consortium: &str,
     namespace: &str,
     voters: usize,
-    owner: &Value,
-) -> Value {
-    let labels = BTreeMap::from([
-        (names::LABEL_CONSORTIUM.to_string(), consortium.to_string()),
-        (
-            names::LABEL_MANAGED_BY.to_string(),
-            names::FIELD_MANAGER.to_string(),
-        ),
+    owner: &OwnerReference,
+) -> PodDisruptionBudget {
+    let labels = strings([
+        (names::LABEL_CONSORTIUM, consortium.to_string()),
+        (names::LABEL_MANAGED_BY, names::FIELD_MANAGER.to_string()),
     ]);
-    json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": meta(&names::quorum_budget(channel), namespace, &labels, owner),
-        "spec": {
-            "minAvailable": voters / 2 + 1,
-            "selector": {"matchLabels": {
-                (names::LABEL_CONSORTIUM): consortium,
-                (names::consents_label(channel)): "true",
-            }},
-        },
-    })
+    let consents = names::consents_label(channel);
+    PodDisruptionBudget {
+        metadata: meta(&names::quorum_budget(channel), namespace, &labels, owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            min_available: Some(IntOrString::Int((voters / 2 + 1) as i32)),
+            selector: Some(LabelSelector {
+                match_labels: Some(strings([
+                    (names::LABEL_CONSORTIUM, consortium.to_string()),
+                    (consents.as_str(), "true".to_string()),
+                ])),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
 }
 
 /// Where a consortium-owned Secret goes and whose it is.
@@ -299,11 +543,11 @@ pub struct OrgSecret<'a> {
     pub namespace: &'a str,
     pub org: &'a str,
     pub consortium: &'a str,
-    pub owner: &'a Value,
+    pub owner: &'a OwnerReference,
 }
 
 impl OrgSecret<'_> {
-    fn meta(&self) -> Value {
+    fn meta(&self) -> ObjectMeta {
         meta(
             self.name,
             self.namespace,
@@ -314,40 +558,42 @@ impl OrgSecret<'_> {
 }
 
 /// Secret with an organization's CA, created once.
-pub fn ca_secret(at: &OrgSecret, cert_pem: &str, key_pem: &str, issued_at: i64) -> Value {
+pub fn ca_secret(at: &OrgSecret, cert_pem: &str, key_pem: &str, issued_at: i64) -> Secret {
     let mut m = at.meta();
-    m["annotations"] = json!({(names::ANNOTATION_ISSUED_AT): issued_at.to_string()});
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": m,
-        "stringData": {"tls.crt": cert_pem, "tls.key": key_pem},
-    })
+    m.annotations = Some(strings([(
+        names::ANNOTATION_ISSUED_AT,
+        issued_at.to_string(),
+    )]));
+    tls_secret(
+        m,
+        strings([
+            ("tls.crt", cert_pem.to_string()),
+            ("tls.key", key_pem.to_string()),
+        ]),
+    )
 }
 
 /// Secret with an identity (admin or client) of an organization.
-pub fn identity_secret(at: &OrgSecret, id: &Identity, ca_pem: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-        "metadata": at.meta(),
-        "stringData": {"tls.crt": id.cert_pem(), "tls.key": id.key_pem(), "ca.crt": ca_pem},
-    })
-}
-
-/// A node's container when the Peer names no resources: requested enough to be scheduled
-/// where it can keep up, memory capped well above its steady use (RocksDB's caches and write
-/// buffers, a snapshot in flight) so a leak or a flood ends in a restart rather than a starved
-/// machine, and no CPU limit (throttling a Raft thread costs elections).
-fn default_node_resources() -> Value {
-    json!({
-        "requests": {"cpu": "250m", "memory": "512Mi"},
-        "limits": {"memory": "4Gi"},
-    })
+pub fn identity_secret(at: &OrgSecret, id: &Identity, ca_pem: &str) -> Secret {
+    tls_secret(
+        at.meta(),
+        strings([
+            ("tls.crt", id.cert_pem()),
+            ("tls.key", id.key_pem()),
+            ("ca.crt", ca_pem.to_string()),
+        ]),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
     use tally_api::peer::PeerSpec;
+
+    fn v<T: serde::Serialize>(obj: T) -> Value {
+        serde_json::to_value(obj).expect("serializes")
+    }
 
     fn peer(role: &str) -> Peer {
         let spec: PeerSpec = serde_json::from_value(json!({
@@ -376,7 +622,7 @@ mod tests {
     #[test]
     fn pods_run_restricted() {
         let p = peer("consenter");
-        let s = stateful_set(&inputs(&p));
+        let s = v(stateful_set(&inputs(&p)));
         let pod = &s["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
@@ -393,7 +639,7 @@ mod tests {
     #[test]
     fn nodes_get_default_resources() {
         let p = peer("consenter");
-        let s = stateful_set(&inputs(&p));
+        let s = v(stateful_set(&inputs(&p)));
         let r = &s["spec"]["template"]["spec"]["containers"][0]["resources"];
         assert_eq!(r["requests"]["memory"], "512Mi");
         assert_eq!(r["limits"]["memory"], "4Gi");
@@ -403,7 +649,7 @@ mod tests {
     #[test]
     fn stateful_set_shape() {
         let p = peer("consenter");
-        let s = stateful_set(&inputs(&p));
+        let s = v(stateful_set(&inputs(&p)));
         assert_eq!(s["spec"]["replicas"], 3);
         assert_eq!(s["spec"]["serviceName"], "bank-nodes-nodes");
         assert_eq!(s["spec"]["podManagementPolicy"], "Parallel");
@@ -448,7 +694,7 @@ mod tests {
     #[test]
     fn observers_do_not_count_for_quorum() {
         let p = peer("observer");
-        let s = stateful_set(&inputs(&p));
+        let s = v(stateful_set(&inputs(&p)));
         let labels = s["spec"]["template"]["metadata"]["labels"]
             .as_object()
             .expect("labels");
@@ -461,10 +707,10 @@ mod tests {
     fn quorum_budget_keeps_a_majority() {
         let o = owner("tally.dev/v1alpha1", "Channel", "trade", "u2");
         for (voters, min) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
-            let b = quorum_budget("trade", "scf", "t1", voters, &o);
+            let b = v(quorum_budget("trade", "scf", "t1", voters, &o));
             assert_eq!(b["spec"]["minAvailable"], min, "{voters} voters");
         }
-        let b = quorum_budget("trade", "scf", "t1", 3, &o);
+        let b = v(quorum_budget("trade", "scf", "t1", 3, &o));
         assert_eq!(
             b["spec"]["selector"]["matchLabels"]["consents.tally.dev/trade"],
             "true"
@@ -474,11 +720,11 @@ mod tests {
     #[test]
     fn services() {
         let p = peer("consenter");
-        let h = headless(&inputs(&p));
+        let h = v(headless(&inputs(&p)));
         assert_eq!(h["spec"]["clusterIP"], "None");
         assert_eq!(h["spec"]["publishNotReadyAddresses"], true);
         assert_eq!(h["metadata"]["ownerReferences"][0]["controller"], true);
-        let c = client_service(&inputs(&p));
+        let c = v(client_service(&inputs(&p)));
         assert_eq!(c["spec"]["type"], "ClusterIP");
         assert_eq!(c["spec"]["ports"][0]["port"], API_PORT);
     }

@@ -8,7 +8,7 @@
 //! `Chaincode`'s or `Channel`'s approval rule asking for more is an additional floor the
 //! operator waits for before committing.
 
-use crate::context::{Context, Error, Result, Verdict};
+use crate::context::{Context, Error, Reported, Result, Verdict};
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,7 +17,7 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use tally_api::chaincode::{Chaincode, OrgApproval};
+use tally_api::chaincode::{Chaincode, ChaincodeStatus, OrgApproval};
 use tally_client::lifecycle::{self, LifecycleError, Progress, Wanted};
 use tally_client::txs;
 use tally_client::{Client, ClientError};
@@ -28,7 +28,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
         return Ok(Action::await_change());
     }
     let ns = cc.namespace().unwrap_or_default();
-    let mut status = serde_json::json!({"observedGeneration": cc.metadata.generation});
+    let mut status = cc.current_status();
     let verdict = match check_module(&ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
         Err(e) => return Err(e),
@@ -53,7 +53,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
         }
     };
     ctx.report(cc.as_ref(), &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(cc.as_ref(), &verdict))
 }
 
 /// The module in its ConfigMap, which must hash to the pinned sha256.
@@ -116,7 +116,7 @@ async fn lifecycle(
     ctx: &Context,
     w: &world::World,
     module: &[u8],
-    status: &mut serde_json::Value,
+    status: &mut ChaincodeStatus,
 ) -> Result<Verdict> {
     let ns = cc.namespace().unwrap_or_default();
     let Some(plan) = w
@@ -197,11 +197,11 @@ async fn lifecycle(
             }
         })
         .collect();
-    status["approvals"] = serde_json::to_value(&approvals).unwrap_or_default();
+    status.approvals = approvals;
     Ok(match report.progress {
         Progress::Committed { sequence } => {
-            status["sequence"] = sequence.into();
-            status["committedVersion"] = plan.version.clone().into();
+            status.sequence = sequence;
+            status.committed_version = plan.version.clone();
             Verdict::ready(
                 "Committed",
                 format!("version {} committed as sequence {sequence}", plan.version),

@@ -6,7 +6,11 @@
 //! organizations' admins, and nodes it adds join from the channel's real genesis.
 
 use crate::builders;
-use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
+use crate::decide::channel::{
+    decide, leader, roots_agree, verdict, ChannelAction, ChannelObserved, ChannelTarget,
+    ChannelView, JoinAt, NodeReport, NodeView, Outcome,
+};
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -14,30 +18,30 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tally_api::channel::{Channel, ChannelNodeStatus};
+use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus};
 use tally_api::peer::PeerRole;
 use tally_protocol::api::ChannelInfo;
-use tally_protocol::{ChannelConfig, Identity, NodeRef, RejectCode, TxStatus};
+use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
 
 pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
     if ch.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let ns = ch.namespace().unwrap_or_default();
-    let mut status = serde_json::json!({"observedGeneration": ch.metadata.generation});
+    let mut status = ch.current_status();
     let verdict = match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
         Err(v) => v,
         Ok(w) => converge(&ch, &ctx, &w, &mut status).await?,
     };
     ctx.report(ch.as_ref(), &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(ch.as_ref(), &verdict))
 }
 
 async fn converge(
     ch: &Channel,
     ctx: &Context,
     w: &world::World,
-    status: &mut serde_json::Value,
+    status: &mut ChannelStatus,
 ) -> Result<Verdict> {
     let ns = ch.namespace().unwrap_or_default();
     let name = ch.name_any();
@@ -70,54 +74,79 @@ async fn converge(
         .iter()
         .map(|n| (n.raft_id, n.name.as_str()))
         .collect();
+    let named = |v: &[u64]| -> Vec<String> {
+        v.iter()
+            .map(|i| ids.get(i).map_or_else(|| i.to_string(), |s| s.to_string()))
+            .collect()
+    };
 
-    // Ask every listed node what it knows of the channel.
-    let mut waiting = Vec::new();
-    let mut reached = Vec::new();
+    // Observe: ask every listed node what it knows of the channel.
+    let mut observed = ChannelObserved::default();
+    let mut reached: Vec<Reached<'_>> = Vec::new();
     for n in nodes.iter().copied().filter(|n| n.hosted()) {
-        let Some(at) = reach::locate(ctx, &ns, n).await? else {
-            waiting.push(format!("{} (no pod yet)", n.name));
-            continue;
+        let mut view = NodeView {
+            name: n.name.clone(),
+            ..NodeView::default()
         };
-        let admin = reach::admin(ctx, &w.plan, n, &at)?;
-        match admin.channel(&name).await {
-            Ok(info) => reached.push((n, at, admin, info)),
-            Err(e) => waiting.push(format!("{} ({e})", n.name)),
-        }
-    }
-    // The node furthest along in configuration changes speaks for the channel.
-    let source = reached
-        .iter()
-        .filter_map(|(_, _, _, i)| i.as_ref())
-        .max_by_key(|i| (i.status.config_sequence, i.status.height))
-        .cloned();
-    let mut changing = None;
-    let mut rejected = None;
-    match &source {
-        None => {
-            // A new channel: every node starts from the planner's genesis.
-            for (n, _, admin, _) in &reached {
-                if let Err(e) = admin.create_channel(genesis).await {
-                    waiting.push(format!("{} ({e})", n.name));
+        match reach::locate(ctx, &ns, n).await? {
+            None => view.unreachable = Some("no pod yet".into()),
+            Some(at) => {
+                let admin = reach::admin(ctx, &w.plan, n, &at)?;
+                match admin.channel(&name).await {
+                    Ok(info) => {
+                        view.channel = info.as_ref().map(|i| ChannelView {
+                            config_sequence: i.status.config_sequence,
+                            height: i.status.height,
+                            genesis: i.genesis.hash().to_string(),
+                            config: i.config.hash().to_string(),
+                            configured: i.config.nodes().map(|n| n.name.clone()).collect(),
+                            voters: named(&i.status.voters),
+                            learners: named(&i.status.learners),
+                        });
+                        reached.push((n, at, admin, info));
+                    }
+                    Err(e) => view.unreachable = Some(e.to_string()),
                 }
             }
         }
-        Some(src) => {
-            let target = if genesis.hash() != src.config.hash() {
-                genesis
-            } else {
-                &src.config
-            };
-            // Nodes that the channel (or the change about to be made) adds join first, from
-            // the channel's real genesis, so they listen when the leader starts sending.
-            for (n, _, admin, info) in &reached {
-                if info.is_some() || target.node(&n.name).is_none() {
+        observed.nodes.push(view);
+    }
+    let target = ChannelTarget {
+        config: genesis.hash().to_string(),
+        consenters: genesis.consenters.iter().map(|n| n.name.clone()).collect(),
+        observers: genesis.observers.iter().map(|n| n.name.clone()).collect(),
+    };
+
+    // Decide.
+    let decision = decide(&observed, &target);
+
+    // Act.
+    let info_of = |node: &str| {
+        reached
+            .iter()
+            .find(|r| r.0.name == node)
+            .and_then(|r| r.3.as_ref())
+    };
+    let admin_of = |node: &str| reached.iter().find(|r| r.0.name == node).map(|r| &r.2);
+    let mut outcome = Outcome::default();
+    for action in &decision.actions {
+        match action {
+            ChannelAction::Create { node } => {
+                let Some(admin) = admin_of(node) else {
                     continue;
+                };
+                if let Err(e) = admin.create_channel(genesis).await {
+                    outcome.waiting.push(format!("{node} ({e})"));
                 }
-                let joined = if src.genesis.hash() == target.hash() {
-                    admin.create_channel(&src.genesis).await
-                } else {
-                    admin.join_channel(&src.genesis, target).await
+            }
+            ChannelAction::Join { node, source, at } => {
+                let (Some(admin), Some(src)) = (admin_of(node), info_of(source)) else {
+                    continue;
+                };
+                let joined = match at {
+                    JoinAt::Genesis => admin.create_channel(&src.genesis).await,
+                    JoinAt::Current => admin.join_channel(&src.genesis, &src.config).await,
+                    JoinAt::Planned => admin.join_channel(&src.genesis, genesis).await,
                 };
                 match joined {
                     Ok(_) => {
@@ -126,14 +155,15 @@ async fn converge(
                             false,
                             "NodeJoined",
                             "Join",
-                            format!("{} joined channel {name}", n.name),
+                            format!("{node} joined channel {name}"),
                         )
                         .await
                     }
-                    Err(e) => waiting.push(format!("{} ({e})", n.name)),
+                    Err(e) => outcome.waiting.push(format!("{node} ({e})")),
                 }
             }
-            if genesis.hash() != src.config.hash() {
+            ChannelAction::Propose { source, .. } => {
+                let Some(src) = info_of(source) else { continue };
                 match propose_change(ctx, w, &reached, src, genesis).await {
                     Ok(seq) => {
                         ctx.event(
@@ -149,46 +179,31 @@ async fn converge(
                             ),
                         )
                         .await;
-                        changing = Some(format!(
-                            "configuration {seq} committed; waiting for the nodes to apply it"
-                        ));
+                        outcome.reconfigured = Some(seq);
                     }
-                    Err(Refused(why)) => rejected = Some(why),
-                    Err(Unreachable(why)) => waiting.push(why),
-                }
-            } else {
-                // Nodes report Raft's voters and learners sorted by id.
-                let sorted_ids = |nodes: &[NodeRef]| {
-                    let mut v: Vec<u64> = nodes.iter().map(|n| n.id).collect();
-                    v.sort_unstable();
-                    v
-                };
-                if src.status.voters != sorted_ids(&genesis.consenters)
-                    || src.status.learners != sorted_ids(&genesis.observers)
-                {
-                    changing = Some(format!(
-                        "Raft membership is moving to the configuration: voters [{}], learners [{}] now",
-                        names_of(src.status.voters.iter().map(|i| *ids.get(i).unwrap_or(&"?"))),
-                        names_of(src.status.learners.iter().map(|i| *ids.get(i).unwrap_or(&"?"))),
-                    ));
+                    Err(Refused(why)) => outcome.rejected = Some(why),
+                    Err(Unreachable(why)) => outcome.waiting.push(why),
                 }
             }
         }
     }
 
-    let mut observed = Vec::new();
-    let mut leader = String::new();
+    // What the nodes report now.
+    let mut nodes_status = Vec::new();
     for (n, at, _, _) in &reached {
         let api = reach::api(ctx, &w.plan, n, at)?;
         match api.status(&name).await {
             Ok(s) => {
-                if s.leader_id != 0 {
-                    leader = ids
+                outcome.reports.push(NodeReport {
+                    name: n.name.clone(),
+                    height: s.height,
+                    state_root: s.state_root.to_string(),
+                    leader: ids
                         .get(&s.leader_id)
                         .map(|s| s.to_string())
-                        .unwrap_or_default();
-                }
-                observed.push(ChannelNodeStatus {
+                        .unwrap_or_default(),
+                });
+                nodes_status.push(ChannelNodeStatus {
                     name: n.name.clone(),
                     organization: n.org.clone(),
                     role: n.role.as_str().to_string(),
@@ -196,69 +211,27 @@ async fn converge(
                     state_root: s.state_root.to_string(),
                 });
             }
-            Err(e) => waiting.push(format!("{} ({e})", n.name)),
+            Err(e) => outcome.waiting.push(format!("{} ({e})", n.name)),
         }
     }
+    let source = decision.source.as_deref().and_then(info_of);
     let members: Vec<String> = source
-        .as_ref()
         .map(|s| s.config.members.iter().map(|m| m.name.clone()).collect())
         .unwrap_or_default();
-    if let Some(src) = &source {
-        let named = |v: &[u64]| -> Vec<String> {
-            v.iter()
-                .map(|i| {
-                    ids.get(i)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| i.to_string())
-                })
-                .collect()
-        };
-        status["configSequence"] = src.status.config_sequence.into();
-        status["voters"] = named(&src.status.voters).into();
-        status["learners"] = named(&src.status.learners).into();
+    if let Some(src) = source {
+        status.config_sequence = src.status.config_sequence;
+        status.voters = named(&src.status.voters);
+        status.learners = named(&src.status.learners);
     }
-    let height = observed.iter().map(|o| o.height).max().unwrap_or(0);
-    let mut roots: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
-    for o in &observed {
-        roots.entry(o.height).or_default().push(&o.state_root);
+    status.height = outcome.reports.iter().map(|o| o.height).max().unwrap_or(0);
+    status.leader = leader(&outcome.reports).to_string();
+    status.member_count = members.len() as u32;
+    status.members = members;
+    status.nodes = nodes_status;
+    if !outcome.reports.is_empty() {
+        status.state_roots_agree = Some(roots_agree(&outcome.reports));
     }
-    let agree = roots.values().all(|r| r.windows(2).all(|p| p[0] == p[1]));
-    status["height"] = height.into();
-    status["leader"] = leader.clone().into();
-    status["memberCount"] = members.len().into();
-    status["members"] = members.into();
-    status["nodes"] = serde_json::to_value(&observed).unwrap_or_default();
-    if !observed.is_empty() {
-        status["stateRootsAgree"] = agree.into();
-    }
-    Ok(if let Some(why) = rejected {
-        Verdict::degraded("ConfigurationRejected", why)
-    } else if let Some(what) = changing {
-        Verdict::progressing("Reconfiguring", what)
-    } else if !agree {
-        Verdict::degraded(
-            "StateRootsDisagree",
-            format!("nodes of channel {name} report different state roots at the same height"),
-        )
-    } else if !waiting.is_empty() {
-        Verdict::progressing(
-            "WaitingForNodes",
-            format!("waiting for {}", waiting.join(", ")),
-        )
-    } else if leader.is_empty() {
-        Verdict::progressing(
-            "ElectingLeader",
-            "the channel's consenters have no leader yet",
-        )
-    } else {
-        Verdict::ready(
-            "Ready",
-            format!(
-                "{} nodes at height {height}, led by {leader}",
-                observed.len()
-            ),
-        )
-    })
+    Ok(verdict(&name, &decision, &outcome))
 }
 
 fn names_of<'a>(it: impl Iterator<Item = &'a str>) -> String {

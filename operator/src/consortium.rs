@@ -3,7 +3,7 @@
 //! a finalizer that holds deletion while peers or channels still use the consortium.
 
 use crate::builders::{self, OrgSecret};
-use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::names::{self, FINALIZER};
 use crate::world::{self, secret_text};
 use k8s_openapi::api::core::v1::Secret;
@@ -71,9 +71,7 @@ async fn ensure_ca(
         consortium: &name,
         owner: &owner,
     };
-    let body = builders::ca_secret(&at, &ca.cert_pem(), &ca.key_pem(), world::issued_at(cons));
-    let secret: Secret =
-        serde_json::from_value(body).map_err(|e| Error::Internal(e.to_string()))?;
+    let secret = builders::ca_secret(&at, &ca.cert_pem(), &ca.key_pem(), world::issued_at(cons));
     // Create, never apply: a CA is made once, and a second writer must not replace it.
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {
@@ -150,13 +148,11 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
             }
         }
     };
-    let status = serde_json::json!({
-        "observedGeneration": cons.metadata.generation,
-        "organizationCount": orgs.len(),
-        "organizations": orgs,
-    });
+    let mut status = cons.current_status();
+    status.organization_count = orgs.len() as u32;
+    status.organizations = orgs;
     ctx.report(cons, &verdict, status).await?;
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(cons, &verdict))
 }
 
 /// Holds deletion while peers or channels of the consortium remain.
@@ -197,6 +193,8 @@ async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
         channels.join(", ")
     );
     let held = Verdict::degraded("DeletionBlocked", message.clone());
-    ctx.report(cons, &held, serde_json::json!({})).await?;
+    // Only the conditions change while deletion is held.
+    let status = cons.status.clone().unwrap_or_default();
+    ctx.report(cons, &held, status).await?;
     Err(Error::Held(message))
 }

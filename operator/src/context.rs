@@ -1,17 +1,18 @@
 //! What every controller shares: the API client, settings, metrics and the event recorder;
-//! and the few API calls every reconciler makes (server-side apply, status patches, events).
+//! and the few API calls every reconciler makes (server-side apply of objects and of status,
+//! events).
 
+pub use crate::decide::{State, Verdict};
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_api::common::{set_condition, Condition, ConditionStatus};
+use tally_api::common::Condition;
 use tally_api::{chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,19 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
 }
 
 impl Error {
-    /// Short CamelCase reason for conditions, events and the error metric.
+    /// The `reason` label of `tally_operator_reconcile_errors_total`: the same word as the
+    /// condition reason and event the error leaves, so that an alert and the object agree.
+    pub fn metric_label(&self) -> &'static str {
+        self.reason()
+    }
+
+    /// Whether the tenant must fix it (a resource, Secret or ConfigMap), rather than the
+    /// cluster or a node recovering by itself.
+    pub fn tenant_must_fix(&self) -> bool {
+        matches!(self, Error::Plan(_) | Error::Invalid(_))
+    }
+
+    /// Short CamelCase reason for conditions and events.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(_) => "ApiError",
@@ -77,15 +90,20 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failed reconciles per object, for the error backoff.
     pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Objects waiting for a change that may fix them.
+    pub parked: crate::park::Parked,
+    /// The controllers' stores and the last plan of each consortium.
+    pub shared: crate::stores::Shared,
 }
 
 impl Context {
     /// Server-side apply of an object this operator owns.
-    pub async fn apply<K>(&self, ns: &str, name: &str, body: &Value) -> Result<K>
+    pub async fn apply<K>(&self, ns: &str, name: &str, body: &K) -> Result<K>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
+            + serde::Serialize
             + Debug,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
@@ -118,125 +136,33 @@ impl Context {
         }
     }
 
-    /// Writes `status` with the conditions `verdict` makes of the object's current ones.
-    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: Value) -> Result<()>
+    /// Writes `status` with the conditions `verdict` makes of the object's current ones, by
+    /// server-side apply on the status subresource under the operator's field manager.
+    /// Callers start from the object's current status, so fields a reconcile did not look at
+    /// keep their values.
+    pub async fn report<K>(&self, obj: &K, verdict: &Verdict, mut status: K::Status) -> Result<()>
     where
         K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Conditioned
+            + Reported
             + Clone
             + DeserializeOwned
             + Debug,
     {
         let mut conditions = obj.conditions().to_vec();
         verdict.apply_to(&mut conditions, obj.meta().generation, &now());
-        status["conditions"] = serde_json::to_value(&conditions).unwrap_or_default();
-        self.patch_status(obj, status).await
-    }
-
-    /// Merge-patches `status` of a Tally resource.
-    pub async fn patch_status<K>(&self, obj: &K, status: Value) -> Result<()>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
+        K::set_conditions(&mut status, conditions);
         let ns = obj.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        let body = serde_json::json!({ "status": status });
-        api.patch_status(
-            &obj.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await?;
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"name": obj.name_any(), "namespace": ns},
+            "status": status,
+        });
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&obj.name_any(), &pp, &Patch::Apply(&body))
+            .await?;
         Ok(())
-    }
-}
-
-/// The conditions of a resource after one reconcile: `Ready`, `Progressing` and `Degraded`
-/// set together so they never contradict each other.
-pub struct Verdict {
-    pub state: State,
-    pub reason: String,
-    pub message: String,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum State {
-    Ready,
-    Progressing,
-    Degraded,
-}
-
-impl Verdict {
-    pub fn ready(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Ready,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-    pub fn progressing(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Progressing,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-    pub fn degraded(reason: &str, message: impl Into<String>) -> Verdict {
-        Verdict {
-            state: State::Degraded,
-            reason: reason.into(),
-            message: message.into(),
-        }
-    }
-
-    /// Applies the verdict to `conditions` (keeping transition times of unchanged ones).
-    pub fn apply_to(&self, conditions: &mut Vec<Condition>, generation: Option<i64>, now: &str) {
-        let mk = |type_: &str, on: bool, reason: &str, message: &str| Condition {
-            type_: type_.into(),
-            status: if on {
-                ConditionStatus::True
-            } else {
-                ConditionStatus::False
-            },
-            reason: reason.into(),
-            message: message.into(),
-            last_transition_time: now.into(),
-            observed_generation: generation,
-        };
-        let (r, m) = (self.reason.as_str(), self.message.as_str());
-        let ready = self.state == State::Ready;
-        set_condition(conditions, mk("Ready", ready, r, m));
-        let progressing = self.state == State::Progressing;
-        set_condition(
-            conditions,
-            mk(
-                "Progressing",
-                progressing,
-                if progressing { r } else { "Settled" },
-                if progressing { m } else { "" },
-            ),
-        );
-        let degraded = self.state == State::Degraded;
-        set_condition(
-            conditions,
-            mk(
-                "Degraded",
-                degraded,
-                if degraded { r } else { "Healthy" },
-                if degraded { m } else { "" },
-            ),
-        );
-    }
-
-    pub fn requeue(&self) -> Duration {
-        match self.state {
-            State::Ready => Duration::from_secs(60),
-            State::Progressing => Duration::from_secs(3),
-            State::Degraded => Duration::from_secs(15),
-        }
     }
 }
 
@@ -249,7 +175,9 @@ pub fn now() -> String {
 }
 
 /// The owner reference of a Tally resource, for the objects made from it.
-pub fn owner_of<K: Resource<DynamicType = ()>>(obj: &K) -> Value {
+pub fn owner_of<K: Resource<DynamicType = ()>>(
+    obj: &K,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
     crate::builders::owner(
         &K::api_version(&()),
         &K::kind(&()),
@@ -263,13 +191,37 @@ pub trait Conditioned {
     fn conditions(&self) -> &[Condition];
 }
 
-macro_rules! conditioned {
-    ($($k:ty),*) => {$(
+/// A Tally kind's typed status, which [`Context::report`] writes.
+pub trait Reported: Conditioned {
+    type Status: serde::Serialize + Clone + Default;
+    /// The status as the object holds it now (the default when it has none).
+    fn current_status(&self) -> Self::Status;
+    fn set_conditions(status: &mut Self::Status, conditions: Vec<Condition>);
+}
+
+macro_rules! reported {
+    ($($k:ty => $s:ty),*) => {$(
         impl Conditioned for $k {
             fn conditions(&self) -> &[Condition] {
                 self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or(&[])
             }
         }
+        impl Reported for $k {
+            type Status = $s;
+            fn current_status(&self) -> $s {
+                let mut s = self.status.clone().unwrap_or_default();
+                s.observed_generation = self.metadata.generation;
+                s
+            }
+            fn set_conditions(status: &mut $s, conditions: Vec<Condition>) {
+                status.conditions = conditions;
+            }
+        }
     )*};
 }
-conditioned!(Consortium, Peer, Channel, Chaincode);
+reported!(
+    Consortium => tally_api::consortium::ConsortiumStatus,
+    Peer => tally_api::peer::PeerStatus,
+    Channel => tally_api::channel::ChannelStatus,
+    Chaincode => tally_api::chaincode::ChaincodeStatus
+);

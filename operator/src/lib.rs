@@ -7,12 +7,15 @@ pub mod chaincode;
 pub mod channel;
 pub mod consortium;
 pub mod context;
+pub mod decide;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod park;
 pub mod peer;
 pub mod reach;
 pub mod server;
+pub mod stores;
 pub mod world;
 
 pub use context::{Conditioned, Context, Error, Settings};
@@ -51,7 +54,8 @@ fn object_key<K: Resource<DynamicType = ()>>(kind: &str, obj: &K) -> String {
     )
 }
 
-/// Requeue after a failed reconcile: 1 s doubling to 5 min per object, reset by a success.
+/// Requeue after a failed reconcile: 1 s doubling to 256 s (about four minutes) per object,
+/// reset by a success.
 fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.min(8)).min(Duration::from_secs(300))
 }
@@ -81,7 +85,7 @@ where
                 .ok();
         }
         Err(e) => {
-            timer.finish(Some(e.reason()));
+            timer.finish(Some(e.metric_label()));
             tracing::warn!(kind, object = %key, error = %e, "reconcile failed");
             ctx.event(obj.as_ref(), true, e.reason(), "Reconcile", e.to_string())
                 .await;
@@ -133,7 +137,26 @@ pub async fn run_controllers(
     let ns = ns.as_deref();
     let wc = watcher::Config::default;
     let shutdown = futures_util::future::FutureExt::shared(Box::pin(shutdown));
-    let consortia = Controller::new(api::<Consortium>(c, ns), wc())
+    let (wakers, alarms) = park::wakers();
+    let waker = tokio::spawn(park::wake_on_changes(
+        ctx.clone(),
+        ns.map(str::to_string),
+        wakers,
+    ));
+    let consortium_controller = Controller::new(api::<Consortium>(c, ns), wc());
+    let peer_controller = Controller::new(api::<Peer>(c, ns), wc());
+    let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
+    let chaincode_controller = Controller::new(api::<Chaincode>(c, ns), wc());
+    let scope = ns.map(str::to_string);
+    ctx.shared.register(stores::Stores {
+        scope: scope.clone(),
+        consortia: consortium_controller.store(),
+        peers: peer_controller.store(),
+        channels: channel_controller.store(),
+        chaincodes: chaincode_controller.store(),
+    });
+    let consortia = consortium_controller
+        .reconcile_on(park::stream(alarms.consortia))
         .owns(
             api::<Secret>(c, ns),
             wc().labels(&format!(
@@ -156,7 +179,8 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Consortium"));
-    let peers = Controller::new(api::<Peer>(c, ns), wc())
+    let peers = peer_controller
+        .reconcile_on(park::stream(alarms.peers))
         .owns(api::<StatefulSet>(c, ns), wc())
         .owns(api::<Service>(c, ns), wc())
         .owns(api::<ConfigMap>(c, ns), wc())
@@ -167,9 +191,9 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Peer"));
-    let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
     let known_channels = channel_controller.store();
     let channels = channel_controller
+        .reconcile_on(park::stream(alarms.channels))
         .owns(api::<PodDisruptionBudget>(c, ns), wc())
         // A Peer scaled or started changes its channels' configuration or lets a new node
         // join: those channels act at once instead of at their next resync.
@@ -190,7 +214,8 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Channel"));
-    let chaincodes = Controller::new(api::<Chaincode>(c, ns), wc())
+    let chaincodes = chaincode_controller
+        .reconcile_on(park::stream(alarms.chaincodes))
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| {
@@ -206,6 +231,8 @@ pub async fn run_controllers(
         )
         .for_each(log_result("Chaincode"));
     tokio::join!(consortia, peers, channels, chaincodes);
+    waker.abort();
+    ctx.shared.unregister(&scope);
 }
 
 /// The Channels of the Peer's namespace that list it as a consenter or observer.
@@ -279,7 +306,7 @@ pub async fn count_resources(ctx: Arc<Context>, namespaces: Vec<Option<String>>)
 #[cfg(test)]
 mod tests {
     #[test]
-    fn backoff_doubles_up_to_five_minutes() {
+    fn backoff_doubles_up_to_about_four_minutes() {
         assert_eq!(super::backoff(0).as_secs(), 1);
         assert_eq!(super::backoff(3).as_secs(), 8);
         assert_eq!(super::backoff(20).as_secs(), 256);

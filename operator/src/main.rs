@@ -55,7 +55,11 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    init_logging(&args.log_format);
+    tally_monitoring::logging::init(
+        tally_monitoring::logging::Style::from_format(&args.log_format),
+        "RUST_LOG",
+        "info,kube=warn",
+    );
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,19 +71,6 @@ fn main() {
         tracing::error!("{e:#}");
         eprintln!("tally-operator: {e:#}");
         std::process::exit(1);
-    }
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
     }
 }
 
@@ -113,6 +104,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
         ),
         failures: Default::default(),
+        parked: Default::default(),
+        shared: Default::default(),
     });
     let lock = LeaseLock::new(
         client.clone(),

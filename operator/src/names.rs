@@ -8,7 +8,8 @@ pub use tally_planner::headless_service;
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "tally-operator";
-/// Finalizer on consortia, peers and channels.
+/// The finalizer of consortia (the only kind with one): it holds a consortium's deletion while
+/// peers or channels use it.
 pub const FINALIZER: &str = "tally.dev/cleanup";
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

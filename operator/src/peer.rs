@@ -4,7 +4,10 @@
 //! node has left every channel (the Channel controller makes that configuration change).
 
 use crate::builders::{self, PeerInputs};
-use crate::context::{owner_of, Context, Error, Result, Verdict};
+use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
+use crate::decide::peer::{
+    decide, departing, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
+};
 use crate::names;
 use crate::reach;
 use crate::world;
@@ -13,6 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tally_api::peer::{NodeChannelStatus, NodeStatus, Peer, PeerRole};
 use tally_planner::raft_id;
@@ -31,20 +35,21 @@ pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
             (v, Some(s))
         }
     };
-    let mut st = serde_json::json!({"observedGeneration": peer.metadata.generation});
-    if let Some(s) = status {
-        st["replicas"] = s.0.into();
-        st["readyReplicas"] = s.1.into();
-        st["nodes"] = serde_json::to_value(&s.2).unwrap_or_default();
+    let mut st = peer.current_status();
+    if let Some((replicas, ready, nodes)) = status {
+        st.replicas = replicas;
+        st.ready_replicas = ready;
+        st.nodes = nodes;
     }
     ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
-    Ok(Action::requeue(verdict.requeue()))
+    Ok(ctx.parked.after(peer.as_ref(), &verdict))
 }
 
-type PeerObserved = (i32, i32, Vec<NodeStatus>);
+/// The StatefulSet's replicas and ready replicas, and what each node reports.
+type PeerStatus = (i32, i32, Vec<NodeStatus>);
 
-async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdict, PeerObserved)> {
+async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdict, PeerStatus)> {
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
     let nodes: Vec<_> = w
@@ -67,18 +72,59 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         PeerRole::Observer => Vec::new(),
     };
     let s = &ctx.settings;
-    let want = peer.spec.replicas;
     let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let running = sts_api
-        .get_opt(&name)
-        .await?
-        .and_then(|s| s.spec.and_then(|s| s.replicas))
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // Observe.
+    let current = sts_api.get_opt(&name).await?;
+    let sts_status = current
+        .as_ref()
+        .and_then(|s| s.status.clone())
+        .unwrap_or_default();
+    let running = current
+        .as_ref()
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.replicas)
         .unwrap_or(0);
-    let held = if running > want {
-        still_in_channels(ctx, w, peer, want, running).await?
-    } else {
-        Vec::new()
+    let selector = names::peer_selector(&name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pod_list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let want = peer.spec.replicas;
+    let observed = PeerObserved {
+        peer: name.clone(),
+        want,
+        running,
+        ready: sts_status.ready_replicas.unwrap_or(0),
+        update_revision: sts_status.update_revision.clone().unwrap_or_default(),
+        pods: pod_list
+            .iter()
+            .map(|p| PodView {
+                name: p.name_any(),
+                revision: p
+                    .labels()
+                    .get("controller-revision-hash")
+                    .cloned()
+                    .unwrap_or_default(),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+            })
+            .collect(),
+        channels: if running > want {
+            memberships(ctx, w, peer, &departing(&name, want, running)).await?
+        } else {
+            Vec::new()
+        },
     };
+
+    // Decide.
+    let decision = decide(&observed);
+
+    // Act.
     let inputs = PeerInputs {
         peer,
         namespace: &ns,
@@ -95,7 +141,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         },
         org_ca_pem: &org.ca_pem,
         consents,
-        replicas: if held.is_empty() { want } else { running },
+        replicas: decision.replicas,
     };
     ctx.apply::<ConfigMap>(
         &ns,
@@ -120,23 +166,30 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let sts: StatefulSet = ctx
         .apply(&ns, &name, &builders::stateful_set(&inputs))
         .await?;
+    for action in &decision.actions {
+        match action {
+            PeerAction::HandOverLeadership { pod } => {
+                if let Some(p) = pod_list.iter().find(|p| p.name_any() == *pod) {
+                    hand_over_leadership(ctx, w, &nodes, p).await;
+                }
+            }
+            PeerAction::DeletePod { pod } => {
+                pods.delete(pod, &DeleteParams::default()).await?;
+                ctx.event(
+                    peer,
+                    false,
+                    "RollingPod",
+                    "Rollout",
+                    format!("restarting {pod} with image {}", inputs.image_ref()),
+                )
+                .await;
+            }
+        }
+    }
 
-    let sts_status = sts.status.clone().unwrap_or_default();
-    let ready = sts_status.ready_replicas.unwrap_or(0);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = names::peer_selector(&name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    pod_list.sort_by_key(|p| std::cmp::Reverse(p.name_any()));
-
-    // Observed node status, from the nodes themselves.
-    let mut observed = Vec::new();
+    // Status, from the StatefulSet and the nodes themselves.
+    let sts_status = sts.status.unwrap_or_default();
+    let mut node_status = Vec::new();
     for n in &nodes {
         let mut st = NodeStatus {
             name: n.name.clone(),
@@ -163,82 +216,43 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
                 }
             }
         }
-        observed.push(st);
+        node_status.push(st);
     }
-
-    // Roll pods whose revision is not the StatefulSet's, one at a time, only when every
-    // node is ready, so that a channel never loses two voters to a rollout.
-    let update_rev = sts_status.update_revision.clone().unwrap_or_default();
-    let outdated: Vec<&Pod> = pod_list
-        .iter()
-        .filter(|p| {
-            p.labels()
-                .get("controller-revision-hash")
-                .map(String::as_str)
-                != Some(&update_rev)
-        })
-        .collect();
-    let terminating = pod_list
-        .iter()
-        .any(|p| p.metadata.deletion_timestamp.is_some());
-    let verdict = if !update_rev.is_empty() && !outdated.is_empty() {
-        if ready == want && !terminating && pod_list.len() as i32 == want {
-            let p = outdated[0].name_any();
-            hand_over_leadership(ctx, w, &nodes, outdated[0]).await;
-            pods.delete(&p, &DeleteParams::default()).await?;
-            ctx.event(
-                peer,
-                false,
-                "RollingPod",
-                "Rollout",
-                format!("restarting {p} with image {}", inputs.image_ref()),
-            )
-            .await;
-        }
-        Verdict::progressing(
-            "RollingUpdate",
-            format!(
-                "{} of {} nodes run an older revision; replacing one at a time",
-                outdated.len(),
-                pod_list.len()
-            ),
-        )
-    } else if !held.is_empty() {
-        Verdict::progressing(
-            "LeavingChannels",
-            format!(
-                "scaling from {running} to {want} nodes once the departing nodes have left their channels: {}",
-                held.join("; ")
-            ),
-        )
-    } else if ready < want {
-        Verdict::progressing("Starting", format!("{ready} of {want} nodes ready"))
-    } else {
-        Verdict::ready("Ready", format!("{ready} of {want} nodes ready"))
-    };
-    Ok((verdict, (sts_status.replicas, ready, observed)))
+    Ok((
+        decision.verdict,
+        (
+            sts_status.replicas,
+            sts_status.ready_replicas.unwrap_or(0),
+            node_status,
+        ),
+    ))
 }
 
-/// Why the nodes beyond `want` cannot go yet: each channel of this Peer that still lists one
-/// of them in its configuration or counts it among its Raft voters and learners, as a node
-/// that stays in the channel reports it. Empty when they may go.
-async fn still_in_channels(
+/// For each channel of this Peer that keeps a node besides `departing`: its membership as the
+/// first node that stays and answers reports it, Raft ids turned into node names.
+async fn memberships(
     ctx: &Context,
     w: &world::World,
     peer: &Peer,
-    want: i32,
-    running: i32,
-) -> Result<Vec<String>> {
+    departing: &[String],
+) -> Result<Vec<ChannelMembership>> {
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
-    let departing: Vec<(String, u64)> = (want.max(0)..running)
-        .map(|i| {
-            let n = format!("{name}-{i}");
-            let id = raft_id(&ns, &peer.spec.consortium, &n);
-            (n, id)
-        })
+    let by_id: BTreeMap<u64, &str> = departing
+        .iter()
+        .map(|d| (raft_id(&ns, &peer.spec.consortium, d), d.as_str()))
+        .chain(w.plan.nodes.iter().map(|n| (n.raft_id, n.name.as_str())))
         .collect();
-    let mut held = Vec::new();
+    let named = |ids: &[u64]| -> Vec<String> {
+        ids.iter()
+            .map(|i| {
+                by_id
+                    .get(i)
+                    .map_or_else(|| i.to_string(), |s| s.to_string())
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
     let channels = w
         .resources
         .channels
@@ -251,7 +265,7 @@ async fn still_in_channels(
             .nodes
             .iter()
             .filter(|n| n.hosted() && n.channels.contains(&ch_name))
-            .filter(|n| departing.iter().all(|(d, _)| d != &n.name))
+            .filter(|n| !departing.contains(&n.name))
             .collect();
         if stays.is_empty() {
             continue; // nobody stays to remember them
@@ -265,27 +279,20 @@ async fn still_in_channels(
                 continue;
             };
             if let Ok(Some(info)) = admin.channel(&ch_name).await {
-                answer = Some(info);
+                answer = Some(Membership {
+                    configured: info.config.nodes().map(|n| n.name.clone()).collect(),
+                    voters: named(&info.status.voters),
+                    learners: named(&info.status.learners),
+                });
                 break;
             }
         }
-        let Some(info) = answer else {
-            held.push(format!("no node of channel {ch_name} answers yet"));
-            continue;
-        };
-        let s = &info.status;
-        let listed: Vec<&str> = departing
-            .iter()
-            .filter(|(d, id)| {
-                info.config.node(d).is_some() || s.voters.contains(id) || s.learners.contains(id)
-            })
-            .map(|(d, _)| d.as_str())
-            .collect();
-        if !listed.is_empty() {
-            held.push(format!("{} still in channel {ch_name}", listed.join(", ")));
-        }
+        out.push(ChannelMembership {
+            channel: ch_name,
+            answer,
+        });
     }
-    Ok(held)
+    Ok(out)
 }
 
 /// Asks the node of `pod` to hand its Raft leaderships to other caught-up voters before the

@@ -4,9 +4,11 @@
 //! would compute from the same manifests.
 
 use crate::context::{Context, Error, Result, Verdict};
+use crate::stores::{versions, Snapshot};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 pub use tally_api::cluster::{ca_secret_name, secret_text};
 use tally_api::consortium::Consortium;
 use tally_api::manifest::Resources;
@@ -39,14 +41,15 @@ pub fn issued_at(cons: &Consortium) -> i64 {
         - 300
 }
 
-/// Loads the consortium `name` of namespace `ns` and plans it.
-pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, NoPlan>> {
+/// The consortium `name` of `ns` and its resources, listed from the API server (when no
+/// controller's stores hold the namespace).
+async fn list_snapshot(ctx: &Context, ns: &str, name: &str) -> Result<Option<Snapshot>> {
     let client = &ctx.client;
     let Some(consortium) = Api::<Consortium>::namespaced(client.clone(), ns)
         .get_opt(name)
         .await?
     else {
-        return Ok(Err(NoPlan::NoConsortium));
+        return Ok(None);
     };
     let lp = ListParams::default();
     let ours = |c: &str| c == name;
@@ -75,9 +78,35 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
         .into_iter()
         .filter(|c| channel_names.contains(&c.spec.channel))
         .collect();
+    Ok(Some(Snapshot {
+        consortium,
+        peers,
+        channels,
+        chaincodes,
+    }))
+}
+
+/// Loads the consortium `name` of namespace `ns` (from the controllers' stores when they hold
+/// the namespace) and plans it, or reuses its last plan when nothing it was made from changed.
+pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<World>, NoPlan>> {
+    let client = &ctx.client;
+    let snapshot = match ctx.shared.for_ns(ns).filter(|s| s.ready()) {
+        Some(stores) => stores.snapshot(ns, name),
+        None => list_snapshot(ctx, ns, name).await?,
+    };
+    let Some(Snapshot {
+        consortium,
+        peers,
+        channels,
+        chaincodes,
+    }) = snapshot
+    else {
+        return Ok(Err(NoPlan::NoConsortium));
+    };
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut cas = BTreeMap::new();
+    let mut ca_metas = Vec::new();
     for org in &consortium.spec.organizations {
         let sname = ca_secret_name(&consortium, &org.name);
         let Some(s) = secrets.get_opt(&sname).await? else {
@@ -104,6 +133,18 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
             None => CaInput::CertOnly(cert),
         };
         cas.insert(org.name.clone(), input);
+        ca_metas.push(s.metadata);
+    }
+    let key = (ns.to_string(), name.to_string());
+    let made_from = versions(
+        std::iter::once(("Consortium", &consortium.metadata))
+            .chain(peers.iter().map(|p| ("Peer", &p.metadata)))
+            .chain(channels.iter().map(|c| ("Channel", &c.metadata)))
+            .chain(chaincodes.iter().map(|c| ("Chaincode", &c.metadata)))
+            .chain(ca_metas.iter().map(|m| ("Secret", m))),
+    );
+    if let Some(w) = ctx.shared.plan(&key, &made_from) {
+        return Ok(Ok(w));
     }
 
     let mut resources = Resources {
@@ -132,11 +173,13 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<World, N
         now: None,
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
-    Ok(Ok(World {
+    let w = Arc::new(World {
         consortium,
         resources,
         plan,
-    }))
+    });
+    ctx.shared.keep_plan(key, made_from, w.clone());
+    Ok(Ok(w))
 }
 
 /// [`load`], with what stops planning turned into the verdict a resource of the consortium
@@ -146,7 +189,7 @@ pub async fn plan_or_verdict(
     ctx: &Context,
     ns: &str,
     consortium: &str,
-) -> Result<Result<World, Verdict>> {
+) -> Result<Result<Arc<World>, Verdict>> {
     Ok(match load(ctx, ns, consortium).await {
         Err(e @ (Error::Plan(_) | Error::Invalid(_))) => {
             Err(Verdict::degraded(e.reason(), e.to_string()))

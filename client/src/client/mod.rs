@@ -1,0 +1,112 @@
+//! HTTP client of one node's client API (see docs/api.md).
+//!
+//! The [`Client`] type lives here with its construction; each room of the API it speaks is
+//! a file of its own, every one an `impl Client` block over the same connection pool:
+//!
+//! - `transport`: requests and answers (the signed GET, time limits, body limits, `Retry-After`,
+//!   JSON decoding, error mapping), the plumbing the other files call;
+//! - `url`: base-URL checking and percent-encoding of paths and queries;
+//! - `submit`: submitting transactions and waiting for their receipts, with the retries;
+//! - `reads`: reads of receipts, blocks, keys, history, chaincodes, channel status and health;
+//! - `proof`: checking a proven receipt offline and against another node;
+//! - `follow`: following committed blocks as a stream;
+//! - `sse`: the incremental parser of server-sent events that the stream is read with.
+//!
+//! The public paths under `tally_client::client` are re-exported from the files below.
+
+mod follow;
+mod proof;
+mod reads;
+mod sse;
+mod submit;
+mod transport;
+mod url;
+
+pub use proof::verify_receipt;
+pub use sse::{SseEvent, SseParser};
+pub use submit::SubmitOutcome;
+pub(crate) use transport::{api_error, error_chain};
+pub use url::{normalize_url, percent_encode, query_string};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tally_protocol::Identity;
+
+use crate::error::ClientError;
+
+/// Default limit of one request (a commit wait included; the node waits 10 s by default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection pool to one node's client API. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    timeout: Duration,
+    /// Signs every GET (see `tally_protocol::read_auth`): nodes serve a channel's data only
+    /// to its readers.
+    reader: Option<Arc<Identity>>,
+}
+
+struct Inner {
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:7051`.
+    url: String,
+    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.inner.url)
+    }
+}
+
+impl Client {
+    /// `url` like `http://127.0.0.1:7051`.
+    pub fn new(url: &str) -> Result<Client, ClientError> {
+        let url = normalize_url(url)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            // Well below the node's 30 s wait for the next request on a kept-alive connection:
+            // a connection the node is closing must not be picked for a request.
+            .pool_idle_timeout(Duration::from_secs(20))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Client {
+            inner: Arc::new(Inner { url, http }),
+            timeout: DEFAULT_TIMEOUT,
+            reader: None,
+        })
+    }
+
+    /// The same pool with another per-request time limit (streams are not limited).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The same pool, signing reads as `id`.
+    pub fn with_reader(&self, id: Identity) -> Client {
+        Client {
+            reader: Some(Arc::new(id)),
+            ..self.clone()
+        }
+    }
+
+    /// The identity reads are signed with, if any.
+    pub fn reader(&self) -> Option<&Identity> {
+        self.reader.as_deref()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+}

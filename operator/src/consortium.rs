@@ -54,7 +54,7 @@ async fn ensure_ca(
     let name = cons.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let sname = world::ca_secret_name(cons, org);
-    if let Some(s) = secrets.get_opt(&sname).await? {
+    if let Some(s) = world::ca_secret(ctx, &ns, &sname).await? {
         return Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?));
     }
     if mode == CaMode::Secret {

@@ -106,6 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         failures: Default::default(),
         parked: Default::default(),
         shared: Default::default(),
+        applied: Default::default(),
     });
     let lock = LeaseLock::new(
         client.clone(),

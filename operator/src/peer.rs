@@ -76,7 +76,14 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
     // Observe.
-    let current = sts_api.get_opt(&name).await?;
+    // From the store when it has made its first list (absent there is absent), else asked.
+    let children = ctx.shared.for_ns(&ns).map(|s| s.children);
+    let current = match &children {
+        Some(c) if c.ready::<StatefulSet>() => {
+            c.get::<StatefulSet>(&ns, &name).map(|s| s.as_ref().clone())
+        }
+        _ => sts_api.get_opt(&name).await?,
+    };
     let sts_status = current
         .as_ref()
         .and_then(|s| s.status.clone())

@@ -98,7 +98,12 @@ pub struct Context {
     /// What this operator last applied to each child (kind, namespace, name), so that an
     /// identical apply can be skipped.
     pub applied: std::sync::Mutex<std::collections::HashMap<(String, String, String), Applied>>,
+    /// The size of `applied` at which it is next swept of objects that are gone.
+    pub sweep_at: std::sync::Mutex<usize>,
 }
+
+/// The smallest size of `applied` that is swept (a sweep reads every entry).
+pub const SWEEP_MIN: usize = 1024;
 
 /// A body this operator applied and the object the API server answered with.
 #[derive(Debug, PartialEq, Eq)]
@@ -151,10 +156,19 @@ impl Context {
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let out = api.patch(name, &pp, &Patch::Apply(body)).await?;
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, Applied::of(digest, out.meta()));
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.insert(key, Applied::of(digest, out.meta()));
+        // Objects deleted with their owners leave entries behind: when the map has doubled
+        // since the last sweep, keep only those whose object a filled store still holds.
+        let mut sweep = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.len() >= *sweep {
+            applied.retain(|(kind, ns, name), _| {
+                self.shared
+                    .for_ns(ns)
+                    .is_none_or(|s| s.children.holds(kind, ns, name))
+            });
+            *sweep = (applied.len() * 2).max(SWEEP_MIN);
+        }
         Ok(out)
     }
 

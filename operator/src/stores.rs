@@ -81,6 +81,22 @@ impl Children {
         K::store(self).get(&ObjectRef::new(name).within(ns))
     }
 
+    /// Whether the object `kind` `ns`/`name` may still exist: false only when the store of
+    /// that kind has made its first list and does not hold it.
+    pub fn holds(&self, kind: &str, ns: &str, name: &str) -> bool {
+        fn check<K: Child>(c: &Children, ns: &str, name: &str) -> bool {
+            !c.ready::<K>() || c.get::<K>(ns, name).is_some()
+        }
+        match kind {
+            "StatefulSet" => check::<StatefulSet>(self, ns, name),
+            "Service" => check::<Service>(self, ns, name),
+            "ConfigMap" => check::<ConfigMap>(self, ns, name),
+            "Secret" => check::<Secret>(self, ns, name),
+            "PodDisruptionBudget" => check::<PodDisruptionBudget>(self, ns, name),
+            _ => true,
+        }
+    }
+
     /// Whether the store of `K` has made its first list, so that absence from it is real.
     pub fn ready<K: Child>(&self) -> bool {
         use futures_util::FutureExt;

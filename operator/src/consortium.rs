@@ -54,7 +54,7 @@ async fn ensure_ca(
     let name = cons.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let sname = world::ca_secret_name(cons, org);
-    if let Some(s) = secrets.get_opt(&sname).await? {
+    if let Some(s) = world::ca_secret(ctx, &ns, &sname).await? {
         return Ok((sname.clone(), read_ca(&s, &ns, &sname, org)?));
     }
     if mode == CaMode::Secret {
@@ -125,11 +125,12 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         match world::plan_or_verdict(ctx, &ns, &name).await? {
             Err(v) => v,
             Ok(w) => {
+                let owner = owner_of(cons);
+                let mut bodies = Vec::new();
                 for o in &w.plan.organizations {
                     for (role, id) in [("admin", &o.admin), ("client", &o.client)] {
                         let Some(id) = id else { continue };
                         let sname = names::identity_secret(&name, &o.name, role);
-                        let owner = owner_of(cons);
                         let at = OrgSecret {
                             name: &sname,
                             namespace: &ns,
@@ -138,9 +139,16 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                             owner: &owner,
                         };
                         let body = builders::identity_secret(&at, id, &o.ca_pem);
-                        ctx.apply::<Secret>(&ns, &sname, &body).await?;
+                        bodies.push((sname, body));
                     }
                 }
+                // Independent objects: applied together, one round trip instead of four.
+                futures_util::future::try_join_all(
+                    bodies
+                        .iter()
+                        .map(|(sname, body)| ctx.apply::<Secret>(&ns, sname, body)),
+                )
+                .await?;
                 Verdict::ready(
                     "Ready",
                     format!("{} organizations with their CAs", orgs.len()),

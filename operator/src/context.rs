@@ -5,6 +5,7 @@
 pub use crate::decide::{State, Verdict};
 use crate::metrics::Metrics;
 use crate::names::FIELD_MANAGER;
+use crate::stores::Child;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -94,21 +95,81 @@ pub struct Context {
     pub parked: crate::park::Parked,
     /// The controllers' stores and the last plan of each consortium.
     pub shared: crate::stores::Shared,
+    /// What this operator last applied to each child (kind, namespace, name), so that an
+    /// identical apply can be skipped.
+    pub applied: std::sync::Mutex<std::collections::HashMap<(String, String, String), Applied>>,
+    /// The size of `applied` at which it is next swept of objects that are gone.
+    pub sweep_at: std::sync::Mutex<usize>,
+}
+
+/// The smallest size of `applied` that is swept (a sweep reads every entry).
+pub const SWEEP_MIN: usize = 1024;
+
+/// A body this operator applied and the object the API server answered with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// Digest of the applied body.
+    digest: u64,
+    uid: Option<String>,
+    /// The object's resource version: any change to it by anyone (or its deletion and
+    /// re-creation, with the uid) means the next apply goes to the API server again.
+    version: Option<String>,
+}
+
+impl Applied {
+    fn of(digest: u64, m: &kube::core::ObjectMeta) -> Self {
+        Applied {
+            digest,
+            uid: m.uid.clone(),
+            version: m.resource_version.clone(),
+        }
+    }
+}
+
+/// A stable digest of the JSON body an apply would send.
+fn digest<T: serde::Serialize>(body: &T) -> Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let bytes = serde_json::to_vec(body).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Ok(h.finish())
 }
 
 impl Context {
-    /// Server-side apply of an object this operator owns.
-    pub async fn apply<K>(&self, ns: &str, name: &str, body: &K) -> Result<K>
-    where
-        K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + Debug,
-    {
+    /// Server-side apply of an object this operator owns; skipped, returning the stored
+    /// object, when this operator last applied the very same body to it and the store shows
+    /// the object unchanged since. Most reconciles want what is already there, and each
+    /// apply is a write the API server (and etcd) must answer.
+    pub async fn apply<K: Child>(&self, ns: &str, name: &str, body: &K) -> Result<K> {
+        let key = (K::kind(&()).into_owned(), ns.to_string(), name.to_string());
+        let digest = digest(body)?;
+        let stored = self
+            .shared
+            .for_ns(ns)
+            .and_then(|s| s.children.get::<K>(ns, name));
+        if let Some(cur) = &stored {
+            let last = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+            if last.get(&key) == Some(&Applied::of(digest, cur.meta())) {
+                return Ok(cur.as_ref().clone());
+            }
+        }
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
-        Ok(api.patch(name, &pp, &Patch::Apply(body)).await?)
+        let out = api.patch(name, &pp, &Patch::Apply(body)).await?;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.insert(key, Applied::of(digest, out.meta()));
+        // Objects deleted with their owners leave entries behind: when the map has doubled
+        // since the last sweep, keep only those whose object a filled store still holds.
+        let mut sweep = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.len() >= *sweep {
+            applied.retain(|(kind, ns, name), _| {
+                self.shared
+                    .for_ns(ns)
+                    .is_none_or(|s| s.children.holds(kind, ns, name))
+            });
+            *sweep = (applied.len() * 2).max(SWEEP_MIN);
+        }
+        Ok(out)
     }
 
     /// Publishes an event about `obj`; failures to publish are logged, never fatal.
@@ -151,6 +212,16 @@ impl Context {
         let mut conditions = obj.conditions().to_vec();
         verdict.apply_to(&mut conditions, obj.meta().generation, &now());
         K::set_conditions(&mut status, conditions);
+        // The status the object already holds needs no write. (Compared as JSON, what the
+        // API server stores; the conditions keep their transition times while they hold.)
+        if let (Some(Ok(held)), Ok(new)) = (
+            obj.held_status().map(serde_json::to_value),
+            serde_json::to_value(&status),
+        ) {
+            if held == new {
+                return Ok(());
+            }
+        }
         let ns = obj.namespace().unwrap_or_default();
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
         let body = serde_json::json!({
@@ -196,6 +267,8 @@ pub trait Reported: Conditioned {
     type Status: serde::Serialize + Clone + Default;
     /// The status as the object holds it now (the default when it has none).
     fn current_status(&self) -> Self::Status;
+    /// The status exactly as the object holds it.
+    fn held_status(&self) -> Option<&Self::Status>;
     fn set_conditions(status: &mut Self::Status, conditions: Vec<Condition>);
 }
 
@@ -212,6 +285,9 @@ macro_rules! reported {
                 let mut s = self.status.clone().unwrap_or_default();
                 s.observed_generation = self.metadata.generation;
                 s
+            }
+            fn held_status(&self) -> Option<&$s> {
+                self.status.as_ref()
             }
             fn set_conditions(status: &mut $s, conditions: Vec<Condition>) {
                 status.conditions = conditions;

@@ -127,6 +127,28 @@ fn log_result<T: Debug, E: std::fmt::Display>(
     }
 }
 
+/// A watch of the children of kind `K` kept in a store (without their managed fields, which
+/// are most of an object's size and which nothing here reads), and the stream of changed or
+/// deleted objects that triggers their owners' reconciles.
+fn reflected<K: stores::Child>(
+    api: Api<K>,
+    wc: watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures_util::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) {
+    use kube::runtime::WatchStreamExt;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector(
+        writer,
+        watcher(api, wc)
+            .default_backoff()
+            .modify(|o: &mut K| o.meta_mut().managed_fields = None),
+    )
+    .touched_objects();
+    (reader, stream)
+}
+
 /// Runs the four controllers for one namespace (`None`: all) until `shutdown` resolves.
 pub async fn run_controllers(
     ctx: Arc<Context>,
@@ -148,7 +170,20 @@ pub async fn run_controllers(
     let channel_controller = Controller::new(api::<Channel>(c, ns), wc());
     let chaincode_controller = Controller::new(api::<Chaincode>(c, ns), wc());
     let scope = ns.map(str::to_string);
+    let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::FIELD_MANAGER);
+    let (secrets, secret_changes) = reflected(api::<Secret>(c, ns), wc().labels(&managed));
+    let (stateful_sets, sts_changes) = reflected(api::<StatefulSet>(c, ns), wc());
+    let (services, service_changes) = reflected(api::<Service>(c, ns), wc());
+    let (config_maps, config_map_changes) = reflected(api::<ConfigMap>(c, ns), wc());
+    let (pdbs, pdb_changes) = reflected(api::<PodDisruptionBudget>(c, ns), wc());
     ctx.shared.register(stores::Stores {
+        children: stores::Children {
+            stateful_sets,
+            services,
+            config_maps,
+            secrets,
+            pdbs,
+        },
         scope: scope.clone(),
         consortia: consortium_controller.store(),
         peers: peer_controller.store(),
@@ -157,14 +192,7 @@ pub async fn run_controllers(
     });
     let consortia = consortium_controller
         .reconcile_on(park::stream(alarms.consortia))
-        .owns(
-            api::<Secret>(c, ns),
-            wc().labels(&format!(
-                "{}={}",
-                names::LABEL_MANAGED_BY,
-                names::FIELD_MANAGER
-            )),
-        )
+        .owns_stream(secret_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| {
@@ -181,9 +209,9 @@ pub async fn run_controllers(
         .for_each(log_result("Consortium"));
     let peers = peer_controller
         .reconcile_on(park::stream(alarms.peers))
-        .owns(api::<StatefulSet>(c, ns), wc())
-        .owns(api::<Service>(c, ns), wc())
-        .owns(api::<ConfigMap>(c, ns), wc())
+        .owns_stream(sts_changes)
+        .owns_stream(service_changes)
+        .owns_stream(config_map_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| instrumented("Peer", o.clone(), ctx.clone(), peer::reconcile(o, ctx)),
@@ -194,7 +222,7 @@ pub async fn run_controllers(
     let known_channels = channel_controller.store();
     let channels = channel_controller
         .reconcile_on(park::stream(alarms.channels))
-        .owns(api::<PodDisruptionBudget>(c, ns), wc())
+        .owns_stream(pdb_changes)
         // A Peer scaled or started changes its channels' configuration or lets a new node
         // join: those channels act at once instead of at their next resync.
         .watches(api::<Peer>(c, ns), wc(), move |peer| {

@@ -76,7 +76,14 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
     // Observe.
-    let current = sts_api.get_opt(&name).await?;
+    // From the store when it has made its first list (absent there is absent), else asked.
+    let children = ctx.shared.for_ns(&ns).map(|s| s.children);
+    let current = match &children {
+        Some(c) if c.ready::<StatefulSet>() => {
+            c.get::<StatefulSet>(&ns, &name).map(|s| s.as_ref().clone())
+        }
+        _ => sts_api.get_opt(&name).await?,
+    };
     let sts_status = current
         .as_ref()
         .and_then(|s| s.status.clone())
@@ -143,26 +150,34 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         consents,
         replicas: decision.replicas,
     };
-    ctx.apply::<ConfigMap>(
-        &ns,
-        &names::peer_config(&name),
-        &builders::config_map(&inputs),
-    )
-    .await?;
-    for n in &nodes {
-        let Some(id) = &n.identity else { continue };
-        let body = builders::node_secret(&inputs, &n.name, id);
-        ctx.apply::<Secret>(&ns, &names::node_secret(&n.name), &body)
-            .await?;
-    }
-    ctx.apply::<Service>(
-        &ns,
-        &names::headless_service(&name),
-        &builders::headless(&inputs),
-    )
-    .await?;
-    ctx.apply::<Service>(&ns, &name, &builders::client_service(&inputs))
-        .await?;
+    // The ConfigMap, node Secrets and Services do not depend on one another: applied
+    // together, a first reconcile waits for one round trip instead of one per object. The
+    // StatefulSet comes after them, so its pods start with their configuration in place.
+    let config = builders::config_map(&inputs);
+    let headless = builders::headless(&inputs);
+    let client_service = builders::client_service(&inputs);
+    let secrets: Vec<(String, Secret)> = nodes
+        .iter()
+        .filter_map(|n| {
+            let id = n.identity.as_ref()?;
+            Some((
+                names::node_secret(&n.name),
+                builders::node_secret(&inputs, &n.name, id),
+            ))
+        })
+        .collect();
+    let headless_name = names::headless_service(&name);
+    let config_name = names::peer_config(&name);
+    futures_util::try_join!(
+        ctx.apply::<ConfigMap>(&ns, &config_name, &config),
+        futures_util::future::try_join_all(
+            secrets
+                .iter()
+                .map(|(sname, body)| ctx.apply::<Secret>(&ns, sname, body))
+        ),
+        ctx.apply::<Service>(&ns, &headless_name, &headless),
+        ctx.apply::<Service>(&ns, &name, &client_service),
+    )?;
     let sts: StatefulSet = ctx
         .apply(&ns, &name, &builders::stateful_set(&inputs))
         .await?;

@@ -5,7 +5,10 @@
 //! certificates, which costs signatures).
 
 use crate::world::World;
-use kube::runtime::reflector::Store;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -19,6 +22,89 @@ pub struct Stores {
     pub peers: Store<Peer>,
     pub channels: Store<Channel>,
     pub chaincodes: Store<Chaincode>,
+    /// The objects the controllers make (watched anyway, as owned children that trigger
+    /// reconciles): a reconcile reads them here instead of a GET, and an apply whose object
+    /// the store shows as last applied is skipped.
+    pub children: Children,
+}
+
+/// Reflector stores of the operator's children.
+#[derive(Clone)]
+pub struct Children {
+    pub stateful_sets: Store<StatefulSet>,
+    pub services: Store<Service>,
+    pub config_maps: Store<ConfigMap>,
+    /// Only Secrets labelled as managed by the operator: a tenant's own CA Secret is not
+    /// in it and is read from the API server.
+    pub secrets: Store<Secret>,
+    pub pdbs: Store<PodDisruptionBudget>,
+}
+
+/// A kind the operator applies, and the store that holds it.
+pub trait Child:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn store(c: &Children) -> &Store<Self>;
+}
+
+macro_rules! child {
+    ($($k:ty => $f:ident),*) => {$(
+        impl Child for $k {
+            fn store(c: &Children) -> &Store<Self> {
+                &c.$f
+            }
+        }
+    )*};
+}
+child!(
+    StatefulSet => stateful_sets,
+    Service => services,
+    ConfigMap => config_maps,
+    Secret => secrets,
+    PodDisruptionBudget => pdbs
+);
+
+impl Children {
+    /// The object `ns`/`name` of kind `K` as its store holds it; `None` when it is not there
+    /// or the store has not made its first list yet (then absence means nothing).
+    pub fn get<K: Child>(&self, ns: &str, name: &str) -> Option<Arc<K>> {
+        if !self.ready::<K>() {
+            return None;
+        }
+        K::store(self).get(&ObjectRef::new(name).within(ns))
+    }
+
+    /// Whether the object `kind` `ns`/`name` may still exist: false only when the store of
+    /// that kind has made its first list and does not hold it.
+    pub fn holds(&self, kind: &str, ns: &str, name: &str) -> bool {
+        fn check<K: Child>(c: &Children, ns: &str, name: &str) -> bool {
+            !c.ready::<K>() || c.get::<K>(ns, name).is_some()
+        }
+        match kind {
+            "StatefulSet" => check::<StatefulSet>(self, ns, name),
+            "Service" => check::<Service>(self, ns, name),
+            "ConfigMap" => check::<ConfigMap>(self, ns, name),
+            "Secret" => check::<Secret>(self, ns, name),
+            "PodDisruptionBudget" => check::<PodDisruptionBudget>(self, ns, name),
+            _ => true,
+        }
+    }
+
+    /// Whether the store of `K` has made its first list, so that absence from it is real.
+    pub fn ready<K: Child>(&self) -> bool {
+        use futures_util::FutureExt;
+        matches!(
+            K::store(self).wait_until_ready().now_or_never(),
+            Some(Ok(()))
+        )
+    }
 }
 
 /// What a consortium's plan was made from, in namespace `ns`.

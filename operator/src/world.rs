@@ -89,7 +89,6 @@ async fn list_snapshot(ctx: &Context, ns: &str, name: &str) -> Result<Option<Sna
 /// Loads the consortium `name` of namespace `ns` (from the controllers' stores when they hold
 /// the namespace) and plans it, or reuses its last plan when nothing it was made from changed.
 pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<World>, NoPlan>> {
-    let client = &ctx.client;
     let snapshot = match ctx.shared.for_ns(ns).filter(|s| s.ready()) {
         Some(stores) => stores.snapshot(ns, name),
         None => list_snapshot(ctx, ns, name).await?,
@@ -104,12 +103,11 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         return Ok(Err(NoPlan::NoConsortium));
     };
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let mut cas = BTreeMap::new();
     let mut ca_metas = Vec::new();
     for org in &consortium.spec.organizations {
         let sname = ca_secret_name(&consortium, &org.name);
-        let Some(s) = secrets.get_opt(&sname).await? else {
+        let Some(s) = ca_secret(ctx, ns, &sname).await? else {
             return Ok(Err(NoPlan::WaitingForCa(format!(
                 "Secret {ns}/{sname} with the CA of organization {} does not exist yet",
                 org.name
@@ -180,6 +178,20 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
     });
     ctx.shared.keep_plan(key, made_from, w.clone());
     Ok(Ok(w))
+}
+
+/// The CA Secret `sname` of `ns`: from the store of the Secrets the operator made, else (a
+/// tenant's own CA, or a store not filled yet) from the API server.
+pub async fn ca_secret(ctx: &Context, ns: &str, sname: &str) -> Result<Option<Secret>> {
+    let stored = ctx
+        .shared
+        .for_ns(ns)
+        .and_then(|s| s.children.get::<Secret>(ns, sname));
+    if let Some(s) = stored {
+        return Ok(Some(s.as_ref().clone()));
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(secrets.get_opt(sname).await?)
 }
 
 /// [`load`], with what stops planning turned into the verdict a resource of the consortium

@@ -425,11 +425,17 @@ impl OrgCa {
 
     /// The CA's private key (PKCS#8 PEM, the form OpenSSL reads), for keeping it in a Secret.
     pub fn key_pem(&self) -> String {
-        match SigningKey::from_pkcs8_der(&self.key.serialize_der()) {
-            Ok(k) => ed25519_key_pem(&k),
+        match self.ed25519_key() {
+            Some(k) => ed25519_key_pem(&k),
             // Not an Ed25519 key (a brought CA of another kind): as it was given.
-            Err(_) => self.key.serialize_pem(),
+            None => self.key.serialize_pem(),
         }
+    }
+
+    /// The CA's key as Ed25519, whichever PKCS#8 form it was read from; `None` for a brought
+    /// CA of another kind.
+    fn ed25519_key(&self) -> Option<SigningKey> {
+        SigningKey::from_pkcs8_der(&self.key.serialize_der()).ok()
     }
 
     pub fn trusted(&self) -> TrustedCa {
@@ -531,7 +537,7 @@ impl OrgCa {
     /// encoding must never re-key every node.
     fn derivation_key_der(&self) -> Vec<u8> {
         let der = self.key.serialize_der();
-        let Ok(k) = SigningKey::from_pkcs8_der(&der) else {
+        let Some(k) = self.ed25519_key() else {
             return der;
         };
         let pair = ed25519_dalek::pkcs8::KeypairBytes {

@@ -398,16 +398,11 @@ async fn resume(
         dir.display()
     ));
     let cons = consortium_named(res, consortium)?;
-    let mut cas = BTreeMap::new();
-    let mut changes = Vec::new();
-    for o in &cons.spec.organizations {
-        match OrgCa::load(&dir.join("orgs").join(&o.name)) {
-            Ok(ca) => {
-                cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
-            }
-            Err(_) => changes.push(format!("organization {} was added", o.name)),
-        }
-    }
+    let (cas, missing) = stored_cas(dir, cons);
+    let mut changes: Vec<String> = missing
+        .iter()
+        .map(|o| format!("organization {o} was added"))
+        .collect();
     let mut planned = None;
     if changes.is_empty() {
         // Certificates due for renewal are renewed before the nodes start on them.
@@ -581,10 +576,9 @@ impl Renewer<'_> {
             return Ok(());
         }
         let state = read_state(self.dir)?;
-        let mut cas = BTreeMap::new();
-        for o in dir_orgs(self.dir) {
-            let ca = OrgCa::load(&self.dir.join("orgs").join(&o))?;
-            cas.insert(o, CaInput::Full(Box::new(ca)));
+        let (cas, missing) = stored_cas(self.dir, consortium_named(self.res, &state.consortium)?);
+        if !missing.is_empty() {
+            bail!("no CA in the data directory for {}", missing.join(", "));
         }
         let plan = run_planner(self.res, &state, &cas, &renew::held_in(self.dir), Some(now))?;
         let renewed = renew::write_renewed(self.dir, &plan)?;
@@ -598,16 +592,20 @@ impl Renewer<'_> {
     }
 }
 
-/// The organizations with a CA in the data directory.
-fn dir_orgs(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir.join("orgs"))
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().join("ca-key.pem").exists())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The CAs of the consortium's organizations as the data directory keeps them, and the
+/// organizations that have none there.
+fn stored_cas(dir: &Path, cons: &Consortium) -> (BTreeMap<String, CaInput>, Vec<String>) {
+    let mut cas = BTreeMap::new();
+    let mut missing = Vec::new();
+    for o in &cons.spec.organizations {
+        match OrgCa::load(&dir.join("orgs").join(&o.name)) {
+            Ok(ca) => {
+                cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
+            }
+            Err(_) => missing.push(o.name.clone()),
+        }
+    }
+    (cas, missing)
 }
 
 /// External peers run elsewhere; a channel that counts on them cannot reach quorum here.

@@ -349,7 +349,7 @@ fn node_container(i: &PeerInputs) -> Container {
 fn volumes(name: &str) -> Vec<Volume> {
     let tls_sources: Vec<VolumeProjection> = (0..MAX_REPLICAS)
         .map(|ord| {
-            let node = format!("{name}-{ord}");
+            let node = tally_planner::node_name(name, ord);
             VolumeProjection {
                 secret: Some(SecretProjection {
                     name: names::node_secret(&node),

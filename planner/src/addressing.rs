@@ -35,6 +35,12 @@ pub struct NodeAddress {
     pub sans: Vec<String>,
 }
 
+/// Name of a Peer's node (and of its pod): the Peer's name and the replica's ordinal, as a
+/// StatefulSet names its pods.
+pub fn node_name(peer: &str, ordinal: impl std::fmt::Display) -> String {
+    format!("{peer}-{ordinal}")
+}
+
 /// Name of the headless Service that gives a Peer's pods stable DNS names.
 pub fn headless_service(peer: &str) -> String {
     format!("{peer}-nodes")

@@ -13,7 +13,9 @@ mod error;
 pub mod lifetime;
 pub mod spec;
 
-pub use addressing::{headless_service, Addressing, NodeAddress, ADMIN_PORT, API_PORT, PEER_PORT};
+pub use addressing::{
+    headless_service, node_name, Addressing, NodeAddress, ADMIN_PORT, API_PORT, PEER_PORT,
+};
 pub use error::{PlanError, PlanErrors};
 pub use lifetime::{identity_key, Held, Lifetimes, Window, NOTHING_HELD};
 
@@ -513,7 +515,7 @@ fn plan_nodes(
             None => None, // reported with the consortium
         };
         for ordinal in 0..r.replicas.max(0) as u32 {
-            let node = format!("{name}-{ordinal}");
+            let node = node_name(&name, ordinal);
             if !names.insert(node.clone()) {
                 p.add(
                     "Peer",

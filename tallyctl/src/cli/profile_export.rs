@@ -126,7 +126,7 @@ async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
             .filter_map(|c| c.metadata.name.clone())
             .collect();
         for i in 0..p.spec.replicas.max(0) {
-            let node = format!("{pname}-{i}");
+            let node = tally_planner::node_name(&pname, i);
             let host = match a.address.as_str() {
                 "pod-ip" => pods
                     .get_opt(&node)

@@ -213,7 +213,7 @@ async fn logs(kubeconfig: Option<PathBuf>, namespace: Option<String>, a: LogsArg
             .iter()
             .flat_map(|p| {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                (0..p.spec.replicas.max(0)).map(move |i| format!("{name}-{i}"))
+                (0..p.spec.replicas.max(0)).map(move |i| tally_planner::node_name(&name, i))
             })
             .collect();
         bail!(

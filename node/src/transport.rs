@@ -49,6 +49,13 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVE_RETRIES: u32 = 3;
+/// A dial that does not connect within this time is retried: on a cut path the SYN (or the
+/// ARP request before it) is simply lost.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Redials back off from this to [`RECONNECT_MAX`]: a healed peer is found again within about
+/// `RECONNECT_MAX + CONNECT_TIMEOUT`.
+const RECONNECT_MIN: Duration = Duration::from_millis(50);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
 pub fn frame(channel: &str, msg: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + channel.len() + msg.len());
@@ -260,6 +267,14 @@ async fn read_body<R: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// What ended a connection to a peer.
+enum Ended {
+    /// The queue's sender is gone: the transport is shutting down.
+    Closed,
+    /// A write failed or stalled; `carried` says whether anything was written before.
+    Broken { carried: bool },
+}
+
 async fn peer_loop(
     addr: String,
     mut rx: mpsc::Receiver<Bytes>,
@@ -267,7 +282,7 @@ async fn peer_loop(
     orgs: OrgCas,
     metrics: Arc<Metrics>,
 ) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = RECONNECT_MIN;
     loop {
         let Some(client) = client_cfg.read().clone() else {
             if rx.recv().await.is_none() {
@@ -278,52 +293,72 @@ async fn peer_loop(
         let by_org = orgs.read().clone();
         match connect(&addr, client, &by_org).await {
             Ok(conn) => {
-                backoff = Duration::from_millis(50);
                 info!(peer = %addr, "connected to peer");
-                let mut w = BufWriter::with_capacity(256 * 1024, conn);
-                loop {
-                    let Some(first) = rx.recv().await else { return };
-                    // A peer that stops reading (or a path that died) must not hold this
-                    // connection forever: give up and redial.
-                    let written = timeout(WRITE_TIMEOUT, async {
-                        w.write_all(&first).await?;
-                        // Coalesce whatever else is queued into the same flush.
-                        while let Ok(more) = rx.try_recv() {
-                            w.write_all(&more).await?;
-                        }
-                        w.flush().await
-                    })
-                    .await;
-                    match written {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            debug!(peer = %addr, error = %e, "peer write failed");
-                            break;
-                        }
-                        Err(_) => {
-                            warn!(peer = %addr, "peer write stalled; reconnecting");
-                            break;
-                        }
-                    }
+                match carry(&addr, conn, &mut rx, WRITE_TIMEOUT).await {
+                    Ended::Closed => return,
+                    // Only a connection that worked earns a quick redial: one that connects
+                    // and then stalls at once (a half-dead path) backs off like a failed dial.
+                    Ended::Broken { carried: true } => backoff = RECONNECT_MIN,
+                    Ended::Broken { carried: false } => {}
                 }
             }
-            Err(e) => {
-                debug!(peer = %addr, error = %e, "cannot connect to peer");
-                // Messages queued while the peer is down are stale by the time it is back.
-                let mut dropped = 0u64;
-                while rx.try_recv().is_ok() {
-                    dropped += 1;
-                }
-                if dropped > 0 {
-                    metrics
-                        .peer_dropped
-                        .with_label_values(&[&addr])
-                        .inc_by(dropped);
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+            Err(e) => debug!(peer = %addr, error = %e, "cannot connect to peer"),
+        }
+        // Messages queued while the peer was unreachable are stale by the time it is back;
+        // Raft resends what still matters.
+        drop_queued(&addr, &mut rx, &metrics);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// Writes queued frames to `conn` until a write fails or does not drain within `stall` (a
+/// peer that stopped reading, or a path that died without a reset).
+async fn carry<S: tokio::io::AsyncWrite + Unpin>(
+    addr: &str,
+    conn: S,
+    rx: &mut mpsc::Receiver<Bytes>,
+    stall: Duration,
+) -> Ended {
+    let mut w = BufWriter::with_capacity(256 * 1024, conn);
+    let mut carried = false;
+    loop {
+        let Some(first) = rx.recv().await else {
+            return Ended::Closed;
+        };
+        let written = timeout(stall, async {
+            w.write_all(&first).await?;
+            // Coalesce whatever else is queued into the same flush.
+            while let Ok(more) = rx.try_recv() {
+                w.write_all(&more).await?;
+            }
+            w.flush().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => carried = true,
+            Ok(Err(e)) => {
+                debug!(peer = %addr, error = %e, "peer write failed; reconnecting");
+                return Ended::Broken { carried };
+            }
+            Err(_) => {
+                warn!(peer = %addr, "peer write stalled for {stall:?}; reconnecting");
+                return Ended::Broken { carried };
             }
         }
+    }
+}
+
+fn drop_queued(addr: &str, rx: &mut mpsc::Receiver<Bytes>, metrics: &Metrics) {
+    let mut dropped = 0u64;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    if dropped > 0 {
+        metrics
+            .peer_dropped
+            .with_label_values(&[addr])
+            .inc_by(dropped);
     }
 }
 
@@ -335,7 +370,7 @@ async fn connect(
     // A name listed in the hosts file (`--hosts-file`) is dialled at its address there; TLS
     // below still verifies the certificate against the name itself.
     let target = crate::hosts::resolve(addr);
-    let stream = timeout(Duration::from_secs(2), TcpStream::connect(&target))
+    let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&target))
         .await
         .map_err(|_| std::io::Error::other("connect timed out"))??;
     tune(&stream)?;
@@ -385,5 +420,50 @@ mod tests {
         tokio::spawn(async move { a.write_all(&[1u8; 300_000]).await });
         read_body(&mut b, 300_000, &mut buf).await.expect("read");
         assert_eq!(buf.len(), 300_000);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_is_dropped_and_one_that_reads_is_kept() {
+        // The far end never reads: once its buffer is full the write stalls and the
+        // connection is given up, although nothing was written before.
+        let (near, _far) = tokio::io::duplex(4096);
+        let (tx, mut rx) = mpsc::channel(16);
+        tx.send(frame("c", &[0u8; 64 * 1024])).await.expect("queue");
+        let ended = carry("peer", near, &mut rx, Duration::from_millis(200)).await;
+        assert!(matches!(ended, Ended::Broken { carried: false }));
+
+        // A reading peer gets every frame; the loop ends only when the queue closes.
+        let (near, mut far) = tokio::io::duplex(4096);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            far.read_to_end(&mut all).await.map(|_| all.len())
+        });
+        let (tx, mut rx) = mpsc::channel(16);
+        for _ in 0..4 {
+            tx.send(frame("c", &[1u8; 10_000])).await.expect("queue");
+        }
+        drop(tx);
+        let ended = carry("peer", near, &mut rx, Duration::from_secs(60)).await;
+        assert!(matches!(ended, Ended::Closed));
+        let got = reader.await.expect("reader").expect("read");
+        assert_eq!(got, 4 * (5 + 1 + 10_000));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_resets_the_connection_ends_it_after_what_was_carried() {
+        let (near, mut far) = tokio::io::duplex(1 << 20);
+        let (tx, mut rx) = mpsc::channel(16);
+        let peer = tokio::spawn(async move {
+            tx.send(frame("c", b"first")).await.expect("queue");
+            // Once the first frame has arrived, hang up; then more is queued.
+            let mut first = [0u8; 5 + 1 + 5];
+            far.read_exact(&mut first).await.expect("the first frame");
+            drop(far);
+            tx.send(frame("c", b"second")).await.expect("queue");
+            tx
+        });
+        let ended = carry("peer", near, &mut rx, Duration::from_secs(60)).await;
+        let _tx = peer.await.expect("peer");
+        assert!(matches!(ended, Ended::Broken { carried: true }));
     }
 }

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use crate::bins::*;
-use tallyctl::local::LocalClusterSpec;
+use tallyctl::local::{LocalClusterSpec, LocalLayout};
 use tallyctl::LocalCluster;
 
 /// A local cluster in a temporary folder. On drop the nodes are killed; the folder is deleted,
@@ -32,12 +32,26 @@ impl TestCluster {
             .expect("create a temporary folder");
         let mut spec = LocalClusterSpec::simple(dir.path(), node_bin(), n_nodes, channels);
         tweak(&mut spec);
+        TestCluster::started(test, dir, LocalCluster::start(spec)).await
+    }
+
+    /// A cluster planned elsewhere (`layout.dir` inside `dir`), started by
+    /// [`LocalCluster::launch`]; e.g. one whose nodes run through a wrapper executable.
+    pub async fn launch(test: &str, dir: tempfile::TempDir, layout: LocalLayout) -> TestCluster {
+        TestCluster::started(test, dir, LocalCluster::launch(layout)).await
+    }
+
+    async fn started(
+        test: &str,
+        dir: tempfile::TempDir,
+        start: impl std::future::Future<Output = Result<LocalCluster, tally_client::ClientError>>,
+    ) -> TestCluster {
         let mut tc = TestCluster {
             cluster: None,
             dir: Some(dir),
             test: test.to_string(),
         };
-        match LocalCluster::start(spec).await {
+        match start.await {
             Ok(c) => tc.cluster = Some(c),
             Err(e) => {
                 let path = tc.dir.take().map(|d| d.keep()).unwrap_or_default();

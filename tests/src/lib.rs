@@ -14,6 +14,8 @@
 //!   prints); `TALLY_SKIP_K8S=1` skips the suites that need them when they cannot be had;
 //!   `TALLY_KUBECTL`: the kubectl to run.
 //!
+//! [`netns`] runs a cluster's nodes in network namespaces of their own, for partition tests.
+//!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 //!
 //! By module (all re-exported here but [`http`], [`podrunner`], [`operator`], [`browser`]):
@@ -29,6 +31,7 @@ mod chain;
 mod cluster;
 mod control_plane;
 pub mod http;
+pub mod netns;
 pub mod operator;
 pub mod podrunner;
 

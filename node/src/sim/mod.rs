@@ -1,30 +1,39 @@
 //! A deterministic simulation of one channel's nodes in one process.
 //!
-//! Each simulated node runs the production channel code — the `Worker`
-//! that steps Raft and handles its Ready in raft-rs's order, the Raft storage and the ledger's
-//! apply — over its own RocksDB kept in memory (RocksDB's in-memory environment, so a node
-//! can be stopped and reopened on the same data in microseconds). What the production node
-//! gets from the outside is replaced: messages go into a simulated network, time comes from a
+//! Each simulated node runs the production channel code — the `Worker` that steps Raft and
+//! handles its Ready in raft-rs's order, the Raft storage and the ledger's apply — over its
+//! own RocksDB kept in memory (RocksDB's in-memory environment). What the production node gets
+//! from the outside is replaced: messages go into a simulated network, time comes from a
 //! simulated clock, and every choice (which message is delivered next, which is dropped,
-//! duplicated or delayed, which node ticks, is cut off, crashes or restarts, who submits) is
-//! drawn from one generator seeded by the run's seed, so a seed replays exactly.
+//! duplicated, delayed or reordered, which node ticks, which nodes are split from which, which
+//! node crashes where and what its disk keeps, who submits) is drawn from one generator seeded
+//! by the run's seed, so a seed replays exactly.
+//!
+//! A node's disk is the journal of the batches its worker wrote (seen through
+//! [`crate::channel::WriteHook`]), with the point up to which they were synced. A node restarts
+//! on a fresh database rebuilt from that journal: after a process crash with all of it, after a
+//! power loss with what was synced plus any prefix of what was not (RocksDB's write-ahead log
+//! recovers a prefix). A crash may also cut a node off at one of its writes, just before or
+//! just after it, which stops it between persisting and sending, or between applying two
+//! blocks, as a real crash inside a Ready would.
 //!
 //! After every step the simulator checks that no two nodes hold different blocks at one
-//! height and that a block once applied anywhere is never lost: every node that reaches its
-//! height holds it, across crashes and restarts. At the end the network heals, every node is
-//! restarted and the run must converge: all nodes at one height, holding the same blocks.
+//! height, that a block once applied anywhere is never lost (every node that reaches its
+//! height holds it, across crashes, power losses and restarts) and that no node grants its vote
+//! to two candidates in one term. At the end the network heals, every node is restarted and
+//! the run must converge: all nodes at one height, holding the same blocks.
 //!
 //! What is modelled and what is not is listed in docs/testing.md. Later scenarios (forged
 //! snapshots, wiped voters, skewed clocks) plug in through [`Faults`] and [`SimOptions`]
 //! (`clock_skew_ms` offsets each node's [`SimClock`]).
 
-use crate::channel::{self, Channel, Clock, Env, Input, Peers, Worker};
+use crate::channel::{self, Channel, Clock, Cut, CutOff, Env, Input, Peers, Worker, WriteHook};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use parking_lot::Mutex;
-use raft::prelude::Message;
-use rocksdb::{Options as DbOptions, DB};
-use std::collections::BTreeMap;
+use raft::prelude::{Message, MessageType};
+use rocksdb::{LogLevel, Options as DbOptions, WriteBatch, DB};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
@@ -46,14 +55,22 @@ pub struct Faults {
     pub duplicate: f64,
     /// The next message is taken from anywhere in the queue instead of its head.
     pub reorder: f64,
-    /// A running node stops (its in-memory state is lost, its database kept).
+    /// The next message is put back at the end of the queue instead (delivered late).
+    pub delay: f64,
+    /// A running node stops (its in-memory state is lost, its disk kept).
     pub crash: f64,
+    /// A running node loses power: it stops, and its disk keeps what was synced plus any
+    /// prefix of what was not.
+    pub power_loss: f64,
+    /// A running node is armed to stop at one of its next few writes, just before or just
+    /// after it reaches the disk (a crash inside the handling of a Ready).
+    pub cut: f64,
     /// A stopped node starts again.
     pub restart: f64,
     /// A node misses one tick (clocks drift apart).
     pub skip_tick: f64,
-    /// One node is cut off from the others (both ways) for a while: a leader isolated this
-    /// way must step down, and the others go on without it.
+    /// The nodes are split into two or three groups that cannot reach one another (both
+    /// ways) for a while: a leader in a minority must step down, a majority goes on.
     pub partition: f64,
 }
 
@@ -63,7 +80,10 @@ impl Faults {
             drop: 0.0,
             duplicate: 0.0,
             reorder: 0.0,
+            delay: 0.0,
             crash: 0.0,
+            power_loss: 0.0,
+            cut: 0.0,
             restart: 0.0,
             skip_tick: 0.0,
             partition: 0.0,
@@ -76,7 +96,10 @@ impl Faults {
             drop: 0.1,
             duplicate: 0.05,
             reorder: 0.3,
-            crash: 0.004,
+            delay: 0.05,
+            crash: 0.002,
+            power_loss: 0.002,
+            cut: 0.003,
             restart: 0.05,
             skip_tick: 0.1,
             partition: 0.003,
@@ -122,6 +145,11 @@ pub struct Report {
     /// Transactions submitted once that were ordered again (and refused as duplicates).
     pub duplicates: u64,
     pub crashes: u64,
+    /// Of the crashes, those that lost unsynced writes, and those cut at a write.
+    pub power_losses: u64,
+    pub cuts: u64,
+    /// Unsynced batches the power losses threw away.
+    pub writes_lost: u64,
     pub partitions: u64,
     pub delivered: u64,
     pub dropped: u64,
@@ -200,6 +228,44 @@ impl Peers for SimPeers {
     }
 }
 
+/// A node's disk: every batch its worker wrote, in order, and how many of them were synced.
+#[derive(Default)]
+struct Journal {
+    batches: Vec<Vec<u8>>,
+    synced: usize,
+    /// The node stops at this many writes from now (0: the next one), before or after it.
+    cut: Option<(u32, Cut)>,
+    /// When the cut comes, the power goes too: unsynced writes may be lost.
+    lose_power: bool,
+}
+
+#[derive(Default)]
+struct Disk(Mutex<Journal>);
+
+impl WriteHook for Disk {
+    fn on_write(&self, wb: &WriteBatch, sync: bool) -> Cut {
+        let mut j = self.0.lock();
+        let cut = match j.cut {
+            Some((0, c)) => {
+                j.cut = None;
+                c
+            }
+            Some((n, c)) => {
+                j.cut = Some((n - 1, c));
+                Cut::None
+            }
+            None => Cut::None,
+        };
+        if cut != Cut::Before {
+            j.batches.push(wb.data().to_vec());
+            if sync {
+                j.synced = j.batches.len();
+            }
+        }
+        cut
+    }
+}
+
 struct Running {
     chan: Arc<Channel>,
     worker: Worker,
@@ -208,12 +274,14 @@ struct Running {
 
 struct SimNode {
     me: NodeRef,
-    /// The node's disk: RocksDB's in-memory environment, kept across restarts.
-    disk: rocksdb::Env,
+    disk: Arc<Disk>,
     outbox: Arc<Outbox>,
     run: Option<Running>,
     /// Blocks of this node already compared with the canonical chain.
     checked: u64,
+    /// The database its disk is loaded in, kept open across restarts (reopening RocksDB
+    /// would cost more than the rest of a run); it always holds what the disk holds.
+    db: Option<Arc<DB>>,
 }
 
 struct Packet {
@@ -222,7 +290,8 @@ struct Packet {
     msg: Message,
 }
 
-/// The identities every run shares: generating certificates is the slowest part of a setup.
+/// The identities every run shares: generating certificates and signing are the slowest
+/// parts of a run, and the transactions can be the same in every run (each has its own ledger).
 struct Fixture {
     ca_pem: String,
     client: Identity,
@@ -231,6 +300,43 @@ struct Fixture {
     /// Wall time of the runs' epoch: certificates are valid from a little before it.
     epoch_ms: u64,
     base: Instant,
+    /// Signed transactions, the n-th submission of every run taking the n-th.
+    txs: Mutex<Vec<Arc<Signed>>>,
+}
+
+struct Signed {
+    tx: Transaction,
+    id: Hash,
+    raw: Vec<u8>,
+}
+
+impl Fixture {
+    fn tx(&self, n: u64) -> Arc<Signed> {
+        let mut txs = self.txs.lock();
+        while txs.len() as u64 <= n {
+            let k = txs.len() as u64;
+            let body = TxBody {
+                channel: "sim".into(),
+                nonce: k,
+                timestamp_ms: self.epoch_ms,
+                signer: Signer::Certificate(self.client.cert_der.clone()),
+                payload: Payload::KvWrite {
+                    reads: vec![],
+                    writes: vec![Write {
+                        key: format!("k{}", k % 7),
+                        value: Some(k.to_be_bytes().to_vec()),
+                    }],
+                },
+            };
+            let tx = Transaction::sign(body, &self.client);
+            txs.push(Arc::new(Signed {
+                id: tx.id(),
+                raw: tx.to_bytes(),
+                tx,
+            }));
+        }
+        txs[n as usize].clone()
+    }
 }
 
 fn fixture() -> &'static Fixture {
@@ -247,6 +353,7 @@ fn fixture() -> &'static Fixture {
             metrics: Arc::new(Metrics::new("sim", "org1")),
             epoch_ms: tally_protocol::now_ms(),
             base: Instant::now(),
+            txs: Mutex::new(Vec::new()),
         }
     })
 }
@@ -258,13 +365,18 @@ pub struct Sim {
     opts: SimOptions,
     config: ChannelConfig,
     nodes: Vec<SimNode>,
+    /// The run's disks: RocksDB's in-memory environment, dropped with the run.
+    mem: rocksdb::Env,
     net: Vec<Packet>,
     elapsed_ms: Arc<AtomicU64>,
     /// The first hash seen at each height: every node must hold the same.
     canon: Vec<Hash>,
     submitted: BTreeMap<Hash, u32>,
-    /// The node cut off from the others, and the step at which the cut heals.
-    cut: Option<(u64, usize)>,
+    /// Per node (in order), the group it is in while the network is split, and the step at
+    /// which the split heals; nodes in different groups cannot reach one another.
+    split: Option<(Vec<u8>, usize)>,
+    /// The candidate each node granted its vote to, per term, as seen on the wire.
+    votes: HashMap<(u64, u64), u64>,
     report: Report,
 }
 
@@ -300,6 +412,11 @@ impl Sim {
             max_tx_bytes: 100_000,
             tx_window_s: 3600,
         };
+        let mem = rocksdb::Env::mem_env().map_err(|e| Failure {
+            seed,
+            step: 0,
+            what: format!("mem env: {e}"),
+        })?;
         let mut sim = Sim {
             seed,
             step: 0,
@@ -307,21 +424,23 @@ impl Sim {
             opts,
             config,
             nodes: Vec::new(),
+            mem,
             net: Vec::new(),
             elapsed_ms: Arc::new(AtomicU64::new(0)),
             canon: Vec::new(),
             submitted: BTreeMap::new(),
-            cut: None,
+            split: None,
+            votes: HashMap::new(),
             report: Report::default(),
         };
         for me in nodes {
-            let disk = rocksdb::Env::mem_env().map_err(|e| sim.fail(format!("mem env: {e}")))?;
             sim.nodes.push(SimNode {
                 me,
-                disk,
+                disk: Arc::default(),
                 outbox: Arc::default(),
                 run: None,
                 checked: 0,
+                db: None,
             });
         }
         for i in 0..sim.nodes.len() {
@@ -338,25 +457,39 @@ impl Sim {
         }
     }
 
+    /// Starts the node on what its disk holds.
     fn start(&mut self, i: usize) -> Result<(), Failure> {
         let f = fixture();
-        let node = &self.nodes[i];
-        let mut o = DbOptions::default();
-        o.create_if_missing(true);
-        o.set_env(&node.disk);
-        let db = Arc::new(
-            DB::open(&o, format!("/sim/{}", node.me.name))
-                .map_err(|e| self.fail(format!("open {}: {e}", node.me.name)))?,
-        );
+        let name = self.nodes[i].me.name.clone();
+        let disk = self.nodes[i].disk.clone();
+        let db = match self.nodes[i].db.clone() {
+            Some(db) => db,
+            None => {
+                let mut o = DbOptions::default();
+                o.create_if_missing(true);
+                o.set_env(&self.mem);
+                // Logging and statistics cost more than the simulated node's work.
+                o.set_log_level(LogLevel::Fatal);
+                o.set_stats_dump_period_sec(0);
+                o.set_stats_persist_period_sec(0);
+                o.set_skip_stats_update_on_db_open(true);
+                let db = DB::open(&o, format!("/sim/{name}"))
+                    .map_err(|e| self.fail(format!("open {name}: {e}")))?;
+                let db = Arc::new(db);
+                self.nodes[i].db = Some(db.clone());
+                db
+            }
+        };
         let ledger = Arc::new(
             Ledger::open(db.clone(), self.config.clone(), f.engine.clone())
-                .map_err(|e| self.fail(format!("ledger of {}: {e}", node.me.name)))?,
+                .map_err(|e| self.fail(format!("ledger of {name}: {e}")))?,
         );
         let env = Env {
-            db,
-            peers: Arc::new(SimPeers(node.outbox.clone())),
+            db: db.clone(),
+            peers: Arc::new(SimPeers(self.nodes[i].outbox.clone())),
             metrics: f.metrics.clone(),
             fsync: false,
+            writes: Some(disk),
             on_config: Arc::new(|| {}),
             clock: Arc::new(SimClock {
                 base: f.base,
@@ -368,11 +501,26 @@ impl Sim {
         // raft-rs draws election timeouts from an unseeded generator; a fixed timeout per node,
         // drawn here from the seed, keeps runs reproducible and elections decidable.
         let timeout = 10 + self.rng.below(10) as usize;
-        let (chan, worker, rx) = channel::open(ledger, &node.me.clone(), None, env, |c| {
+        let me = self.nodes[i].me.clone();
+        let (chan, worker, rx) = channel::open(ledger, &me, None, env, |c| {
             c.min_election_tick = timeout;
             c.max_election_tick = timeout + 1;
         })
-        .map_err(|e| self.fail(format!("start {}: {e}", self.nodes[i].me.name)))?;
+        .map_err(|e| self.fail(format!("start {name}: {e}")))?;
+        // What opening a new node's ledger and Raft storage wrote (genesis, initial state)
+        // goes to its disk first, as if synced: a node that lost it would write it again.
+        {
+            let mut j = self.nodes[i].disk.0.lock();
+            if j.batches.is_empty() {
+                let mut wb = WriteBatch::default();
+                for item in db.iterator(rocksdb::IteratorMode::Start) {
+                    let (k, v) = item.map_err(|e| self.fail(format!("read {name}: {e}")))?;
+                    wb.put(k, v);
+                }
+                j.batches.push(wb.data().to_vec());
+                j.synced = 1;
+            }
+        }
         self.nodes[i].run = Some(Running { chan, worker, rx });
         // A restarted node is checked again from its first block.
         self.nodes[i].checked = 0;
@@ -387,14 +535,42 @@ impl Sim {
         while let Ok(m) = r.rx.try_recv() {
             r.worker.handle(m);
         }
-        if let Err(e) = r.worker.turn(tick) {
-            return Err(self.fail(format!("{} stopped: {e}", self.nodes[i].me.name)));
+        let result = r.worker.turn(tick);
+        // What it sent before a cut went out.
+        self.collect(i)?;
+        match result {
+            Ok(()) => self.check(i),
+            Err(e) if e.is::<CutOff>() => {
+                self.report.cuts += 1;
+                let lose_power = std::mem::take(&mut self.nodes[i].disk.0.lock().lose_power);
+                if lose_power {
+                    self.power_loss(i)
+                } else {
+                    self.stop(i);
+                    Ok(())
+                }
+            }
+            Err(e) => Err(self.fail(format!("{} stopped: {e}", self.nodes[i].me.name))),
         }
+    }
+
+    /// Moves what the node sent onto the network, checking its votes on the way.
+    fn collect(&mut self, i: usize) -> Result<(), Failure> {
         let from = self.nodes[i].me.id;
         let out = std::mem::take(&mut *self.nodes[i].outbox.0.lock());
-        self.net
-            .extend(out.into_iter().map(|(to, msg)| Packet { from, to, msg }));
-        self.check(i)
+        for (to, msg) in out {
+            if msg.msg_type == MessageType::MsgRequestVoteResponse && !msg.reject {
+                let before = *self.votes.entry((from, msg.term)).or_insert(to);
+                if before != to {
+                    return Err(self.fail(format!(
+                        "{} voted for {before} and for {to} in term {}",
+                        self.nodes[i].me.name, msg.term
+                    )));
+                }
+            }
+            self.net.push(Packet { from, to, msg });
+        }
+        Ok(())
     }
 
     fn index_of(&self, id: u64) -> Option<usize> {
@@ -461,29 +637,23 @@ impl Sim {
         if r.chan.leader_id() == 0 {
             return Ok(());
         }
-        let f = fixture();
-        let n = self.report.submitted;
-        let body = TxBody {
-            channel: self.config.name.clone(),
-            nonce: self.seed ^ (n << 20),
-            timestamp_ms: f.epoch_ms + self.elapsed_ms.load(Ordering::Relaxed),
-            signer: Signer::Certificate(f.client.cert_der.clone()),
-            payload: Payload::KvWrite {
-                reads: vec![],
-                writes: vec![Write {
-                    key: format!("k{}", n % 7),
-                    value: Some(n.to_be_bytes().to_vec()),
-                }],
-            },
-        };
-        let tx = Transaction::sign(body, &f.client);
-        let id = tx.id();
-        let raw = tx.to_bytes();
-        if r.chan.submit(raw, id, &tx.signature, false).is_ok() {
+        let s = fixture().tx(self.report.submitted);
+        if r.chan
+            .submit(s.raw.clone(), s.id, &s.tx.signature, false)
+            .is_ok()
+        {
             self.report.submitted += 1;
-            *self.submitted.entry(id).or_default() += 1;
+            *self.submitted.entry(s.id).or_default() += 1;
         }
         self.turn(i, false)
+    }
+
+    fn reachable(&self, from: u64, to: u64) -> bool {
+        let Some((groups, _)) = &self.split else {
+            return true;
+        };
+        let group = |id| self.index_of(id).map(|i| groups[i]);
+        group(from) == group(to)
     }
 
     fn deliver(&mut self, faults: &Faults) -> Result<(), Failure> {
@@ -496,9 +666,12 @@ impl Sim {
             0
         };
         let p = self.net.remove(k);
-        let cut = self.cut.is_some_and(|(id, _)| id == p.from || id == p.to);
-        if cut || self.rng.chance(faults.drop) {
+        if !self.reachable(p.from, p.to) || self.rng.chance(faults.drop) {
             self.report.dropped += 1;
+            return Ok(());
+        }
+        if self.rng.chance(faults.delay) {
+            self.net.push(p);
             return Ok(());
         }
         if self.rng.chance(faults.duplicate) {
@@ -533,27 +706,72 @@ impl Sim {
         Ok(())
     }
 
-    fn crash(&mut self, i: usize) {
-        if self.nodes[i].run.take().is_some() {
+    /// Stops a node: its memory is gone, its disk stays; its database is dropped (the next
+    /// start rebuilds one from the disk).
+    fn stop(&mut self, i: usize) {
+        if let Some(r) = self.nodes[i].run.take() {
             self.report.crashes += 1;
             // What it had sent but the network had not taken is lost with it.
             self.nodes[i].outbox.0.lock().clear();
+            drop(r);
         }
+    }
+
+    /// A power loss: the node stops and its disk keeps the synced writes and any prefix of
+    /// the others.
+    fn power_loss(&mut self, i: usize) -> Result<(), Failure> {
+        if self.nodes[i].run.is_none() {
+            return Ok(());
+        }
+        self.stop(i);
+        self.report.power_losses += 1;
+        let mut j = self.nodes[i].disk.0.lock();
+        let unsynced = (j.batches.len() - j.synced) as u64;
+        let keep = j.synced + self.rng.below(unsynced + 1) as usize;
+        self.report.writes_lost += (j.batches.len() - keep) as u64;
+        j.batches.truncate(keep);
+        j.synced = keep;
+        let Some(db) = self.nodes[i].db.clone() else {
+            return Ok(());
+        };
+        // The database goes back to what the disk kept: emptied, then the journal replayed.
+        let name = &self.nodes[i].me.name;
+        wipe(&db).map_err(|e| self.fail(format!("wipe {name}: {e}")))?;
+        for b in &j.batches {
+            db.write(WriteBatch::from_data(b))
+                .map_err(|e| self.fail(format!("replay on {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn split(&mut self) {
+        let n = self.nodes.len();
+        let parts = 2 + self.rng.below(2) as u8;
+        let mut groups: Vec<u8> = (0..n).map(|_| self.rng.below(parts as u64) as u8).collect();
+        // At least two groups: one node is put apart when the draw put all in one.
+        if groups.iter().all(|g| *g == groups[0]) {
+            let i = self.rng.below(n as u64) as usize;
+            groups[i] = groups[i].wrapping_add(1) % parts;
+        }
+        // Long enough for elections on both sides: 20 to 60 ticks at a tick a dozen steps.
+        let until = self.step + 240 + self.rng.below(480) as usize;
+        self.split = Some((groups, until));
+        self.report.partitions += 1;
     }
 
     /// One step of the faulty phase.
     fn step_once(&mut self) -> Result<(), Failure> {
         let faults = self.opts.faults.clone();
         let n = self.nodes.len() as u64;
-        if self.cut.is_some_and(|(_, until)| self.step >= until) {
-            self.cut = None;
+        if self
+            .split
+            .as_ref()
+            .is_some_and(|(_, until)| self.step >= *until)
+        {
+            self.split = None;
         }
-        if self.cut.is_none() && self.rng.chance(faults.partition) {
-            let id = self.nodes[self.rng.below(n) as usize].me.id;
-            // Long enough for elections on both sides: 20 to 60 ticks at a tick a dozen steps.
-            let until = self.step + 240 + self.rng.below(480) as usize;
-            self.cut = Some((id, until));
-            self.report.partitions += 1;
+        if self.split.is_none() && self.rng.chance(faults.partition) {
+            self.split();
         }
         let roll = self.rng.below(1000) as f64 / 1000.0;
         if roll < self.opts.submit {
@@ -562,8 +780,25 @@ impl Sim {
         }
         if self.rng.chance(faults.crash) {
             let i = self.rng.below(n) as usize;
-            self.crash(i);
+            self.stop(i);
             return Ok(());
+        }
+        if self.rng.chance(faults.power_loss) {
+            let i = self.rng.below(n) as usize;
+            return self.power_loss(i);
+        }
+        if self.rng.chance(faults.cut) {
+            let i = self.rng.below(n) as usize;
+            let at = self.rng.below(4) as u32;
+            let how = if self.rng.chance(0.5) {
+                Cut::Before
+            } else {
+                Cut::After
+            };
+            let lose_power = self.rng.chance(0.5);
+            let mut j = self.nodes[i].disk.0.lock();
+            j.cut = Some((at, how));
+            j.lose_power = lose_power;
         }
         if self.rng.chance(faults.restart) {
             let i = self.rng.below(n) as usize;
@@ -584,7 +819,12 @@ impl Sim {
             self.step = s;
             self.step_once()?;
         }
-        self.cut = None;
+        self.split = None;
+        for node in &self.nodes {
+            let mut j = node.disk.0.lock();
+            j.cut = None;
+            j.lose_power = false;
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].run.is_none() {
                 self.start(i)?;
@@ -600,10 +840,10 @@ impl Sim {
             self.tick(&calm)?;
             if self.converged() {
                 settled_for += 1;
-                if settled_for > 30 {
+                if settled_for > 12 {
                     self.report.height = self.canon.len() as u64;
                     self.report.last_hash = self.canon.last().copied().unwrap_or_default();
-                    return Ok(self.report);
+                    return Ok(std::mem::take(&mut self.report));
                 }
             } else {
                 settled_for = 0;
@@ -632,6 +872,26 @@ impl Sim {
                 .iter()
                 .all(|n| n.run.as_ref().is_some_and(|r| r.chan.leader_id() != 0))
     }
+}
+
+impl Drop for Sim {
+    /// The nodes' databases go before the in-memory environment they live in.
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            n.run = None;
+            n.db = None;
+        }
+    }
+}
+
+/// Deletes every key of `db`.
+fn wipe(db: &DB) -> Result<(), rocksdb::Error> {
+    let mut wb = WriteBatch::default();
+    for item in db.iterator(rocksdb::IteratorMode::Start) {
+        let (k, _) = item?;
+        wb.delete(k);
+    }
+    db.write(wb)
 }
 
 /// Runs one seed.

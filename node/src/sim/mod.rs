@@ -473,6 +473,12 @@ impl Sim {
                 o.set_stats_dump_period_sec(0);
                 o.set_stats_persist_period_sec(0);
                 o.set_skip_stats_update_on_db_open(true);
+                // A run writes a few hundred kilobytes: small memtables and arenas spare the
+                // page faults of RocksDB's megabyte-sized defaults.
+                o.set_write_buffer_size(1 << 20);
+                o.set_arena_block_size(64 << 10);
+                o.set_manifest_preallocation_size(0);
+                o.set_enable_write_thread_adaptive_yield(false);
                 let db = DB::open(&o, format!("/sim/{name}"))
                     .map_err(|e| self.fail(format!("open {name}: {e}")))?;
                 let db = Arc::new(db);

@@ -41,8 +41,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tally_protocol::codec::Encode;
 use tally_protocol::{
-    ChannelConfig, Hash, Identity, NodeRef, OrgCa, OrgMember, Payload, RejectCode, Role, Signer,
-    Transaction, TxBody, TxStatus, Write,
+    ChannelConfig, ConfigUpdate, Hash, Identity, NodeRef, OrgCa, OrgMember, Payload, RejectCode,
+    Role, Signer, Transaction, TxBody, TxStatus, Write,
 };
 use tally_runtime::Engine;
 
@@ -69,6 +69,10 @@ pub struct Faults {
     pub restart: f64,
     /// A node misses one tick (clocks drift apart).
     pub skip_tick: f64,
+    /// A configuration transaction changes the channel's members: a spare node added as a
+    /// learner (observer) or a voter (consenter), a learner promoted, a voter or learner
+    /// removed (never below three voters).
+    pub reconfigure: f64,
     /// The nodes are split into two or three groups that cannot reach one another (both
     /// ways) for a while: a leader in a minority must step down, a majority goes on.
     pub partition: f64,
@@ -86,6 +90,7 @@ impl Faults {
             cut: 0.0,
             restart: 0.0,
             skip_tick: 0.0,
+            reconfigure: 0.0,
             partition: 0.0,
         }
     }
@@ -102,6 +107,7 @@ impl Faults {
             cut: 0.003,
             restart: 0.05,
             skip_tick: 0.1,
+            reconfigure: 0.0,
             partition: 0.003,
         }
     }
@@ -110,6 +116,8 @@ impl Faults {
 #[derive(Clone, Debug)]
 pub struct SimOptions {
     pub nodes: u64,
+    /// Nodes outside the channel at first, which configuration changes may add.
+    pub spare: u64,
     /// Simulated steps with faults, then the heal phase.
     pub steps: usize,
     /// Of the steps, the share that submits a transaction.
@@ -125,6 +133,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             nodes: 3,
+            spare: 0,
             steps: 600,
             submit: 0.05,
             faults: Faults::hostile(),
@@ -151,6 +160,9 @@ pub struct Report {
     /// Unsynced batches the power losses threw away.
     pub writes_lost: u64,
     pub partitions: u64,
+    /// Configuration changes submitted, and those that took effect.
+    pub reconfigurations: u64,
+    pub reconfigured: u64,
     pub delivered: u64,
     pub dropped: u64,
 }
@@ -161,6 +173,10 @@ pub struct Failure {
     pub seed: u64,
     pub step: usize,
     pub what: String,
+    /// A liveness failure of a known kind (not safety): after healing, a member is stuck
+    /// behind a configuration change that added the current leader, which its own
+    /// configuration does not list, so it cannot answer that leader (docs/testing.md).
+    pub behind_config: bool,
 }
 
 impl fmt::Display for Failure {
@@ -295,6 +311,7 @@ struct Packet {
 struct Fixture {
     ca_pem: String,
     client: Identity,
+    admin: Identity,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
     /// Wall time of the runs' epoch: certificates are valid from a little before it.
@@ -346,9 +363,13 @@ fn fixture() -> &'static Fixture {
         let client = ca
             .issue(Role::Client, "sim-client", &[])
             .expect("client issued");
+        let admin = ca
+            .issue(Role::Admin, "sim-admin", &[])
+            .expect("admin issued");
         Fixture {
             ca_pem: ca.cert_pem(),
             client,
+            admin,
             engine: Arc::new(Engine::new(tally_runtime::Limits::default())),
             metrics: Arc::new(Metrics::new("sim", "org1")),
             epoch_ms: tally_protocol::now_ms(),
@@ -377,6 +398,10 @@ pub struct Sim {
     split: Option<(Vec<u8>, usize)>,
     /// The candidate each node granted its vote to, per term, as seen on the wire.
     votes: HashMap<(u64, u64), u64>,
+    /// Per node, the configuration that added it, for a node outside the genesis one.
+    joined: Vec<Option<Arc<ChannelConfig>>>,
+    /// Configuration transactions submitted.
+    reconfig_ids: Vec<Hash>,
     report: Report,
 }
 
@@ -385,7 +410,7 @@ const TICK_MS: u64 = 100;
 impl Sim {
     pub fn new(seed: u64, opts: SimOptions) -> Result<Sim, Failure> {
         let f = fixture();
-        let nodes: Vec<NodeRef> = (1..=opts.nodes)
+        let nodes: Vec<NodeRef> = (1..=opts.nodes + opts.spare)
             .map(|id| NodeRef {
                 id,
                 name: format!("n{id}"),
@@ -400,7 +425,7 @@ impl Sim {
                 name: "org1".into(),
                 ca_pem: f.ca_pem.clone(),
             }],
-            consenters: nodes.clone(),
+            consenters: nodes[..opts.nodes as usize].to_vec(),
             observers: vec![],
             batch: tally_protocol::BatchConfig {
                 max_txs: 8,
@@ -416,6 +441,7 @@ impl Sim {
             seed,
             step: 0,
             what: format!("mem env: {e}"),
+            behind_config: false,
         })?;
         let mut sim = Sim {
             seed,
@@ -431,9 +457,12 @@ impl Sim {
             submitted: BTreeMap::new(),
             split: None,
             votes: HashMap::new(),
+            joined: Vec::new(),
+            reconfig_ids: Vec::new(),
             report: Report::default(),
         };
         for me in nodes {
+            sim.joined.push(None);
             sim.nodes.push(SimNode {
                 me,
                 disk: Arc::default(),
@@ -443,7 +472,7 @@ impl Sim {
                 db: None,
             });
         }
-        for i in 0..sim.nodes.len() {
+        for i in 0..sim.opts.nodes as usize {
             sim.start(i)?;
         }
         Ok(sim)
@@ -454,6 +483,7 @@ impl Sim {
             seed: self.seed,
             step: self.step,
             what: what.into(),
+            behind_config: false,
         }
     }
 
@@ -508,7 +538,9 @@ impl Sim {
         // drawn here from the seed, keeps runs reproducible and elections decidable.
         let timeout = 10 + self.rng.below(10) as usize;
         let me = self.nodes[i].me.clone();
-        let (chan, worker, rx) = channel::open(ledger, &me, None, env, |c| {
+        // A node outside the genesis configuration joins from the latest one it was told of.
+        let hint = self.joined[i].clone();
+        let (chan, worker, rx) = channel::open(ledger, &me, hint, env, |c| {
             c.min_election_tick = timeout;
             c.max_election_tick = timeout + 1;
         })
@@ -621,6 +653,9 @@ impl Sim {
 
     fn count(&mut self, txs: &[Transaction], results: &[TxStatus]) {
         for (t, s) in txs.iter().zip(results) {
+            if s.is_committed() && self.reconfig_ids.contains(&t.id()) {
+                self.report.reconfigured += 1;
+            }
             if !self.submitted.contains_key(&t.id()) {
                 continue;
             }
@@ -806,9 +841,12 @@ impl Sim {
             j.cut = Some((at, how));
             j.lose_power = lose_power;
         }
+        if self.rng.chance(faults.reconfigure) {
+            return self.reconfigure();
+        }
         if self.rng.chance(faults.restart) {
             let i = self.rng.below(n) as usize;
-            if self.nodes[i].run.is_none() {
+            if self.nodes[i].run.is_none() && self.may_run(i) {
                 return self.start(i);
             }
         }
@@ -832,7 +870,7 @@ impl Sim {
             j.lose_power = false;
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].run.is_none() {
+            if self.nodes[i].run.is_none() && self.may_run(i) {
                 self.start(i)?;
             }
         }
@@ -855,28 +893,151 @@ impl Sim {
                 settled_for = 0;
             }
         }
-        let heights: Vec<u64> = self
+        let latest = self.latest_config();
+        let nodes: Vec<String> = self
             .nodes
             .iter()
-            .filter_map(|n| n.run.as_ref().map(|r| r.chan.ledger.tip().height))
+            .map(|n| {
+                let member = latest
+                    .as_ref()
+                    .is_some_and(|c| c.node(&n.me.name).is_some());
+                match &n.run {
+                    Some(r) => format!(
+                        "{} at {} (leader {}, sequence {}{})",
+                        n.me.name,
+                        r.chan.ledger.tip().height,
+                        r.chan.leader_id(),
+                        r.chan.ledger.in_force().sequence,
+                        if member { "" } else { ", not a member" }
+                    ),
+                    None => format!("{} down", n.me.name),
+                }
+            })
             .collect();
-        Err(self.fail(format!(
-            "nodes did not converge after healing: heights {heights:?}"
-        )))
+        let mut f = self.fail(format!(
+            "nodes did not converge after healing: {}",
+            nodes.join(", ")
+        ));
+        f.behind_config = self.nodes.iter().filter_map(|n| n.run.as_ref()).any(|r| {
+            let leader = r.chan.leader_id();
+            leader != 0 && r.chan.peer(leader).is_none()
+        });
+        Err(f)
     }
 
+    /// Every node of the latest configuration is up, knows a leader, and all are at one
+    /// height. Nodes removed on the way are left where they are.
     fn converged(&self) -> bool {
-        let mut heights = self
+        let Some(latest) = self.latest_config() else {
+            return false;
+        };
+        let members: Vec<&SimNode> = self
             .nodes
+            .iter()
+            .filter(|n| latest.node(&n.me.name).is_some())
+            .collect();
+        let mut heights = members
             .iter()
             .map(|n| n.run.as_ref().map(|r| r.chan.ledger.tip().height));
         let first = heights.next().flatten();
         first.is_some()
             && heights.all(|h| h == first)
-            && self
-                .nodes
+            && members
                 .iter()
                 .all(|n| n.run.as_ref().is_some_and(|r| r.chan.leader_id() != 0))
+    }
+
+    /// The configuration in force on the running node furthest ahead, with its sequence.
+    fn in_force(&self) -> Option<(u64, Arc<ChannelConfig>)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.run.as_ref())
+            .map(|r| r.chan.ledger.in_force())
+            .max_by_key(|f| f.sequence)
+            .map(|f| (f.sequence, f.config))
+    }
+
+    fn latest_config(&self) -> Option<Arc<ChannelConfig>> {
+        self.in_force().map(|(_, c)| c)
+    }
+
+    /// Whether a node may be started: it is in the genesis configuration or was added since.
+    fn may_run(&self, i: usize) -> bool {
+        self.config.node(&self.nodes[i].me.name).is_some() || self.joined[i].is_some()
+    }
+
+    /// Submits one membership change, signed and approved by the organization's admin, and
+    /// starts a node it adds (which joins from that configuration).
+    fn reconfigure(&mut self) -> Result<(), Failure> {
+        let Some((sequence, current)) = self.in_force() else {
+            return Ok(());
+        };
+        let mut next = (*current).clone();
+        let inside = |n: &NodeRef| current.node(&n.name).is_some();
+        let outside: Vec<NodeRef> = self
+            .nodes
+            .iter()
+            .map(|n| n.me.clone())
+            .filter(|n| !inside(n) && self.joined[self.index_of(n.id).unwrap_or(0)].is_none())
+            .collect();
+        let mut added = None;
+        match self.rng.below(4) {
+            0 | 1 if !outside.is_empty() => {
+                let n = outside[self.rng.below(outside.len() as u64) as usize].clone();
+                if self.rng.chance(0.5) {
+                    next.observers.push(n.clone());
+                } else {
+                    next.consenters.push(n.clone());
+                }
+                added = Some(n);
+            }
+            2 if !next.observers.is_empty() => {
+                let k = self.rng.below(next.observers.len() as u64) as usize;
+                let n = next.observers.remove(k);
+                next.consenters.push(n);
+            }
+            _ if next.consenters.len() > 3 => {
+                let k = self.rng.below(next.consenters.len() as u64) as usize;
+                next.consenters.remove(k);
+            }
+            _ if !next.observers.is_empty() => {
+                let k = self.rng.below(next.observers.len() as u64) as usize;
+                next.observers.remove(k);
+            }
+            _ => return Ok(()),
+        }
+        let f = fixture();
+        let mut update = ConfigUpdate::new(&current, sequence, next);
+        update.approve(&f.admin);
+        let next = Arc::new(update.config.clone());
+        let body = TxBody {
+            channel: self.config.name.clone(),
+            nonce: self.seed ^ (self.report.reconfigurations << 40) ^ 0x5eed,
+            timestamp_ms: f.epoch_ms + self.elapsed_ms.load(Ordering::Relaxed),
+            signer: Signer::Certificate(f.admin.cert_der.clone()),
+            payload: Payload::Config(Box::new(update)),
+        };
+        let tx = Transaction::sign(body, &f.admin);
+        let at = self.rng.below(self.nodes.len() as u64) as usize;
+        let Some(r) = self.nodes[at].run.as_ref() else {
+            return Ok(());
+        };
+        if r.chan.leader_id() == 0
+            || r.chan
+                .submit(tx.to_bytes(), tx.id(), &tx.signature, false)
+                .is_err()
+        {
+            return Ok(());
+        }
+        self.report.reconfigurations += 1;
+        self.reconfig_ids.push(tx.id());
+        if let Some(n) = added {
+            if let Some(i) = self.index_of(n.id) {
+                self.joined[i] = Some(next);
+                self.start(i)?;
+            }
+        }
+        self.turn(at, false)
     }
 }
 

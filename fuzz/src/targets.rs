@@ -128,7 +128,10 @@ pub fn target(name: &str) -> Option<&'static Target> {
 
 /// Real values of every kind, encoded: the corpus `tally-fuzz corpus` writes. Built from JSON
 /// where the types allow it, so that a field added later with a default keeps this compiling.
-pub fn seeds() -> Result<Vec<(&'static str, Vec<Vec<u8>>)>, String> {
+/// Each target's name with its seed inputs.
+pub type Seeds = Vec<(&'static str, Vec<Vec<u8>>)>;
+
+pub fn seeds() -> Result<Seeds, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let ca = OrgCa::generate("org1").map_err(|e| err(&e))?;
     let client = ca.issue(Role::Client, "client", &[]).map_err(|e| err(&e))?;
@@ -138,7 +141,7 @@ pub fn seeds() -> Result<Vec<(&'static str, Vec<Vec<u8>>)>, String> {
     let reads = vec![
         ReadCheck {
             key: "k1".into(),
-            version: Some(version.clone()),
+            version: Some(version),
         },
         ReadCheck {
             key: "k2".into(),

@@ -235,19 +235,13 @@ fn a_count_as_large_as_the_input_reserves_no_more_than_a_bounded_amount() {
     batch.extend_from_slice(&7u64.to_be_bytes());
     batch.extend_from_slice(&(N as u32).to_be_bytes());
     batch.extend_from_slice(&[0xff; N]);
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
-        (
-            "block",
-            Box::new(|| assert!(Block::from_bytes(&block).is_err())),
-        ),
-        (
-            "batch",
-            Box::new(|| assert!(Batch::from_bytes(&batch).is_err())),
-        ),
-        (
-            "raw batch",
-            Box::new(|| assert!(RawBatch::parse(&batch).is_err())),
-        ),
+    let block_fails = || assert!(Block::from_bytes(&block).is_err());
+    let batch_fails = || assert!(Batch::from_bytes(&batch).is_err());
+    let raw_batch_fails = || assert!(RawBatch::parse(&batch).is_err());
+    let cases: [(&str, &dyn Fn()); 3] = [
+        ("block", &block_fails),
+        ("batch", &batch_fails),
+        ("raw batch", &raw_batch_fails),
     ];
     for (what, f) in cases {
         let peak = peak_of(f);

@@ -10,12 +10,14 @@
 //! by the run's seed, so a seed replays exactly.
 //!
 //! A node's disk is the journal of the batches its worker wrote (seen through
-//! [`crate::channel::WriteHook`]), with the point up to which they were synced. A node restarts
-//! on a fresh database rebuilt from that journal: after a process crash with all of it, after a
-//! power loss with what was synced plus any prefix of what was not (RocksDB's write-ahead log
-//! recovers a prefix). A crash may also cut a node off at one of its writes, just before or
-//! just after it, which stops it between persisting and sending, or between applying two
-//! blocks, as a real crash inside a Ready would.
+//! [`crate::channel::WriteHook`]), with the point up to which they were synced, and its
+//! database always holds what the journal holds. A process crash keeps all of it; a power loss
+//! keeps what was synced plus any prefix of what was not (RocksDB's write-ahead log recovers a
+//! prefix), and the database is rolled back to that by replaying the journal. A crash may also
+//! cut a node off at one of its writes, just before or just after it, which stops it between
+//! persisting and sending, or between applying two blocks, as a real crash inside a Ready
+//! would. The database stays open across restarts: reopening RocksDB would cost more than the
+//! rest of a run, and a restart builds a new worker, ledger and Raft node on it.
 //!
 //! After every step the simulator checks that no two nodes hold different blocks at one
 //! height, that a block once applied anywhere is never lost (every node that reaches its

@@ -35,6 +35,7 @@ use crate::metrics::Metrics;
 use parking_lot::Mutex;
 use raft::prelude::{Message, MessageType};
 use rocksdb::{LogLevel, Options as DbOptions, WriteBatch, DB};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -358,15 +359,28 @@ impl Fixture {
     }
 }
 
+/// The simulated organization's CA, fixed so that every process makes the same certificates,
+/// keys, transaction ids and so the same runs: a seed replays exactly anywhere, and the order
+/// of anything sorted by transaction id does not change between processes. A throwaway test
+/// key, valid from 2026-12-03 for ten years of *simulated* time (the runs' clock starts at
+/// [`EPOCH_MS`], whatever the real date).
+const CA_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBSTCB/KADAgECAhQ2lQ9QbFPZiI2IX4ACjl99szSMezAFBgMrZXAwITENMAsG\nA1UECgwEb3JnMTEQMA4GA1UEAwwHb3JnMSBDQTAeFw0yNjEyMDMwMTE4MTRaFw0z\nNjExMzAwMTIzMTRaMCExDTALBgNVBAoMBG9yZzExEDAOBgNVBAMMB29yZzEgQ0Ew\nKjAFBgMrZXADIQBVAt/K8dRc/j5ICE/4tj3BYnmz7zcX3LD3Hls8YuQFfKNGMEQw\nDwYDVR0PAQH/BAUDAweGADAdBgNVHQ4EFgQUfTIXdxgxg0wKGTsT5RS/uNhFXL8w\nEgYDVR0TAQH/BAgwBgEB/wIBADAFBgMrZXADQQD+2lv15aYFIT8rbfr2WgdX25C5\nvHkvSAAOp6eRYjs7VYO7SpOGD0vg3F5HASclrOTEAgkCxsM6dZWpBJpthV0G\n-----END CERTIFICATE-----\n";
+const CA_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJTglXA4W7FobJC+mXaa3yeZQgIZGjIQVFyO+K1ywVoU\n-----END PRIVATE KEY-----\n";
+/// The simulated wall clock's start: an hour into the CA's validity.
+const EPOCH_MS: u64 = 1_796_264_594_106;
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let ca = OrgCa::generate("org1").expect("CA generated");
+        let ca = OrgCa::from_pem("org1", CA_CERT_PEM, CA_KEY_PEM).expect("the fixed CA loads");
+        // Keys derived from the CA and the name, validity from a fixed time: the same
+        // certificates in every process.
+        let from = (EPOCH_MS / 1000) as i64 - 1800;
         let client = ca
-            .issue(Role::Client, "sim-client", &[])
+            .issue_derived(Role::Client, "sim-client", &[], from)
             .expect("client issued");
         let admin = ca
-            .issue(Role::Admin, "sim-admin", &[])
+            .issue_derived(Role::Admin, "sim-admin", &[], from)
             .expect("admin issued");
         Fixture {
             ca_pem: ca.cert_pem(),
@@ -374,7 +388,7 @@ fn fixture() -> &'static Fixture {
             admin,
             engine: Arc::new(Engine::new(tally_runtime::Limits::default())),
             metrics: Arc::new(Metrics::new("sim", "org1")),
-            epoch_ms: tally_protocol::now_ms(),
+            epoch_ms: EPOCH_MS,
             base: Instant::now(),
             txs: Mutex::new(Vec::new()),
         }
@@ -388,8 +402,6 @@ pub struct Sim {
     opts: SimOptions,
     config: ChannelConfig,
     nodes: Vec<SimNode>,
-    /// The run's disks: RocksDB's in-memory environment, dropped with the run.
-    mem: rocksdb::Env,
     net: Vec<Packet>,
     elapsed_ms: Arc<AtomicU64>,
     /// The first hash seen at each height: every node must hold the same.
@@ -439,12 +451,6 @@ impl Sim {
             max_tx_bytes: 100_000,
             tx_window_s: 3600,
         };
-        let mem = rocksdb::Env::mem_env().map_err(|e| Failure {
-            seed,
-            step: 0,
-            what: format!("mem env: {e}"),
-            behind_config: false,
-        })?;
         let mut sim = Sim {
             seed,
             step: 0,
@@ -452,7 +458,6 @@ impl Sim {
             opts,
             config,
             nodes: Vec::new(),
-            mem,
             net: Vec::new(),
             elapsed_ms: Arc::new(AtomicU64::new(0)),
             canon: Vec::new(),
@@ -497,23 +502,9 @@ impl Sim {
         let db = match self.nodes[i].db.clone() {
             Some(db) => db,
             None => {
-                let mut o = DbOptions::default();
-                o.create_if_missing(true);
-                o.set_env(&self.mem);
-                // Logging and statistics cost more than the simulated node's work.
-                o.set_log_level(LogLevel::Fatal);
-                o.set_stats_dump_period_sec(0);
-                o.set_stats_persist_period_sec(0);
-                o.set_skip_stats_update_on_db_open(true);
-                // A run writes a few hundred kilobytes: small memtables and arenas spare the
-                // page faults of RocksDB's megabyte-sized defaults.
-                o.set_write_buffer_size(1 << 20);
-                o.set_arena_block_size(64 << 10);
-                o.set_manifest_preallocation_size(0);
-                o.set_enable_write_thread_adaptive_yield(false);
-                let db = DB::open(&o, format!("/sim/{name}"))
-                    .map_err(|e| self.fail(format!("open {name}: {e}")))?;
-                let db = Arc::new(db);
+                let db = POOL
+                    .with(|p| p.borrow_mut().take())
+                    .map_err(|e| self.fail(format!("open a database for {name}: {e}")))?;
                 self.nodes[i].db = Some(db.clone());
                 db
             }
@@ -1044,13 +1035,80 @@ impl Sim {
 }
 
 impl Drop for Sim {
-    /// The nodes' databases go before the in-memory environment they live in.
+    /// The nodes' databases go back to this thread's pool, emptied, for the next run.
     fn drop(&mut self) {
         for n in &mut self.nodes {
             n.run = None;
-            n.db = None;
+            if let Some(db) = n.db.take() {
+                if empty(&db).is_ok() {
+                    POOL.with(|p| p.borrow_mut().dbs.push(db));
+                }
+            }
         }
     }
+}
+
+/// Empties `db` for another run: one range deletion, then a compaction that drops it, so no
+/// tombstones slow the next run down.
+fn empty(db: &DB) -> Result<(), rocksdb::Error> {
+    let mut it = db.iterator(rocksdb::IteratorMode::End);
+    let Some(last) = it.next().transpose()?.map(|(k, _)| k) else {
+        return Ok(());
+    };
+    drop(it);
+    let mut end = last.to_vec();
+    end.push(0);
+    let mut wb = WriteBatch::default();
+    wb.delete_range(Vec::<u8>::new(), end);
+    db.write(wb)?;
+    db.compact_range::<&[u8], &[u8]>(None, None);
+    Ok(())
+}
+
+/// Databases kept open from one run to the next on a thread, in RocksDB's in-memory
+/// environment: opening and closing RocksDB costs as much as a short run.
+#[derive(Default)]
+struct Pool {
+    dbs: Vec<Arc<DB>>,
+    opened: usize,
+    /// Declared last: dropped after the databases that live in it.
+    mem: Option<rocksdb::Env>,
+}
+
+impl Pool {
+    fn take(&mut self) -> Result<Arc<DB>, rocksdb::Error> {
+        if let Some(db) = self.dbs.pop() {
+            return Ok(db);
+        }
+        let mem = match &self.mem {
+            Some(m) => m.clone(),
+            None => {
+                let m = rocksdb::Env::mem_env()?;
+                self.mem = Some(m.clone());
+                m
+            }
+        };
+        let mut o = DbOptions::default();
+        o.create_if_missing(true);
+        o.set_env(&mem);
+        // Logging and statistics cost more than the simulated node's work.
+        o.set_log_level(LogLevel::Fatal);
+        o.set_stats_dump_period_sec(0);
+        o.set_stats_persist_period_sec(0);
+        o.set_skip_stats_update_on_db_open(true);
+        // A run writes a few hundred kilobytes: small memtables and arenas spare the page
+        // faults of RocksDB's megabyte-sized defaults.
+        o.set_write_buffer_size(1 << 20);
+        o.set_arena_block_size(64 << 10);
+        o.set_manifest_preallocation_size(0);
+        o.set_enable_write_thread_adaptive_yield(false);
+        self.opened += 1;
+        Ok(Arc::new(DB::open(&o, format!("/sim/{}", self.opened))?))
+    }
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
 /// Deletes every key of `db`.

@@ -38,7 +38,12 @@ fn run_all_tolerating(
         opts.steps = steps;
     }
     let opts = &opts;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let threads = std::env::var("TALLY_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
+        .max(1);
+    let trace = std::env::var("TALLY_SIM_TRACE").is_ok();
     type Outcome = Result<(Vec<Report>, Vec<u64>), Failure>;
     let results: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -47,7 +52,15 @@ fn run_all_tolerating(
                     let (mut reports, mut skipped) = (Vec::new(), Vec::new());
                     for &seed in seeds.iter().skip(t).step_by(threads) {
                         match run_seed(seed, opts) {
-                            Ok(r) => reports.push(r),
+                            Ok(r) => {
+                                if trace {
+                                    eprintln!(
+                                        "{name} seed {seed}: height {} delivered {} hash {}",
+                                        r.height, r.delivered, r.last_hash
+                                    );
+                                }
+                                reports.push(r)
+                            }
                             Err(f) if tolerated(&f) => skipped.push(f.seed),
                             Err(f) => return Err(f),
                         }

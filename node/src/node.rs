@@ -237,6 +237,7 @@ impl Node {
             clock: Arc::new(channel::SystemClock),
             metrics: self.metrics.clone(),
             fsync: self.fsync,
+            writes: None,
             on_config: Arc::new(move || {
                 if let Some(n) = node.upgrade() {
                     if let Err(e) = n.refresh_trust() {

@@ -243,7 +243,7 @@ impl<'a> RawBatch<'a> {
         if n > r.remaining() {
             return Err(DecodeError::Truncated("txs"));
         }
-        let mut txs = Vec::with_capacity(n);
+        let mut txs = Vec::with_capacity(crate::codec::prealloc::<RawTx<'_>>(n));
         for _ in 0..n {
             txs.push(RawTx::read(&mut r)?);
         }

@@ -28,6 +28,17 @@ pub enum DecodeError {
 /// Upper bound of any single length prefix; protects decoders from huge allocations.
 pub const MAX_LEN: usize = 64 * 1024 * 1024;
 
+/// The most a decoder reserves ahead for a sequence, in bytes: a count is bounded by the
+/// input's length, but each element may be far larger in memory than its one byte, so a short
+/// input claiming many elements could otherwise make the decoder reserve many times its size.
+/// Beyond this the vector grows as elements actually decode.
+const MAX_PREALLOC: usize = 64 * 1024;
+
+/// How many `T` to reserve for a sequence that claims `len` elements.
+pub fn prealloc<T>(len: usize) -> usize {
+    len.min(MAX_PREALLOC / std::mem::size_of::<T>().max(1))
+}
+
 pub trait Encode {
     fn encode(&self, w: &mut Writer);
 
@@ -175,7 +186,7 @@ impl<'a> Reader<'a> {
         if len > self.buf.len() {
             return Err(DecodeError::Truncated(what));
         }
-        let mut v = Vec::with_capacity(len);
+        let mut v = Vec::with_capacity(prealloc::<T>(len));
         for _ in 0..len {
             v.push(T::decode(self)?);
         }

@@ -66,7 +66,31 @@ pub struct Env {
     pub fsync: bool,
     /// Called after a configuration change is applied, so the node trusts the right CAs.
     pub on_config: Arc<dyn Fn() + Send + Sync>,
+    /// Sees each of the worker's writes before RocksDB does: `None` in production; the
+    /// simulator records them (to model what a crash keeps) and cuts a node off at one.
+    pub writes: Option<Arc<dyn WriteHook>>,
 }
+
+/// Where the simulator may stop a node at one of its writes (a crash inside a Ready).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The write happens and the worker goes on.
+    None,
+    /// The node stops before the write reaches the disk.
+    Before,
+    /// The write reaches the disk, then the node stops.
+    After,
+}
+
+pub trait WriteHook: Send + Sync {
+    /// Called with each batch the worker is about to write; `sync` when it asked for fsync.
+    fn on_write(&self, wb: &rocksdb::WriteBatch, sync: bool) -> Cut;
+}
+
+/// The error a worker stops with when the simulator cut it off at a write.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at a write by the simulator")]
+pub struct CutOff;
 
 /// Where the channel's Raft messages go: the peer transport in production, the simulator's
 /// network in tests.

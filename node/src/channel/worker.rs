@@ -3,7 +3,7 @@
 
 use super::batching::Proposed;
 use super::handle::{Channel, SubmitFailure};
-use super::{Env, Input, TICK};
+use super::{Cut, CutOff, Env, Input, TICK};
 use crate::raft_store::RaftStore;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
@@ -214,10 +214,26 @@ impl Worker {
         }
     }
 
-    pub(super) fn write(&self, wb: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
+    pub(super) fn write(
+        &self,
+        wb: WriteBatch,
+        sync: bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let cut = self
+            .env
+            .writes
+            .as_ref()
+            .map_or(Cut::None, |w| w.on_write(&wb, sync));
+        if cut == Cut::Before {
+            return Err(CutOff.into());
+        }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && self.env.fsync);
-        self.env.db.write_opt(wb, &opts)
+        self.env.db.write_opt(wb, &opts)?;
+        if cut == Cut::After {
+            return Err(CutOff.into());
+        }
+        Ok(())
     }
 
     pub(super) fn on_ready(&mut self) -> Result<(), Box<dyn std::error::Error>> {

@@ -15,44 +15,124 @@ fn seeds(default: u64, first: u64) -> Vec<u64> {
     (first..first + n).collect()
 }
 
+/// Runs the seeds on two threads (the suite's limit), panicking with the first failure.
 fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
+    run_all_tolerating(name, seeds, opts, |_| false).0
+}
+
+/// Runs the seeds on two threads, panicking with the first failure that `tolerated` does not
+/// accept; returns the total and the seeds of the tolerated failures.
+fn run_all_tolerating(
+    name: &str,
+    seeds: &[u64],
+    opts: &SimOptions,
+    tolerated: fn(&Failure) -> bool,
+) -> (Report, Vec<u64>) {
     let start = Instant::now();
+    // Longer runs per seed: TALLY_SIM_STEPS.
+    let mut opts = opts.clone();
+    if let Some(steps) = std::env::var("TALLY_SIM_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        opts.steps = steps;
+    }
+    let opts = &opts;
+    let threads = std::env::var("TALLY_SIM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
+        .max(1);
+    let trace = std::env::var("TALLY_SIM_TRACE").is_ok();
+    type Outcome = Result<(Vec<Report>, Vec<u64>), Failure>;
+    let results: Vec<Outcome> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let (mut reports, mut skipped) = (Vec::new(), Vec::new());
+                    for &seed in seeds.iter().skip(t).step_by(threads) {
+                        match run_seed(seed, opts) {
+                            Ok(r) => {
+                                if trace {
+                                    eprintln!(
+                                        "{name} seed {seed}: height {} delivered {} hash {}",
+                                        r.height, r.delivered, r.last_hash
+                                    );
+                                }
+                                reports.push(r)
+                            }
+                            Err(f) if tolerated(&f) => skipped.push(f.seed),
+                            Err(f) => return Err(f),
+                        }
+                    }
+                    Ok((reports, skipped))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("{name}: a runner panicked"))
+            })
+            .collect()
+    });
+    let mut tolerated_seeds = Vec::new();
     let mut total = Report::default();
-    for &seed in seeds {
-        match run_seed(seed, opts) {
-            Ok(r) => {
-                total.height += r.height;
-                total.submitted += r.submitted;
-                total.committed += r.committed;
-                total.duplicates += r.duplicates;
-                total.crashes += r.crashes;
-                total.partitions += r.partitions;
-                total.delivered += r.delivered;
-                total.dropped += r.dropped;
-            }
-            Err(f) => panic!("{name}: {f}"),
+    for r in results {
+        let (reports, skipped) = r.unwrap_or_else(|f| panic!("{name}: {f}"));
+        tolerated_seeds.extend(skipped);
+        for r in reports {
+            total.height += r.height;
+            total.submitted += r.submitted;
+            total.committed += r.committed;
+            total.duplicates += r.duplicates;
+            total.crashes += r.crashes;
+            total.power_losses += r.power_losses;
+            total.cuts += r.cuts;
+            total.writes_lost += r.writes_lost;
+            total.partitions += r.partitions;
+            total.reconfigurations += r.reconfigurations;
+            total.reconfigured += r.reconfigured;
+            total.delivered += r.delivered;
+            total.dropped += r.dropped;
         }
     }
+    let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "{name}: {} seeds in {:.1} s: {} blocks, {} of {} submissions committed, {} ordered twice, {} crashes, {} partitions, {} messages delivered, {} dropped",
+        "{name}: {} seeds in {secs:.1} s ({:.0} seeds/s on {threads} threads): {} blocks, {} of {} submissions committed, {} ordered twice, {} crashes ({} power losses losing {} unsynced writes, {} cut at a write), {} partitions, {} of {} membership changes applied, {} messages delivered, {} dropped",
         seeds.len(),
-        start.elapsed().as_secs_f64(),
+        seeds.len() as f64 / secs,
         total.height,
         total.committed,
         total.submitted,
         total.duplicates,
         total.crashes,
+        total.power_losses,
+        total.writes_lost,
+        total.cuts,
         total.partitions,
+        total.reconfigured,
+        total.reconfigurations,
         total.delivered,
         total.dropped
     );
-    total
+    if !tolerated_seeds.is_empty() {
+        tolerated_seeds.sort_unstable();
+        eprintln!("{name}: tolerated failures at seeds {tolerated_seeds:?}");
+    }
+    (total, tolerated_seeds)
 }
 
 #[test]
 fn nodes_never_disagree_nor_lose_a_block_under_faults() {
-    let total = run_all("hostile", &seeds(500, 1), &SimOptions::default());
+    let total = run_all("hostile", &seeds(2000, 1), &SimOptions::default());
     assert!(total.committed > 0, "the runs committed nothing");
+    if std::env::var("TALLY_SIM_SEED").is_err() {
+        assert!(total.writes_lost > 0, "no power loss lost a write");
+        assert!(total.cuts > 0, "no node was cut off at a write");
+        assert!(total.partitions > 0, "the network was never split");
+    }
 }
 
 /// Every fault but lost or duplicated messages.
@@ -62,6 +142,7 @@ fn no_loss() -> SimOptions {
             drop: 0.0,
             duplicate: 0.0,
             partition: 0.0,
+            power_loss: 0.0,
             ..Faults::hostile()
         },
         ..SimOptions::default()
@@ -81,7 +162,13 @@ fn a_submission_is_ordered_once_across_leader_changes() {
 fn a_seed_replays_exactly() {
     let opts = SimOptions::default();
     let a = run_seed(7, &opts).unwrap_or_else(|f| panic!("{f}"));
+    // The second run after another seed on this thread: a reused database, other history.
+    run_seed(8, &opts).unwrap_or_else(|f| panic!("{f}"));
     let b = run_seed(7, &opts).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(
+        a.last_hash, b.last_hash,
+        "the runs ended on different blocks"
+    );
     assert_eq!(
         (
             a.height,
@@ -146,4 +233,90 @@ fn seeds_that_ordered_a_submission_twice_before_the_fix() {
         assert!(r.committed > 0, "seed {seed} committed nothing");
         assert_eq!(r.duplicates, 0, "seed {seed} ordered a submission twice");
     }
+}
+
+/// The vote checker: a node granting its vote to a second candidate in one term is reported.
+#[test]
+fn the_checker_notices_a_second_vote_in_a_term() {
+    let mut sim = Sim::new(5, SimOptions::default()).unwrap_or_else(|f| panic!("{f}"));
+    let vote = |to: u64| {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgRequestVoteResponse);
+        m.from = 1;
+        m.to = to;
+        m.term = 77;
+        (to, m)
+    };
+    sim.nodes[0].outbox.0.lock().push(vote(2));
+    sim.collect(0).unwrap_or_else(|f| panic!("{f}"));
+    // The same vote again (a retransmission) is no second vote.
+    sim.nodes[0].outbox.0.lock().push(vote(2));
+    sim.collect(0).unwrap_or_else(|f| panic!("{f}"));
+    sim.nodes[0].outbox.0.lock().push(vote(3));
+    let err = sim.collect(0).expect_err("a second vote went unnoticed");
+    assert!(
+        err.what.contains("voted for 2 and for 3 in term 77"),
+        "{err}"
+    );
+}
+
+/// A power loss keeps what was synced and drops a suffix of the rest; a node cut at a write
+/// keeps the write only when cut after it.
+#[test]
+fn the_disk_keeps_what_was_synced() {
+    let disk = Disk::default();
+    let batch = |k: &str| {
+        let mut wb = WriteBatch::default();
+        wb.put(k, b"v");
+        wb
+    };
+    assert_eq!(disk.on_write(&batch("a"), true), Cut::None);
+    assert_eq!(disk.on_write(&batch("b"), false), Cut::None);
+    assert_eq!(disk.0.lock().synced, 1);
+    disk.0.lock().cut = Some((1, Cut::Before));
+    assert_eq!(disk.on_write(&batch("c"), false), Cut::None);
+    assert_eq!(disk.on_write(&batch("d"), true), Cut::Before);
+    assert_eq!(
+        disk.0.lock().batches.len(),
+        3,
+        "a write cut before reached the disk"
+    );
+    disk.0.lock().cut = Some((0, Cut::After));
+    assert_eq!(disk.on_write(&batch("e"), true), Cut::After);
+    let j = disk.0.lock();
+    assert_eq!((j.batches.len(), j.synced), (4, 4));
+}
+
+/// Members added as learners or voters, promoted and removed while every fault runs.
+fn membership() -> SimOptions {
+    SimOptions {
+        spare: 2,
+        faults: Faults {
+            reconfigure: 0.01,
+            ..Faults::hostile()
+        },
+        ..SimOptions::default()
+    }
+}
+
+/// Safety holds throughout; a run that does not converge after healing fails, except for the
+/// known liveness bug (`Failure::behind_config`), whose seeds are printed.
+#[test]
+fn nodes_never_disagree_while_members_change_under_faults() {
+    let (total, _stuck) =
+        run_all_tolerating("membership", &seeds(300, 2_000_000), &membership(), |f| {
+            f.behind_config
+        });
+    if std::env::var("TALLY_SIM_SEED").is_err() {
+        assert!(total.reconfigured > 0, "no membership change took effect");
+    }
+}
+
+/// The known liveness bug, pinned: a member that missed the configuration adding the current
+/// leader cannot address it (its configuration does not list it), so it never catches up
+/// while that leader leads. Run with `--ignored` once fixed.
+#[test]
+#[ignore = "known liveness bug: a member behind a configuration change cannot answer a leader it added"]
+fn a_member_behind_a_configuration_catches_up_with_a_leader_it_added() {
+    run_seed(2_000_020, &membership()).unwrap_or_else(|f| panic!("{f}"));
 }

@@ -1,0 +1,367 @@
+//! One target per decoder, each with the property it must keep, and the real values its
+//! corpus is made from.
+
+use serde_json::json;
+use tally_protocol::codec::{Decode, Encode};
+use tally_protocol::{
+    read_auth, Approval, Batch, Block, BlockHeader, ChaincodeDefinition, ChaincodeEvent,
+    ChannelConfig, ConfigUpdate, Hash, InitCall, NodeRef, OrgCa, OrgMember, Payload, ProvenReceipt,
+    RawBatch, RawTx, ReadCheck, Receipt, Role, Signer, Transaction, TxBody, TxEffects, TxStatus,
+    Version, Write,
+};
+
+/// A decoder under test: `check` returns whether the input decoded, or what property broke.
+pub struct Target {
+    pub name: &'static str,
+    pub check: fn(&[u8]) -> Result<bool, String>,
+}
+
+/// The canonical codec's promise: a value has exactly one encoding, so whatever decodes must
+/// encode back to the very bytes it came from (else a signature over one encoding would pass
+/// for another).
+fn canonical<T: Decode + Encode>(b: &[u8]) -> Result<bool, String> {
+    match T::from_bytes(b) {
+        Err(_) => Ok(false),
+        Ok(v) if v.to_bytes() == b => Ok(true),
+        Ok(_) => Err("decoded, but encodes to other bytes".into()),
+    }
+}
+
+/// The raw transaction reader must agree with the codec on what it accepts, the id and the
+/// bytes it keeps.
+fn raw_tx(b: &[u8]) -> Result<bool, String> {
+    let raw = RawTx::parse(b);
+    let full = Transaction::from_bytes(b);
+    match (raw, full) {
+        (Err(_), Err(_)) => Ok(false),
+        (Ok(r), Ok(t)) if r.id == t.id() && r.raw == b && r.tx == t => Ok(true),
+        (Ok(_), Ok(_)) => Err("raw reader and codec disagree on the transaction".into()),
+        (Ok(_), Err(e)) => Err(format!("raw reader accepted what the codec refuses: {e}")),
+        (Err(e), Ok(_)) => Err(format!("raw reader refused what the codec accepts: {e}")),
+    }
+}
+
+fn raw_batch(b: &[u8]) -> Result<bool, String> {
+    let raw = RawBatch::parse(b);
+    let full = Batch::from_bytes(b);
+    match (raw, full) {
+        (Err(_), Err(_)) => Ok(false),
+        (Ok(r), Ok(f))
+            if r.timestamp_ms == f.timestamp_ms
+                && r.txs.len() == f.txs.len()
+                && r.txs
+                    .iter()
+                    .zip(&f.txs)
+                    .all(|(a, b)| a.tx == *b && a.id == b.id()) =>
+        {
+            Ok(true)
+        }
+        (Ok(_), Ok(_)) => Err("raw reader and codec disagree on the batch".into()),
+        (Ok(_), Err(e)) => Err(format!("raw reader accepted what the codec refuses: {e}")),
+        (Err(e), Ok(_)) => Err(format!("raw reader refused what the codec accepts: {e}")),
+    }
+}
+
+/// Receipts travel as JSON: whatever parses must survive a round trip unchanged.
+fn json<T>(b: &[u8]) -> Result<bool, String>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize + PartialEq,
+{
+    let Ok(v) = serde_json::from_slice::<T>(b) else {
+        return Ok(false);
+    };
+    let again = serde_json::to_vec(&v).map_err(|e| format!("cannot encode what parsed: {e}"))?;
+    match serde_json::from_slice::<T>(&again) {
+        Ok(w) if w == v => Ok(true),
+        _ => Err("a parsed value does not survive a JSON round trip".into()),
+    }
+}
+
+fn read_auth_header(b: &[u8]) -> Result<bool, String> {
+    let s = String::from_utf8_lossy(b);
+    Ok(read_auth::parse_auth(&s).is_ok())
+}
+
+pub fn targets() -> &'static [Target] {
+    macro_rules! t {
+        ($name:literal, $f:expr) => {
+            Target {
+                name: $name,
+                check: $f,
+            }
+        };
+    }
+    static TARGETS: &[Target] = &[
+        t!("hash", canonical::<Hash>),
+        t!("version", canonical::<Version>),
+        t!("signer", canonical::<Signer>),
+        t!("read_check", canonical::<ReadCheck>),
+        t!("write", canonical::<Write>),
+        t!("payload", canonical::<Payload>),
+        t!("tx_body", canonical::<TxBody>),
+        t!("transaction", canonical::<Transaction>),
+        t!("raw_tx", raw_tx),
+        t!("batch", canonical::<Batch>),
+        t!("raw_batch", raw_batch),
+        t!("tx_status", canonical::<TxStatus>),
+        t!("block_header", canonical::<BlockHeader>),
+        t!("block", canonical::<Block>),
+        t!("org_member", canonical::<OrgMember>),
+        t!("node_ref", canonical::<NodeRef>),
+        t!("channel_config", canonical::<ChannelConfig>),
+        t!("approval", canonical::<Approval>),
+        t!("config_update", canonical::<ConfigUpdate>),
+        t!("init_call", canonical::<InitCall>),
+        t!("chaincode_definition", canonical::<ChaincodeDefinition>),
+        t!("chaincode_event", canonical::<ChaincodeEvent>),
+        t!("tx_effects", canonical::<TxEffects>),
+        t!("receipt_json", json::<Receipt>),
+        t!("proven_receipt_json", json::<ProvenReceipt>),
+        t!("read_auth", read_auth_header),
+    ];
+    TARGETS
+}
+
+pub fn target(name: &str) -> Option<&'static Target> {
+    targets().iter().find(|t| t.name == name)
+}
+
+/// Real values of every kind, encoded: the corpus `tally-fuzz corpus` writes. Built from JSON
+/// where the types allow it, so that a field added later with a default keeps this compiling.
+/// Each target's name with its seed inputs.
+pub type Seeds = Vec<(&'static str, Vec<Vec<u8>>)>;
+
+pub fn seeds() -> Result<Seeds, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let ca = OrgCa::generate("org1").map_err(|e| err(&e))?;
+    let client = ca.issue(Role::Client, "client", &[]).map_err(|e| err(&e))?;
+    let admin = ca.issue(Role::Admin, "admin", &[]).map_err(|e| err(&e))?;
+    let h = |b: u8| Hash([b; 32]);
+    let version = Version { block: 7, tx: 2 };
+    let reads = vec![
+        ReadCheck {
+            key: "k1".into(),
+            version: Some(version),
+        },
+        ReadCheck {
+            key: "k2".into(),
+            version: None,
+        },
+    ];
+    let writes = vec![
+        Write {
+            key: "k1".into(),
+            value: Some(b"v1".to_vec()),
+        },
+        Write {
+            key: "gone".into(),
+            value: None,
+        },
+    ];
+    let init = InitCall {
+        function: "init".into(),
+        args: vec![1, 2, 3],
+    };
+    let definition = ChaincodeDefinition {
+        name: "asset".into(),
+        version: "1.0".into(),
+        sequence: 1,
+        module_hash: h(9),
+        init: Some(init.clone()),
+    };
+    let payloads = vec![
+        Payload::KvWrite {
+            reads: reads.clone(),
+            writes: writes.clone(),
+        },
+        Payload::ChaincodeInstall {
+            definition: definition.clone(),
+            module: b"\0asm\x01\0\0\0".to_vec(),
+        },
+        Payload::ChaincodeApprove {
+            name: "asset".into(),
+            sequence: 1,
+            module_hash: h(9),
+        },
+        Payload::ChaincodeCommit {
+            name: "asset".into(),
+            sequence: 1,
+        },
+        Payload::Invoke {
+            chaincode: "asset".into(),
+            function: "transfer".into(),
+            args: b"a\0b\x05".to_vec(),
+            fuel: 1_000_000,
+        },
+    ];
+    let signers = vec![
+        Signer::Certificate(client.cert_der.clone()),
+        Signer::CertHash(h(3)),
+    ];
+    let node = |id: u64| -> Result<NodeRef, String> {
+        serde_json::from_value(json!({
+            "id": id, "name": format!("n{id}"), "org": "org1",
+            "peer_addr": format!("10.0.0.{id}:7051"), "api_url": format!("https://10.0.0.{id}:8443"),
+        }))
+        .map_err(|e| err(&e))
+    };
+    let nodes = vec![node(1)?, node(2)?, node(3)?];
+    let member: OrgMember =
+        serde_json::from_value(json!({"name": "org1", "ca_pem": ca.cert_pem()}))
+            .map_err(|e| err(&e))?;
+    let config: ChannelConfig = serde_json::from_value(json!({
+        "name": "trade", "members": [member], "consenters": nodes[..2], "observers": nodes[2..],
+        "policies": {"writers": ["org1"], "readers": ["org1"], "admins": ["org1"]},
+        "snapshot_interval": 100,
+    }))
+    .map_err(|e| err(&e))?;
+    let bodies: Vec<TxBody> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| TxBody {
+            channel: "trade".into(),
+            nonce: i as u64,
+            timestamp_ms: 1_760_000_000_000 + i as u64,
+            signer: signers[i % 2].clone(),
+            payload: p.clone(),
+        })
+        .collect();
+    let mut txs: Vec<Transaction> = bodies
+        .iter()
+        .map(|b| Transaction::sign(b.clone(), &client))
+        .collect();
+    let update_body = TxBody {
+        channel: "trade".into(),
+        nonce: 99,
+        timestamp_ms: 1_760_000_000_000,
+        signer: Signer::Certificate(admin.cert_der.clone()),
+        payload: Payload::Config(Box::new(ConfigUpdate {
+            sequence: 1,
+            base: h(4),
+            config: config.clone(),
+            approvals: vec![],
+        })),
+    };
+    let update = ConfigUpdate {
+        sequence: 1,
+        base: h(4),
+        config: config.clone(),
+        approvals: vec![Approval {
+            certificate: admin.cert_der.clone(),
+            signature: admin.sign(&h(5).0).to_vec(),
+        }],
+    };
+    txs.push(Transaction::sign(update_body.clone(), &admin));
+    let statuses = vec![
+        TxStatus::Committed,
+        TxStatus::Rejected {
+            code: tally_protocol::RejectCode::ALL[3],
+            reason: "stale read of k1".into(),
+        },
+    ];
+    let event = ChaincodeEvent {
+        name: "moved".into(),
+        payload: b"a->b".to_vec(),
+    };
+    let effects = TxEffects {
+        chaincode: "asset".into(),
+        reads: reads.clone(),
+        writes: writes.clone(),
+        events: vec![event.clone()],
+        result: b"ok".to_vec(),
+        fuel_used: 4242,
+    };
+    let header: BlockHeader = serde_json::from_value(json!({
+        "channel": "trade", "number": 12, "prev_hash": h(1), "tx_root": h(2),
+        "state_root": h(3), "timestamp_ms": 1_760_000_000_000u64, "raft_term": 3, "raft_index": 40,
+    }))
+    .map_err(|e| err(&e))?;
+    let batches = vec![
+        Batch {
+            timestamp_ms: 1_760_000_000_000,
+            txs: vec![],
+        },
+        Batch {
+            timestamp_ms: 1_760_000_000_001,
+            txs: txs[..2].to_vec(),
+        },
+        Batch {
+            timestamp_ms: 1_760_000_000_002,
+            txs: txs.clone(),
+        },
+    ];
+    let block = Block {
+        header: header.clone(),
+        txs: txs[..2].to_vec(),
+        results: statuses.clone(),
+        effects: vec![None, Some(effects.clone())],
+    };
+    let empty_block = Block {
+        header: header.clone(),
+        txs: vec![],
+        results: vec![],
+        effects: vec![],
+    };
+    let receipt = json!({
+        "tx_id": txs[0].id(), "channel": "trade", "block": 12, "index": 0, "status": "committed",
+        "block_hash": header.hash(), "effects": effects,
+    });
+    let rejected = json!({
+        "tx_id": txs[1].id(), "channel": "trade", "block": 12, "index": 1, "status": "rejected",
+        "code": tally_protocol::RejectCode::ALL[3], "reason": "stale", "block_hash": header.hash(),
+    });
+    let ids: Vec<Hash> = txs[..2].iter().map(|t| t.id()).collect();
+    let proof = tally_protocol::merkle::prove(&ids, 1).ok_or("no merkle proof")?;
+    let proven = json!({
+        "receipt": rejected, "proof": {"tx_id": ids[1], "header": header, "merkle": proof},
+    });
+    let enc = |v: Vec<Vec<u8>>| v;
+    fn all<T: Encode>(v: &[T]) -> Vec<Vec<u8>> {
+        v.iter().map(|x| x.to_bytes()).collect()
+    }
+    let js = |v: &[serde_json::Value]| -> Vec<Vec<u8>> {
+        v.iter()
+            .map(|x| serde_json::to_vec(x).unwrap_or_default())
+            .collect()
+    };
+    let (_cert, auth) = read_auth::sign(
+        &client,
+        "GET",
+        "/v1/channels/trade/keys/k1",
+        1_760_000_000_000,
+    );
+    Ok(vec![
+        ("hash", all(&[h(0), h(0xab)])),
+        ("version", all(&[version])),
+        ("signer", all(&signers)),
+        ("read_check", all(&reads)),
+        ("write", all(&writes)),
+        ("payload", all(&payloads)),
+        ("tx_body", all(&bodies)),
+        ("transaction", all(&txs)),
+        ("raw_tx", all(&txs)),
+        ("batch", all(&batches)),
+        ("raw_batch", all(&batches)),
+        ("tx_status", all(&statuses)),
+        ("block_header", all(&[header])),
+        ("block", all(&[block, empty_block])),
+        ("org_member", all(&config.members)),
+        ("node_ref", all(&nodes)),
+        ("channel_config", all(&[config])),
+        ("approval", all(&update.approvals)),
+        ("config_update", all(&[update])),
+        ("init_call", all(&[init])),
+        ("chaincode_definition", all(&[definition])),
+        ("chaincode_event", all(&[event])),
+        ("tx_effects", all(&[effects])),
+        ("receipt_json", js(&[receipt, rejected])),
+        ("proven_receipt_json", js(&[proven])),
+        (
+            "read_auth",
+            enc(vec![
+                auth.into_bytes(),
+                format!("0.{}", "ab".repeat(64)).into_bytes(),
+            ]),
+        ),
+    ])
+}

@@ -20,6 +20,7 @@ use tally_runtime::Engine;
 use thiserror::Error;
 
 mod apply;
+mod block_time;
 mod chaincode;
 mod checks;
 mod reads;

@@ -146,8 +146,8 @@ pub const MAX_BATCH_TXS: u32 = 10_000;
 /// Most bytes of transactions in one block: a Raft entry carries one block's batch, and a peer
 /// frame must hold it (the node checks its frame limit against this at compile time).
 pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
-/// Smallest `max_tx_bytes`: below it no transaction signed with a full certificate fits.
-pub const MIN_MAX_TX_BYTES: u32 = 4096;
+/// Smallest `max_tx_bytes`: below it not even a transaction signed by certificate hash fits.
+pub const MIN_MAX_TX_BYTES: u32 = 64;
 /// Widest transaction window (which is also how far one block's time may step ahead of the
 /// previous block's without its transactions vouching for it).
 pub const MAX_TX_WINDOW_S: u32 = 86_400;
@@ -428,7 +428,7 @@ mod tests {
             (|c| c.batch.max_bytes = MAX_BATCH_BYTES + 1, "peer frame"),
             (|c| c.batch.max_txs = MAX_BATCH_TXS + 1, "at most"),
             (|c| c.max_tx_bytes = c.batch.max_bytes + 1, "max_tx_bytes"),
-            (|c| c.max_tx_bytes = 100, "max_tx_bytes"),
+            (|c| c.max_tx_bytes = 10, "max_tx_bytes"),
             (|c| c.tx_window_s = 0, "tx_window_s"),
             (|c| c.tx_window_s = MAX_TX_WINDOW_S + 1, "tx_window_s"),
         ];

@@ -676,8 +676,26 @@ async fn a_node_with_a_clock_an_hour_fast_does_not_stall_the_channel() {
     // The fast node as the leader.
     make_leader(&c, &fast).await;
     for i in 0..5 {
-        commit_one(&c, &a, CH, &format!("fast-leader-a-{i}")).await;
-        commit_one(&c, &b, CH, &format!("fast-leader-b-{i}")).await;
+        for n in [&a, &b] {
+            // The first write waits out one election: given a minute, not asserted on.
+            let id = c.identity(&c.node_org(n), Role::Client);
+            let tx = sign_writes(
+                &id,
+                CH,
+                vec![put(&format!("fast-leader-{n}-{i}"), b"v")],
+                false,
+            );
+            let r = c
+                .client(n)
+                .submit_wait_for(&tx, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("write {i} through {n} with a fast leader: {e}"));
+            assert!(
+                r.status.is_committed(),
+                "write {i} through {n}: {:?}",
+                r.status
+            );
+        }
     }
     let (now_leader, _) = leader(&c, CH).await;
     assert_ne!(now_leader, fast, "the fast node still leads");

@@ -422,9 +422,11 @@ mod tests {
         config().validate().expect("defaults validate");
     }
 
+    type Change = fn(&mut ChannelConfig);
+
     #[test]
     fn sizes_and_window_out_of_bounds_are_refused_with_the_setting_named() {
-        let cases: Vec<(fn(&mut ChannelConfig), &str)> = vec![
+        let cases: Vec<(Change, &str)> = vec![
             (|c| c.batch.max_bytes = MAX_BATCH_BYTES + 1, "peer frame"),
             (|c| c.batch.max_txs = MAX_BATCH_TXS + 1, "at most"),
             (|c| c.max_tx_bytes = c.batch.max_bytes + 1, "max_tx_bytes"),

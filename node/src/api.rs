@@ -383,7 +383,7 @@ async fn submit(node: &Node, chan: Arc<Channel>, req: Request<Incoming>) -> Resp
         Ok(None) => {}
         Err(e) => return internal(e),
     }
-    let signer = match ledger.precheck(&tx, raw.len(), tally_protocol::now_ms()) {
+    let signer = match ledger.precheck(&tx, raw.len(), crate::wall_clock::now_ms()) {
         Ok(s) => s,
         Err((code, msg)) => return reject(code, msg),
     };

@@ -23,3 +23,4 @@ pub mod sim;
 pub mod tls;
 pub mod transport;
 pub mod verifier;
+pub mod wall_clock;

@@ -1,4 +1,5 @@
-//! Bounds shared by the listeners: back-off when accepting fails.
+//! Bounds shared by the listeners: back-off when accepting fails; and the check that a
+//! channel's largest block fits a peer frame.
 
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -64,3 +65,14 @@ impl AcceptBackoff {
         }
     }
 }
+
+/// Raft sends at most this many bytes of entries per message (and one entry more).
+pub const RAFT_MSG_BYTES: u64 = 4 * 1024 * 1024;
+
+// A Raft append carries up to RAFT_MSG_BYTES of entries plus one entry, and an entry is one
+// batch, which channel configurations bound by MAX_BATCH_BYTES. If the frame limit ever
+// shrinks below that, the build fails here instead of a channel failing to replicate.
+const _: () = assert!(
+    crate::transport::MAX_FRAME as u64
+        >= RAFT_MSG_BYTES + tally_protocol::config::MAX_BATCH_BYTES as u64 + 64 * 1024
+);

@@ -112,6 +112,8 @@ fn main() {
         "info,raft=warn",
     );
     raise_file_limit();
+    // Read once at start, so that a test clock offset is logged before anything uses it.
+    tally_node::wall_clock::now_ms();
     if let Err(e) = run(args) {
         error!("{e:#}");
         eprintln!("tally-node: {e:#}");

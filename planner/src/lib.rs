@@ -835,6 +835,8 @@ fn plan_channels(
                 timeout_ms: ordering.batch_timeout_ms,
             },
         };
+        // A transaction never outgrows a block: small blocks bring a smaller transaction limit.
+        genesis.max_tx_bytes = genesis.max_tx_bytes.min(genesis.batch.max_bytes);
         genesis.snapshot_interval = ch.snapshot_interval.unwrap_or(ordering.snapshot_interval);
         genesis.policies.readers = policies.readers.clone();
         genesis.policies.writers = policies.writers.clone();

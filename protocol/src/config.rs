@@ -124,7 +124,33 @@ pub enum ConfigError {
     },
     #[error("channel {channel}: batch settings must be positive")]
     BadBatch { channel: String },
+    #[error(
+        "channel {channel}: a block may hold at most {max} transactions (batch max_txs is {got})"
+    )]
+    BatchTooManyTxs { channel: String, got: u32, max: u32 },
+    #[error("channel {channel}: batch max_bytes is {got}; blocks must stay within {max} bytes so that they fit a peer frame")]
+    BatchTooLarge { channel: String, got: u32, max: u32 },
+    #[error("channel {channel}: max_tx_bytes is {got}; it must be at least {min} and at most the batch max_bytes ({batch})")]
+    BadMaxTxBytes {
+        channel: String,
+        got: u32,
+        min: u32,
+        batch: u32,
+    },
+    #[error("channel {channel}: tx_window_s is {got}; it must be between 1 and {max} seconds")]
+    BadTxWindow { channel: String, got: u32, max: u32 },
 }
+
+/// Most transactions in one block.
+pub const MAX_BATCH_TXS: u32 = 10_000;
+/// Most bytes of transactions in one block: a Raft entry carries one block's batch, and a peer
+/// frame must hold it (the node checks its frame limit against this at compile time).
+pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
+/// Smallest `max_tx_bytes`: below it not even a transaction signed by certificate hash fits.
+pub const MIN_MAX_TX_BYTES: u32 = 64;
+/// Widest transaction window (which is also how far one block's time may step ahead of the
+/// previous block's without its transactions vouching for it).
+pub const MAX_TX_WINDOW_S: u32 = 86_400;
 
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
@@ -167,6 +193,7 @@ impl ChannelConfig {
         if self.batch.max_txs == 0 || self.batch.max_bytes == 0 || self.batch.timeout_ms == 0 {
             return Err(ConfigError::BadBatch { channel: ch() });
         }
+        self.validate_bounds()?;
         let mut orgs = BTreeSet::new();
         let mut cas = Vec::new();
         for m in &self.members {
@@ -223,6 +250,42 @@ impl ChannelConfig {
             }
         }
         Ok(cas)
+    }
+
+    /// The sizes and times every node relies on: a block fits a peer frame, a transaction
+    /// fits a block, and the transaction window (the block-time step) is sane.
+    fn validate_bounds(&self) -> Result<(), ConfigError> {
+        let ch = || self.name.clone();
+        if self.batch.max_txs > MAX_BATCH_TXS {
+            return Err(ConfigError::BatchTooManyTxs {
+                channel: ch(),
+                got: self.batch.max_txs,
+                max: MAX_BATCH_TXS,
+            });
+        }
+        if self.batch.max_bytes > MAX_BATCH_BYTES {
+            return Err(ConfigError::BatchTooLarge {
+                channel: ch(),
+                got: self.batch.max_bytes,
+                max: MAX_BATCH_BYTES,
+            });
+        }
+        if self.max_tx_bytes < MIN_MAX_TX_BYTES || self.max_tx_bytes > self.batch.max_bytes {
+            return Err(ConfigError::BadMaxTxBytes {
+                channel: ch(),
+                got: self.max_tx_bytes,
+                min: MIN_MAX_TX_BYTES,
+                batch: self.batch.max_bytes,
+            });
+        }
+        if self.tx_window_s == 0 || self.tx_window_s > MAX_TX_WINDOW_S {
+            return Err(ConfigError::BadTxWindow {
+                channel: ch(),
+                got: self.tx_window_s,
+                max: MAX_TX_WINDOW_S,
+            });
+        }
+        Ok(())
     }
 
     pub fn nodes(&self) -> impl Iterator<Item = &NodeRef> {
@@ -328,5 +391,58 @@ impl Decode for ChannelConfig {
             max_tx_bytes: r.u32("max_tx_bytes")?,
             tx_window_s: r.u32("tx_window_s")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ChannelConfig {
+        let ca = crate::OrgCa::generate("org1").expect("ca");
+        ChannelConfig::new(
+            "ch",
+            vec![OrgMember {
+                name: "org1".into(),
+                ca_pem: ca.cert_pem(),
+            }],
+            vec![NodeRef {
+                id: 1,
+                name: "n1".into(),
+                org: "org1".into(),
+                peer_addr: "127.0.0.1:1".into(),
+                api_url: "http://127.0.0.1:2".into(),
+            }],
+            vec![],
+        )
+    }
+
+    #[test]
+    fn defaults_are_within_bounds() {
+        config().validate().expect("defaults validate");
+    }
+
+    type Change = fn(&mut ChannelConfig);
+
+    #[test]
+    fn sizes_and_window_out_of_bounds_are_refused_with_the_setting_named() {
+        let cases: Vec<(Change, &str)> = vec![
+            (|c| c.batch.max_bytes = MAX_BATCH_BYTES + 1, "peer frame"),
+            (|c| c.batch.max_txs = MAX_BATCH_TXS + 1, "at most"),
+            (|c| c.max_tx_bytes = c.batch.max_bytes + 1, "max_tx_bytes"),
+            (|c| c.max_tx_bytes = 10, "max_tx_bytes"),
+            (|c| c.tx_window_s = 0, "tx_window_s"),
+            (|c| c.tx_window_s = MAX_TX_WINDOW_S + 1, "tx_window_s"),
+        ];
+        for (change, says) in cases {
+            let mut c = config();
+            change(&mut c);
+            let e = c.validate().expect_err("out of bounds").to_string();
+            assert!(e.contains(says), "{e:?} should mention {says:?}");
+        }
+        let mut c = config();
+        c.batch.max_bytes = MAX_BATCH_BYTES;
+        c.max_tx_bytes = MAX_BATCH_BYTES;
+        c.validate().expect("the bounds themselves are allowed");
     }
 }

@@ -522,3 +522,276 @@ async fn a_flood_of_maximal_fuel_queries_leaves_writes_committing() {
     assert_leader_unmoved(&c, CH, &before, "a query flood").await;
     c.assert_healthy();
 }
+
+// ---- time and fuel (the leader's clock, the block's fuel) ------------------------------------
+
+/// tally-node's test-only clock offset (debug builds only; see node/src/wall_clock.rs).
+const CLOCK_OFFSET_VAR: &str = "TALLY_TEST_ONLY_CLOCK_OFFSET_MS";
+const HOUR_MS: u64 = 3_600_000;
+/// How far ahead of a follower's clock a block time may be (channel::clock_check).
+const CLOCK_TOLERANCE_MS: u64 = 30_000;
+
+fn admin(c: &LocalCluster, node: &str) -> tally_client::AdminClient {
+    let org = c.node_org(node);
+    tally_client::AdminClient::new(
+        &c.admin_addr(node),
+        &c.ca_pem(&org),
+        &c.identity(&org, Role::Admin),
+    )
+    .expect("admin client")
+}
+
+/// A put signed `ahead_ms` ahead of the real clock: a client sharing a fast clock.
+fn put_dated(
+    c: &LocalCluster,
+    node: &str,
+    key: &str,
+    ahead_ms: u64,
+) -> tally_protocol::Transaction {
+    let id = c.identity(&c.node_org(node), Role::Client);
+    let now = tally_protocol::now_ms();
+    let body = tally_protocol::TxBody {
+        channel: CH.to_string(),
+        nonce: now ^ 0x5eed,
+        timestamp_ms: now + ahead_ms,
+        signer: tally_client::txs::signer(&id, false),
+        payload: tally_protocol::Payload::KvWrite {
+            reads: vec![],
+            writes: vec![put(key, b"v")],
+        },
+    };
+    tally_client::txs::sign_body(&id, body)
+}
+
+/// Asks the leader to hand over until `want` leads (handing over picks the caught-up voter
+/// with the lowest id, so the node with the lowest id is reached from any other).
+async fn make_leader(c: &LocalCluster, want: &str) {
+    for _ in 0..20 {
+        let (l, _) = leader(c, CH).await;
+        if l == want {
+            return;
+        }
+        let _ = admin(c, &l).release_leadership().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{want} never became the leader");
+}
+
+/// Asks `node` to hand leadership over until another node leads.
+async fn make_not_leader(c: &LocalCluster, node: &str) {
+    for _ in 0..20 {
+        let (l, _) = leader(c, CH).await;
+        if l != node {
+            return;
+        }
+        let _ = admin(c, &l).release_leadership().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{node} kept the leadership");
+}
+
+/// Every block on `node` is stamped no later than its reader's clock plus the tolerance.
+async fn assert_no_block_from_the_future(c: &LocalCluster, node: &str) {
+    let client = c.client(node);
+    let top = client
+        .block(CH, None)
+        .await
+        .expect("last block")
+        .header
+        .number;
+    let now = tally_protocol::now_ms();
+    for n in 0..=top {
+        let b = client.block(CH, Some(n)).await.expect("block");
+        assert!(
+            b.header.timestamp_ms <= now + CLOCK_TOLERANCE_MS,
+            "block {n} on {node} is stamped {} ms ahead of the real clock",
+            b.header.timestamp_ms.saturating_sub(now)
+        );
+    }
+}
+
+/// A client sharing the fast clock: refused at a correct node as soon as it submits, and
+/// ordered but rejected as from the future when it goes through the fast node.
+async fn fast_client_is_refused(c: &LocalCluster, correct: &str, fast: &str, key: &str) {
+    let tx = put_dated(c, correct, &format!("{key}-correct"), HOUR_MS);
+    let e = c
+        .client(correct)
+        .submit_wait(&tx)
+        .await
+        .expect_err("a transaction from an hour ahead is refused at submission");
+    assert_eq!(e.api_code(), Some("expired"), "{e}");
+    assert!(e.to_string().contains("future"), "{e}");
+    let tx = put_dated(c, fast, &format!("{key}-fast"), HOUR_MS);
+    let r = c
+        .client(fast)
+        .submit_wait_for(&tx, Duration::from_secs(60))
+        .await
+        .expect("the fast node takes it; the ledger answers");
+    match &r.status {
+        tally_protocol::TxStatus::Rejected { code, reason } => {
+            assert_eq!(*code, tally_protocol::RejectCode::Expired, "{reason}");
+            assert!(reason.contains("future"), "{reason}");
+        }
+        s => panic!("a transaction from an hour ahead was not rejected: {s:?}"),
+    }
+}
+
+/// One node runs an hour fast (a test clock offset), first as a follower, then as the
+/// leader, with clients on correct clocks writing through the other nodes throughout, and a
+/// client sharing the fast clock. As a follower the fast node changes nothing (the leader
+/// stamps block time, also on the batches it forwards). As the leader its first stamped batch
+/// is not accepted by the correct followers, which ignore it and elect one of themselves: the
+/// writes commit, no block is stamped ahead, and the fast node follows again. The fast
+/// client's transactions are refused as from the future; nobody else's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_clock_an_hour_fast_does_not_stall_the_channel() {
+    let c = start("adv-clock", &[CH]).await;
+    let fast = c
+        .channel_nodes(CH)
+        .into_iter()
+        .min_by_key(|n| c.node_id(n))
+        .expect("nodes");
+    commit_one(&c, &fast, CH, "before-skew").await;
+
+    // The fast node as a follower.
+    make_not_leader(&c, &fast).await;
+    c.set_node_env(&fast, CLOCK_OFFSET_VAR, &HOUR_MS.to_string());
+    c.restart(&fast).await.expect("restart the fast node");
+    c.wait_node_ready(&fast, Duration::from_secs(60))
+        .await
+        .expect("the fast node rejoins");
+    assert!(
+        c.log_contains(&fast, "deliberately offset"),
+        "the fast node did not take the test clock offset"
+    );
+    make_not_leader(&c, &fast).await;
+    let (a, b) = others(&c, CH, &fast);
+    for i in 0..5 {
+        commit_one(&c, &a, CH, &format!("fast-follower-a-{i}")).await;
+        commit_one(&c, &b, CH, &format!("fast-follower-b-{i}")).await;
+    }
+    fast_client_is_refused(&c, &a, &fast, "future-1").await;
+    assert_no_block_from_the_future(&c, &a).await;
+
+    // The fast node as the leader.
+    make_leader(&c, &fast).await;
+    for i in 0..5 {
+        for n in [&a, &b] {
+            // The first write waits out one election: given a minute, not asserted on.
+            let id = c.identity(&c.node_org(n), Role::Client);
+            let tx = sign_writes(
+                &id,
+                CH,
+                vec![put(&format!("fast-leader-{n}-{i}"), b"v")],
+                false,
+            );
+            let r = c
+                .client(n)
+                .submit_wait_for(&tx, Duration::from_secs(60))
+                .await
+                .unwrap_or_else(|e| panic!("write {i} through {n} with a fast leader: {e}"));
+            assert!(
+                r.status.is_committed(),
+                "write {i} through {n}: {:?}",
+                r.status
+            );
+        }
+    }
+    let (now_leader, _) = leader(&c, CH).await;
+    assert_ne!(now_leader, fast, "the fast node still leads");
+    assert!(
+        c.log_contains(&a, "stamps blocks ahead") || c.log_contains(&b, "stamps blocks ahead"),
+        "no correct node saw the fast leader's stamp: the leader phase tested nothing"
+    );
+    fast_client_is_refused(&c, &a, &fast, "future-2").await;
+    c.wait_converged(CH, Duration::from_secs(60))
+        .await
+        .expect("the fast node follows the others again");
+    for n in [&a, &b, &fast] {
+        assert_no_block_from_the_future(&c, n).await;
+    }
+    c.assert_healthy();
+}
+
+/// Clients flood the channel with invokes of a function that spins until it runs out of fuel.
+/// Each block spends at most its fuel budget: at most two invokes per block run to the
+/// per-call limit, the rest of the block's invokes are rejected out_of_fuel saying the block's
+/// budget is spent; plain writes keep committing meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_spinning_invokes_is_bounded_per_block_and_writes_commit() {
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("adversarial-contracts");
+    let Some(dir) = build_contracts(&out) else {
+        return;
+    };
+    let module = std::fs::read(dir.join("runaway.wasm")).expect("runaway.wasm built");
+    let c = start("adv-block-fuel", &[CH]).await;
+    deploy_chaincode(&c, CH, "runaway", &module).await;
+    let (l, _) = leader(&c, CH).await;
+    let (a, _) = others(&c, CH, &l);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..6)
+        .map(|k| {
+            let client = c.client(&a);
+            let id = c.identity(&c.node_org(&a), Role::Client);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) && n < 40 {
+                    let tx = tally_client::txs::sign_invoke(
+                        &id,
+                        CH,
+                        "runaway",
+                        "spin",
+                        vec![],
+                        0,
+                        false,
+                    );
+                    n += 1;
+                    match client.submit_wait_for(&tx, Duration::from_secs(120)).await {
+                        Ok(r) => receipts.push(r),
+                        Err(e) if e.api_code() == Some("busy") => {
+                            tokio::time::sleep(Duration::from_millis(100)).await
+                        }
+                        Err(e) => panic!("flood {k}: {e}"),
+                    }
+                }
+                receipts
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        commit_one(&c, &l, CH, &format!("during-spin-{i}")).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut per_block: std::collections::BTreeMap<u64, (u32, u32)> = Default::default();
+    for f in flood {
+        for r in f.await.expect("flood task") {
+            let tally_protocol::TxStatus::Rejected { code, reason } = &r.status else {
+                panic!("a spinning invoke committed: {:?}", r.status);
+            };
+            assert_eq!(*code, tally_protocol::RejectCode::OutOfFuel, "{reason}");
+            let e = per_block.entry(r.block).or_default();
+            if reason.contains("fuel budget") {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+    }
+    let ran: u32 = per_block.values().map(|v| v.0).sum();
+    let cut: u32 = per_block.values().map(|v| v.1).sum();
+    eprintln!("{} blocks of spinning invokes: {ran} ran to the call limit, {cut} refused by the block budget", per_block.len());
+    for (block, (ran, _)) in &per_block {
+        assert!(
+            *ran <= 2,
+            "block {block} ran {ran} invokes to the per-call limit"
+        );
+    }
+    assert!(ran > 0, "no invoke ran: the flood tested nothing");
+    assert!(
+        cut > 0,
+        "no block held more invokes than its budget: the flood tested nothing"
+    );
+    c.assert_healthy();
+}

@@ -12,9 +12,7 @@ use tally_protocol::RawBatch;
 
 impl Worker {
     pub(super) fn propose(&mut self) {
-        let txs = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        self.batch_started = None;
+        let txs = self.take_batch();
         if txs.is_empty() {
             return;
         }
@@ -32,6 +30,33 @@ impl Worker {
         for (id, raw) in txs {
             self.inflight.insert(id, Proposed { raw, at: now, term });
         }
+    }
+
+    /// The next batch from the front of the pending queue: at most the channel's count and
+    /// bytes (one transaction at least, which `max_tx_bytes <= batch.max_bytes` keeps within
+    /// bounds), so a block always fits a peer frame however much piled up. What remains
+    /// starts the next batch at once.
+    fn take_batch(&mut self) -> Vec<(Hash, Vec<u8>)> {
+        let max_txs = (self.batch.max_txs as usize).max(1);
+        let max_bytes = self.batch.max_bytes as usize;
+        let mut bytes = 0usize;
+        let mut n = 0;
+        for (_, raw) in &self.pending {
+            if n == max_txs || (n > 0 && bytes + raw.len() > max_bytes) {
+                break;
+            }
+            bytes += raw.len();
+            n += 1;
+        }
+        let rest = self.pending.split_off(n);
+        let txs = std::mem::replace(&mut self.pending, rest);
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        self.batch_started = if self.pending.is_empty() {
+            None
+        } else {
+            Some(self.env.clock.now())
+        };
+        txs
     }
 
     /// Queues again what this node proposed and is certainly lost, so that a submission is

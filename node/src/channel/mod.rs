@@ -28,6 +28,7 @@ use tokio::sync::broadcast;
 use tracing::error;
 
 mod batching;
+mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
@@ -127,7 +128,7 @@ impl Clock for SystemClock {
         Instant::now()
     }
     fn wall_ms(&self) -> u64 {
-        tally_protocol::now_ms()
+        crate::wall_clock::now_ms()
     }
 }
 
@@ -180,7 +181,7 @@ pub(crate) fn open(
         election_tick: 10,
         heartbeat_tick: 2,
         applied: ledger.tip().applied_index,
-        max_size_per_msg: 4 * 1024 * 1024,
+        max_size_per_msg: crate::limits::RAFT_MSG_BYTES,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,

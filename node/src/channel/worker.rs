@@ -9,7 +9,7 @@ use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message, MessageType};
 use raft::{RawNode, SnapshotStatus};
 use rocksdb::{WriteBatch, WriteOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -31,6 +31,10 @@ pub(crate) struct Worker {
     pub(super) ch: String,
     pub(super) last_leader: u64,
     pub(super) last_sweep: Instant,
+    /// Leaders caught stamping blocks ahead of this node's clock, ignored until the instant.
+    pub(super) shunned: HashMap<u64, Instant>,
+    /// When this node last handed leadership over because its clock is behind the ledger.
+    pub(super) last_clock_release: Option<Instant>,
 }
 
 impl Worker {
@@ -50,6 +54,8 @@ impl Worker {
             ch,
             last_leader: 0,
             last_sweep,
+            shunned: HashMap::new(),
+            last_clock_release: None,
         }
     }
 
@@ -78,7 +84,9 @@ impl Worker {
                         Ok(m) => stop |= self.handle(m),
                         Err(_) => break,
                     }
-                    if self.pending.len() >= self.batch.max_txs as usize {
+                    if self.pending.len() >= self.batch.max_txs as usize
+                        || self.pending_bytes >= self.batch.max_bytes as usize
+                    {
                         self.propose();
                     }
                 }
@@ -115,6 +123,7 @@ impl Worker {
         let now = self.env.clock.now();
         if tick {
             self.raw.tick();
+            self.check_own_clock(now);
             self.requeue_lost(now);
             self.reconcile_membership();
         }
@@ -144,6 +153,10 @@ impl Worker {
                 // Clamped first, so that a commit index beyond the log reaches neither Raft
                 // nor the readiness view.
                 let mut msg = *msg;
+                if self.refused_for_clock(&msg) {
+                    return false;
+                }
+                self.stamp_forwarded(&mut msg);
                 self.repair_lost_log(&mut msg);
                 if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
                     let mut v = self.chan.view.write();

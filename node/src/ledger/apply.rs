@@ -2,7 +2,7 @@
 //! writes to state, history, transaction index and certificate registry.
 
 use super::reads::StateEntry;
-use super::{chaincode, ExecStat, InForce, Ledger, LedgerError, Tip};
+use super::{block_time, chaincode, ExecStat, InForce, Ledger, LedgerError, Tip};
 use crate::keys;
 use rocksdb::WriteBatch;
 use std::collections::{HashMap, HashSet};
@@ -13,8 +13,8 @@ use tally_protocol::sig;
 use tally_protocol::state::StateDigest;
 use tally_protocol::TxEffects;
 use tally_protocol::{
-    write_block, BlockHeader, ConfigUpdate, Hash, Payload, RawBatch, RawTx, RejectCode, Signer,
-    TxStatus, Version,
+    write_block, BatchConfig, BlockHeader, ConfigUpdate, Hash, Payload, RawBatch, RawTx,
+    RejectCode, Signer, TxStatus, Version,
 };
 
 /// The outcome of applying one ordered batch.
@@ -38,6 +38,8 @@ pub(super) struct Scratch {
     /// What the transaction being applied did, if it ran chaincode and committed.
     pub(super) effects: Option<TxEffects>,
     pub(super) exec: Vec<ExecStat>,
+    /// Fuel the block's chaincode invokes have burnt so far (see `chaincode::BLOCK_FUEL`).
+    pub(super) fuel_used: u64,
 }
 
 impl Ledger {
@@ -58,11 +60,28 @@ impl Ledger {
             return Ok(None);
         };
         let number = tip.height;
-        let ts = tip.timestamp_ms.max(batch.timestamp_ms);
         let txs = &batch.txs;
+        // A refused block time leaves the time where it was and the block applies nothing:
+        // each transaction is rejected (not recorded as seen, so it may be ordered again).
+        let config = self.config();
+        let (ts, mut refused) = match block_time::decide(
+            tip.timestamp_ms,
+            batch.timestamp_ms,
+            txs.iter().map(|t| t.tx.body.timestamp_ms),
+            config.tx_window_s as u64 * 1000,
+        ) {
+            Ok(ts) => (ts, None),
+            Err(r) => (tip.timestamp_ms, Some((RejectCode::Expired, r.0))),
+        };
+        if refused.is_none() {
+            refused = oversized(txs, &config.batch).map(|r| (RejectCode::TooLarge, r));
+        }
         let now_s = (ts / 1000) as i64;
         let mut scratch = Scratch::default();
-        let checked = self.verify_batch(txs, now_s, preverified);
+        let checked = match refused {
+            None => self.verify_batch(txs, now_s, preverified),
+            Some(_) => vec![false; txs.len()],
+        };
         let mut results = Vec::with_capacity(txs.len());
         let mut effects = Vec::with_capacity(txs.len());
         let mut ids = Vec::with_capacity(txs.len());
@@ -72,6 +91,14 @@ impl Ledger {
                 tx: i as u32,
             };
             ids.push(otx.id);
+            if let Some((code, reason)) = &refused {
+                results.push(TxStatus::Rejected {
+                    code: *code,
+                    reason: reason.clone(),
+                });
+                effects.push(None);
+                continue;
+            }
             let status = self.apply_tx(
                 otx,
                 version,
@@ -342,4 +369,20 @@ impl Ledger {
             },
         }
     }
+}
+
+/// Why a batch is beyond the channel's block bounds, if it is. Proposers cut batches within
+/// them; a batch beyond them was made by a node that did not, and applies nothing.
+fn oversized(txs: &[RawTx<'_>], limits: &BatchConfig) -> Option<String> {
+    let bytes: usize = txs.iter().map(|t| t.raw.len()).sum();
+    // A single transaction is bounded by max_tx_bytes (at most max_bytes, see config checks).
+    if txs.len() > limits.max_txs as usize || (txs.len() > 1 && bytes > limits.max_bytes as usize) {
+        return Some(format!(
+            "block refused: {} transactions of {bytes} bytes, beyond the channel's block limit of {} transactions and {} bytes",
+            txs.len(),
+            limits.max_txs,
+            limits.max_bytes
+        ));
+    }
+    None
 }

@@ -47,6 +47,18 @@ pub(super) struct At<'a> {
 
 type Reject = (RejectCode, String);
 
+/// Fuel all chaincode invokes of one block may burn together: two and a half calls at the
+/// default per-call maximum (about half a second of apply time on a small core). Without it a
+/// block of invokes that each spin to their own limit costs its size times that on every
+/// node. The same constant on every node keeps apply deterministic.
+pub const BLOCK_FUEL: u64 = 250_000_000;
+
+fn budget_spent() -> String {
+    format!(
+        "out_of_fuel: the block's fuel budget ({BLOCK_FUEL}) was spent by the invokes before this one in the block; sign and submit it again for a later block"
+    )
+}
+
 fn reject(code: RejectCode, reason: impl Into<String>) -> TxStatus {
     TxStatus::Rejected {
         code,
@@ -669,19 +681,38 @@ impl Ledger {
             Err((code, reason)) => return Ok(reject(code, reason)),
         };
         let ctx = self.context(name, at);
-        match self.run(
+        // The call gets what it asks for (0: the most a call may have), but never more than
+        // the block has left; a call stopped by that is told so rather than "out of fuel".
+        let wanted = match fuel {
+            0 => u64::MAX,
+            f => f,
+        }
+        .min(self.engine.limits().max_fuel_per_call);
+        let left = BLOCK_FUEL.saturating_sub(scratch.fuel_used);
+        if left == 0 {
+            return Ok(reject(RejectCode::OutOfFuel, budget_spent()));
+        }
+        let cap = wanted.min(left);
+        let started = scratch.exec.len();
+        let out = self.run(
             &def,
             &module,
             function,
             args,
             &ctx,
-            fuel,
+            cap,
             &scratch.overlay,
             &mut scratch.exec,
-        )? {
+        )?;
+        let burnt: u64 = scratch.exec[started..].iter().map(|e| e.fuel_used).sum();
+        scratch.fuel_used = scratch.fuel_used.saturating_add(burnt);
+        match out {
             Ok(out) => {
                 self.commit_outcome(name, out, at, scratch, digest, wb)?;
                 Ok(TxStatus::Committed)
+            }
+            Err((RejectCode::OutOfFuel, _)) if cap < wanted => {
+                Ok(reject(RejectCode::OutOfFuel, budget_spent()))
             }
             Err((code, reason)) => Ok(reject(code, reason)),
         }

@@ -166,13 +166,21 @@ impl Ledger {
         let config = self.config();
         let window = config.tx_window_s as u64 * 1000;
         if tx.body.timestamp_ms.abs_diff(now_ms) > window {
-            return Err((
-                RejectCode::Expired,
+            // Said apart: a transaction from the future points at the signer's clock, one
+            // from the past at a late resubmission.
+            let reason = if tx.body.timestamp_ms > now_ms {
                 format!(
-                    "transaction time is more than {} s from the ledger's time",
+                    "transaction is from the future: dated {} s after the ledger's time (window {} s); the signer's clock is probably ahead",
+                    (tx.body.timestamp_ms - now_ms) / 1000,
                     config.tx_window_s
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "transaction time is more than {} s before the ledger's time",
+                    config.tx_window_s
+                )
+            };
+            return Err((RejectCode::Expired, reason));
         }
         if info.role == Role::Node {
             return Err((

@@ -20,6 +20,7 @@ use tally_runtime::Engine;
 use thiserror::Error;
 
 mod apply;
+mod block_time;
 mod chaincode;
 mod checks;
 mod reads;
@@ -242,5 +243,82 @@ mod tests {
         // Forged copies were not recorded as seen: the genuine transaction can still commit.
         assert!(ledger.get("k3").unwrap().is_none());
         assert!(ledger.get("k4").unwrap().is_some());
+    }
+}
+
+#[cfg(test)]
+mod bounded_blocks {
+    use super::tests::ledger_with_member;
+    use super::*;
+    use tally_protocol::{Payload, RejectCode, Signer, Transaction, TxStatus};
+
+    fn raw_puts(client: &tally_protocol::Identity, n: u64, at_ms: u64) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let body = tally_protocol::TxBody {
+                    channel: "ch".into(),
+                    nonce: i,
+                    timestamp_ms: at_ms,
+                    signer: Signer::Certificate(client.cert_der.clone()),
+                    payload: Payload::KvWrite {
+                        reads: vec![],
+                        writes: vec![tally_protocol::Write {
+                            key: format!("k{i}"),
+                            value: Some(vec![1]),
+                        }],
+                    },
+                };
+                Transaction::sign(body, client).to_bytes()
+            })
+            .collect()
+    }
+
+    fn apply(ledger: &Ledger, stamp_ms: u64, raws: &[Vec<u8>]) -> (Applied, Tip) {
+        let data = tally_protocol::write_batch(stamp_ms, raws.iter().map(Vec::as_slice));
+        let mut wb = WriteBatch::default();
+        let out = ledger
+            .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+            .unwrap()
+            .unwrap();
+        ledger.db().write(wb).unwrap();
+        ledger.commit_tip(out.1.clone());
+        out
+    }
+
+    fn all_rejected(a: &Applied, code: RejectCode, says: &str) {
+        for r in &a.receipts {
+            match &r.status {
+                TxStatus::Rejected { code: c, reason } => {
+                    assert_eq!(*c, code, "{reason}");
+                    assert!(reason.contains(says), "{reason}");
+                }
+                s => panic!("expected a rejection, got {s:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_stamped_an_hour_ahead_of_its_transactions_applies_nothing() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let (first, tip) = apply(&ledger, now, &raw_puts(&client, 2, now));
+        assert!(first.receipts.iter().all(|r| r.status.is_committed()));
+        let raws = raw_puts(&client, 3, now + 1);
+        let (skewed, after) = apply(&ledger, now + 3_600_000, &raws);
+        all_rejected(&skewed, RejectCode::Expired, "block time refused");
+        assert_eq!(after.timestamp_ms, tip.timestamp_ms, "time did not move");
+        // Not recorded as seen: the same transactions commit under an honest stamp.
+        let (honest, _) = apply(&ledger, now + 2, &raws);
+        assert!(honest.receipts.iter().all(|r| r.status.is_committed()));
+    }
+
+    #[test]
+    fn a_batch_beyond_the_block_limits_applies_nothing() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let max = ledger.config().batch.max_txs as u64;
+        let (big, _) = apply(&ledger, now, &raw_puts(&client, max + 1, now));
+        all_rejected(&big, RejectCode::TooLarge, "block refused");
+        assert!(ledger.get("k0").unwrap().is_none());
     }
 }

@@ -66,6 +66,15 @@ impl LocalCluster {
             .await
     }
 
+    /// Sets an environment variable for `name`'s next starts (its running process keeps
+    /// its environment: restart it). For tests, such as a node with a skewed clock.
+    pub fn set_node_env(&self, name: &str, key: &str, value: &str) {
+        let mut env = self.node_env.lock().unwrap();
+        let vars = env.entry(name.to_string()).or_default();
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.to_string(), value.to_string()));
+    }
+
     /// Stops the node if it runs (SIGTERM), then starts it again (see
     /// [`LocalCluster::start_node`]).
     pub async fn restart(&self, name: &str) -> Result<(), ClientError> {

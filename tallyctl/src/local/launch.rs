@@ -185,6 +185,7 @@ impl LocalCluster {
             orgs,
             clients,
             procs: Mutex::new(procs),
+            node_env: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -227,6 +228,9 @@ impl LocalCluster {
         }
         if std::env::var_os("RUST_BACKTRACE").is_none() {
             cmd.env("RUST_BACKTRACE", "1");
+        }
+        if let Some(vars) = self.node_env.lock().unwrap().get(name) {
+            cmd.envs(vars.iter().map(|(k, v)| (k, v)));
         }
         cmd.stdin(Stdio::null()).kill_on_drop(true);
         // A process group of its own: Ctrl-C in a terminal reaches only the launcher, which

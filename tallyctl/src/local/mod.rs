@@ -78,6 +78,8 @@ pub struct LocalCluster {
     orgs: BTreeMap<String, OrgKeys>,
     clients: BTreeMap<String, Client>,
     procs: Mutex<BTreeMap<String, NodeProc>>,
+    /// Extra environment for a node's next starts (tests: a node with a skewed clock).
+    node_env: Mutex<BTreeMap<String, Vec<(String, String)>>>,
 }
 
 fn other(msg: impl Into<String>) -> ClientError {

@@ -141,6 +141,8 @@ pub(crate) fn open(
         preverified: Mutex::new(HashMap::new()),
         queued: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
+        checkpoints: Default::default(),
+        stopped: RwLock::new(None),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.
@@ -181,9 +183,23 @@ pub fn start(
 ) -> Result<(Arc<Channel>, std::thread::JoinHandle<()>), raft::Error> {
     let name = format!("raft-{}", ledger.name);
     let (chan, mut worker, rx) = open(ledger, me, hint, env, |_| {})?;
+    let watched = chan.clone();
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || worker.run(rx))
+        .spawn(move || {
+            // A panic in the loop must not leave a channel that looks alive: record it, so
+            // the node turns unready and says why.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(rx)));
+            if let Err(p) = run {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                error!(channel = %watched.ledger.name, cause = %why, "channel thread panicked");
+                watched.set_stopped(format!("panic: {why}"));
+            }
+        })
         .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
     Ok((chan, handle))
 }

@@ -85,12 +85,14 @@ impl Ledger {
             Some(b) => Tip::decode(&b).map_err(|e| corrupt("tip", e))?,
             None => {
                 let header = BlockHeader {
+                    version: tally_protocol::block::HEADER_VERSION,
                     channel: config.name.clone(),
                     number: 0,
                     // Block 0 has no predecessor; it commits to the channel's genesis
                     // configuration in that place instead.
                     prev_hash: config_hash,
                     tx_root: merkle::root(&[]),
+                    results_root: merkle::root(&[]),
                     state_root: StateDigest::default().root(),
                     timestamp_ms: 0,
                     raft_term: 0,
@@ -149,7 +151,11 @@ mod tests {
         let t = Tip {
             height: 7,
             last_hash: Hash([3; 32]),
-            digest: StateDigest([1, 2, 3, 4]),
+            digest: {
+                let mut d = StateDigest::default();
+                d.add("k", &tally_protocol::Version { block: 1, tx: 2 }, b"v");
+                d
+            },
             timestamp_ms: 9,
             applied_index: 11,
             applied_term: 2,

@@ -564,7 +564,10 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
     let stopped_at = {
         let db = rocksdb::DB::open_default(c.data_dir(&victim).join("ledger")).expect("open db");
         let state_key = ledger_key(CH, b'S', b"balance");
-        let old = db.get(&state_key).expect("read").expect("balance is stored");
+        let old = db
+            .get(&state_key)
+            .expect("read")
+            .expect("balance is stored");
         let version = Version::decode(&mut Reader::new(&old[..12])).expect("version");
         assert_eq!(&old[12..], b"100");
         let mut edited = old[..12].to_vec();
@@ -575,8 +578,7 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
         let mut tip = db.get(&tip_key).expect("read").expect("tip");
         let height = u64::from_be_bytes(tip[..8].try_into().expect("8 bytes"));
         let at = 8 + 32;
-        let mut digest =
-            StateDigest::from_bytes(&tip[at..at + DIGEST_BYTES]).expect("commitment");
+        let mut digest = StateDigest::from_bytes(&tip[at..at + DIGEST_BYTES]).expect("commitment");
         digest.remove("balance", &version, b"100");
         digest.add("balance", &version, b"999999");
         tip[at..at + DIGEST_BYTES].copy_from_slice(&digest.to_bytes());
@@ -618,14 +620,18 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
     assert_eq!(code, 200);
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.lines().any(|l| l.starts_with("tally_channel_degraded{")
-            && l.contains(&format!("channel=\"{CH}\""))
-            && l.ends_with(" 1")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tally_channel_degraded{")
+                && l.contains(&format!("channel=\"{CH}\""))
+                && l.ends_with(" 1")),
         "tally_channel_degraded is not 1:\n{metrics}"
     );
     assert!(
-        metrics.lines().any(|l| l.starts_with("tally_channel_first_differing_height{")
-            && l.ends_with(&format!(" {stopped_at}"))),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tally_channel_first_differing_height{")
+                && l.ends_with(&format!(" {stopped_at}"))),
         "tally_channel_first_differing_height is not {stopped_at}"
     );
 
@@ -633,13 +639,16 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
     let reader = victim_client.with_reader(c.identity(&org, Role::Client));
     let read = reader.get(CH, "balance").await;
     assert!(
-        read.as_ref().is_err_and(|e| e.to_string().contains("degraded")),
+        read.as_ref()
+            .is_err_and(|e| e.to_string().contains("degraded")),
         "a read on the degraded node: {read:?}"
     );
     let tx = sign_writes(&writer, CH, vec![put("after", b"x")], false);
     let write = victim_client.submit_wait(&tx).await;
     assert!(
-        write.as_ref().is_err_and(|e| e.to_string().contains("degraded")),
+        write
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("degraded")),
         "a write on the degraded node: {write:?}"
     );
 

@@ -193,6 +193,43 @@ mod tests {
         (dir, ledger, client)
     }
 
+    /// A state record edited behind the node's back no longer matches the commitment the tip
+    /// keeps: the startup self-check says so; an untouched ledger passes it.
+    #[test]
+    fn an_edited_state_record_fails_the_self_check() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let body = tally_protocol::TxBody {
+            channel: "ch".into(),
+            nonce: 1,
+            timestamp_ms: now,
+            signer: Signer::Certificate(client.cert_der.clone()),
+            payload: Payload::KvWrite {
+                reads: vec![],
+                writes: vec![tally_protocol::Write {
+                    key: "balance".into(),
+                    value: Some(b"100".to_vec()),
+                }],
+            },
+        };
+        let raw = Transaction::sign(body, &client).to_bytes();
+        let data = tally_protocol::write_batch(now, std::iter::once(raw.as_slice()));
+        let mut wb = WriteBatch::default();
+        let (_, tip) = ledger
+            .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+            .unwrap()
+            .unwrap();
+        ledger.db().write(wb).unwrap();
+        ledger.commit_tip(tip);
+        assert_eq!(ledger.verify_state().unwrap(), None);
+        let key = ledger.keys.state("balance");
+        let mut rec = ledger.db().get(&key).unwrap().unwrap();
+        *rec.last_mut().unwrap() = b'9';
+        ledger.db().put(&key, &rec).unwrap();
+        let why = ledger.verify_state().unwrap().expect("the edit is seen");
+        assert!(why.contains("commits to"), "{why}");
+    }
+
     #[test]
     fn a_block_with_forged_signatures_rejects_exactly_those() {
         let (_dir, ledger, client) = ledger_with_member();

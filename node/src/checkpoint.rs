@@ -153,6 +153,11 @@ impl Tracker {
         first
     }
 
+    fn prune_below(&self, height: u64) {
+        let mut peers = self.peers.lock();
+        *peers = peers.split_off(&height);
+    }
+
     fn record(&self, c: &Checkpoint) {
         let mut peers = self.peers.lock();
         peers
@@ -185,16 +190,29 @@ fn own_at(ledger: &Ledger, height: u64) -> Option<Value> {
     }
 }
 
-/// The height, among those recorded and reached by this node, at which a strict majority of
-/// the consenters agree on a value other than this node's: the lowest one.
-fn minority_height(chan: &Channel) -> Option<(u64, usize, usize)> {
+/// The height, among those recorded in `heights` and reached by this node, at which a strict
+/// majority of the consenters agree on a value other than this node's: the lowest one.
+fn minority_height(
+    chan: &Channel,
+    heights: std::ops::RangeInclusive<u64>,
+) -> Option<(u64, usize, usize)> {
     let cfg = chan.ledger.config();
     let consenters: Vec<&str> = cfg.consenters.iter().map(|n| n.name.as_str()).collect();
     let majority = consenters.len() / 2 + 1;
     let me = chan.node_name.as_str();
     let tip = chan.ledger.tip().height;
-    let peers = chan.checkpoints.peers.lock().clone();
-    for (height, by_node) in peers.range(..=tip) {
+    let (lo, hi) = heights.into_inner();
+    if lo > tip {
+        return None;
+    }
+    let peers: Vec<(u64, HashMap<String, Value>)> = chan
+        .checkpoints
+        .peers
+        .lock()
+        .range(lo..=hi.min(tip))
+        .map(|(h, v)| (*h, v.clone()))
+        .collect();
+    for (height, by_node) in &peers {
         let Some(mine) = own_at(&chan.ledger, *height) else {
             continue;
         };
@@ -215,10 +233,10 @@ fn minority_height(chan: &Channel) -> Option<(u64, usize, usize)> {
     None
 }
 
-/// Compares what peers sent with this node's ledger and degrades the channel if this node is
-/// in the minority.
-pub fn evaluate(chan: &Channel) {
-    let Some((height, other, agree)) = minority_height(chan) else {
+/// Compares what peers sent for `heights` with this node's ledger and degrades the channel if
+/// this node is in the minority.
+pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {
+    let Some((height, other, agree)) = minority_height(chan, heights) else {
         return;
     };
     let reason = format!(
@@ -255,9 +273,8 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
         return;
     }
     chan.checkpoints.record(&c);
-    if c.height <= chan.ledger.tip().height {
-        evaluate(chan);
-    }
+    // Only the new height here, on the network thread; the periodic pass covers the rest.
+    evaluate(chan, c.height..=c.height);
 }
 
 /// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.
@@ -301,7 +318,11 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
                     node.transport.send(&peer.peer_addr, f.clone());
                 }
             }
-            evaluate(&chan);
+            evaluate(&chan, 0..=u64::MAX);
+            // Heights well behind the tip were compared in earlier passes (and a late one is
+            // compared when it arrives): not worth a header read every second.
+            let keep_from = chan.ledger.tip().height.saturating_sub(4 * EVERY);
+            chan.checkpoints.prune_below(keep_from);
             let d = chan.degraded();
             let ch = [chan.ledger.name.as_str()];
             node.metrics

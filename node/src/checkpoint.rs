@@ -275,6 +275,7 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
     chan.checkpoints.record(&c);
     // Only the new height here, on the network thread; the periodic pass covers the rest.
     evaluate(chan, c.height..=c.height);
+    publish(node, chan);
 }
 
 /// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.
@@ -323,18 +324,23 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
             // compared when it arrives): not worth a header read every second.
             let keep_from = chan.ledger.tip().height.saturating_sub(4 * EVERY);
             chan.checkpoints.prune_below(keep_from);
-            let d = chan.degraded();
-            let ch = [chan.ledger.name.as_str()];
-            node.metrics
-                .degraded
-                .with_label_values(&ch)
-                .set(d.is_some() as i64);
-            node.metrics
-                .first_differing_height
-                .with_label_values(&ch)
-                .set(d.map_or(0, |d| d.first_differing_height) as i64);
+            publish(&node, &chan);
         }
     }
+}
+
+/// The channel's degraded state as metrics.
+fn publish(node: &Node, chan: &Channel) {
+    let d = chan.degraded();
+    let ch = [chan.ledger.name.as_str()];
+    node.metrics
+        .degraded
+        .with_label_values(&ch)
+        .set(d.is_some() as i64);
+    node.metrics
+        .first_differing_height
+        .with_label_values(&ch)
+        .set(d.map_or(0, |d| d.first_differing_height) as i64);
 }
 
 #[cfg(test)]

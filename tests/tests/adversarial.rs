@@ -614,17 +614,28 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
         !victim_client.ready().await.expect("GET /readyz"),
         "a degraded node is not ready"
     );
-    let (code, metrics) = tally_tests::http::get(&format!("{}/metrics", victim_client.url()))
-        .await
-        .expect("GET /metrics");
-    assert_eq!(code, 200);
-    let metrics = String::from_utf8_lossy(&metrics);
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("tally_channel_degraded{")
+    // The metrics follow the status (set right after it, or by the next periodic pass).
+    let degraded_metric = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("tally_channel_degraded{")
                 && l.contains(&format!("channel=\"{CH}\""))
-                && l.ends_with(" 1")),
+                && l.ends_with(" 1")
+        })
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (code, body) = tally_tests::http::get(&format!("{}/metrics", victim_client.url()))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(code, 200);
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        if degraded_metric(&metrics) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        degraded_metric(&metrics),
         "tally_channel_degraded is not 1:\n{metrics}"
     );
     assert!(

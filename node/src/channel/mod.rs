@@ -203,3 +203,68 @@ pub fn start(
         .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
     Ok((chan, handle))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::{OrgCa, OrgMember};
+
+    /// A transport that fails the way a bug would: the channel thread dies on its first send.
+    struct Panicking;
+    impl Peers for Panicking {
+        fn send(&self, _: &NodeRef, _: &str, _: &Message) -> bool {
+            panic!("peer transport exploded");
+        }
+    }
+
+    fn node(id: u64, name: &str) -> NodeRef {
+        NodeRef {
+            id,
+            name: name.into(),
+            org: "org1".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            api_url: "http://127.0.0.1:2".into(),
+        }
+    }
+
+    /// A channel whose thread dies makes the node unready and says why, instead of leaving a
+    /// channel that looks alive.
+    #[test]
+    fn a_dead_channel_thread_is_unready_with_its_cause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(DB::open_default(dir.path()).expect("db"));
+        let ca = OrgCa::generate("org1").expect("ca");
+        let cfg = ChannelConfig {
+            name: "ch".into(),
+            members: vec![OrgMember {
+                name: "org1".into(),
+                ca_pem: ca.cert_pem(),
+            }],
+            // Two consenters: the first election sends a vote request, which panics.
+            consenters: vec![node(1, "n1"), node(2, "n2")],
+            observers: vec![],
+            batch: Default::default(),
+            policies: Default::default(),
+            snapshot_interval: 100,
+            max_tx_bytes: 100_000,
+            tx_window_s: 600,
+        };
+        let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
+        let ledger = Arc::new(Ledger::open(db.clone(), cfg, engine).expect("ledger"));
+        let env = Env {
+            db,
+            peers: Arc::new(Panicking),
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(Metrics::new("n1", "org1")),
+            fsync: false,
+            on_config: Arc::new(|| {}),
+        };
+        let (chan, thread) = start(ledger, &node(1, "n1"), None, env).expect("start");
+        thread.join().expect("the panic is caught, the thread ends");
+        let d = chan.degraded().expect("the dead thread is reported");
+        assert!(d.reason.contains("peer transport exploded"), "{d:?}");
+        let why = chan.ready().expect_err("a dead channel is not ready");
+        assert!(why.contains("thread stopped"), "{why}");
+        assert!(chan.status().degraded.is_some());
+    }
+}

@@ -152,4 +152,11 @@ pub struct ChannelNodeStatus {
     pub height: u64,
     #[serde(default)]
     pub state_root: String,
+    /// Set when the node stopped serving the channel: its ledger differs from the one the
+    /// channel's majority signed in checkpoints (or its channel thread died). Says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+    /// The first height at which a degraded node's ledger was found to differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_differing_height: Option<u64>,
 }

@@ -328,6 +328,7 @@ mod tests {
             member: true,
             voters: vec![1],
             learners: vec![],
+            degraded: None,
         };
         let answer = serde_json::to_string(&status).unwrap();
         let srv = tokio::spawn(async move {

@@ -144,14 +144,38 @@
     return h.digest();
   }
 
-  /* BlockHeader::encode: format byte 1, channel, number, prev_hash, tx_root, state_root,
-   * timestamp_ms, raft_term, raft_index. */
+  /* BlockHeader::encode (format 2): version byte, channel, number, prev_hash, tx_root,
+   * results_root, state_root, timestamp_ms, raft_term, raft_index. Another version is refused,
+   * as the node's decoder refuses it. */
+  var HEADER_VERSION = 2;
   function headerBytes(hd) {
+    if (hd.version !== HEADER_VERSION) throw new Error('unsupported block header version ' + hd.version);
     return concat([
-      new Uint8Array([1]), str(hd.channel), u64(hd.number),
-      fromHex(hd.prev_hash, 32), fromHex(hd.tx_root, 32), fromHex(hd.state_root, 32),
-      u64(hd.timestamp_ms), u64(hd.raft_term), u64(hd.raft_index)
+      new Uint8Array([HEADER_VERSION]), str(hd.channel), u64(hd.number),
+      fromHex(hd.prev_hash, 32), fromHex(hd.tx_root, 32), fromHex(hd.results_root, 32),
+      fromHex(hd.state_root, 32), u64(hd.timestamp_ms), u64(hd.raft_term), u64(hd.raft_index)
     ]);
+  }
+
+  /* RejectCode::ALL: a code's position is its canonical tag. */
+  var REJECT_CODES = ['bad_signature', 'unknown_certificate', 'not_member', 'forbidden', 'duplicate',
+    'expired', 'read_conflict', 'wrong_channel', 'too_large', 'malformed', 'chaincode_error',
+    'out_of_fuel', 'memory_limit', 'not_approved', 'unknown_chaincode'];
+  /* TxStatus::encode: 0 for committed; 1, the code's tag and the reason for rejected. */
+  function statusBytes(st) {
+    if (st.status === 'committed') return new Uint8Array([0]);
+    if (st.status !== 'rejected') throw new Error('unknown status ' + st.status);
+    var tag = REJECT_CODES.indexOf(st.code);
+    if (tag < 0) throw new Error('unknown reject code ' + st.code);
+    return concat([new Uint8Array([1, tag]), str(st.reason)]);
+  }
+  /* block::result_leaf: the leaf of a transaction's outcome under the results root. */
+  function resultLeaf(txIdHex, st, effectsHashHex) {
+    return toHex(tagged('tally-tx-result',
+      [fromHex(txIdHex, 32), statusBytes(st), fromHex(effectsHashHex, 32)]));
+  }
+  function statusText(st) {
+    return st.status === 'committed' ? 'COMMITTED' : 'REJECTED (' + st.code + ')';
   }
   function blockHash(hd) { return toHex(tagged('tally-block', [headerBytes(hd)])); }
 
@@ -196,9 +220,14 @@
       computed = blockHash(hd);
       check(computed === d.block_hash,
         'the header hashes to ' + computed.slice(0, 12) + '…, the block hash of the receipt');
-      check(merkleVerify(d.tx_id, p.merkle, hd.tx_root),
-        'a Merkle path of ' + p.merkle.path.length + ' steps leads from the transaction (leaf ' +
-        p.merkle.index + ' of ' + p.merkle.leaves + ') to the header\u2019s transaction root');
+      check(merkleVerify(resultLeaf(d.tx_id, p.status, p.effects_hash), p.merkle, hd.results_root),
+        'a Merkle path of ' + p.merkle.path.length + ' steps leads from the transaction\u2019s outcome, ' +
+        statusText(p.status) + ' (leaf ' + p.merkle.index + ' of ' + p.merkle.leaves +
+        '), to the header\u2019s results root');
+      if (d.status) {
+        check(JSON.stringify(statusBytes(d.status)) === JSON.stringify(statusBytes(p.status)),
+          'the receipt\u2019s status, ' + statusText(d.status) + ', is the proven one');
+      }
       (d.witnesses || []).forEach(function (w) {
         if (w.error) {
           checks.push({ ok: null, text: w.node + ' (' + w.org + ') could not be asked: ' + w.error });
@@ -223,6 +252,8 @@
     fromHex: fromHex,
     tagged: function (domain, parts) { return toHex(tagged(domain, parts)); },
     headerBytes: headerBytes,
+    statusBytes: statusBytes,
+    resultLeaf: resultLeaf,
     blockHash: blockHash,
     merkleVerify: merkleVerify,
     verifyInclusion: verifyInclusion

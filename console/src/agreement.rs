@@ -96,6 +96,7 @@ mod tests {
             member: true,
             voters: vec![],
             learners: vec![],
+            degraded: None,
         }
     }
 

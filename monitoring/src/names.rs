@@ -62,6 +62,11 @@ pub const PROPOSAL_COMMIT_SECONDS: &str = "tally_proposal_commit_seconds";
 /// Histogram: transactions per block.
 pub const BATCH_SIZE: &str = "tally_batch_size";
 pub const STATE_ROOT: &str = "tally_state_root_fingerprint";
+/// 1 when this node found its ledger in the minority of the channel's signed checkpoints (or
+/// its channel thread died) and stopped serving the channel.
+pub const CHANNEL_DEGRADED: &str = "tally_channel_degraded";
+/// The first height at which a degraded node's ledger was found to differ; 0 when not degraded.
+pub const FIRST_DIFFERING_HEIGHT: &str = "tally_channel_first_differing_height";
 
 // ----- node: chaincode (series per channel and chaincode, from a chaincode's first call) ----
 
@@ -123,6 +128,8 @@ pub const NODE_METRICS: &[&str] = &[
     PROPOSAL_COMMIT_SECONDS,
     BATCH_SIZE,
     STATE_ROOT,
+    CHANNEL_DEGRADED,
+    FIRST_DIFFERING_HEIGHT,
     CHAINCODE_EXEC_SECONDS,
     CHAINCODE_FUEL,
     ROCKSDB_SIZE,

@@ -76,6 +76,18 @@ async fn channel_route(
     let q = req.uri().query().map(str::to_string);
     let q = q.as_deref();
     let ledger = &chan.ledger;
+    // A node whose ledger differs from the channel's (or whose channel thread died) serves
+    // neither reads nor writes of it; its status still says why.
+    if let (Some(d), false) = (chan.degraded(), rest == ["status"]) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded",
+            format!(
+                "this node does not serve channel {}: {} (first differing height {})",
+                ledger.name, d.reason, d.first_differing_height
+            ),
+        );
+    }
     let limit = |default: usize, max: usize| {
         query_param(q, "limit")
             .and_then(|l| l.parse::<usize>().ok())

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api;
 pub mod channel;
+pub mod checkpoint;
 pub mod hosts;
 pub mod http;
 pub mod keys;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub snapshots_applied: IntCounterVec,
     pub compactions: IntCounterVec,
     pub ready: IntGaugeVec,
+    pub degraded: IntGaugeVec,
+    pub first_differing_height: IntGaugeVec,
     pub fsync_seconds: Histogram,
     pub rocksdb_size: Gauge,
     pub rocksdb_write_stopped: IntGauge,
@@ -95,6 +97,8 @@ impl Metrics {
             snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
             compactions: reg!(IntCounterVec::new(Opts::new(n::LOG_COMPACTIONS, "Raft log compactions"), ch)),
             ready: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_READY, "1 when the channel has a leader and this node has caught up"), ch)),
+            degraded: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_DEGRADED, "1 when this node stopped serving the channel: its ledger differs from the majority's signed checkpoints, or its channel thread died"), ch)),
+            first_differing_height: reg!(IntGaugeVec::new(Opts::new(n::FIRST_DIFFERING_HEIGHT, "First height at which this node's ledger was found to differ from the channel's; 0 when not degraded"), ch)),
             fsync_seconds: reg!(Histogram::with_opts(HistogramOpts::new(n::RAFT_PERSIST_SECONDS, "Time to durably write one Raft ready (log entries, hard state)").buckets(vec![0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5]))),
             rocksdb_size: reg!(Gauge::with_opts(Opts::new(n::ROCKSDB_SIZE, "On-disk SST size plus memtables of the node's RocksDB"))),
             peer_dropped: reg!(IntCounterVec::new(Opts::new(n::PEER_DROPPED, "Raft messages dropped because a peer was unreachable or slow"), &[n::L_PEER])),
@@ -229,6 +233,8 @@ mod tests {
             (&m.applied_index, &["main"]),
             (&m.commit_index, &["main"]),
             (&m.ready, &["main"]),
+            (&m.degraded, &["main"]),
+            (&m.first_differing_height, &["main"]),
         ] {
             vec.with_label_values(labels).set(1);
         }

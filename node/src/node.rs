@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tally_protocol::identity::TrustedCa;
-use tally_protocol::{ChannelConfig, Decode, Encode, Identity};
+use tally_protocol::{ChannelConfig, Decode, Encode, Identity, NodeRef};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -60,6 +60,8 @@ pub struct Node {
     join_lock: Mutex<()>,
     /// Itself, for the channels' configuration callbacks.
     me: Weak<Node>,
+    /// Tells the checkpoint thread to end.
+    checkpoints_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where a node stands on each channel after a request to hand leadership over.
@@ -120,6 +122,7 @@ impl Node {
             trust: RwLock::new(TrustMap::default()),
             threads: Mutex::new(Vec::new()),
             join_lock: Mutex::new(()),
+            checkpoints_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         let mut configs = Vec::new();
         for item in node.db.prefix_iterator(crate::keys::JOINED_PREFIX) {
@@ -147,6 +150,10 @@ impl Node {
                 Err(e) => return Err(anyhow::anyhow!("{e}")),
             }
         }
+        let (weak, stop) = (Arc::downgrade(&node), node.checkpoints_stop.clone());
+        std::thread::Builder::new()
+            .name("checkpoints".into())
+            .spawn(move || crate::checkpoint::run(weak, stop))?;
         Ok(node)
     }
 
@@ -246,8 +253,21 @@ impl Node {
                 }
             }),
         };
+        // Records edited behind the node's back while it was stopped do not match the state
+        // commitment its tip keeps; such a ledger must not serve.
+        let tampered = ledger
+            .verify_state()
+            .map_err(|e| JoinError::Storage(e.to_string()))?;
         let (ch, handle) = channel::start(ledger, &me, hint, env)
             .map_err(|e| JoinError::Storage(e.to_string()))?;
+        if let Some(why) = tampered {
+            let height = ch.ledger.tip().height;
+            tracing::error!(channel = %ch.ledger.name, height, "channel degraded, not serving it: {why}");
+            ch.checkpoints.degrade(crate::checkpoint::Degraded {
+                first_differing_height: height,
+                reason: why,
+            });
+        }
         self.channels
             .write()
             .insert(ch.ledger.name.clone(), ch.clone());
@@ -279,6 +299,12 @@ impl Node {
     /// certificate is that of the node whose Raft id the message claims, issued by the
     /// channel's CA for that node's organization.
     pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &PeerCert) {
+        if let Some(name) = channel.strip_prefix(crate::checkpoint::ROUTE) {
+            if let Some(ch) = self.channel(name) {
+                crate::checkpoint::receive(self, &ch, bytes, sender);
+            }
+            return;
+        }
         let Some(ch) = self.channel(channel) else {
             return;
         };
@@ -299,6 +325,11 @@ impl Node {
             }
             Err(why) => tracing::debug!(channel, "raft message refused: {why}"),
         }
+    }
+
+    /// Whether `sender` may speak for `node` on `channel` (see [`TrustMap::admit`]).
+    pub fn admit(&self, channel: &str, node: &NodeRef, sender: &PeerCert) -> Result<(), String> {
+        self.trust.read().admit(channel, node, sender)
     }
 
     /// Asks every channel this node leads to hand leadership to another caught-up voter,
@@ -353,6 +384,8 @@ impl Node {
 
     /// Stops every channel thread after its current step and flushes the database.
     pub fn shutdown(&self) {
+        self.checkpoints_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         for ch in self.channels.read().values() {
             ch.shutdown();
         }

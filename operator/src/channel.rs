@@ -209,6 +209,8 @@ async fn converge(
                     role: n.role.as_str().to_string(),
                     height: s.height,
                     state_root: s.state_root.to_string(),
+                    degraded: s.degraded.as_ref().map(|d| d.reason.clone()),
+                    first_differing_height: s.degraded.as_ref().map(|d| d.first_differing_height),
                 });
             }
             Err(e) => outcome.waiting.push(format!("{} ({e})", n.name)),

@@ -61,6 +61,19 @@ pub struct ChannelStatus {
     pub voters: Vec<u64>,
     #[serde(default)]
     pub learners: Vec<u64>,
+    /// Set when this node stopped serving the channel because its ledger differs from the
+    /// one the channel's majority agreed on (signed checkpoints) or its own records do not
+    /// match its state commitment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Degraded>,
+}
+
+/// Why a node stopped serving a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Degraded {
+    /// The first height at which this node's ledger was found to differ.
+    pub first_differing_height: u64,
+    pub reason: String,
 }
 
 fn yes() -> bool {

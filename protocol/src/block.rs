@@ -7,14 +7,23 @@ use crate::merkle;
 use crate::tx::{RawTx, Transaction};
 use serde::{Deserialize, Serialize};
 
+/// The block header format this code writes and reads. A header starts with it, so a later
+/// format can be told apart; decoding refuses any other.
+pub const HEADER_VERSION: u8 = 2;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
+    /// Always [`HEADER_VERSION`] for a header that decoded.
+    pub version: u8,
     pub channel: String,
     pub number: u64,
     pub prev_hash: Hash,
     /// Merkle root of the transaction ids, in block order.
     pub tx_root: Hash,
-    /// Digest of the whole world state after this block.
+    /// Merkle root of each transaction's outcome ([`result_leaf`]: id, status and the hash of
+    /// its effects), in block order: what a receipt's status and effects are proven against.
+    pub results_root: Hash,
+    /// Root of the state commitment after this block ([`crate::state::StateDigest`]).
     pub state_root: Hash,
     /// Leader time at proposal, never earlier than the previous block's.
     pub timestamp_ms: u64,
@@ -24,11 +33,12 @@ pub struct BlockHeader {
 
 impl Encode for BlockHeader {
     fn encode(&self, w: &mut Writer) {
-        w.u8(1);
+        w.u8(self.version);
         w.str(&self.channel);
         w.u64(self.number);
         self.prev_hash.encode(w);
         self.tx_root.encode(w);
+        self.results_root.encode(w);
         self.state_root.encode(w);
         w.u64(self.timestamp_ms);
         w.u64(self.raft_term);
@@ -37,12 +47,21 @@ impl Encode for BlockHeader {
 }
 impl Decode for BlockHeader {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        r.format("header format", 1)?;
+        let version = r.u8("header version")?;
+        if version != HEADER_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                what: "block header",
+                version,
+                supported: HEADER_VERSION,
+            });
+        }
         Ok(BlockHeader {
+            version,
             channel: r.str("channel")?,
             number: r.u64("number")?,
             prev_hash: Hash::decode(r)?,
             tx_root: Hash::decode(r)?,
+            results_root: Hash::decode(r)?,
             state_root: Hash::decode(r)?,
             timestamp_ms: r.u64("timestamp")?,
             raft_term: r.u64("term")?,
@@ -55,6 +74,39 @@ impl BlockHeader {
     pub fn hash(&self) -> Hash {
         Hash::tagged(b"tally-block", &[&self.to_bytes()])
     }
+}
+
+/// Hash of a transaction's effects as a block stores them (`None` for all but committed
+/// chaincode calls).
+pub fn effects_hash(effects: &Option<TxEffects>) -> Hash {
+    Hash::tagged(b"tally-tx-effects", &[&effects.to_bytes()])
+}
+
+/// The leaf of a transaction's outcome under a header's `results_root`: its id, its status
+/// in canonical bytes and the hash of its effects.
+pub fn result_leaf(tx_id: &Hash, status: &TxStatus, effects_hash: &Hash) -> Hash {
+    Hash::tagged(
+        b"tally-tx-result",
+        &[&tx_id.0, &status.to_bytes(), &effects_hash.0],
+    )
+}
+
+/// The `results_root` of a block's outcomes.
+pub fn results_root(ids: &[Hash], results: &[TxStatus], effects: &[Option<TxEffects>]) -> Hash {
+    merkle::root(&result_leaves(ids, results, effects))
+}
+
+/// The leaves under `results_root`, in block order.
+pub fn result_leaves(
+    ids: &[Hash],
+    results: &[TxStatus],
+    effects: &[Option<TxEffects>],
+) -> Vec<Hash> {
+    ids.iter()
+        .zip(results)
+        .zip(effects)
+        .map(|((id, s), e)| result_leaf(id, s, &effects_hash(e)))
+        .collect()
 }
 
 /// Why a node refused a transaction. Every node reaches the same verdict from the same block,

@@ -17,6 +17,14 @@ pub enum DecodeError {
     BadUtf8(&'static str),
     #[error("{0} trailing bytes after the value")]
     Trailing(usize),
+    #[error(
+        "{what} format version {version} is not supported (this build reads version {supported})"
+    )]
+    UnsupportedVersion {
+        what: &'static str,
+        version: u8,
+        supported: u8,
+    },
     #[error("length {len} of {what} exceeds the limit {limit}")]
     TooLong {
         what: &'static str,

@@ -1,80 +1,102 @@
-//! The state root: a digest of the whole world state that does not depend on the order in
-//! which it was built.
+//! The state commitment: a collision-resistant digest of the whole world state that does not
+//! depend on the order in which the state was built.
 //!
-//! Each live entry contributes H(key, version, value) to a sum modulo 2^256; a write subtracts
-//! the old entry's term and adds the new one, so updating the root costs O(1) per write and two
-//! nodes with equal state have equal roots however they got there (including through a
-//! snapshot). The sum is a divergence detector between honest nodes, not a proof system.
+//! It is a lattice multiset hash (LtHash): each live entry `(key, version, value)` is expanded
+//! (SHA-256 of the entry seeding ChaCha20) into a vector of [`LANES`] 16-bit lanes, and the commitment is
+//! the lane-wise sum of those vectors modulo 2^16. A write subtracts the old entry's vector and
+//! adds the new one, so an update costs O(changed keys), two nodes with equal state reach equal
+//! commitments however they got there (a snapshot included), and the commitment lives in one
+//! record per block. Finding two different states with the same sum is a short-vector problem
+//! in a 1024-dimensional lattice, out of reach; the single 256-bit sum used before was not (a
+//! generalized-birthday search finds compensating entries with about 2^31 hashes).
+//! docs/architecture.md explains the choice and its measured cost.
 
-use crate::codec::Encode;
+use crate::codec::{DecodeError, Encode};
 use crate::hash::Hash;
 use crate::tx::Version;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateDigest(pub [u64; 4]);
+/// Number of 16-bit lanes of the commitment.
+pub const LANES: usize = 1024;
+/// Size of a commitment in bytes (lanes little-endian).
+pub const DIGEST_BYTES: usize = LANES * 2;
 
-fn term(key: &str, version: &Version, value: &[u8]) -> [u64; 4] {
-    let h = Hash::tagged(
-        b"tally-state-entry",
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateDigest(Box<[u16; LANES]>);
+
+impl Default for StateDigest {
+    fn default() -> Self {
+        StateDigest(Box::new([0u16; LANES]))
+    }
+}
+
+impl std::fmt::Debug for StateDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StateDigest({:?})", self.root())
+    }
+}
+
+/// The lattice vector of one entry: a SHA-256 digest of the entry seeds ChaCha20, whose
+/// keystream gives the lanes (a hash-then-stream-cipher extendable output). Every field is
+/// length-prefixed or fixed-size, so no two entries share an input.
+fn element(key: &str, version: &Version, value: &[u8]) -> [u16; LANES] {
+    let seed = Hash::tagged(
+        b"tally-state-entry-v2",
         &[
             &(key.len() as u32).to_be_bytes(),
             key.as_bytes(),
             &version.to_bytes(),
+            &(value.len() as u64).to_be_bytes(),
             value,
         ],
     );
-    let mut limbs = [0u64; 4];
-    for (i, l) in limbs.iter_mut().enumerate() {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&h.0[i * 8..i * 8 + 8]);
-        *l = u64::from_be_bytes(a);
+    let mut bytes = [0u8; DIGEST_BYTES];
+    ChaCha20Rng::from_seed(seed.0).fill_bytes(&mut bytes);
+    let mut lanes = [0u16; LANES];
+    for (l, b) in lanes.iter_mut().zip(bytes.chunks_exact(2)) {
+        *l = u16::from_le_bytes([b[0], b[1]]);
     }
-    limbs
+    lanes
 }
 
 impl StateDigest {
     pub fn add(&mut self, key: &str, version: &Version, value: &[u8]) {
-        let t = term(key, version, value);
-        let mut carry = false;
-        for i in (0..4).rev() {
-            let (s1, c1) = self.0[i].overflowing_add(t[i]);
-            let (s2, c2) = s1.overflowing_add(carry as u64);
-            self.0[i] = s2;
-            carry = c1 || c2;
+        let e = element(key, version, value);
+        for (a, b) in self.0.iter_mut().zip(e.iter()) {
+            *a = a.wrapping_add(*b);
         }
     }
 
     pub fn remove(&mut self, key: &str, version: &Version, value: &[u8]) {
-        let t = term(key, version, value);
-        let mut borrow = false;
-        for i in (0..4).rev() {
-            let (s1, b1) = self.0[i].overflowing_sub(t[i]);
-            let (s2, b2) = s1.overflowing_sub(borrow as u64);
-            self.0[i] = s2;
-            borrow = b1 || b2;
+        let e = element(key, version, value);
+        for (a, b) in self.0.iter_mut().zip(e.iter()) {
+            *a = a.wrapping_sub(*b);
         }
     }
 
+    /// The 32-byte root that block headers carry: a hash of the whole vector.
     pub fn root(&self) -> Hash {
-        Hash::tagged(b"tally-state-root", &[&self.to_bytes()])
+        Hash::tagged(b"tally-state-root-v2", &[&self.to_bytes()])
     }
 
-    pub fn to_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        for (i, l) in self.0.iter().enumerate() {
-            b[i * 8..i * 8 + 8].copy_from_slice(&l.to_be_bytes());
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(DIGEST_BYTES);
+        for l in self.0.iter() {
+            b.extend_from_slice(&l.to_le_bytes());
         }
         b
     }
 
-    pub fn from_bytes(b: &[u8; 32]) -> StateDigest {
-        let mut d = StateDigest::default();
-        for (i, l) in d.0.iter_mut().enumerate() {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i * 8..i * 8 + 8]);
-            *l = u64::from_be_bytes(a);
+    pub fn from_bytes(b: &[u8]) -> Result<StateDigest, DecodeError> {
+        if b.len() != DIGEST_BYTES {
+            return Err(DecodeError::Truncated("state commitment"));
         }
-        d
+        let mut d = StateDigest::default();
+        for (l, c) in d.0.iter_mut().zip(b.chunks_exact(2)) {
+            *l = u16::from_le_bytes([c[0], c[1]]);
+        }
+        Ok(d)
     }
 }
 
@@ -100,6 +122,21 @@ mod tests {
         b.remove("x", &v1, b"1");
         b.remove("y", &v2, b"2");
         assert_eq!(b, StateDigest::default());
-        assert_eq!(StateDigest::from_bytes(&a.to_bytes()), a);
+        assert_eq!(StateDigest::from_bytes(&a.to_bytes()).unwrap(), a);
+        assert!(StateDigest::from_bytes(&a.to_bytes()[1..]).is_err());
+    }
+
+    #[test]
+    fn every_field_of_an_entry_counts() {
+        let v = Version { block: 1, tx: 0 };
+        let root = |k: &str, v: &Version, val: &[u8]| {
+            let mut d = StateDigest::default();
+            d.add(k, v, val);
+            d.root()
+        };
+        let base = root("ab", &v, b"c");
+        assert_ne!(base, root("a", &v, b"bc"));
+        assert_ne!(base, root("ab", &Version { block: 1, tx: 1 }, b"c"));
+        assert_ne!(base, root("ab", &v, b"d"));
     }
 }

@@ -1,8 +1,9 @@
 //! Canonical encoding round trips and signature checks of the protocol types.
 
+use tally_protocol::block::{effects_hash, result_leaves, results_root};
 use tally_protocol::codec::{Decode, DecodeError, Encode};
 use tally_protocol::merkle;
-use tally_protocol::receipt::{InclusionProof, ProofError};
+use tally_protocol::receipt::{InclusionProof, ProofError, ProvenReceipt};
 use tally_protocol::{
     Batch, BatchConfig, Block, BlockHeader, ChannelConfig, Hash, NodeRef, OrgCa, OrgMember,
     Payload, Policies, ReadCheck, RejectCode, Role, Signer, Transaction, TxBody, TxStatus, Version,
@@ -67,10 +68,12 @@ fn transactions_blocks_and_configs_round_trip() {
         txs: vec![tx.clone(), tx2.clone()],
     });
     let header = BlockHeader {
+        version: tally_protocol::block::HEADER_VERSION,
         channel: "trade".into(),
         number: 7,
         prev_hash: Hash([1; 32]),
         tx_root: merkle::root(&[tx.id(), tx2.id()]),
+        results_root: Hash([4; 32]),
         state_root: Hash([2; 32]),
         timestamp_ms: 10,
         raft_term: 3,
@@ -188,24 +191,96 @@ fn signatures_cover_every_field() {
 }
 
 #[test]
-fn inclusion_proofs_check_header_and_path() {
+fn inclusion_proofs_check_header_path_and_status() {
     let ids: Vec<Hash> = (0..5u8).map(|i| Hash([i; 32])).collect();
+    let rejected = TxStatus::Rejected {
+        code: RejectCode::BadSignature,
+        reason: "signature does not verify".into(),
+    };
+    let results: Vec<TxStatus> = (0..5)
+        .map(|i| {
+            if i == 3 {
+                rejected.clone()
+            } else {
+                TxStatus::Committed
+            }
+        })
+        .collect();
+    let effects = vec![None; 5];
     let header = BlockHeader {
+        version: tally_protocol::block::HEADER_VERSION,
         channel: "c".into(),
         number: 1,
         prev_hash: Hash::ZERO,
         tx_root: merkle::root(&ids),
+        results_root: results_root(&ids, &results, &effects),
         state_root: Hash::ZERO,
         timestamp_ms: 0,
         raft_term: 1,
         raft_index: 2,
     };
-    let proof = InclusionProof {
-        tx_id: ids[3],
+    let leaves = result_leaves(&ids, &results, &effects);
+    let proof_of = |i: usize| InclusionProof {
+        tx_id: ids[i],
         header: header.clone(),
-        merkle: merkle::prove(&ids, 3).unwrap(),
+        status: results[i].clone(),
+        effects_hash: effects_hash(&None),
+        merkle: merkle::prove(&leaves, i).unwrap(),
     };
-    assert_eq!(proof.verify(&ids[3], &header.hash()), Ok(()));
+    assert_eq!(
+        proof_of(2).verify(&ids[2], &header.hash()),
+        Ok(&TxStatus::Committed)
+    );
+    // The rejected transaction's proof proves "rejected"...
+    let proof = proof_of(3);
+    assert_eq!(proof.verify(&ids[3], &header.hash()), Ok(&rejected));
+    // ...and cannot be made to say "committed", nor another reason or code.
+    for other in [
+        TxStatus::Committed,
+        TxStatus::Rejected {
+            code: RejectCode::BadSignature,
+            reason: "other".into(),
+        },
+        TxStatus::Rejected {
+            code: RejectCode::Expired,
+            reason: "signature does not verify".into(),
+        },
+    ] {
+        let mut forged = proof.clone();
+        forged.status = other;
+        assert_eq!(
+            forged.verify(&ids[3], &header.hash()),
+            Err(ProofError::BadPath)
+        );
+    }
+    // Effects are part of the leaf too.
+    let mut forged = proof.clone();
+    forged.effects_hash = Hash([9; 32]);
+    assert_eq!(
+        forged.verify(&ids[3], &header.hash()),
+        Err(ProofError::BadPath)
+    );
+    // A receipt that claims "committed" for it is refused even with an honest proof.
+    let receipt = |status: TxStatus| ProvenReceipt {
+        receipt: tally_protocol::Receipt {
+            tx_id: ids[3],
+            channel: "c".into(),
+            block: 1,
+            index: 3,
+            status,
+            block_hash: header.hash(),
+            effects: None,
+        },
+        proof: proof.clone(),
+    };
+    assert_eq!(
+        receipt(rejected.clone()).verify(&header.hash()),
+        Ok(&rejected)
+    );
+    assert_eq!(
+        receipt(TxStatus::Committed).verify(&header.hash()),
+        Err(ProofError::WrongOutcome)
+    );
     assert_eq!(
         proof.verify(&ids[2], &header.hash()),
         Err(ProofError::WrongTx)
@@ -215,12 +290,38 @@ fn inclusion_proofs_check_header_and_path() {
         Err(ProofError::WrongHeader)
     );
     let mut forged = proof.clone();
-    forged.header.tx_root = Hash([1; 32]);
+    forged.header.results_root = Hash([1; 32]);
     let forged_hash = forged.header.hash();
     assert_eq!(
         forged.verify(&ids[3], &forged_hash),
         Err(ProofError::BadPath)
     );
+}
+
+#[test]
+fn headers_of_another_version_are_refused_with_a_clear_error() {
+    let header = BlockHeader {
+        version: tally_protocol::block::HEADER_VERSION,
+        channel: "c".into(),
+        number: 1,
+        prev_hash: Hash::ZERO,
+        tx_root: Hash::ZERO,
+        results_root: Hash::ZERO,
+        state_root: Hash::ZERO,
+        timestamp_ms: 0,
+        raft_term: 1,
+        raft_index: 2,
+    };
+    for v in [0u8, 1, 3, 255] {
+        let mut bytes = header.to_bytes();
+        bytes[0] = v;
+        let e = BlockHeader::from_bytes(&bytes).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::UnsupportedVersion { version, .. } if version == v),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("version"), "{e}");
+    }
 }
 
 #[test]

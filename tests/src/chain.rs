@@ -124,6 +124,11 @@ pub fn verify_chain(who: &str, channel: &str, blocks: &[Block]) {
             tx_root(&b.tx_ids()),
             "{who}/{channel}: block {i}: transaction root does not match its transactions"
         );
+        assert_eq!(
+            h.results_root,
+            tally_protocol::block::results_root(&b.tx_ids(), &b.results, &b.effects),
+            "{who}/{channel}: block {i}: results root does not match its statuses and effects"
+        );
     }
 }
 

@@ -795,3 +795,156 @@ async fn a_flood_of_spinning_invokes_is_bounded_per_block_and_writes_commit() {
     );
     c.assert_healthy();
 }
+
+/// Key of a channel's record of `kind` in a node's RocksDB (node/src/keys.rs): `c`, the
+/// channel, NUL, the kind byte, then the rest.
+fn ledger_key(channel: &str, kind: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = vec![b'c'];
+    k.extend_from_slice(channel.as_bytes());
+    k.push(0);
+    k.push(kind);
+    k.extend_from_slice(rest);
+    k
+}
+
+/// Someone with access to a stopped node's disk edits a state value in its RocksDB and keeps
+/// the node's own books straight: the tip's state commitment is updated homomorphically for the
+/// edit, exactly as the node would have updated it, so the node's startup self-check (which
+/// recomputes the commitment from the state records) finds nothing wrong. Before, such a node
+/// served the edited value and only a metric alert could fire. Now the signed checkpoints of
+/// the two honest nodes disagree with its state root at its height: it reports Degraded with
+/// that height (status, /readyz, metrics) and refuses the channel's reads and writes, while the
+/// others keep serving the true value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_serving() {
+    use tally_protocol::codec::{Decode, Reader};
+    use tally_protocol::state::{StateDigest, DIGEST_BYTES};
+    use tally_protocol::Version;
+
+    let c = start("tampered-db", &[CH]).await;
+    let (lead, _) = leader(&c, CH).await;
+    let (victim, honest) = others(&c, CH, &lead);
+    let org = c.node_org(&lead);
+    let writer = c.identity(&org, Role::Client);
+    let tx = sign_writes(&writer, CH, vec![put("balance", b"100")], false);
+    let r = c.client(&lead).submit_wait(&tx).await.expect("write");
+    assert!(r.status.is_committed(), "{:?}", r.status);
+    c.wait_converged(CH, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    c.stop(&victim).await.expect("stop the victim");
+    let stopped_at = {
+        let db = rocksdb::DB::open_default(c.data_dir(&victim).join("ledger")).expect("open db");
+        let state_key = ledger_key(CH, b'S', b"balance");
+        let old = db
+            .get(&state_key)
+            .expect("read")
+            .expect("balance is stored");
+        let version = Version::decode(&mut Reader::new(&old[..12])).expect("version");
+        assert_eq!(&old[12..], b"100");
+        let mut edited = old[..12].to_vec();
+        edited.extend_from_slice(b"999999");
+        db.put(&state_key, &edited).expect("edit the value");
+        // The tip: height, last block hash, then the state commitment.
+        let tip_key = ledger_key(CH, b't', b"");
+        let mut tip = db.get(&tip_key).expect("read").expect("tip");
+        let height = u64::from_be_bytes(tip[..8].try_into().expect("8 bytes"));
+        let at = 8 + 32;
+        let mut digest = StateDigest::from_bytes(&tip[at..at + DIGEST_BYTES]).expect("commitment");
+        digest.remove("balance", &version, b"100");
+        digest.add("balance", &version, b"999999");
+        tip[at..at + DIGEST_BYTES].copy_from_slice(&digest.to_bytes());
+        db.put(&tip_key, &tip).expect("compensate the tip");
+        height
+    };
+    c.start_node(&victim).await.expect("restart the victim");
+
+    // Checkpoints flow every second; the verdict comes with the first ones.
+    let victim_client = c.client(&victim);
+    let mut degraded = None;
+    for _ in 0..300 {
+        if let Ok(s) = victim_client.status(CH).await {
+            if s.degraded.is_some() {
+                degraded = s.degraded;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = degraded.unwrap_or_else(|| {
+        panic!(
+            "{victim} never reported Degraded; its log:\n{}",
+            c.log_tail(&victim, 30)
+        )
+    });
+    assert_eq!(
+        d.first_differing_height, stopped_at,
+        "the first differing height is where the edit was made: {d:?}"
+    );
+    assert!(d.reason.contains("differs"), "{d:?}");
+    assert!(
+        !victim_client.ready().await.expect("GET /readyz"),
+        "a degraded node is not ready"
+    );
+    // The metrics follow the status (set right after it, or by the next periodic pass).
+    let degraded_metric = |text: &str| {
+        text.lines().any(|l| {
+            l.starts_with("tally_channel_degraded{")
+                && l.contains(&format!("channel=\"{CH}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        let (code, body) = tally_tests::http::get(&format!("{}/metrics", victim_client.url()))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(code, 200);
+        metrics = String::from_utf8_lossy(&body).into_owned();
+        if degraded_metric(&metrics) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        degraded_metric(&metrics),
+        "tally_channel_degraded is not 1:\n{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tally_channel_first_differing_height{")
+                && l.ends_with(&format!(" {stopped_at}"))),
+        "tally_channel_first_differing_height is not {stopped_at}"
+    );
+
+    // The victim refuses the channel's reads and writes, with a reason.
+    let reader = victim_client.with_reader(c.identity(&org, Role::Client));
+    let read = reader.get(CH, "balance").await;
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.to_string().contains("degraded")),
+        "a read on the degraded node: {read:?}"
+    );
+    let tx = sign_writes(&writer, CH, vec![put("after", b"x")], false);
+    let write = victim_client.submit_wait(&tx).await;
+    assert!(
+        write
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("degraded")),
+        "a write on the degraded node: {write:?}"
+    );
+
+    // The others keep serving the true value and committing.
+    commit_one(&c, &honest, CH, "still-serving").await;
+    let kv = c
+        .client(&honest)
+        .with_reader(c.identity(&org, Role::Client))
+        .get(CH, "balance")
+        .await
+        .expect("read on an honest node")
+        .expect("balance");
+    assert_eq!(kv.value, b"100");
+    assert!(c.client(&honest).ready().await.expect("GET /readyz"));
+}

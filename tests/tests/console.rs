@@ -340,6 +340,37 @@ async fn same_hashes_as_rust(b: &Browser, s: &Scenario) {
             }
         }
     }
+    // Outcome leaves: the page encodes a status as tally-protocol does, so it proves
+    // "rejected" for a rejected transaction exactly as the SDK does.
+    let id = Hash::tagged(b"t", &[b"tx"]);
+    let fx = tally_protocol::block::effects_hash(&None);
+    for st in [
+        tally_protocol::TxStatus::Committed,
+        tally_protocol::TxStatus::Rejected {
+            code: tally_protocol::RejectCode::OutOfFuel,
+            reason: "fuel ran out: ünïcode".into(),
+        },
+    ] {
+        let js = b
+            .exec(
+                "return TallyVerify.resultLeaf(arguments[0], arguments[1], arguments[2]);",
+                vec![
+                    json!(id.to_hex()),
+                    serde_json::to_value(&st).expect("json"),
+                    json!(fx.to_hex()),
+                ],
+            )
+            .await;
+        assert_eq!(
+            js.as_str(),
+            Some(
+                tally_protocol::block::result_leaf(&id, &st, &fx)
+                    .to_hex()
+                    .as_str()
+            ),
+            "outcome leaf of {st:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,17 +437,22 @@ async fn console_in_a_real_browser() {
             .contains("financed"),
         "the call's result is shown"
     );
-    // The same check fails on a proof with another transaction root or another sibling.
+    // The same check fails on a proof with another results root, another transaction, or a
+    // status other than the proven one (in the proof or in the receipt).
     let tampered = b
         .exec(
             "var d = JSON.parse(document.getElementById('proof-data').textContent);\
-             var a = JSON.parse(JSON.stringify(d)); a.proof.header.tx_root = '00'.repeat(32);\
+             var a = JSON.parse(JSON.stringify(d)); a.proof.header.results_root = '00'.repeat(32);\
              var c = JSON.parse(JSON.stringify(d)); c.tx_id = 'ab'.repeat(32); c.proof.tx_id = c.tx_id;\
-             return [TallyVerify.verifyInclusion(d).ok, TallyVerify.verifyInclusion(a).ok, TallyVerify.verifyInclusion(c).ok];",
+             var r = {status: 'rejected', code: 'out_of_fuel', reason: 'x'};\
+             var e = JSON.parse(JSON.stringify(d)); e.proof.status = r;\
+             var f = JSON.parse(JSON.stringify(d)); f.status = r;\
+             return [TallyVerify.verifyInclusion(d).ok, TallyVerify.verifyInclusion(a).ok, TallyVerify.verifyInclusion(c).ok,\
+                     TallyVerify.verifyInclusion(e).ok, TallyVerify.verifyInclusion(f).ok];",
             vec![],
         )
         .await;
-    assert_eq!(tampered, json!([true, false, false]));
+    assert_eq!(tampered, json!([true, false, false, false, false]));
 
     // ---- the block list grows live --------------------------------------------------------------
     b.goto(&console.at("/channels/main")).await;

@@ -69,10 +69,20 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
             trusted, receipt.block_hash,
             "the receipt's block hash is the chain's"
         );
-        proven
-            .proof
-            .verify(&id, &trusted)
-            .expect("an untampered proof verifies");
+        assert_eq!(
+            proven
+                .verify(&trusted)
+                .expect("an untampered proof verifies"),
+            &tally_protocol::TxStatus::Committed,
+            "the proof proves the transaction committed"
+        );
+        // The same outcome claimed as rejected does not verify.
+        let mut bad = proven.clone();
+        bad.proof.status = tally_protocol::TxStatus::Rejected {
+            code: tally_protocol::RejectCode::Forbidden,
+            reason: "x".into(),
+        };
+        assert_eq!(bad.proof.verify(&id, &trusted), Err(ProofError::BadPath));
         multi_leaf |= proven.proof.merkle.leaves > 1;
 
         let p = &proven.proof;
@@ -88,9 +98,9 @@ async fn receipts_prove_inclusion_offline_and_tampering_is_caught() {
         let mut bad = p.clone();
         bad.header.state_root = Hash::ZERO;
         assert_eq!(bad.verify(&id, &trusted), Err(ProofError::WrongHeader));
-        // A header with another transaction root, trusted as it is: the path no longer leads there.
+        // A header with another results root, trusted as it is: the path no longer leads there.
         let mut bad = p.clone();
-        bad.header.tx_root = Hash::tagged(b"forged", &[b"root"]);
+        bad.header.results_root = Hash::tagged(b"forged", &[b"root"]);
         let forged_hash = bad.header.hash();
         assert_eq!(bad.verify(&id, &forged_hash), Err(ProofError::BadPath));
         // The proof's own id swapped with the claim.

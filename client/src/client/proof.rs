@@ -7,7 +7,9 @@ use tally_protocol::ProvenReceipt;
 
 /// Checks a proven receipt offline: the proof is for the receipt's transaction, the header
 /// in the proof hashes to the receipt's block hash and is the receipt's block of its channel,
-/// and the Merkle path leads from the transaction id to the header's transaction root.
+/// and the Merkle path leads from the transaction's outcome (id, status, effects) to the
+/// header's results root, with the status and effects the receipt states. A receipt of a
+/// rejected transaction thus proves "rejected": its status cannot be swapped for another.
 ///
 /// This shows that the node that signed nothing but served the receipt could not have made
 /// the inclusion up *given* the block hash; to trust the block hash itself, compare it with
@@ -28,8 +30,8 @@ pub fn verify_receipt(proven: &ProvenReceipt) -> Result<(), ClientError> {
         )));
     }
     proven
-        .proof
-        .verify(&r.tx_id, &r.block_hash)
+        .verify(&r.block_hash)
+        .map(|_| ())
         .map_err(|e| ClientError::Proof(e.to_string()))
 }
 
@@ -51,8 +53,8 @@ impl Client {
             )));
         }
         proven
-            .proof
-            .verify(&r.tx_id, &hash)
+            .verify(&hash)
+            .map(|_| ())
             .map_err(|e| ClientError::Proof(e.to_string()))
     }
 }

@@ -32,6 +32,7 @@ pub async fn proof_json(app: &App, ch: &str, proven: &ProvenReceipt) -> serde_js
         "block": r.block,
         "index": r.index,
         "block_hash": r.block_hash,
+        "status": r.status,
         "proof": proven.proof,
         "witnesses": witnesses,
     })

@@ -61,6 +61,11 @@ pub struct Channel {
     pub(super) preverified: Mutex<HashMap<Hash, (Vec<u8>, Instant)>>,
     pub queued: AtomicUsize,
     pub queued_bytes: AtomicUsize,
+    /// Signed checkpoints from peers and whether this node found itself in the minority.
+    pub checkpoints: crate::checkpoint::Tracker,
+    /// Why the channel's thread ended, if it died (a storage or apply error, a panic): the
+    /// channel then serves nothing and the node is not ready.
+    pub(super) stopped: RwLock<Option<String>>,
 }
 
 impl Channel {
@@ -94,6 +99,7 @@ impl Channel {
             member: self.is_member(),
             voters: v.voters,
             learners: v.learners,
+            degraded: self.degraded(),
         }
     }
 
@@ -122,6 +128,17 @@ impl Channel {
             return None;
         }
         self.departing.read().iter().find(|n| n.id == id).cloned()
+    }
+
+    /// A node of the channel by name, from the configuration in force or the hint.
+    pub fn peer_named(&self, name: &str) -> Option<NodeRef> {
+        if let Some(n) = self.ledger.config().node(name) {
+            return Some(n.clone());
+        }
+        self.hint
+            .read()
+            .as_ref()
+            .and_then(|h| h.node(name).cloned())
     }
 
     /// Member CAs of the configuration in force and of the hint.
@@ -153,7 +170,32 @@ impl Channel {
         v.heard_from_leader && applied + READY_SLACK >= v.leader_commit
     }
 
+    /// Why this node does not serve the channel's reads and writes, if it does not: its
+    /// ledger differs from the channel's (see [`crate::checkpoint`]) or its thread died.
+    pub fn degraded(&self) -> Option<tally_protocol::api::Degraded> {
+        if let Some(d) = self.checkpoints.degraded() {
+            return Some(d);
+        }
+        self.stopped
+            .read()
+            .as_ref()
+            .map(|why| tally_protocol::api::Degraded {
+                first_differing_height: 0,
+                reason: format!("the channel's thread stopped: {why}"),
+            })
+    }
+
+    pub(super) fn set_stopped(&self, why: String) {
+        *self.stopped.write() = Some(why);
+    }
+
     pub fn ready(&self) -> Result<(), String> {
+        if let Some(d) = self.degraded() {
+            return Err(format!(
+                "channel {} is degraded: {} (first differing height {})",
+                self.ledger.name, d.reason, d.first_differing_height
+            ));
+        }
         if !self.is_member() {
             return Ok(());
         }

@@ -166,6 +166,8 @@ pub(crate) fn open(
         preverified: Mutex::new(HashMap::new()),
         queued: AtomicUsize::new(0),
         queued_bytes: AtomicUsize::new(0),
+        checkpoints: Default::default(),
+        stopped: RwLock::new(None),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.
@@ -206,9 +208,88 @@ pub fn start(
 ) -> Result<(Arc<Channel>, std::thread::JoinHandle<()>), raft::Error> {
     let name = format!("raft-{}", ledger.name);
     let (chan, mut worker, rx) = open(ledger, me, hint, env, |_| {})?;
+    let watched = chan.clone();
     let handle = std::thread::Builder::new()
         .name(name)
-        .spawn(move || worker.run(rx))
+        .spawn(move || {
+            // A panic in the loop must not leave a channel that looks alive: record it, so
+            // the node turns unready and says why.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(rx)));
+            if let Err(p) = run {
+                let why = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                error!(channel = %watched.ledger.name, cause = %why, "channel thread panicked");
+                watched.set_stopped(format!("panic: {why}"));
+            }
+        })
         .map_err(|e| raft::Error::Store(raft::StorageError::Other(e.into())))?;
     Ok((chan, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::{OrgCa, OrgMember};
+
+    /// A transport that fails the way a bug would: the channel thread dies on its first send.
+    struct Panicking;
+    impl Peers for Panicking {
+        fn send(&self, _: &NodeRef, _: &str, _: &Message) -> bool {
+            panic!("peer transport exploded");
+        }
+    }
+
+    fn node(id: u64, name: &str) -> NodeRef {
+        NodeRef {
+            id,
+            name: name.into(),
+            org: "org1".into(),
+            peer_addr: "127.0.0.1:1".into(),
+            api_url: "http://127.0.0.1:2".into(),
+        }
+    }
+
+    /// A channel whose thread dies makes the node unready and says why, instead of leaving a
+    /// channel that looks alive.
+    #[test]
+    fn a_dead_channel_thread_is_unready_with_its_cause() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(DB::open_default(dir.path()).expect("db"));
+        let ca = OrgCa::generate("org1").expect("ca");
+        let cfg = ChannelConfig {
+            name: "ch".into(),
+            members: vec![OrgMember {
+                name: "org1".into(),
+                ca_pem: ca.cert_pem(),
+            }],
+            // Two consenters: the first election sends a vote request, which panics.
+            consenters: vec![node(1, "n1"), node(2, "n2")],
+            observers: vec![],
+            batch: Default::default(),
+            policies: Default::default(),
+            snapshot_interval: 100,
+            max_tx_bytes: 100_000,
+            tx_window_s: 600,
+        };
+        let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
+        let ledger = Arc::new(Ledger::open(db.clone(), cfg, engine).expect("ledger"));
+        let env = Env {
+            db,
+            peers: Arc::new(Panicking),
+            clock: Arc::new(SystemClock),
+            metrics: Arc::new(Metrics::new("n1", "org1")),
+            fsync: false,
+            on_config: Arc::new(|| {}),
+        };
+        let (chan, thread) = start(ledger, &node(1, "n1"), None, env).expect("start");
+        thread.join().expect("the panic is caught, the thread ends");
+        let d = chan.degraded().expect("the dead thread is reported");
+        assert!(d.reason.contains("peer transport exploded"), "{d:?}");
+        let why = chan.ready().expect_err("a dead channel is not ready");
+        assert!(why.contains("thread stopped"), "{why}");
+        assert!(chan.status().degraded.is_some());
+    }
 }

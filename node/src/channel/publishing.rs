@@ -133,6 +133,13 @@ impl Worker {
         m.state_root
             .with_label_values(&ch)
             .set(tip.state_root().fingerprint() as f64);
+        let degraded = self.chan.degraded();
+        m.degraded
+            .with_label_values(&ch)
+            .set(degraded.is_some() as i64);
+        m.first_differing_height
+            .with_label_values(&ch)
+            .set(degraded.map_or(0, |d| d.first_differing_height) as i64);
         let ready = self.chan.ready().is_ok();
         m.ready.with_label_values(&ch).set(ready as i64);
         // Raft's voters, not the configuration's consenters: while a new consenter catches up

@@ -97,7 +97,8 @@ impl Worker {
                 next_tick = now + TICK;
             }
             if let Err(e) = self.turn(tick) {
-                error!(channel = %self.ch, error = %e, "channel stopped: storage failure");
+                error!(channel = %self.ch, error = %e, "channel stopped: storage or apply failure");
+                self.chan.set_stopped(e.to_string());
                 break;
             }
             if now.duration_since(self.last_sweep) > Duration::from_secs(10) {

@@ -6,6 +6,7 @@ use super::{block_time, chaincode, ExecStat, InForce, Ledger, LedgerError, Tip};
 use crate::keys;
 use rocksdb::WriteBatch;
 use std::collections::{HashMap, HashSet};
+use tally_protocol::block::results_root;
 use tally_protocol::codec::{Encode, Writer};
 use tally_protocol::merkle;
 use tally_protocol::receipt::Receipt;
@@ -121,10 +122,12 @@ impl Ledger {
             wb.put(self.keys.kind(keys::CONFIG_IN_FORCE), next.encode());
         }
         let header = BlockHeader {
+            version: tally_protocol::block::HEADER_VERSION,
             channel: self.name.clone(),
             number,
             prev_hash: tip.last_hash,
             tx_root: merkle::root(&ids),
+            results_root: results_root(&ids, &results, &effects),
             state_root: tip.digest.root(),
             timestamp_ms: ts,
             raft_term,

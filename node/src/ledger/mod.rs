@@ -86,12 +86,14 @@ impl Ledger {
             Some(b) => Tip::decode(&b).map_err(|e| corrupt("tip", e))?,
             None => {
                 let header = BlockHeader {
+                    version: tally_protocol::block::HEADER_VERSION,
                     channel: config.name.clone(),
                     number: 0,
                     // Block 0 has no predecessor; it commits to the channel's genesis
                     // configuration in that place instead.
                     prev_hash: config_hash,
                     tx_root: merkle::root(&[]),
+                    results_root: merkle::root(&[]),
                     state_root: StateDigest::default().root(),
                     timestamp_ms: 0,
                     raft_term: 0,
@@ -150,7 +152,11 @@ mod tests {
         let t = Tip {
             height: 7,
             last_hash: Hash([3; 32]),
-            digest: StateDigest([1, 2, 3, 4]),
+            digest: {
+                let mut d = StateDigest::default();
+                d.add("k", &tally_protocol::Version { block: 1, tx: 2 }, b"v");
+                d
+            },
             timestamp_ms: 9,
             applied_index: 11,
             applied_term: 2,
@@ -186,6 +192,43 @@ mod tests {
         let engine = Arc::new(Engine::new(tally_runtime::Limits::default()));
         let ledger = Ledger::open(db, cfg, engine).unwrap();
         (dir, ledger, client)
+    }
+
+    /// A state record edited behind the node's back no longer matches the commitment the tip
+    /// keeps: the startup self-check says so; an untouched ledger passes it.
+    #[test]
+    fn an_edited_state_record_fails_the_self_check() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let body = tally_protocol::TxBody {
+            channel: "ch".into(),
+            nonce: 1,
+            timestamp_ms: now,
+            signer: Signer::Certificate(client.cert_der.clone()),
+            payload: Payload::KvWrite {
+                reads: vec![],
+                writes: vec![tally_protocol::Write {
+                    key: "balance".into(),
+                    value: Some(b"100".to_vec()),
+                }],
+            },
+        };
+        let raw = Transaction::sign(body, &client).to_bytes();
+        let data = tally_protocol::write_batch(now, std::iter::once(raw.as_slice()));
+        let mut wb = WriteBatch::default();
+        let (_, tip) = ledger
+            .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+            .unwrap()
+            .unwrap();
+        ledger.db().write(wb).unwrap();
+        ledger.commit_tip(tip);
+        assert_eq!(ledger.verify_state().unwrap(), None);
+        let key = ledger.keys.state("balance");
+        let mut rec = ledger.db().get(&key).unwrap().unwrap();
+        *rec.last_mut().unwrap() = b'9';
+        ledger.db().put(&key, &rec).unwrap();
+        let why = ledger.verify_state().unwrap().expect("the edit is seen");
+        assert!(why.contains("commits to"), "{why}");
     }
 
     #[test]

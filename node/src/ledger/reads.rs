@@ -5,10 +5,11 @@ use super::{corrupt, Ledger, LedgerError};
 use rocksdb::{Direction, IteratorMode};
 use std::collections::HashMap;
 use tally_protocol::api::{utf8, HistoryEntry, KeyEntry};
+use tally_protocol::block::result_leaves;
 use tally_protocol::codec::{Decode, Reader};
 use tally_protocol::merkle;
 use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
-use tally_protocol::{Block, Hash, Version};
+use tally_protocol::{Block, BlockHeader, Hash, Version};
 
 /// A key's state: its version and value, or absent.
 pub(super) type StateEntry = Option<(Version, Vec<u8>)>;
@@ -44,6 +45,16 @@ impl Ledger {
         }
     }
 
+    /// The header of block `number`, without decoding its transactions.
+    pub fn header(&self, number: u64) -> Result<Option<BlockHeader>, LedgerError> {
+        match self.db.get_pinned(self.keys.block(number))? {
+            Some(b) => BlockHeader::decode(&mut Reader::new(&b))
+                .map(Some)
+                .map_err(|e| corrupt("block header", e)),
+            None => Ok(None),
+        }
+    }
+
     pub fn tx_location(&self, id: &Hash) -> Result<Option<Version>, LedgerError> {
         match self.db.get_pinned(self.keys.tx(&id.0))? {
             Some(b) => Version::from_bytes(&b)
@@ -62,13 +73,23 @@ impl Ledger {
             .ok_or_else(|| corrupt("block", "indexed block missing"))?;
         let ids = block.tx_ids();
         let i = loc.tx as usize;
+        if block.results.len() != ids.len() || block.effects.len() != ids.len() {
+            return Err(corrupt(
+                "block",
+                "results or effects do not match its transactions",
+            ));
+        }
+        let leaves = result_leaves(&ids, &block.results, &block.effects);
         let status = block
             .results
             .get(i)
             .cloned()
             .ok_or_else(|| corrupt("block", "result missing"))?;
-        let effects = block.effects.get(i).cloned().flatten().map(Box::new);
-        let proof = merkle::prove(&ids, i).ok_or_else(|| corrupt("block", "index out of range"))?;
+        let fx = block.effects.get(i).cloned().flatten();
+        let effects_hash = tally_protocol::block::effects_hash(&fx);
+        let effects = fx.map(Box::new);
+        let proof =
+            merkle::prove(&leaves, i).ok_or_else(|| corrupt("block", "index out of range"))?;
         let block_hash = block.header.hash();
         Ok(Some(ProvenReceipt {
             receipt: Receipt {
@@ -76,13 +97,15 @@ impl Ledger {
                 channel: self.name.clone(),
                 block: loc.block,
                 index: loc.tx,
-                status,
+                status: status.clone(),
                 block_hash,
                 effects,
             },
             proof: InclusionProof {
                 tx_id: *id,
                 header: block.header,
+                status,
+                effects_hash,
                 merkle: proof,
             },
         }))

@@ -7,7 +7,7 @@ use rocksdb::WriteBatch;
 use std::sync::Arc;
 use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use tally_protocol::identity::TrustedCa;
-use tally_protocol::state::StateDigest;
+use tally_protocol::state::{StateDigest, DIGEST_BYTES};
 use tally_protocol::{ChannelConfig, Hash};
 
 /// Where the ledger stands: the last block and the Raft entry it came from.
@@ -23,7 +23,7 @@ pub struct Tip {
 
 impl Tip {
     pub(super) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(96);
+        let mut w = Writer::with_capacity(64 + DIGEST_BYTES);
         w.u64(self.height);
         self.last_hash.encode(&mut w);
         w.fixed(&self.digest.to_bytes());
@@ -37,7 +37,7 @@ impl Tip {
         let t = Tip {
             height: r.u64("height")?,
             last_hash: Hash::decode(&mut r)?,
-            digest: StateDigest::from_bytes(&r.fixed::<32>("digest")?),
+            digest: StateDigest::from_bytes(&r.fixed::<DIGEST_BYTES>("state commitment")?)?,
             timestamp_ms: r.u64("timestamp")?,
             applied_index: r.u64("applied")?,
             applied_term: r.u64("applied term")?,
@@ -113,6 +113,40 @@ impl Ledger {
         };
         self.install_config(next);
         Ok(())
+    }
+
+    /// Recomputes the state commitment from the state records themselves and compares it with
+    /// the one the tip keeps. The tip's commitment is updated block by block and never looks
+    /// at records it does not write, so a record edited behind the node's back would
+    /// otherwise go unnoticed until that key is written again. Costs one pass over the state.
+    pub fn verify_state(&self) -> Result<Option<String>, LedgerError> {
+        let (lo, hi) = self.keys.range(keys::STATE);
+        let skip = self.keys.state_prefix_len();
+        let mut digest = StateDigest::default();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(
+            &lo,
+            rocksdb::Direction::Forward,
+        )) {
+            let (k, v) = item?;
+            if k.as_ref() >= hi.as_slice() {
+                break;
+            }
+            let Ok(key) = std::str::from_utf8(&k[skip..]) else {
+                return Ok(Some("a state record's key is not UTF-8".into()));
+            };
+            let (version, value) = super::decode_state(&v)?;
+            digest.add(key, &version, &value);
+        }
+        let tip = self.tip();
+        if digest == tip.digest {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the state records hash to {} but the ledger at height {} commits to {}",
+            digest.root(),
+            tip.height,
+            tip.state_root()
+        )))
     }
 
     pub(super) fn reload_tip(&self) -> Result<(), LedgerError> {

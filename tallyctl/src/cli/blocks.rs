@@ -70,6 +70,8 @@ pub fn block_summary(b: &Block) -> serde_json::Value {
         "number": b.header.number,
         "hash": b.header.hash(),
         "prev_hash": b.header.prev_hash,
+        "version": b.header.version,
+        "results_root": b.header.results_root,
         "state_root": b.header.state_root,
         "timestamp_ms": b.header.timestamp_ms,
         "txs": b.txs.len(),
@@ -138,7 +140,9 @@ fn print_block(b: &Block) {
     println!("block {} of channel {}", h.number, h.channel);
     println!("  hash        {}", h.hash());
     println!("  prev_hash   {}", h.prev_hash);
+    println!("  version     {}", h.version);
     println!("  tx_root     {}", h.tx_root);
+    println!("  results     {}", h.results_root);
     println!("  state_root  {}", h.state_root);
     println!(
         "  time        {} ({} ms)",

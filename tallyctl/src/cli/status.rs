@@ -305,6 +305,7 @@ mod tests {
             member: true,
             voters: vec![1],
             learners: vec![],
+            degraded: None,
         }
     }
 

@@ -1,0 +1,400 @@
+//! Signed checkpoints: nodes of a channel tell one another where their ledgers stand, and a
+//! node that finds itself in the minority stops serving the channel.
+//!
+//! A checkpoint is `(channel, node, height, block hash, state root)` signed by the node's
+//! identity key. Every second each node sends, to every other node of each of its channels,
+//! its checkpoint at the latest height that is a multiple of [`EVERY`] (so that nodes moving
+//! at different speeds still produce comparable heights) and at its tip (so that an idle
+//! channel is compared too). Checkpoints travel over the peer transport beside Raft messages,
+//! under the route `checkpoint:<channel>` (no channel name contains `:`), and are accepted only
+//! from a connection whose certificate is that of the channel node the checkpoint names.
+//!
+//! A node compares a peer's checkpoint at height h with its own at h: its tip when h is its
+//! height, else the header of block h-1. When a strict majority of the channel's consenters
+//! agree on a value that is not the node's own, the node is in the minority: its ledger
+//! differs from what the channel agreed on (an edited database, a bug, a broken disk). It then
+//! refuses the channel's reads and writes, reports itself Degraded (readiness, metrics,
+//! status) with the first height at which it was found to differ, and hands over leadership.
+//! This is sticky for the life of the process: a ledger that diverged does not heal itself.
+
+use crate::channel::Channel;
+use crate::ledger::Ledger;
+use crate::node::Node;
+use crate::peer_trust::PeerCert;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use tally_protocol::{sig, Hash, Identity};
+use tracing::{debug, error, warn};
+
+/// Checkpoints are taken at heights that are multiples of this, besides the tip.
+pub const EVERY: u64 = 64;
+/// How often checkpoints are sent and compared.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// Route prefix of checkpoint frames on the peer transport.
+pub const ROUTE: &str = "checkpoint:";
+/// Heights of peers' checkpoints kept for comparison (the lowest are dropped first).
+const KEEP_HEIGHTS: usize = 256;
+const FORMAT: u8 = 1;
+
+/// What a node says about its ledger at one height.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub channel: String,
+    pub node: String,
+    pub height: u64,
+    pub block_hash: Hash,
+    pub state_root: Hash,
+}
+
+impl Checkpoint {
+    fn body(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(96 + self.channel.len() + self.node.len());
+        w.u8(FORMAT);
+        w.str(&self.channel);
+        w.str(&self.node);
+        w.u64(self.height);
+        self.block_hash.encode(&mut w);
+        self.state_root.encode(&mut w);
+        w.into_inner()
+    }
+
+    fn signed_message(body: &[u8]) -> Hash {
+        Hash::tagged(b"tally-checkpoint", &[body])
+    }
+
+    /// The checkpoint's bytes followed by the node's signature over them.
+    pub fn sign(&self, identity: &Identity) -> Vec<u8> {
+        let body = self.body();
+        let sig = identity.sign(&Self::signed_message(&body).0);
+        let mut w = Writer::with_capacity(body.len() + 68);
+        w.bytes(&body);
+        w.bytes(&sig);
+        w.into_inner()
+    }
+
+    /// Reads a signed checkpoint and checks its signature against `public_key`.
+    pub fn open(bytes: &[u8], public_key: &[u8; 32]) -> Result<Checkpoint, CheckpointError> {
+        let mut r = Reader::new(bytes);
+        let body = r.bytes("checkpoint")?;
+        let signature = r.bytes("checkpoint signature")?;
+        r.finish()?;
+        let key = sig::public_key(public_key).ok_or(CheckpointError::BadSignature)?;
+        if !sig::verify(&key, &signature, &Self::signed_message(&body).0) {
+            return Err(CheckpointError::BadSignature);
+        }
+        let mut r = Reader::new(&body);
+        let version = r.u8("checkpoint format")?;
+        if version != FORMAT {
+            return Err(DecodeError::UnsupportedVersion {
+                what: "checkpoint",
+                version,
+                supported: FORMAT,
+            }
+            .into());
+        }
+        let c = Checkpoint {
+            channel: r.str("channel")?,
+            node: r.str("node")?,
+            height: r.u64("height")?,
+            block_hash: Hash::decode(&mut r)?,
+            state_root: Hash::decode(&mut r)?,
+        };
+        r.finish()?;
+        Ok(c)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("malformed checkpoint: {0}")]
+    Malformed(#[from] DecodeError),
+    #[error("checkpoint signature does not verify against the sender's certificate")]
+    BadSignature,
+}
+
+pub use tally_protocol::api::Degraded;
+
+type Value = (Hash, Hash);
+
+/// A channel's checkpoint bookkeeping on one node.
+#[derive(Default)]
+pub struct Tracker {
+    /// Peers' checkpoints: height → node → (block hash, state root).
+    peers: Mutex<BTreeMap<u64, HashMap<String, Value>>>,
+    degraded: Mutex<Option<Degraded>>,
+    is_degraded: AtomicBool,
+}
+
+impl Tracker {
+    pub fn degraded(&self) -> Option<Degraded> {
+        if !self.is_degraded.load(Ordering::Acquire) {
+            return None;
+        }
+        self.degraded.lock().clone()
+    }
+
+    /// Marks the channel degraded; the first cause found is kept. Returns true the first time.
+    pub fn degrade(&self, d: Degraded) -> bool {
+        let mut cur = self.degraded.lock();
+        let first = cur.is_none();
+        match cur.as_mut() {
+            None => *cur = Some(d),
+            // A lower height found later (a peer's older checkpoint) is the better answer.
+            Some(c) if d.first_differing_height < c.first_differing_height => {
+                c.first_differing_height = d.first_differing_height
+            }
+            Some(_) => {}
+        }
+        self.is_degraded.store(true, Ordering::Release);
+        first
+    }
+
+    fn prune_below(&self, height: u64) {
+        let mut peers = self.peers.lock();
+        *peers = peers.split_off(&height);
+    }
+
+    fn record(&self, c: &Checkpoint) {
+        let mut peers = self.peers.lock();
+        peers
+            .entry(c.height)
+            .or_default()
+            .insert(c.node.clone(), (c.block_hash, c.state_root));
+        while peers.len() > KEEP_HEIGHTS {
+            peers.pop_first();
+        }
+    }
+}
+
+/// This node's (block hash, state root) at `height`: the tip at its height, else the header
+/// of the block that ends there.
+fn own_at(ledger: &Ledger, height: u64) -> Option<Value> {
+    let tip = ledger.tip();
+    if height == tip.height {
+        return Some((tip.last_hash, tip.state_root()));
+    }
+    if height == 0 || height > tip.height {
+        return None;
+    }
+    match ledger.header(height - 1) {
+        Ok(Some(h)) => Some((h.hash(), h.state_root)),
+        Ok(None) => None,
+        Err(e) => {
+            warn!(channel = %ledger.name, height, error = %e, "cannot read a block header for a checkpoint");
+            None
+        }
+    }
+}
+
+/// The height, among those recorded in `heights` and reached by this node, at which a strict
+/// majority of the consenters agree on a value other than this node's: the lowest one.
+fn minority_height(
+    chan: &Channel,
+    heights: std::ops::RangeInclusive<u64>,
+) -> Option<(u64, usize, usize)> {
+    let cfg = chan.ledger.config();
+    let consenters: Vec<&str> = cfg.consenters.iter().map(|n| n.name.as_str()).collect();
+    let majority = consenters.len() / 2 + 1;
+    let me = chan.node_name.as_str();
+    let tip = chan.ledger.tip().height;
+    let (lo, hi) = heights.into_inner();
+    if lo > tip {
+        return None;
+    }
+    let peers: Vec<(u64, HashMap<String, Value>)> = chan
+        .checkpoints
+        .peers
+        .lock()
+        .range(lo..=hi.min(tip))
+        .map(|(h, v)| (*h, v.clone()))
+        .collect();
+    for (height, by_node) in &peers {
+        let Some(mine) = own_at(&chan.ledger, *height) else {
+            continue;
+        };
+        let mut counts: HashMap<Value, usize> = HashMap::new();
+        for (node, v) in by_node {
+            if node != me && consenters.contains(&node.as_str()) {
+                *counts.entry(*v).or_default() += 1;
+            }
+        }
+        if consenters.contains(&me) {
+            *counts.entry(mine).or_default() += 1;
+        }
+        let agree = counts.get(&mine).copied().unwrap_or(0);
+        if let Some((_, other)) = counts.iter().find(|(v, n)| **v != mine && **n >= majority) {
+            return Some((*height, *other, agree));
+        }
+    }
+    None
+}
+
+/// Compares what peers sent for `heights` with this node's ledger and degrades the channel if
+/// this node is in the minority.
+pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {
+    let Some((height, other, agree)) = minority_height(chan, heights) else {
+        return;
+    };
+    let reason = format!(
+        "this node's ledger differs from the channel's at height {height}: {other} consenters agree on another block hash or state root, {agree} on this node's"
+    );
+    if chan.checkpoints.degrade(Degraded {
+        first_differing_height: height,
+        reason: reason.clone(),
+    }) {
+        error!(channel = %chan.ledger.name, first_differing_height = height, "channel degraded, no longer serving it: {reason}");
+        chan.release_leadership();
+    }
+}
+
+/// Handles a checkpoint frame from a peer: checked, recorded, compared.
+pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
+    let c = match Checkpoint::open(bytes, &sender.info.public_key) {
+        Ok(c) => c,
+        Err(e) => {
+            debug!(channel = %chan.ledger.name, sender = %sender.info.common_name, error = %e, "checkpoint refused");
+            return;
+        }
+    };
+    if c.channel != chan.ledger.name {
+        return;
+    }
+    // Only the node the certificate is, and only a node of this channel.
+    let Some(peer) = chan.peer_named(&c.node) else {
+        debug!(channel = %c.channel, node = %c.node, "checkpoint from a node not in the channel");
+        return;
+    };
+    if let Err(why) = node.admit(&c.channel, &peer, sender) {
+        debug!(channel = %c.channel, "checkpoint refused: {why}");
+        return;
+    }
+    chan.checkpoints.record(&c);
+    // Only the new height here, on the network thread; the periodic pass covers the rest.
+    evaluate(chan, c.height..=c.height);
+    publish(node, chan);
+}
+
+/// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.
+fn own_checkpoints(chan: &Channel) -> Vec<Checkpoint> {
+    let tip = chan.ledger.tip().height;
+    let mut heights = vec![tip];
+    let aligned = tip - tip % EVERY;
+    if aligned > 0 && aligned != tip {
+        heights.push(aligned);
+    }
+    heights
+        .into_iter()
+        .filter_map(|h| {
+            own_at(&chan.ledger, h).map(|(block_hash, state_root)| Checkpoint {
+                channel: chan.ledger.name.clone(),
+                node: chan.node_name.clone(),
+                height: h,
+                block_hash,
+                state_root,
+            })
+        })
+        .collect()
+}
+
+/// Sends and compares checkpoints every [`PERIOD`] until the node is dropped or `stop` is set.
+pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(PERIOD);
+        let Some(node) = node.upgrade() else { return };
+        for chan in node.channels() {
+            let route = format!("{ROUTE}{}", chan.ledger.name);
+            let frames: Vec<_> = own_checkpoints(&chan)
+                .iter()
+                .map(|c| crate::transport::frame(&route, &c.sign(&node.identity)))
+                .collect();
+            for peer in chan.ledger.config().nodes() {
+                if peer.name == chan.node_name {
+                    continue;
+                }
+                for f in &frames {
+                    node.transport.send(&peer.peer_addr, f.clone());
+                }
+            }
+            evaluate(&chan, 0..=u64::MAX);
+            // Heights well behind the tip were compared in earlier passes (and a late one is
+            // compared when it arrives): not worth a header read every second.
+            let keep_from = chan.ledger.tip().height.saturating_sub(4 * EVERY);
+            chan.checkpoints.prune_below(keep_from);
+            publish(&node, &chan);
+        }
+    }
+}
+
+/// The channel's degraded state as metrics.
+fn publish(node: &Node, chan: &Channel) {
+    let d = chan.degraded();
+    let ch = [chan.ledger.name.as_str()];
+    node.metrics
+        .degraded
+        .with_label_values(&ch)
+        .set(d.is_some() as i64);
+    node.metrics
+        .first_differing_height
+        .with_label_values(&ch)
+        .set(d.map_or(0, |d| d.first_differing_height) as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::{OrgCa, Role};
+
+    #[test]
+    fn signed_checkpoints_round_trip_and_forgeries_fail() {
+        let ca = OrgCa::generate("org1").expect("ca");
+        let a = ca.issue(Role::Node, "a", &[]).expect("issue");
+        let b = ca.issue(Role::Node, "b", &[]).expect("issue");
+        let c = Checkpoint {
+            channel: "ch".into(),
+            node: "a".into(),
+            height: 64,
+            block_hash: Hash([1; 32]),
+            state_root: Hash([2; 32]),
+        };
+        let bytes = c.sign(&a);
+        assert_eq!(
+            Checkpoint::open(&bytes, &a.info.public_key).expect("open"),
+            c
+        );
+        // Another node's key.
+        assert!(matches!(
+            Checkpoint::open(&bytes, &b.info.public_key),
+            Err(CheckpointError::BadSignature)
+        ));
+        // Any byte changed.
+        for i in 0..bytes.len() {
+            let mut t = bytes.clone();
+            t[i] ^= 1;
+            assert!(
+                Checkpoint::open(&t, &a.info.public_key).is_err(),
+                "byte {i}"
+            );
+        }
+        assert!(Checkpoint::open(&bytes[..bytes.len() - 1], &a.info.public_key).is_err());
+    }
+
+    #[test]
+    fn the_first_cause_stays_and_the_lowest_height_wins() {
+        let t = Tracker::default();
+        assert!(t.degraded().is_none());
+        assert!(t.degrade(Degraded {
+            first_differing_height: 10,
+            reason: "x".into()
+        }));
+        assert!(!t.degrade(Degraded {
+            first_differing_height: 4,
+            reason: "y".into()
+        }));
+        let d = t.degraded().expect("degraded");
+        assert_eq!((d.first_differing_height, d.reason.as_str()), (4, "x"));
+    }
+}

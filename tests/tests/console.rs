@@ -689,7 +689,7 @@ async fn console_auth_refuses_strangers() {
     let id_arg = id_dir.display().to_string();
     let on_loopback = [
         "--node",
-        "http://127.0.0.1:1",
+        "https://127.0.0.1:1",
         "--identity",
         &id_arg,
         "--listen",
@@ -793,7 +793,7 @@ async fn console_auth_refuses_strangers() {
     // Off loopback, tally-console refuses to start without a token, or with a guessable one.
     let off_loopback = |extra: &[String]| {
         Command::new(console_bin())
-            .args(["--node", "http://127.0.0.1:1", "--identity", &id_arg])
+            .args(["--node", "https://127.0.0.1:1", "--identity", &id_arg])
             .args(["--listen", "0.0.0.0:0"])
             .args(extra)
             .output()

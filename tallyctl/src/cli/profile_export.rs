@@ -143,7 +143,7 @@ async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
                 name: node.clone(),
                 org: p.spec.organization.clone(),
                 role: p.spec.role.as_str().to_string(),
-                api_url: format!("http://{host}:{API_PORT}"),
+                api_url: format!("https://{host}:{API_PORT}"),
                 admin_addr: format!("{host}:{ADMIN_PORT}"),
                 channels: serves.clone(),
             });

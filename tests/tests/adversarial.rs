@@ -611,10 +611,6 @@ async fn client_api_is_tls_only_and_both_sides_verify() {
         .await
         .expect_err("a client certificate from a non-member CA was accepted");
     assert!(e.is_transport(), "{e}");
-    assert!(
-        log_count(&c, n1, "TLS handshake failed") > 0,
-        "the node did not log the refused handshake"
-    );
     commit_one(&c, n1, CH, "after-tls-checks").await;
     c.assert_healthy();
 }

@@ -92,7 +92,8 @@ impl ApiTrust {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| tls(&e))?
             .with_root_certificates(store);
-        let mut cfg = match &self.client_cert {
+        // No ALPN here: the HTTPS connector sets it (and refuses a configuration that has it).
+        let cfg = match &self.client_cert {
             None => builder.with_no_client_auth(),
             Some(id) => {
                 let key_der = pem_to_der(&id.key_pem())?;
@@ -102,7 +103,6 @@ impl ApiTrust {
                     .map_err(|e| ClientError::Tls(format!("client certificate or key: {e}")))?
             }
         };
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(cfg)
     }
 }

@@ -10,9 +10,9 @@
 
 use crate::http::Refusal;
 use crate::ledger::Ledger;
+use crate::read_replay::{Refused, SeenReads};
 use hyper::{Request, StatusCode};
 use std::collections::HashMap;
-use crate::read_replay::{Refused, SeenReads};
 use tally_protocol::read_auth::{self, ReadAuth, AUTH_HEADER, CERT_HEADER, READ_WINDOW_MS};
 use tally_protocol::{sig, Signer};
 

@@ -146,7 +146,10 @@ mod tests {
         let seen = SeenReads::default();
         let n = [1u8; NONCE_LEN];
         assert_eq!(seen.admit(b"alice", &n, NOW, NOW), Ok(()));
-        assert_eq!(seen.admit(b"alice", &n, NOW, NOW + 5), Err(Refused::Replayed));
+        assert_eq!(
+            seen.admit(b"alice", &n, NOW, NOW + 5),
+            Err(Refused::Replayed)
+        );
         // Another signer, or another nonce, is another read.
         assert_eq!(seen.admit(b"bob", &n, NOW, NOW), Ok(()));
         assert_eq!(seen.admit(b"alice", &[2; NONCE_LEN], NOW, NOW), Ok(()));
@@ -172,7 +175,10 @@ mod tests {
         assert_eq!(seen.admit(b"c", &nonce(1), NOW, NOW), Ok(()));
         assert_eq!(seen.admit(b"d", &nonce(1), NOW, NOW), Err(Refused::Full));
         // A replay is still named as one when the cache is full.
-        assert_eq!(seen.admit(b"a", &nonce(1), NOW, NOW), Err(Refused::Replayed));
+        assert_eq!(
+            seen.admit(b"a", &nonce(1), NOW, NOW),
+            Err(Refused::Replayed)
+        );
         let later = NOW + READ_WINDOW_MS + 2_000;
         assert_eq!(seen.admit(b"a", &nonce(3), later, later), Ok(()));
         assert_eq!(seen.len(), 1);

@@ -32,12 +32,7 @@ pub struct ReadAuth {
 
 /// What a reader signs: a tagged hash, so that a read signature can never pass for a
 /// transaction signature or the other way round.
-pub fn message(
-    method: &str,
-    path_and_query: &str,
-    time_ms: u64,
-    nonce: &[u8; NONCE_LEN],
-) -> Hash {
+pub fn message(method: &str, path_and_query: &str, time_ms: u64, nonce: &[u8; NONCE_LEN]) -> Hash {
     Hash::tagged(
         b"tally-read-v2",
         &[
@@ -79,7 +74,8 @@ pub fn sign_with_nonce(
 /// Splits an [`AUTH_HEADER`] value into its time, nonce and signature.
 pub fn parse_auth(value: &str) -> Result<ReadAuth, String> {
     let mut parts = value.split('.');
-    let (Some(t), Some(n), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(t), Some(n), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(format!(
             "{AUTH_HEADER} is not <unix ms>.<nonce hex>.<signature hex>"

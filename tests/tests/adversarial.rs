@@ -11,8 +11,9 @@ use tally_client::txs::{put, sign_writes};
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::Role;
 use tally_tests::adversary::{
-    api_addr, api_tls, build_contracts, deploy_chaincode, file_limit, forge_node_identity, heartbeat,
-    log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer, MAX_FRAME,
+    api_addr, api_tls, build_contracts, deploy_chaincode, file_limit, forge_node_identity,
+    heartbeat, log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer,
+    MAX_FRAME,
 };
 use tally_tests::TestCluster;
 use tallyctl::local::LocalCluster;
@@ -348,7 +349,10 @@ async fn idle_and_slow_connections_are_closed_and_writes_continue() {
         closed
     });
     for closed in futures_util::future::join_all(no_handshake).await {
-        assert!(closed, "a connection without a TLS handshake was still open after {wait:?}");
+        assert!(
+            closed,
+            "a connection without a TLS handshake was still open after {wait:?}"
+        );
     }
     let checks = idle_tls
         .into_iter()
@@ -552,7 +556,9 @@ async fn client_api_is_tls_only_and_both_sides_verify() {
     // Plain HTTP: the node waits for a TLS ClientHello and drops what is not one.
     let plain = tally_tests::http::get(&format!("http://{addr}/healthz")).await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
-    let mut s = TcpStream::connect(&addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut s = TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     s.write_all(b"GET /v1/channels HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -575,7 +581,10 @@ async fn client_api_is_tls_only_and_both_sides_verify() {
         .healthy()
         .await
         .expect_err("a node certified by another CA was believed");
-    assert!(e.is_transport() && e.to_string().contains("certificate"), "{e}");
+    assert!(
+        e.is_transport() && e.to_string().contains("certificate"),
+        "{e}"
+    );
 
     // Node 2's certificate is valid, from a member CA, but not from org1's: a client that
     // expects an org1 node (its traffic redirected to node 2) refuses it ...
@@ -650,7 +659,12 @@ async fn a_replayed_signed_read_is_refused() {
     tally_tests::assert_api_error("a replayed read", (again.0, &again.1), 401, "replayed");
     // On another connection, too: the node remembers, not the connection.
     let third = send(cert, auth).await;
-    tally_tests::assert_api_error("a replay on a new connection", (third.0, &third.1), 401, "replayed");
+    tally_tests::assert_api_error(
+        "a replay on a new connection",
+        (third.0, &third.1),
+        401,
+        "replayed",
+    );
     // The same read signed afresh (a new nonce) is served: the refusal was for the replay.
     let (cert, auth) = read_auth::sign(&reader, "GET", &path, tally_protocol::now_ms());
     let fresh = send(cert, auth).await;

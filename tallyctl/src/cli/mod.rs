@@ -352,9 +352,7 @@ const NO_TRUST: &str = "no CA certificate to verify the nodes' TLS certificates 
 fn api_trust(cli: &Cli, profile: Option<&Profile>) -> Result<Option<ApiTrust>> {
     let mut pems = Vec::new();
     for p in &cli.cas {
-        pems.push(
-            std::fs::read_to_string(p).with_context(|| format!("--ca {}", p.display()))?,
-        );
+        pems.push(std::fs::read_to_string(p).with_context(|| format!("--ca {}", p.display()))?);
     }
     if let Some(dir) = &cli.identity {
         if let Ok(pem) = std::fs::read_to_string(dir.join("ca.pem")) {

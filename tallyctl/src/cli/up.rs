@@ -462,7 +462,11 @@ async fn install_chaincodes(res: &Resources, plan: &Plan, profile: &Profile) -> 
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("no node serves channel {}", cc.channel))?;
-        let pems: Vec<&str> = plan.organizations.iter().map(|o| o.ca_pem.as_str()).collect();
+        let pems: Vec<&str> = plan
+            .organizations
+            .iter()
+            .map(|o| o.ca_pem.as_str())
+            .collect();
         let api = tally_client::Client::new(&url, &tally_client::ApiTrust::from_ca_pems(&pems)?)?;
         let admins: Vec<(String, tally_protocol::Identity)> = cc
             .approvers

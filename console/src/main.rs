@@ -47,7 +47,7 @@ struct Args {
     title: Option<String>,
     /// CA certificate (PEM) to verify nodes with, with --identity (the identity's own ca.pem
     /// is always trusted); repeat or separate by commas.
-    #[arg(long = "ca", value_delimiter = ',')]
+    #[arg(long = "node-ca", value_delimiter = ',')]
     ca: Vec<PathBuf>,
     /// Limit of each read from a node, in seconds.
     #[arg(long, default_value_t = 5)]

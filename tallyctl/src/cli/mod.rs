@@ -70,7 +70,12 @@ pub struct Cli {
     as_identity: String,
     /// CA certificate (PEM) to verify nodes' TLS certificates with; repeat or separate by
     /// commas. Added to the CAs of the --data-dir profile and the ca.pem of --identity.
-    #[arg(long = "ca", global = true, value_delimiter = ',', env = "TALLY_CA")]
+    #[arg(
+        long = "node-ca",
+        global = true,
+        value_delimiter = ',',
+        env = "TALLY_NODE_CA"
+    )]
     cas: Vec<PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
@@ -344,7 +349,7 @@ impl Ctx {
 }
 
 const NO_TRUST: &str = "no CA certificate to verify the nodes' TLS certificates with: give \
-    --data-dir DIR (its profile lists the organizations' CAs), --ca FILE, or --identity DIR \
+    --data-dir DIR (its profile lists the organizations' CAs), --node-ca FILE, or --identity DIR \
     with a ca.pem";
 
 /// The CAs nodes are verified against: the profile's organizations, `--ca` files and the
@@ -352,7 +357,9 @@ const NO_TRUST: &str = "no CA certificate to verify the nodes' TLS certificates 
 fn api_trust(cli: &Cli, profile: Option<&Profile>) -> Result<Option<ApiTrust>> {
     let mut pems = Vec::new();
     for p in &cli.cas {
-        pems.push(std::fs::read_to_string(p).with_context(|| format!("--ca {}", p.display()))?);
+        pems.push(
+            std::fs::read_to_string(p).with_context(|| format!("--node-ca {}", p.display()))?,
+        );
     }
     if let Some(dir) = &cli.identity {
         if let Ok(pem) = std::fs::read_to_string(dir.join("ca.pem")) {

@@ -228,7 +228,19 @@ impl Scenario {
     /// The console for org3, reading from its own node first, on a free loopback port.
     fn console(&self, title: &str) -> Console {
         let identity = self.tc.dir().join("orgs/org3/clients/client");
+        // The console verifies every node it discovers: the other organizations' CAs too.
+        let cas = ["org1", "org2"]
+            .map(|o| {
+                self.tc
+                    .dir()
+                    .join(format!("orgs/{o}/ca.pem"))
+                    .display()
+                    .to_string()
+            })
+            .join(",");
         Console::start(&[
+            "--node-ca",
+            &cas,
             "--node",
             &self.tc.api_url("node3-0"),
             "--identity",

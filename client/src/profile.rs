@@ -49,6 +49,10 @@ pub struct ProfileNode {
     /// `consenter` or `observer`.
     pub role: String,
     pub api_url: String,
+    /// The name the node's TLS certificate carries, when `api_url` dials something else (a
+    /// pod IP): the client checks the certificate for this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// host:port of the mutual-TLS admin API.
     #[serde(default)]
     pub admin_addr: String,
@@ -171,6 +175,14 @@ impl Profile {
         ApiTrust::from_ca_pems(&[pem])
     }
 
+    /// The certificate name to check for the node at `url`, when the profile gives one.
+    pub fn server_name_for(&self, url: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.api_url == url)
+            .and_then(|n| n.server_name.as_deref())
+    }
+
     /// Client API URLs to try for `channel` (every node when `None`): the nodes of `org`
     /// first, then the others, each group in profile order.
     pub fn api_urls(&self, channel: Option<&str>, org: Option<&str>) -> Vec<String> {
@@ -199,6 +211,7 @@ mod tests {
             org: org.into(),
             role: "consenter".into(),
             api_url: format!("https://{name}:7051"),
+            server_name: None,
             admin_addr: String::new(),
             channels: channels.iter().map(|c| c.to_string()).collect(),
         };

@@ -205,7 +205,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 _ => None,
             };
             let t = own.as_ref().unwrap_or(trust);
-            nodes.push(Client::new(n, t).with_context(|| format!("--node {n}"))?);
+            let name = profile.as_ref().and_then(|p| p.server_name_for(n));
+            nodes.push(Client::reaching(n, name, t).with_context(|| format!("--node {n}"))?);
         }
     }
     if nodes.is_empty() && trust.is_some() {

@@ -696,6 +696,7 @@ fn profile_of(plan: &Plan) -> Profile {
                 org: n.org.clone(),
                 role: n.role.as_str().to_string(),
                 api_url: n.address.api_url.clone(),
+                server_name: None,
                 admin_addr: n.address.admin_addr.clone(),
                 channels: n.channels.clone(),
             })

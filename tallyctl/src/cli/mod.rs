@@ -386,7 +386,12 @@ impl Ctx {
     /// A client of `url`, verified like the others.
     fn client(&self, url: &str) -> Result<Client> {
         let trust = self.trust.as_ref().ok_or_else(|| anyhow!("{NO_TRUST}"))?;
-        Ok(Client::new(url, trust)?)
+        // A profile may say which name the node's certificate carries (the URL is a pod IP).
+        let name = match &self.identity {
+            IdentitySource::Profile { profile, .. } => profile.server_name_for(url),
+            _ => None,
+        };
+        Ok(Client::reaching(url, name, trust)?)
     }
 }
 

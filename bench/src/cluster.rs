@@ -23,6 +23,8 @@ pub struct Cluster {
     /// Every node is a consenter of every channel, every organization a member.
     pub channels: Vec<String>,
     pub api_urls: Vec<String>,
+    /// Every organization's CA: what the nodes' TLS certificates are verified against.
+    pub trust: tally_client::ApiTrust,
     /// One client identity per organization; all may write on the channel.
     pub identities: Vec<Identity>,
     /// Each organization's admin, in the order of `identities` (the chaincode lifecycle).
@@ -78,6 +80,7 @@ pub async fn start(p: &TallyParams) -> Result<Cluster> {
     Ok(Cluster {
         channels,
         api_urls,
+        trust: inner.api_trust(),
         identities,
         admins,
         pids,

@@ -1,5 +1,7 @@
-//! One HTTP/1.1 keep-alive connection per benchmark client, the same code for both systems.
-//! A request that fails at the transport drops the connection; the next one dials again.
+//! One HTTP/1.1 keep-alive connection per benchmark client, the same code for every system;
+//! over TLS for Tally (whose client API speaks nothing else), in clear for the baselines as
+//! they are usually run on loopback. A request that fails at the transport drops the
+//! connection; the next one dials again (a new TLS handshake included).
 
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -7,9 +9,33 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Where a connection goes, and whether over TLS (verifying the server by its IP address).
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Target {
+    pub fn tls(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> Target {
+        Target {
+            addr,
+            tls: Some(tokio_rustls::TlsConnector::from(config)),
+        }
+    }
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Target {
+        Target { addr, tls: None }
+    }
+}
 
 pub struct Conn {
     addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
     host: String,
     sender: Option<SendRequest<Full<Bytes>>>,
     /// How many times this connection was (re)established.
@@ -22,9 +48,11 @@ pub struct Response {
 }
 
 impl Conn {
-    pub fn new(addr: SocketAddr) -> Conn {
+    pub fn new(target: impl Into<Target>) -> Conn {
+        let Target { addr, tls } = target.into();
         Conn {
             addr,
+            tls,
             host: addr.to_string(),
             sender: None,
             dials: 0,
@@ -38,12 +66,33 @@ impl Conn {
                 .await
                 .with_context(|| format!("connecting to {}", self.addr))?;
             stream.set_nodelay(true).ok();
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .context("HTTP handshake")?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let sender = match &self.tls {
+                None => {
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .context("HTTP handshake")?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    sender
+                }
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(self.addr.ip().into());
+                    let stream = tls
+                        .connect(name, stream)
+                        .await
+                        .with_context(|| format!("TLS handshake with {}", self.addr))?;
+                    let (sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                            .await
+                            .context("HTTP handshake")?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    sender
+                }
+            };
             self.dials += 1;
             self.sender = Some(sender);
         }

@@ -2,13 +2,12 @@
 //! (`GET .../transactions/{id}`, a receipt with its Merkle inclusion proof, checked by the
 //! client) of keys written just before, each read signed by the client as the API requires.
 
-use crate::http::Conn;
+use crate::http::{Conn, Target};
 use crate::load::{self, LoadParams, Worker};
 use crate::report::SystemReport;
 use crate::tally::{Running, TallyParams};
 use anyhow::{bail, Context, Result};
 use rand::Rng;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tally_client::client::{percent_encode, verify_receipt};
 use tally_protocol::api::KeyValue;
@@ -79,7 +78,7 @@ pub struct ReadWorker {
 }
 
 impl ReadWorker {
-    pub fn new(addr: SocketAddr, kind: ReadKind, id: Arc<Identity>, data: Arc<Preloaded>) -> Self {
+    pub fn new(addr: Target, kind: ReadKind, id: Arc<Identity>, data: Arc<Preloaded>) -> Self {
         use rand::SeedableRng;
         ReadWorker {
             conn: Conn::new(addr),
@@ -112,10 +111,9 @@ impl Worker for ReadWorker {
         let data = self.data.clone();
         let w = &data.keys[self.rng.gen_range(0..data.keys.len())];
         let path = Self::path(self.kind, w);
-        // The signature covers the method, the path with its query and the time.
-        let now = tally_protocol::now_ms();
-        let sig = self.id.sign(&read_auth::message("GET", &path, now).0);
-        let auth = format!("{now}.{}", hex::encode(sig));
+        // The signature covers the method, the path with its query, the time and a fresh
+        // nonce (the node serves each signed read once).
+        let (_, auth) = read_auth::sign(&self.id, "GET", &path, tally_protocol::now_ms());
         let r = self
             .conn
             .get_with(
@@ -160,7 +158,7 @@ pub async fn run(
         .map(|i| {
             let node = i % running.addrs.len();
             ReadWorker::new(
-                running.addrs[node],
+                running.addrs[node].clone(),
                 kind,
                 running.ids[node % running.ids.len()].clone(),
                 data.clone(),

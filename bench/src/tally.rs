@@ -1,7 +1,7 @@
 //! The Tally side: a local cluster of tally-node processes (one channel, every node a
 //! consenter), driven with signed key/value transactions submitted with `wait=true`.
 
-use crate::http::Conn;
+use crate::http::{Conn, Target};
 use crate::load::{self, LoadParams, Worker};
 use crate::report::SystemReport;
 use anyhow::{bail, Context, Result};
@@ -45,12 +45,12 @@ struct ReceiptStatus {
 
 pub fn api_addr(url: &str) -> Result<SocketAddr> {
     let hostport = url
-        .strip_prefix("http://")
-        .with_context(|| format!("API URL {url:?} is not http://"))?
+        .strip_prefix("https://")
+        .with_context(|| format!("API URL {url:?} is not https://"))?
         .trim_end_matches('/');
     let addr: SocketAddr = hostport
         .parse()
-        .with_context(|| format!("API URL {url:?} is not http://IP:PORT"))?;
+        .with_context(|| format!("API URL {url:?} is not https://IP:PORT"))?;
     if !addr.ip().is_loopback() {
         bail!("refusing to send load to {addr}: the benchmark only talks to loopback");
     }
@@ -72,7 +72,7 @@ pub struct TallyWorker {
 
 impl TallyWorker {
     pub fn new(
-        addr: SocketAddr,
+        addr: Target,
         channel: &str,
         id: Arc<Identity>,
         use_cert_hash: bool,
@@ -189,11 +189,11 @@ impl Worker for TransferWorker {
 async fn chaincode_setup(
     p: &TallyParams,
     cluster: &crate::cluster::Cluster,
-    addrs: &[SocketAddr],
+    addrs: &[Target],
     module: &[u8],
 ) -> Result<Vec<TransferWorker>> {
     let orgs: Vec<String> = cluster.admins.iter().map(|(o, _)| o.clone()).collect();
-    let api = tally_client::Client::new(&cluster.api_urls[0])?;
+    let api = tally_client::Client::new(&cluster.api_urls[0], &cluster.trust)?;
     let wanted = tally_client::lifecycle::Wanted {
         channel: &cluster.channels[0],
         name: CHAINCODE,
@@ -228,9 +228,9 @@ async fn chaincode_setup(
             0,
             true,
         );
-        let mut conn = Conn::new(addrs[i % addrs.len()]);
+        let mut conn = Conn::new(addrs[i % addrs.len()].clone());
         workers.push(TransferWorker {
-            conn: Conn::new(addrs[i % addrs.len()]),
+            conn: Conn::new(addrs[i % addrs.len()].clone()),
             path: path.clone(),
             channel: cluster.channels[0].clone(),
             id,
@@ -261,8 +261,8 @@ async fn chaincode_setup(
 /// A started cluster with each client identity recorded on every channel.
 pub struct Running {
     pub cluster: crate::cluster::Cluster,
-    /// Client API address of each node, in node order.
-    pub addrs: Vec<SocketAddr>,
+    /// Client API address of each node, in node order (TLS, verified by IP address).
+    pub addrs: Vec<Target>,
     /// One client identity per organization (organization *i* runs node *i*).
     pub ids: Vec<Arc<Identity>>,
 }
@@ -288,7 +288,7 @@ impl Running {
             .map(|i| {
                 let (node, ch) = placement(i, self.addrs.len(), channels.len());
                 TallyWorker::new(
-                    self.addrs[node],
+                    self.addrs[node].clone(),
                     &channels[ch],
                     self.ids[node % self.ids.len()].clone(),
                     true,
@@ -317,10 +317,11 @@ pub async fn start(p: &TallyParams, label: &str) -> Result<Running> {
         cluster.api_urls.join(" "),
         p.clients
     );
+    let tls = Arc::new(cluster.trust.client_config()?);
     let addrs = cluster
         .api_urls
         .iter()
-        .map(|u| api_addr(u))
+        .map(|u| Ok(Target::tls(api_addr(u)?, tls.clone())))
         .collect::<Result<Vec<_>>>()?;
     let ids: Vec<Arc<Identity>> = cluster.identities.iter().cloned().map(Arc::new).collect();
     let running = Running {
@@ -332,7 +333,7 @@ pub async fn start(p: &TallyParams, label: &str) -> Result<Running> {
     let firsts = running.cluster.channels.iter().flat_map(|ch| {
         running.ids.iter().enumerate().map(move |(i, id)| {
             let mut w = TallyWorker::new(
-                addrs[i % addrs.len()],
+                addrs[i % addrs.len()].clone(),
                 ch,
                 id.clone(),
                 false,
@@ -420,9 +421,9 @@ mod tests {
 
     #[test]
     fn only_loopback_api_urls_are_accepted() {
-        assert_eq!(api_addr("http://127.0.0.1:7051").unwrap().port(), 7051);
-        assert_eq!(api_addr("http://127.0.0.1:7051/").unwrap().port(), 7051);
-        assert!(api_addr("http://10.0.0.1:7051").is_err());
-        assert!(api_addr("https://127.0.0.1:7051").is_err());
+        assert_eq!(api_addr("https://127.0.0.1:7051").unwrap().port(), 7051);
+        assert_eq!(api_addr("https://127.0.0.1:7051/").unwrap().port(), 7051);
+        assert!(api_addr("https://10.0.0.1:7051").is_err());
+        assert!(api_addr("http://127.0.0.1:7051").is_err());
     }
 }

@@ -10,6 +10,6 @@ pub mod profile;
 pub mod txs;
 
 pub use admin::AdminClient;
-pub use client::{Client, SubmitOutcome};
+pub use client::{ApiTrust, Client, SubmitOutcome};
 pub use error::ClientError;
 pub use profile::Profile;

@@ -5,7 +5,7 @@
 //! nodes and its signing identity from it. Paths in the file are relative to its folder, so a
 //! data directory can be moved or copied whole.
 
-use crate::ClientError;
+use crate::{ApiTrust, ClientError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tally_protocol::{Identity, Role};
@@ -49,6 +49,10 @@ pub struct ProfileNode {
     /// `consenter` or `observer`.
     pub role: String,
     pub api_url: String,
+    /// The name the node's TLS certificate carries, when `api_url` dials something else (a
+    /// pod IP): the client checks the certificate for this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// host:port of the mutual-TLS admin API.
     #[serde(default)]
     pub admin_addr: String,
@@ -135,6 +139,50 @@ impl Profile {
         Ok(Identity::load(&dir.join(&id.dir))?)
     }
 
+    /// What a client verifies nodes against: every organization's CA certificate in the
+    /// profile (a channel's nodes may belong to any member), read from `dir`.
+    pub fn trust(&self, dir: &Path) -> Result<ApiTrust, ClientError> {
+        let mut pems = Vec::new();
+        for o in &self.organizations {
+            let path = dir.join(&o.ca);
+            pems.push(std::fs::read_to_string(&path).map_err(|e| {
+                other(format!(
+                    "cannot read the CA certificate of organization {} at {}: {e}",
+                    o.name,
+                    path.display()
+                ))
+            })?);
+        }
+        ApiTrust::from_ca_pems(&pems)
+    }
+
+    /// What a client verifies the node at `url` against: the CA of the organization the
+    /// profile says runs it (another member's CA cannot vouch for it), or every CA when the
+    /// profile does not list the URL.
+    pub fn trust_for(&self, dir: &Path, url: &str) -> Result<ApiTrust, ClientError> {
+        let Some(node) = self.nodes.iter().find(|n| n.api_url == url) else {
+            return self.trust(dir);
+        };
+        let o = self.org(&node.org)?;
+        let path = dir.join(&o.ca);
+        let pem = std::fs::read_to_string(&path).map_err(|e| {
+            other(format!(
+                "cannot read the CA certificate of organization {} at {}: {e}",
+                o.name,
+                path.display()
+            ))
+        })?;
+        ApiTrust::from_ca_pems(&[pem])
+    }
+
+    /// The certificate name to check for the node at `url`, when the profile gives one.
+    pub fn server_name_for(&self, url: &str) -> Option<&str> {
+        self.nodes
+            .iter()
+            .find(|n| n.api_url == url)
+            .and_then(|n| n.server_name.as_deref())
+    }
+
     /// Client API URLs to try for `channel` (every node when `None`): the nodes of `org`
     /// first, then the others, each group in profile order.
     pub fn api_urls(&self, channel: Option<&str>, org: Option<&str>) -> Vec<String> {
@@ -162,7 +210,8 @@ mod tests {
             name: name.into(),
             org: org.into(),
             role: "consenter".into(),
-            api_url: format!("http://{name}:7051"),
+            api_url: format!("https://{name}:7051"),
+            server_name: None,
             admin_addr: String::new(),
             channels: channels.iter().map(|c| c.to_string()).collect(),
         };
@@ -185,11 +234,11 @@ mod tests {
         let p = sample();
         assert_eq!(
             p.api_urls(Some("main"), Some("org2")),
-            ["http://b:7051", "http://c:7051", "http://a:7051"]
+            ["https://b:7051", "https://c:7051", "https://a:7051"]
         );
         assert_eq!(
             p.api_urls(Some("private"), Some("org2")),
-            ["http://c:7051", "http://a:7051"]
+            ["https://c:7051", "https://a:7051"]
         );
         assert_eq!(p.api_urls(None, None).len(), 3);
         assert!(p.api_urls(Some("nope"), None).is_empty());

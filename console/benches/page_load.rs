@@ -232,6 +232,7 @@ async fn main() {
     let opts = tally_console::Options {
         identity: c.identity("org1", Role::Client),
         nodes: urls,
+        trust: c.api_trust(),
         listen: "127.0.0.1:0".parse().expect("an address"),
         token: None,
         tls: None,

@@ -304,7 +304,7 @@ mod tests {
             name: format!("n{id}"),
             org: "org1".into(),
             peer_addr: "127.0.0.1:1".into(),
-            api_url: "http://127.0.0.1:7051".into(),
+            api_url: "https://127.0.0.1:7051".into(),
         };
         ChannelConfig::new(
             "main",

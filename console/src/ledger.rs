@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally_client::{Client, ClientError};
+use tally_client::{ApiTrust, Client, ClientError};
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::{ChannelConfig, Identity};
 
@@ -131,6 +131,7 @@ fn access(config: &ChannelConfig, org: &str) -> Access {
 pub struct Ledger {
     identity: Identity,
     seeds: Vec<String>,
+    trust: ApiTrust,
     clients: Mutex<HashMap<String, Client>>,
     topology: tokio::sync::Mutex<Option<(Instant, Arc<Topology>)>>,
     timeout: Duration,
@@ -141,6 +142,7 @@ impl Ledger {
     pub fn new(
         identity: Identity,
         seeds: Vec<String>,
+        trust: ApiTrust,
         timeout: Duration,
     ) -> Result<Ledger, ConsoleError> {
         if seeds.is_empty() {
@@ -149,6 +151,7 @@ impl Ledger {
         let ledger = Ledger {
             identity,
             seeds,
+            trust,
             clients: Mutex::new(HashMap::new()),
             topology: tokio::sync::Mutex::new(None),
             timeout,
@@ -173,7 +176,7 @@ impl Ledger {
         if let Some(c) = map.get(url) {
             return Ok(c.clone());
         }
-        let c = Client::new(url)?
+        let c = Client::new(url, &self.trust)?
             .with_timeout(self.timeout)
             .with_reader(self.identity.clone());
         map.insert(url.to_string(), c.clone());
@@ -343,7 +346,7 @@ mod tests {
             name: format!("n{id}"),
             org: org.into(),
             peer_addr: "127.0.0.1:1".into(),
-            api_url: format!("http://127.0.0.{id}:7051"),
+            api_url: format!("https://127.0.0.{id}:7051"),
         };
         let mut c = ChannelConfig::new(
             "main",

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_client::Profile;
+use tally_client::{ApiTrust, Profile};
 use tally_protocol::Identity;
 use tokio::sync::watch;
 
@@ -45,6 +45,8 @@ pub struct Options {
     pub identity: Identity,
     /// Client API URLs of nodes to start from (the organization's own first).
     pub nodes: Vec<String>,
+    /// The CA certificates nodes' TLS certificates are verified against.
+    pub trust: ApiTrust,
     pub listen: SocketAddr,
     /// The text of the bearer token; required (or a client CA) off loopback.
     pub token: Option<String>,
@@ -65,6 +67,7 @@ impl Options {
         Ok(Options {
             identity,
             nodes,
+            trust: profile.trust(dir)?,
             listen: DEFAULT_LISTEN
                 .parse()
                 .map_err(|_| ConsoleError::Config("default address".into()))?,
@@ -131,7 +134,7 @@ pub async fn start(opts: Options) -> Result<Running, ConsoleError> {
         .local_addr()
         .map_err(|e| ConsoleError::Config(e.to_string()))?;
     let app = Arc::new(app::App {
-        ledger: ledger::Ledger::new(opts.identity, opts.nodes, opts.timeout)?,
+        ledger: ledger::Ledger::new(opts.identity, opts.nodes, opts.trust, opts.timeout)?,
         probe: probe::Probe::new(opts.timeout),
         title: opts.title,
         auth,

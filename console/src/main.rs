@@ -45,6 +45,10 @@ struct Args {
     /// Title of every page (default: the consortium's name from the profile, else "Tally").
     #[arg(long)]
     title: Option<String>,
+    /// CA certificate (PEM) to verify nodes with, with --identity (the identity's own ca.pem
+    /// is always trusted); repeat or separate by commas.
+    #[arg(long = "node-ca", value_delimiter = ',')]
+    ca: Vec<PathBuf>,
     /// Limit of each read from a node, in seconds.
     #[arg(long, default_value_t = 5)]
     timeout: u64,
@@ -68,10 +72,18 @@ fn options(a: &Args) -> anyhow::Result<Options> {
                 !a.node.is_empty(),
                 "--identity needs --node (a node's client API URL)"
             );
+            let mut pems = Vec::new();
+            for f in a.ca.iter().cloned().chain([id.join("ca.pem")]) {
+                pems.push(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                );
+            }
             Options {
                 identity: tally_protocol::Identity::load(id)
                     .with_context(|| format!("reading the identity in {}", id.display()))?,
                 nodes: a.node.clone(),
+                trust: tally_client::ApiTrust::from_ca_pems(&pems)?,
                 listen: a.listen,
                 token: None,
                 tls: None,

@@ -96,7 +96,7 @@ async fn channel_route(
     };
     let mut reader = None;
     if crate::read_access::is_data_read(&method, rest) {
-        match crate::read_access::check(ledger, &req, tally_protocol::now_ms()) {
+        match crate::read_access::check(ledger, &node.seen_reads, &req, tally_protocol::now_ms()) {
             Ok(info) => reader = Some(info),
             Err(refused) => return refused.into_response(),
         }

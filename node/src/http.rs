@@ -115,7 +115,11 @@ impl Refusal {
         }
     }
 
+    /// A 503 (the node is busy, not the request wrong) asks the client to retry later.
     pub fn into_response(self) -> Response<Body> {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            return retry_later(self.status, self.code, self.message);
+        }
         error(self.status, self.code, self.message)
     }
 }

@@ -18,6 +18,7 @@ pub mod query_pool;
 pub mod raft_log;
 pub mod raft_store;
 pub mod read_access;
+pub mod read_replay;
 pub mod server;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -53,6 +53,11 @@ pub struct Node {
     pub engine: Arc<tally_runtime::Engine>,
     /// Where chaincode queries run: off the async workers, a bounded number at once.
     pub queries: crate::query_pool::QueryPool,
+    /// The client API's TLS configuration: rebuilt when the member CAs change, so that an
+    /// optional client certificate is checked against the organizations of today.
+    pub api_tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// Nonces of the signed reads this node served recently: a read is served once.
+    pub seen_reads: crate::read_replay::SeenReads,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     /// The organization CAs of each channel, for binding peer certificates to Raft ids.
     trust: RwLock<TrustMap>,
@@ -105,6 +110,7 @@ impl Node {
         ));
         let transport = Arc::new(Transport::new(identity.clone(), runtime, metrics.clone()));
         let verifier = crate::verifier::Verifier::start()?;
+        let api_tls = crate::tls::api_server_config(&identity, std::slice::from_ref(&org_ca.der))?;
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
             name: identity.info.subject_cn(),
@@ -118,6 +124,8 @@ impl Node {
             verifier,
             engine: Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default())),
             queries: crate::query_pool::QueryPool::for_this_machine(),
+            seen_reads: crate::read_replay::SeenReads::default(),
+            api_tls: RwLock::new(api_tls),
             channels: RwLock::new(BTreeMap::new()),
             trust: RwLock::new(TrustMap::default()),
             threads: Mutex::new(Vec::new()),
@@ -290,6 +298,10 @@ impl Node {
         let next = TrustMap::build(&trust, channels);
         self.transport
             .set_trust(&next)
+            .map_err(|e| JoinError::Invalid(e.to_string()))?;
+        let mut cas = next.all_der();
+        cas.push(self.org_ca.der.clone());
+        *self.api_tls.write() = crate::tls::api_server_config(&self.identity, &cas)
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
         *trust = next;
         Ok(())

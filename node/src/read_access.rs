@@ -3,12 +3,17 @@
 //! member organization in the channel's `readers` policy. Status, configuration, block headers
 //! (hashes only) and health stay open: they say how the channel runs, not what it holds, and
 //! anyone holding a receipt can check it against them.
+//!
+//! A signed read is good once: its time must be within
+//! [`READ_WINDOW_MS`](tally_protocol::read_auth::READ_WINDOW_MS) of the node's clock and its
+//! (signer key, nonce) pair new to this node (see [`crate::read_replay`]).
 
 use crate::http::Refusal;
 use crate::ledger::Ledger;
+use crate::read_replay::{Refused, SeenReads};
 use hyper::{Request, StatusCode};
 use std::collections::HashMap;
-use tally_protocol::read_auth::{self, AUTH_HEADER, CERT_HEADER};
+use tally_protocol::read_auth::{self, ReadAuth, AUTH_HEADER, CERT_HEADER, READ_WINDOW_MS};
 use tally_protocol::{sig, Signer};
 
 /// Whether a request to a channel route reads the channel's data.
@@ -29,6 +34,7 @@ pub fn is_data_read(method: &hyper::Method, rest: &[&str]) -> bool {
 /// the error says what to answer instead.
 pub fn check<B>(
     ledger: &Ledger,
+    seen: &SeenReads,
     req: &Request<B>,
     now_ms: u64,
 ) -> Result<tally_protocol::CertInfo, Refusal> {
@@ -46,15 +52,18 @@ pub fn check<B>(
     };
     let bad = |msg: String| Refusal::new(StatusCode::BAD_REQUEST, "malformed", msg);
     let der = hex::decode(cert).map_err(|_| bad(format!("{CERT_HEADER} is not hex")))?;
-    let (time_ms, signature) = read_auth::parse_auth(auth).map_err(bad)?;
-    let window_ms = u64::from(ledger.config().tx_window_s) * 1000;
-    if time_ms.abs_diff(now_ms) > window_ms {
+    let ReadAuth {
+        time_ms,
+        nonce,
+        signature,
+    } = read_auth::parse_auth(auth).map_err(bad)?;
+    if time_ms.abs_diff(now_ms) > READ_WINDOW_MS {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "expired",
             format!(
                 "the read was signed more than {} s from this node's time",
-                ledger.config().tx_window_s
+                READ_WINDOW_MS / 1000
             ),
         ));
     }
@@ -70,7 +79,7 @@ pub fn check<B>(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let msg = read_auth::message(req.method().as_str(), path, time_ms);
+    let msg = read_auth::message(req.method().as_str(), path, time_ms, &nonce);
     if !sig::verify(&signer.key, &signature, &msg.0) {
         return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
@@ -88,5 +97,20 @@ pub fn check<B>(
             ),
         ));
     }
-    Ok(signer.info.clone())
+    // Last, so that only reads that would be served take a place in the cache. Keyed by the
+    // public key, not the certificate: a renewed certificate keeps the key, and must not make
+    // an old read new again.
+    match seen.admit(&signer.info.public_key, &nonce, time_ms, now_ms) {
+        Ok(()) => Ok(signer.info.clone()),
+        Err(Refused::Replayed) => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "replayed",
+            "this signed read was already served: every read needs a fresh nonce",
+        )),
+        Err(Refused::Full) => Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "this node remembers as many recent reads as it may; retry shortly",
+        )),
+    }
 }

@@ -1,5 +1,6 @@
-//! Listeners: client API (HTTP), admin API and peer transport (mutual TLS), and the orderly
-//! stop on SIGTERM.
+//! Listeners: client API (HTTPS, client certificates optional), admin API and peer transport
+//! (mutual TLS), and the orderly stop on SIGTERM. No listener speaks plain HTTP: a client that
+//! does not start a TLS handshake is disconnected.
 
 use crate::limits::AcceptBackoff;
 use crate::listener::{serve_http, Gate, Limits};
@@ -8,7 +9,7 @@ use crate::tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tally_protocol::identity;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
@@ -93,9 +94,15 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let node = node.clone();
                 let gate = gate.clone();
+                // The configuration of the moment: member CAs change with the channels.
+                let acceptor = TlsAcceptor::from(node.api_tls.read().clone());
                 tokio::spawn(async move {
                     let _admitted = admitted;
-                    let ended = serve_http(stream, gate.limits(), move |req| {
+                    let limits = gate.limits();
+                    let Some(tls) = handshake(&acceptor, stream, limits.header_timeout, remote, "client").await else {
+                        return;
+                    };
+                    let ended = serve_http(tls, limits, move |req| {
                         crate::api::handle(node.clone(), req)
                     })
                     .await;
@@ -129,18 +136,11 @@ async fn serve_admin(
         tokio::spawn(async move {
             let _admitted = admitted;
             let limits = gate.limits();
-            let tls =
-                match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        debug!(%remote, error = %e, "admin TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        debug!(%remote, "admin TLS handshake timed out");
-                        return;
-                    }
-                };
+            let Some(tls) =
+                handshake(&acceptor, stream, limits.header_timeout, remote, "admin").await
+            else {
+                return;
+            };
             // The verifier accepted only certificates from this node's own organization CA.
             let caller = tls
                 .get_ref()
@@ -155,5 +155,27 @@ async fn serve_admin(
             .await;
             debug!(%remote, ?ended, "admin connection ended");
         });
+    }
+}
+
+/// A TLS handshake within `timeout` (a client that opens a connection and says nothing must
+/// not hold its place); `None` when it failed, which includes plain HTTP.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    timeout: std::time::Duration,
+    remote: SocketAddr,
+    listener: &'static str,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(t)) => Some(t),
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, listener, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%remote, listener, "TLS handshake timed out");
+            None
+        }
     }
 }

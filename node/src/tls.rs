@@ -1,5 +1,6 @@
-//! Mutual TLS for the peer and admin listeners. Node-to-node trust follows the channels a node
-//! serves: the set of member CAs grows as channels are joined, and new connections use it.
+//! TLS for every listener: mutual TLS for the peer and admin listeners, server TLS with
+//! optional client certificates for the client API. Node-to-node trust follows the channels a
+//! node serves: the set of member CAs grows as channels are joined, and new connections use it.
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -53,6 +54,23 @@ pub fn server_config(id: &Identity, cas: &[Vec<u8>]) -> Result<Arc<ServerConfig>
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![CertificateDer::from(id.cert_der.clone())], key(id))?;
+    Ok(Arc::new(cfg))
+}
+
+/// The client API's server: TLS 1.3 only, presenting the node's certificate (issued by its
+/// organization CA, naming the node's DNS names and addresses). A client certificate is
+/// optional; one that is presented must chain to one of `cas` (the member organizations of
+/// the channels the node serves), or the handshake fails.
+pub fn api_server_config(id: &Identity, cas: &[Vec<u8>]) -> Result<Arc<ServerConfig>, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(cas)?, provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(id.cert_der.clone())], key(id))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 

@@ -240,6 +240,8 @@ fn http_probe(path: &str) -> Option<HTTPGetAction> {
     Some(HTTPGetAction {
         path: Some(path.into()),
         port: IntOrString::String("api".into()),
+        // The client API speaks only TLS; the kubelet does not verify the certificate.
+        scheme: Some("HTTPS".into()),
         ..HTTPGetAction::default()
     })
 }
@@ -410,7 +412,7 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
         ("prometheus.io/scrape", "true".to_string()),
         ("prometheus.io/port", API_PORT.to_string()),
         ("prometheus.io/path", "/metrics".to_string()),
-        ("prometheus.io/scheme", "http".to_string()),
+        ("prometheus.io/scheme", "https".to_string()),
         ("tally.dev/version", i.version.clone()),
     ]);
     let pod = PodSpec {
@@ -682,7 +684,7 @@ mod tests {
         assert_eq!(ann["prometheus.io/scrape"], "true");
         assert_eq!(ann["prometheus.io/port"], API_PORT.to_string());
         assert_eq!(ann["prometheus.io/path"], "/metrics");
-        assert_eq!(ann["prometheus.io/scheme"], "http");
+        assert_eq!(ann["prometheus.io/scheme"], "https");
         let env = &s["spec"]["template"]["spec"]["containers"][0]["env"];
         let consortium = env
             .as_array()

@@ -83,8 +83,15 @@ pub fn admin(ctx: &Context, plan: &Plan, node: &NodePlan, at: &Reached) -> Resul
 
 /// The node's client API, signing reads as its organization's client.
 pub fn api(ctx: &Context, plan: &Plan, node: &NodePlan, at: &Reached) -> Result<Client> {
-    let url = format!("http://{}", host_port(&at.pod_ip, API_PORT));
-    let c = Client::new(&url)
+    let url = format!("https://{}", host_port(&at.pod_ip, API_PORT));
+    // Only the node's own organization's CA, and the name its certificate carries (the pod
+    // IP is not in it): another member's CA cannot vouch for this node.
+    let org = plan
+        .org(&node.org)
+        .ok_or_else(|| Error::Internal(format!("organization {} is not planned", node.org)))?;
+    let trust = tally_client::ApiTrust::from_ca_pems(&[org.ca_pem.as_str()])
+        .map_err(|e| Error::Internal(format!("CA certificates: {e}")))?;
+    let c = Client::reaching(&url, Some(&node.address.host), &trust)
         .map_err(|e| Error::Internal(format!("{url}: {e}")))?
         .with_timeout(ctx.settings.node_timeout);
     Ok(match plan.org(&node.org).and_then(|o| o.client.clone()) {

@@ -90,7 +90,7 @@ impl NodeAddress {
     fn at(host: String, sans: Vec<String>) -> NodeAddress {
         NodeAddress {
             peer_addr: format!("{host}:{PEER_PORT}"),
-            api_url: format!("http://{host}:{API_PORT}"),
+            api_url: format!("https://{host}:{API_PORT}"),
             admin_addr: format!("{host}:{ADMIN_PORT}"),
             host,
             sans,

@@ -166,7 +166,10 @@ pub fn api_addr(cluster: &LocalCluster, node: &str) -> String {
 
 /// Reads from `s` until the peer closes it or `wait` passes; the bytes read, and whether it
 /// was closed.
-pub async fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+pub async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    wait: Duration,
+) -> (Vec<u8>, bool) {
     let deadline = tokio::time::Instant::now() + wait;
     let mut got = Vec::new();
     let mut b = [0u8; 4096];
@@ -177,6 +180,22 @@ pub async fn read_until_closed(s: &mut TcpStream, wait: Duration) -> (Vec<u8>, b
             Ok(Ok(n)) => got.extend_from_slice(&b[..n]),
         }
     }
+}
+
+/// A TLS connection to a node's client API at `addr` (IP:port), for writing HTTP by hand;
+/// the server's certificate is not checked (see `tally_tests::http`).
+pub async fn api_tls(addr: &str) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let ip: std::net::IpAddr = addr
+        .rsplit_once(':')
+        .and_then(|(h, _)| h.parse().ok())
+        .unwrap_or_else(|| panic!("{addr} is not IP:port"));
+    crate::http::unverified_tls()
+        .connect(ServerName::IpAddress(ip.into()), tcp)
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
 }
 
 /// Open file descriptors of a process.

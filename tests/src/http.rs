@@ -1,4 +1,7 @@
-//! Raw HTTP/1.1 requests, for what the client library would refuse to send.
+//! Raw HTTP/1.1 requests, for what the client library would refuse to send. `https://` URLs
+//! (every node's client API) go over TLS without checking the server's certificate: these
+//! helpers attack or probe a node, they do not stand for a client that must know whom it
+//! talks to (the SDK verifies, and tests/tests/adversarial.rs proves it does).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -32,10 +35,23 @@ pub async fn request_with(
         let stream = tokio::net::TcpStream::connect(authority.as_str())
             .await
             .map_err(|e| format!("connect {authority}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
+        let mut sender = if uri.scheme_str() == Some("https") {
+            let tls = unverified_tls()
+                .connect(server_name(authority.host())?, stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {authority}: {e}"))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tokio::spawn(conn);
+            sender
+        };
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
@@ -103,4 +119,69 @@ pub async fn raw(url: &str, method: &str, host: &str, body: &str) -> (u16, Strin
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+fn server_name(host: &str) -> Result<rustls_pki_types::ServerName<'static>, String> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))
+}
+
+/// A TLS connector that accepts any server certificate (see the module's comment).
+pub fn unverified_tls() -> tokio_rustls::TlsConnector {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("rustls protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -11,8 +11,9 @@ use tally_client::txs::{put, sign_writes};
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::Role;
 use tally_tests::adversary::{
-    api_addr, build_contracts, deploy_chaincode, file_limit, forge_node_identity, heartbeat,
-    log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer, MAX_FRAME,
+    api_addr, api_tls, build_contracts, deploy_chaincode, file_limit, forge_node_identity,
+    heartbeat, log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer,
+    MAX_FRAME,
 };
 use tally_tests::TestCluster;
 use tallyctl::local::LocalCluster;
@@ -304,12 +305,19 @@ async fn idle_and_slow_connections_are_closed_and_writes_continue() {
     let mut idle = Vec::new();
     let mut slow_header = Vec::new();
     let mut short_body = Vec::new();
+    let mut idle_tls = Vec::new();
     for i in 0..200 {
-        let mut s = TcpStream::connect(&addr)
-            .await
-            .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+        // Idle connections without a TLS handshake, and idle after one.
+        if i % 3 == 0 {
+            let s = TcpStream::connect(&addr)
+                .await
+                .unwrap_or_else(|e| panic!("connection {i} to {addr}: {e}"));
+            idle.push(s);
+            idle_tls.push(api_tls(&addr).await);
+            continue;
+        }
+        let mut s = api_tls(&addr).await;
         match i % 3 {
-            0 => idle.push(s),
             1 => {
                 s.write_all(b"GET /v1/channels HTTP/1.1\r\nHost: x\r\n")
                     .await
@@ -336,7 +344,17 @@ async fn idle_and_slow_connections_are_closed_and_writes_continue() {
     // The node's timeouts: 30 s for a header (idle connections included) and for a body;
     // generous margins.
     let wait = Duration::from_secs(90);
-    let checks = idle
+    let no_handshake = idle.into_iter().map(|mut s| async move {
+        let (_, closed) = read_until_closed(&mut s, wait).await;
+        closed
+    });
+    for closed in futures_util::future::join_all(no_handshake).await {
+        assert!(
+            closed,
+            "a connection without a TLS handshake was still open after {wait:?}"
+        );
+    }
+    let checks = idle_tls
         .into_iter()
         .map(|s| (s, "idle"))
         .chain(slow_header.into_iter().map(|s| (s, "slow header")))
@@ -389,9 +407,7 @@ async fn oversized_bodies_get_413_without_costing_memory() {
 
     let mut streams = Vec::new();
     for _ in 0..8 {
-        let mut s = TcpStream::connect(&addr)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut s = api_tls(&addr).await;
         let head = format!(
             "POST /v1/channels/{CH}/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
             4u64 << 30
@@ -947,4 +963,137 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
         .expect("balance");
     assert_eq!(kv.value, b"100");
     assert!(c.client(&honest).ready().await.expect("GET /readyz"));
+}
+
+/// The client API speaks only TLS, and a client believes only the CA of the node's own
+/// organization: plain HTTP gets no answer, a client trusting another CA refuses the node, a
+/// valid server certificate of another member organization does not pass for this node, and a
+/// client certificate from a CA outside the consortium is refused by the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_api_is_tls_only_and_both_sides_verify() {
+    use tally_client::{ApiTrust, Client};
+    let c = start("adv-client-tls", &[CH]).await;
+    let names = c.node_names();
+    let (n1, n2) = (&names[0], &names[1]);
+    let (org1, org2) = (c.node_org(n1), c.node_org(n2));
+    assert_ne!(org1, org2, "the test needs two organizations");
+    let addr = api_addr(&c, n1);
+
+    // Plain HTTP: the node waits for a TLS ClientHello and drops what is not one.
+    let plain = tally_tests::http::get(&format!("http://{addr}/healthz")).await;
+    assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
+    let mut s = TcpStream::connect(&addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(b"GET /v1/channels HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(30)).await;
+    assert!(closed, "a plain HTTP connection stayed open");
+    assert!(
+        !String::from_utf8_lossy(&got).contains("HTTP/1.1"),
+        "plain HTTP got an HTTP answer"
+    );
+    // The SDK will not even try.
+    let own = ApiTrust::from_ca_pems(&[c.ca_pem(&org1)]).expect("org1 trust");
+    let e = Client::new(&format!("http://{addr}"), &own).expect_err("http:// refused");
+    assert!(e.to_string().contains("only TLS"), "{e}");
+
+    // A client trusting an unrelated CA refuses the node.
+    let stranger = tally_protocol::OrgCa::generate(&org1).expect("a CA");
+    let wrong = ApiTrust::from_ca_pems(&[stranger.cert_pem()]).expect("trust");
+    let e = Client::new(&c.api_url(n1), &wrong)
+        .expect("client")
+        .healthy()
+        .await
+        .expect_err("a node certified by another CA was believed");
+    assert!(
+        e.is_transport() && e.to_string().contains("certificate"),
+        "{e}"
+    );
+
+    // Node 2's certificate is valid, from a member CA, but not from org1's: a client that
+    // expects an org1 node (its traffic redirected to node 2) refuses it ...
+    let e = Client::new(&c.api_url(n2), &own)
+        .expect("client")
+        .healthy()
+        .await
+        .expect_err("another organization's node passed for an org1 node");
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // ... while the same client trusting org2 accepts node 2, and org1's node is fine.
+    let theirs = ApiTrust::from_ca_pems(&[c.ca_pem(&org2)]).expect("org2 trust");
+    Client::new(&c.api_url(n2), &theirs)
+        .expect("client")
+        .healthy()
+        .await
+        .expect("node 2 verified against its own organization's CA");
+
+    // Client certificates are optional; a member's is accepted ...
+    let member = own.with_client_cert(&c.identity(&org1, Role::Client));
+    let ok = Client::new(&c.api_url(n1), &member)
+        .expect("client")
+        .status(CH)
+        .await
+        .expect("a member's client certificate is accepted");
+    assert!(ok.height >= 1);
+    // ... one from a CA outside the consortium is not.
+    let outsider = stranger
+        .issue(Role::Client, "mallory", &[])
+        .expect("outsider identity");
+    let e = Client::new(&c.api_url(n1), &own.with_client_cert(&outsider))
+        .expect("client")
+        .status(CH)
+        .await
+        .expect_err("a client certificate from a non-member CA was accepted");
+    assert!(e.is_transport(), "{e}");
+    commit_one(&c, n1, CH, "after-tls-checks").await;
+    c.assert_healthy();
+}
+
+/// A signed read captured on its way (a log, a proxy) and sent again is refused: every read
+/// carries a nonce the node remembers for the read window, keyed by the signer's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_read_is_refused() {
+    use tally_protocol::read_auth;
+    let c = start("adv-read-replay", &[CH]).await;
+    let n1 = c.node_names()[0].clone();
+    commit_one(&c, &n1, CH, "secret").await;
+    let reader = c.identity(&c.node_org(&n1), Role::Client);
+    let path = format!("/v1/channels/{CH}/state?key=secret");
+    let url = format!("{}{path}", c.api_url(&n1));
+    let send = |cert: String, auth: String| {
+        let url = url.clone();
+        async move {
+            tally_tests::http::request_with(
+                "GET",
+                &url,
+                None,
+                &[
+                    (read_auth::CERT_HEADER, cert),
+                    (read_auth::AUTH_HEADER, auth),
+                ],
+                Vec::new(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let (cert, auth) = read_auth::sign(&reader, "GET", &path, tally_protocol::now_ms());
+    let first = send(cert.clone(), auth.clone()).await;
+    assert_eq!(first.0, 200, "{}", String::from_utf8_lossy(&first.1));
+    let again = send(cert.clone(), auth.clone()).await;
+    tally_tests::assert_api_error("a replayed read", (again.0, &again.1), 401, "replayed");
+    // On another connection, too: the node remembers, not the connection.
+    let third = send(cert, auth).await;
+    tally_tests::assert_api_error(
+        "a replay on a new connection",
+        (third.0, &third.1),
+        401,
+        "replayed",
+    );
+    // The same read signed afresh (a new nonce) is served: the refusal was for the replay.
+    let (cert, auth) = read_auth::sign(&reader, "GET", &path, tally_protocol::now_ms());
+    let fresh = send(cert, auth).await;
+    assert_eq!(fresh.0, 200, "{}", String::from_utf8_lossy(&fresh.1));
+    c.assert_healthy();
 }

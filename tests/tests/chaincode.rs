@@ -652,6 +652,9 @@ fn tallyctl(tc: &TestCluster, identity: &Path, args: &[&str]) -> (i32, String, S
     let out = Command::new(tally_tests::tallyctl_bin())
         .arg("--node")
         .arg(tc.api_url("node1-0"))
+        // node1-0 is org1's: identities of other organizations trust its CA explicitly.
+        .arg("--node-ca")
+        .arg(tc.dir().join("orgs/org1/ca.pem"))
         .arg("--identity")
         .arg(identity)
         .args(args)

@@ -228,7 +228,19 @@ impl Scenario {
     /// The console for org3, reading from its own node first, on a free loopback port.
     fn console(&self, title: &str) -> Console {
         let identity = self.tc.dir().join("orgs/org3/clients/client");
+        // The console verifies every node it discovers: the other organizations' CAs too.
+        let cas = ["org1", "org2"]
+            .map(|o| {
+                self.tc
+                    .dir()
+                    .join(format!("orgs/{o}/ca.pem"))
+                    .display()
+                    .to_string()
+            })
+            .join(",");
         Console::start(&[
+            "--node-ca",
+            &cas,
             "--node",
             &self.tc.api_url("node3-0"),
             "--identity",
@@ -725,7 +737,7 @@ async fn console_auth_refuses_strangers() {
     let id_arg = id_dir.display().to_string();
     let on_loopback = [
         "--node",
-        "http://127.0.0.1:1",
+        "https://127.0.0.1:1",
         "--identity",
         &id_arg,
         "--listen",
@@ -829,7 +841,7 @@ async fn console_auth_refuses_strangers() {
     // Off loopback, tally-console refuses to start without a token, or with a guessable one.
     let off_loopback = |extra: &[String]| {
         Command::new(console_bin())
-            .args(["--node", "http://127.0.0.1:1", "--identity", &id_arg])
+            .args(["--node", "https://127.0.0.1:1", "--identity", &id_arg])
             .args(["--listen", "0.0.0.0:0"])
             .args(extra)
             .output()

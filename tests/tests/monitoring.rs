@@ -407,6 +407,7 @@ impl Prometheus {
             .display()
             .to_string()
             .into()]);
+        node_job["tls_config"]["ca_file"] = dir.join("tally-cas.pem").display().to_string().into();
         jobs.extend(extra_jobs);
         let config_path = dir.join("prometheus.yml");
         std::fs::write(
@@ -712,13 +713,22 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
     } else {
         eprintln!("no operator (TALLY_SKIP_K8S=1): the operator dashboard's queries are not run; operator/src/metrics.rs checks its names");
     }
+    // The organizations' CAs in one file, as a user writes it from the data directory
+    // (docs/monitoring.md): Prometheus verifies each node's TLS certificate against them.
+    let mut cas = String::new();
+    for org in profile["organizations"].as_array().expect("organizations") {
+        let ca = org["ca"].as_str().expect("ca path");
+        cas.push_str(&std::fs::read_to_string(data.join(ca)).expect("an organization's CA"));
+    }
+    std::fs::create_dir_all(root_path.join("prometheus")).expect("prometheus folder");
+    std::fs::write(root_path.join("prometheus/tally-cas.pem"), cas).expect("write the CAs");
     let prom = Prometheus::start(&prometheus_bin, &root_path, extra_jobs);
     let t0 = now_unix();
     // The targets file, as a user writes it from profile.json (docs/monitoring.md).
     let targets: Vec<String> = nodes
         .values()
         .map(|u| {
-            u.trim_start_matches("http://")
+            u.trim_start_matches("https://")
                 .trim_end_matches('/')
                 .to_string()
         })

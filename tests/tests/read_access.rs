@@ -30,7 +30,9 @@ async fn reads_are_served_to_readers_only() {
     }
 
     // Signed by a member: served.
-    let as_org1 = Client::new(&url).unwrap().with_reader(org1.clone());
+    let as_org1 = Client::new(&url, &tc.api_trust())
+        .unwrap()
+        .with_reader(org1.clone());
     for ch in ["main", "private"] {
         let kv = as_org1.get(ch, "k").await.unwrap().expect("the key exists");
         assert_eq!(kv.value, b"v");
@@ -38,19 +40,23 @@ async fn reads_are_served_to_readers_only() {
         assert!(!as_org1.keys(ch, "", Some(10)).await.unwrap().is_empty());
     }
     // org3 reads main (it is a member) but not private.
-    let as_org3 = Client::new(&url).unwrap().with_reader(org3);
+    let as_org3 = Client::new(&url, &tc.api_trust())
+        .unwrap()
+        .with_reader(org3);
     assert!(as_org3.get("main", "k").await.unwrap().is_some());
     let e = as_org3.get("private", "k").await.unwrap_err();
     assert_eq!(e.api_code(), Some("not_member"), "{e}");
     // org2 is a member of private but not among its readers.
-    let as_org2 = Client::new(&url).unwrap().with_reader(org2);
+    let as_org2 = Client::new(&url, &tc.api_trust())
+        .unwrap()
+        .with_reader(org2);
     let e = as_org2.get("private", "k").await.unwrap_err();
     assert_eq!(e.api_code(), Some("forbidden"), "{e}");
     assert!(as_org2.history("private", "k", Some(10)).await.is_err());
     assert!(as_org2.follow("private", 0).await.is_err());
 
     // Unsigned: data refused, status, configuration and headers open.
-    let anon = Client::new(&url).unwrap();
+    let anon = Client::new(&url, &tc.api_trust()).unwrap();
     let e = anon.get("main", "k").await.unwrap_err();
     assert_eq!(e.api_code(), Some("read_unauthenticated"), "{e}");
     assert!(anon.follow("main", 0).await.is_err());

@@ -6,6 +6,8 @@
 //! - `transport`: requests and answers (the signed GET, time limits, body limits, `Retry-After`,
 //!   JSON decoding, error mapping), the plumbing the other files call;
 //! - `url`: base-URL checking and percent-encoding of paths and queries;
+//! - `trust`: the CA certificates nodes are verified against (TLS), and an optional client
+//!   certificate;
 //! - `submit`: submitting transactions and waiting for their receipts, with the retries;
 //! - `reads`: reads of receipts, blocks, keys, history, chaincodes, channel status and health;
 //! - `proof`: checking a proven receipt offline and against another node;
@@ -20,16 +22,19 @@ mod reads;
 mod sse;
 mod submit;
 mod transport;
+mod trust;
 mod url;
 
 pub use proof::verify_receipt;
 pub use sse::{SseEvent, SseParser};
 pub use submit::SubmitOutcome;
 pub(crate) use transport::{api_error, error_chain};
+pub use trust::ApiTrust;
 pub use url::{normalize_url, percent_encode, query_string};
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::sync::Arc;
@@ -52,9 +57,9 @@ pub struct Client {
 }
 
 struct Inner {
-    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:7051`.
+    /// Base URL without a trailing slash, e.g. `https://127.0.0.1:7051`.
     url: String,
-    http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -64,13 +69,37 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// `url` like `http://127.0.0.1:7051`.
-    pub fn new(url: &str) -> Result<Client, ClientError> {
+    /// `url` like `https://127.0.0.1:7051`; the node's certificate must chain to one of the
+    /// CAs of `trust` and name the URL's host.
+    pub fn new(url: &str, trust: &ApiTrust) -> Result<Client, ClientError> {
+        Client::reaching(url, None, trust)
+    }
+
+    /// Dials `url` but checks the node's certificate for `server_name` (when given): how the
+    /// operator reaches a pod by IP while the certificate names its stable DNS name.
+    pub fn reaching(
+        url: &str,
+        server_name: Option<&str>,
+        trust: &ApiTrust,
+    ) -> Result<Client, ClientError> {
         let url = normalize_url(url)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.set_keepalive(Some(Duration::from_secs(60)));
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(trust.client_config()?)
+            .https_only();
+        let https = match server_name {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| ClientError::BadUrl(format!("{name}: {e}")))?;
+                https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => https,
+        };
+        let connector = https.enable_http1().wrap_connector(connector);
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             // Well below the node's 30 s wait for the next request on a kept-alive connection:

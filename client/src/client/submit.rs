@@ -176,9 +176,29 @@ mod tests {
     use hyper::Response;
     use std::sync::Arc;
 
-    /// A node that answers every submission 429 `busy` with `Retry-After: 2`.
-    /// Returns its URL and the count of requests it answered.
-    async fn busy_node() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    /// A node that answers every submission 429 `busy` with `Retry-After: 2`, over TLS with
+    /// a certificate of `ca` for 127.0.0.1. Returns its URL and the count of requests it
+    /// answered.
+    async fn busy_node(
+        ca: &tally_protocol::OrgCa,
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let id = ca
+            .issue(tally_protocol::Role::Node, "n", &["127.0.0.1".into()])
+            .expect("node identity");
+        let key = tally_protocol::identity::pem_to_der(&id.key_pem()).expect("key");
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(id.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -187,6 +207,9 @@ mod tests {
         let count = seen.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    continue;
+                };
                 let count = count.clone();
                 let svc = hyper::service::service_fn(move |_req| {
                     count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -205,7 +228,7 @@ mod tests {
                 );
             }
         });
-        (format!("http://{addr}"), seen)
+        (format!("https://{addr}"), seen)
     }
 
     #[tokio::test]
@@ -215,8 +238,9 @@ mod tests {
             .issue(tally_protocol::Role::Client, "c", &[])
             .expect("client identity");
         let tx = crate::txs::sign_writes(&id, "ch", vec![crate::txs::put("k", b"v")], false);
-        let (url, seen) = busy_node().await;
-        let client = Client::new(&url).expect("client");
+        let (url, seen) = busy_node(&ca).await;
+        let trust = crate::ApiTrust::from_ca_pems(&[ca.cert_pem()]).expect("trust");
+        let client = Client::new(&url, &trust).expect("client");
         let e = client.submit(&tx, false).await.expect_err("busy");
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
         assert!(e.is_retryable(), "{e}");

@@ -1,28 +1,29 @@
-//! Base URLs and percent-encoding: what a caller's `http://host:port` may look like, and how
+//! Base URLs and percent-encoding: what a caller's `https://host:port` may look like, and how
 //! channel names, keys and query values are put into a request path. Pure functions, kept
 //! apart from the transport so they can be used (and tested) without a connection.
 
 use crate::error::ClientError;
 use hyper::Uri;
 
-/// Accepts `http://host:port[/]` or a bare `host:port`; returns the base URL without a
-/// trailing slash.
+/// Accepts `https://host:port[/]` or a bare `host:port`; returns the base URL without a
+/// trailing slash. Plain `http://` is refused: nodes speak only TLS, and a client that fell
+/// back to clear text would send signed requests and read answers anyone on the path sees.
 pub fn normalize_url(url: &str) -> Result<String, ClientError> {
     let url = url.trim();
     let with_scheme = if url.contains("://") {
         url.to_string()
     } else {
-        format!("http://{url}")
+        format!("https://{url}")
     };
     let base = with_scheme.trim_end_matches('/').to_string();
     let uri: Uri = base
         .parse()
         .map_err(|_| ClientError::BadUrl(url.to_string()))?;
     match uri.scheme_str() {
-        Some("http") => {}
+        Some("https") => {}
         Some(other) => {
             return Err(ClientError::BadUrl(format!(
-                "{url} (scheme {other}: the client API is plain HTTP, use http://)"
+                "{url} (scheme {other}: the client API speaks only TLS, use https://)"
             )))
         }
         None => return Err(ClientError::BadUrl(url.to_string())),
@@ -91,20 +92,21 @@ mod tests {
     #[test]
     fn urls_are_normalized() {
         assert_eq!(
-            normalize_url("http://127.0.0.1:7051/").unwrap(),
-            "http://127.0.0.1:7051"
+            normalize_url("https://127.0.0.1:7051/").unwrap(),
+            "https://127.0.0.1:7051"
         );
         assert_eq!(
             normalize_url("127.0.0.1:7051").unwrap(),
-            "http://127.0.0.1:7051"
+            "https://127.0.0.1:7051"
         );
         assert_eq!(
-            normalize_url(" http://node-1:80 ").unwrap(),
-            "http://node-1:80"
+            normalize_url(" https://node-1:80 ").unwrap(),
+            "https://node-1:80"
         );
-        assert!(normalize_url("https://x:1").is_err());
-        assert!(normalize_url("http://x:1/v1").is_err());
-        assert!(normalize_url("http://").is_err());
+        let e = normalize_url("http://x:1").unwrap_err().to_string();
+        assert!(e.contains("only TLS"), "{e}");
+        assert!(normalize_url("https://x:1/v1").is_err());
+        assert!(normalize_url("https://").is_err());
         assert!(normalize_url("not a url").is_err());
     }
 }

@@ -18,7 +18,7 @@ pub struct GenesisArgs {
     /// ORG_DIR holds ca.pem, or is the CA's PEM file itself. Repeat for each member.
     #[arg(long = "member", required = true)]
     orgs: Vec<String>,
-    /// Raft voter: ID:NAME:ORG:PEER_HOST:PEER_PORT:API_URL, e.g. 1:n1:acme:127.0.0.1:7052:http://127.0.0.1:7051.
+    /// Raft voter: ID:NAME:ORG:PEER_HOST:PEER_PORT:API_URL, e.g. 1:n1:acme:127.0.0.1:7052:https://127.0.0.1:7051.
     #[arg(long = "consenter", required = true)]
     consenters: Vec<String>,
     /// Non-voting node (Raft learner), same form as --consenter.
@@ -91,7 +91,7 @@ fn parse_org_spec(s: &str) -> (Option<&str>, &str) {
 }
 
 /// `ID:NAME:ORG:PEER_HOST:PEER_PORT:API_URL`; the peer host may be `[v6]`; API_URL gets
-/// `http://` when it has no scheme.
+/// `https://` when it has no scheme.
 pub fn parse_node_spec(s: &str) -> Result<NodeRef> {
     let bad =
         |why: &str| anyhow!("node {s:?}: {why} (expected ID:NAME:ORG:PEER_HOST:PEER_PORT:API_URL)");
@@ -132,7 +132,7 @@ pub fn parse_node_spec(s: &str) -> Result<NodeRef> {
     let api_url = if api.contains("://") {
         api.to_string()
     } else {
-        format!("http://{api}")
+        format!("https://{api}")
     };
     tally_client::client::normalize_url(&api_url).map_err(|e| bad(&e.to_string()))?;
     Ok(NodeRef {
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn node_specs_parse() {
-        let n = parse_node_spec("1:n1:acme:127.0.0.1:7052:http://127.0.0.1:7051").unwrap();
+        let n = parse_node_spec("1:n1:acme:127.0.0.1:7052:https://127.0.0.1:7051").unwrap();
         assert_eq!(
             n,
             NodeRef {
@@ -225,26 +225,26 @@ mod tests {
                 name: "n1".into(),
                 org: "acme".into(),
                 peer_addr: "127.0.0.1:7052".into(),
-                api_url: "http://127.0.0.1:7051".into()
+                api_url: "https://127.0.0.1:7051".into()
             }
         );
         let n = parse_node_spec("2:n2:acme:node-2.ns.svc:7052:node-2.ns.svc:7051/").unwrap();
         assert_eq!(n.peer_addr, "node-2.ns.svc:7052");
-        assert_eq!(n.api_url, "http://node-2.ns.svc:7051");
-        let n = parse_node_spec("3:n3:acme:[::1]:7052:http://[::1]:7051").unwrap();
+        assert_eq!(n.api_url, "https://node-2.ns.svc:7051");
+        let n = parse_node_spec("3:n3:acme:[::1]:7052:https://[::1]:7051").unwrap();
         assert_eq!(n.peer_addr, "[::1]:7052");
-        assert_eq!(n.api_url, "http://[::1]:7051");
+        assert_eq!(n.api_url, "https://[::1]:7051");
         for bad in [
             "",
-            "x:n1:acme:h:1:http://h:2",
-            "0:n1:acme:h:1:http://h:2",
+            "x:n1:acme:h:1:https://h:2",
+            "0:n1:acme:h:1:https://h:2",
             "1:n1:acme",
             "1:n1:acme:h",
-            "1:n1:acme:h:port:http://h:2",
+            "1:n1:acme:h:port:https://h:2",
             "1:n1:acme:h:1",
             "1:n1:acme:h:1:",
-            "1::acme:h:1:http://h:2",
-            "1:n1:acme:[::1:1:http://h:2",
+            "1::acme:h:1:https://h:2",
+            "1:n1:acme:[::1:1:https://h:2",
         ] {
             assert!(parse_node_spec(bad).is_err(), "{bad:?} should fail");
         }
@@ -271,8 +271,8 @@ mod tests {
             name: "trade".into(),
             orgs: vec!["acme=orgs/acme".into(), "orgs/bank".into()],
             consenters: vec![
-                "1:n1:acme:127.0.0.1:7052:http://127.0.0.1:7051".into(),
-                "2:n2:bank:127.0.0.1:7152:http://127.0.0.1:7151".into(),
+                "1:n1:acme:127.0.0.1:7052:https://127.0.0.1:7051".into(),
+                "2:n2:bank:127.0.0.1:7152:https://127.0.0.1:7151".into(),
             ],
             observers: vec!["3:n3:bank:127.0.0.1:7252:127.0.0.1:7251".into()],
             batch_max_txs: Some(10),
@@ -292,7 +292,7 @@ mod tests {
             ["acme", "bank"]
         );
         assert_eq!(c.consenters.len(), 2);
-        assert_eq!(c.observers[0].api_url, "http://127.0.0.1:7251");
+        assert_eq!(c.observers[0].api_url, "https://127.0.0.1:7251");
         assert_eq!((c.batch.max_txs, c.batch.timeout_ms), (10, 5));
         assert_eq!(c.batch.max_bytes, BatchConfig::default().max_bytes);
         assert_eq!(c.snapshot_interval, 50);

@@ -29,7 +29,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::future::Future;
 use std::path::PathBuf;
-use tally_client::{Client, ClientError, Profile};
+use tally_client::{ApiTrust, Client, ClientError, Profile};
 use tally_protocol::Identity;
 
 pub use logging::init_tracing;
@@ -42,7 +42,7 @@ pub const EXIT_REJECTED: u8 = 3;
 #[command(name = "tallyctl", version, about = "Command line of Tally ledgers", long_about = None)]
 pub struct Cli {
     /// Client API URL of a node; repeat or separate by commas to give fallbacks (tried in order).
-    /// Default: the nodes of the --data-dir profile, else http://127.0.0.1:7051.
+    /// Default: the nodes of the --data-dir profile, else https://127.0.0.1:7051.
     #[arg(
         long = "node",
         global = true,
@@ -68,6 +68,15 @@ pub struct Cli {
         value_name = "IDENTITY"
     )]
     as_identity: String,
+    /// CA certificate (PEM) to verify nodes' TLS certificates with; repeat or separate by
+    /// commas. Added to the CAs of the --data-dir profile and the ca.pem of --identity.
+    #[arg(
+        long = "node-ca",
+        global = true,
+        value_delimiter = ',',
+        env = "TALLY_NODE_CA"
+    )]
+    cas: Vec<PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -156,6 +165,8 @@ enum IdentitySource {
 /// What every subcommand gets from the global flags.
 pub struct Ctx {
     nodes: Vec<Client>,
+    /// What nodes' TLS certificates are verified against; `None` when no CA was given.
+    trust: Option<ApiTrust>,
     identity: IdentitySource,
     output: Output,
     data_dir: Option<PathBuf>,
@@ -179,14 +190,26 @@ pub async fn run(cli: Cli) -> Result<()> {
     let explicit: Vec<&str> = non_empty(&cli.nodes).collect();
     let urls = match (&profile, explicit.is_empty()) {
         (Some(p), true) => p.api_urls(cli.cmd.channel(), cli.org.as_deref()),
-        (_, true) => vec!["http://127.0.0.1:7051".to_string()],
+        (_, true) => vec!["https://127.0.0.1:7051".to_string()],
         (_, false) => explicit.iter().map(|s| s.to_string()).collect(),
     };
+    let trust = api_trust(&cli, profile.as_ref())?;
     let mut nodes = Vec::new();
-    for n in &urls {
-        nodes.push(Client::new(n).with_context(|| format!("--node {n}"))?);
+    if let Some(trust) = &trust {
+        for n in &urls {
+            // A node the profile lists is verified against its own organization's CA only.
+            let own = match (&profile, &cli.data_dir, cli.cas.is_empty()) {
+                (Some(p), Some(dir), true) if p.nodes.iter().any(|x| &x.api_url == n) => {
+                    Some(p.trust_for(dir, n)?)
+                }
+                _ => None,
+            };
+            let t = own.as_ref().unwrap_or(trust);
+            let name = profile.as_ref().and_then(|p| p.server_name_for(n));
+            nodes.push(Client::reaching(n, name, t).with_context(|| format!("--node {n}"))?);
+        }
     }
-    if nodes.is_empty() {
+    if nodes.is_empty() && trust.is_some() {
         match (&profile, cli.cmd.channel()) {
             (Some(p), Some(ch)) => bail!(
                 "channel {ch:?} is not in the profile of consortium {:?} (channels: {})",
@@ -224,6 +247,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let ctx = Ctx {
         nodes,
+        trust,
         identity,
         output: cli.output,
         data_dir: cli.data_dir,
@@ -279,6 +303,9 @@ impl Ctx {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
     {
+        if self.trust.is_none() {
+            bail!("{NO_TRUST}");
+        }
         let mut failures = Vec::new();
         for (i, c) in self.nodes.iter().enumerate() {
             match f(c.clone()).await {
@@ -319,6 +346,52 @@ impl Ctx {
             text();
             Ok(())
         }
+    }
+}
+
+const NO_TRUST: &str = "no CA certificate to verify the nodes' TLS certificates with: give \
+    --data-dir DIR (its profile lists the organizations' CAs), --node-ca FILE, or --identity DIR \
+    with a ca.pem";
+
+/// The CAs nodes are verified against: the profile's organizations, `--ca` files and the
+/// `ca.pem` beside an `--identity`; `None` when there are none.
+fn api_trust(cli: &Cli, profile: Option<&Profile>) -> Result<Option<ApiTrust>> {
+    let mut pems = Vec::new();
+    for p in &cli.cas {
+        pems.push(
+            std::fs::read_to_string(p).with_context(|| format!("--node-ca {}", p.display()))?,
+        );
+    }
+    if let Some(dir) = &cli.identity {
+        if let Ok(pem) = std::fs::read_to_string(dir.join("ca.pem")) {
+            pems.push(pem);
+        }
+    }
+    let mut trust = if pems.is_empty() {
+        None
+    } else {
+        Some(ApiTrust::from_ca_pems(&pems)?)
+    };
+    if let (Some(p), Some(dir)) = (profile, &cli.data_dir) {
+        let from_profile = p.trust(dir)?;
+        trust = Some(match trust {
+            Some(t) => t.and(&from_profile),
+            None => from_profile,
+        });
+    }
+    Ok(trust)
+}
+
+impl Ctx {
+    /// A client of `url`, verified like the others.
+    fn client(&self, url: &str) -> Result<Client> {
+        let trust = self.trust.as_ref().ok_or_else(|| anyhow!("{NO_TRUST}"))?;
+        // A profile may say which name the node's certificate carries (the URL is a pod IP).
+        let name = match &self.identity {
+            IdentitySource::Profile { profile, .. } => profile.server_name_for(url),
+            _ => None,
+        };
+        Ok(Client::reaching(url, name, trust)?)
     }
 }
 
@@ -375,7 +448,7 @@ mod tests {
         let c = Cli::try_parse_from([
             "tallyctl",
             "--node",
-            "http://a:1,http://b:2",
+            "https://a:1,https://b:2",
             "--output",
             "json",
             "tx",
@@ -387,7 +460,7 @@ mod tests {
             "--no-wait",
         ])
         .unwrap();
-        assert_eq!(c.nodes, ["http://a:1", "http://b:2"]);
+        assert_eq!(c.nodes, ["https://a:1", "https://b:2"]);
         assert!(matches!(
             c.cmd,
             Cmd::Tx(tx::TxCmd::Put {

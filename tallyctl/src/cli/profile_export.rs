@@ -127,23 +127,26 @@ async fn export(ctx: &Ctx, a: ExportArgs) -> Result<()> {
             .collect();
         for i in 0..p.spec.replicas.max(0) {
             let node = tally_planner::node_name(&pname, i);
+            let dns = format!(
+                "{node}.{}.{ns}.svc.{}",
+                headless_service(&pname),
+                a.cluster_domain
+            );
             let host = match a.address.as_str() {
                 "pod-ip" => pods
                     .get_opt(&node)
                     .await?
                     .and_then(|p| p.status.and_then(|s| s.pod_ip))
                     .with_context(|| format!("pod {ns}/{node} has no IP yet"))?,
-                _ => format!(
-                    "{node}.{}.{ns}.svc.{}",
-                    headless_service(&pname),
-                    a.cluster_domain
-                ),
+                _ => dns.clone(),
             };
             nodes.push(ProfileNode {
                 name: node.clone(),
                 org: p.spec.organization.clone(),
                 role: p.spec.role.as_str().to_string(),
-                api_url: format!("http://{host}:{API_PORT}"),
+                api_url: format!("https://{host}:{API_PORT}"),
+                // The node's certificate names its DNS name, not its pod IP.
+                server_name: (host != dns).then(|| dns.clone()),
                 admin_addr: format!("{host}:{ADMIN_PORT}"),
                 channels: serves.clone(),
             });

@@ -141,7 +141,7 @@ pub async fn run(ctx: &Ctx, a: StatusArgs) -> Result<()> {
             let url = ctx
                 .profile_url(&n.name)
                 .unwrap_or_else(|| n.api_url.clone());
-            Client::new(&url).ok().map(|c| c.with_timeout(timeout))
+            ctx.client(&url).ok().map(|c| c.with_timeout(timeout))
         })
         .collect();
     let results = futures_util::future::join_all(clients.iter().map(|c| async move {
@@ -340,7 +340,7 @@ mod tests {
         let c = ChannelConfig {
             name: "ch".into(),
             members: vec![],
-            consenters: vec![parse_node_spec("4:n4:o:h:1:http://h:2").unwrap()],
+            consenters: vec![parse_node_spec("4:n4:o:h:1:https://h:2").unwrap()],
             observers: vec![],
             batch: Default::default(),
             policies: Default::default(),

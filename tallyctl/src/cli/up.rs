@@ -462,7 +462,12 @@ async fn install_chaincodes(res: &Resources, plan: &Plan, profile: &Profile) -> 
             .into_iter()
             .next()
             .ok_or_else(|| anyhow!("no node serves channel {}", cc.channel))?;
-        let api = tally_client::Client::new(&url)?;
+        let pems: Vec<&str> = plan
+            .organizations
+            .iter()
+            .map(|o| o.ca_pem.as_str())
+            .collect();
+        let api = tally_client::Client::new(&url, &tally_client::ApiTrust::from_ca_pems(&pems)?)?;
         let admins: Vec<(String, tally_protocol::Identity)> = cc
             .approvers
             .iter()
@@ -691,6 +696,7 @@ fn profile_of(plan: &Plan) -> Profile {
                 org: n.org.clone(),
                 role: n.role.as_str().to_string(),
                 api_url: n.address.api_url.clone(),
+                server_name: None,
                 admin_addr: n.address.admin_addr.clone(),
                 channels: n.channels.clone(),
             })

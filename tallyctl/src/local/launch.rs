@@ -166,11 +166,18 @@ impl LocalCluster {
     ) -> Result<LocalCluster, ClientError> {
         let mut clients = BTreeMap::new();
         let mut procs = BTreeMap::new();
+        let pems: Vec<&str> = orgs.values().map(|k| k.ca_pem.as_str()).collect();
+        let trust = tally_client::ApiTrust::from_ca_pems(&pems)?;
         for n in &file.nodes {
+            // Each node is verified against its own organization's CA only.
+            let own = match orgs.get(&n.org) {
+                Some(k) => tally_client::ApiTrust::from_ca_pems(&[k.ca_pem.as_str()])?,
+                None => trust.clone(),
+            };
             // Reads are signed as the node's own organization's client, a member of every
             // channel the node serves.
             let reader = orgs.get(&n.org).map(|k| k.client.clone());
-            let client = Client::new(&n.api_url())?;
+            let client = Client::new(&n.api_url(), &own)?;
             let client = match reader {
                 Some(id) => client.with_reader(id),
                 None => client,
@@ -184,6 +191,7 @@ impl LocalCluster {
             file,
             orgs,
             clients,
+            trust,
             procs: Mutex::new(procs),
             node_env: Mutex::new(BTreeMap::new()),
         })

@@ -179,7 +179,7 @@ impl NodeEntry {
         format!("{}:{}", self.host, self.api_port)
     }
     pub(super) fn api_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.api_port)
+        format!("https://{}:{}", self.host, self.api_port)
     }
     pub(super) fn peer_addr(&self) -> String {
         format!("{}:{}", self.host, self.peer_port)

@@ -42,6 +42,12 @@ impl LocalCluster {
             .unwrap_or_else(|| panic!("the local cluster has no node {name:?}"))
     }
 
+    /// What clients of this cluster verify nodes' TLS certificates against: every
+    /// organization's CA.
+    pub fn api_trust(&self) -> tally_client::ApiTrust {
+        self.trust.clone()
+    }
+
     /// Clients of every node, in Raft id order.
     pub fn clients(&self) -> Vec<Client> {
         self.file
@@ -51,7 +57,7 @@ impl LocalCluster {
             .collect()
     }
 
-    /// Base URL of the node's client API, like `http://127.1.2.1:7051`.
+    /// Base URL of the node's client API, like `https://127.1.2.1:7051`.
     pub fn api_url(&self, name: &str) -> String {
         self.entry(name).api_url()
     }

@@ -77,6 +77,8 @@ pub struct LocalCluster {
     file: ClusterFile,
     orgs: BTreeMap<String, OrgKeys>,
     clients: BTreeMap<String, Client>,
+    /// Every organization's CA: what the clients verify nodes against.
+    trust: tally_client::ApiTrust,
     procs: Mutex<BTreeMap<String, NodeProc>>,
     /// Extra environment for a node's next starts (tests: a node with a skewed clock).
     node_env: Mutex<BTreeMap<String, Vec<(String, String)>>>,

@@ -131,15 +131,16 @@ pub(super) async fn probe(p: &Probe, c: &Container, ip: Ipv4Addr) -> Result<(), 
     if let Some(h) = &p.http_get {
         let port = probe_port(&h.port, c)?;
         let host = h.host.clone().filter(|h| !h.is_empty()).unwrap_or(ip);
-        if h.scheme.as_deref() == Some("HTTPS") {
-            // No TLS client here: that the port accepts connections has to do.
-            return tcp_check(&host, port, timeout).await;
-        }
+        // Like the kubelet, an HTTPS probe does not verify the server's certificate.
+        let scheme = match h.scheme.as_deref() {
+            Some("HTTPS") => "https",
+            _ => "http",
+        };
         let mut path = h.path.clone().unwrap_or_default();
         if !path.starts_with('/') {
             path.insert(0, '/');
         }
-        let url = format!("http://{host}:{port}{path}");
+        let url = format!("{scheme}://{host}:{port}{path}");
         let headers: Vec<(&str, String)> = h
             .http_headers
             .iter()

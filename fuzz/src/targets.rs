@@ -272,8 +272,8 @@ pub fn seeds() -> Result<Seeds, String> {
         fuel_used: 4242,
     };
     let header: BlockHeader = serde_json::from_value(json!({
-        "channel": "trade", "number": 12, "prev_hash": h(1), "tx_root": h(2),
-        "state_root": h(3), "timestamp_ms": 1_760_000_000_000u64, "raft_term": 3, "raft_index": 40,
+        "version": tally_protocol::block::HEADER_VERSION, "channel": "trade", "number": 12,
+        "prev_hash": h(1), "tx_root": h(2), "results_root": h(4), "state_root": h(3), "timestamp_ms": 1_760_000_000_000u64, "raft_term": 3, "raft_index": 40,
     }))
     .map_err(|e| err(&e))?;
     let batches = vec![
@@ -313,7 +313,10 @@ pub fn seeds() -> Result<Seeds, String> {
     let ids: Vec<Hash> = txs[..2].iter().map(|t| t.id()).collect();
     let proof = tally_protocol::merkle::prove(&ids, 1).ok_or("no merkle proof")?;
     let proven = json!({
-        "receipt": rejected, "proof": {"tx_id": ids[1], "header": header, "merkle": proof},
+        "receipt": rejected, "proof": {
+            "tx_id": ids[1], "header": header, "status": statuses[1], "effects_hash": h(5),
+            "merkle": proof,
+        },
     });
     let enc = |v: Vec<Vec<u8>>| v;
     fn all<T: Encode>(v: &[T]) -> Vec<Vec<u8>> {

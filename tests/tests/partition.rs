@@ -42,7 +42,7 @@ fn cut_for() -> Duration {
 /// A client of `node` with connections of its own (not the cluster's pool, whose connections
 /// may sit stalled on a path that was cut), signing reads as the node's organization.
 fn fresh_client(c: &LocalCluster, node: &str) -> Client {
-    Client::new(&c.api_url(node))
+    Client::new(&c.api_url(node), &c.api_trust())
         .expect("a client")
         .with_timeout(SHORT)
         .with_reader(c.identity(&c.node_org(node), Role::Client))
@@ -152,12 +152,13 @@ fn minority_writer(
     stop: Arc<AtomicBool>,
 ) -> impl std::future::Future<Output = MinorityLog> {
     let url = nc.api_url(node);
+    let trust = nc.api_trust();
     let org = nc.node_org(node);
     let signer: Identity = nc.identity(&org, Role::Client);
     let node = node.to_string();
     let name = node.clone();
     nc.lab.run_in(&name, move || async move {
-        let client = Client::new(&url)
+        let client = Client::new(&url, &trust)
             .expect("a client")
             .with_timeout(SHORT)
             .with_reader(signer.clone());

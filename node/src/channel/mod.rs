@@ -283,6 +283,7 @@ mod tests {
             metrics: Arc::new(Metrics::new("n1", "org1")),
             fsync: false,
             on_config: Arc::new(|| {}),
+            writes: None,
         };
         let (chan, thread) = start(ledger, &node(1, "n1"), None, env).expect("start");
         thread.join().expect("the panic is caught, the thread ends");

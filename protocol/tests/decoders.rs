@@ -216,7 +216,8 @@ proptest! {
 
 fn header() -> BlockHeader {
     serde_json::from_value(serde_json::json!({
-        "channel": "c", "number": 1, "prev_hash": Hash([1; 32]), "tx_root": Hash([2; 32]),
+        "version": tally_protocol::block::HEADER_VERSION, "channel": "c", "number": 1,
+        "prev_hash": Hash([1; 32]), "tx_root": Hash([2; 32]), "results_root": Hash([4; 32]),
         "state_root": Hash([3; 32]), "timestamp_ms": 5, "raft_term": 1, "raft_index": 2,
     }))
     .expect("a header from JSON")

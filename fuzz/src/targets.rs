@@ -363,7 +363,7 @@ pub fn seeds() -> Result<Seeds, String> {
             "read_auth",
             enc(vec![
                 auth.into_bytes(),
-                format!("0.{}", "ab".repeat(64)).into_bytes(),
+                format!("0.{}.{}", "cd".repeat(16), "ab".repeat(64)).into_bytes(),
             ]),
         ),
     ])

@@ -791,22 +791,36 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
         "org create outsider",
     );
     let node_url = nodes.values().next().expect("a node").clone();
-    let refused = tallyctl(&[
-        "--node",
-        &node_url,
-        "--identity",
-        &outsider.join("clients/client").display().to_string(),
-        "tx",
-        "put",
-        "--channel",
-        "main",
-        "monitoring/outsider",
-        "must-not-be-written",
-    ]);
+    // The outsider trusts the members' CAs for TLS, so that its transaction reaches a node
+    // and is refused there (and counted) rather than never leaving tallyctl.
+    let mut args: Vec<String> = vec!["--node".into(), node_url];
+    for org in std::fs::read_dir(data.join("orgs")).expect("the organizations' folders") {
+        let ca = org.expect("an organization's folder").path().join("ca.pem");
+        args.extend(["--node-ca".into(), ca.display().to_string()]);
+    }
+    args.extend(
+        [
+            "--identity",
+            &outsider.join("clients/client").display().to_string(),
+            "tx",
+            "put",
+            "--channel",
+            "main",
+            "monitoring/outsider",
+            "must-not-be-written",
+        ]
+        .map(String::from),
+    );
+    let refused = tallyctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
         !refused.status.success(),
         "a transaction signed by an outside CA was accepted: {}",
         String::from_utf8_lossy(&refused.stdout)
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !said.contains("invalid peer certificate"),
+        "the outsider's transaction was stopped by TLS, not by the node: {said}"
     );
     let total = (PUTS * WRITERS.len()) as f64;
     wait_for("Prometheus sees the traffic", WAIT, || {

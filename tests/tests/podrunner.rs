@@ -103,7 +103,7 @@ async fn scenario(client: &kube::Client, runner: &PodRunner) -> anyhow::Result<(
             node.as_deref() == Some(runner.node_name()),
             "{name} is bound to {node:?}"
         );
-        let (status, body) = http::get(&format!("http://{ip}:7051/readyz"))
+        let (status, body) = http::get(&format!("https://{ip}:7051/readyz"))
             .await
             .map_err(anyhow::Error::msg)?;
         ensure!(
@@ -503,7 +503,7 @@ async fn create_ledger_objects(client: &kube::Client) -> anyhow::Result<OrgCa> {
             name: format!("tally-{}", i - 1),
             org: "org1".to_string(),
             peer_addr: format!("{host}:7052"),
-            api_url: format!("http://{host}:7051"),
+            api_url: format!("https://{host}:7051"),
         }
     };
     let genesis = ChannelConfig::new(
@@ -590,9 +590,9 @@ async fn create_ledger_objects(client: &kube::Client) -> anyhow::Result<OrgCa> {
                             {"name": "peer", "containerPort": 7052},
                             {"name": "admin", "containerPort": 7053},
                         ],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api"},
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "api", "scheme": "HTTPS"},
                                            "periodSeconds": 2},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 7051},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 7051, "scheme": "HTTPS"},
                                           "initialDelaySeconds": 5},
                         "volumeMounts": [
                             {"name": "data", "mountPath": "/var/lib/tally"},

@@ -1,16 +1,19 @@
-//! `Consortium` → one CA Secret per organization (generated once, never overwritten, or the
-//! tenant's own checked), the admin and client identities the operator issues from them, and
-//! a finalizer that holds deletion while peers or channels still use the consortium.
+//! `Consortium` → one CA Secret per organization (generated once, never overwritten nor
+//! replaced once lost, or the tenant's own checked), the admin and client identities the
+//! operator issues from them, and a finalizer that holds deletion while peers or channels
+//! still use the consortium and keeps the CAs while ledger volumes remain.
 
 use crate::builders::{self, OrgSecret};
+use crate::ca_custody::{self, MissingCa};
 use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::names::{self, FINALIZER};
 use crate::world::{self, secret_text};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tally_api::consortium::{CaMode, Consortium, OrganizationStatus};
 use tally_api::{channel::Channel, peer::Peer};
@@ -62,6 +65,14 @@ async fn ensure_ca(
             "organization {org} brings its CA in Secret {ns}/{sname}, which does not exist"
         )));
     }
+    let known = cons
+        .status
+        .as_ref()
+        .map(|s| s.organizations.as_slice())
+        .unwrap_or_default();
+    if let MissingCa::Refuse(why) = ca_custody::when_missing(org, &ns, &sname, known) {
+        return Err(Error::CaLost(why));
+    }
     let ca = OrgCa::generate(org).map_err(|e| Error::Internal(e.to_string()))?;
     let owner = owner_of(cons);
     let at = OrgSecret {
@@ -98,7 +109,12 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let ns = cons.namespace().unwrap_or_default();
     let name = cons.name_any();
     let mut orgs = Vec::new();
-    let mut problems = Vec::new();
+    let mut problems: Vec<Error> = Vec::new();
+    let before = cons
+        .status
+        .as_ref()
+        .map(|s| s.organizations.clone())
+        .unwrap_or_default();
     for org in &cons.spec.organizations {
         match ensure_ca(ctx, cons, &org.name, org.ca.mode).await {
             Ok((sname, ca)) => {
@@ -115,12 +131,18 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                     ca_not_after: not_after,
                 });
             }
-            Err(e @ Error::Invalid(_)) => problems.push(e.to_string()),
+            Err(e) if e.tenant_must_fix() => {
+                // What the status knew of this organization's CA is kept: forgetting its
+                // fingerprint would let a later reconcile make a new CA in its place.
+                orgs.extend(before.iter().find(|o| o.name == org.name).cloned());
+                problems.push(e);
+            }
             Err(e) => return Err(e),
         }
     }
-    let verdict = if !problems.is_empty() {
-        Verdict::degraded("InvalidReference", problems.join("; "))
+    let verdict = if let Some(first) = problems.first() {
+        let all: Vec<String> = problems.iter().map(Error::to_string).collect();
+        Verdict::degraded(first.reason(), all.join("; "))
     } else {
         match world::plan_or_verdict(ctx, &ns, &name).await? {
             Err(v) => v,
@@ -163,16 +185,18 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     Ok(ctx.parked.after(cons, &verdict))
 }
 
-/// Holds deletion while peers or channels of the consortium remain.
+/// Holds deletion while peers or channels of the consortium remain; once they are gone, keeps
+/// the CAs if ledger volumes remain, then lets go.
 async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let ns = cons.namespace().unwrap_or_default();
     let name = cons.name_any();
     let lp = ListParams::default();
-    let peers: Vec<String> = Api::<Peer>::namespaced(ctx.client.clone(), &ns)
+    let all_peers = Api::<Peer>::namespaced(ctx.client.clone(), &ns)
         .list(&lp)
         .await?
-        .items
-        .into_iter()
+        .items;
+    let peers: Vec<String> = all_peers
+        .iter()
         .filter(|p| p.spec.consortium == name)
         .map(|p| p.name_any())
         .collect();
@@ -185,6 +209,8 @@ async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
         .map(|c| c.name_any())
         .collect();
     if peers.is_empty() && channels.is_empty() {
+        let live = all_peers.iter().map(|p| p.name_any()).collect();
+        keep_cas_while_volumes_remain(cons, ctx, &live).await?;
         ctx.event(
             cons,
             false,
@@ -205,4 +231,60 @@ async fn cleanup(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let status = cons.status.clone().unwrap_or_default();
     ctx.report(cons, &held, status).await?;
     Err(Error::Held(message))
+}
+
+/// Takes the consortium's ownership off its generated CA Secrets when ledger volumes that no
+/// live Peer holds remain, so that garbage collection leaves the CAs those ledgers need.
+async fn keep_cas_while_volumes_remain(
+    cons: &Consortium,
+    ctx: &Context,
+    live_peers: &BTreeSet<String>,
+) -> Result<()> {
+    let ns = cons.namespace().unwrap_or_default();
+    let selector = format!("{}=tally-node", names::LABEL_NAME);
+    let claims: Vec<(String, Option<String>)> =
+        Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .map(|c| (c.name_any(), c.labels().get(names::LABEL_PEER).cloned()))
+            .collect();
+    let volumes = ca_custody::orphan_volumes(&claims, live_peers);
+    if volumes.is_empty() {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let disown = Patch::Merge(serde_json::json!({"metadata": {"ownerReferences": null}}));
+    let mut kept = Vec::new();
+    for org in &cons.spec.organizations {
+        if org.ca.mode == CaMode::Secret {
+            continue; // the tenant's own Secret was never the consortium's
+        }
+        let sname = world::ca_secret_name(cons, &org.name);
+        match secrets
+            .patch(&sname, &PatchParams::default(), &disown)
+            .await
+        {
+            Ok(_) => kept.push(sname),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.event(
+        cons,
+        true,
+        "CaKept",
+        "KeepCa",
+        format!(
+            "ledger volumes [{}] remain, so the CA Secrets [{}] are kept after the consortium \
+             goes; delete them (label {}={}) once those volumes are gone for good",
+            volumes.join(", "),
+            kept.join(", "),
+            names::LABEL_CONSORTIUM,
+            cons.name_any()
+        ),
+    )
+    .await;
+    Ok(())
 }

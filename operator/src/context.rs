@@ -34,6 +34,10 @@ pub enum Error {
     /// Deletion waits for something else to go first.
     #[error("{0}")]
     Held(String),
+    /// An organization's CA Secret is gone after its identities were issued
+    /// ([`crate::ca_custody`]): restored by a person, never replaced.
+    #[error("{0}")]
+    CaLost(String),
 }
 
 /// The reconciler's own error, out of the finalizer helper's wrapping.
@@ -55,7 +59,7 @@ impl Error {
     /// Whether the tenant must fix it (a resource, Secret or ConfigMap), rather than the
     /// cluster or a node recovering by itself.
     pub fn tenant_must_fix(&self) -> bool {
-        matches!(self, Error::Plan(_) | Error::Invalid(_))
+        matches!(self, Error::Plan(_) | Error::Invalid(_) | Error::CaLost(_))
     }
 
     /// Short CamelCase reason for conditions and events.
@@ -67,6 +71,7 @@ impl Error {
             Error::Node(_) => "NodeUnreachable",
             Error::Internal(_) => "InternalError",
             Error::Held(_) => "DeletionBlocked",
+            Error::CaLost(_) => "CaMissing",
         }
     }
 }

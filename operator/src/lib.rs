@@ -4,6 +4,7 @@
 
 pub mod applied;
 pub mod builders;
+pub mod ca_custody;
 pub mod chaincode;
 pub mod channel;
 pub mod consortium;

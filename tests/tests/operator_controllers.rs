@@ -102,6 +102,55 @@ fn consortium_cas_conditions_and_finalizer() {
         ca["metadata"]["resourceVersion"]
     );
 
+    // A generated CA whose Secret is lost is reported, never replaced: a new CA would cut the
+    // organization's nodes off their ledger. Restoring the Secret heals it.
+    let ca2 = get_json(&cp, &["-n", "t1", "get", "secret", "c1-org2-ca"]);
+    cp.kubectl_ok(&["-n", "t1", "delete", "secret", "c1-org2-ca"]);
+    let lost = wait_for(
+        "c1 Degraded for its lost CA",
+        Duration::from_secs(60),
+        || {
+            condition(
+                &cp,
+                "t1",
+                "consortium/c1",
+                "False",
+                "c1-org2-ca of organization org2",
+            )
+        },
+    );
+    let reason = lost["status"]["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == "Ready"))
+        .map(|c| c["reason"].clone());
+    assert_eq!(reason, Some(Value::from("CaMissing")), "{lost}");
+    assert!(
+        !cp.kubectl(&["-n", "t1", "get", "secret", "c1-org2-ca"]).ok,
+        "the operator made a new CA for org2 in place of the lost one"
+    );
+    assert_eq!(
+        lost["status"]["organizations"], c1["status"]["organizations"],
+        "the status still knows org2's CA"
+    );
+    let restored = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": ca2["type"],
+        "metadata": {"name": "c1-org2-ca", "labels": ca2["metadata"]["labels"]},
+        "data": ca2["data"],
+    });
+    apply(&cp, "t1", &restored.to_string());
+    wait_for(
+        "c1 Ready with its CA restored",
+        Duration::from_secs(90),
+        || condition(&cp, "t1", "consortium/c1", "True", ""),
+    );
+    let healed = get_json(&cp, &["-n", "t1", "get", "consortium", "c1"]);
+    assert_eq!(
+        healed["status"]["organizations"], c1["status"]["organizations"],
+        "the same CAs as before"
+    );
+
     // A tenant's own CA: missing first (Degraded, naming the Secret), then given.
     apply(
         &cp,
@@ -209,7 +258,9 @@ spec: {consortium: c1, organization: org1, replicas: 1}
         )
     });
     cp.kubectl_ok(&["-n", "t1", "delete", "peer", "p1"]);
-    wait_for("c1 and its Secrets gone", Duration::from_secs(90), || {
+    // p1's ledger volume stays (the StatefulSet retains its claims), so c1's CAs stay too:
+    // disowned, while the identity Secrets go with the consortium.
+    wait_for("c1 gone, its CAs kept", Duration::from_secs(90), || {
         let left = cp.kubectl_ok(&[
             "-n",
             "t1",
@@ -221,12 +272,25 @@ spec: {consortium: c1, organization: org1, replicas: 1}
             "name",
         ]);
         let c = cp.kubectl(&["-n", "t1", "get", "consortium", "c1"]);
-        if left.trim().is_empty() && !c.ok {
+        let mut left: Vec<&str> = left.lines().collect();
+        left.sort_unstable();
+        if left == ["secret/c1-org1-ca", "secret/c1-org2-ca"] && !c.ok {
             Ok(())
         } else {
-            Err(left)
+            Err(format!("left: {left:?}"))
         }
     });
+    let claims = cp.kubectl_ok(&["-n", "t1", "get", "pvc", "-o", "name"]);
+    assert!(claims.contains("data-p1-0"), "{claims}");
+    for sname in ["c1-org1-ca", "c1-org2-ca"] {
+        let kept = get_json(&cp, &["-n", "t1", "get", "secret", sname]);
+        assert!(
+            kept["metadata"]["ownerReferences"].is_null(),
+            "{sname} is still owned by the deleted consortium: {kept}"
+        );
+    }
+    let events = cp.kubectl_ok(&["-n", "t1", "get", "events", "-o", "json"]);
+    assert!(events.contains("CaKept"), "an event says the CAs are kept");
     op.stop();
 }
 

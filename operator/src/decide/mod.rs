@@ -22,7 +22,12 @@ pub mod peer;
 
 /// Degraded reasons that only the tenant can fix: a spec that does not plan, a missing or bad
 /// Secret or ConfigMap, a change the channel refuses.
-const TENANT_REASONS: [&str; 3] = ["InvalidSpec", "InvalidReference", "ConfigurationRejected"];
+const TENANT_REASONS: [&str; 4] = [
+    "InvalidSpec",
+    "InvalidReference",
+    "ConfigurationRejected",
+    "CaMissing",
+];
 
 /// The conditions of a resource after one reconcile: `Ready`, `Progressing` and `Degraded`
 /// set together so they never contradict each other.

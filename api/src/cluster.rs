@@ -53,7 +53,12 @@ pub enum ConnectError {
 /// A client from `kubeconfig`, or from the usual lookup (`KUBECONFIG`, `~/.kube/config`,
 /// the pod's service account) when none is given.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ConnectError> {
-    let config = match kubeconfig {
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// The connection settings [`client`] uses, for a caller that builds its own client stack.
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, ConnectError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let bad = |e: &dyn std::fmt::Display| ConnectError::Kubeconfig {
                 path: path.display().to_string(),
@@ -67,6 +72,5 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, ConnectEr
         None => kube::Config::infer()
             .await
             .map_err(|e| ConnectError::Infer(e.to_string()))?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }

@@ -38,6 +38,9 @@ pub enum Error {
     /// ([`crate::ca_custody`]): restored by a person, never replaced.
     #[error("{0}")]
     CaLost(String),
+    /// This replica's leader lease ran out: it must not act ([`crate::fence`]).
+    #[error(transparent)]
+    Fenced(#[from] crate::fence::FencedOut),
 }
 
 /// The reconciler's own error, out of the finalizer helper's wrapping.
@@ -72,6 +75,7 @@ impl Error {
             Error::Internal(_) => "InternalError",
             Error::Held(_) => "DeletionBlocked",
             Error::CaLost(_) => "CaMissing",
+            Error::Fenced(_) => "NotLeader",
         }
     }
 }
@@ -103,6 +107,8 @@ pub struct Context {
     /// What this operator last applied to each child, so that an identical apply can be
     /// skipped.
     pub applied: std::sync::Mutex<crate::applied::AppliedLog>,
+    /// Open while this replica surely holds the leader lease; the client's writes pass it.
+    pub fence: Arc<crate::fence::Fence>,
 }
 
 impl Context {

@@ -10,6 +10,7 @@ pub mod channel;
 pub mod consortium;
 pub mod context;
 pub mod decide;
+pub mod fence;
 pub mod leader;
 pub mod metrics;
 pub mod names;

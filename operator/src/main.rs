@@ -4,7 +4,8 @@ use kube::runtime::events::{Recorder, Reporter};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tally_operator::fence::{Fence, FenceLayer};
 use tally_operator::leader::LeaseLock;
 use tally_operator::metrics::Metrics;
 use tally_operator::server::{self, Health};
@@ -75,7 +76,14 @@ fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = tally_api::cluster::client(args.kubeconfig.as_deref()).await?;
+    // The lease is renewed through a client of its own; everything else goes through one
+    // whose writes pass the fence.
+    let lease_client = tally_api::cluster::client(args.kubeconfig.as_deref()).await?;
+    let fence = Arc::new(Fence::new());
+    let config = tally_api::cluster::config(args.kubeconfig.as_deref()).await?;
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&FenceLayer(fence.clone()))
+        .build();
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health {
         ready: Default::default(),
@@ -107,9 +115,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         parked: Default::default(),
         shared: Default::default(),
         applied: Default::default(),
+        fence: fence.clone(),
     });
     let lock = LeaseLock::new(
-        client.clone(),
+        lease_client,
         &args.lease_namespace,
         &args.lease_name,
         &identity,
@@ -119,8 +128,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut signals = Signals::new()?;
     // Stand by until this replica holds the lease.
     loop {
+        let started = Instant::now();
         match lock.try_acquire().await {
-            Ok(true) => break,
+            Ok(true) => {
+                fence.renewed(started, lock.duration);
+                break;
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "cannot read the leader lease"),
         }
@@ -157,16 +170,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     let counter = tokio::spawn(tally_operator::count_resources(ctx.clone(), namespaces));
-    // Renew the lease; lose it and stop acting at once.
+    // Renew the lease; lose it, or go without a renewal until the fence closes, and stop
+    // acting at once.
     let renew = lock.duration / 3;
-    let mut lost = false;
+    let mut lost = None;
     loop {
+        let wait = renew.min(fence.remaining());
         tokio::select! {
-            _ = tokio::time::sleep(renew) => {
+            _ = tokio::time::sleep(wait) => {
+                let started = Instant::now();
                 match lock.try_acquire().await {
-                    Ok(true) => {}
-                    Ok(false) => { lost = true; break; }
+                    Ok(true) => fence.renewed(started, lock.duration),
+                    Ok(false) => {
+                        lost = Some("lost the leader lease to another replica".to_string());
+                        break;
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease"),
+                }
+                if let Err(e) = fence.check() {
+                    lost = Some(e.to_string());
+                    break;
                 }
             }
             _ = signals.recv() => break,
@@ -177,8 +200,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let drain = async { while tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
     metrics.leader.set(0);
-    if lost {
-        anyhow::bail!("lost the leader lease to another replica; stopping so that only one acts");
+    if let Some(why) = lost {
+        anyhow::bail!("{why}; stopping so that only one replica acts");
     }
     lock.release().await;
     tracing::info!("stopped");

@@ -62,6 +62,8 @@ fn host_port(ip: &str, port: u16) -> String {
 
 /// The node's admin API, as its organization's admin (the identity the operator issued).
 pub fn admin(ctx: &Context, plan: &Plan, node: &NodePlan, at: &Reached) -> Result<AdminClient> {
+    // Whatever an admin client is for changes a ledger: only the lease holder may.
+    ctx.fence.check()?;
     let org = plan
         .org(&node.org)
         .ok_or_else(|| Error::Internal(format!("organization {} is not planned", node.org)))?;

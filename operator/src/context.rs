@@ -91,6 +91,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// How long node API calls may take.
     pub node_timeout: Duration,
+    /// Where the operator runs: its pods are the ones a node's admin port admits.
+    pub operator_namespace: String,
 }
 
 pub struct Context {

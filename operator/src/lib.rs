@@ -14,6 +14,7 @@ pub mod fence;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod network_policy;
 pub mod park;
 pub mod peer;
 pub mod reach;
@@ -26,6 +27,7 @@ pub use context::{Conditioned, Context, Error, Settings};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Action, Controller};
@@ -179,6 +181,7 @@ pub async fn run_controllers(
     let (services, service_changes) = reflected(api::<Service>(c, ns), wc());
     let (config_maps, config_map_changes) = reflected(api::<ConfigMap>(c, ns), wc());
     let (pdbs, pdb_changes) = reflected(api::<PodDisruptionBudget>(c, ns), wc());
+    let (network_policies, network_policy_changes) = reflected(api::<NetworkPolicy>(c, ns), wc());
     ctx.shared.register(stores::Stores {
         children: stores::Children {
             stateful_sets,
@@ -186,6 +189,7 @@ pub async fn run_controllers(
             config_maps,
             secrets,
             pdbs,
+            network_policies,
         },
         scope: scope.clone(),
         consortia: consortium_controller.store(),
@@ -215,6 +219,7 @@ pub async fn run_controllers(
         .owns_stream(sts_changes)
         .owns_stream(service_changes)
         .owns_stream(config_map_changes)
+        .owns_stream(network_policy_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             |o, ctx| instrumented("Peer", o.clone(), ctx.clone(), peer::reconcile(o, ctx)),

@@ -102,6 +102,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             node_version: args.node_version.clone(),
             cluster_domain: args.cluster_domain.clone(),
             node_timeout: Duration::from_secs(10),
+            operator_namespace: args.lease_namespace.clone(),
         },
         metrics: metrics.clone(),
         recorder: Recorder::new(

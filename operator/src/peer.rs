@@ -9,10 +9,12 @@ use crate::decide::peer::{
     decide, departing, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
 };
 use crate::names;
+use crate::network_policy::{network_policy, PolicyInputs};
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
@@ -156,6 +158,14 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let config = builders::config_map(&inputs);
     let headless = builders::headless(&inputs);
     let client_service = builders::client_service(&inputs);
+    let policy = network_policy(&PolicyInputs {
+        peer: &name,
+        namespace: &ns,
+        consortium: &peer.spec.consortium,
+        operator_namespace: &s.operator_namespace,
+        labels: names::peer_labels(&peer.spec.consortium, &peer.spec.organization, &name),
+        owner: &inputs.owner,
+    });
     let secrets: Vec<(String, Secret)> = nodes
         .iter()
         .filter_map(|n| {
@@ -177,6 +187,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         ),
         ctx.apply::<Service>(&ns, &headless_name, &headless),
         ctx.apply::<Service>(&ns, &name, &client_service),
+        ctx.apply::<NetworkPolicy>(&ns, &name, &policy),
     )?;
     let sts: StatefulSet = ctx
         .apply(&ns, &name, &builders::stateful_set(&inputs))

@@ -7,6 +7,7 @@
 use crate::world::World;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
@@ -38,6 +39,7 @@ pub struct Children {
     /// in it and is read from the API server.
     pub secrets: Store<Secret>,
     pub pdbs: Store<PodDisruptionBudget>,
+    pub network_policies: Store<NetworkPolicy>,
 }
 
 /// A kind the operator applies, and the store that holds it.
@@ -68,7 +70,8 @@ child!(
     Service => services,
     ConfigMap => config_maps,
     Secret => secrets,
-    PodDisruptionBudget => pdbs
+    PodDisruptionBudget => pdbs,
+    NetworkPolicy => network_policies
 );
 
 impl Children {
@@ -93,6 +96,7 @@ impl Children {
             "ConfigMap" => check::<ConfigMap>(self, ns, name),
             "Secret" => check::<Secret>(self, ns, name),
             "PodDisruptionBudget" => check::<PodDisruptionBudget>(self, ns, name),
+            "NetworkPolicy" => check::<NetworkPolicy>(self, ns, name),
             _ => true,
         }
     }

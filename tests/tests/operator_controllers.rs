@@ -247,6 +247,33 @@ spec: {consortium: c1, organization: org1, replicas: 1}
             Err(r.stderr)
         }
     });
+    // Each port of p1's pods admits only who needs it (operator/src/network_policy.rs).
+    let np = get_json(&cp, &["-n", "t1", "get", "networkpolicy", "p1"]);
+    assert_eq!(np["metadata"]["ownerReferences"][0]["kind"], "Peer", "{np}");
+    let rules = np["spec"]["ingress"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let from = |port: u64| {
+        rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == port)
+            .map(|r| r["from"].clone())
+            .unwrap_or_else(|| panic!("no rule for port {port}: {np}"))
+    };
+    assert!(
+        from(7051).is_null(),
+        "the client API is open to clients: {np}"
+    );
+    assert_eq!(
+        from(7052)[0]["podSelector"]["matchLabels"]["tally.dev/consortium"],
+        "c1"
+    );
+    assert_eq!(
+        from(7053)[0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "operator"
+    );
+    assert_eq!(rules.len(), 3, "{np}");
     cp.kubectl_ok(&["-n", "t1", "delete", "consortium", "c1", "--wait=false"]);
     wait_for("c1's deletion held", Duration::from_secs(60), || {
         condition(

@@ -240,6 +240,7 @@ pub fn operator_perms() -> Perms {
         ("", &["events"], &["create", "patch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("policy", &["poddisruptionbudgets"], CRUD),
+        ("networking.k8s.io", &["networkpolicies"], CRUD),
     ])
 }
 

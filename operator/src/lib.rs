@@ -17,6 +17,7 @@ pub mod names;
 pub mod network_policy;
 pub mod park;
 pub mod peer;
+pub mod quorum_guard;
 pub mod reach;
 pub mod server;
 pub mod stores;

@@ -10,6 +10,7 @@ use crate::decide::peer::{
 };
 use crate::names;
 use crate::network_policy::{network_policy, PolicyInputs};
+use crate::quorum_guard::{self, ChannelVoters};
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -17,23 +18,86 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tally_api::channel::Channel;
 use tally_api::peer::{NodeChannelStatus, NodeStatus, Peer, PeerRole};
 use tally_planner::raft_id;
 
 pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
-    if peer.metadata.deletion_timestamp.is_some() {
-        // Owner references take the StatefulSet, Services and Secrets with it.
-        return Ok(Action::await_change());
-    }
+    let ns = peer.namespace().unwrap_or_default();
+    let api: Api<Peer> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, names::FINALIZER, peer, |ev| async {
+        match ev {
+            Finalizer::Apply(p) => apply(p, &ctx).await,
+            // Owner references then take the StatefulSet, Services and Secrets with it.
+            Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
+        }
+    })
+    .await
+    .map_err(crate::context::from_finalizer)
+}
+
+/// Holds the Peer's deletion while its nodes are a live channel's quorum.
+async fn cleanup(peer: &Peer, ctx: &Context) -> Result<Action> {
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
-    let (verdict, status) = match world::plan_or_verdict(&ctx, &ns, &peer.spec.consortium).await? {
+    let channels: Vec<ChannelVoters> = Api::<Channel>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|c| c.spec.consortium == peer.spec.consortium)
+        .map(|c| ChannelVoters {
+            channel: c.name_any(),
+            deleting: c.metadata.deletion_timestamp.is_some(),
+            voters: c.status.map(|s| s.voters).unwrap_or_default(),
+        })
+        .collect();
+    let others: Vec<String> = Api::<Peer>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && p.name_any() != name)
+        .map(|p| p.name_any())
+        .collect();
+    // External organizations' nodes stand whatever happens here; without a plan (the
+    // consortium going too) none are counted, which can only hold more.
+    let external: Vec<String> =
+        match world::plan_or_verdict(ctx, &ns, &peer.spec.consortium).await? {
+            Ok(w) => w
+                .plan
+                .nodes
+                .iter()
+                .filter(|n| n.peer.is_none())
+                .map(|n| n.name.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+    let why = quorum_guard::blocked_by(&name, &channels, &others, &external);
+    if why.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let message = format!(
+        "deleting Peer {name} would stop channels: {}; remove its nodes from those channels' \
+         consenters first (or delete the channels)",
+        why.join("; ")
+    );
+    let held = Verdict::degraded("DeletionBlocked", message.clone());
+    ctx.report(peer, &held, peer.current_status()).await?;
+    Err(Error::Held(message))
+}
+
+async fn apply(peer: Arc<Peer>, ctx: &Context) -> Result<Action> {
+    let ns = peer.namespace().unwrap_or_default();
+    let name = peer.name_any();
+    let (verdict, status) = match world::plan_or_verdict(ctx, &ns, &peer.spec.consortium).await? {
         Err(v) => (v, None),
         Ok(w) => {
-            let (v, s) = converge(&peer, &ctx, &w).await?;
+            let (v, s) = converge(&peer, ctx, &w).await?;
             (v, Some(s))
         }
     };

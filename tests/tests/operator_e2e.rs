@@ -559,6 +559,42 @@ fn e2e_steps(cp: &ControlPlane) {
             }
         },
     );
+    // 11. Deleting the Peer that holds most of the channels' voters is held too: its nodes
+    // would take both channels' quorum with them. The channels keep committing meanwhile.
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "peer",
+        "core-enterprise-peer",
+        "--wait=false",
+    ]);
+    wait_for(
+        "the Peer's deletion held with a message",
+        Duration::from_secs(60),
+        || {
+            let p = get_json(cp, &["-n", NS, "get", "peer", "core-enterprise-peer"]);
+            match ready(&p) {
+                Some((s, m)) if s == "False" && m.contains("would stop channels") => Ok(m),
+                r => Err(format!("{r:?}")),
+            }
+        },
+    );
+    let pods = cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "pods",
+        "-l",
+        "tally.dev/peer=core-enterprise-peer",
+        "-o",
+        "name",
+    ]);
+    assert!(!pods.trim().is_empty(), "the held Peer's pods went: {pods}");
+    put(&dir, "bank", "financing", "loan-3", "requested")
+        .expect("the channel commits while the Peer's deletion is held");
+
+    // 12. Deleting everything together (the channels too) lets every Peer go.
     cp.kubectl_ok(&[
         "-n",
         NS,
@@ -581,6 +617,11 @@ fn e2e_steps(cp: &ControlPlane) {
                 "-o",
                 "name",
             ]);
+            // The organizations' CAs stay while the retained volumes do (CaKept).
+            let left: String = left
+                .lines()
+                .filter(|l| !(l.starts_with("secret/") && l.ends_with("-ca")))
+                .collect();
             let tally = cp.kubectl_ok(&["-n", NS, "get", "consortia,peers,channels", "-o", "name"]);
             let pods = cp.kubectl_ok(&["-n", NS, "get", "pods", "-o", "name"]);
             let all = format!("{left}{tally}{pods}");
@@ -597,6 +638,33 @@ fn e2e_steps(cp: &ControlPlane) {
         5,
         "the retained volumes, the scaled-up node's included: {pvcs}"
     );
+    let cas = cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "secrets",
+        "-l",
+        &format!("tally.dev/consortium={CONSORTIUM}"),
+        "-o",
+        "json",
+    ]);
+    let cas: serde_json::Value = serde_json::from_str(&cas).expect("secrets as JSON");
+    let kept: Vec<&serde_json::Value> = cas["items"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    assert!(
+        !kept.is_empty(),
+        "the CAs went with the consortium though its volumes remain"
+    );
+    for s in kept {
+        let name = s["metadata"]["name"].as_str().unwrap_or_default();
+        assert!(name.ends_with("-ca"), "only CAs are kept, not {name}");
+        assert!(
+            s["metadata"]["ownerReferences"].is_null(),
+            "{name} is still owned by the deleted consortium"
+        );
+    }
     drop(op2);
 }
 

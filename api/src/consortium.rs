@@ -224,8 +224,24 @@ pub struct ConsortiumStatus {
     /// Each member organization with the fingerprint of its CA certificate.
     #[serde(default)]
     pub organizations: Vec<OrganizationStatus>,
+    /// Every identity the operator issues for the consortium (admins, clients, nodes), with
+    /// when its certificate expires and when it falls due for renewal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentityStatus>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityStatus {
+    /// `org/role/name`, e.g. `bank/node/bank-peer-0` or `bank/admin/admin`.
+    pub name: String,
+    /// When the certificate expires (RFC 3339).
+    pub not_after: String,
+    /// When it falls due for renewal: `spec.certificates.renewBefore` ahead of its expiry
+    /// (RFC 3339).
+    pub renew_at: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -15,7 +15,7 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tally_api::consortium::{CaMode, Consortium, OrganizationStatus};
+use tally_api::consortium::{CaMode, Consortium, IdentityStatus, OrganizationStatus};
 use tally_api::{channel::Channel, peer::Peer};
 use tally_protocol::identity::{inspect, OrgCa, TrustedCa};
 
@@ -140,6 +140,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
             Err(e) => return Err(e),
         }
     }
+    let mut identities = None;
     let verdict = if let Some(first) = problems.first() {
         let all: Vec<String> = problems.iter().map(Error::to_string).collect();
         Verdict::degraded(first.reason(), all.join("; "))
@@ -147,6 +148,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         match world::plan_or_verdict(ctx, &ns, &name).await? {
             Err(v) => v,
             Ok(w) => {
+                identities = Some(identity_statuses(&w.plan));
                 let owner = owner_of(cons);
                 let mut bodies = Vec::new();
                 for o in &w.plan.organizations {
@@ -181,8 +183,43 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let mut status = cons.current_status();
     status.organization_count = orgs.len() as u32;
     status.organizations = orgs;
+    if let Some(ids) = identities {
+        status.identities = ids;
+    }
     ctx.report(cons, &verdict, status).await?;
     Ok(ctx.parked.after(cons, &verdict))
+}
+
+/// Expiry and renewal time of every identity the plan holds, in the plan's order.
+fn identity_statuses(plan: &tally_planner::Plan) -> Vec<IdentityStatus> {
+    let rfc3339 = |s: i64| {
+        jiff::Timestamp::from_second(s)
+            .map(|t| t.to_string())
+            .unwrap_or_default()
+    };
+    let orgs = plan.organizations.iter().flat_map(|o| {
+        [("admin", &o.admin), ("client", &o.client)]
+            .into_iter()
+            .filter_map(move |(role, id)| Some((o.name.as_str(), role, role, id.as_ref()?)))
+    });
+    let nodes = plan.nodes.iter().filter_map(|n| {
+        Some((
+            n.org.as_str(),
+            "node",
+            n.name.as_str(),
+            n.identity.as_ref()?,
+        ))
+    });
+    orgs.chain(nodes)
+        .filter_map(|(org, role, name, id)| {
+            let not_after = inspect(&id.cert_der).ok()?.not_after;
+            Some(IdentityStatus {
+                name: tally_planner::identity_key(org, role, name),
+                not_after: rfc3339(not_after),
+                renew_at: rfc3339(not_after - plan.lifetimes.renew_before_s),
+            })
+        })
+        .collect()
 }
 
 /// Holds deletion while peers or channels of the consortium remain; once they are gone, keeps

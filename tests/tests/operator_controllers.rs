@@ -58,6 +58,33 @@ fn consortium_cas_conditions_and_finalizer() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(orgs.len(), 2, "{c1}");
+    // Each identity the operator issued, with its expiry and renewal time.
+    let ids = c1["status"]["identities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let names: Vec<&str> = ids.iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "org1/admin/admin",
+            "org1/client/client",
+            "org2/admin/admin",
+            "org2/client/client"
+        ],
+        "{c1}"
+    );
+    for id in &ids {
+        let at = |f: &str| {
+            id[f]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .unwrap_or_else(|| panic!("{f} of {id} is not a time"))
+        };
+        let (not_after, renew_at) = (at("notAfter"), at("renewAt"));
+        assert!(renew_at < not_after, "{id}");
+        assert!(renew_at > jiff::Timestamp::now(), "due at once: {id}");
+    }
     let ca = get_json(&cp, &["-n", "t1", "get", "secret", "c1-org1-ca"]);
     assert_eq!(ca["metadata"]["ownerReferences"][0]["kind"], "Consortium");
     assert!(ca["data"]["tls.key"].is_string(), "the CA key is kept");

@@ -288,7 +288,7 @@ impl raft::Storage for RaftStore {
         };
         meta.set_conf_state(self.conf_state());
         let mut snap = Snapshot {
-            data: self.ledger.dump().map_err(store_err)?.into(),
+            data: crate::ledger::forge_snapshot(self.ledger.dump().map_err(store_err)?).into(),
             ..Snapshot::default()
         };
         snap.set_metadata(meta);

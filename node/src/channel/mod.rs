@@ -32,6 +32,7 @@ mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
+mod snapshot_check;
 mod worker;
 
 pub use handle::{Channel, RaftView, SubmitFailure};

@@ -154,6 +154,9 @@ impl Worker {
                 // Clamped first, so that a commit index beyond the log reaches neither Raft
                 // nor the readiness view.
                 let mut msg = *msg;
+                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_verified(&msg) {
+                    return false;
+                }
                 if self.refused_for_clock(&msg) {
                     return false;
                 }

@@ -17,7 +17,11 @@ impl Worker {
             return true;
         }
         let anchors = crate::checkpoint::majority_anchors(&self.chan);
-        match self.chan.ledger.verify_snapshot(&snap.data, index, &anchors) {
+        match self
+            .chan
+            .ledger
+            .verify_snapshot(&snap.data, index, &anchors)
+        {
             Ok(v) => {
                 info!(
                     channel = %self.ch,

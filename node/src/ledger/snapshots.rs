@@ -116,7 +116,9 @@ pub(crate) fn records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, SnapshotRefuse
 }
 
 /// Encodes records as a snapshot (with its end marker).
-pub(crate) fn encode_records<'a>(records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Vec<u8> {
+pub(crate) fn encode_records<'a>(
+    records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<u8> {
     let mut w = Writer::default();
     let mut n = 0u64;
     for (k, v) in records {
@@ -312,9 +314,7 @@ impl Ledger {
                 }
                 keys::CERT => {
                     if rest.len() != 32 || cert_hash(v).0 != rest {
-                        return Err(Derived(
-                            "a certificate is filed under another hash".into(),
-                        ));
+                        return Err(Derived("a certificate is filed under another hash".into()));
                     }
                     if !certs_signing.contains(&Hash(cert_hash(v).0)) {
                         return Err(Derived(
@@ -471,7 +471,10 @@ mod tests {
         let v = ledger
             .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
             .expect("verifies");
-        assert_eq!((v.height, v.last_hash, v.anchored_at), (4, tip.last_hash, None));
+        assert_eq!(
+            (v.height, v.last_hash, v.anchored_at),
+            (4, tip.last_hash, None)
+        );
         // With the majority's checkpoint at height 2, it is anchored there.
         let h1 = ledger.header(1).expect("read").expect("block 1");
         let anchors = BTreeMap::from([(2, (h1.hash(), h1.state_root))]);
@@ -496,7 +499,10 @@ mod tests {
         assert_eq!(refusal(&ledger, &bad).label(), "state");
         // A key removed: the same.
         let bad = forged(&snap, |recs| {
-            let i = recs.iter().position(|(k, _)| k[0] == keys::STATE).expect("state");
+            let i = recs
+                .iter()
+                .position(|(k, _)| k[0] == keys::STATE)
+                .expect("state");
             recs.remove(i);
         });
         assert_eq!(refusal(&ledger, &bad).label(), "state");
@@ -505,7 +511,14 @@ mod tests {
     #[test]
     fn foreign_key_kinds_are_refused() {
         let (_dir, ledger, snap) = ledger_with_blocks();
-        for kind in [keys::LOG, keys::HARD_STATE, keys::CONF_STATE, keys::SNAP_META, 0, 0xff] {
+        for kind in [
+            keys::LOG,
+            keys::HARD_STATE,
+            keys::CONF_STATE,
+            keys::SNAP_META,
+            0,
+            0xff,
+        ] {
             let bad = forged(&snap, |recs| recs.push((vec![kind, 1, 2], vec![3])));
             assert!(
                 matches!(refusal(&ledger, &bad), SnapshotRefused::ForeignKind(k) if k == kind),
@@ -535,14 +548,19 @@ mod tests {
         let (_dir, ledger, snap) = ledger_with_blocks();
         // A block replaced by another block's bytes: the chain breaks.
         let bad = forged(&snap, |recs| {
-            let blocks: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].0[0] == keys::BLOCK).collect();
+            let blocks: Vec<usize> = (0..recs.len())
+                .filter(|&i| recs[i].0[0] == keys::BLOCK)
+                .collect();
             let v = recs[blocks[1]].1.clone();
             recs[blocks[2]].1 = v;
         });
         assert_eq!(refusal(&ledger, &bad).label(), "chain");
         // The transaction index pointing elsewhere.
         let bad = forged(&snap, |recs| {
-            let (_, v) = recs.iter_mut().find(|(k, _)| k[0] == keys::TX_INDEX).expect("index");
+            let (_, v) = recs
+                .iter_mut()
+                .find(|(k, _)| k[0] == keys::TX_INDEX)
+                .expect("index");
             v[11] ^= 1;
         });
         assert_eq!(refusal(&ledger, &bad).label(), "derived");
@@ -574,11 +592,19 @@ mod tests {
         let (_dir, ledger, good) = ledger_with_blocks();
         let index = ledger.tip().applied_index;
         let none = BTreeMap::new();
-        for len in [u32::MAX, MAX_LEN as u32, MAX_LEN as u32 + 1, good.len() as u32] {
+        for len in [
+            u32::MAX,
+            MAX_LEN as u32,
+            MAX_LEN as u32 + 1,
+            good.len() as u32,
+        ] {
             let mut b = good.clone();
             b[..4].copy_from_slice(&len.to_be_bytes());
             let mut wb = WriteBatch::default();
-            assert!(ledger.restore(&b, &mut wb).is_err(), "a first key of {len} bytes");
+            assert!(
+                ledger.restore(&b, &mut wb).is_err(),
+                "a first key of {len} bytes"
+            );
             assert!(ledger.verify_snapshot(&b, index, &none).is_err());
         }
         let mut rng = Rng::new(12);
@@ -605,6 +631,9 @@ mod tests {
         }
         // What a mutation may leave verifiable is what no header commits to: the tip's Raft
         // term and the history records' values (docs/security.md says so).
-        assert!(verified < 300, "{verified} of 3000 mutated snapshots verified");
+        assert!(
+            verified < 300,
+            "{verified} of 3000 mutated snapshots verified"
+        );
     }
 }

@@ -135,15 +135,19 @@ impl Ledger {
     /// Every ledger record of the channel, for a Raft snapshot. Called on the channel's own
     /// thread, the only writer, so the records are consistent with the tip.
     pub fn dump(&self) -> Result<Vec<u8>, LedgerError> {
+        let snap = self.db.snapshot();
+        Ok(self.dump_at(&snap)?.0)
+    }
+
+    /// Every ledger record as of one RocksDB snapshot, with the tip they are at: consistent
+    /// whatever the channel's thread writes meanwhile.
+    pub fn dump_at(&self, snap: &rocksdb::Snapshot<'_>) -> Result<(Vec<u8>, Tip), LedgerError> {
         let skip = self.keys.state_prefix_len() - 1;
         let mut w = Writer::default();
         let mut n = 0u64;
         for kind in LEDGER_KINDS {
             let (lo, hi) = self.keys.range(kind);
-            for item in self
-                .db
-                .iterator(IteratorMode::From(&lo, Direction::Forward))
-            {
+            for item in snap.iterator(IteratorMode::From(&lo, Direction::Forward)) {
                 let (k, v) = item?;
                 if k.as_ref() >= hi.as_slice() {
                     break;
@@ -155,7 +159,11 @@ impl Ledger {
         }
         w.bytes(&[]);
         w.u64(n);
-        Ok(w.into_inner())
+        let tip = snap
+            .get(self.keys.kind(keys::TIP))?
+            .ok_or_else(|| corrupt("tip", "missing"))?;
+        let tip = Tip::decode(&tip).map_err(|e| corrupt("tip", e))?;
+        Ok((w.into_inner(), tip))
     }
 
     /// Checks a snapshot a peer sent before anything of it is written: every record is of a

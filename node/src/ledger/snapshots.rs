@@ -60,9 +60,12 @@ pub struct VerifiedSnapshot {
     pub anchored_at: Option<u64>,
 }
 
+/// One snapshot record: key (kind byte first, no channel prefix) and value.
+pub(crate) type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// Splits a snapshot into its records, checking the end marker and count. Records borrow
 /// from `data`; a length beyond what is left is refused before anything is reserved.
-pub(crate) fn records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, SnapshotRefused> {
+pub(crate) fn records(data: &[u8]) -> Result<Vec<Record<'_>>, SnapshotRefused> {
     fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         if buf.len() < n {
             return None;

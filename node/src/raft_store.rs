@@ -104,6 +104,13 @@ impl RaftStore {
         self.builder = Some(crate::snapshot_builder::Builder::new(self.ledger.clone()));
     }
 
+    /// Lets go of a built snapshot nobody asked for in a while.
+    pub fn expire_built_snapshot(&self) {
+        if let Some(b) = &self.builder {
+            b.expire();
+        }
+    }
+
     pub fn hard_state(&self) -> HardState {
         self.hard_state.borrow().clone()
     }

@@ -7,8 +7,9 @@
 //! instant), and Raft is told the snapshot is temporarily unavailable; it asks again with its
 //! next append to the node, and gets the built one. A build is reused while it is still
 //! recent enough (at or past the log's first index), so a node that refuses it and asks again
-//! costs no new dump. At most [`MAX_BUILDS`] builds run at once on a node, over all its
-//! channels.
+//! costs no new dump, and dropped [`KEEP`] after it was built (a node serving many channels
+//! does not hold one snapshot per channel). At most [`MAX_BUILDS`] builds run at once on a
+//! node, over all its channels.
 
 use crate::keys;
 use crate::ledger::Ledger;
@@ -18,14 +19,18 @@ use protobuf::Message as _;
 use raft::prelude::ConfState;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// How long a built snapshot is kept for more requests.
+pub const KEEP: Duration = Duration::from_secs(60);
 /// Snapshot builds running at once on this node.
 pub const MAX_BUILDS: usize = 2;
 static BUILDS: AtomicUsize = AtomicUsize::new(0);
 
 /// A snapshot ready to send: the ledger's records at `index`.
 pub struct Built {
+    pub built_at: Instant,
     pub index: u64,
     pub term: u64,
     pub conf_state: ConfState,
@@ -67,6 +72,14 @@ impl Builder {
         Builder {
             ledger,
             slot: Arc::new(Mutex::new(Slot::Idle)),
+        }
+    }
+
+    /// Drops a built snapshot kept longer than [`KEEP`].
+    pub fn expire(&self) {
+        let mut slot = self.slot.lock();
+        if matches!(&*slot, Slot::Ready(b) if b.built_at.elapsed() > KEEP) {
+            *slot = Slot::Idle;
         }
     }
 
@@ -117,6 +130,7 @@ fn build(ledger: &Ledger) -> Result<Built, Box<dyn std::error::Error + Send + Sy
         None => return Err("no Raft configuration state".into()),
     };
     Ok(Built {
+        built_at: Instant::now(),
         index: tip.applied_index,
         term: tip.applied_term,
         conf_state,

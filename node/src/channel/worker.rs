@@ -103,6 +103,7 @@ impl Worker {
             }
             if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
                 self.chan.sweep();
+                self.raw.store().expire_built_snapshot();
                 self.last_sweep = now;
             }
             if stop {

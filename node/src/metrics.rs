@@ -247,6 +247,9 @@ mod tests {
         m.commit_latency.with_label_values(&["main"]).observe(0.1);
         m.batch_size.with_label_values(&["main"]).observe(1.0);
         m.peer_dropped.with_label_values(&["p"]).inc();
+        m.snapshots_refused
+            .with_label_values(&["main", "state"])
+            .inc();
         m.chaincode_exec_seconds
             .with_label_values(&["main", "notary"])
             .observe(0.001);

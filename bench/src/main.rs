@@ -329,6 +329,9 @@ fn check(args: &Args) -> Result<()> {
     if args.workload == Workload::Read && args.compare.contains(&Compare::Cometbft) {
         bail!("CometBFT is compared on writes only (its kvstore has no signed reads or proofs to compare)");
     }
+    if args.workload == Workload::Catchup && (args.sweep.is_some() || args.catchup_mb == 0) {
+        bail!("--workload catchup runs one point (no --sweep) of a positive --catchup-mb");
+    }
     if args.workload == Workload::Read && args.read_keys_per_client == 0 {
         bail!("--read-keys-per-client must be positive");
     }
@@ -368,9 +371,6 @@ async fn run(args: Args) -> Result<Finished> {
         None => None,
     };
     if args.workload == Workload::Catchup {
-        if args.sweep.is_some() {
-            bail!("--workload catchup runs one point; no --sweep");
-        }
         let p = catchup::CatchupParams {
             node_bin,
             nodes: args.nodes,
@@ -513,6 +513,9 @@ mod tests {
         assert!(bad(&["--workload", "idle", "--chaincode", "x.wasm"]));
         assert!(bad(&["--channels", "0"]));
         assert!(!bad(&["--workload", "read"]));
+        assert!(!bad(&["--workload", "catchup", "--catchup-mb", "8"]));
+        assert!(bad(&["--workload", "catchup", "--sweep", "nodes"]));
+        assert!(bad(&["--workload", "catchup", "--catchup-mb", "0"]));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! tally-bench: committed throughput, latency and CPU cost of Tally against etcd and CometBFT,
 //! with the same closed-loop load shape, one after the other in one run; how that cost grows
 //! with consenters, channels and value size (`--sweep`); reads (`--workload read`); and the
-//! idle cost of many channels (`--workload idle`). See docs/benchmarks.md.
+//! idle cost of many channels (`--workload idle`); and how fast a wiped node catches up
+//! (`--workload catchup`). See docs/benchmarks.md.
 
 mod base64;
+mod catchup;
 mod cluster;
 mod cometbft;
 mod etcd;
@@ -39,6 +41,8 @@ enum Workload {
     Read,
     /// No load: CPU and memory of the nodes holding `--channels` channels.
     Idle,
+    /// A node wiped after `--catchup-mb` MiB of state: time to catch up by snapshot.
+    Catchup,
 }
 
 impl Workload {
@@ -47,6 +51,7 @@ impl Workload {
             Workload::Write => "write",
             Workload::Read => "read",
             Workload::Idle => "idle",
+            Workload::Catchup => "catchup",
         }
     }
 }
@@ -102,6 +107,10 @@ struct Args {
     /// Read workload: keys each client writes before the reads (the keys read at random).
     #[arg(long, default_value_t = 20)]
     read_keys_per_client: usize,
+    /// Catch-up workload: MiB of values written before a node is wiped (keys of
+    /// `--value-size` bytes).
+    #[arg(long, default_value_t = 64)]
+    catchup_mb: usize,
     /// Run the Tally nodes without fsync (exploration only; labelled in the output).
     #[arg(long)]
     no_fsync: bool,
@@ -303,6 +312,7 @@ async fn run_point(
 
 enum Finished {
     Point(sweep::PointResult),
+    Catchup(catchup::CatchupReport),
     Sweep(sweep::SweepReport),
 }
 
@@ -318,6 +328,9 @@ fn check(args: &Args) -> Result<()> {
     }
     if args.workload == Workload::Read && args.compare.contains(&Compare::Cometbft) {
         bail!("CometBFT is compared on writes only (its kvstore has no signed reads or proofs to compare)");
+    }
+    if args.workload == Workload::Catchup && (args.sweep.is_some() || args.catchup_mb == 0) {
+        bail!("--workload catchup runs one point (no --sweep) of a positive --catchup-mb");
     }
     if args.workload == Workload::Read && args.read_keys_per_client == 0 {
         bail!("--read-keys-per-client must be positive");
@@ -344,7 +357,10 @@ async fn run(args: Args) -> Result<Finished> {
         );
     }
     let run_etcd = args.compare.contains(&Compare::Etcd);
-    if run_etcd && args.workload != Workload::Idle && !args.etcd_bin.exists() {
+    if run_etcd
+        && !matches!(args.workload, Workload::Idle | Workload::Catchup)
+        && !args.etcd_bin.exists()
+    {
         bail!(
             "etcd not found at {} (Debian package etcd-server; or pass --etcd-bin, or --compare none)",
             args.etcd_bin.display()
@@ -354,6 +370,17 @@ async fn run(args: Args) -> Result<Finished> {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("--chaincode {}", p.display()))?),
         None => None,
     };
+    if args.workload == Workload::Catchup {
+        let p = catchup::CatchupParams {
+            node_bin,
+            nodes: args.nodes,
+            fsync: !args.no_fsync,
+            value_size: args.value_size,
+            mb: args.catchup_mb,
+            timeout: Duration::from_secs(args.seconds.max(600)),
+        };
+        return Ok(Finished::Catchup(catchup::run(&p).await?));
+    }
     let Some(dim) = args.sweep else {
         return Ok(Finished::Point(
             run_point(&args, node_bin, chaincode).await?,
@@ -411,6 +438,10 @@ async fn main() {
             r.to_table(),
         ),
         Ok(Finished::Sweep(r)) => (r.to_json(), r.to_table()),
+        Ok(Finished::Catchup(r)) => (
+            serde_json::to_string(&r).expect("catch-up report serializes"),
+            r.to_table(),
+        ),
         Err(e) => {
             eprintln!("tally-bench: {e:#}");
             std::process::exit(1);
@@ -482,6 +513,9 @@ mod tests {
         assert!(bad(&["--workload", "idle", "--chaincode", "x.wasm"]));
         assert!(bad(&["--channels", "0"]));
         assert!(!bad(&["--workload", "read"]));
+        assert!(!bad(&["--workload", "catchup", "--catchup-mb", "8"]));
+        assert!(bad(&["--workload", "catchup", "--sweep", "nodes"]));
+        assert!(bad(&["--workload", "catchup", "--catchup-mb", "0"]));
     }
 
     #[test]

@@ -236,9 +236,11 @@ pub fn node() -> Dashboard {
         panel("Raft log: committed and applied index", "none", "The last log index known committed (replicated to a quorum) and the last applied to the ledger. Applied follows committed closely; a growing gap means the node cannot execute blocks as fast as they come.")
             .query(m(RAFT_COMMIT_INDEX, s), "{{node}} {{channel}} committed")
             .query(m(RAFT_APPLIED_INDEX, s), "{{node}} {{channel}} applied"),
-        panel("Snapshots and log compactions", "ops", "Raft snapshots sent to (and installed from) lagging nodes, and log compactions, per second. Snapshots are rare: a node that needs them often is falling too far behind to catch up from the log.")
+        panel("Snapshots and log compactions", "ops", "Raft snapshots sent to (and installed from) lagging nodes, and log compactions, per second. Snapshots are rare: a node that needs them often is falling too far behind to catch up from the log. A refused snapshot failed verification (its reason says which check): a peer sent a forged or broken one.")
             .query(format!("sum by (node, channel) (rate({}[{RATE}]))", m(SNAPSHOTS_SENT, s)), "{{node}} {{channel}} sent")
             .query(format!("sum by (node, channel) (rate({}[{RATE}]))", m(SNAPSHOTS_APPLIED, s)), "{{node}} {{channel}} installed")
+            .query(format!("sum by (node, channel, reason) (rate({}[{RATE}]))", m(SNAPSHOTS_REFUSED, s)), "{{node}} {{channel}} refused: {{reason}}")
+            .may_be_empty("a node exports tally_snapshots_refused_total only once it has refused a peer's snapshot")
             .query(format!("sum by (node, channel) (rate({}[{RATE}]))", m(LOG_COMPACTIONS, s)), "{{node}} {{channel}} compactions"),
         panel("Transactions per block (p50, p99)", "none", "How many transactions each block carries. Under load the leader fills blocks up to the channel's batch size; small blocks under load mean the batch timeout cuts them.")
             .query(format!("histogram_quantile(0.5, sum by (node, channel, le) (rate({}[{RATE}])))", m(&format!("{BATCH_SIZE}_bucket"), s)), "{{node}} {{channel}} p50")

@@ -49,6 +49,8 @@ pub const RAFT_COMMIT_INDEX: &str = "tally_raft_commit_index";
 pub const RAFT_PERSIST_SECONDS: &str = "tally_raft_persist_seconds";
 pub const SNAPSHOTS_SENT: &str = "tally_snapshots_sent_total";
 pub const SNAPSHOTS_APPLIED: &str = "tally_snapshots_applied_total";
+/// Snapshots from a peer that failed verification, by `reason` (the check that failed).
+pub const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
 pub const LOG_COMPACTIONS: &str = "tally_log_compactions_total";
 pub const PEER_DROPPED: &str = "tally_peer_messages_dropped_total";
 
@@ -120,6 +122,7 @@ pub const NODE_METRICS: &[&str] = &[
     RAFT_PERSIST_SECONDS,
     SNAPSHOTS_SENT,
     SNAPSHOTS_APPLIED,
+    SNAPSHOTS_REFUSED,
     LOG_COMPACTIONS,
     PEER_DROPPED,
     COMMITTED_TXS,

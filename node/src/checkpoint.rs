@@ -233,6 +233,30 @@ fn minority_height(
     None
 }
 
+/// The (block hash, state root) a strict majority of the channel's consenters signed, by
+/// height, from the checkpoints peers sent: what a snapshot from any one peer must agree
+/// with. This node's own ledger does not vote (it is the one catching up).
+pub fn majority_anchors(chan: &Channel) -> BTreeMap<u64, (Hash, Hash)> {
+    let cfg = chan.ledger.config();
+    let consenters: Vec<&str> = cfg.consenters.iter().map(|n| n.name.as_str()).collect();
+    let majority = consenters.len() / 2 + 1;
+    let me = chan.node_name.as_str();
+    let peers = chan.checkpoints.peers.lock();
+    let mut out = BTreeMap::new();
+    for (height, by_node) in peers.iter() {
+        let mut counts: HashMap<Value, usize> = HashMap::new();
+        for (node, v) in by_node {
+            if node != me && consenters.contains(&node.as_str()) {
+                *counts.entry(*v).or_default() += 1;
+            }
+        }
+        if let Some((v, _)) = counts.into_iter().find(|(_, n)| *n >= majority) {
+            out.insert(*height, v);
+        }
+    }
+    out
+}
+
 /// Compares what peers sent for `heights` with this node's ledger and degrades the channel if
 /// this node is in the minority.
 pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {

@@ -22,6 +22,7 @@ pub mod read_replay;
 pub mod server;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod snapshot_builder;
 pub mod tls;
 pub mod transport;
 pub mod verifier;

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub state_root: GaugeVec,
     pub snapshots_sent: IntCounterVec,
     pub snapshots_applied: IntCounterVec,
+    pub snapshots_refused: IntCounterVec,
     pub compactions: IntCounterVec,
     pub ready: IntGaugeVec,
     pub degraded: IntGaugeVec,
@@ -95,6 +96,7 @@ impl Metrics {
             state_root: reg!(GaugeVec::new(Opts::new(n::STATE_ROOT, "First 52 bits of the state root after the last block; equal on nodes that agree"), ch)),
             snapshots_sent: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_SENT, "Raft snapshots built and sent to lagging nodes"), ch)),
             snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
+            snapshots_refused: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_REFUSED, "Raft snapshots from peers refused by verification, by the check that failed"), &[n::L_CHANNEL, n::L_REASON])),
             compactions: reg!(IntCounterVec::new(Opts::new(n::LOG_COMPACTIONS, "Raft log compactions"), ch)),
             ready: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_READY, "1 when the channel has a leader and this node has caught up"), ch)),
             degraded: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_DEGRADED, "1 when this node stopped serving the channel: its ledger differs from the majority's signed checkpoints, or its channel thread died"), ch)),
@@ -245,6 +247,9 @@ mod tests {
         m.commit_latency.with_label_values(&["main"]).observe(0.1);
         m.batch_size.with_label_values(&["main"]).observe(1.0);
         m.peer_dropped.with_label_values(&["p"]).inc();
+        m.snapshots_refused
+            .with_label_values(&["main", "state"])
+            .inc();
         m.chaincode_exec_seconds
             .with_label_values(&["main", "notary"])
             .observe(0.001);

@@ -24,6 +24,8 @@ pub struct RaftStore {
     last_index: Cell<u64>,
     hard_state: std::cell::RefCell<HardState>,
     conf_state: std::cell::RefCell<ConfState>,
+    /// Builds snapshots off the channel's thread; None builds them in line.
+    builder: Option<crate::snapshot_builder::Builder>,
 }
 
 impl RaftStore {
@@ -75,6 +77,7 @@ impl RaftStore {
             last_index: Cell::new(si),
             hard_state: std::cell::RefCell::new(hs),
             conf_state: std::cell::RefCell::new(cs),
+            builder: None,
         };
         let last = store.scan_last_index()?.unwrap_or(si).max(si);
         store.last_index.set(last);
@@ -92,6 +95,19 @@ impl RaftStore {
             }
             Some(Err(e)) => Err(store_err(e)),
             _ => Ok(None),
+        }
+    }
+
+    /// Snapshots from now on are built on a thread of their own (see
+    /// [`crate::snapshot_builder`]).
+    pub fn build_snapshots_in_background(&mut self) {
+        self.builder = Some(crate::snapshot_builder::Builder::new(self.ledger.clone()));
+    }
+
+    /// Lets go of a built snapshot nobody asked for in a while.
+    pub fn expire_built_snapshot(&self) {
+        if let Some(b) = &self.builder {
+            b.expire();
         }
     }
 
@@ -270,6 +286,28 @@ impl raft::Storage for RaftStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        if let Some(builder) = &self.builder {
+            // A snapshot older than the log's start would leave the receiver needing entries
+            // that are gone: it must reach the last compacted index.
+            let floor = request_index.max(self.snap_index.get()).max(1);
+            let Some(built) = builder.get(floor) else {
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ));
+            };
+            let mut meta = SnapshotMetadata {
+                index: built.index,
+                term: built.term,
+                ..SnapshotMetadata::default()
+            };
+            meta.set_conf_state(built.conf_state.clone());
+            let mut snap = Snapshot {
+                data: built.data.clone(),
+                ..Snapshot::default()
+            };
+            snap.set_metadata(meta);
+            return Ok(snap);
+        }
         let tip = self.ledger.tip();
         if tip.applied_index < request_index {
             return Err(raft::Error::Store(
@@ -288,7 +326,7 @@ impl raft::Storage for RaftStore {
         };
         meta.set_conf_state(self.conf_state());
         let mut snap = Snapshot {
-            data: self.ledger.dump().map_err(store_err)?.into(),
+            data: crate::ledger::forge_snapshot(self.ledger.dump().map_err(store_err)?).into(),
             ..Snapshot::default()
         };
         snap.set_metadata(meta);

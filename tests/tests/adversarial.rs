@@ -1097,3 +1097,148 @@ async fn a_replayed_signed_read_is_refused() {
     assert_eq!(fresh.0, 200, "{}", String::from_utf8_lossy(&fresh.1));
     c.assert_healthy();
 }
+
+const FORGE_SNAPSHOT_VAR: &str = "TALLY_TEST_ONLY_FORGE_SNAPSHOT";
+const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
+
+/// Commits `count` puts `prefix-N` through `node`, one after the other.
+async fn commit_many(c: &LocalCluster, node: &str, prefix: &str, count: usize) {
+    for i in 0..count {
+        commit_one(c, node, CH, &format!("{prefix}-{i:03}")).await;
+    }
+}
+
+/// The value of `tally_snapshots_refused_total` for `reason` on `node` (0 when absent).
+async fn refused(c: &LocalCluster, node: &str, reason: &str) -> f64 {
+    let text = tally_tests::metrics(&c.api_url(node)).await;
+    tally_tests::metric_value(
+        &text,
+        SNAPSHOTS_REFUSED,
+        &[("channel", CH), ("reason", reason)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// One node of the channel serves forged snapshots (a debug-build test hook on a real
+/// tally-node process): one state value changed under the same block headers, a Raft
+/// hard-state record smuggled in among the ledger records, or the stream cut short. Each time a
+/// wiped node needs a snapshot while the forger leads, it refuses every one it gets, with the
+/// reason in its log and metrics, and its ledger stays empty (height 1, the genesis block);
+/// once an honest node leads it catches up from that node's snapshot, block for block and
+/// state for state the same as the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_truncated_snapshots_are_refused_and_the_node_catches_up_from_an_honest_peer() {
+    let c = start_with("forged-snapshot", &[CH], |spec| {
+        let ch = spec.channel_mut(CH).expect("channel");
+        ch.snapshot_interval = 10;
+        ch.batch.max_txs = 4;
+    })
+    .await;
+    // The forger has the lowest id: handing leadership over reaches it from any node.
+    let mut nodes = c.channel_nodes(CH);
+    nodes.sort_by_key(|n| c.node_id(n));
+    let (forger, honest, victim) = (nodes[0].clone(), nodes[1].clone(), nodes[2].clone());
+    commit_many(&c, &honest, "before", 30).await;
+    c.wait_converged(CH, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    for (mode, reason) in [
+        ("state", "state"),
+        ("foreign", "foreign_kind"),
+        ("truncate", "truncated"),
+    ] {
+        c.set_node_env(&forger, FORGE_SNAPSHOT_VAR, mode);
+        c.restart(&forger).await.expect("restart the forger");
+        c.wait_node_ready(&forger, Duration::from_secs(60))
+            .await
+            .expect("the forger rejoins");
+        make_leader(&c, &forger).await;
+        // Past a few compactions, so that a wiped node can only catch up by snapshot.
+        commit_many(&c, &forger, &format!("{mode}-lead"), 30).await;
+
+        let logged_before = log_count(&c, &victim, "snapshot refused");
+        c.wipe(&victim).await.expect("wipe the victim");
+        // The leader finds the wiped node behind when its next append is refused: keep writing.
+        let mut count = 0.0;
+        for i in 0..300 {
+            commit_one(&c, &forger, CH, &format!("{mode}-wiped-{i:03}")).await;
+            count = refused(&c, &victim, reason).await;
+            if count > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            count > 0.0,
+            "{mode}: {victim} never refused a forged snapshot ({SNAPSHOTS_REFUSED} reason={reason} is {count}); its log:\n{}\nthe forger's snapshot metrics:\n{}",
+            c.log_tail(&victim, 30),
+            tally_tests::metrics(&c.api_url(&forger))
+                .await
+                .lines()
+                .filter(|l| l.contains("snapshot") || l.contains("compaction"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(
+            c.log_contains(&forger, "serves forged snapshots"),
+            "{mode}: the forger did not take the test hook"
+        );
+        assert!(
+            log_count(&c, &victim, "snapshot refused") > logged_before,
+            "{mode}: the refusal is not logged"
+        );
+        if let Some(line) = std::fs::read_to_string(c.log_path(&victim))
+            .unwrap_or_default()
+            .lines()
+            .rfind(|l| l.contains("snapshot refused"))
+        {
+            eprintln!("{mode}: {victim} says: {line}");
+        }
+        let st = c
+            .client(&victim)
+            .status(CH)
+            .await
+            .expect("the victim's status");
+        assert_eq!(
+            st.height, 1,
+            "{mode}: a refused snapshot left the victim's ledger at height {}",
+            st.height
+        );
+        let text = tally_tests::metrics(&c.api_url(&victim)).await;
+        let installed =
+            tally_tests::metric_value(&text, "tally_snapshots_applied_total", &[("channel", CH)]);
+        assert_eq!(
+            installed.unwrap_or(0.0),
+            0.0,
+            "{mode}: the victim installed a snapshot from the forger"
+        );
+
+        // An honest leader: its snapshot is accepted and the victim catches up.
+        make_not_leader(&c, &forger).await;
+        commit_one(&c, &honest, CH, &format!("{mode}-honest")).await;
+        c.wait_node_ready(&victim, Duration::from_secs(120))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {victim} never caught up: {e}"));
+        c.wait_converged(CH, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let text = tally_tests::metrics(&c.api_url(&victim)).await;
+        let installed =
+            tally_tests::metric_value(&text, "tally_snapshots_applied_total", &[("channel", CH)]);
+        assert!(
+            installed.unwrap_or(0.0) >= 1.0,
+            "{mode}: the victim caught up without a snapshot ({installed:?}); the test did not test"
+        );
+        tally_tests::assert_identical_chains(&c, CH).await;
+        let kv = c
+            .client(&victim)
+            .with_reader(c.identity(&c.node_org(&victim), Role::Client))
+            .get(CH, &format!("{mode}-lead-029"))
+            .await
+            .expect("read on the victim")
+            .expect("the key written while the forger led");
+        assert_eq!(kv.value, b"v");
+    }
+    c.assert_healthy();
+}

@@ -32,6 +32,7 @@ mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
+mod snapshot_check;
 mod worker;
 
 pub use handle::{Channel, RaftView, SubmitFailure};
@@ -177,7 +178,12 @@ pub(crate) fn open(
         learners: genesis.observers.iter().map(|n| n.id).collect(),
         ..ConfState::default()
     };
-    let store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
+    let mut store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
+    // The simulator (the only one to hook writes) needs every run alike: it builds snapshots
+    // in line, where a background thread's timing would make runs differ.
+    if env.writes.is_none() {
+        store.build_snapshots_in_background();
+    }
     let mut raft_cfg = raft::Config {
         id: node_id,
         election_tick: 10,

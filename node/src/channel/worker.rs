@@ -103,6 +103,7 @@ impl Worker {
             }
             if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
                 self.chan.sweep();
+                self.raw.store().expire_built_snapshot();
                 self.last_sweep = now;
             }
             if stop {
@@ -154,6 +155,9 @@ impl Worker {
                 // Clamped first, so that a commit index beyond the log reaches neither Raft
                 // nor the readiness view.
                 let mut msg = *msg;
+                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_verified(&msg) {
+                    return false;
+                }
                 if self.refused_for_clock(&msg) {
                     return false;
                 }

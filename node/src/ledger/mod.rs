@@ -24,6 +24,7 @@ mod block_time;
 mod chaincode;
 mod checks;
 mod reads;
+mod snapshot_forge;
 mod snapshots;
 mod tip;
 pub use apply::Applied;
@@ -31,6 +32,8 @@ use apply::Scratch;
 pub use chaincode::ExecStat;
 pub use checks::KnownSigner;
 use reads::{decode_state, StateEntry};
+pub use snapshot_forge::{forge_snapshot, FORGE_SNAPSHOT_VAR};
+pub use snapshots::{SnapshotRefused, VerifiedSnapshot};
 pub use tip::{InForce, Tip};
 
 #[derive(Debug, Error)]

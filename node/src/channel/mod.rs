@@ -32,6 +32,7 @@ mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
+mod step_aside;
 mod worker;
 
 pub use handle::{Channel, RaftView, SubmitFailure};

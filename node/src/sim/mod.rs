@@ -168,6 +168,8 @@ pub struct Report {
     pub reconfigured: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Messages the receiver refused: their sender is outside the configuration it knows.
+    pub refused: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -725,6 +727,13 @@ impl Sim {
         let Some(r) = self.nodes[i].run.as_mut() else {
             return Ok(()); // a stopped node loses what is sent to it
         };
+        // The peer port's admission: a node hears only nodes it can name from the
+        // configuration it applied (or joined from, or that is leaving); the certificate
+        // checks that follow in production always pass here, every node being genuine.
+        if r.chan.peer(p.from).is_none() {
+            self.report.refused += 1;
+            return Ok(());
+        }
         self.report.delivered += 1;
         r.worker.handle(Input::Raft(Box::new(p.msg)));
         self.turn(i, false)

@@ -40,6 +40,8 @@ pub(crate) struct Worker {
     /// Per configuration sequence in force, the change that added this node
     /// (`step_aside.rs`).
     pub(super) added: Option<(u64, Option<super::step_aside::Added>)>,
+    /// The gauges last exported (`publishing.rs`).
+    pub(super) published: Option<super::publishing::Gauges>,
 }
 
 impl Worker {
@@ -63,6 +65,7 @@ impl Worker {
             last_clock_release: None,
             led: None,
             added: None,
+            published: None,
         }
     }
 

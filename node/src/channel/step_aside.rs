@@ -12,10 +12,12 @@
 //! member knows. The peer port's admission is not loosened: no node is admitted on anything
 //! but the configuration its receiver has applied (or was given when it joined).
 //!
-//! Costs: a leader that is new to the channel hands over once per term while a member is
-//! down (it cannot tell a lagging member from a stopped one). Finding the change that added
-//! the leader reads blocks back from the tip, at most [`MAX_SCAN`] of them, once per
-//! configuration in force.
+//! Costs and limits: a leader that is new to the channel hands over once per term while a
+//! member is down (it cannot tell a lagging member from a stopped one). Finding the change
+//! that added the leader reads blocks back from the tip, at most [`MAX_SCAN`] of them, once per
+//! configuration in force; a leader added longer ago, or one of the genesis configuration
+//! (even if removed and added again since), is taken as known to every member and never steps
+//! aside for this reason.
 
 use super::Worker;
 use raft::StateRole;
@@ -25,7 +27,7 @@ use tracing::{info, warn};
 
 /// How many blocks back from the tip the search for the change that added this node reads;
 /// a node added longer ago than that is treated as known to every member.
-pub(super) const MAX_SCAN: u64 = 10_000;
+pub(super) const MAX_SCAN: u64 = 2_000;
 
 /// The change that last added this node to the channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +73,11 @@ impl Worker {
     fn find_added(&self) -> Option<Added> {
         let ledger = &self.chan.ledger;
         let name = self.chan.node_name.as_str();
+        // A node of the genesis configuration is known to every member; reading the whole
+        // chain back to make sure it was never removed and added again would cost too much.
+        if ledger.genesis.node(name).is_some() {
+            return None;
+        }
         let height = ledger.tip().height;
         // The newest configuration seen so far going back, with the index that installed it.
         let mut later: Option<(ChannelConfig, u64)> = None;

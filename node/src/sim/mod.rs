@@ -180,7 +180,8 @@ pub struct Failure {
     pub what: String,
     /// A liveness failure of a known kind (not safety): after healing, a member is stuck
     /// behind a configuration change that added the current leader, which its own
-    /// configuration does not list, so it cannot answer that leader (docs/testing.md).
+    /// configuration does not list, so it cannot hear or answer that leader. The leader now
+    /// steps aside for such a member (docs/testing.md); kept to name the failure if it returns.
     pub behind_config: bool,
 }
 

@@ -17,17 +17,6 @@ fn seeds(default: u64, first: u64) -> Vec<u64> {
 
 /// Runs the seeds on two threads (the suite's limit), panicking with the first failure.
 fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
-    run_all_tolerating(name, seeds, opts, |_| false).0
-}
-
-/// Runs the seeds on two threads, panicking with the first failure that `tolerated` does not
-/// accept; returns the total and the seeds of the tolerated failures.
-fn run_all_tolerating(
-    name: &str,
-    seeds: &[u64],
-    opts: &SimOptions,
-    tolerated: fn(&Failure) -> bool,
-) -> (Report, Vec<u64>) {
     let start = Instant::now();
     // Longer runs per seed: TALLY_SIM_STEPS.
     let mut opts = opts.clone();
@@ -44,12 +33,12 @@ fn run_all_tolerating(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
         .max(1);
     let trace = std::env::var("TALLY_SIM_TRACE").is_ok();
-    type Outcome = Result<(Vec<Report>, Vec<u64>), Failure>;
+    type Outcome = Result<Vec<Report>, Failure>;
     let results: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let (mut reports, mut skipped) = (Vec::new(), Vec::new());
+                    let mut reports = Vec::new();
                     for &seed in seeds.iter().skip(t).step_by(threads) {
                         match run_seed(seed, opts) {
                             Ok(r) => {
@@ -61,11 +50,10 @@ fn run_all_tolerating(
                                 }
                                 reports.push(r)
                             }
-                            Err(f) if tolerated(&f) => skipped.push(f.seed),
                             Err(f) => return Err(f),
                         }
                     }
-                    Ok((reports, skipped))
+                    Ok(reports)
                 })
             })
             .collect();
@@ -77,11 +65,9 @@ fn run_all_tolerating(
             })
             .collect()
     });
-    let mut tolerated_seeds = Vec::new();
     let mut total = Report::default();
     for r in results {
-        let (reports, skipped) = r.unwrap_or_else(|f| panic!("{name}: {f}"));
-        tolerated_seeds.extend(skipped);
+        let reports = r.unwrap_or_else(|f| panic!("{name}: {f}"));
         for r in reports {
             total.height += r.height;
             total.submitted += r.submitted;
@@ -119,11 +105,7 @@ fn run_all_tolerating(
         total.dropped,
         total.refused
     );
-    if !tolerated_seeds.is_empty() {
-        tolerated_seeds.sort_unstable();
-        eprintln!("{name}: tolerated failures at seeds {tolerated_seeds:?}");
-    }
-    (total, tolerated_seeds)
+    total
 }
 
 #[test]

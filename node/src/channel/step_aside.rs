@@ -116,6 +116,20 @@ impl Worker {
         None
     }
 
+    /// Members of the configuration in force, other than this node, that Raft's progress shows
+    /// below `index`.
+    fn lagging(&self, index: u64) -> Vec<u64> {
+        let prs = self.raw.raft.prs();
+        self.chan
+            .ledger
+            .config()
+            .nodes()
+            .map(|n| n.id)
+            .filter(|id| *id != self.chan.node_id)
+            .filter(|id| prs.get(*id).is_some_and(|p| p.matched < index))
+            .collect()
+    }
+
     /// On the leader, each tick: counts the ticks it has led, and hands leadership over when a
     /// member still lags behind the change that added it (see the module's documentation).
     pub(super) fn step_aside_for_laggards(&mut self) {
@@ -133,33 +147,19 @@ impl Worker {
         if ticks < r.election_timeout() as u64 || r.lead_transferee.is_some() {
             return;
         }
-        // Cheap first: nothing to do while every member has acknowledged the commit index.
-        let committed = r.raft_log.committed;
-        let cfg = self.chan.ledger.config();
-        let me = self.chan.node_id;
-        let lags = |below: u64| -> Vec<u64> {
-            cfg.nodes()
-                .map(|n| n.id)
-                .filter(|id| *id != me)
-                .filter(|id| r.prs().get(*id).is_some_and(|p| p.matched < below))
-                .collect()
-        };
-        if lags(committed).is_empty() {
+        // Cheap first: nothing to look up while every member has acknowledged the commit
+        // index.
+        if self.lagging(r.raft_log.committed).is_empty() {
             return;
         }
         let Some(added) = self.added() else {
             return;
         };
-        let r = &self.raw.raft;
-        let behind: Vec<u64> = cfg
-            .nodes()
-            .map(|n| n.id)
-            .filter(|id| *id != me)
-            .filter(|id| r.prs().get(*id).is_some_and(|p| p.matched < added.index))
-            .collect();
+        let behind = self.lagging(added.index);
         if behind.is_empty() {
             return;
         }
+        let r = &self.raw.raft;
         let voters: BTreeSet<u64> = r.prs().conf().voters().ids().iter().collect();
         let known: BTreeSet<u64> = added.known_before.intersection(&voters).copied().collect();
         if self.hand_over(

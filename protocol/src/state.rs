@@ -16,20 +16,39 @@ use crate::hash::Hash;
 use crate::tx::Version;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use std::sync::{Arc, OnceLock};
 
 /// Number of 16-bit lanes of the commitment.
 pub const LANES: usize = 1024;
 /// Size of a commitment in bytes (lanes little-endian).
 pub const DIGEST_BYTES: usize = LANES * 2;
 
-#[derive(Clone, PartialEq, Eq)]
-pub struct StateDigest(Box<[u16; LANES]>);
+#[derive(Clone)]
+pub struct StateDigest {
+    /// Shared until changed: a node's tip, read often, is cloned without copying 2 KiB.
+    lanes: Arc<[u16; LANES]>,
+    /// The root, once asked for: hashing 2 KiB on every read of a node's status (the channel
+    /// publishes it after each Ready) cost more than the rest of its bookkeeping. Cleared by
+    /// every change.
+    root: OnceLock<Hash>,
+}
 
 impl Default for StateDigest {
     fn default() -> Self {
-        StateDigest(Box::new([0u16; LANES]))
+        StateDigest {
+            lanes: Arc::new([0u16; LANES]),
+            root: OnceLock::new(),
+        }
     }
 }
+
+impl PartialEq for StateDigest {
+    fn eq(&self, other: &Self) -> bool {
+        self.lanes == other.lanes
+    }
+}
+
+impl Eq for StateDigest {}
 
 impl std::fmt::Debug for StateDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,27 +82,31 @@ fn element(key: &str, version: &Version, value: &[u8]) -> [u16; LANES] {
 impl StateDigest {
     pub fn add(&mut self, key: &str, version: &Version, value: &[u8]) {
         let e = element(key, version, value);
-        for (a, b) in self.0.iter_mut().zip(e.iter()) {
+        self.root = OnceLock::new();
+        for (a, b) in Arc::make_mut(&mut self.lanes).iter_mut().zip(e.iter()) {
             *a = a.wrapping_add(*b);
         }
     }
 
     pub fn remove(&mut self, key: &str, version: &Version, value: &[u8]) {
         let e = element(key, version, value);
-        for (a, b) in self.0.iter_mut().zip(e.iter()) {
+        self.root = OnceLock::new();
+        for (a, b) in Arc::make_mut(&mut self.lanes).iter_mut().zip(e.iter()) {
             *a = a.wrapping_sub(*b);
         }
     }
 
     /// The 32-byte root that block headers carry: a hash of the whole vector.
     pub fn root(&self) -> Hash {
-        Hash::tagged(b"tally-state-root-v2", &[&self.to_bytes()])
+        *self
+            .root
+            .get_or_init(|| Hash::tagged(b"tally-state-root-v2", &[&self.to_bytes()]))
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(DIGEST_BYTES);
-        for l in self.0.iter() {
-            b.extend_from_slice(&l.to_le_bytes());
+        let mut b = vec![0u8; DIGEST_BYTES];
+        for (c, l) in b.chunks_exact_mut(2).zip(self.lanes.iter()) {
+            c.copy_from_slice(&l.to_le_bytes());
         }
         b
     }
@@ -92,11 +115,14 @@ impl StateDigest {
         if b.len() != DIGEST_BYTES {
             return Err(DecodeError::Truncated("state commitment"));
         }
-        let mut d = StateDigest::default();
-        for (l, c) in d.0.iter_mut().zip(b.chunks_exact(2)) {
+        let mut lanes = [0u16; LANES];
+        for (l, c) in lanes.iter_mut().zip(b.chunks_exact(2)) {
             *l = u16::from_le_bytes([c[0], c[1]]);
         }
-        Ok(d)
+        Ok(StateDigest {
+            lanes: Arc::new(lanes),
+            root: OnceLock::new(),
+        })
     }
 }
 

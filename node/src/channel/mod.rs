@@ -33,6 +33,7 @@ mod handle;
 mod membership;
 mod publishing;
 mod snapshot_check;
+mod step_aside;
 mod worker;
 
 pub use handle::{Channel, RaftView, SubmitFailure};

@@ -5,7 +5,7 @@ use super::Worker;
 use crate::ledger::Applied;
 use raft::StateRole;
 use std::time::Instant;
-use tally_protocol::{RejectCode, TxStatus};
+use tally_protocol::{Hash, RejectCode, TxStatus};
 use tracing::info;
 
 impl Worker {
@@ -115,36 +115,68 @@ impl Worker {
         }
         let tip = self.chan.ledger.tip();
         let learner = self.chan.view.read().learner;
-        m.height.with_label_values(&ch).set(tip.height as i64);
-        m.term.with_label_values(&ch).set(r.term as i64);
-        m.role.with_label_values(&ch).set(match (learner, r.state) {
-            (true, _) => 3,
-            (_, StateRole::Leader) => 2,
-            (_, StateRole::Candidate) | (_, StateRole::PreCandidate) => 1,
-            _ => 0,
-        });
+        let degraded = self.chan.degraded();
+        let gauges = Gauges {
+            height: tip.height,
+            term: r.term,
+            role: match (learner, r.state) {
+                (true, _) => 3,
+                (_, StateRole::Leader) => 2,
+                (_, StateRole::Candidate) | (_, StateRole::PreCandidate) => 1,
+                _ => 0,
+            },
+            leader,
+            applied: tip.applied_index,
+            commit: r.raft_log.committed,
+            last_hash: tip.last_hash,
+            degraded: degraded.map(|d| d.first_differing_height),
+            ready: self.chan.ready().is_ok(),
+            // Raft's voters, not the configuration's consenters: while a new consenter
+            // catches up as a learner, the quorum is still counted over the old voters.
+            voters: self.chan.view.read().voters.len(),
+        };
+        // Most Readies change none of these; looking each series up by its labels again
+        // cost more than the rest of the Ready in the channel simulator.
+        if self.published.as_ref() == Some(&gauges) {
+            return;
+        }
+        m.height.with_label_values(&ch).set(gauges.height as i64);
+        m.term.with_label_values(&ch).set(gauges.term as i64);
+        m.role.with_label_values(&ch).set(gauges.role);
         m.leader_id.with_label_values(&ch).set(leader as i64);
         m.applied_index
             .with_label_values(&ch)
-            .set(tip.applied_index as i64);
+            .set(gauges.applied as i64);
         m.commit_index
             .with_label_values(&ch)
-            .set(r.raft_log.committed as i64);
+            .set(gauges.commit as i64);
         m.state_root
             .with_label_values(&ch)
             .set(tip.state_root().fingerprint() as f64);
-        let degraded = self.chan.degraded();
         m.degraded
             .with_label_values(&ch)
-            .set(degraded.is_some() as i64);
+            .set(gauges.degraded.is_some() as i64);
         m.first_differing_height
             .with_label_values(&ch)
-            .set(degraded.map_or(0, |d| d.first_differing_height) as i64);
-        let ready = self.chan.ready().is_ok();
-        m.ready.with_label_values(&ch).set(ready as i64);
-        // Raft's voters, not the configuration's consenters: while a new consenter catches up
-        // as a learner, the quorum is still counted over the old voters.
-        let voters = self.chan.view.read().voters.len();
-        m.publish_channel(&self.ch, voters);
+            .set(gauges.degraded.unwrap_or(0) as i64);
+        m.ready.with_label_values(&ch).set(gauges.ready as i64);
+        m.publish_channel(&self.ch, gauges.voters);
+        self.published = Some(gauges);
     }
+}
+
+/// What [`Worker::publish`] last exported, to skip exporting it again unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Gauges {
+    height: u64,
+    term: u64,
+    role: i64,
+    leader: u64,
+    applied: u64,
+    commit: u64,
+    /// Stands for the state root: the same block, the same state.
+    last_hash: Hash,
+    degraded: Option<u64>,
+    ready: bool,
+    voters: usize,
 }

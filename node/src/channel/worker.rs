@@ -35,6 +35,13 @@ pub(crate) struct Worker {
     pub(super) shunned: HashMap<u64, Instant>,
     /// When this node last handed leadership over because its clock is behind the ledger.
     pub(super) last_clock_release: Option<Instant>,
+    /// The term this node leads in and for how many ticks it has led in it.
+    pub(super) led: Option<(u64, u64)>,
+    /// Per configuration sequence in force, the change that added this node
+    /// (`step_aside.rs`).
+    pub(super) added: Option<(u64, Option<super::step_aside::Added>)>,
+    /// The gauges last exported (`publishing.rs`).
+    pub(super) published: Option<super::publishing::Gauges>,
 }
 
 impl Worker {
@@ -56,6 +63,9 @@ impl Worker {
             last_sweep,
             shunned: HashMap::new(),
             last_clock_release: None,
+            led: None,
+            added: None,
+            published: None,
         }
     }
 
@@ -128,6 +138,7 @@ impl Worker {
             self.check_own_clock(now);
             self.requeue_lost(now);
             self.reconcile_membership();
+            self.step_aside_for_laggards();
         }
         // Self-clocking batches: with nothing of this node's in flight a batch goes out
         // at once (one round trip of latency at low load); otherwise it grows until the

@@ -1143,6 +1143,54 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
         "tally_channel_first_differing_height is not {stopped_at}"
     );
 
+    // What an SRE is told: a real Prometheus with the repository's alert rules, scraping the
+    // three nodes, fires TallyChannelDegraded for the victim and for no one else.
+    if let Some(bin) = tally_tests::prometheus::binary() {
+        let nodes = c.channel_nodes(CH);
+        let targets: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                c.api_url(n)
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        let orgs: BTreeSet<String> = nodes.iter().map(|n| c.node_org(n)).collect();
+        let cas: String = orgs.iter().map(|o| c.ca_pem(o)).collect();
+        let prom = tally_tests::prometheus::RulesPrometheus::start(
+            &bin,
+            &c.dir().join("prometheus"),
+            &targets,
+            &cas,
+        )
+        .await;
+        let mut firing = Vec::new();
+        for _ in 0..1200 {
+            firing = prom.alerts("TallyChannelDegraded").await;
+            if firing.iter().any(|a| a["state"] == "firing") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let scraped = prom.query("up").await;
+        assert_eq!(
+            firing.len(),
+            1,
+            "TallyChannelDegraded for exactly the victim; active: {firing:?}; scrapes: {scraped:?}\n{}",
+            prom.log_text()
+        );
+        let a = &firing[0];
+        assert_eq!(a["state"], "firing", "{a}");
+        assert_eq!(a["labels"]["node"], victim.as_str(), "{a}");
+        assert_eq!(a["labels"]["channel"], CH, "{a}");
+        assert_eq!(a["labels"]["severity"], "critical", "{a}");
+        assert_eq!(
+            a["annotations"]["runbook"], "docs/runbooks/TallyChannelDegraded.md",
+            "{a}"
+        );
+    }
+
     // The victim refuses the channel's reads and writes, with a reason.
     let reader = victim_client.with_reader(c.identity(&org, Role::Client));
     let read = reader.get(CH, "balance").await;

@@ -791,9 +791,14 @@ fn dashboards_and_alerts_on_a_real_prometheus() {
         "org create outsider",
     );
     let node_url = nodes.values().next().expect("a node").clone();
+    // The outsider trusts the consortium's CAs for the node's TLS certificate, so that its
+    // transaction reaches the node and is refused there (and counted), not by its own client.
+    let cas_file = root_path.join("prometheus/tally-cas.pem");
     let refused = tallyctl(&[
         "--node",
         &node_url,
+        "--node-ca",
+        &cas_file.display().to_string(),
         "--identity",
         &outsider.join("clients/client").display().to_string(),
         "tx",

@@ -226,6 +226,35 @@ pub fn all() -> Vec<Alert> {
             },
         },
         Alert {
+            name: "TallyChannelDegraded",
+            group: Group::Ledger,
+            // One gauge covers both causes the node reports: a ledger that differs from the
+            // majority's signed checkpoints, and a channel thread that died.
+            expr: format!("{CHANNEL_DEGRADED} == 1"),
+            // The node sets it once, on a verdict, and keeps it until its data is replaced:
+            // there is no flapping to wait out.
+            for_: "0m",
+            severity: "critical",
+            summary: "Node {{ $labels.node }} stopped serving channel {{ $labels.channel }} ({{ $labels.consortium }}): its ledger differs from the majority's or its channel thread died",
+            description: "The node refuses the channel's reads and writes and reports not ready: either its ledger differs from the one the channel's other nodes signed in checkpoints (tally_channel_first_differing_height says from which block), or the thread that runs the channel on it stopped on an error. The channel goes on with its other nodes, with one failure less to spare.",
+            fires: Case {
+                series: vec![s(CHANNEL_DEGRADED, N1, "0x10"), s(CHANNEL_DEGRADED, N2, "0 1x10")],
+                eval_time: "5m",
+                expect: vec![labels(&[
+                    ("consortium", "c"),
+                    ("channel", "main"),
+                    ("org", "org1"),
+                    ("node", "n2"),
+                    ("severity", "critical"),
+                ])],
+            },
+            silent: Case {
+                series: vec![s(CHANNEL_DEGRADED, N1, "0x10"), s(CHANNEL_DEGRADED, N2, "0x10")],
+                eval_time: "5m",
+                expect: vec![],
+            },
+        },
+        Alert {
             name: "TallyNodeBehind",
             group: Group::Ledger,
             expr: format!("{} > 50", queries::blocks_behind("")),

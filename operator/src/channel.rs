@@ -202,6 +202,8 @@ async fn converge(
                         .get(&s.leader_id)
                         .map(|s| s.to_string())
                         .unwrap_or_default(),
+                    degraded: s.degraded.as_ref().map(|d| d.reason.clone()),
+                    first_differing_height: s.degraded.as_ref().map(|d| d.first_differing_height),
                 });
                 nodes_status.push(ChannelNodeStatus {
                     name: n.name.clone(),

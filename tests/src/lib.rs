@@ -18,7 +18,10 @@
 //!
 //! [`podrunner`] plays the scheduler and the kubelet for pods on such a control plane.
 //!
-//! By module (all re-exported here but [`http`], [`podrunner`], [`operator`], [`browser`]):
+//! [`prometheus`] runs a real Prometheus with the repository's alert rules against given nodes.
+//!
+//! By module (all re-exported here but [`http`], [`podrunner`], [`operator`], [`browser`],
+//! [`prometheus`]):
 //! `bins` finds the executables, `cluster` holds [`TestCluster`], `chain` submits with
 //! retries and checks chains, [`http`] sends raw requests, `api_checks` reads API errors and
 //! Prometheus text, `control_plane` runs etcd, kube-apiserver and kube-controller-manager.
@@ -34,6 +37,7 @@ pub mod http;
 pub mod netns;
 pub mod operator;
 pub mod podrunner;
+pub mod prometheus;
 
 pub use api_checks::*;
 pub use bins::*;

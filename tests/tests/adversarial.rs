@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tally_client::txs::{put, sign_writes};
+use std::collections::{BTreeMap, BTreeSet};
+
+use tally_client::txs::{put, sign_config, sign_writes};
 use tally_protocol::api::ChannelStatus;
-use tally_protocol::Role;
+use tally_protocol::config::MAX_BATCH_BYTES;
+use tally_protocol::{Encode, RejectCode, Role, TxStatus};
 use tally_tests::adversary::{
     api_addr, api_tls, build_contracts, deploy_chaincode, file_limit, forge_node_identity,
     heartbeat, log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer,
@@ -438,6 +441,211 @@ async fn oversized_bodies_get_413_without_costing_memory() {
         "oversized bodies grew the node from {rss_before} KiB to {rss_after} KiB"
     );
     commit_one(&c, &target, CH, "after-bodies").await;
+    c.assert_healthy();
+}
+
+/// Proposes `next` in place of `current` (in force after `applied` changes), approved by the
+/// admins of every member organization, and returns what the channel made of it.
+async fn change_config(
+    c: &LocalCluster,
+    via: &tally_client::Client,
+    current: &tally_protocol::ChannelConfig,
+    applied: u64,
+    next: tally_protocol::ChannelConfig,
+) -> TxStatus {
+    let admins: Vec<_> = current
+        .members
+        .iter()
+        .map(|m| c.identity(&m.name, Role::Admin))
+        .collect();
+    let approvers: Vec<_> = admins.iter().collect();
+    let tx = sign_config(&admins[0], current, applied, next, &approvers);
+    via.submit_wait(&tx)
+        .await
+        .unwrap_or_else(|e| panic!("configuration transaction not ordered: {e}"))
+        .status
+}
+
+/// Blocks are bounded in bytes as well as in count, and the bounds are themselves checked. On a
+/// channel whose blocks hold at most 32 KiB of transactions: a configuration change asking for
+/// blocks above 64 MiB (more than a peer frame carries), or for transactions larger than a
+/// block, is refused with the bound in its reason and changes nothing on any node; a change
+/// lowering `max_tx_bytes` to 4 KiB applies, and then a transaction one value too large is
+/// refused at submission with 413 `too_large` naming the limit; and forty transactions just
+/// under it, about five blocks' worth sent at once, commit in several blocks each within
+/// 32 KiB (read back from the ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_transactions_and_blocks_are_refused_or_cut_by_bytes() {
+    const BLOCK_BYTES: u32 = 32 * 1024;
+    const TX_BYTES: u32 = 4096;
+    const BURST: usize = 40;
+    let c = start_with("adv-blocks", &[CH], |spec| {
+        // A long timeout, so that blocks are cut by their bytes rather than by time.
+        spec.channels[0].batch = tally_protocol::BatchConfig {
+            max_txs: 500,
+            max_bytes: BLOCK_BYTES,
+            timeout_ms: 1000,
+        };
+    })
+    .await;
+    let nodes = c.channel_nodes(CH);
+    let clients: Vec<_> = nodes.iter().map(|n| c.client(n)).collect();
+    let genesis = clients[0]
+        .config(CH)
+        .await
+        .expect("the channel's configuration");
+    assert_eq!(genesis.batch.max_bytes, BLOCK_BYTES);
+    assert!(
+        genesis.max_tx_bytes <= BLOCK_BYTES,
+        "{}",
+        genesis.max_tx_bytes
+    );
+
+    // ---- configurations beyond the bounds are refused and apply nothing ----------------------
+    let mut huge_blocks = genesis.clone();
+    huge_blocks.batch.max_bytes = MAX_BATCH_BYTES + 1;
+    let mut tx_over_block = genesis.clone();
+    tx_over_block.max_tx_bytes = BLOCK_BYTES + 1;
+    for (what, next, names) in [
+        (
+            "blocks above 64 MiB",
+            huge_blocks,
+            MAX_BATCH_BYTES.to_string(),
+        ),
+        (
+            "transactions above a block",
+            tx_over_block,
+            "max_tx_bytes".to_string(),
+        ),
+    ] {
+        match change_config(&c, &clients[0], &genesis, 0, next).await {
+            TxStatus::Rejected { code, reason } => {
+                assert_eq!(code, RejectCode::Malformed, "{what}: {reason}");
+                assert!(
+                    reason.contains(&names),
+                    "{what}: {reason:?} lacks {names:?}"
+                );
+                assert!(reason.contains("invalid"), "{what}: {reason:?}");
+            }
+            s => panic!("a configuration with {what} was applied: {s:?}"),
+        }
+    }
+    c.wait_converged(CH, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (name, client) in nodes.iter().zip(&clients) {
+        let s = client.status(CH).await.expect("status");
+        assert_eq!(
+            (s.config_sequence, s.config_hash),
+            (0, genesis.hash()),
+            "{name} applied a refused configuration"
+        );
+    }
+
+    // ---- a smaller max_tx_bytes applies; a transaction over it is refused ---------------------
+    let mut small_txs = genesis.clone();
+    small_txs.max_tx_bytes = TX_BYTES;
+    let st = change_config(&c, &clients[0], &genesis, 0, small_txs.clone()).await;
+    assert!(st.is_committed(), "max_tx_bytes {TX_BYTES}: {st:?}");
+    c.wait_converged(CH, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let org = c.node_org(&nodes[1]);
+    let writer = c.identity(&org, Role::Client);
+    let too_big = sign_writes(
+        &writer,
+        CH,
+        vec![put("big", &[7u8; TX_BYTES as usize])],
+        false,
+    );
+    for (name, client) in nodes.iter().zip(&clients) {
+        match client.submit_wait(&too_big).await {
+            Err(e) => {
+                assert_eq!(
+                    (e.status(), e.api_code()),
+                    (Some(413), Some("too_large")),
+                    "{name}: {e}"
+                );
+                assert!(e.to_string().contains(&TX_BYTES.to_string()), "{name}: {e}");
+            }
+            Ok(r) => panic!(
+                "{name} took a {} byte transaction over a {TX_BYTES} byte limit: {:?}",
+                too_big.to_bytes().len(),
+                r.status
+            ),
+        }
+    }
+
+    // ---- a burst larger than a block is cut into blocks within the bytes ----------------------
+    let overhead = sign_writes(&writer, CH, vec![put("burst-00", b"")], false)
+        .to_bytes()
+        .len();
+    // A little slack for the encoding of a longer value's length.
+    let value = vec![1u8; TX_BYTES as usize - overhead - 16];
+    let burst: Vec<_> = (0..BURST)
+        .map(|i| {
+            sign_writes(
+                &writer,
+                CH,
+                vec![put(&format!("burst-{i:02}"), &value)],
+                false,
+            )
+        })
+        .collect();
+    let sizes: BTreeMap<_, _> = burst.iter().map(|t| (t.id(), t.to_bytes().len())).collect();
+    assert!(sizes.values().all(|&n| n <= TX_BYTES as usize), "{sizes:?}");
+    let total: usize = sizes.values().sum();
+    assert!(
+        total > 4 * BLOCK_BYTES as usize,
+        "the burst is {total} bytes"
+    );
+    let mut sent = tokio::task::JoinSet::new();
+    for (i, tx) in burst.into_iter().enumerate() {
+        let client = clients[i % clients.len()].clone();
+        sent.spawn(async move { client.submit_wait(&tx).await });
+    }
+    let mut blocks = BTreeSet::new();
+    while let Some(r) = sent.join_next().await {
+        let r = r
+            .expect("submission task")
+            .expect("a transaction within the limit");
+        assert!(r.status.is_committed(), "{:?}", r.status);
+        blocks.insert(r.block);
+    }
+    let mut most_of_ours = 0;
+    for b in &blocks {
+        let block = clients[0]
+            .block(CH, Some(*b))
+            .await
+            .expect("read the block back");
+        let bytes: usize = block.txs.iter().map(|t| t.to_bytes().len()).sum();
+        assert!(
+            bytes <= BLOCK_BYTES as usize,
+            "block {b} holds {bytes} bytes of transactions, over {BLOCK_BYTES}"
+        );
+        let ours = block
+            .txs
+            .iter()
+            .filter(|t| sizes.contains_key(&t.id()))
+            .count();
+        most_of_ours = most_of_ours.max(ours);
+        eprintln!(
+            "block {b}: {} transactions ({ours} of the burst), {bytes} bytes",
+            block.txs.len()
+        );
+    }
+    assert!(
+        blocks.len() * BLOCK_BYTES as usize >= total,
+        "{total} bytes in {} blocks",
+        blocks.len()
+    );
+    // Several of the burst shared a block: the blocks were cut by bytes, not one per
+    // transaction.
+    assert!(
+        most_of_ours > 1,
+        "every block held one transaction of the burst"
+    );
+    commit_one(&c, &nodes[0], CH, "after-burst").await;
     c.assert_healthy();
 }
 
@@ -934,6 +1142,54 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
                 && l.ends_with(&format!(" {stopped_at}"))),
         "tally_channel_first_differing_height is not {stopped_at}"
     );
+
+    // What an SRE is told: a real Prometheus with the repository's alert rules, scraping the
+    // three nodes, fires TallyChannelDegraded for the victim and for no one else.
+    if let Some(bin) = tally_tests::prometheus::binary() {
+        let nodes = c.channel_nodes(CH);
+        let targets: Vec<String> = nodes
+            .iter()
+            .map(|n| {
+                c.api_url(n)
+                    .trim_start_matches("https://")
+                    .trim_end_matches('/')
+                    .to_string()
+            })
+            .collect();
+        let orgs: BTreeSet<String> = nodes.iter().map(|n| c.node_org(n)).collect();
+        let cas: String = orgs.iter().map(|o| c.ca_pem(o)).collect();
+        let prom = tally_tests::prometheus::RulesPrometheus::start(
+            &bin,
+            &c.dir().join("prometheus"),
+            &targets,
+            &cas,
+        )
+        .await;
+        let mut firing = Vec::new();
+        for _ in 0..1200 {
+            firing = prom.alerts("TallyChannelDegraded").await;
+            if firing.iter().any(|a| a["state"] == "firing") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let scraped = prom.query("up").await;
+        assert_eq!(
+            firing.len(),
+            1,
+            "TallyChannelDegraded for exactly the victim; active: {firing:?}; scrapes: {scraped:?}\n{}",
+            prom.log_text()
+        );
+        let a = &firing[0];
+        assert_eq!(a["state"], "firing", "{a}");
+        assert_eq!(a["labels"]["node"], victim.as_str(), "{a}");
+        assert_eq!(a["labels"]["channel"], CH, "{a}");
+        assert_eq!(a["labels"]["severity"], "critical", "{a}");
+        assert_eq!(
+            a["annotations"]["runbook"], "docs/runbooks/TallyChannelDegraded.md",
+            "{a}"
+        );
+    }
 
     // The victim refuses the channel's reads and writes, with a reason.
     let reader = victim_client.with_reader(c.identity(&org, Role::Client));

@@ -238,7 +238,7 @@ fn crds_are_accepted_and_enforced_by_a_real_apiserver() {
     eprintln!("{all}");
     for header in [
         "ORGS", "STATUS", "AGE", "ORG", "ROLE", "REPLICAS", "READY", "MEMBERS", "HEIGHT", "LEADER",
-        "AGREE",
+        "AGREE", "DEGRADED",
     ] {
         assert!(
             all.lines()
@@ -397,7 +397,7 @@ fn crds_are_accepted_and_enforced_by_a_real_apiserver() {
         "--subresource=status",
         "--type=merge",
         "-p",
-        r#"{"status":{"height":42,"memberCount":2,"leader":"org1-peer-0","stateRootsAgree":true}}"#,
+        r#"{"status":{"height":42,"memberCount":2,"leader":"org1-peer-0","stateRootsAgree":true,"conditions":[{"type":"Degraded","status":"True","reason":"NodeDegraded","message":"stopped serving channel main: org2-peer-0 (first differing height 7: differs)","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
     ]);
     // Through the main resource a status is ignored.
     cp.kubectl_ok(&[
@@ -416,6 +416,7 @@ fn crds_are_accepted_and_enforced_by_a_real_apiserver() {
     assert_eq!(cell(&table, "main", "MEMBERS"), "2", "{table}");
     assert_eq!(cell(&table, "main", "LEADER"), "org1-peer-0", "{table}");
     assert_eq!(cell(&table, "main", "AGREE"), "true", "{table}");
+    assert_eq!(cell(&table, "main", "DEGRADED"), "True", "{table}");
     // The status schema is enforced too.
     let r = cp.kubectl(&[
         "patch",

@@ -202,6 +202,31 @@ pub struct NodeReport {
     /// The leader it follows, by name (empty when it knows none).
     #[serde(default)]
     pub leader: String,
+    /// Why the node stopped serving the channel (its ledger differs from the majority's, or
+    /// its channel thread died); `None` while it serves.
+    #[serde(default)]
+    pub degraded: Option<String>,
+    /// The first height at which its ledger was found to differ (0 for a dead thread).
+    #[serde(default)]
+    pub first_differing_height: Option<u64>,
+}
+
+/// The nodes that stopped serving the channel, each with the first height found to differ and
+/// its reason, in one sentence; `None` when every reporting node serves.
+pub fn degraded_nodes(reports: &[NodeReport]) -> Option<String> {
+    let parts: Vec<String> = reports
+        .iter()
+        .filter_map(|r| {
+            let why = r.degraded.as_deref()?;
+            Some(match r.first_differing_height {
+                Some(h) if h > 0 => {
+                    format!("{} (first differing height {h}: {why})", r.name)
+                }
+                _ => format!("{} ({why})", r.name),
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The heights at which nodes report different state roots are none.
@@ -241,6 +266,12 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
     };
     if let Some(why) = &out.rejected {
         Verdict::degraded("ConfigurationRejected", why.clone())
+    } else if let Some(nodes) = degraded_nodes(&out.reports) {
+        // Before a change in progress: the change may wait on the very node that stopped.
+        Verdict::degraded(
+            "NodeDegraded",
+            format!("stopped serving channel {channel}: {nodes}"),
+        )
     } else if let Some(what) = changing {
         Verdict::progressing("Reconfiguring", what)
     } else if !roots_agree(&out.reports) {

@@ -133,6 +133,34 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::Verdict;
+    use tally_api::common::ConditionStatus;
+
+    /// A degraded node makes `Degraded` True with its reason and message, and a later healthy
+    /// verdict turns it False again (reason `Healthy`, no message).
+    #[test]
+    fn degraded_condition_follows_the_verdict() {
+        let mut conditions = Vec::new();
+        let why = "stopped serving channel main: n2 (first differing height 7: differs)";
+        Verdict::degraded("NodeDegraded", why).apply_to(&mut conditions, Some(3), "t1");
+        let get = |cs: &[tally_api::common::Condition], t: &str| {
+            cs.iter()
+                .find(|c| c.type_ == t)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {t} condition"))
+        };
+        let d = get(&conditions, "Degraded");
+        assert_eq!(
+            (d.status, d.reason.as_str(), d.message.as_str()),
+            (ConditionStatus::True, "NodeDegraded", why)
+        );
+        assert_eq!(get(&conditions, "Ready").status, ConditionStatus::False);
+        Verdict::ready("Ready", "3 nodes").apply_to(&mut conditions, Some(3), "t2");
+        let d = get(&conditions, "Degraded");
+        assert_eq!(
+            (d.status, d.reason.as_str(), d.message.as_str()),
+            (ConditionStatus::False, "Healthy", "")
+        );
+    }
 
     #[test]
     fn only_what_the_tenant_must_fix_parks() {
@@ -140,6 +168,7 @@ mod tests {
         assert!(Verdict::degraded("InvalidReference", "no Secret").parks());
         assert!(Verdict::degraded("ConfigurationRejected", "refused").parks());
         assert!(!Verdict::degraded("StateRootsDisagree", "roots").parks());
+        assert!(!Verdict::degraded("NodeDegraded", "n2 stopped").parks());
         assert!(!Verdict::progressing("InvalidSpec", "x").parks());
         assert!(Verdict::progressing("WaitingForCa", "no Secret yet").parks());
         assert!(!Verdict::progressing("Starting", "0 of 2").parks());

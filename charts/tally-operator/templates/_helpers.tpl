@@ -110,3 +110,19 @@ no CRDs. */}}
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 {{- end }}
+
+{{/*
+The namespaces the operator manages, comma-separated; empty when it manages every namespace
+(rbac.clusterWide). Default: the release's namespace only.
+*/}}
+{{- define "tally-operator.watchNamespaces" -}}
+{{- if .Values.rbac.clusterWide -}}
+{{- if .Values.watchNamespaces -}}
+{{- fail "set either rbac.clusterWide=true (every namespace) or watchNamespaces (a list), not both" -}}
+{{- end -}}
+{{- else if .Values.watchNamespaces -}}
+{{- join "," .Values.watchNamespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end }}

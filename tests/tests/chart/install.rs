@@ -144,7 +144,8 @@ fn chart_installs_with_least_privilege() {
     );
     cp.kubectl_ok(&["delete", "deployment", "-n", "ops", "loose"]);
 
-    // The chart with its CRDs, watching every namespace, and the monitoring API present.
+    // The chart with its CRDs, watching every namespace (asked for), and the monitoring API
+    // present.
     apply(&cp, "monitor CRDs", &monitor_crds());
     cp.kubectl_ok(&[
         "wait",
@@ -160,6 +161,8 @@ fn chart_installs_with_least_privilege() {
             "--include-crds",
             "--api-versions",
             "monitoring.coreos.com/v1",
+            "--set",
+            "rbac.clusterWide=true",
         ],
     );
     assert!(ops.contains("kind: CustomResourceDefinition") && ops.contains("kind: PodMonitor"));
@@ -429,16 +432,19 @@ fn kustomize_base_is_the_chart_and_installs() {
         "restricted"
     );
 
-    // The same objects as the chart's default rendering, field for field.
-    let chart =
-        without_helm_labels(helm.render("tally-operator", "tally-system", &["--include-crds"]));
+    // The same objects as the chart's cluster-wide rendering, field for field.
+    let chart = without_helm_labels(helm.render(
+        "tally-operator",
+        "tally-system",
+        &["--include-crds", "--set", "rbac.clusterWide=true"],
+    ));
     let objs = without_helm_labels(objs);
     assert_eq!(inventory(&objs), inventory(&chart));
     for o in &chart {
         let b = get(&objs, kind(o), namespace(o), name(o));
         assert!(
             b == o,
-            "deploy/operator differs from the chart's default rendering in {} {}: render \
+            "deploy/operator differs from the chart's cluster-wide rendering in {} {}: render \
              deploy/operator/operator.yaml again as its header says (CRDs: copy crds/). \
              Chart:\n{}\nBase:\n{}",
             kind(o),

@@ -54,28 +54,64 @@ fn chart_lints_and_renders() {
         );
     }
 
-    // Default values: cluster-wide RBAC, no monitors (no monitoring API).
+    // Default values: least privilege (the operator may act in its own namespace only, through
+    // a Role), no monitors (no monitoring API).
     let objs = helm.render("ops", ns, &[]);
     let full = "ops-tally-operator";
     assert_eq!(
         inventory(&objs),
         [
-            "ClusterRole /ops-tally-operator",
             "ClusterRole /tally-tenant-edit",
             "ClusterRole /tally-tenant-view",
-            "ClusterRoleBinding /ops-tally-operator",
             "Deployment tally-system/ops-tally-operator",
             "PodDisruptionBudget tally-system/ops-tally-operator",
+            "Role tally-system/ops-tally-operator",
             "Role tally-system/ops-tally-operator-leader-election",
+            "RoleBinding tally-system/ops-tally-operator",
             "RoleBinding tally-system/ops-tally-operator-leader-election",
             "Service tally-system/ops-tally-operator-metrics",
             "ServiceAccount tally-system/ops-tally-operator",
         ],
         "default render"
     );
+    assert_eq!(rule_perms(get(&objs, "Role", ns, full)), operator_perms());
+    let rb = get(&objs, "RoleBinding", ns, full);
+    assert_eq!(rb["roleRef"]["kind"], "Role");
+    assert_eq!(
+        rb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": full, "namespace": ns}])
+    );
+    let default_args = args(&container(&objs, ns, full));
+    assert!(
+        default_args
+            .iter()
+            .any(|a| a == "--watch-namespaces=tally-system"),
+        "by default the operator watches its own namespace: {default_args:?}"
+    );
+
+    // Cluster-wide only when asked: a ClusterRole and its binding, no --watch-namespaces.
+    let objs = helm.render("ops", ns, &["--set", "rbac.clusterWide=true"]);
     assert_eq!(
         rule_perms(get(&objs, "ClusterRole", "", full)),
         operator_perms()
+    );
+    assert_eq!(
+        count(&objs, "Role"),
+        1,
+        "only the lease's Role: {:#?}",
+        inventory(&objs)
+    );
+    let out = helm.run(&[
+        "template",
+        "x",
+        chart,
+        "--set",
+        "rbac.clusterWide=true,watchNamespaces={a}",
+    ]);
+    assert!(
+        !out.ok && out.stderr.contains("not both"),
+        "clusterWide with a list is refused: {}",
+        out.stderr
     );
     assert_eq!(
         rule_perms(get(&objs, "Role", ns, "ops-tally-operator-leader-election")),
@@ -244,7 +280,8 @@ fn chart_lints_and_renders() {
         pm["spec"]["selector"],
         json!({"matchLabels": {"app.kubernetes.io/name": "tally-node"}})
     );
-    assert_eq!(pm["spec"]["namespaceSelector"], json!({"any": true}));
+    // The nodes are looked for where the operator manages resources: by default its namespace.
+    assert_eq!(pm["spec"]["namespaceSelector"], json!({"matchNames": [ns]}));
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "api");
     assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["path"], "/metrics");
 

@@ -44,7 +44,7 @@ pub fn owner(api_version: &str, kind: &str, name: &str, uid: &str) -> OwnerRefer
     }
 }
 
-fn meta(
+pub(crate) fn meta(
     name: &str,
     ns: &str,
     labels: &BTreeMap<String, String>,
@@ -59,7 +59,9 @@ fn meta(
     }
 }
 
-fn strings<'a>(kv: impl IntoIterator<Item = (&'a str, String)>) -> BTreeMap<String, String> {
+pub(crate) fn strings<'a>(
+    kv: impl IntoIterator<Item = (&'a str, String)>,
+) -> BTreeMap<String, String> {
     kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
@@ -81,11 +83,11 @@ pub struct PeerInputs<'a> {
 }
 
 impl PeerInputs<'_> {
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.peer.metadata.name.clone().unwrap_or_default()
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
+    pub(crate) fn labels(&self) -> BTreeMap<String, String> {
         names::peer_labels(
             &self.peer.spec.consortium,
             &self.peer.spec.organization,

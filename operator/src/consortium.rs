@@ -47,11 +47,14 @@ fn read_ca(s: &Secret, ns: &str, sname: &str, org: &str) -> Result<TrustedCa> {
 }
 
 /// Makes or checks the CA of one organization; returns its Secret's name and certificate.
+/// `known`: the organizations the status already records (a CA recorded there is never
+/// made again).
 async fn ensure_ca(
     ctx: &Context,
     cons: &Consortium,
     org: &str,
     mode: CaMode,
+    known: &[OrganizationStatus],
 ) -> Result<(String, TrustedCa)> {
     let ns = cons.namespace().unwrap_or_default();
     let name = cons.name_any();
@@ -65,11 +68,6 @@ async fn ensure_ca(
             "organization {org} brings its CA in Secret {ns}/{sname}, which does not exist"
         )));
     }
-    let known = cons
-        .status
-        .as_ref()
-        .map(|s| s.organizations.as_slice())
-        .unwrap_or_default();
     if let MissingCa::Refuse(why) = ca_custody::when_missing(org, &ns, &sname, known) {
         return Err(Error::CaLost(why));
     }
@@ -110,13 +108,13 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     let name = cons.name_any();
     let mut orgs = Vec::new();
     let mut problems: Vec<Error> = Vec::new();
-    let before = cons
+    let known = cons
         .status
         .as_ref()
-        .map(|s| s.organizations.clone())
+        .map(|s| s.organizations.as_slice())
         .unwrap_or_default();
     for org in &cons.spec.organizations {
-        match ensure_ca(ctx, cons, &org.name, org.ca.mode).await {
+        match ensure_ca(ctx, cons, &org.name, org.ca.mode, known).await {
             Ok((sname, ca)) => {
                 let fp = ca.fingerprint().to_string();
                 let not_after = inspect(&ca.der)
@@ -134,7 +132,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
             Err(e) if e.tenant_must_fix() => {
                 // What the status knew of this organization's CA is kept: forgetting its
                 // fingerprint would let a later reconcile make a new CA in its place.
-                orgs.extend(before.iter().find(|o| o.name == org.name).cloned());
+                orgs.extend(known.iter().find(|o| o.name == org.name).cloned());
                 problems.push(e);
             }
             Err(e) => return Err(e),

@@ -78,9 +78,9 @@ fn main() {
 async fn run(args: Args) -> anyhow::Result<()> {
     // The lease is renewed through a client of its own; everything else goes through one
     // whose writes pass the fence.
-    let lease_client = tally_api::cluster::client(args.kubeconfig.as_deref()).await?;
-    let fence = Arc::new(Fence::new());
     let config = tally_api::cluster::config(args.kubeconfig.as_deref()).await?;
+    let lease_client = kube::Client::try_from(config.clone())?;
+    let fence = Arc::new(Fence::new());
     let client = kube::client::ClientBuilder::try_from(config)?
         .with_layer(&FenceLayer(fence.clone()))
         .build();

@@ -4,14 +4,14 @@
 //! (7053) is for the operator. Every other port, and every other source, is refused, so a
 //! pod elsewhere in the cluster cannot even open a connection to the Raft or admin port.
 
+use crate::builders::{meta, strings, PeerInputs};
 use crate::names;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
 use tally_planner::{ADMIN_PORT, API_PORT, PEER_PORT};
 
 /// Labels the chart gives the operator's pods (charts/tally-operator/templates/_helpers.tpl).
@@ -20,18 +20,11 @@ const OPERATOR_POD: [(&str, &str); 2] = [
     ("app.kubernetes.io/part-of", "tally"),
 ];
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn selector(pairs: &[(&str, &str)]) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels(pairs)),
+fn selector<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<LabelSelector> {
+    Some(LabelSelector {
+        match_labels: Some(strings(pairs.into_iter().map(|(k, v)| (k, v.to_string())))),
         ..LabelSelector::default()
-    }
+    })
 }
 
 fn port(n: u16) -> Option<Vec<NetworkPolicyPort>> {
@@ -42,44 +35,26 @@ fn port(n: u16) -> Option<Vec<NetworkPolicyPort>> {
     }])
 }
 
-/// Where the policy of Peer `peer` goes and what it names.
-pub struct PolicyInputs<'a> {
-    pub peer: &'a str,
-    pub namespace: &'a str,
-    pub consortium: &'a str,
-    /// The namespace the operator runs in (its pods reach the admin port).
-    pub operator_namespace: &'a str,
-    pub labels: BTreeMap<String, String>,
-    pub owner: &'a OwnerReference,
-}
-
-pub fn network_policy(i: &PolicyInputs) -> NetworkPolicy {
+/// The policy of the Peer `i` builds; `operator_namespace` is where the operator's pods run.
+pub fn network_policy(i: &PeerInputs, operator_namespace: &str) -> NetworkPolicy {
+    let name = i.name();
     let consortium_nodes = NetworkPolicyPeer {
-        pod_selector: Some(selector(&[
+        pod_selector: selector([
             (names::LABEL_NAME, "tally-node"),
-            (names::LABEL_CONSORTIUM, i.consortium),
-        ])),
+            (names::LABEL_CONSORTIUM, i.peer.spec.consortium.as_str()),
+        ]),
         ..NetworkPolicyPeer::default()
     };
     let operator = NetworkPolicyPeer {
-        namespace_selector: Some(selector(&[(
-            "kubernetes.io/metadata.name",
-            i.operator_namespace,
-        )])),
-        pod_selector: Some(selector(&OPERATOR_POD)),
+        namespace_selector: selector([("kubernetes.io/metadata.name", operator_namespace)]),
+        pod_selector: selector(OPERATOR_POD),
         ..NetworkPolicyPeer::default()
     };
     NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(i.peer.to_string()),
-            namespace: Some(i.namespace.to_string()),
-            labels: Some(i.labels.clone()),
-            owner_references: Some(vec![i.owner.clone()]),
-            ..ObjectMeta::default()
-        },
+        metadata: meta(&name, i.namespace, &i.labels(), &i.owner),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(names::peer_selector(i.peer)),
+                match_labels: Some(names::peer_selector(&name)),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".into()]),
@@ -105,10 +80,17 @@ pub fn network_policy(i: &PolicyInputs) -> NetworkPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use serde_json::{json, Value};
+    use tally_api::peer::{Peer, PeerSpec};
 
     #[test]
     fn each_port_admits_only_who_needs_it() {
+        let spec: PeerSpec = serde_json::from_value(json!({
+            "consortium": "c1", "organization": "org1", "replicas": 1,
+        }))
+        .expect("spec");
+        let peer = Peer::new("p1", spec);
         let owner = OwnerReference {
             api_version: "tally.dev/v1alpha1".into(),
             kind: "Peer".into(),
@@ -116,15 +98,20 @@ mod tests {
             uid: "u1".into(),
             ..OwnerReference::default()
         };
-        let p = network_policy(&PolicyInputs {
-            peer: "p1",
+        let inputs = PeerInputs {
+            peer: &peer,
             namespace: "t1",
-            consortium: "c1",
-            operator_namespace: "tally-system",
-            labels: BTreeMap::new(),
-            owner: &owner,
-        });
+            owner,
+            image: String::new(),
+            version: String::new(),
+            org_ca_pem: "CA",
+            consents: Vec::new(),
+            replicas: 1,
+        };
+        let p = network_policy(&inputs, "tally-system");
         let v: Value = serde_json::to_value(&p).expect("serializes");
+        assert_eq!(v["metadata"]["ownerReferences"][0]["name"], "p1");
+        assert_eq!(v["metadata"]["labels"]["tally.dev/consortium"], "c1");
         let spec = &v["spec"];
         assert_eq!(spec["policyTypes"], json!(["Ingress"]));
         assert_eq!(

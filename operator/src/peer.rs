@@ -9,7 +9,7 @@ use crate::decide::peer::{
     decide, departing, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
 };
 use crate::names;
-use crate::network_policy::{network_policy, PolicyInputs};
+use crate::network_policy::network_policy;
 use crate::quorum_guard::{self, ChannelVoters};
 use crate::reach;
 use crate::world;
@@ -222,14 +222,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
     let config = builders::config_map(&inputs);
     let headless = builders::headless(&inputs);
     let client_service = builders::client_service(&inputs);
-    let policy = network_policy(&PolicyInputs {
-        peer: &name,
-        namespace: &ns,
-        consortium: &peer.spec.consortium,
-        operator_namespace: &s.operator_namespace,
-        labels: names::peer_labels(&peer.spec.consortium, &peer.spec.organization, &name),
-        owner: &inputs.owner,
-    });
+    let policy = network_policy(&inputs, &s.operator_namespace);
     let secrets: Vec<(String, Secret)> = nodes
         .iter()
         .filter_map(|n| {

@@ -43,8 +43,8 @@ pub struct ConsortiumSpec {
     #[serde(default)]
     pub ordering: Ordering,
     /// How long the certificates issued for nodes, admins and clients last, and when they are
-    /// renewed (by `tallyctl up`; the operator issues them for this validity from the
-    /// consortium's creation and does not renew them yet).
+    /// renewed: by the operator (nodes restarted one at a time on their new certificates) and
+    /// by `tallyctl up` alike.
     #[serde(default, skip_serializing_if = "Certificates::is_default")]
     pub certificates: Certificates,
 }

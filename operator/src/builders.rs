@@ -80,6 +80,9 @@ pub struct PeerInputs<'a> {
     /// Pods to run: the spec's replicas, or more while departing nodes still belong to a
     /// channel.
     pub replicas: i32,
+    /// Digest of the nodes' certificates: in the pod template, so that a renewed certificate
+    /// makes a new revision, which the Peer controller rolls out one node at a time.
+    pub certificates: String,
 }
 
 impl PeerInputs<'_> {
@@ -416,6 +419,7 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
         ("prometheus.io/path", "/metrics".to_string()),
         ("prometheus.io/scheme", "https".to_string()),
         ("tally.dev/version", i.version.clone()),
+        (names::ANNOTATION_CERTIFICATES, i.certificates.clone()),
     ]);
     let pod = PodSpec {
         automount_service_account_token: Some(false),
@@ -620,6 +624,7 @@ mod tests {
             org_ca_pem: "CA",
             consents: vec!["trade".into()],
             replicas: p.spec.replicas,
+            certificates: "c0ffee".into(),
         }
     }
 

@@ -139,6 +139,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         }
     }
     let mut identities = None;
+    let mut renewal = None;
     let verdict = if let Some(first) = problems.first() {
         let all: Vec<String> = problems.iter().map(Error::to_string).collect();
         Verdict::degraded(first.reason(), all.join("; "))
@@ -147,6 +148,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
             Err(v) => v,
             Ok(w) => {
                 identities = Some(identity_statuses(&w.plan));
+                renewal = world::until_renewal(&w.plan);
                 let owner = owner_of(cons);
                 let mut bodies = Vec::new();
                 for o in &w.plan.organizations {
@@ -185,7 +187,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         status.identities = ids;
     }
     ctx.report(cons, &verdict, status).await?;
-    Ok(ctx.parked.after(cons, &verdict))
+    Ok(ctx.parked.after_until(cons, &verdict, renewal))
 }
 
 /// Expiry and renewal time of every identity the plan holds, in the plan's order.

@@ -22,6 +22,8 @@ pub const LABEL_PEER: &str = "tally.dev/peer";
 /// Annotation on a CA Secret: Unix second from which the identities it issues are valid.
 /// Fixed once, so that re-planning issues byte-identical certificates.
 pub const ANNOTATION_ISSUED_AT: &str = "tally.dev/issued-at";
+/// On the pod template: digest of the nodes' certificates.
+pub const ANNOTATION_CERTIFICATES: &str = "tally.dev/certificates";
 
 /// Prefix of the per-channel pod label that marks a channel's consenters (for its quorum PDB).
 pub const LABEL_CONSENTS_PREFIX: &str = "consents.tally.dev/";

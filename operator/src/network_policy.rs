@@ -107,6 +107,7 @@ mod tests {
             org_ca_pem: "CA",
             consents: Vec::new(),
             replicas: 1,
+            certificates: String::new(),
         };
         let p = network_policy(&inputs, "tally-system");
         let v: Value = serde_json::to_value(&p).expect("serializes");

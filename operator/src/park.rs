@@ -37,6 +37,17 @@ impl Parked {
     /// What follows a reconcile of `obj` that reached `verdict`: parked until a change when
     /// the tenant must fix something, otherwise looked at again after the verdict's interval.
     pub fn after<K: Resource<DynamicType = ()>>(&self, obj: &K, verdict: &Verdict) -> Action {
+        self.after_until(obj, verdict, None)
+    }
+
+    /// [`Parked::after`], coming back no later than `due` when the object is not parked (the
+    /// time an identity of its consortium falls due for renewal).
+    pub fn after_until<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        verdict: &Verdict,
+        due: Option<std::time::Duration>,
+    ) -> Action {
         let ns = obj.namespace().unwrap_or_default();
         let key = (kind_of::<K>(), obj.name_any());
         let mut parked = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,7 +60,8 @@ impl Parked {
             if let Some(set) = parked.get_mut(&ns) {
                 set.remove(&key);
             }
-            Action::requeue(verdict.requeue())
+            let every = verdict.requeue();
+            Action::requeue(due.map_or(every, |d| d.min(every)))
         }
     }
 

@@ -94,10 +94,12 @@ async fn cleanup(peer: &Peer, ctx: &Context) -> Result<Action> {
 async fn apply(peer: Arc<Peer>, ctx: &Context) -> Result<Action> {
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
+    let mut renewal = None;
     let (verdict, status) = match world::plan_or_verdict(ctx, &ns, &peer.spec.consortium).await? {
         Err(v) => (v, None),
         Ok(w) => {
             let (v, s) = converge(&peer, ctx, &w).await?;
+            renewal = world::until_renewal(&w.plan);
             (v, Some(s))
         }
     };
@@ -109,7 +111,45 @@ async fn apply(peer: Arc<Peer>, ctx: &Context) -> Result<Action> {
     }
     ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
-    Ok(ctx.parked.after(peer.as_ref(), &verdict))
+    Ok(ctx.parked.after_until(peer.as_ref(), &verdict, renewal))
+}
+
+/// A short digest of the certificates of the Peer's nodes.
+fn certificates_digest(nodes: &[&tally_planner::NodePlan]) -> String {
+    let mut all = String::new();
+    for n in nodes {
+        if let Some(id) = &n.identity {
+            all.push_str(&id.cert_pem());
+        }
+    }
+    let hex = tally_protocol::hash::Hash::tagged(b"tally/operator/certificates", &[all.as_bytes()])
+        .to_hex();
+    hex[..16].to_string()
+}
+
+/// Another Peer of the same consortium that must finish first before this one replaces a
+/// pod: one that is not fully ready, or one earlier by name that still has pods of an older
+/// revision. Peers of one consortium share channels, so rolling two at once (a certificate
+/// renewal makes all of them roll) could take two voters of a channel down together.
+fn rollout_turn(me: &str, consortium: &str, stateful_sets: &[StatefulSet]) -> Option<String> {
+    stateful_sets.iter().find_map(|s| {
+        let name = s.metadata.name.as_deref()?;
+        let ours = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(names::LABEL_CONSORTIUM))
+            .is_some_and(|c| c == consortium);
+        if !ours || name == me {
+            return None;
+        }
+        let want = s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(0);
+        let st = s.status.as_ref();
+        let ready = st.and_then(|st| st.ready_replicas).unwrap_or(0);
+        let updated = st.and_then(|st| st.updated_replicas).unwrap_or(0);
+        let busy = ready < want || (name < me && updated < want);
+        busy.then(|| name.to_string())
+    })
 }
 
 /// The StatefulSet's replicas and ready replicas, and what each node reports.
@@ -169,6 +209,15 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         .await?
         .items;
     let want = peer.spec.replicas;
+    let stateful_sets: Vec<StatefulSet> = match &children {
+        Some(c) if c.ready::<StatefulSet>() => c
+            .stateful_sets
+            .state()
+            .iter()
+            .map(|s| s.as_ref().clone())
+            .collect(),
+        _ => sts_api.list(&ListParams::default()).await?.items,
+    };
     let observed = PeerObserved {
         peer: name.clone(),
         want,
@@ -187,6 +236,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
                 terminating: p.metadata.deletion_timestamp.is_some(),
             })
             .collect(),
+        waiting_for: rollout_turn(&name, &peer.spec.consortium, &stateful_sets),
         channels: if running > want {
             memberships(ctx, w, peer, &departing(&name, want, running)).await?
         } else {
@@ -215,6 +265,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         org_ca_pem: &org.ca_pem,
         consents,
         replicas: decision.replicas,
+        certificates: certificates_digest(&nodes),
     };
     // The ConfigMap, node Secrets and Services do not depend on one another: applied
     // together, a first reconcile waits for one round trip instead of one per object. The
@@ -404,5 +455,43 @@ async fn hand_over_leadership(
             }
         },
         Err(e) => tracing::warn!(node = %pod_name, error = %e, "cannot reach the node's admin API"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rollout_turn;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+
+    fn sts(name: &str, consortium: &str, want: i32, ready: i32, updated: i32) -> StatefulSet {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"tally.dev/consortium": consortium}},
+            "spec": {"replicas": want, "selector": {}, "serviceName": name, "template": {}},
+            "status": {"replicas": want, "readyReplicas": ready, "updatedReplicas": updated},
+        }))
+        .expect("statefulset")
+    }
+
+    #[test]
+    fn one_peer_of_a_consortium_rolls_at_a_time() {
+        let all = [
+            sts("a-peer", "c1", 2, 2, 1),
+            sts("b-peer", "c1", 1, 1, 0),
+            sts("z-peer", "c2", 3, 0, 0),
+        ];
+        // The earliest Peer with outdated pods goes first; the later one waits for it.
+        assert_eq!(rollout_turn("a-peer", "c1", &all), None);
+        assert_eq!(
+            rollout_turn("b-peer", "c1", &all).as_deref(),
+            Some("a-peer")
+        );
+        // A later Peer's outdated pods do not hold an earlier one, but its unready pods do.
+        let unready = [sts("a-peer", "c1", 2, 2, 2), sts("b-peer", "c1", 1, 0, 0)];
+        assert_eq!(
+            rollout_turn("a-peer", "c1", &unready).as_deref(),
+            Some("b-peer")
+        );
+        // Another consortium's Peers never hold this one.
+        assert_eq!(rollout_turn("a-peer", "c1", &all[2..]), None);
     }
 }

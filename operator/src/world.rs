@@ -6,15 +6,15 @@
 use crate::context::{Context, Error, Result, Verdict};
 use crate::stores::{versions, Snapshot};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectMeta};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 pub use tally_api::cluster::{ca_secret_name, secret_text};
 use tally_api::consortium::Consortium;
 use tally_api::manifest::Resources;
 use tally_api::{chaincode::Chaincode, channel::Channel, peer::Peer};
-use tally_planner::{Addressing, CaInput, Plan, PlanInput};
-use tally_protocol::identity::OrgCa;
+use tally_planner::{identity_key, Addressing, CaInput, Held, Plan, PlanInput, Window};
+use tally_protocol::identity::{inspect, pem_to_der, OrgCa};
 
 pub struct World {
     pub consortium: Consortium,
@@ -133,16 +133,22 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         cas.insert(org.name.clone(), input);
         ca_metas.push(s.metadata);
     }
+    let (held, held_metas) = held_identities(ctx, ns, name).await?;
     let key = (ns.to_string(), name.to_string());
     let made_from = versions(
         std::iter::once(("Consortium", &consortium.metadata))
             .chain(peers.iter().map(|p| ("Peer", &p.metadata)))
             .chain(channels.iter().map(|c| ("Channel", &c.metadata)))
             .chain(chaincodes.iter().map(|c| ("Chaincode", &c.metadata)))
-            .chain(ca_metas.iter().map(|m| ("Secret", m))),
+            .chain(ca_metas.iter().map(|m| ("Secret", m)))
+            .chain(held_metas.iter().map(|m| ("Secret", m))),
     );
+    let now = jiff::Timestamp::now().as_second();
     if let Some(w) = ctx.shared.plan(&key, &made_from) {
-        return Ok(Ok(w));
+        // A plan stays good until its first identity falls due.
+        if w.plan.next_renewal.is_none_or(|due| now < due) {
+            return Ok(Ok(w));
+        }
     }
 
     let mut resources = Resources {
@@ -167,10 +173,13 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         cas: &cas,
         addressing: &addressing,
         issued_at: issued_at(&consortium),
-        held: &tally_planner::NOTHING_HELD,
-        now: None,
+        held: &held,
+        now: Some(now),
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
+    if !plan.renewed.is_empty() {
+        tracing::info!(consortium = %name, namespace = %ns, renewed = ?plan.renewed, "certificates due for renewal issued afresh");
+    }
     let w = Arc::new(World {
         consortium,
         resources,
@@ -192,6 +201,74 @@ pub async fn ca_secret(ctx: &Context, ns: &str, sname: &str) -> Result<Option<Se
     }
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     Ok(secrets.get_opt(sname).await?)
+}
+
+/// The validity window each identity of the consortium holds today, read from the certificates
+/// in the node, admin and client Secrets the operator wrote (the ones with a `ca.crt` beside
+/// the pair), with those Secrets' metadata so that a changed certificate makes a new plan.
+/// An identity without a readable certificate is left out: the planner issues it afresh.
+async fn held_identities(ctx: &Context, ns: &str, name: &str) -> Result<(Held, Vec<ObjectMeta>)> {
+    let ours = |s: &Secret| {
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::names::LABEL_CONSORTIUM))
+            .is_some_and(|c| c == name)
+    };
+    let secrets: Vec<Secret> = match ctx
+        .shared
+        .for_ns(ns)
+        .map(|s| s.children)
+        .filter(|c| c.ready::<Secret>())
+    {
+        Some(c) => c
+            .secrets
+            .state()
+            .into_iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(ns) && ours(s))
+            .map(|s| s.as_ref().clone())
+            .collect(),
+        None => {
+            Api::<Secret>::namespaced(ctx.client.clone(), ns)
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{}={name}", crate::names::LABEL_CONSORTIUM)),
+                )
+                .await?
+                .items
+        }
+    };
+    let mut held = Held::new();
+    let mut metas = Vec::new();
+    for s in secrets {
+        if secret_text(&s, "ca.crt").is_none() {
+            continue; // a CA Secret: the CA's own window is not renewed here
+        }
+        let info = secret_text(&s, "tls.crt")
+            .and_then(|pem| pem_to_der(&pem).ok())
+            .and_then(|der| inspect(&der).ok());
+        if let Some(info) = info {
+            held.insert(
+                identity_key(&info.org, info.role.as_str(), &info.common_name),
+                Window {
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                },
+            );
+            metas.push(s.metadata);
+        }
+    }
+    Ok((held, metas))
+}
+
+/// How long until the plan's first identity falls due for renewal, so a controller comes back
+/// then rather than at its usual pace.
+pub fn until_renewal(plan: &Plan) -> Option<std::time::Duration> {
+    let due = plan.next_renewal?;
+    let now = jiff::Timestamp::now().as_second();
+    Some(std::time::Duration::from_secs(
+        due.saturating_sub(now).max(1) as u64,
+    ))
 }
 
 /// [`load`], with what stops planning turned into the verdict a resource of the consortium

@@ -25,6 +25,10 @@ pub struct PeerObserved {
     /// The Peer's pods.
     #[serde(default)]
     pub pods: Vec<PodView>,
+    /// Another Peer of the consortium whose rollout or readiness comes first: while set, no
+    /// pod of this Peer is replaced.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
     /// During a scale-down, for each channel of this Peer that keeps a node: what a node that
     /// stays reports of its membership.
     #[serde(default)]
@@ -137,15 +141,20 @@ pub fn decide(o: &PeerObserved) -> PeerDecision {
     let verdict = if !o.update_revision.is_empty() && !outdated.is_empty() {
         // One pod at a time and only while every node is ready, so that a channel never loses
         // two voters to a rollout.
-        if o.ready == want && !terminating && pods.len() as i32 == want {
+        let mine_ready = o.ready == want && !terminating && pods.len() as i32 == want;
+        if mine_ready && o.waiting_for.is_none() {
             let pod = outdated[0].name.clone();
             actions.push(PeerAction::HandOverLeadership { pod: pod.clone() });
             actions.push(PeerAction::DeletePod { pod });
         }
+        let waiting = match &o.waiting_for {
+            Some(other) => format!(" (after Peer {other}, which goes first)"),
+            None => String::new(),
+        };
         Verdict::progressing(
             "RollingUpdate",
             format!(
-                "{} of {} nodes run an older revision; replacing one at a time",
+                "{} of {} nodes run an older revision; replacing one at a time{waiting}",
                 outdated.len(),
                 pods.len()
             ),

@@ -329,6 +329,7 @@ mod tests {
             voters: vec![1],
             learners: vec![],
             degraded: None,
+            rejoining: false,
         };
         let answer = serde_json::to_string(&status).unwrap();
         let srv = tokio::spawn(async move {

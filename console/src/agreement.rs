@@ -97,6 +97,7 @@ mod tests {
             voters: vec![],
             learners: vec![],
             degraded: None,
+            rejoining: false,
         }
     }
 

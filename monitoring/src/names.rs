@@ -51,6 +51,7 @@ pub const SNAPSHOTS_SENT: &str = "tally_snapshots_sent_total";
 pub const SNAPSHOTS_APPLIED: &str = "tally_snapshots_applied_total";
 /// Snapshots from a peer that failed verification, by `reason` (the check that failed).
 pub const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
+pub const VOTES_WITHHELD: &str = "tally_votes_withheld_total";
 pub const LOG_COMPACTIONS: &str = "tally_log_compactions_total";
 pub const PEER_DROPPED: &str = "tally_peer_messages_dropped_total";
 
@@ -123,6 +124,7 @@ pub const NODE_METRICS: &[&str] = &[
     SNAPSHOTS_SENT,
     SNAPSHOTS_APPLIED,
     SNAPSHOTS_REFUSED,
+    VOTES_WITHHELD,
     LOG_COMPACTIONS,
     PEER_DROPPED,
     COMMITTED_TXS,

@@ -153,6 +153,18 @@ impl Tracker {
         first
     }
 
+    /// The highest height each peer has reported, by node name.
+    pub fn peer_tips(&self) -> HashMap<String, u64> {
+        let peers = self.peers.lock();
+        let mut tips = HashMap::new();
+        for (h, nodes) in peers.iter() {
+            for n in nodes.keys() {
+                tips.insert(n.clone(), *h);
+            }
+        }
+        tips
+    }
+
     fn prune_below(&self, height: u64) {
         let mut peers = self.peers.lock();
         *peers = peers.split_off(&height);

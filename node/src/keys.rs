@@ -41,6 +41,14 @@ pub const JOINED_PREFIX: &[u8] = b"n/channel/";
 
 /// Key of the configuration an admin gave when this node joined a channel already changed
 /// since genesis (see `Node::join`).
+/// Present while the node's Raft state for `channel` is new and it has not caught up with a
+/// leader (`channel/rejoin.rs`).
+pub fn rejoining(channel: &str) -> Vec<u8> {
+    let mut k = b"n/rejoining/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
 pub fn join_hint(channel: &str) -> Vec<u8> {
     let mut k = b"n/hint/".to_vec();
     k.extend_from_slice(channel.as_bytes());

@@ -41,6 +41,7 @@ pub struct Metrics {
     pub snapshots_sent: IntCounterVec,
     pub snapshots_applied: IntCounterVec,
     pub snapshots_refused: IntCounterVec,
+    pub votes_withheld: IntCounterVec,
     pub compactions: IntCounterVec,
     pub ready: IntGaugeVec,
     pub degraded: IntGaugeVec,
@@ -96,6 +97,7 @@ impl Metrics {
             state_root: reg!(GaugeVec::new(Opts::new(n::STATE_ROOT, "First 52 bits of the state root after the last block; equal on nodes that agree"), ch)),
             snapshots_sent: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_SENT, "Raft snapshots built and sent to lagging nodes"), ch)),
             snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
+            votes_withheld: reg!(IntCounterVec::new(Opts::new(n::VOTES_WITHHELD, "Vote, pre-vote and leadership requests a node ignored while its Raft state was new and not caught up"), &[n::L_CHANNEL])),
             snapshots_refused: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_REFUSED, "Raft snapshots from peers refused by verification, by the check that failed"), &[n::L_CHANNEL, n::L_REASON])),
             compactions: reg!(IntCounterVec::new(Opts::new(n::LOG_COMPACTIONS, "Raft log compactions"), ch)),
             ready: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_READY, "1 when the channel has a leader and this node has caught up"), ch)),
@@ -250,6 +252,7 @@ mod tests {
         m.snapshots_refused
             .with_label_values(&["main", "state"])
             .inc();
+        m.votes_withheld.with_label_values(&["main"]).inc();
         m.chaincode_exec_seconds
             .with_label_values(&["main", "notary"])
             .observe(0.001);

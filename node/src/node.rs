@@ -212,6 +212,8 @@ impl Node {
         }
         let mut wb = rocksdb::WriteBatch::default();
         wb.put(crate::keys::joined(&genesis.name), genesis.to_bytes());
+        // New Raft state: no vote until caught up (`channel/rejoin.rs`).
+        wb.put(crate::keys::rejoining(&genesis.name), []);
         match &current {
             Some(c) => wb.put(crate::keys::join_hint(&genesis.name), c.to_bytes()),
             None => wb.delete(crate::keys::join_hint(&genesis.name)),

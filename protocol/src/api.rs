@@ -66,6 +66,10 @@ pub struct ChannelStatus {
     /// match its state commitment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<Degraded>,
+    /// This node's Raft state for the channel is new (a join, a wiped volume) and it has not
+    /// caught up with a leader yet: it withholds its vote meanwhile.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejoining: bool,
 }
 
 /// Why a node stopped serving a channel.

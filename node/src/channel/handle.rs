@@ -7,7 +7,7 @@ use parking_lot::{Mutex, RwLock};
 use raft::prelude::Message;
 use raft::StateRole;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
@@ -66,6 +66,9 @@ pub struct Channel {
     /// Why the channel's thread ended, if it died (a storage or apply error, a panic): the
     /// channel then serves nothing and the node is not ready.
     pub(super) stopped: RwLock<Option<String>>,
+    /// The channel's Raft state was new (a join, a wiped volume) and this node has not caught
+    /// up since: it withholds its vote (`rejoin.rs`).
+    pub(super) rejoining: AtomicBool,
 }
 
 impl Channel {
@@ -100,6 +103,7 @@ impl Channel {
             voters: v.voters,
             learners: v.learners,
             degraded: self.degraded(),
+            rejoining: self.rejoining.load(std::sync::atomic::Ordering::Acquire),
         }
     }
 

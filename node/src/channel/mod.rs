@@ -19,7 +19,7 @@ use raft::prelude::{ConfState, Message};
 use raft::RawNode;
 use rocksdb::DB;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,7 @@ mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
+mod rejoin;
 mod snapshot_check;
 mod step_aside;
 mod worker;
@@ -170,6 +171,7 @@ pub(crate) fn open(
         queued_bytes: AtomicUsize::new(0),
         checkpoints: Default::default(),
         stopped: RwLock::new(None),
+        rejoining: AtomicBool::new(false),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.

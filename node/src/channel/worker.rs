@@ -42,6 +42,8 @@ pub(crate) struct Worker {
     pub(super) added: Option<(u64, Option<super::step_aside::Added>)>,
     /// The gauges last exported (`publishing.rs`).
     pub(super) published: Option<super::publishing::Gauges>,
+    /// While rejoining: the commit index of the first leader heard from (`rejoin.rs`).
+    pub(super) rejoin_target: Option<u64>,
 }
 
 impl Worker {
@@ -49,7 +51,7 @@ impl Worker {
         let ch = chan.ledger.name.clone();
         let batch = chan.ledger.config().batch.clone();
         let last_sweep = env.clock.now();
-        Worker {
+        let mut w = Worker {
             chan,
             raw,
             env,
@@ -66,7 +68,10 @@ impl Worker {
             led: None,
             added: None,
             published: None,
-        }
+            rejoin_target: None,
+        };
+        w.load_rejoining();
+        w
     }
 
     /// The production loop: waits for input until the next tick or batch deadline, then
@@ -134,7 +139,9 @@ impl Worker {
     pub(crate) fn turn(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
         let now = self.env.clock.now();
         if tick {
-            self.raw.tick();
+            if self.may_tick() {
+                self.raw.tick();
+            }
             self.check_own_clock(now);
             self.requeue_lost(now);
             self.reconcile_membership();
@@ -169,7 +176,7 @@ impl Worker {
                 if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_verified(&msg) {
                     return false;
                 }
-                if self.refused_for_clock(&msg) {
+                if self.refused_for_clock(&msg) || self.withholds(&msg) {
                     return false;
                 }
                 self.stamp_forwarded(&mut msg);

@@ -306,6 +306,7 @@ mod tests {
             voters: vec![1],
             learners: vec![],
             degraded: None,
+            rejoining: false,
         }
     }
 

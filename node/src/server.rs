@@ -12,7 +12,7 @@ use tally_protocol::identity;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub struct Listeners {
     pub api: TcpListener,
@@ -141,14 +141,18 @@ async fn serve_admin(
             else {
                 return;
             };
-            // The verifier accepted only certificates from this node's own organization CA.
-            let caller = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| identity::inspect(c.as_ref()).ok());
-            let Some(caller) = caller else { return };
+            // The verifier accepted only certificates from this node's own organization CA;
+            // one that a channel of this node revokes is turned away here.
+            let Some(der) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+                return;
+            };
+            if node.revokes(der.as_ref()) {
+                warn!(%remote, "admin connection refused: its certificate is revoked");
+                return;
+            }
+            let Ok(caller) = identity::inspect(der.as_ref()) else {
+                return;
+            };
             let ended = serve_http(tls, limits, move |req| {
                 crate::admin::handle(node.clone(), caller.clone(), req)
             })

@@ -260,10 +260,7 @@ mod tests {
     fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
         let members = orgs
             .iter()
-            .map(|o| OrgMember {
-                name: o.ca.org.clone(),
-                ca_pem: o.ca.cert_pem(),
-            })
+            .map(|o| OrgMember::new(&o.ca.org, &o.ca.cert_pem()))
             .collect();
         ChannelConfig::new("ch", members, consenters, vec![])
     }

@@ -174,10 +174,7 @@ mod tests {
         let client = ca.issue(Role::Client, "c1", &[]).unwrap();
         let cfg = ChannelConfig {
             name: "ch".into(),
-            members: vec![tally_protocol::OrgMember {
-                name: "org1".into(),
-                ca_pem: ca.cert_pem(),
-            }],
+            members: vec![tally_protocol::OrgMember::new("org1", &ca.cert_pem())],
             consenters: vec![tally_protocol::NodeRef {
                 id: 1,
                 name: "n1".into(),

@@ -195,13 +195,12 @@ fn add_ca(list: &mut Vec<Ca>, ca: Ca) {
     match list.iter_mut().find(|c| c.fingerprint == ca.fingerprint) {
         None => list.push(ca),
         Some(c) if c.ca.revoked() != ca.ca.revoked() => {
-            let union: BTreeSet<Hash> = c
-                .ca
-                .revoked()
-                .iter()
-                .chain(ca.ca.revoked().iter())
-                .copied()
-                .collect();
+            let union: BTreeSet<Hash> =
+                c.ca.revoked()
+                    .iter()
+                    .chain(ca.ca.revoked().iter())
+                    .copied()
+                    .collect();
             c.ca = c.ca.clone().with_revoked(Arc::new(union));
         }
         Some(_) => {}

@@ -47,7 +47,8 @@ impl ClientCertVerifier for RefuseRevoked {
             tracing::debug!("TLS client certificate refused: revoked by its organization");
             return Err(Error::InvalidCertificate(CertificateError::Revoked));
         }
-        self.inner.verify_client_cert(end_entity, intermediates, now)
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(

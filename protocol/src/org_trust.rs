@@ -298,10 +298,7 @@ mod tests {
         ));
         let mut garbage = c.clone();
         garbage.members[0].extra_cas.push("not a pem".into());
-        assert!(matches!(
-            garbage.validate(),
-            Err(ConfigError::BadCa { .. })
-        ));
+        assert!(matches!(garbage.validate(), Err(ConfigError::BadCa { .. })));
     }
 
     #[test]
@@ -312,10 +309,13 @@ mod tests {
         );
         let c = config(&a, &b);
         let plain = c.to_bytes();
-        assert_eq!(plain[0], 1, "a configuration without trust changes keeps format 1");
+        assert_eq!(
+            plain[0], 1,
+            "a configuration without trust changes keeps format 1"
+        );
         let revoked = revoke(&c, "b", Hash([9; 32])).expect("revoked");
-        let both = add_ca(&revoked, "a", &OrgCa::generate("a").expect("ca").cert_pem())
-            .expect("added");
+        let both =
+            add_ca(&revoked, "a", &OrgCa::generate("a").expect("ca").cert_pem()).expect("added");
         let bytes = both.to_bytes();
         assert_eq!(bytes[0], 2);
         assert_eq!(ChannelConfig::from_bytes(&bytes).expect("decodes"), both);

@@ -367,6 +367,27 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_by_a_revoked_admin_does_not_count() {
+        let (a, b, c) = (org("a"), org("b"), org("c"));
+        let mut current = config(&[&a, &b, &c], vec![node(1, "a")]);
+        current.members[1]
+            .revoked
+            .push(identity::fingerprint(&b.admin.cert_der));
+        let cas = current.validate().expect("valid");
+        let mut next = current.clone();
+        next.consenters.push(node(2, "c"));
+        let mut u = ConfigUpdate::new(&current, 0, next);
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        match u.check(&current, 0, &cas, now()) {
+            Err(UpdateError::BadApproval { index: 1, reason }) => {
+                assert!(reason.contains("revoked"), "{reason}")
+            }
+            other => panic!("a revoked admin's approval: {other:?}"),
+        }
+    }
+
+    #[test]
     fn updates_round_trip() {
         let (a, b) = (org("a"), org("b"));
         let current = config(&[&a, &b], vec![node(1, "a")]);

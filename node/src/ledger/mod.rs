@@ -231,6 +231,64 @@ mod tests {
         assert!(why.contains("commits to"), "{why}");
     }
 
+    /// Every node decides alike: once a configuration revoking a certificate is in force,
+    /// a transaction it signed is rejected at apply (with its certificate or by its hash),
+    /// even one this node never saw at submission.
+    #[test]
+    fn a_signer_revoked_by_the_configuration_in_force_is_rejected_at_apply() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let put = |nonce: u64, signer: Signer| {
+            let body = tally_protocol::TxBody {
+                channel: "ch".into(),
+                nonce,
+                timestamp_ms: now,
+                signer,
+                payload: Payload::KvWrite {
+                    reads: vec![],
+                    writes: vec![tally_protocol::Write {
+                        key: format!("k{nonce}"),
+                        value: Some(b"v".to_vec()),
+                    }],
+                },
+            };
+            Transaction::sign(body, &client).to_bytes()
+        };
+        let apply = |raws: &[Vec<u8>]| {
+            let data = tally_protocol::write_batch(now, raws.iter().map(Vec::as_slice));
+            let mut wb = WriteBatch::default();
+            let (applied, tip) = ledger
+                .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+                .unwrap()
+                .unwrap();
+            ledger.db().write(wb).unwrap();
+            ledger.commit_tip(tip);
+            applied
+        };
+        let first = apply(&[put(1, Signer::Certificate(client.cert_der.clone()))]);
+        assert!(first.receipts[0].status.is_committed());
+
+        let mut next = (*ledger.config()).clone();
+        next.members[0]
+            .revoked
+            .push(tally_protocol::identity::fingerprint(&client.cert_der));
+        ledger.install_config(InForce::new(1, next).unwrap());
+        let later = apply(&[
+            put(2, Signer::Certificate(client.cert_der.clone())),
+            put(3, Signer::CertHash(client.cert_hash)),
+        ]);
+        for r in &later.receipts {
+            match &r.status {
+                TxStatus::Rejected { code, reason } => {
+                    assert_eq!(*code, RejectCode::Revoked, "{reason}");
+                    assert!(reason.contains("revoked"), "{reason}");
+                }
+                s => panic!("a revoked signer's transaction: {s:?}"),
+            }
+        }
+        assert!(ledger.get("k2").unwrap().is_none());
+    }
+
     #[test]
     fn a_block_with_forged_signatures_rejects_exactly_those() {
         let (_dir, ledger, client) = ledger_with_member();

@@ -7,9 +7,8 @@
 //! port, neither on a connection it opened before the revocation nor on a new one. An
 //! organization rotates to a new CA (add it, issue from it, remove the old one): clients of the
 //! new CA commit, clients of the old one are refused afterwards, and the channel keeps
-//! committing throughout. The rotation here covers client and admin identities of an
-//! organization without nodes; a node's own certificate is re-issued by the operator's or
-//! `tallyctl up`'s renewal, not here.
+//! committing throughout; with a node, the node is re-issued from the new CA and restarted on
+//! it before the old CA goes, and keeps ordering after.
 //!
 //! Needs `cargo build -p tally-node -p tallyctl --bins` (see `node_bin` and `tallyctl_bin`).
 
@@ -17,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_client::txs::{put, sign_writes};
-use tally_client::{Client, ClientError};
+use tally_client::{ApiTrust, Client, ClientError};
 use tally_protocol::identity::fingerprint;
 use tally_protocol::{Identity, OrgCa, Role, Signer, TxStatus};
 use tally_tests::adversary::{heartbeat, log_count, RoguePeer};
@@ -414,5 +413,161 @@ async fn an_organization_rotates_its_ca() {
         .await
         .expect("the nodes converge");
     assert_identical_chains(&tc, CH).await;
+    tc.assert_healthy();
+}
+
+/// A client of the cluster's nodes that also trusts `extra` CAs (a node moved to a new CA
+/// presents a certificate the cluster's own clients do not know).
+fn client_trusting(tc: &TestCluster, node: &str, extra: &[String]) -> Client {
+    let trust = tc
+        .api_trust()
+        .and(&ApiTrust::from_ca_pems(extra).expect("CA certificates"));
+    Client::new(&tc.api_url(node), &trust).expect("client")
+}
+
+/// Waits until every node reports the same height, last block hash and state root.
+async fn converged(clients: &[Client]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut tips = Vec::new();
+        for c in clients {
+            if let Ok(s) = c.status(CH).await {
+                tips.push((s.height, s.last_block_hash, s.state_root));
+            }
+        }
+        if tips.len() == clients.len() && tips.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {tips:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An organization with a node rotates its CA all the way: the new CA (same name, another key)
+/// is added, the node is re-issued from it and restarted on its new certificate, and once the
+/// old CA is removed the node still orders with the others while the old CA's client is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_moves_to_its_organizations_new_ca() {
+    let tc = TestCluster::start("rotate-node", 3, &[CH], |_| {}).await;
+    let org1 = org_dir(&tc, "org1");
+    let old_ca_pem = std::fs::read_to_string(org1.join("ca.pem")).expect("old CA");
+    let old_client = tc.identity("org1", Role::Client);
+    let next = tc.dir().join("orgs-next").join("org1");
+    let new_ca = OrgCa::generate("org1").expect("new CA");
+    new_ca.save(&next).expect("save the new CA");
+    let new_pem = new_ca.cert_pem();
+    let new_admin = issue(&next, Role::Admin, "admin");
+    let new_client = issue(&next, Role::Client, "client");
+
+    let mut args: Vec<String> = ["org", "add-ca", "--channel", CH, "--ca"]
+        .map(String::from)
+        .to_vec();
+    args.push(next.join("ca.pem").display().to_string());
+    args.extend([
+        "--approver".to_string(),
+        admin_dir(&tc, "org2").display().to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_committed(
+        &tallyctl(&tc, &admin_dir(&tc, "org1"), &refs),
+        "add the new CA",
+    );
+    wait_config(&tc, 1).await;
+
+    // The node's certificate from the new CA, for the same name and addresses; the org
+    // folder now holds the new CA, which is what the node's --org-ca reads.
+    let node = tc
+        .node_names()
+        .into_iter()
+        .find(|n| tc.node_org(n) == "org1")
+        .expect("org1 has a node");
+    let api = tc.api_url(&node);
+    let ip = api
+        .trim_start_matches("https://")
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .expect("host:port");
+    let reissued = new_ca
+        .issue(Role::Node, &node, &[ip, "localhost".to_string()])
+        .expect("node certificate");
+    new_ca.save(&org1).expect("org1 folder at the new CA");
+    new_ca
+        .save_identity(&org1, &reissued)
+        .expect("node certificate written");
+    tc.restart(&node)
+        .await
+        .expect("restart on the new certificate");
+    let all: Vec<Client> = tc
+        .node_names()
+        .iter()
+        .map(|n| client_trusting(&tc, n, std::slice::from_ref(&new_pem)))
+        .collect();
+    let moved = client_trusting(&tc, &node, std::slice::from_ref(&new_pem));
+    let deadline = Instant::now() + WAIT;
+    while !moved.status(CH).await.is_ok_and(|s| s.ready) {
+        assert!(
+            Instant::now() < deadline,
+            "{node} not ready on its new certificate:\n{}",
+            tc.log_tail(&node, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tc.client(&node).status(CH).await.is_err(),
+        "{node} still presents a certificate of the old CA"
+    );
+
+    // ---- the old CA goes; the node on the new one keeps ordering ---------------------------
+    let mut args: Vec<String> = ["org", "remove-ca", "--channel", CH, "--fingerprint"]
+        .map(String::from)
+        .to_vec();
+    args.push(
+        fingerprint(&tally_protocol::identity::pem_to_der(&old_ca_pem).expect("pem")).to_hex(),
+    );
+    args.extend([
+        "--approver".to_string(),
+        admin_dir(&tc, "org2").display().to_string(),
+    ]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let new_admin_dir = identity_dir(&next, Role::Admin, &new_admin.info.common_name);
+    assert_committed(&tallyctl(&tc, &new_admin_dir, &refs), "remove the old CA");
+    for c in &all {
+        let deadline = Instant::now() + WAIT;
+        while !c.status(CH).await.is_ok_and(|s| s.config_sequence >= 2) {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not apply the removal",
+                c.url()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for (i, c) in all.iter().enumerate() {
+        let tx = sign_writes(&old_client, CH, vec![put(&format!("old/{i}"), b"x")], false);
+        assert_api_error(&refused_write(c, &tx).await, 403, "not_member", c.url());
+        let tx = sign_writes(&new_client, CH, vec![put(&format!("new/{i}"), b"v")], false);
+        let r = c
+            .submit_wait(&tx)
+            .await
+            .unwrap_or_else(|e| panic!("new client through {}: {e}", c.url()));
+        assert_eq!(r.status, TxStatus::Committed, "{}", c.url());
+    }
+    // The moved node has every write and agrees with the others: it is still in the channel.
+    converged(&all).await;
+    let reader = moved.with_reader(new_client.clone());
+    for i in 0..all.len() {
+        assert!(
+            reader
+                .get(CH, &format!("new/{i}"))
+                .await
+                .expect("read")
+                .is_some(),
+            "new/{i} missing on {node}"
+        );
+    }
     tc.assert_healthy();
 }

@@ -140,6 +140,23 @@ pub fn remove_ca(
     checked(next)
 }
 
+/// `planned` with the revocations of `in_force` kept for every organization both list.
+/// A planner (the operator's, `tallyctl up`'s) knows nothing of revocations, which are made on
+/// the ledger; a planned configuration proposed without them would quietly undo them.
+pub fn keep_revocations(planned: &ChannelConfig, in_force: &ChannelConfig) -> ChannelConfig {
+    let mut next = planned.clone();
+    for m in &mut next.members {
+        if let Some(current) = in_force.member(&m.name) {
+            for fp in &current.revoked {
+                if !m.revoked.contains(fp) {
+                    m.revoked.push(*fp);
+                }
+            }
+        }
+    }
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +277,23 @@ mod tests {
             remove_ca(&rotated, "a", old_fp),
             Err(TrustChangeError::NoSuchCa { .. })
         ));
+    }
+
+    #[test]
+    fn a_planned_configuration_keeps_the_ledgers_revocations() {
+        let (a, b) = (
+            OrgCa::generate("a").expect("ca"),
+            OrgCa::generate("b").expect("ca"),
+        );
+        let planned = config(&a, &b);
+        let in_force = revoke(&planned, "a", Hash([3; 32])).expect("revoked");
+        let kept = keep_revocations(&planned, &in_force);
+        assert_eq!(kept, in_force);
+        assert_eq!(keep_revocations(&kept, &in_force), in_force, "idempotent");
+        // An organization the plan drops takes its revocations with it.
+        let mut fewer = planned.clone();
+        fewer.members.retain(|m| m.name == "b");
+        assert_eq!(keep_revocations(&fewer, &in_force), fewer);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_client::txs::{put, sign_writes};
-use tally_client::{ApiTrust, Client, ClientError};
+use tally_client::{AdminClient, ApiTrust, Client, ClientError};
 use tally_protocol::identity::fingerprint;
 use tally_protocol::{Identity, OrgCa, Role, Signer, TxStatus};
 use tally_tests::adversary::{heartbeat, log_count, RoguePeer};
@@ -135,6 +135,19 @@ async fn a_revoked_certificate_is_refused_by_every_node() {
     let org1 = org_dir(&tc, "org1");
     let lost = issue(&org1, Role::Client, "lost-laptop");
     let kept = tc.identity("org1", Role::Client);
+    let lost_admin = issue(&org1, Role::Admin, "lost-admin");
+    let org1_node = tc
+        .node_names()
+        .into_iter()
+        .find(|n| tc.node_org(n) == "org1")
+        .expect("org1 has a node");
+    let admin_api = |id: &Identity| {
+        AdminClient::new(&tc.admin_addr(&org1_node), &tc.ca_pem("org1"), id).expect("admin")
+    };
+    admin_api(&lost_admin)
+        .channel(CH)
+        .await
+        .expect("the second admin uses the admin API");
     assert_eq!(write(&tc, &lost, "before/lost").await, TxStatus::Committed);
     assert_eq!(write(&tc, &kept, "before/kept").await, TxStatus::Committed);
 
@@ -190,11 +203,27 @@ async fn a_revoked_certificate_is_refused_by_every_node() {
         &out,
         "the follower's organization revokes a node certificate",
     );
-    wait_config(&tc, 2).await;
+    let admin_cert = identity_dir(&org1, Role::Admin, "lost-admin").join("cert.pem");
+    let out = tallyctl(
+        &tc,
+        &admin_dir(&tc, "org1"),
+        &[
+            "org",
+            "revoke",
+            "--channel",
+            CH,
+            "--approver",
+            &admin_dir(&tc, "org2").display().to_string(),
+            "--cert",
+            &admin_cert.display().to_string(),
+        ],
+    );
+    assert_committed(&out, "org1 revokes an admin");
+    wait_config(&tc, 3).await;
     let config = tc.client(&leader).config(CH).await.expect("config");
     assert_eq!(
         config.member("org1").expect("org1").revoked,
-        vec![fingerprint(&lost.cert_der)]
+        vec![fingerprint(&lost.cert_der), fingerprint(&lost_admin.cert_der)]
     );
 
     // ---- every node refuses the revoked client on every path ------------------------------
@@ -234,6 +263,16 @@ async fn a_revoked_certificate_is_refused_by_every_node() {
             .expect("org1's other client writes");
         assert_eq!(r.status, TxStatus::Committed, "{name}");
     }
+
+    // ---- the revoked admin on the admin API; the organization's other admin still works ----
+    admin_api(&lost_admin)
+        .channel(CH)
+        .await
+        .expect_err("a revoked admin is turned away");
+    admin_api(&tc.identity("org1", Role::Admin))
+        .channel(CH)
+        .await
+        .expect("org1's other admin");
 
     // ---- the revoked node certificate on the peer port -----------------------------------
     let before = tc.client(&leader).status(CH).await.expect("status");

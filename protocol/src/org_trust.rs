@@ -279,6 +279,43 @@ mod tests {
         ));
     }
 
+    fn member() -> impl proptest::strategy::Strategy<Value = OrgMember> {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        (
+            "[a-z]{1,6}",
+            ".{0,12}",
+            vec(".{0,12}", 0..3),
+            vec(any::<[u8; 32]>().prop_map(Hash), 0..4),
+        )
+            .prop_map(|(name, ca_pem, extra_cas, revoked)| OrgMember {
+                name,
+                ca_pem,
+                extra_cas,
+                revoked,
+            })
+    }
+
+    proptest::proptest! {
+        /// Any configuration, with or without trust lists, encodes in the one format that
+        /// fits it and decodes back to itself (the hash is consensus: one encoding only).
+        #[test]
+        fn configurations_with_any_trust_lists_round_trip(
+            members in proptest::collection::vec(member(), 0..4),
+        ) {
+            let c = ChannelConfig::new("ch", members, vec![], vec![]);
+            let bytes = c.to_bytes();
+            let trust = c
+                .members
+                .iter()
+                .any(|m| !m.extra_cas.is_empty() || !m.revoked.is_empty());
+            proptest::prop_assert_eq!(bytes[0], if trust { 2 } else { 1 });
+            let back = ChannelConfig::from_bytes(&bytes).expect("decodes");
+            proptest::prop_assert_eq!(back.to_bytes(), bytes);
+            proptest::prop_assert_eq!(back, c);
+        }
+    }
+
     #[test]
     fn a_planned_configuration_keeps_the_ledgers_revocations() {
         let (a, b) = (

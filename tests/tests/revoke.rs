@@ -223,7 +223,10 @@ async fn a_revoked_certificate_is_refused_by_every_node() {
     let config = tc.client(&leader).config(CH).await.expect("config");
     assert_eq!(
         config.member("org1").expect("org1").revoked,
-        vec![fingerprint(&lost.cert_der), fingerprint(&lost_admin.cert_der)]
+        vec![
+            fingerprint(&lost.cert_der),
+            fingerprint(&lost_admin.cert_der)
+        ]
     );
 
     // ---- every node refuses the revoked client on every path ------------------------------

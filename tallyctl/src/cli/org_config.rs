@@ -200,11 +200,37 @@ pub async fn revoke(ctx: &Ctx, a: RevokeArgs) -> Result<()> {
     let org = org_of(ctx, &a.target)?;
     let (current, applied) = in_force(ctx, &a.target.channel).await?;
     let next = match (&a.cert, &a.fingerprint) {
-        (Some(path), _) => org_trust::revoke_cert(&current, &org, &read_cert(path)?)?,
+        (Some(path), _) => {
+            let der = read_cert(path)?;
+            warn_if_node_in_use(&current, &der);
+            org_trust::revoke_cert(&current, &org, &der)?
+        }
         (None, Some(fp)) => org_trust::revoke(&current, &org, parse_fingerprint(fp)?)?,
         (None, None) => bail!("pass --cert FILE or --fingerprint HEX"),
     };
     submit_change(ctx, &a.target, &current, applied, next, "revoke").await
+}
+
+/// The configuration cannot tell which certificate a node runs with, so revoking one in use
+/// is allowed; but a node cut off that way stops ordering, and enough of them stop the channel
+/// (and with it any configuration change that could undo it). Say so before it happens.
+fn warn_if_node_in_use(config: &ChannelConfig, der: &[u8]) {
+    let Ok(info) = tally_protocol::identity::inspect(der) else {
+        return;
+    };
+    if info.role == Role::Node && config.node(&info.common_name).is_some() {
+        let what = if config.consenters.iter().any(|n| n.name == info.common_name) {
+            "a consenter"
+        } else {
+            "an observer"
+        };
+        tracing::warn!(
+            "{} is {what} of channel {}: if this is the certificate it runs with, it is cut off \
+             from its peers from the next block on; re-issue its certificate and restart it first",
+            info.common_name,
+            config.name
+        );
+    }
 }
 
 pub async fn add_ca(ctx: &Ctx, a: AddCaArgs) -> Result<()> {

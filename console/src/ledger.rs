@@ -337,10 +337,7 @@ mod tests {
     use tally_protocol::{NodeRef, OrgCa, OrgMember};
 
     fn config(readers: &[&str]) -> ChannelConfig {
-        let member = |o: &str| OrgMember {
-            name: o.into(),
-            ca_pem: OrgCa::generate(o).unwrap().cert_pem(),
-        };
+        let member = |o: &str| OrgMember::new(o, &OrgCa::generate(o).unwrap().cert_pem());
         let node = |id: u64, org: &str| NodeRef {
             id,
             name: format!("n{id}"),

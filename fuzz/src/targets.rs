@@ -215,6 +215,11 @@ pub fn seeds() -> Result<Seeds, String> {
         "snapshot_interval": 100,
     }))
     .map_err(|e| err(&e))?;
+    // Mid-rotation with a revocation: the format-2 configuration encoding.
+    let next_ca = OrgCa::generate("org1").map_err(|e| err(&e))?;
+    let mut rotating = config.clone();
+    rotating.members[0].extra_cas.push(next_ca.cert_pem());
+    rotating.members[0].revoked.push(h(0x5e));
     let bodies: Vec<TxBody> = payloads
         .iter()
         .enumerate()
@@ -350,7 +355,7 @@ pub fn seeds() -> Result<Seeds, String> {
         ("block", all(&[block, empty_block])),
         ("org_member", all(&config.members)),
         ("node_ref", all(&nodes)),
-        ("channel_config", all(&[config])),
+        ("channel_config", all(&[config, rotating])),
         ("approval", all(&update.approvals)),
         ("config_update", all(&[update])),
         ("init_call", all(&[init])),

@@ -302,9 +302,10 @@ fn internal(e: impl std::fmt::Display) -> Response<Body> {
 fn reject_status(code: RejectCode) -> StatusCode {
     match code {
         RejectCode::BadSignature => StatusCode::UNAUTHORIZED,
-        RejectCode::NotMember | RejectCode::UnknownCertificate | RejectCode::Forbidden => {
-            StatusCode::FORBIDDEN
-        }
+        RejectCode::NotMember
+        | RejectCode::UnknownCertificate
+        | RejectCode::Forbidden
+        | RejectCode::Revoked => StatusCode::FORBIDDEN,
         RejectCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RejectCode::Duplicate => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,

@@ -24,6 +24,7 @@ pub mod server;
 pub mod sim;
 pub mod snapshot_builder;
 pub mod tls;
+pub mod tls_revoked;
 pub mod transport;
 pub mod verifier;
 pub mod wall_clock;

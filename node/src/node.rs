@@ -110,7 +110,11 @@ impl Node {
         ));
         let transport = Arc::new(Transport::new(identity.clone(), runtime, metrics.clone()));
         let verifier = crate::verifier::Verifier::start()?;
-        let api_tls = crate::tls::api_server_config(&identity, std::slice::from_ref(&org_ca.der))?;
+        let api_tls = crate::tls::api_server_config(
+            &identity,
+            std::slice::from_ref(&org_ca.der),
+            Default::default(),
+        )?;
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
             name: identity.info.subject_cn(),
@@ -291,7 +295,7 @@ impl Node {
     /// channel's messages only with that channel's CA for their organization.
     fn refresh_trust(&self) -> Result<(), JoinError> {
         let mut trust = self.trust.write();
-        let channels: Vec<(String, Vec<(String, String)>)> = self
+        let channels: Vec<(String, Vec<tally_protocol::TrustedCa>)> = self
             .channels
             .read()
             .values()
@@ -303,7 +307,7 @@ impl Node {
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
         let mut cas = next.all_der();
         cas.push(self.org_ca.der.clone());
-        *self.api_tls.write() = crate::tls::api_server_config(&self.identity, &cas)
+        *self.api_tls.write() = crate::tls::api_server_config(&self.identity, &cas, next.revoked())
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
         *trust = next;
         Ok(())
@@ -339,6 +343,14 @@ impl Node {
             }
             Err(why) => tracing::debug!(channel, "raft message refused: {why}"),
         }
+    }
+
+    /// Whether a channel this node serves revokes the certificate `der`.
+    pub fn revokes(&self, der: &[u8]) -> bool {
+        self.trust
+            .read()
+            .revoked()
+            .contains(&tally_protocol::identity::fingerprint(der))
     }
 
     /// Whether `sender` may speak for `node` on `channel` (see [`TrustMap::admit`]).

@@ -7,10 +7,15 @@
 //! connection), and for each Raft message the certificate's node name and organization must be
 //! those of the node whose Raft id the message claims, in the channel's configuration in force,
 //! with that channel's CA for the organization.
+//!
+//! A certificate its organization revoked in a channel's configuration is refused on every
+//! connection while any channel this node serves revokes it, and for each message of a channel
+//! that revokes it (so a connection opened before the revocation stops speaking at once).
 
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tally_protocol::identity::{self, now_unix, CertInfo, IdentityError, Role, TrustedCa};
 use tally_protocol::{Hash, NodeRef};
 
@@ -34,6 +39,8 @@ impl Ca {
 pub struct PeerCert {
     pub der: Vec<u8>,
     pub info: CertInfo,
+    /// What revocations name it by (see [`identity::fingerprint`]).
+    pub fingerprint: Hash,
     /// CAs (by fingerprint) that verified this certificate: checking a signature per Raft
     /// message would cost more than the message.
     verified: Mutex<Vec<Hash>>,
@@ -51,6 +58,7 @@ impl PeerCert {
             )));
         }
         Ok(PeerCert {
+            fingerprint: identity::fingerprint(&der),
             der,
             info,
             verified: Mutex::new(Vec::new()),
@@ -76,6 +84,12 @@ impl PeerCert {
         cas.is_some_and(|cas| cas.iter().any(|ca| self.issued_by(ca)))
     }
 
+    /// Whether the organization behind `cas` revoked this certificate. Not cached: a
+    /// revocation must reach connections that were verified before it.
+    fn revoked_by(&self, cas: Option<&Vec<Ca>>) -> bool {
+        cas.is_some_and(|cas| cas.iter().any(|ca| ca.ca.revokes(&self.fingerprint)))
+    }
+
     /// True the first time it is asked: one warning per connection, not one per message.
     pub fn first_refusal(&self) -> bool {
         !self.warned.swap(true, Ordering::Relaxed)
@@ -90,25 +104,19 @@ pub struct TrustMap {
 }
 
 impl TrustMap {
-    /// Builds the map from each channel's `(organization, CA PEM)` list. An organization that
-    /// left a channel keeps its last CA: Raft still talks to a departing node until the change
-    /// completes, and which node ids are accepted at all is decided by the channel, not here.
+    /// Builds the map from each channel's member CAs (every CA of each organization, each
+    /// knowing what the organization revoked). An organization that left a channel keeps its
+    /// last CAs: Raft still talks to a departing node until the change completes, and which
+    /// node ids are accepted at all is decided by the channel, not here.
     pub fn build(
         previous: &TrustMap,
-        channels: impl IntoIterator<Item = (String, Vec<(String, String)>)>,
+        channels: impl IntoIterator<Item = (String, Vec<TrustedCa>)>,
     ) -> TrustMap {
         let mut out = TrustMap::default();
         for (channel, members) in channels {
             let mut orgs: HashMap<String, Vec<Ca>> = HashMap::new();
-            for (org, pem) in members {
-                let Ok(ca) = TrustedCa::from_pem(&org, &pem) else {
-                    continue;
-                };
-                let ca = Ca::new(ca);
-                let list = orgs.entry(org).or_default();
-                if !list.iter().any(|c| c.fingerprint == ca.fingerprint) {
-                    list.push(ca);
-                }
+            for ca in members {
+                add_ca(orgs.entry(ca.org.clone()).or_default(), Ca::new(ca));
             }
             if let Some(old) = previous.channels.get(&channel) {
                 for (org, cas) in old {
@@ -121,19 +129,28 @@ impl TrustMap {
     }
 
     /// Every CA by organization, over all channels: what a connection is checked against.
+    /// A CA listed by several channels refuses what any of them revokes.
     pub fn by_org(&self) -> HashMap<String, Vec<Ca>> {
         let mut out: HashMap<String, Vec<Ca>> = HashMap::new();
         for orgs in self.channels.values() {
             for (org, cas) in orgs {
                 let list = out.entry(org.clone()).or_default();
                 for ca in cas {
-                    if !list.iter().any(|c| c.fingerprint == ca.fingerprint) {
-                        list.push(ca.clone());
-                    }
+                    add_ca(list, ca.clone());
                 }
             }
         }
         out
+    }
+
+    /// Fingerprints of every certificate revoked in any channel this node serves: the client
+    /// and admin listeners refuse them at the handshake.
+    pub fn revoked(&self) -> BTreeSet<Hash> {
+        self.channels
+            .values()
+            .flat_map(|orgs| orgs.values().flatten())
+            .flat_map(|ca| ca.ca.revoked().iter().copied())
+            .collect()
     }
 
     /// Every CA certificate (DER), for the TLS handshake.
@@ -154,7 +171,14 @@ impl TrustMap {
                 sender.info.common_name, sender.info.org, node.id, node.name, node.org
             ));
         }
-        if sender.issued_by_any(self.channels.get(channel).and_then(|o| o.get(&node.org))) {
+        let cas = self.channels.get(channel).and_then(|o| o.get(&node.org));
+        if sender.revoked_by(cas) {
+            return Err(format!(
+                "certificate {} of node {:?} is revoked by organization {} in channel {channel}",
+                sender.fingerprint, node.name, node.org
+            ));
+        }
+        if sender.issued_by_any(cas) {
             Ok(())
         } else {
             Err(format!(
@@ -165,9 +189,35 @@ impl TrustMap {
     }
 }
 
-/// Checks a connection's certificate against the CA of the organization it names.
+/// Adds `ca` to an organization's list; the same CA from another channel adds that
+/// channel's revocations to it.
+fn add_ca(list: &mut Vec<Ca>, ca: Ca) {
+    match list.iter_mut().find(|c| c.fingerprint == ca.fingerprint) {
+        None => list.push(ca),
+        Some(c) if c.ca.revoked() != ca.ca.revoked() => {
+            let union: BTreeSet<Hash> =
+                c.ca.revoked()
+                    .iter()
+                    .chain(ca.ca.revoked().iter())
+                    .copied()
+                    .collect();
+            c.ca = c.ca.clone().with_revoked(Arc::new(union));
+        }
+        Some(_) => {}
+    }
+}
+
+/// Checks a connection's certificate against the CA of the organization it names, and
+/// against what that organization revoked.
 pub fn check_org(cert: &PeerCert, by_org: &HashMap<String, Vec<Ca>>) -> Result<(), String> {
-    if cert.issued_by_any(by_org.get(&cert.info.org)) {
+    let cas = by_org.get(&cert.info.org);
+    if cert.revoked_by(cas) {
+        return Err(format!(
+            "certificate {} of {:?} is revoked by organization {}",
+            cert.fingerprint, cert.info.common_name, cert.info.org
+        ));
+    }
+    if cert.issued_by_any(cas) {
         Ok(())
     } else {
         Err(format!(
@@ -198,13 +248,7 @@ mod tests {
         let b = OrgCa::generate("b").expect("ca");
         let map = TrustMap::build(
             &TrustMap::default(),
-            [(
-                "ch".to_string(),
-                vec![
-                    ("a".to_string(), a.cert_pem()),
-                    ("b".to_string(), b.cert_pem()),
-                ],
-            )],
+            [("ch".to_string(), vec![a.trusted(), b.trusted()])],
         );
         let by_org = map.by_org();
         let honest =
@@ -234,9 +278,49 @@ mod tests {
         let a = OrgCa::generate("a").expect("ca");
         let first = TrustMap::build(
             &TrustMap::default(),
-            [("ch".to_string(), vec![("a".to_string(), a.cert_pem())])],
+            [("ch".to_string(), vec![a.trusted()])],
         );
         let later = TrustMap::build(&first, [("ch".to_string(), vec![])]);
         assert_eq!(later.all_der().len(), 1);
+    }
+
+    #[test]
+    fn a_revoked_node_certificate_is_refused_per_connection_and_per_message() {
+        let a = OrgCa::generate("a").expect("ca");
+        let cert = a.issue(Role::Node, "na", &[]).expect("issue").cert_der;
+        let open = TrustMap::build(
+            &TrustMap::default(),
+            [
+                ("ch".to_string(), vec![a.trusted()]),
+                ("other".to_string(), vec![a.trusted()]),
+            ],
+        );
+        // Verified (and cached) before the revocation, as a live connection would be.
+        let peer = PeerCert::new(cert.clone()).expect("cert");
+        assert!(check_org(&peer, &open.by_org()).is_ok());
+        assert!(open.admit("ch", &node(1, "na", "a"), &peer).is_ok());
+
+        let revoked = Arc::new(BTreeSet::from([identity::fingerprint(&cert)]));
+        let map = TrustMap::build(
+            &open,
+            [
+                ("ch".to_string(), vec![a.trusted().with_revoked(revoked)]),
+                ("other".to_string(), vec![a.trusted()]),
+            ],
+        );
+        let why = map
+            .admit("ch", &node(1, "na", "a"), &peer)
+            .expect_err("revoked in ch");
+        assert!(why.contains("revoked"), "{why}");
+        // A channel that does not revoke it still hears it; a new connection is refused,
+        // since one channel of this node revokes it.
+        assert!(map.admit("other", &node(1, "na", "a"), &peer).is_ok());
+        let why = check_org(&peer, &map.by_org()).expect_err("refused at connection");
+        assert!(why.contains("revoked"), "{why}");
+        assert_eq!(map.revoked().len(), 1);
+        // A sibling certificate of the same organization is untouched.
+        let sibling =
+            PeerCert::new(a.issue(Role::Node, "nb", &[]).expect("issue").cert_der).expect("cert");
+        assert!(check_org(&sibling, &map.by_org()).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use tally_protocol::identity;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 pub struct Listeners {
     pub api: TcpListener,
@@ -141,16 +141,38 @@ async fn serve_admin(
             else {
                 return;
             };
-            // The verifier accepted only certificates from this node's own organization CA.
-            let caller = tls
+            // The verifier accepted only certificates from this node's own organization CA;
+            // one that a channel of this node revokes is turned away here, and on a
+            // connection opened before the revocation, at each request.
+            let Some(der) = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|c| identity::inspect(c.as_ref()).ok());
-            let Some(caller) = caller else { return };
+                .map(|c| c.as_ref().to_vec())
+            else {
+                return;
+            };
+            if node.revokes(&der) {
+                warn!(%remote, "admin connection refused: its certificate is revoked");
+                return;
+            }
+            let Ok(caller) = identity::inspect(&der) else {
+                return;
+            };
+            let der = Arc::new(der);
             let ended = serve_http(tls, limits, move |req| {
-                crate::admin::handle(node.clone(), caller.clone(), req)
+                let (node, caller, der) = (node.clone(), caller.clone(), der.clone());
+                async move {
+                    if node.revokes(&der) {
+                        return crate::http::error(
+                            hyper::StatusCode::FORBIDDEN,
+                            "revoked",
+                            "the admin certificate is revoked in a channel configuration",
+                        );
+                    }
+                    crate::admin::handle(node, caller, req).await
+                }
             })
             .await;
             debug!(%remote, ?ended, "admin connection ended");

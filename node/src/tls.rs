@@ -6,8 +6,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use tally_protocol::Identity;
+use tally_protocol::{Hash, Identity};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -60,12 +61,17 @@ pub fn server_config(id: &Identity, cas: &[Vec<u8>]) -> Result<Arc<ServerConfig>
 /// The client API's server: TLS 1.3 only, presenting the node's certificate (issued by its
 /// organization CA, naming the node's DNS names and addresses). A client certificate is
 /// optional; one that is presented must chain to one of `cas` (the member organizations of
-/// the channels the node serves), or the handshake fails.
-pub fn api_server_config(id: &Identity, cas: &[Vec<u8>]) -> Result<Arc<ServerConfig>, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(cas)?, provider())
+/// the channels the node serves) and not be `revoked` (by fingerprint), or the handshake fails.
+pub fn api_server_config(
+    id: &Identity,
+    cas: &[Vec<u8>],
+    revoked: BTreeSet<Hash>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots(cas)?, provider())
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let verifier = crate::tls_revoked::RefuseRevoked::new(webpki, revoked);
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

@@ -111,6 +111,20 @@ async fn converge(
         }
         observed.nodes.push(view);
     }
+    // Revocations are made on the ledger, not planned: keep the channel's, or proposing the
+    // plan would undo them.
+    let furthest = reached
+        .iter()
+        .filter_map(|r| r.3.as_ref())
+        .max_by_key(|i| (i.status.config_sequence, i.status.height));
+    let kept;
+    let genesis = match furthest {
+        Some(info) => {
+            kept = tally_protocol::org_trust::keep_revocations(genesis, &info.config);
+            &kept
+        }
+        None => genesis,
+    };
     let target = ChannelTarget {
         config: genesis.hash().to_string(),
         consenters: genesis.consenters.iter().map(|n| n.name.clone()).collect(),

@@ -809,10 +809,7 @@ fn plan_channels(
             .members
             .iter()
             .filter_map(|m| orgs.iter().find(|o| &o.name == m))
-            .map(|o| OrgMember {
-                name: o.name.clone(),
-                ca_pem: o.ca_pem.clone(),
-            })
+            .map(|o| OrgMember::new(&o.name, &o.ca_pem))
             .collect();
         if member_list.len() != ch.members.len() {
             continue; // an organization without a usable CA, reported with the consortium

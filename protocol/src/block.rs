@@ -132,12 +132,14 @@ pub enum RejectCode {
     /// A chaincode commit without the approvals the lifecycle policy needs.
     NotApproved,
     UnknownChaincode,
+    /// The signer's certificate is revoked by its organization in the configuration in force.
+    Revoked,
 }
 
 impl RejectCode {
     /// Every code, in tag order: a code's position is its canonical tag, so new codes are
     /// only ever appended.
-    pub const ALL: [RejectCode; 15] = [
+    pub const ALL: [RejectCode; 16] = [
         RejectCode::BadSignature,
         RejectCode::UnknownCertificate,
         RejectCode::NotMember,
@@ -153,6 +155,7 @@ impl RejectCode {
         RejectCode::MemoryLimit,
         RejectCode::NotApproved,
         RejectCode::UnknownChaincode,
+        RejectCode::Revoked,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -172,6 +175,7 @@ impl RejectCode {
             RejectCode::MemoryLimit => "memory_limit",
             RejectCode::NotApproved => "not_approved",
             RejectCode::UnknownChaincode => "unknown_chaincode",
+            RejectCode::Revoked => "revoked",
         }
     }
 

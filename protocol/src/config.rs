@@ -6,6 +6,7 @@ use crate::hash::Hash;
 use crate::identity::{self, IdentityError, TrustedCa};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +14,49 @@ pub struct OrgMember {
     pub name: String,
     /// PEM of the organization's CA certificate.
     pub ca_pem: String,
+    /// PEMs of further CAs whose certificates are the organization's too: during a CA
+    /// rotation the new CA is listed here beside the old one, identities are re-issued from
+    /// it, then the old one is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_cas: Vec<String>,
+    /// Certificates of this organization that no node accepts any more, by the SHA-256 of
+    /// their DER (see [`identity::fingerprint`]). A fingerprint, not a serial number: it names
+    /// one exact certificate whichever of the organization's CAs issued it, and a client can
+    /// compute it from the certificate alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<Hash>,
+}
+
+impl OrgMember {
+    /// A member with one CA and nothing revoked.
+    pub fn new(name: &str, ca_pem: &str) -> OrgMember {
+        OrgMember {
+            name: name.to_string(),
+            ca_pem: ca_pem.to_string(),
+            extra_cas: Vec::new(),
+            revoked: Vec::new(),
+        }
+    }
+
+    /// Every CA certificate of the organization, the current one first.
+    pub fn ca_pems(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.ca_pem).chain(self.extra_cas.iter())
+    }
+
+    /// The organization's CAs as trust anchors, each refusing the revoked certificates.
+    pub fn trusted(&self) -> Result<Vec<TrustedCa>, IdentityError> {
+        let revoked: Arc<BTreeSet<Hash>> = Arc::new(self.revoked.iter().copied().collect());
+        self.ca_pems()
+            .map(|pem| {
+                TrustedCa::from_pem(&self.name, pem).map(|ca| ca.with_revoked(revoked.clone()))
+            })
+            .collect()
+    }
+
+    /// Whether anything beyond the one CA is set (what format 1 of the encoding cannot carry).
+    fn has_trust_changes(&self) -> bool {
+        !self.extra_cas.is_empty() || !self.revoked.is_empty()
+    }
 }
 
 /// A node of the channel. `id` is the node's Raft id in every channel it serves.
@@ -116,6 +160,34 @@ pub enum ConfigError {
         org: String,
         source: IdentityError,
     },
+    #[error("channel {channel}: organization {org:?} lists the same CA certificate twice")]
+    DuplicateCa { channel: String, org: String },
+    #[error("channel {channel}: organization {org:?} has {got} CA certificates; at most {max} may be listed at once")]
+    TooManyCas {
+        channel: String,
+        org: String,
+        got: usize,
+        max: usize,
+    },
+    #[error("channel {channel}: organization {org:?} revokes certificate {fingerprint} twice")]
+    DuplicateRevoked {
+        channel: String,
+        org: String,
+        fingerprint: Hash,
+    },
+    #[error("channel {channel}: organization {org:?} revokes {fingerprint}, which is one of its own listed CAs; remove the CA instead")]
+    RevokedCa {
+        channel: String,
+        org: String,
+        fingerprint: Hash,
+    },
+    #[error("channel {channel}: organization {org:?} revokes {got} certificates; at most {max} may be listed")]
+    TooManyRevoked {
+        channel: String,
+        org: String,
+        got: usize,
+        max: usize,
+    },
     #[error("channel {channel}: policy {policy} names {org:?}, which is not a member")]
     PolicyNotMember {
         channel: String,
@@ -148,6 +220,12 @@ pub const MAX_BATCH_TXS: u32 = 10_000;
 pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
 /// Smallest `max_tx_bytes`: below it not even a transaction signed by certificate hash fits.
 pub const MIN_MAX_TX_BYTES: u32 = 64;
+/// Most CA certificates an organization lists at once: the current one and those being
+/// rotated in or out.
+pub const MAX_ORG_CAS: usize = 4;
+/// Most revoked certificates an organization lists; revoking more than this means the CA
+/// itself is compromised, and it should be rotated out instead.
+pub const MAX_REVOKED_PER_ORG: usize = 10_000;
 /// Widest transaction window (which is also how far one block's time may step ahead of the
 /// previous block's without its transactions vouching for it).
 pub const MAX_TX_WINDOW_S: u32 = 86_400;
@@ -203,19 +281,7 @@ impl ChannelConfig {
                     org: m.name.clone(),
                 });
             }
-            let bad = |source| ConfigError::BadCa {
-                channel: ch(),
-                org: m.name.clone(),
-                source,
-            };
-            let ca = TrustedCa::from_pem(&m.name, &m.ca_pem).map_err(bad)?;
-            let named = identity::ca_org(&m.ca_pem).map_err(bad)?;
-            if named != m.name {
-                return Err(bad(IdentityError::BadCertificate(format!(
-                    "CA certificate names organization {named:?}"
-                ))));
-            }
-            cas.push(ca);
+            cas.extend(self.validate_member(m)?);
         }
         let mut ids = BTreeSet::new();
         for n in self.nodes() {
@@ -250,6 +316,75 @@ impl ChannelConfig {
             }
         }
         Ok(cas)
+    }
+
+    /// One organization's CAs and revocations; returns its CAs.
+    fn validate_member(&self, m: &OrgMember) -> Result<Vec<TrustedCa>, ConfigError> {
+        let ch = || self.name.clone();
+        let org = || m.name.clone();
+        let bad = |source| ConfigError::BadCa {
+            channel: ch(),
+            org: org(),
+            source,
+        };
+        let count = 1 + m.extra_cas.len();
+        if count > MAX_ORG_CAS {
+            return Err(ConfigError::TooManyCas {
+                channel: ch(),
+                org: org(),
+                got: count,
+                max: MAX_ORG_CAS,
+            });
+        }
+        for pem in m.ca_pems() {
+            let named = identity::ca_org(pem).map_err(bad)?;
+            if named != m.name {
+                return Err(bad(IdentityError::BadCertificate(format!(
+                    "CA certificate names organization {named:?}"
+                ))));
+            }
+        }
+        let cas = m.trusted().map_err(bad)?;
+        let mut ca_prints = BTreeSet::new();
+        for ca in &cas {
+            if !ca_prints.insert(identity::fingerprint(&ca.der)) {
+                return Err(ConfigError::DuplicateCa {
+                    channel: ch(),
+                    org: org(),
+                });
+            }
+        }
+        if m.revoked.len() > MAX_REVOKED_PER_ORG {
+            return Err(ConfigError::TooManyRevoked {
+                channel: ch(),
+                org: org(),
+                got: m.revoked.len(),
+                max: MAX_REVOKED_PER_ORG,
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for fp in &m.revoked {
+            if !seen.insert(*fp) {
+                return Err(ConfigError::DuplicateRevoked {
+                    channel: ch(),
+                    org: org(),
+                    fingerprint: *fp,
+                });
+            }
+            if ca_prints.contains(fp) {
+                return Err(ConfigError::RevokedCa {
+                    channel: ch(),
+                    org: org(),
+                    fingerprint: *fp,
+                });
+            }
+        }
+        Ok(cas)
+    }
+
+    /// The member entry of `org`.
+    pub fn member(&self, org: &str) -> Option<&OrgMember> {
+        self.members.iter().find(|m| m.name == org)
     }
 
     /// The sizes and times every node relies on: a block fits a peer frame, a transaction
@@ -316,6 +451,7 @@ impl ChannelConfig {
     }
 }
 
+/// The format-1 part of a member; extra CAs and revocations follow the whole configuration.
 impl Encode for OrgMember {
     fn encode(&self, w: &mut Writer) {
         w.str(&self.name);
@@ -327,6 +463,8 @@ impl Decode for OrgMember {
         Ok(OrgMember {
             name: r.str("org")?,
             ca_pem: r.str("ca")?,
+            extra_cas: Vec::new(),
+            revoked: Vec::new(),
         })
     }
 }
@@ -351,9 +489,16 @@ impl Decode for NodeRef {
     }
 }
 
+/// Format 1 carries one CA per organization and no revocations; format 2 adds, after every
+/// format-1 field, each member's extra CAs and revoked fingerprints (in member order). A
+/// configuration without either is always written in format 1, so that the hash of every
+/// configuration written before format 2 existed stays what its genesis block commits to.
+const CONFIG_FORMAT_TRUST: u8 = 2;
+
 impl Encode for ChannelConfig {
     fn encode(&self, w: &mut Writer) {
-        w.u8(1);
+        let trust = self.members.iter().any(OrgMember::has_trust_changes);
+        w.u8(if trust { CONFIG_FORMAT_TRUST } else { 1 });
         w.str(&self.name);
         w.seq(&self.members);
         w.seq(&self.consenters);
@@ -367,12 +512,24 @@ impl Encode for ChannelConfig {
         w.u64(self.snapshot_interval);
         w.u32(self.max_tx_bytes);
         w.u32(self.tx_window_s);
+        if trust {
+            for m in &self.members {
+                w.seq(&m.extra_cas);
+                w.seq(&m.revoked);
+            }
+        }
     }
 }
 impl Decode for ChannelConfig {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        r.format("config format", 1)?;
-        Ok(ChannelConfig {
+        let format = r.u8("config format")?;
+        if format != 1 && format != CONFIG_FORMAT_TRUST {
+            return Err(DecodeError::BadTag {
+                what: "config format",
+                tag: format,
+            });
+        }
+        let mut c = ChannelConfig {
             name: r.str("name")?,
             members: r.seq("members")?,
             consenters: r.seq("consenters")?,
@@ -390,7 +547,21 @@ impl Decode for ChannelConfig {
             snapshot_interval: r.u64("snapshot_interval")?,
             max_tx_bytes: r.u32("max_tx_bytes")?,
             tx_window_s: r.u32("tx_window_s")?,
-        })
+        };
+        if format == CONFIG_FORMAT_TRUST {
+            for m in &mut c.members {
+                m.extra_cas = r.seq("extra CAs")?;
+                m.revoked = r.seq("revoked certificates")?;
+            }
+            // Format 2 with nothing in it has a format-1 encoding, the only canonical one.
+            if !c.members.iter().any(OrgMember::has_trust_changes) {
+                return Err(DecodeError::BadTag {
+                    what: "config format (2 without extra CAs or revocations)",
+                    tag: format,
+                });
+            }
+        }
+        Ok(c)
     }
 }
 
@@ -402,10 +573,7 @@ mod tests {
         let ca = crate::OrgCa::generate("org1").expect("ca");
         ChannelConfig::new(
             "ch",
-            vec![OrgMember {
-                name: "org1".into(),
-                ca_pem: ca.cert_pem(),
-            }],
+            vec![OrgMember::new("org1", &ca.cert_pem())],
             vec![NodeRef {
                 id: 1,
                 name: "n1".into(),

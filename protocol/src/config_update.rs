@@ -260,10 +260,7 @@ mod tests {
     fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
         let members = orgs
             .iter()
-            .map(|o| OrgMember {
-                name: o.ca.org.clone(),
-                ca_pem: o.ca.cert_pem(),
-            })
+            .map(|o| OrgMember::new(&o.ca.org, &o.ca.cert_pem()))
             .collect();
         ChannelConfig::new("ch", members, consenters, vec![])
     }
@@ -367,6 +364,27 @@ mod tests {
         assert!(matches!(approve(renamed), Err(UpdateError::Renamed { .. })));
         let orphan = config(&[&a], vec![node(1, "a"), node(2, "b")]);
         assert!(matches!(approve(orphan), Err(UpdateError::Invalid(_))));
+    }
+
+    #[test]
+    fn an_approval_by_a_revoked_admin_does_not_count() {
+        let (a, b, c) = (org("a"), org("b"), org("c"));
+        let mut current = config(&[&a, &b, &c], vec![node(1, "a")]);
+        current.members[1]
+            .revoked
+            .push(identity::fingerprint(&b.admin.cert_der));
+        let cas = current.validate().expect("valid");
+        let mut next = current.clone();
+        next.consenters.push(node(2, "c"));
+        let mut u = ConfigUpdate::new(&current, 0, next);
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        match u.check(&current, 0, &cas, now()) {
+            Err(UpdateError::BadApproval { index: 1, reason }) => {
+                assert!(reason.contains("revoked"), "{reason}")
+            }
+            other => panic!("a revoked admin's approval: {other:?}"),
+        }
     }
 
     #[test]

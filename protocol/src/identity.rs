@@ -9,9 +9,11 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, SanType, PKCS_ED25519,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use thiserror::Error;
 use x509_parser::prelude::*;
 
@@ -29,6 +31,8 @@ pub enum IdentityError {
     BadChain(String),
     #[error("certificate is outside its validity period")]
     Expired,
+    #[error("certificate {0} is revoked by its organization in the channel configuration")]
+    Revoked(Hash),
     #[error("certificate has no role (organizational unit node, admin or client)")]
     NoRole,
     #[error("{path}: {source}")]
@@ -115,6 +119,14 @@ pub fn cert_hash(der: &[u8]) -> Hash {
     Hash::tagged(b"tally-cert", &[der])
 }
 
+/// The plain SHA-256 of a certificate's DER: what `openssl x509 -noout -fingerprint -sha256`
+/// prints (without the colons), and how a channel configuration names a revoked certificate.
+/// Untagged on purpose, so that an operator can compute it with the tools at hand.
+pub fn fingerprint(der: &[u8]) -> Hash {
+    use sha2::{Digest, Sha256};
+    Hash(Sha256::digest(der).into())
+}
+
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, IdentityError> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(bad)?;
     if !rest.is_empty() {
@@ -161,13 +173,15 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo, IdentityError> {
     })
 }
 
-/// An organization's CA certificate as a channel member knows it.
+/// An organization's CA certificate as a channel member knows it, with the fingerprints of
+/// the certificates the organization has revoked (shared by all of its CAs).
 #[derive(Clone, Debug)]
 pub struct TrustedCa {
     pub org: String,
     pub der: Vec<u8>,
     subject_raw: Vec<u8>,
     key: VerifyingKey,
+    revoked: Arc<BTreeSet<Hash>>,
 }
 
 impl TrustedCa {
@@ -182,7 +196,24 @@ impl TrustedCa {
             der: der.to_vec(),
             subject_raw: cert.subject().as_raw().to_vec(),
             key,
+            revoked: Arc::default(),
         })
+    }
+
+    /// The same CA refusing the certificates whose [`fingerprint`]s are in `revoked`.
+    pub fn with_revoked(mut self, revoked: Arc<BTreeSet<Hash>>) -> TrustedCa {
+        self.revoked = revoked;
+        self
+    }
+
+    /// The fingerprints this CA's organization has revoked.
+    pub fn revoked(&self) -> &Arc<BTreeSet<Hash>> {
+        &self.revoked
+    }
+
+    /// Whether the certificate with this [`fingerprint`] is revoked.
+    pub fn revokes(&self, fingerprint: &Hash) -> bool {
+        self.revoked.contains(fingerprint)
     }
 
     pub fn from_pem(org: &str, pem: &str) -> Result<TrustedCa, IdentityError> {
@@ -194,8 +225,8 @@ impl TrustedCa {
     }
 
     /// Verifies that `der` was issued by this CA, is valid at `now_s` (Unix seconds; `None`
-    /// skips the validity period, for callers that check it against their own clock), and
-    /// belongs to this CA's organization.
+    /// skips the validity period, for callers that check it against their own clock), belongs
+    /// to this CA's organization and is not revoked by it.
     pub fn verify(&self, der: &[u8], now_s: Option<i64>) -> Result<CertInfo, IdentityError> {
         let cert = parse(der)?;
         if cert.issuer().as_raw() != self.subject_raw.as_slice() {
@@ -220,11 +251,19 @@ impl TrustedCa {
                 info.org, self.org
             )));
         }
+        // Last, so that only certificates the organization really issued can be refused as
+        // revoked: the reason then speaks for the organization.
+        let fp = fingerprint(der);
+        if self.revokes(&fp) {
+            return Err(IdentityError::Revoked(fp));
+        }
         Ok(info)
     }
 }
 
-/// Finds the member CA that issued `der` and verifies it.
+/// Finds the member CA that issued `der` and verifies it. Several CAs may carry the issuer's
+/// name (an organization rotating to a new CA of the same name): each is tried, and the
+/// certificate is accepted if one of them verifies it.
 pub fn verify_against(
     cas: &[TrustedCa],
     der: &[u8],
@@ -232,11 +271,19 @@ pub fn verify_against(
 ) -> Result<CertInfo, IdentityError> {
     let cert = parse(der)?;
     let issuer = cert.issuer().as_raw();
-    let ca = cas
-        .iter()
-        .find(|ca| ca.subject_raw.as_slice() == issuer)
-        .ok_or_else(|| IdentityError::UnknownIssuer(cert.issuer().to_string()))?;
-    ca.verify(der, now_s)
+    let mut refusal = None;
+    for ca in cas.iter().filter(|ca| ca.subject_raw.as_slice() == issuer) {
+        match ca.verify(der, now_s) {
+            Ok(info) => return Ok(info),
+            // A CA of the same name whose key did not sign it says the least: keep looking,
+            // and report any more telling reason another CA gave.
+            Err(e @ IdentityError::BadChain(_)) => {
+                refusal.get_or_insert(e);
+            }
+            Err(e) => refusal = Some(e),
+        }
+    }
+    Err(refusal.unwrap_or_else(|| IdentityError::UnknownIssuer(cert.issuer().to_string())))
 }
 
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, IdentityError> {

@@ -12,6 +12,7 @@ pub mod config_update;
 pub mod hash;
 pub mod identity;
 pub mod merkle;
+pub mod org_trust;
 pub mod read_auth;
 pub mod receipt;
 pub mod sig;

@@ -113,10 +113,7 @@ fn transactions_blocks_and_configs_round_trip() {
     });
     let cfg = ChannelConfig {
         name: "trade".into(),
-        members: vec![OrgMember {
-            name: "org1".into(),
-            ca_pem: ca.cert_pem(),
-        }],
+        members: vec![OrgMember::new("org1", &ca.cert_pem())],
         consenters: vec![NodeRef {
             id: 1,
             name: "n1".into(),
@@ -337,10 +334,7 @@ fn configs_are_validated() {
     };
     let base = ChannelConfig {
         name: "ok".into(),
-        members: vec![OrgMember {
-            name: "org1".into(),
-            ca_pem: ca.cert_pem(),
-        }],
+        members: vec![OrgMember::new("org1", &ca.cert_pem())],
         consenters: vec![node(1, "org1")],
         observers: vec![],
         batch: BatchConfig::default(),

@@ -508,10 +508,7 @@ async fn create_ledger_objects(client: &kube::Client) -> anyhow::Result<OrgCa> {
     };
     let genesis = ChannelConfig::new(
         "ch1",
-        vec![OrgMember {
-            name: "org1".to_string(),
-            ca_pem: ca.cert_pem(),
-        }],
+        vec![OrgMember::new("org1", &ca.cert_pem())],
         vec![node(1), node(2)],
         Vec::new(),
     );

@@ -12,7 +12,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 use tally_protocol::api::{ChannelStatus, RaftRole};
-use tally_protocol::{ChannelConfig, Hash, NodeRef, Receipt};
+use tally_protocol::{ChannelConfig, Hash, NodeRef, Receipt, TrustedCa};
 use tokio::sync::{broadcast, oneshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,19 +145,18 @@ impl Channel {
             .and_then(|h| h.node(name).cloned())
     }
 
-    /// Member CAs of the configuration in force and of the hint.
-    pub fn member_cas(&self) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .ledger
-            .config()
+    /// Member CAs of the configuration in force and of the hint (every CA of each
+    /// organization, each refusing what the organization revoked in that configuration).
+    pub fn member_cas(&self) -> Vec<TrustedCa> {
+        let config = self.ledger.config();
+        let hint = self.hint.read().clone();
+        config
             .members
             .iter()
-            .map(|m| (m.name.clone(), m.ca_pem.clone()))
-            .collect();
-        if let Some(h) = self.hint.read().as_ref() {
-            out.extend(h.members.iter().map(|m| (m.name.clone(), m.ca_pem.clone())));
-        }
-        out
+            .chain(hint.iter().flat_map(|h| h.members.iter()))
+            // Both configurations were validated; a member that does not parse is left out.
+            .flat_map(|m| m.trusted().unwrap_or_default())
+            .collect()
     }
 
     pub fn release_leadership(&self) {

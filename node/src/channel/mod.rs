@@ -270,10 +270,7 @@ mod tests {
         let ca = OrgCa::generate("org1").expect("ca");
         let cfg = ChannelConfig {
             name: "ch".into(),
-            members: vec![OrgMember {
-                name: "org1".into(),
-                ca_pem: ca.cert_pem(),
-            }],
+            members: vec![OrgMember::new("org1", &ca.cert_pem())],
             // Two consenters: the first election sends a vote request, which panics.
             consenters: vec![node(1, "n1"), node(2, "n2")],
             observers: vec![],

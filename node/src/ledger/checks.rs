@@ -49,8 +49,15 @@ impl Ledger {
             }
         };
         // Chain checks are cached without time; time is checked against `now_s` below.
-        let cas = self.in_force.read().cas.clone();
+        let (cas, sequence) = {
+            let f = self.in_force.read();
+            (f.cas.clone(), f.sequence)
+        };
         let info = identity::verify_against(&cas, der, None).map_err(|e| match e {
+            IdentityError::Revoked(_) => (
+                RejectCode::Revoked,
+                format!("signer refused on channel {}: {e}", self.name),
+            ),
             IdentityError::UnknownIssuer(_) | IdentityError::BadChain(_) => (
                 RejectCode::NotMember,
                 format!("signer is not a member of channel {}: {e}", self.name),
@@ -67,7 +74,14 @@ impl Ledger {
             )
         })?;
         let known = Arc::new(KnownSigner { info, key });
-        self.verified_certs.write().insert(hash, known.clone());
+        // Cached only if the configuration it was checked against is still in force: a
+        // check that raced a configuration change (a revocation, a CA removed) must not
+        // outlive it, or this node would accept a signer that the others refuse.
+        let mut cache = self.verified_certs.write();
+        if self.in_force.read().sequence == sequence {
+            cache.insert(hash, known.clone());
+        }
+        drop(cache);
         check_time(&known.info, now_s)?;
         Ok((known, full))
     }

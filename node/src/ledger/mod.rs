@@ -168,16 +168,19 @@ mod tests {
     }
 
     pub(super) fn ledger_with_member() -> (tempfile::TempDir, Ledger, tally_protocol::Identity) {
+        let (dir, ledger, ca) = ledger_with_ca();
+        let client = ca.issue(Role::Client, "c1", &[]).unwrap();
+        (dir, ledger, client)
+    }
+
+    /// A one-organization channel, with that organization's CA to issue identities from.
+    fn ledger_with_ca() -> (tempfile::TempDir, Ledger, tally_protocol::OrgCa) {
         let dir = tempfile::tempdir().unwrap();
         let db = Arc::new(DB::open_default(dir.path()).unwrap());
         let ca = tally_protocol::OrgCa::generate("org1").unwrap();
-        let client = ca.issue(Role::Client, "c1", &[]).unwrap();
         let cfg = ChannelConfig {
             name: "ch".into(),
-            members: vec![tally_protocol::OrgMember {
-                name: "org1".into(),
-                ca_pem: ca.cert_pem(),
-            }],
+            members: vec![tally_protocol::OrgMember::new("org1", &ca.cert_pem())],
             consenters: vec![tally_protocol::NodeRef {
                 id: 1,
                 name: "n1".into(),
@@ -194,7 +197,7 @@ mod tests {
         };
         let engine = Arc::new(Engine::new(tally_runtime::Limits::default()));
         let ledger = Ledger::open(db, cfg, engine).unwrap();
-        (dir, ledger, client)
+        (dir, ledger, ca)
     }
 
     /// A state record edited behind the node's back no longer matches the commitment the tip
@@ -232,6 +235,90 @@ mod tests {
         ledger.db().put(&key, &rec).unwrap();
         let why = ledger.verify_state().unwrap().expect("the edit is seen");
         assert!(why.contains("commits to"), "{why}");
+    }
+
+    /// Every node decides alike: a revocation applies from the block after the one that
+    /// commits it (that block is applied under the configuration it replaces), and from then
+    /// on a transaction of the revoked certificate is rejected at apply, signed with the
+    /// certificate or by its hash, even one this node never saw at submission.
+    #[test]
+    fn a_revocation_applies_from_the_next_block_at_apply() {
+        let (_dir, ledger, ca) = ledger_with_ca();
+        let client = ca.issue(Role::Client, "c1", &[]).unwrap();
+        let admin = ca.issue(Role::Admin, "a1", &[]).unwrap();
+        let now = tally_protocol::now_ms();
+        let put = |nonce: u64, signer: Signer| {
+            let body = tally_protocol::TxBody {
+                channel: "ch".into(),
+                nonce,
+                timestamp_ms: now,
+                signer,
+                payload: Payload::KvWrite {
+                    reads: vec![],
+                    writes: vec![tally_protocol::Write {
+                        key: format!("k{nonce}"),
+                        value: Some(b"v".to_vec()),
+                    }],
+                },
+            };
+            Transaction::sign(body, &client).to_bytes()
+        };
+        let apply = |raws: &[Vec<u8>]| {
+            let data = tally_protocol::write_batch(now, raws.iter().map(Vec::as_slice));
+            let mut wb = WriteBatch::default();
+            let (applied, tip) = ledger
+                .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+                .unwrap()
+                .unwrap();
+            ledger.db().write(wb).unwrap();
+            ledger.commit_tip(tip);
+            // As the channel thread does once the block is written.
+            if let Some(next) = applied.config.clone() {
+                ledger.install_config(next);
+            }
+            applied
+        };
+        let first = apply(&[put(1, Signer::Certificate(client.cert_der.clone()))]);
+        assert!(first.receipts[0].status.is_committed());
+
+        let current = ledger.config();
+        let next = tally_protocol::org_trust::revoke_cert(&current, "org1", &client.cert_der)
+            .expect("revocation");
+        let update = tally_protocol::TxBody {
+            channel: "ch".into(),
+            nonce: 100,
+            timestamp_ms: now,
+            signer: Signer::Certificate(admin.cert_der.clone()),
+            payload: Payload::Config(Box::new({
+                let mut u = tally_protocol::ConfigUpdate::new(&current, 0, next);
+                u.approve(&admin);
+                u
+            })),
+        };
+        let same_block = apply(&[
+            Transaction::sign(update, &admin).to_bytes(),
+            put(2, Signer::Certificate(client.cert_der.clone())),
+        ]);
+        for r in &same_block.receipts {
+            assert!(r.status.is_committed(), "{:?}", r.status);
+        }
+        assert_eq!(ledger.in_force().sequence, 1);
+
+        let later = apply(&[
+            put(3, Signer::Certificate(client.cert_der.clone())),
+            put(4, Signer::CertHash(client.cert_hash)),
+        ]);
+        for r in &later.receipts {
+            match &r.status {
+                TxStatus::Rejected { code, reason } => {
+                    assert_eq!(*code, RejectCode::Revoked, "{reason}");
+                    assert!(reason.contains("revoked"), "{reason}");
+                }
+                s => panic!("a revoked signer's transaction: {s:?}"),
+            }
+        }
+        assert!(ledger.get("k2").unwrap().is_some());
+        assert!(ledger.get("k3").unwrap().is_none());
     }
 
     #[test]

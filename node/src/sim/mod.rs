@@ -438,10 +438,7 @@ impl Sim {
             .collect();
         let config = ChannelConfig {
             name: "sim".into(),
-            members: vec![OrgMember {
-                name: "org1".into(),
-                ca_pem: f.ca_pem.clone(),
-            }],
+            members: vec![OrgMember::new("org1", &f.ca_pem)],
             consenters: nodes[..opts.nodes as usize].to_vec(),
             observers: vec![],
             batch: tally_protocol::BatchConfig {

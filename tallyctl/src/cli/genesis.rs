@@ -171,10 +171,7 @@ fn build_genesis(
                 );
             }
         }
-        members.push(OrgMember {
-            name: named,
-            ca_pem,
-        });
+        members.push(OrgMember::new(&named, &ca_pem));
     }
     let consenters = parse_node_specs(&a.consenters)?;
     let observers = parse_node_specs(&a.observers)?;

@@ -14,6 +14,7 @@ mod identity;
 mod keys;
 mod logging;
 mod org;
+mod org_config;
 mod output;
 pub mod plugin;
 mod profile_export;
@@ -135,6 +136,7 @@ impl Cmd {
             Cmd::Keys(a) => Some(a.channel()),
             Cmd::Blocks(c) => Some(c.channel()),
             Cmd::Status(a) => Some(a.channel()),
+            Cmd::Org(c) => c.channel(),
             _ => None,
         }
     }
@@ -253,7 +255,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         data_dir: cli.data_dir,
     };
     match cli.cmd {
-        Cmd::Org(c) => org::run(&ctx, c),
+        Cmd::Org(c) => org::run(&ctx, c).await,
         Cmd::Tx(c) => tx::run(&ctx, c).await,
         Cmd::Chaincode(c) => chaincode::run(&ctx, c).await,
         Cmd::Keys(a) => keys::run(&ctx, a).await,
@@ -421,6 +423,7 @@ fn explain(e: ClientError, url: &str) -> anyhow::Error {
         Some("read_unauthenticated") => " (reads of a channel's data are signed: pass --data-dir DIR --org ORG, or --identity DIR)",
         Some("unknown_certificate") => " (the channel has not recorded this certificate: sign without --cert-hash once)",
         Some("forbidden") => " (the identity's role or organization may not do this)",
+        Some("revoked") => " (its organization revoked this certificate in the channel configuration: use another identity)",
         Some("bad_signature") => " (the key does not match the certificate, or the transaction was altered)",
         Some("expired") => " (the transaction's timestamp is outside the channel's window: check this machine's clock)",
         _ => "",

@@ -1,7 +1,7 @@
 //! `tallyctl org`: an organization's CA and the identities it issues, in the folder layout
 //! that nodes, `--identity` and `channel genesis --org` read.
 
-use super::{non_empty, Ctx};
+use super::{non_empty, org_config, Ctx};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
@@ -48,6 +48,27 @@ pub enum OrgCmd {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke one of the organization's certificates in a channel's configuration (a
+    /// configuration transaction, approved by the admins at hand). The organization is the
+    /// global --org (or the --identity's own); every node refuses the certificate from the
+    /// next block on.
+    Revoke(org_config::RevokeArgs),
+    /// Rotation, step 1: list a new CA of the organization beside its current one.
+    AddCa(org_config::AddCaArgs),
+    /// Rotation, step 3 (after re-issuing identities from the new CA): remove the old CA.
+    RemoveCa(org_config::RemoveCaArgs),
+}
+
+impl OrgCmd {
+    /// The channel a configuration change is for.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            OrgCmd::Revoke(a) => Some(&a.target.channel),
+            OrgCmd::AddCa(a) => Some(&a.target.channel),
+            OrgCmd::RemoveCa(a) => Some(&a.target.channel),
+            OrgCmd::Create { .. } | OrgCmd::Issue { .. } => None,
+        }
+    }
 }
 
 /// Identity names become folder names: nothing that could climb out of the organization
@@ -143,8 +164,11 @@ fn print_issued(
     })
 }
 
-pub fn run(ctx: &Ctx, cmd: OrgCmd) -> Result<()> {
+pub async fn run(ctx: &Ctx, cmd: OrgCmd) -> Result<()> {
     match cmd {
+        OrgCmd::Revoke(a) => org_config::revoke(ctx, a).await,
+        OrgCmd::AddCa(a) => org_config::add_ca(ctx, a).await,
+        OrgCmd::RemoveCa(a) => org_config::remove_ca(ctx, a).await,
         OrgCmd::Create {
             name,
             out,

@@ -255,3 +255,275 @@ impl Ledger {
         ProposalView::new(r, now, &in_force.config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Applied;
+    use std::sync::Arc;
+    use tally_protocol::identity::Role;
+    use tally_protocol::{ChannelConfig, Identity, NodeRef, OrgCa, OrgMember, TxBody, Write};
+
+    struct Org {
+        ca: OrgCa,
+        admin: Identity,
+        client: Identity,
+    }
+
+    fn org(name: &str) -> Org {
+        let ca = OrgCa::generate(name).unwrap();
+        let admin = ca.issue(Role::Admin, "admin", &[]).unwrap();
+        let client = ca.issue(Role::Client, "client", &[]).unwrap();
+        Org { ca, admin, client }
+    }
+
+    fn node(id: u64, org: &str) -> NodeRef {
+        NodeRef {
+            id,
+            name: format!("{org}-n{id}"),
+            org: org.into(),
+            peer_addr: format!("127.0.0.1:{}", 7000 + id),
+            api_url: format!("https://127.0.0.1:{}", 8000 + id),
+        }
+    }
+
+    fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
+        let members = orgs
+            .iter()
+            .map(|o| OrgMember {
+                name: o.ca.org.clone(),
+                ca_pem: o.ca.cert_pem(),
+            })
+            .collect();
+        ChannelConfig::new("ch", members, consenters, vec![])
+    }
+
+    struct Chain {
+        _dir: tempfile::TempDir,
+        ledger: Ledger,
+        /// Block time of the next block.
+        ts: u64,
+    }
+
+    impl Chain {
+        fn new(genesis: ChannelConfig) -> Chain {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Arc::new(rocksdb::DB::open_default(dir.path()).unwrap());
+            let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
+            let ledger = Ledger::open(db, genesis, engine).unwrap();
+            Chain {
+                _dir: dir,
+                ledger,
+                ts: tally_protocol::now_ms(),
+            }
+        }
+
+        /// Orders `payloads` (each signed by its identity, dated at the block's time) as one
+        /// block, written and installed as the channel thread does.
+        fn block(&mut self, txs: &[(&Identity, Payload)]) -> Applied {
+            let raws: Vec<Vec<u8>> = txs
+                .iter()
+                .enumerate()
+                .map(|(i, (id, p))| {
+                    let body = TxBody {
+                        channel: "ch".into(),
+                        nonce: self.ts + i as u64,
+                        timestamp_ms: self.ts,
+                        signer: Signer::Certificate(id.cert_der.clone()),
+                        payload: p.clone(),
+                    };
+                    Transaction::sign(body, id).to_bytes()
+                })
+                .collect();
+            let data = tally_protocol::write_batch(self.ts, raws.iter().map(Vec::as_slice));
+            let mut wb = WriteBatch::default();
+            let (applied, tip) = self
+                .ledger
+                .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+                .unwrap()
+                .unwrap();
+            self.ledger.db().write(wb).unwrap();
+            self.ledger.commit_tip(tip);
+            if let Some(next) = applied.config.clone() {
+                self.ledger.install_config(next);
+            }
+            self.ts += 1000;
+            applied
+        }
+
+        fn proposal(&self, next: ChannelConfig, ttl_ms: u64) -> Proposal {
+            let f = self.ledger.in_force();
+            Proposal::config(&f.config, f.sequence, next, self.ts + ttl_ms, "test")
+        }
+    }
+
+    fn rejected(a: &Applied, i: usize) -> (RejectCode, String) {
+        match &a.receipts[i].status {
+            TxStatus::Rejected { code, reason } => (*code, reason.clone()),
+            s => panic!("transaction {i} should be rejected: {s:?}"),
+        }
+    }
+
+    fn put(k: &str) -> Payload {
+        Payload::KvWrite {
+            reads: vec![],
+            writes: vec![Write {
+                key: k.into(),
+                value: Some(b"v".to_vec()),
+            }],
+        }
+    }
+
+    /// Two of three organizations must approve: the proposer's approval leaves it open,
+    /// writes go on, and the second approval installs the change in its own block; the
+    /// block's effects say so, which is how block readers follow configuration changes.
+    #[test]
+    fn a_change_applies_in_the_block_where_the_majority_is_met() {
+        let (a, b, c) = (org("a"), org("b"), org("c"));
+        let genesis = config(&[&a, &b, &c], vec![node(1, "a")]);
+        let mut chain = Chain::new(genesis.clone());
+        let mut next = genesis.clone();
+        next.observers.push(node(2, "b"));
+        let p = chain.proposal(next.clone(), 60_000);
+        let hash = p.hash();
+        let opened = chain.block(&[(&a.admin, Payload::Propose(Box::new(p)))]);
+        assert!(opened.receipts[0].status.is_committed());
+        assert!(
+            opened.config.is_none(),
+            "one of two approvals: nothing applies"
+        );
+        let view = chain.ledger.proposal(&hash).unwrap().unwrap();
+        assert_eq!(view.status, proposal::Status::Open);
+        assert_eq!(view.tally.approved, ["a"]);
+        assert_eq!(view.tally.missing, ["b", "c"]);
+        assert_eq!(view.base_config.as_ref(), Some(&genesis));
+
+        let writes = chain.block(&[(&a.client, put("k1"))]);
+        assert!(writes.receipts[0].status.is_committed());
+
+        // A client certificate of b and a second admin vote of a change nothing.
+        let refused = chain.block(&[
+            (&b.client, Payload::ProposalApprove { hash }),
+            (&a.admin, Payload::ProposalApprove { hash }),
+        ]);
+        assert_eq!(rejected(&refused, 0).0, RejectCode::Forbidden);
+        assert_eq!(rejected(&refused, 1).0, RejectCode::Duplicate);
+        assert!(refused.config.is_none());
+
+        let applied = chain.block(&[(&b.admin, Payload::ProposalApprove { hash })]);
+        assert!(applied.receipts[0].status.is_committed());
+        let installed = applied.config.as_ref().expect("the change applies here");
+        assert_eq!((installed.sequence, &*installed.config), (1, &next));
+        assert_eq!(*chain.ledger.config(), next);
+        let fx = applied.receipts[0].effects.as_deref();
+        let block = chain.ledger.block(applied.header.number).unwrap().unwrap();
+        let from_block = proposal::installed_config(&block.txs[0], &block.results[0], fx)
+            .unwrap()
+            .expect("the block says what it installed");
+        assert_eq!((from_block.sequence, from_block.config), (1, next));
+        let view = chain.ledger.proposal(&hash).unwrap().unwrap();
+        assert_eq!(view.status, proposal::Status::Applied);
+        assert_eq!(view.tally.approved, ["a", "b"]);
+        // Too late for c.
+        let late = chain.block(&[(&c.admin, Payload::ProposalApprove { hash })]);
+        assert_eq!(rejected(&late, 0).0, RejectCode::ReadConflict);
+    }
+
+    #[test]
+    fn an_expired_proposal_cannot_be_approved_into_applying() {
+        let (a, b) = (org("a"), org("b"));
+        let genesis = config(&[&a, &b], vec![node(1, "a")]);
+        let mut chain = Chain::new(genesis.clone());
+        let mut next = genesis.clone();
+        next.batch.max_txs = 10;
+        let p = chain.proposal(next, 1500);
+        let hash = p.hash();
+        chain.block(&[(&a.admin, Payload::Propose(Box::new(p)))]);
+        chain.block(&[(&a.client, put("k"))]);
+        // Block time is now past the expiry.
+        let late = chain.block(&[(&b.admin, Payload::ProposalApprove { hash })]);
+        let (code, reason) = rejected(&late, 0);
+        assert_eq!(code, RejectCode::Expired, "{reason}");
+        assert!(late.config.is_none());
+        assert_eq!(chain.ledger.in_force().sequence, 0);
+        let view = chain.ledger.proposal(&hash).unwrap().unwrap();
+        assert_eq!(view.status, proposal::Status::Expired);
+    }
+
+    #[test]
+    fn rejections_close_and_other_changes_make_a_proposal_stale() {
+        let (a, b) = (org("a"), org("b"));
+        let genesis = config(&[&a, &b], vec![node(1, "a")]);
+        let mut chain = Chain::new(genesis.clone());
+        let mut next = genesis.clone();
+        next.batch.max_txs = 10;
+        let p1 = chain.proposal(next.clone(), 60_000);
+        next.batch.max_txs = 11;
+        let p2 = chain.proposal(next.clone(), 60_000);
+        let (h1, h2) = (p1.hash(), p2.hash());
+        chain.block(&[
+            (&a.admin, Payload::Propose(Box::new(p1))),
+            (&a.admin, Payload::Propose(Box::new(p2.clone()))),
+        ]);
+        // The same proposal twice is one proposal.
+        let again = chain.block(&[(&a.admin, Payload::Propose(Box::new(p2)))]);
+        assert_eq!(rejected(&again, 0).0, RejectCode::Duplicate);
+        let closed = chain.block(&[(&b.admin, Payload::ProposalReject { hash: h1 })]);
+        assert!(closed.receipts[0].status.is_committed());
+        assert_eq!(
+            chain.ledger.proposal(&h1).unwrap().unwrap().status,
+            proposal::Status::Rejected
+        );
+        // A one-transaction update moves the base: the other proposal can no longer apply.
+        let mut other = genesis.clone();
+        other.batch.max_txs = 12;
+        let mut u = tally_protocol::ConfigUpdate::new(&genesis, 0, other);
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        let moved = chain.block(&[(&a.admin, Payload::Config(Box::new(u)))]);
+        assert!(moved.config.is_some());
+        assert_eq!(
+            chain.ledger.proposal(&h2).unwrap().unwrap().status,
+            proposal::Status::Stale
+        );
+        let stale = chain.block(&[(&b.admin, Payload::ProposalApprove { hash: h2 })]);
+        assert_eq!(rejected(&stale, 0).0, RejectCode::ReadConflict);
+        assert_eq!(chain.ledger.config().batch.max_txs, 12);
+        assert_eq!(chain.ledger.proposals(100).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unknown_proposals_outsiders_and_plain_writes_to_records_are_refused() {
+        let (a, b, x) = (org("a"), org("b"), org("x"));
+        let genesis = config(&[&a, &b], vec![node(1, "a")]);
+        let mut chain = Chain::new(genesis.clone());
+        let mut next = genesis.clone();
+        next.batch.max_txs = 10;
+        let p = chain.proposal(next, 60_000);
+        let hash = p.hash();
+        chain.block(&[(&a.admin, Payload::Propose(Box::new(p)))]);
+        let r = chain.block(&[
+            (
+                &b.admin,
+                Payload::ProposalApprove {
+                    hash: Hash([9; 32]),
+                },
+            ),
+            (&x.admin, Payload::ProposalApprove { hash }),
+            (&a.client, put(&proposal::key(&hash))),
+        ]);
+        assert_eq!(rejected(&r, 0).0, RejectCode::Malformed);
+        assert_eq!(rejected(&r, 1).0, RejectCode::NotMember);
+        assert_eq!(rejected(&r, 2).0, RejectCode::Forbidden);
+        assert_eq!(
+            chain
+                .ledger
+                .proposal(&hash)
+                .unwrap()
+                .unwrap()
+                .tally
+                .approved,
+            ["a"]
+        );
+    }
+}

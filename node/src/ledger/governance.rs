@@ -303,6 +303,8 @@ mod tests {
         ledger: Ledger,
         /// Block time of the next block.
         ts: u64,
+        /// Raft index of the next block.
+        index: u64,
     }
 
     impl Chain {
@@ -315,6 +317,7 @@ mod tests {
                 _dir: dir,
                 ledger,
                 ts: tally_protocol::now_ms(),
+                index: 1,
             }
         }
 
@@ -339,9 +342,10 @@ mod tests {
             let mut wb = WriteBatch::default();
             let (applied, tip) = self
                 .ledger
-                .apply_batch(&data, 1, 1, &|_: &Hash, _: &[u8]| false, &mut wb)
+                .apply_batch(&data, 1, self.index, &|_: &Hash, _: &[u8]| false, &mut wb)
                 .unwrap()
                 .unwrap();
+            self.index += 1;
             self.ledger.db().write(wb).unwrap();
             self.ledger.commit_tip(tip);
             if let Some(next) = applied.config.clone() {
@@ -427,6 +431,26 @@ mod tests {
         // Too late for c.
         let late = chain.block(&[(&c.admin, Payload::ProposalApprove { hash })]);
         assert_eq!(rejected(&late, 0).0, RejectCode::ReadConflict);
+
+        // A snapshot of this ledger verifies on a node that starts from the same genesis: the
+        // configuration in force is derived from the blocks, the approving one included.
+        let snap = chain.ledger.dump().unwrap();
+        let fresh = Chain::new(genesis);
+        let tip = chain.ledger.tip();
+        let v = fresh
+            .ledger
+            .verify_snapshot(&snap, tip.applied_index, &Default::default())
+            .expect("the snapshot verifies");
+        assert_eq!(v.height, tip.height);
+        let mut wb = WriteBatch::default();
+        fresh.ledger.restore(&snap, &mut wb).unwrap();
+        fresh.ledger.db().write(wb).unwrap();
+        fresh.ledger.after_restore().unwrap();
+        assert_eq!(fresh.ledger.in_force().sequence, 1);
+        assert_eq!(
+            fresh.ledger.proposal(&hash).unwrap().unwrap().status,
+            proposal::Status::Applied
+        );
     }
 
     #[test]

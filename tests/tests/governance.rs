@@ -186,8 +186,8 @@ async fn a_membership_change_waits_for_the_second_organization_then_lands_everyw
     assert_eq!(strings(&made["proposal"]["tally"]["missing"]), ["org2"]);
     assert_eq!(made["proposal"]["tally"]["needed"], 2);
 
-    // org2 reviews the exact change from its own identity.
-    let shown = ctl_ok(&tc, &admin2, &["proposal", "show", "-c", CH, &hash]);
+    // org2 reviews the exact change from its own identity (naming it as `list` shows it).
+    let shown = ctl_ok(&tc, &admin2, &["proposal", "show", "-c", CH, &hash[..12]]);
     for needle in [
         hash.as_str(),
         "status      open",

@@ -47,7 +47,7 @@ pub enum ProposalCmd {
     Show {
         #[arg(long, short)]
         channel: String,
-        /// The proposal's hash (64 hex digits).
+        /// The proposal's hash (64 hex digits, or a unique prefix as `list` shows it).
         hash: String,
     },
     /// Approve a proposal as the identity's organization (an admin identity).
@@ -80,9 +80,26 @@ impl ProposalCmd {
     }
 }
 
-fn parse_hash(s: &str) -> Result<Hash> {
-    let s = s.trim().trim_start_matches("0x");
-    Hash::from_hex(s).map_err(|_| anyhow!("{s:?} is not a proposal hash (64 hex digits)"))
+/// A proposal named by its hash or by a unique prefix of it (as `proposal list` shows them).
+async fn resolve(ctx: &Ctx, channel: &str, given: &str) -> Result<Hash> {
+    let s = given.trim().trim_start_matches("0x").to_ascii_lowercase();
+    if let Ok(h) = Hash::from_hex(&s) {
+        return Ok(h);
+    }
+    if s.len() < 6 || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{given:?} is not a proposal hash (64 hex digits, or a prefix of at least 6)");
+    }
+    let (_, list) = ctx
+        .on_any(|c| async move { c.proposals(channel).await })
+        .await?;
+    let mut found = list.iter().filter(|p| p.hash.to_hex().starts_with(&s));
+    match (found.next(), found.next()) {
+        (Some(p), None) => Ok(p.hash),
+        (None, _) => bail!("channel {channel} has no proposal whose hash starts with {s}"),
+        (Some(_), Some(_)) => {
+            bail!("more than one proposal's hash starts with {s}: give more digits")
+        }
+    }
 }
 
 /// The signing identity, which must be an admin: only admins vote for their organization.
@@ -200,7 +217,7 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
             })
         }
         ProposalCmd::Show { channel, hash } => {
-            let hash = parse_hash(&hash)?;
+            let hash = resolve(ctx, &channel, &hash).await?;
             let (c, found) = ctx
                 .on_any(|c| {
                     let channel = channel.clone();
@@ -288,8 +305,8 @@ fn print_view(p: &ProposalView, changes: &Option<Vec<String>>) {
 }
 
 async fn vote(ctx: &Ctx, channel: &str, hash: &str, approve: bool, opts: &WriteOpts) -> Result<()> {
-    let hash = parse_hash(hash)?;
     let id = admin(ctx)?;
+    let hash = resolve(ctx, channel, hash).await?;
     let payload = if approve {
         Payload::ProposalApprove { hash }
     } else {

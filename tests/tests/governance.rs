@@ -318,3 +318,88 @@ async fn proposals_without_enough_approvals_never_apply() {
     assert_eq!(statuses, ["rejected", "expired"]);
     tc.assert_healthy();
 }
+
+/// A consenter added by proposal: the node joins, the approval that completes the majority
+/// becomes a Raft membership change, the new node catches up by replaying the chain (the
+/// approving block installs the configuration on it too) and writes through it commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consenter_added_by_proposal_joins_raft() {
+    let tc = TestCluster::start("governance-join", 3, &[CH], |spec| {
+        spec.channels[0].consenters = ["node1", "node2"].map(String::from).to_vec();
+    })
+    .await;
+    let first: Vec<tally_client::Client> = ["node1-0", "node2-0"]
+        .iter()
+        .map(|n| tc.client(n))
+        .collect();
+    let admin = |node: &str| {
+        let org = tc.node_org(node);
+        tally_client::AdminClient::new(
+            &tc.admin_addr(node),
+            &tc.ca_pem(&org),
+            &tc.identity(&org, Role::Admin),
+        )
+        .expect("admin client")
+    };
+    let before = admin("node1-0")
+        .channel(CH)
+        .await
+        .expect("admin API answers")
+        .expect("node1 serves the channel");
+    let mut next = before.config.clone();
+    next.consenters.push(tc.node_ref("node3-0"));
+    let org1 = tc.identity("org1", Role::Admin);
+    let proposal = first[0]
+        .config_proposal(CH, next.clone(), Duration::from_secs(600), "node3 orders")
+        .await
+        .expect("a proposal on the configuration in force");
+    let hash = proposal.hash();
+    let r = first[0].propose(&org1, proposal).await.expect("proposed");
+    assert_eq!(r.status, TxStatus::Committed);
+    let view = first[1]
+        .with_reader(org1.clone())
+        .proposal(CH, &hash)
+        .await
+        .expect("read")
+        .expect("recorded");
+    assert_eq!(view.tally.approved, ["org1"]);
+    assert_eq!(view.tally.needed, 2);
+
+    // The node listens before the change commits, as with a one-transaction update.
+    admin("node3-0")
+        .join_channel(&before.genesis, &next)
+        .await
+        .expect("node3 joins");
+    let r = first[1]
+        .approve(&tc.identity("org3", Role::Admin), CH, hash)
+        .await
+        .expect("approved");
+    assert_eq!(r.status, TxStatus::Committed, "{r:?}");
+    let id3 = tc.node_id("node3-0");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let i = admin("node3-0").channel(CH).await.ok().flatten();
+        if let Some(i) = &i {
+            if i.status.voters.contains(&id3) && i.status.config_sequence == 1 && i.status.ready {
+                assert_eq!(i.config.hash(), next.hash(), "node3 replayed the change");
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node3 did not become a caught-up voter within {WAIT:?}: {:?}",
+            i.map(|i| i.status)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client1 = tc.identity("org1", Role::Client);
+    for i in 0..5 {
+        let w = sign_writes(&client1, CH, vec![put(&format!("j{i}"), b"v")], false);
+        let r = submit_retry(&[tc.client("node3-0")], 0, &w, WAIT)
+            .await
+            .expect("write through node3");
+        assert_eq!(r.status, TxStatus::Committed);
+    }
+    tally_tests::assert_identical_chains(&tc, CH).await;
+    tc.assert_healthy();
+}

@@ -199,6 +199,22 @@ async fn a_membership_change_waits_for_the_second_organization_then_lands_everyw
     }
     let listed = ctl_json(&tc, &admin2, &["proposal", "list", "-c", CH]);
     assert_eq!(listed["proposals"].as_array().map(Vec::len), Some(1));
+    // Proposals are the channel's data: an unsigned read is refused, a member's is served.
+    let anonymous =
+        tally_client::Client::new(&tc.api_url("node2-0"), &tc.api_trust()).expect("client");
+    let unsigned = anonymous.proposals(CH).await;
+    assert_eq!(
+        unsigned.as_ref().err().and_then(|e| e.api_code()),
+        Some("read_unauthenticated"),
+        "{unsigned:?}"
+    );
+    let signed = anonymous
+        .with_reader(tc.identity("org2", Role::Client))
+        .proposal(CH, &h)
+        .await
+        .expect("a member's signed read")
+        .expect("the proposal");
+    assert_eq!(signed.tally.missing, ["org2"]);
 
     // Writes commit while the proposal waits, and nothing changed yet.
     let client1 = tc.identity("org1", Role::Client);

@@ -201,7 +201,7 @@ async fn a_membership_change_waits_for_the_second_organization_then_lands_everyw
     assert_eq!(listed["proposals"].as_array().map(Vec::len), Some(1));
     // Proposals are the channel's data: an unsigned read is refused, a member's is served.
     let anonymous =
-        tally_client::Client::new(&tc.api_url("node2-0"), &tc.api_trust()).expect("client");
+        tally_client::Client::new(&tc.api_url("node1-0"), &tc.api_trust()).expect("client");
     let unsigned = anonymous.proposals(CH).await;
     assert_eq!(
         unsigned.as_ref().err().and_then(|e| e.api_code()),
@@ -283,8 +283,44 @@ async fn proposals_without_enough_approvals_never_apply() {
         &["proposal", "create", "-c", CH, "--config", path],
     );
     let hash = made["hash"].as_str().expect("hash").to_string();
-    let rejected = ctl_json(&tc, &admin2, &["proposal", "reject", "-c", CH, &hash]);
+    // org2 signs its rejection without a node (--sign-only), and the vote is carried over.
+    let (code, signed, err) = Command::new(tally_tests::tallyctl_bin())
+        .args(["--identity"])
+        .arg(&admin2)
+        .args(["proposal", "reject", "-c", CH, &hash, "--sign-only"])
+        .output()
+        .map(|o| {
+            (
+                o.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .expect("run tallyctl");
+    assert_eq!(code, 0, "{signed}\n{err}");
+    let vote = f.root.join("org2-reject.json");
+    std::fs::write(&vote, &signed).expect("write the signed vote");
+    let open = ctl_json(&tc, &admin1, &["proposal", "show", "-c", CH, &hash]);
+    assert_eq!(
+        open["proposal"]["status"], "open",
+        "signing alone sent nothing"
+    );
+    let rejected = ctl_json(
+        &tc,
+        &admin1,
+        &[
+            "proposal",
+            "submit",
+            "-c",
+            CH,
+            vote.to_str().expect("utf-8 path"),
+        ],
+    );
     assert_eq!(rejected["proposal"]["status"], "rejected", "{rejected:#}");
+    assert_eq!(
+        strings(&rejected["proposal"]["tally"]["rejected"]),
+        ["org2"]
+    );
     let (code, _, err) = tallyctl(&tc, &admin2, &["proposal", "approve", "-c", CH, &hash]);
     assert_eq!(code, 3, "a closed proposal takes no approval: {err}");
 
@@ -372,7 +408,8 @@ async fn a_consenter_added_by_proposal_joins_raft() {
     let hash = proposal.hash();
     let r = first[0].propose(&org1, proposal).await.expect("proposed");
     assert_eq!(r.status, TxStatus::Committed);
-    let view = first[1]
+    // Read where it was submitted: that node has applied it.
+    let view = first[0]
         .with_reader(org1.clone())
         .proposal(CH, &hash)
         .await
@@ -416,6 +453,9 @@ async fn a_consenter_added_by_proposal_joins_raft() {
             .expect("write through node3");
         assert_eq!(r.status, TxStatus::Committed);
     }
+    tc.wait_converged(CH, WAIT)
+        .await
+        .expect("the three nodes converge");
     tally_tests::assert_identical_chains(&tc, CH).await;
     tc.assert_healthy();
 }

@@ -12,12 +12,13 @@ use super::{Ctx, Exit, EXIT_REJECTED};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tally_client::txs;
 use tally_client::SubmitOutcome;
+use tally_protocol::codec::{Decode, Encode};
 use tally_protocol::proposal::{Change, ProposalView, Status};
-use tally_protocol::{ChannelConfig, Hash, Identity, Payload, Role, TxStatus};
+use tally_protocol::{ChannelConfig, Hash, Identity, Payload, Role, Transaction, TxStatus};
 
 #[derive(Subcommand, Debug)]
 pub enum ProposalCmd {
@@ -55,6 +56,11 @@ pub enum ProposalCmd {
         #[arg(long, short)]
         channel: String,
         hash: String,
+        /// Sign only: print the signed vote ({"tx": hex}) instead of submitting it, e.g. on a
+        /// machine without network; `proposal submit` sends it later (within the channel's
+        /// transaction window, 600 s by default). Needs the full hash.
+        #[arg(long)]
+        sign_only: bool,
         #[command(flatten)]
         opts: WriteOpts,
     },
@@ -63,6 +69,18 @@ pub enum ProposalCmd {
         #[arg(long, short)]
         channel: String,
         hash: String,
+        /// Sign only, as for `approve`.
+        #[arg(long)]
+        sign_only: bool,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    /// Submit a vote signed elsewhere with `--sign-only` (the JSON it printed, or the hex).
+    Submit {
+        #[arg(long, short)]
+        channel: String,
+        /// File with the signed vote; `-` reads stdin.
+        file: PathBuf,
         #[command(flatten)]
         opts: WriteOpts,
     },
@@ -75,7 +93,8 @@ impl ProposalCmd {
             | ProposalCmd::List { channel }
             | ProposalCmd::Show { channel, .. }
             | ProposalCmd::Approve { channel, .. }
-            | ProposalCmd::Reject { channel, .. } => channel,
+            | ProposalCmd::Reject { channel, .. }
+            | ProposalCmd::Submit { channel, .. } => channel,
         }
     }
 }
@@ -173,13 +192,20 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
         ProposalCmd::Approve {
             channel,
             hash,
+            sign_only,
             opts,
-        } => vote(ctx, &channel, &hash, true, &opts).await,
+        } => vote(ctx, &channel, &hash, true, sign_only, &opts).await,
         ProposalCmd::Reject {
             channel,
             hash,
+            sign_only,
             opts,
-        } => vote(ctx, &channel, &hash, false, &opts).await,
+        } => vote(ctx, &channel, &hash, false, sign_only, &opts).await,
+        ProposalCmd::Submit {
+            channel,
+            file,
+            opts,
+        } => submit_signed(ctx, &channel, &file, &opts).await,
         ProposalCmd::List { channel } => {
             let (_, list) = ctx
                 .on_any(|c| {
@@ -304,17 +330,78 @@ fn print_view(p: &ProposalView, changes: &Option<Vec<String>>) {
     }
 }
 
-async fn vote(ctx: &Ctx, channel: &str, hash: &str, approve: bool, opts: &WriteOpts) -> Result<()> {
+async fn vote(
+    ctx: &Ctx,
+    channel: &str,
+    hash: &str,
+    approve: bool,
+    sign_only: bool,
+    opts: &WriteOpts,
+) -> Result<()> {
     let id = admin(ctx)?;
-    let hash = resolve(ctx, channel, hash).await?;
+    let hash = if sign_only {
+        // Offline: nothing to look a prefix up in.
+        Hash::from_hex(hash.trim().trim_start_matches("0x"))
+            .map_err(|_| anyhow!("--sign-only needs the proposal's full hash (64 hex digits)"))?
+    } else {
+        resolve(ctx, channel, hash).await?
+    };
     let payload = if approve {
         Payload::ProposalApprove { hash }
     } else {
         Payload::ProposalReject { hash }
     };
     let t = txs::sign_payload(&id, channel, payload, opts.cert_hash);
+    if sign_only {
+        let signed = json!({
+            "tx": hex::encode(t.to_bytes()),
+            "tx_id": t.id(),
+            "channel": channel,
+            "proposal": hash,
+            "approve": approve,
+            "signed_at_ms": t.body.timestamp_ms,
+        });
+        // The signed vote is the output either way: JSON is what `proposal submit` reads.
+        return super::output::print_json(&signed);
+    }
     let o = tx::submit(ctx, &t, opts).await?;
     let verb = if approve { "approved" } else { "rejected" };
+    report(ctx, channel, hash, verb, &o).await
+}
+
+/// Submits a vote signed with `--sign-only`, after checking that it is one.
+async fn submit_signed(ctx: &Ctx, channel: &str, file: &Path, opts: &WriteOpts) -> Result<()> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let text = text.trim();
+    let hex_tx = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v) => v["tx"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("the JSON has no \"tx\" field"))?,
+        Err(_) => text.to_string(),
+    };
+    let bytes = hex::decode(hex_tx.trim()).context("the signed vote is not hex")?;
+    let t = Transaction::from_bytes(&bytes).context("not a signed transaction")?;
+    let hash = match &t.body.payload {
+        Payload::ProposalApprove { hash } | Payload::ProposalReject { hash } => *hash,
+        _ => bail!("the transaction is not a vote on a proposal"),
+    };
+    if t.body.channel != channel {
+        bail!(
+            "the vote is for channel {:?}, not {channel:?}",
+            t.body.channel
+        );
+    }
+    let verb = if matches!(t.body.payload, Payload::ProposalApprove { .. }) {
+        "approved"
+    } else {
+        "rejected"
+    };
+    let o = tx::submit(ctx, &t, opts).await?;
     report(ctx, channel, hash, verb, &o).await
 }
 

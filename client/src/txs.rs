@@ -1,8 +1,8 @@
 //! Building and signing transactions.
 
 use tally_protocol::{
-    ChaincodeDefinition, ChannelConfig, ConfigUpdate, Hash, Identity, InitCall, Payload, ReadCheck,
-    Signer, Transaction, TxBody, Version, Write,
+    ChaincodeDefinition, ChannelConfig, ConfigUpdate, Hash, Identity, InitCall, Payload, Proposal,
+    ReadCheck, Signer, Transaction, TxBody, Version, Write,
 };
 
 /// Signs a key/value transaction (puts and deletes, no read checks) with a fresh nonce and
@@ -168,6 +168,23 @@ pub fn sign_config(
         Payload::Config(Box::new(update)),
         false,
     )
+}
+
+/// Records `proposal` on its channel, approved by the admin's organization (see
+/// `tally_protocol::proposal`).
+pub fn sign_propose(admin: &Identity, proposal: Proposal) -> Transaction {
+    let channel = proposal.channel.clone();
+    sign_payload(admin, &channel, Payload::Propose(Box::new(proposal)), false)
+}
+
+/// The admin's organization approves (`approve`) or rejects the proposal `hash` of `channel`.
+pub fn sign_vote(admin: &Identity, channel: &str, hash: Hash, approve: bool) -> Transaction {
+    let payload = if approve {
+        Payload::ProposalApprove { hash }
+    } else {
+        Payload::ProposalReject { hash }
+    };
+    sign_payload(admin, channel, payload, false)
 }
 
 /// Signs a body as given (nonce and timestamp included), e.g. to reproduce a transaction.

@@ -131,8 +131,9 @@ pub fn changes_in(b: &Block) -> Vec<Change> {
     b.txs
         .iter()
         .zip(&b.results)
-        .filter(|(_, r)| matches!(r, TxStatus::Committed))
-        .filter_map(|(tx, _)| match &tx.body.payload {
+        .zip(&b.effects)
+        .filter(|((_, r), _)| matches!(r, TxStatus::Committed))
+        .filter_map(|((tx, _), fx)| match &tx.body.payload {
             Payload::Config(u) => Some(Change {
                 sequence: u.sequence,
                 block: b.header.number,
@@ -150,7 +151,22 @@ pub fn changes_in(b: &Block) -> Vec<Change> {
                     .collect(),
                 config: u.config.clone(),
             }),
-            _ => None,
+            // A proposal that met its policy here: its votes are on the proposal's record.
+            _ => match tally_protocol::proposal::installed_config(
+                tx,
+                &TxStatus::Committed,
+                fx.as_ref(),
+            ) {
+                Ok(Some(i)) => Some(Change {
+                    sequence: i.sequence,
+                    block: b.header.number,
+                    tx_id: tx.id(),
+                    time_ms: b.header.timestamp_ms,
+                    approvers: vec!["the votes on a proposal (tallyctl proposal show)".into()],
+                    config: i.config,
+                }),
+                _ => None,
+            },
         })
         .collect()
 }

@@ -3,11 +3,12 @@
 
 use serde_json::json;
 use tally_protocol::codec::{Decode, Encode};
+use tally_protocol::proposal::{Outcome, Record, Vote};
 use tally_protocol::{
     read_auth, Approval, Batch, Block, BlockHeader, ChaincodeDefinition, ChaincodeEvent,
-    ChannelConfig, ConfigUpdate, Hash, InitCall, NodeRef, OrgCa, OrgMember, Payload, ProvenReceipt,
-    RawBatch, RawTx, ReadCheck, Receipt, Role, Signer, Transaction, TxBody, TxEffects, TxStatus,
-    Version, Write,
+    ChannelConfig, ConfigUpdate, Hash, InitCall, NodeRef, OrgCa, OrgMember, Payload, Proposal,
+    ProvenReceipt, RawBatch, RawTx, ReadCheck, Receipt, Role, Signer, Transaction, TxBody,
+    TxEffects, TxStatus, Version, Write,
 };
 
 /// A decoder under test: `check` returns whether the input decoded, or what property broke.
@@ -115,6 +116,8 @@ pub fn targets() -> &'static [Target] {
         t!("chaincode_definition", canonical::<ChaincodeDefinition>),
         t!("chaincode_event", canonical::<ChaincodeEvent>),
         t!("tx_effects", canonical::<TxEffects>),
+        t!("proposal", canonical::<Proposal>),
+        t!("proposal_record", canonical::<Record>),
         t!("receipt_json", json::<Receipt>),
         t!("proven_receipt_json", json::<ProvenReceipt>),
         t!("read_auth", read_auth_header),
@@ -323,6 +326,31 @@ pub fn seeds() -> Result<Seeds, String> {
             "merkle": proof,
         },
     });
+    let proposal = Proposal::config(&config, 1, config.clone(), 1_760_000_600_000, "add org2");
+    let vote = |org: &str, b: u8| Vote {
+        org: org.into(),
+        cert_hash: h(b),
+        subject: "admin".into(),
+        block: b as u64,
+        tx_id: h(b + 1),
+    };
+    let record = Record {
+        hash: proposal.hash(),
+        proposal: proposal.clone(),
+        proposer: vote("org1", 10),
+        proposed_at_ms: 1_760_000_000_000,
+        eligible: vec!["org1".into(), "org2".into()],
+        needed: 2,
+        approvals: vec![vote("org1", 10)],
+        rejections: vec![vote("org2", 12)],
+        outcome: Outcome::Rejected { block: 12 },
+    };
+    let mut payload_seeds = all(&payloads);
+    payload_seeds.extend(all(&[
+        Payload::Propose(Box::new(proposal.clone())),
+        Payload::ProposalApprove { hash: h(6) },
+        Payload::ProposalReject { hash: h(7) },
+    ]));
     let enc = |v: Vec<Vec<u8>>| v;
     fn all<T: Encode>(v: &[T]) -> Vec<Vec<u8>> {
         v.iter().map(|x| x.to_bytes()).collect()
@@ -344,7 +372,7 @@ pub fn seeds() -> Result<Seeds, String> {
         ("signer", all(&signers)),
         ("read_check", all(&reads)),
         ("write", all(&writes)),
-        ("payload", all(&payloads)),
+        ("payload", payload_seeds),
         ("tx_body", all(&bodies)),
         ("transaction", all(&txs)),
         ("raw_tx", all(&txs)),
@@ -362,6 +390,8 @@ pub fn seeds() -> Result<Seeds, String> {
         ("chaincode_definition", all(&[definition])),
         ("chaincode_event", all(&[event])),
         ("tx_effects", all(&[effects])),
+        ("proposal", all(&[proposal])),
+        ("proposal_record", all(&[record])),
         ("receipt_json", js(&[receipt, rejected])),
         ("proven_receipt_json", js(&[proven])),
         (

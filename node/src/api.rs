@@ -246,6 +246,31 @@ async fn channel_route(
                 Err(e) => internal(e),
             }
         }
+        (Method::GET, ["proposals"]) => match ledger.proposals(limit(1000, 10_000)) {
+            Ok(proposals) => json(
+                StatusCode::OK,
+                &tally_protocol::proposal::ProposalList { proposals },
+            ),
+            Err(e) => internal(e),
+        },
+        (Method::GET, ["proposals", h]) => {
+            let Ok(hash) = Hash::from_hex(h) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed",
+                    "proposal hash must be 64 hex characters",
+                );
+            };
+            match ledger.proposal(&hash) {
+                Ok(Some(p)) => json(StatusCode::OK, &p),
+                Ok(None) => error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no proposal {hash} on channel {}", ledger.name),
+                ),
+                Err(e) => internal(e),
+            }
+        }
         (Method::GET, ["status"]) => json(StatusCode::OK, &chan.status()),
         (Method::GET, ["config"]) => json(StatusCode::OK, &*ledger.config()),
         (Method::GET, ["certs", h]) => match Hash::from_hex(h).map(|h| ledger.cert_known(&h)) {

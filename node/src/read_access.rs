@@ -1,8 +1,8 @@
-//! Who may read a channel's data: every read of keys, history, blocks and receipts carries a
-//! signed request (see `tally_protocol::read_auth`) that must come from a certificate of a
-//! member organization in the channel's `readers` policy. Status, configuration, block headers
-//! (hashes only) and health stay open: they say how the channel runs, not what it holds, and
-//! anyone holding a receipt can check it against them.
+//! Who may read a channel's data: every read of keys, history, blocks, receipts and proposals
+//! carries a signed request (see `tally_protocol::read_auth`) that must come from a
+//! certificate of a member organization in the channel's `readers` policy. Status,
+//! configuration, block headers (hashes only) and health stay open: they say how the channel
+//! runs, not what it holds, and anyone holding a receipt can check it against them.
 //!
 //! A signed read is good once: its time must be within
 //! [`READ_WINDOW_MS`](tally_protocol::read_auth::READ_WINDOW_MS) of the node's clock and its
@@ -27,6 +27,8 @@ pub fn is_data_read(method: &hyper::Method, rest: &[&str]) -> bool {
                 | ["history"]
                 | ["keys"]
                 | ["chaincodes", _, "query"]
+                | ["proposals"]
+                | ["proposals", _]
         )
 }
 

@@ -130,29 +130,7 @@ impl ConfigUpdate {
                 current: current_hash,
             });
         }
-        let next = &self.config;
-        if next.name != current.name {
-            return Err(UpdateError::Renamed {
-                from: current.name.clone(),
-                to: next.name.clone(),
-            });
-        }
-        next.validate()
-            .map_err(|e| UpdateError::Invalid(e.to_string()))?;
-        for n in next.nodes() {
-            if let Some(old) = current.node(&n.name) {
-                if old.id != n.id {
-                    return Err(UpdateError::IdChanged {
-                        name: n.name.clone(),
-                        from: old.id,
-                        to: n.id,
-                    });
-                }
-            }
-        }
-        if !current.consenters.iter().any(|c| next.is_consenter(c.id)) {
-            return Err(UpdateError::NoContinuity);
-        }
+        check_transition(current, &self.config)?;
         let eligible = current.admin_orgs();
         let digest = self.digest();
         let mut approved = BTreeSet::new();
@@ -192,6 +170,35 @@ impl ConfigUpdate {
         }
         Ok(())
     }
+}
+
+/// Whether `current` may be replaced by `next` at all, whoever approves: same channel, a valid
+/// configuration, stable Raft ids and a consenter that stays to order the change. Shared by
+/// one-transaction updates and proposals (`crate::proposal`).
+pub fn check_transition(current: &ChannelConfig, next: &ChannelConfig) -> Result<(), UpdateError> {
+    if next.name != current.name {
+        return Err(UpdateError::Renamed {
+            from: current.name.clone(),
+            to: next.name.clone(),
+        });
+    }
+    next.validate()
+        .map_err(|e| UpdateError::Invalid(e.to_string()))?;
+    for n in next.nodes() {
+        if let Some(old) = current.node(&n.name) {
+            if old.id != n.id {
+                return Err(UpdateError::IdChanged {
+                    name: n.name.clone(),
+                    from: old.id,
+                    to: n.id,
+                });
+            }
+        }
+    }
+    if !current.consenters.iter().any(|c| next.is_consenter(c.id)) {
+        return Err(UpdateError::NoContinuity);
+    }
+    Ok(())
 }
 
 impl Encode for Approval {

@@ -13,6 +13,7 @@ pub mod hash;
 pub mod identity;
 pub mod merkle;
 pub mod org_trust;
+pub mod proposal;
 pub mod read_auth;
 pub mod receipt;
 pub mod sig;
@@ -28,6 +29,7 @@ pub use config::{BatchConfig, ChannelConfig, NodeRef, OrgMember, Policies};
 pub use config_update::{Approval, ConfigUpdate, UpdateError};
 pub use hash::Hash;
 pub use identity::{CertInfo, Identity, OrgCa, Role, TrustedCa};
+pub use proposal::{Change, Proposal, ProposalView};
 pub use receipt::{InclusionProof, ProvenReceipt, Receipt};
 pub use tx::{Payload, RawTx, ReadCheck, Signer, Transaction, TxBody, Version, Write};
 

@@ -5,6 +5,7 @@ use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::config_update::ConfigUpdate;
 use crate::hash::{hex_bytes, hex_opt, Hash};
 use crate::identity::Identity;
+use crate::proposal::Proposal;
 use serde::{Deserialize, Serialize};
 
 /// Where the last write of a key happened: its version.
@@ -144,6 +145,14 @@ pub enum Payload {
         /// Most fuel the call may use; the node caps it at its engine's limit.
         fuel: u64,
     },
+    /// Records a proposal, approved by the signer's organization (the signer must be an admin
+    /// of an admin organization); see [`crate::proposal`].
+    Propose(Box<Proposal>),
+    /// The signer's organization (the signer must be its admin) approves the proposal with
+    /// this hash.
+    ProposalApprove { hash: Hash },
+    /// The signer's organization rejects the proposal with this hash.
+    ProposalReject { hash: Hash },
 }
 
 impl Encode for Payload {
@@ -190,6 +199,18 @@ impl Encode for Payload {
                 w.bytes(args);
                 w.u64(*fuel);
             }
+            Payload::Propose(p) => {
+                w.u8(6);
+                p.encode(w);
+            }
+            Payload::ProposalApprove { hash } => {
+                w.u8(7);
+                hash.encode(w);
+            }
+            Payload::ProposalReject { hash } => {
+                w.u8(8);
+                hash.encode(w);
+            }
         }
     }
 }
@@ -219,6 +240,13 @@ impl Decode for Payload {
                 function: r.str("function")?,
                 args: r.bytes("args")?,
                 fuel: r.u64("fuel")?,
+            }),
+            6 => Ok(Payload::Propose(Box::new(Proposal::decode(r)?))),
+            7 => Ok(Payload::ProposalApprove {
+                hash: Hash::decode(r)?,
+            }),
+            8 => Ok(Payload::ProposalReject {
+                hash: Hash::decode(r)?,
             }),
             tag => Err(DecodeError::BadTag {
                 what: "payload",

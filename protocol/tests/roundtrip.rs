@@ -414,6 +414,35 @@ fn chaincode_payloads_round_trip_with_stable_tags() {
         let bytes = b.payload.to_bytes();
         assert_eq!(bytes[0], tag);
     }
+    // Governance payloads follow the chaincode ones.
+    let proposal = tally_protocol::Proposal {
+        channel: "c".into(),
+        base_sequence: 0,
+        base: Hash([1; 32]),
+        expires_at_ms: 5,
+        description: String::new(),
+        change: tally_protocol::Change::Config(Box::new(tally_protocol::ChannelConfig::new(
+            "c",
+            vec![],
+            vec![],
+            vec![],
+        ))),
+    };
+    let governance = [
+        Payload::Propose(Box::new(proposal)),
+        Payload::ProposalApprove {
+            hash: Hash([2; 32]),
+        },
+        Payload::ProposalReject {
+            hash: Hash([2; 32]),
+        },
+    ];
+    for (p, tag) in governance.into_iter().zip(6u8..) {
+        let mut b = body(Signer::CertHash(Hash([7; 32])));
+        b.payload = p;
+        round_trip(&b);
+        assert_eq!(b.payload.to_bytes()[0], tag);
+    }
     // sha256 as `sha256sum` shows it.
     assert_eq!(
         module_hash(b"").to_hex(),

@@ -9,6 +9,7 @@
 //! - `trust`: the CA certificates nodes are verified against (TLS), and an optional client
 //!   certificate;
 //! - `submit`: submitting transactions and waiting for their receipts, with the retries;
+//! - `governance`: proposals, approvals and rejections, and reading proposals;
 //! - `reads`: reads of receipts, blocks, keys, history, chaincodes, channel status and health;
 //! - `proof`: checking a proven receipt offline and against another node;
 //! - `follow`: following committed blocks as a stream;
@@ -17,6 +18,7 @@
 //! The public paths under `tally_client::client` are re-exported from the files below.
 
 mod follow;
+mod governance;
 mod proof;
 mod reads;
 mod sse;

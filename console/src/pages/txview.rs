@@ -39,6 +39,9 @@ pub fn kind(p: &Payload) -> &'static str {
         Payload::ChaincodeApprove { .. } => "chaincode approve",
         Payload::ChaincodeCommit { .. } => "chaincode commit",
         Payload::Invoke { .. } => "chaincode call",
+        Payload::Propose(_) => "proposal",
+        Payload::ProposalApprove { .. } => "proposal approval",
+        Payload::ProposalReject { .. } => "proposal rejection",
     }
 }
 
@@ -106,6 +109,17 @@ pub fn call(ch: &str, p: &Payload) -> String {
             esc(function),
             esc(&format::args(args))
         ),
+        Payload::Propose(p) => format!(
+            "propose {} on configuration {}",
+            html::hash(&p.hash().to_hex(), None),
+            p.base_sequence
+        ),
+        Payload::ProposalApprove { hash } => {
+            format!("approve proposal {}", html::hash(&hash.to_hex(), None))
+        }
+        Payload::ProposalReject { hash } => {
+            format!("reject proposal {}", html::hash(&hash.to_hex(), None))
+        }
     }
 }
 

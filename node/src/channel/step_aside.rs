@@ -22,7 +22,8 @@
 use super::Worker;
 use raft::StateRole;
 use std::collections::BTreeSet;
-use tally_protocol::{ChannelConfig, Payload};
+use tally_protocol::proposal::installed_config;
+use tally_protocol::ChannelConfig;
 use tracing::{info, warn};
 
 /// How many blocks back from the tip the search for the change that added this node reads;
@@ -90,23 +91,22 @@ impl Worker {
                     return None;
                 }
             };
-            let updates: Vec<&ChannelConfig> = block
+            // One-transaction updates and proposals whose policy was met in this block.
+            let updates: Vec<ChannelConfig> = block
                 .txs
                 .iter()
                 .zip(&block.results)
-                .filter(|(_, s)| s.is_committed())
-                .filter_map(|(t, _)| match &t.body.payload {
-                    Payload::Config(u) => Some(&u.config),
-                    _ => None,
-                })
+                .zip(&block.effects)
+                .filter_map(|((t, s), fx)| installed_config(t, s, fx.as_ref()).ok().flatten())
+                .map(|i| i.config)
                 .collect();
             for c in updates.into_iter().rev() {
                 if let Some((l, at)) = &later {
-                    if let Some(a) = added_by(name, l, *at, c) {
+                    if let Some(a) = added_by(name, l, *at, &c) {
                         return Some(a);
                     }
                 }
-                later = Some((c.clone(), block.header.raft_index));
+                later = Some((c, block.header.raft_index));
             }
             if h == 0 {
                 let (l, at) = later?;

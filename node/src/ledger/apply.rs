@@ -255,6 +255,17 @@ impl Ledger {
         let (reads, writes) = match &tx.body.payload {
             Payload::KvWrite { reads, writes } => (reads, writes),
             Payload::Config(update) => return Ok(self.apply_config(update, now_s, scratch)),
+            Payload::Propose(_)
+            | Payload::ProposalApprove { .. }
+            | Payload::ProposalReject { .. } => {
+                let at = chaincode::At {
+                    tx_id: otx.id,
+                    version,
+                    block_ts,
+                    info,
+                };
+                return self.apply_governance(tx, &at, scratch, digest, wb);
+            }
             p => {
                 let at = chaincode::At {
                     tx_id: otx.id,

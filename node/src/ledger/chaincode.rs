@@ -26,7 +26,9 @@ use tally_runtime::{
 
 /// Keys that plain key/value transactions may not write.
 pub(super) fn reserved_key(key: &str) -> bool {
-    key.starts_with(cc::LIFECYCLE_PREFIX) || key.starts_with(tally_runtime::RESERVED_PREFIX)
+    key.starts_with(cc::LIFECYCLE_PREFIX)
+        || key.starts_with(tally_runtime::RESERVED_PREFIX)
+        || key.starts_with(tally_protocol::proposal::GOVERNANCE_PREFIX)
 }
 
 /// One chaincode call, for the node's metrics.
@@ -243,7 +245,11 @@ impl Ledger {
                 }
                 Ok(())
             }
-            Payload::KvWrite { .. } | Payload::Config(_) => Ok(()),
+            Payload::KvWrite { .. }
+            | Payload::Config(_)
+            | Payload::Propose(_)
+            | Payload::ProposalApprove { .. }
+            | Payload::ProposalReject { .. } => Ok(()),
         }
     }
 
@@ -489,7 +495,11 @@ impl Ledger {
                 args,
                 fuel,
             } => self.invoke(chaincode, function, args, *fuel, at, scratch, digest, wb),
-            Payload::KvWrite { .. } | Payload::Config(_) => {
+            Payload::KvWrite { .. }
+            | Payload::Config(_)
+            | Payload::Propose(_)
+            | Payload::ProposalApprove { .. }
+            | Payload::ProposalReject { .. } => {
                 Ok(reject(RejectCode::Malformed, "not a chaincode transaction"))
             }
         }
@@ -915,6 +925,7 @@ mod tests {
     fn reserved_keys() {
         assert!(reserved_key("_lifecycle/x/definition"));
         assert!(reserved_key("cc~notary~h/ab"));
+        assert!(reserved_key("_governance/proposals/00"));
         assert!(!reserved_key("lifecycle/x"));
         assert!(!reserved_key("cc-x"));
     }

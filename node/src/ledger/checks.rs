@@ -166,6 +166,9 @@ impl Ledger {
                     ));
                 }
             }
+            p @ (Payload::Propose(_)
+            | Payload::ProposalApprove { .. }
+            | Payload::ProposalReject { .. }) => self.governance_static_checks(p)?,
             p => self.chaincode_static_checks(p)?,
         }
         Ok(())
@@ -205,14 +208,17 @@ impl Ledger {
         if let Payload::Config(_)
         | Payload::ChaincodeInstall { .. }
         | Payload::ChaincodeApprove { .. }
-        | Payload::ChaincodeCommit { .. } = &tx.body.payload
+        | Payload::ChaincodeCommit { .. }
+        | Payload::Propose(_)
+        | Payload::ProposalApprove { .. }
+        | Payload::ProposalReject { .. } = &tx.body.payload
         {
             // Approvals decide; the submitter must still be an admin of a member.
             if info.role != Role::Admin {
                 return Err((
                     RejectCode::Forbidden,
                     format!(
-                        "configuration and chaincode lifecycle changes are submitted by admins; {} is a {}",
+                        "configuration, proposals and chaincode lifecycle changes are submitted by admins; {} is a {}",
                         info.subject, info.role
                     ),
                 ));

@@ -23,6 +23,7 @@ mod apply;
 mod block_time;
 mod chaincode;
 mod checks;
+mod governance;
 mod reads;
 mod snapshot_forge;
 mod snapshots;

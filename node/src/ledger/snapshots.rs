@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, HashSet};
 use tally_protocol::block::results_root;
 use tally_protocol::codec::{Decode, Encode, Writer, MAX_LEN};
 use tally_protocol::identity::cert_hash;
+use tally_protocol::proposal::installed_config;
 use tally_protocol::state::StateDigest;
-use tally_protocol::{merkle, Block, Hash, Payload, Version};
+use tally_protocol::{merkle, Block, Hash, Version};
 
 /// Why a peer's snapshot was refused. The label names the check for the metric.
 #[derive(Debug, thiserror::Error)]
@@ -266,14 +267,15 @@ impl Ledger {
                         if let tally_protocol::Signer::Certificate(der) = &tx.body.signer {
                             certs_signing.insert(cert_hash(der));
                         }
-                        if let (Payload::Config(update), true) =
-                            (&tx.body.payload, status.is_committed())
+                        // A one-transaction update or a proposal whose policy was met here.
+                        let fx = block.effects.get(i).and_then(Option::as_ref);
+                        if let Some(update) = installed_config(tx, status, fx)
+                            .map_err(|e| Derived(format!("a committed configuration: {e}")))?
                         {
-                            config = Some(
-                                InForce::new(update.sequence, update.config.clone()).map_err(
+                            config =
+                                Some(InForce::new(update.sequence, update.config).map_err(
                                     |e| Derived(format!("a committed configuration: {e}")),
-                                )?,
-                            );
+                                )?);
                         }
                     }
                     last_hash = h.hash();
@@ -432,7 +434,7 @@ mod tests {
                         nonce: b * 10 + i,
                         timestamp_ms: now,
                         signer: Signer::Certificate(client.cert_der.clone()),
-                        payload: Payload::KvWrite {
+                        payload: tally_protocol::Payload::KvWrite {
                             reads: vec![],
                             writes: vec![Write {
                                 key: format!("k{}", i % 3),

@@ -197,6 +197,11 @@ fn print_block(b: &Block) {
                 ),
                 None => format!("invoke {chaincode}.{function}"),
             },
+            tally_protocol::Payload::Propose(p) => {
+                format!("proposal {} on configuration {}", p.hash(), p.base_sequence)
+            }
+            tally_protocol::Payload::ProposalApprove { hash } => format!("approve proposal {hash}"),
+            tally_protocol::Payload::ProposalReject { hash } => format!("reject proposal {hash}"),
         };
         println!(
             "    {i:>4} {}  {}  {what}  {status}",

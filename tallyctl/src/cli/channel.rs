@@ -1,5 +1,5 @@
-//! `tallyctl channel`: a channel's genesis configuration (`genesis.rs`), and creating the
-//! channel on its nodes through their admin API.
+//! `tallyctl channel`: a channel's genesis configuration (`genesis.rs`), creating the channel
+//! on its nodes through their admin API, and the configuration in force.
 
 use super::genesis::{self, GenesisArgs};
 use super::output::raft_role_name;
@@ -28,11 +28,35 @@ pub enum ChannelCmd {
     },
     /// Write a channel's genesis configuration.
     Genesis(GenesisArgs),
+    /// Print the configuration in force (JSON): the starting point of a proposal's
+    /// `--config`.
+    Config {
+        #[arg(long, short)]
+        channel: String,
+    },
+}
+
+impl ChannelCmd {
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            ChannelCmd::Config { channel } => Some(channel),
+            _ => None,
+        }
+    }
 }
 
 pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
     match cmd {
         ChannelCmd::Genesis(a) => genesis::write(ctx, &a),
+        ChannelCmd::Config { channel } => {
+            let (_, config) = ctx
+                .on_any(|c| {
+                    let channel = channel.clone();
+                    async move { c.config(&channel).await }
+                })
+                .await?;
+            super::output::print_json(&config)
+        }
         ChannelCmd::Create {
             admin_addr,
             ca,

@@ -4,6 +4,7 @@
 mod blocks;
 mod chaincode;
 mod channel;
+mod config_diff;
 mod console;
 mod demo;
 mod down;
@@ -19,6 +20,7 @@ mod output;
 pub mod plugin;
 mod profile_export;
 mod progress;
+mod proposal;
 mod receipt;
 mod renew;
 mod status;
@@ -112,9 +114,12 @@ enum Cmd {
     Blocks(blocks::BlocksCmd),
     /// Status of every node of a channel, and whether they agree.
     Status(status::StatusArgs),
-    /// Create channels and write genesis configurations.
+    /// Create channels, write genesis configurations, print the configuration in force.
     #[command(subcommand)]
     Channel(channel::ChannelCmd),
+    /// Governance: propose configuration changes, review, approve or reject them.
+    #[command(subcommand)]
+    Proposal(proposal::ProposalCmd),
     /// Start a local 3-node consortium on loopback, run a short demo load, follow blocks.
     Demo(demo::DemoArgs),
     /// Run the consortium described by YAML manifests as local processes, until Ctrl-C.
@@ -137,6 +142,8 @@ impl Cmd {
             Cmd::Blocks(c) => Some(c.channel()),
             Cmd::Status(a) => Some(a.channel()),
             Cmd::Org(c) => c.channel(),
+            Cmd::Proposal(c) => Some(c.channel()),
+            Cmd::Channel(c) => c.channel(),
             _ => None,
         }
     }
@@ -262,6 +269,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Blocks(c) => blocks::run(&ctx, c).await,
         Cmd::Status(a) => status::run(&ctx, a).await,
         Cmd::Channel(c) => channel::run(&ctx, c).await,
+        Cmd::Proposal(c) => proposal::run(&ctx, c).await,
         Cmd::Demo(a) => demo::run(&ctx, a).await,
         Cmd::Up(a) => up::run(&ctx, a).await,
         Cmd::Down(a) => down::run(&ctx, a),

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Leader", type_ = "string", json_path = ".status.leader"),
     printcolumn(name = "Agree", type_ = "boolean", json_path = ".status.stateRootsAgree", description = "Whether every node reports the same state root"),
     printcolumn(name = "Degraded", type_ = "string", json_path = ".status.conditions[?(@.type==\"Degraded\")].status", description = "True when a node stopped serving the channel (its ledger differs from the majority's, or its channel thread died); the condition's message names it"),
+    printcolumn(name = "Approvals", type_ = "string", json_path = ".status.pendingChange.approvals", description = "Approvals of the configuration change waiting for organizations, as n/m"),
     printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("a channel name is a DNS label: it names the channel on the ledger"),
@@ -139,8 +140,31 @@ pub struct ChannelStatus {
     /// Each node with its height and state root.
     #[serde(default)]
     pub nodes: Vec<ChannelNodeStatus>,
+    /// The configuration change proposed on the ledger that waits for organizations'
+    /// approvals; absent when none waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// A configuration change waiting on the ledger for approvals.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingChange {
+    /// The proposal's hash (hex), as `tallyctl proposal show` takes it.
+    pub proposal: String,
+    /// `n/m`: approvals given and needed.
+    pub approvals: String,
+    /// Organizations that approved.
+    #[serde(default)]
+    pub approved: Vec<String>,
+    /// Organizations that have not voted yet.
+    #[serde(default)]
+    pub missing: Vec<String>,
+    /// When the proposal expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub expires: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -88,11 +88,27 @@ pub struct Organization {
     /// Where the organization's certificate authority comes from.
     #[serde(default)]
     pub ca: CaSource,
+    /// Who approves changes that need this organization's consent. `Operator`: the operator
+    /// signs with the organization's admin identity, issued from its CA. `External`: the
+    /// organization keeps its admin key out of the cluster; the operator writes no admin
+    /// Secret for it and never votes for it, so a change that needs its approval waits
+    /// (`AwaitingApprovals`) until its admin approves with `tallyctl proposal approve`.
+    #[serde(default)]
+    pub approvals: Approvals,
     /// Ledger nodes of this organization that run outside this cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub external_peers: Vec<ExternalPeer>,
+}
+
+// Who signs an organization's approvals: the operator, with the admin identity it issues, or
+// the organization itself, with a key the cluster never holds.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Approvals {
+    #[default]
+    Operator,
+    External,
 }
 
 /// Where an organization's CA comes from.

@@ -155,6 +155,7 @@ async fn lifecycle(
     let admins: Vec<(String, tally_protocol::Identity)> = plan
         .approvers
         .iter()
+        .filter(|o| w.signs_for(o))
         .filter_map(|o| Some((o.clone(), w.plan.org(o)?.admin.clone()?)))
         .collect();
     let wanted = Wanted {

@@ -8,7 +8,7 @@
 use crate::builders;
 use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::decide::channel::{
-    decide, leader, roots_agree, verdict, ChannelAction, ChannelObserved, ChannelTarget,
+    decide, leader, roots_agree, verdict, Awaiting, ChannelAction, ChannelObserved, ChannelTarget,
     ChannelView, JoinAt, NodeReport, NodeView, Outcome,
 };
 use crate::reach;
@@ -18,9 +18,11 @@ use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus};
+use std::time::Duration;
+use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus, PendingChange};
 use tally_api::peer::PeerRole;
 use tally_protocol::api::ChannelInfo;
+use tally_protocol::proposal::{Change, ProposalView, Status as ProposalStatus};
 use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
 
 pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
@@ -179,7 +181,25 @@ async fn converge(
             ChannelAction::Propose { source, .. } => {
                 let Some(src) = info_of(source) else { continue };
                 match propose_change(ctx, w, &reached, src, genesis).await {
-                    Ok(seq) => {
+                    Ok(Proposed::Awaiting(a, new)) => {
+                        if new {
+                            ctx.event(
+                                ch,
+                                false,
+                                "AwaitingApprovals",
+                                "Propose",
+                                format!(
+                                    "proposed configuration change {} for channel {name}: {} approvals, missing [{}]",
+                                    a.proposal,
+                                    a.count(),
+                                    a.missing.join(", ")
+                                ),
+                            )
+                            .await;
+                        }
+                        outcome.awaiting = Some(a);
+                    }
+                    Ok(Proposed::Committed(seq)) => {
                         ctx.event(
                             ch,
                             false,
@@ -246,6 +266,13 @@ async fn converge(
     status.member_count = members.len() as u32;
     status.members = members;
     status.nodes = nodes_status;
+    status.pending_change = outcome.awaiting.as_ref().map(|a| PendingChange {
+        proposal: a.proposal.clone(),
+        approvals: a.count(),
+        approved: a.approved.clone(),
+        missing: a.missing.clone(),
+        expires: String::new(),
+    });
     if !outcome.reports.is_empty() {
         status.state_roots_agree = Some(roots_agree(&outcome.reports));
     }
@@ -265,60 +292,170 @@ enum ChangeFailure {
 }
 use ChangeFailure::{Refused, Unreachable};
 
-/// Proposes `next` as the channel's configuration in place of `src.config`, approved by the
-/// admins of every eligible organization the operator holds a key for, through a node that
-/// serves the channel. Returns the new configuration's sequence number once committed.
+/// What proposing a change came to.
+enum Proposed {
+    /// Committed as this configuration sequence.
+    Committed(u64),
+    /// Proposed on the ledger and waiting for organizations the operator does not sign for;
+    /// `true` when this reconcile made the proposal.
+    Awaiting(Awaiting, bool),
+}
+
+/// How long a proposal the operator makes stays open.
+const PROPOSAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Proposes `next` as the channel's configuration in place of `src.config`, through a node
+/// that serves the channel. The operator signs only for organizations whose `approvals` is
+/// `Operator` and whose admin identity it holds. When they are a majority of the channel's
+/// admin organizations, it is one configuration transaction with all their approvals;
+/// otherwise a proposal on the ledger, approved by each of them, that applies when the other
+/// organizations approve it themselves.
 async fn propose_change(
     ctx: &Context,
     w: &world::World,
     reached: &[Reached<'_>],
     src: &ChannelInfo,
     next: &ChannelConfig,
-) -> std::result::Result<u64, ChangeFailure> {
-    let admins: Vec<Identity> = src
-        .config
-        .admin_orgs()
+) -> std::result::Result<Proposed, ChangeFailure> {
+    let eligible = src.config.admin_orgs();
+    let admins: Vec<Identity> = eligible
         .iter()
+        .filter(|o| w.signs_for(o))
         .filter_map(|o| w.plan.org(o).and_then(|p| p.admin.clone()))
         .collect();
+    let needed = src.config.approvals_needed();
     let Some(submitter) = admins.first() else {
-        return Err(Refused(format!(
-            "the operator holds no admin key of an organization that administers channel {}",
-            src.config.name
-        )));
+        return Ok(Proposed::Awaiting(
+            Awaiting {
+                proposal: String::new(),
+                needed,
+                approved: Vec::new(),
+                missing: eligible,
+            },
+            false,
+        ));
     };
-    let approvers: Vec<&Identity> = admins.iter().collect();
-    let tx = tally_client::txs::sign_config(
-        submitter,
-        &src.config,
-        src.status.config_sequence,
-        next.clone(),
-        &approvers,
-    );
     let mut last = String::from("no node serves the channel");
     for (n, at, _, info) in reached {
         if info.is_none() {
             continue;
         }
         let api = reach::api(ctx, &w.plan, n, at).map_err(|e| Unreachable(e.to_string()))?;
-        match api.submit_wait(&tx).await {
-            Ok(r) => {
-                return match r.status {
-                    TxStatus::Committed => Ok(src.status.config_sequence + 1),
-                    // Another change went first; the next reconcile starts from it.
-                    TxStatus::Rejected {
-                        code: RejectCode::ReadConflict,
-                        reason,
-                    } => Err(Unreachable(format!("configuration moved on: {reason}"))),
-                    TxStatus::Rejected { reason, .. } => Err(Refused(format!(
-                        "the channel refused the configuration change: {reason}"
-                    ))),
-                };
+        let tried = if admins.len() >= needed {
+            let approvers: Vec<&Identity> = admins.iter().collect();
+            let tx = tally_client::txs::sign_config(
+                submitter,
+                &src.config,
+                src.status.config_sequence,
+                next.clone(),
+                &approvers,
+            );
+            match api.submit_wait(&tx).await {
+                Ok(r) => return committed(&r.status, src).map(Proposed::Committed),
+                Err(e) => e,
             }
-            Err(e) => last = format!("{}: {e}", n.name),
-        }
+        } else {
+            match by_proposal(&api, &admins, src, next).await {
+                Ok(p) => return p,
+                Err(e) => e,
+            }
+        };
+        last = format!("{}: {tried}", n.name);
     }
     Err(Unreachable(last))
+}
+
+/// What a configuration transaction's status means for the operator.
+fn committed(status: &TxStatus, src: &ChannelInfo) -> std::result::Result<u64, ChangeFailure> {
+    match status {
+        TxStatus::Committed => Ok(src.status.config_sequence + 1),
+        // Another change went first; the next reconcile starts from it.
+        TxStatus::Rejected {
+            code: RejectCode::ReadConflict,
+            reason,
+        } => Err(Unreachable(format!("configuration moved on: {reason}"))),
+        TxStatus::Rejected { reason, .. } => Err(Refused(format!(
+            "the channel refused the configuration change: {reason}"
+        ))),
+    }
+}
+
+/// The open proposal of `next` on the base `src` (made by `admins[0]` if there is none yet),
+/// approved by every one of `admins` that has not voted; what it stands at after.
+async fn by_proposal(
+    api: &tally_client::Client,
+    admins: &[Identity],
+    src: &ChannelInfo,
+    next: &ChannelConfig,
+) -> std::result::Result<std::result::Result<Proposed, ChangeFailure>, tally_client::ClientError> {
+    let channel = &src.config.name;
+    let wanted = |v: &ProposalView| {
+        v.status == ProposalStatus::Open
+            && v.proposal.base_sequence == src.status.config_sequence
+            && matches!(&v.proposal.change, Change::Config(c) if **c == *next)
+    };
+    let open = api.proposals(channel).await?.into_iter().find(wanted);
+    let (mut view, new) = match open {
+        Some(v) => (v, false),
+        None => {
+            let proposal = api
+                .config_proposal(
+                    channel,
+                    next.clone(),
+                    PROPOSAL_TTL,
+                    "the operator's planned configuration (Consortium, Peers and Channel resources)",
+                )
+                .await?;
+            let hash = proposal.hash();
+            let r = api.propose(&admins[0], proposal).await?;
+            if let Err(e) = committed(&r.status, src) {
+                return Ok(Err(e));
+            }
+            match api.proposal(channel, &hash).await? {
+                Some(v) => (v, true),
+                None => {
+                    return Ok(Err(Unreachable(format!(
+                        "proposal {hash} not found after it committed"
+                    ))))
+                }
+            }
+        }
+    };
+    for admin in admins {
+        let org = &admin.info.org;
+        if view.tally.approved.iter().any(|o| o == org)
+            || view.tally.rejected.iter().any(|o| o == org)
+        {
+            continue;
+        }
+        let r = api.approve(admin, channel, view.hash).await?;
+        if let Err(e) = committed(&r.status, src) {
+            return Ok(Err(e));
+        }
+        match api.proposal(channel, &view.hash).await? {
+            Some(v) => view = v,
+            None => break,
+        }
+    }
+    Ok(Ok(match view.status {
+        ProposalStatus::Applied => Proposed::Committed(src.status.config_sequence + 1),
+        ProposalStatus::Open => Proposed::Awaiting(
+            Awaiting {
+                proposal: view.hash.to_hex(),
+                needed: view.tally.needed,
+                approved: view.tally.approved.clone(),
+                missing: view.tally.missing.clone(),
+            },
+            new,
+        ),
+        other => {
+            return Ok(Err(Refused(format!(
+                "proposal {} is {}",
+                view.hash,
+                other.as_str()
+            ))))
+        }
+    }))
 }
 
 type Reached<'a> = (

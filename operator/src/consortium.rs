@@ -152,7 +152,16 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                 let owner = owner_of(cons);
                 let mut bodies = Vec::new();
                 for o in &w.plan.organizations {
-                    for (role, id) in [("admin", &o.admin), ("client", &o.client)] {
+                    // An organization that approves for itself keeps its admin key out of the
+                    // cluster: no admin Secret, and one written before is removed.
+                    let admin = if w.signs_for(&o.name) {
+                        &o.admin
+                    } else {
+                        let sname = names::identity_secret(&name, &o.name, "admin");
+                        remove_secret(ctx, &ns, &sname).await?;
+                        &None
+                    };
+                    for (role, id) in [("admin", admin), ("client", &o.client)] {
                         let Some(id) = id else { continue };
                         let sname = names::identity_secret(&name, &o.name, role);
                         let at = OrgSecret {
@@ -324,4 +333,24 @@ async fn keep_cas_while_volumes_remain(
     )
     .await;
     Ok(())
+}
+
+/// Deletes the Secret `sname` if it may exist (absent from a listed store means absent).
+async fn remove_secret(ctx: &Context, ns: &str, sname: &str) -> Result<()> {
+    let may_exist = ctx
+        .shared
+        .for_ns(ns)
+        .is_none_or(|s| s.children.holds("Secret", ns, sname));
+    if !may_exist {
+        return Ok(());
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match secrets.delete(sname, &Default::default()).await {
+        Ok(_) => {
+            tracing::info!(namespace = %ns, secret = %sname, "removed the admin Secret of an organization that approves for itself");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -22,6 +22,19 @@ pub struct World {
     pub plan: Plan,
 }
 
+impl World {
+    /// Whether the operator votes for `org`: its `approvals` is `Operator` (an organization with
+    /// `External` approvals signs its own votes; one outside the consortium is not ours).
+    pub fn signs_for(&self, org: &str) -> bool {
+        self.consortium
+            .spec
+            .organizations
+            .iter()
+            .find(|o| o.name == org)
+            .is_some_and(|o| o.approvals == tally_api::consortium::Approvals::Operator)
+    }
+}
+
 /// Why there is no plan yet.
 pub enum NoPlan {
     /// The consortium does not exist (yet).

@@ -209,3 +209,68 @@ pub async fn start_runner(cp: &ControlPlane, ip_prefix: &str) -> crate::podrunne
     .await
     .expect("pod runner")
 }
+
+/// Whether every Consortium, Peer and Channel of `ns` is Ready, and there are `count` of
+/// them; otherwise which are not.
+pub fn all_ready(cp: &ControlPlane, ns: &str, count: usize) -> Result<(), String> {
+    let list = get_json(cp, &["-n", ns, "get", "consortia,peers,channels"]);
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    if items.len() != count {
+        return Err(format!("{} resources", items.len()));
+    }
+    let not: Vec<String> = items
+        .iter()
+        .filter_map(|o| match ready(o) {
+            Some((s, _)) if s == "True" => None,
+            r => Some(format!("{}/{}: {:?}", o["kind"], o["metadata"]["name"], r)),
+        })
+        .collect();
+    if not.is_empty() {
+        Ok(())
+    } else {
+        Err(not.join("; "))
+    }
+}
+
+/// `tallyctl --data-dir DIR ARGS`: its output, or an error with both streams.
+pub fn tallyctl_in(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(crate::tallyctl_bin())
+        .arg(format!("--data-dir={}", dir.display()))
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "tallyctl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Exports the profile of consortium `consortium` of `ns` into `dir`, nodes by pod IP.
+pub fn export_profile(
+    cp: &ControlPlane,
+    dir: &Path,
+    ns: &str,
+    consortium: &str,
+) -> Result<(), String> {
+    tallyctl_in(
+        dir,
+        &[
+            "profile",
+            "export",
+            "--namespace",
+            ns,
+            "--consortium",
+            consortium,
+            "--address",
+            "pod-ip",
+            &format!("--kubeconfig={}", cp.kubeconfig.display()),
+        ],
+    )
+    .map(drop)
+}

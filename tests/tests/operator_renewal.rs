@@ -10,14 +10,20 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_tests::operator::{
-    control_plane_with_crds, get_json, ready, start_runner, wait_for, Operator,
+    all_ready, control_plane_with_crds, get_json, start_runner, tallyctl_in as tallyctl, wait_for,
+    Operator,
 };
-use tally_tests::{tallyctl_bin, ControlPlane};
+use tally_tests::ControlPlane;
+
+/// The profile as the cluster holds it now: renewed client certificates are picked up by
+/// exporting again, as a tenant's tooling would.
+fn export_profile(cp: &ControlPlane, dir: &Path) -> Result<(), String> {
+    tally_tests::operator::export_profile(cp, dir, NS, CONSORTIUM)
+}
 
 const NS: &str = "renew";
 const CONSORTIUM: &str = "short-lived";
@@ -49,64 +55,6 @@ spec:
   members: [org1, org2]
   consenters: [org1-peer, org2-peer]
 ";
-
-fn all_ready(cp: &ControlPlane) -> Result<(), String> {
-    let list = get_json(cp, &["-n", NS, "get", "consortia,peers,channels"]);
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.len() != 4 {
-        return Err(format!("{} resources", items.len()));
-    }
-    let not: Vec<String> = items
-        .iter()
-        .filter_map(|o| match ready(o) {
-            Some((s, _)) if s == "True" => None,
-            r => Some(format!("{}/{}: {:?}", o["kind"], o["metadata"]["name"], r)),
-        })
-        .collect();
-    if not.is_empty() {
-        Ok(())
-    } else {
-        Err(not.join("; "))
-    }
-}
-
-fn tallyctl(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(tallyctl_bin())
-        .arg(format!("--data-dir={}", dir.display()))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "tallyctl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
-/// The profile as the cluster holds it now: renewed client certificates are picked up by
-/// exporting again, as a tenant's tooling would.
-fn export_profile(cp: &ControlPlane, dir: &Path) -> Result<(), String> {
-    tallyctl(
-        dir,
-        &[
-            "profile",
-            "export",
-            "--namespace",
-            NS,
-            "--consortium",
-            CONSORTIUM,
-            "--address",
-            "pod-ip",
-            &format!("--kubeconfig={}", cp.kubeconfig.display()),
-        ],
-    )
-    .map(drop)
-}
 
 /// Each identity's `notAfter` in the Consortium status, by `org/role/name`.
 fn identities(cp: &ControlPlane) -> BTreeMap<String, i64> {
@@ -223,7 +171,7 @@ fn steps(cp: Arc<ControlPlane>) {
     );
     assert!(r.ok, "apply: {}", r.stderr);
     wait_for("every resource Ready", Duration::from_secs(240), || {
-        all_ready(&cp)
+        all_ready(&cp, NS, 4)
     });
 
     // What each identity holds before any renewal: 2 admins, 2 clients, 3 nodes.
@@ -276,7 +224,7 @@ fn steps(cp: Arc<ControlPlane>) {
     wait_for(
         "every resource Ready again",
         Duration::from_secs(180),
-        || all_ready(&cp),
+        || all_ready(&cp, NS, 4),
     );
     let (acked, failed) = writer.finish();
     assert!(

@@ -188,9 +188,35 @@ pub struct Outcome {
     /// Why the channel refused the proposed change (the tenant's to fix).
     #[serde(default)]
     pub rejected: Option<String>,
+    /// The change is proposed on the ledger and waits for organizations the operator does
+    /// not sign for.
+    #[serde(default)]
+    pub awaiting: Option<Awaiting>,
     /// What each node reports after acting.
     #[serde(default)]
     pub reports: Vec<NodeReport>,
+}
+
+/// A proposed configuration change and its votes so far.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Awaiting {
+    /// The proposal's hash (hex); empty when nobody could propose it (no organization lets
+    /// the operator sign for it).
+    #[serde(default)]
+    pub proposal: String,
+    pub needed: usize,
+    #[serde(default)]
+    pub approved: Vec<String>,
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+impl Awaiting {
+    /// `n/m`, as the printer column shows it.
+    pub fn count(&self) -> String {
+        format!("{}/{}", self.approved.len(), self.needed)
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -272,6 +298,30 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
             "NodeDegraded",
             format!("stopped serving channel {channel}: {nodes}"),
         )
+    } else if let Some(a) = &out.awaiting {
+        let approved = if a.approved.is_empty() {
+            "none yet".to_string()
+        } else {
+            a.approved.join(", ")
+        };
+        let message = if a.proposal.is_empty() {
+            format!(
+                "the configuration change needs {} approvals and the operator signs for none of \
+                 the organizations that may give them ({}): propose it with `tallyctl proposal create`",
+                a.needed,
+                a.missing.join(", ")
+            )
+        } else {
+            format!(
+                "configuration change proposed as {} waits for approvals: {} (approved: {approved}; \
+                 missing: {}); approve with `tallyctl proposal approve --channel {channel} {}`",
+                &a.proposal[..a.proposal.len().min(12)],
+                a.count(),
+                a.missing.join(", "),
+                &a.proposal[..a.proposal.len().min(12)],
+            )
+        };
+        Verdict::progressing("AwaitingApprovals", message)
     } else if let Some(what) = changing {
         Verdict::progressing("Reconfiguring", what)
     } else if !roots_agree(&out.reports) {

@@ -1,0 +1,265 @@
+//! Governance on the real control plane: one organization approves for itself
+//! (`approvals: External`), so the operator neither holds its admin Secret nor votes for it. A
+//! membership change to a Channel becomes a proposal on the ledger that waits, reported as
+//! `AwaitingApprovals` with 1/2 approvals, while the channel keeps committing; it applies only
+//! once that organization's own admin approves with `tallyctl proposal approve`.
+//!
+//! Run alone: build tally-node, tallyctl and tally-operator, then
+//! `cargo test -p tally-tests --test operator_governance -- --nocapture`.
+
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+use tally_tests::operator::{
+    all_ready, control_plane_with_crds, export_profile, get_json, ready, start_runner,
+    tallyctl_in as tallyctl, wait_for, Operator,
+};
+use tally_tests::ControlPlane;
+
+const NS: &str = "gov";
+const CONSORTIUM: &str = "two-keys";
+
+const MANIFEST: &str = "\
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: two-keys}
+spec:
+  organizations:
+    - {name: org1}
+    - {name: org2, approvals: External}
+    - {name: org3}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: org1-peer}
+spec: {consortium: two-keys, organization: org1, replicas: 2}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: org2-peer}
+spec: {consortium: two-keys, organization: org2, replicas: 1}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {name: ledger}
+spec:
+  consortium: two-keys
+  members: [org1, org2]
+  consenters: [org1-peer, org2-peer]
+";
+
+fn channel(cp: &ControlPlane) -> Value {
+    get_json(cp, &["-n", NS, "get", "channel", "ledger"])
+}
+
+/// The reason of the object's Ready condition.
+fn ready_reason(obj: &Value) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// org2's admin as the organization itself would issue it, from its CA outside the cluster
+/// (here read from the CA Secret the operator generated), into
+/// `profile/external/org2/admins/ext-admin`.
+fn external_admin(cp: &ControlPlane, profile: &Path) -> std::path::PathBuf {
+    let ca = get_json(cp, &["-n", NS, "get", "secret", "two-keys-org2-ca"]);
+    let org = profile.join("external").join("org2");
+    std::fs::create_dir_all(&org).expect("org folder");
+    for (key, file) in [("tls.crt", "ca.pem"), ("tls.key", "ca-key.pem")] {
+        let b64 = ca["data"][key].as_str().expect("CA Secret data");
+        let pem = base64_decode(b64);
+        std::fs::write(org.join(file), pem).expect("write CA");
+    }
+    let org_dir = org.display().to_string();
+    tallyctl(
+        profile,
+        &[
+            "org",
+            "issue",
+            "--dir",
+            &org_dir,
+            "--role",
+            "admin",
+            "--name",
+            "ext-admin",
+        ],
+    )
+    .expect("issue org2's admin");
+    org.join("admins").join("ext-admin")
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().expect("stdin").write_all(s.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("base64 -d");
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_waits_for_the_external_organizations_own_approval() {
+    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-governance"))
+        .await
+    {
+        Ok(Some(cp)) => std::sync::Arc::new(cp),
+        Ok(None) => return,
+        Err(e) => panic!("control plane: {e}"),
+    };
+    cp.kubectl_ok(&["create", "namespace", NS]);
+    let mut runner = start_runner(&cp, "127.65").await;
+    let c = cp.clone();
+    tokio::task::spawn_blocking(move || steps(&c))
+        .await
+        .expect("governance steps");
+    runner.shutdown().await;
+}
+
+fn steps(cp: &ControlPlane) {
+    let mut op = Operator::start(cp, "op-1");
+    let r = cp.kubectl_stdin(
+        &["-n", NS, "apply", "--server-side", "-f", "-"],
+        Some(MANIFEST),
+    );
+    assert!(r.ok, "apply: {}", r.stderr);
+    wait_for("every resource Ready", Duration::from_secs(240), || {
+        all_ready(cp, NS, 4)
+    });
+
+    // The operator holds org1's admin, not org2's.
+    cp.kubectl_ok(&["-n", NS, "get", "secret", "two-keys-org1-admin"]);
+    let missing = cp.kubectl(&["-n", NS, "get", "secret", "two-keys-org2-admin"]);
+    assert!(
+        !missing.ok,
+        "an External organization's admin Secret must not exist"
+    );
+
+    // A membership change: org3 joins the channel. It needs 2 of 2 admin organizations.
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "channel",
+        "ledger",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"members":["org1","org2","org3"]}}"#,
+    ]);
+    let pending = wait_for("AwaitingApprovals", Duration::from_secs(120), || {
+        let ch = channel(cp);
+        if ready_reason(&ch) != "AwaitingApprovals" {
+            return Err(format!("Ready {:?}", ready(&ch)));
+        }
+        let p = ch["status"]["pendingChange"].clone();
+        if p["approvals"] == "1/2" {
+            Ok(p)
+        } else {
+            Err(format!("pendingChange {p}"))
+        }
+    });
+    assert_eq!(
+        pending["approved"],
+        serde_json::json!(["org1"]),
+        "{pending}"
+    );
+    assert_eq!(pending["missing"], serde_json::json!(["org2"]), "{pending}");
+    let hash = pending["proposal"]
+        .as_str()
+        .expect("proposal hash")
+        .to_string();
+    let cols = cp.kubectl_ok(&["-n", NS, "get", "channel", "ledger"]);
+    assert!(cols.contains("APPROVALS") && cols.contains("1/2"), "{cols}");
+
+    // Meanwhile the channel commits, and the change has not applied on the ledger.
+    let dir = cp.dir().join("profile");
+    export_profile(cp, &dir, NS, CONSORTIUM).expect("profile export");
+    tallyctl(
+        &dir,
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "ledger",
+            "k1",
+            "v1",
+        ],
+    )
+    .expect("a write while the change waits");
+    let shown = tallyctl(
+        &dir,
+        &[
+            "--org",
+            "org1",
+            "proposal",
+            "show",
+            "--channel",
+            "ledger",
+            &hash,
+        ],
+    )
+    .expect("proposal show");
+    assert!(
+        shown.contains("open") && shown.contains("+ member org3"),
+        "{shown}"
+    );
+    assert_eq!(channel(cp)["status"]["configSequence"], 0);
+
+    // org2 approves with its own admin, whose key the cluster never held.
+    let admin = external_admin(cp, &dir);
+    let admin = admin.display().to_string();
+    let out = tallyctl(
+        &dir,
+        &[
+            "--identity",
+            &admin,
+            "proposal",
+            "approve",
+            "--channel",
+            "ledger",
+            &hash,
+        ],
+    )
+    .expect("org2 approves");
+    assert!(out.contains("applied"), "{out}");
+
+    wait_for(
+        "the change applied and Ready",
+        Duration::from_secs(120),
+        || {
+            let ch = channel(cp);
+            let st = &ch["status"];
+            if st["configSequence"] != 1 {
+                return Err(format!("configSequence {}", st["configSequence"]));
+            }
+            if !st["pendingChange"].is_null() {
+                return Err(format!("pendingChange {}", st["pendingChange"]));
+            }
+            if st["members"] != serde_json::json!(["org1", "org2", "org3"]) {
+                return Err(format!("members {}", st["members"]));
+            }
+            match ready(&ch) {
+                Some((s, _)) if s == "True" => Ok(()),
+                r => Err(format!("Ready {r:?}")),
+            }
+        },
+    );
+    let v = tallyctl(
+        &dir,
+        &["--org", "org1", "tx", "get", "--channel", "ledger", "k1"],
+    )
+    .expect("read back");
+    assert!(v.contains("v1"), "{v}");
+    op.stop();
+}

@@ -613,3 +613,53 @@ async fn a_node_moves_to_its_organizations_new_ca() {
     }
     tc.assert_healthy();
 }
+
+/// `org revoke --propose`: org1 proposes the revocation on the ledger instead of collecting
+/// approvals itself; nothing changes at 1 of 2 approvals (the client still commits), and the
+/// revocation applies when org2's admin approves it from its own identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proposed_revocation_applies_only_once_approved() {
+    let tc = TestCluster::start("revoke-propose", 3, &[CH], |_| {}).await;
+    let org1 = org_dir(&tc, "org1");
+    let lost = issue(&org1, Role::Client, "lost-phone");
+    let cert = identity_dir(&org1, Role::Client, "lost-phone").join("cert.pem");
+    let out = tallyctl(
+        &tc,
+        &admin_dir(&tc, "org1"),
+        &[
+            "org",
+            "revoke",
+            "--channel",
+            CH,
+            "--propose",
+            "--cert",
+            &cert.display().to_string(),
+        ],
+    );
+    assert_eq!(out["proposal"]["status"], "open", "{out}");
+    assert_eq!(
+        out["proposal"]["tally"]["approved"],
+        serde_json::json!(["org1"]),
+        "{out}"
+    );
+    let hash = out["hash"].as_str().expect("hash").to_string();
+    // Proposed, not applied: the certificate still works.
+    assert_eq!(
+        write(&tc, &lost, "while-proposed").await,
+        TxStatus::Committed
+    );
+
+    let out = tallyctl(
+        &tc,
+        &admin_dir(&tc, "org2"),
+        &["proposal", "approve", "--channel", CH, &hash],
+    );
+    assert_eq!(out["proposal"]["status"], "applied", "{out}");
+    wait_config(&tc, 1).await;
+    for c in tc.clients() {
+        let tx = sign_writes(&lost, CH, vec![put("after-approval", b"v")], false);
+        let e = refused_write(&c, &tx).await;
+        assert_api_error(&e, 403, "revoked", c.url());
+    }
+    assert_identical_chains(&tc, CH).await;
+}

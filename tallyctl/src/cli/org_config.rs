@@ -28,6 +28,11 @@ pub struct Target {
     /// profile approves (the local mode holds them all).
     #[arg(long = "approver")]
     pub approvers: Vec<PathBuf>,
+    /// Propose the change on the ledger instead (signed by the acting admin, whose
+    /// organization's approval counts); the other admin organizations approve it with
+    /// `tallyctl proposal approve`. Open for 24 hours.
+    #[arg(long, conflicts_with = "approvers")]
+    pub propose: bool,
     #[command(flatten)]
     pub opts: WriteOpts,
 }
@@ -180,6 +185,11 @@ async fn submit_change(
     next: ChannelConfig,
     what: &str,
 ) -> Result<()> {
+    if t.propose {
+        let ttl = std::time::Duration::from_secs(24 * 3600);
+        let why = format!("tallyctl org {what}");
+        return super::proposal::propose_config(ctx, &current.name, next, ttl, &why, &t.opts).await;
+    }
     let (submitter, ids) = approvers(ctx, t, current)?;
     let orgs: std::collections::BTreeSet<&str> = ids.iter().map(|i| i.info.org.as_str()).collect();
     let need = current.approvals_needed();

@@ -135,6 +135,36 @@ fn admin(ctx: &Ctx) -> Result<Identity> {
     Ok(id)
 }
 
+/// Proposes `next` as `channel`'s configuration, signed by the caller's admin identity (whose
+/// organization's approval counts at once), open for `ttl`; prints where it stands.
+pub async fn propose_config(
+    ctx: &Ctx,
+    channel: &str,
+    next: ChannelConfig,
+    ttl: Duration,
+    description: &str,
+    opts: &WriteOpts,
+) -> Result<()> {
+    let id = admin(ctx)?;
+    let (_, proposal) = ctx
+        .on_any(|c| {
+            let next = next.clone();
+            let description = description.to_string();
+            let channel = channel.to_string();
+            async move { c.config_proposal(&channel, next, ttl, &description).await }
+        })
+        .await?;
+    let hash = proposal.hash();
+    let t = txs::sign_payload(
+        &id,
+        channel,
+        Payload::Propose(Box::new(proposal)),
+        opts.cert_hash,
+    );
+    let o = tx::submit(ctx, &t, opts).await?;
+    report(ctx, channel, hash, "proposed", &o).await
+}
+
 pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
     match cmd {
         ProposalCmd::Create {
@@ -162,32 +192,8 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
             if ttl <= 0 {
                 bail!("--expires-in must be positive");
             }
-            let id = admin(ctx)?;
-            let (_, proposal) = ctx
-                .on_any(|c| {
-                    let next = next.clone();
-                    let description = description.clone();
-                    let channel = channel.clone();
-                    async move {
-                        c.config_proposal(
-                            &channel,
-                            next,
-                            Duration::from_secs(ttl as u64),
-                            &description,
-                        )
-                        .await
-                    }
-                })
-                .await?;
-            let hash = proposal.hash();
-            let t = txs::sign_payload(
-                &id,
-                &channel,
-                Payload::Propose(Box::new(proposal)),
-                opts.cert_hash,
-            );
-            let o = tx::submit(ctx, &t, &opts).await?;
-            report(ctx, &channel, hash, "proposed", &o).await
+            let ttl = Duration::from_secs(ttl as u64);
+            propose_config(ctx, &channel, next, ttl, &description, &opts).await
         }
         ProposalCmd::Approve {
             channel,

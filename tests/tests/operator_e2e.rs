@@ -20,7 +20,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_tests::operator::{
-    control_plane_with_crds, get_json, ready, repo, start_runner, wait_for, Operator,
+    control_plane_with_crds, get_json, ready, repo, start_runner, tallyctl_in as tallyctl,
+    wait_for, Operator,
 };
 use tally_tests::{tallyctl_bin, ControlPlane};
 
@@ -28,41 +29,7 @@ const NS: &str = "scf";
 const CONSORTIUM: &str = "supply-chain-finance";
 
 fn all_ready(cp: &ControlPlane) -> Result<(), String> {
-    let list = get_json(cp, &["-n", NS, "get", "consortia,peers,channels"]);
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.len() != 6 {
-        return Err(format!("{} resources", items.len()));
-    }
-    let not: Vec<String> = items
-        .iter()
-        .filter_map(|o| match ready(o) {
-            Some((s, _)) if s == "True" => None,
-            r => Some(format!("{}/{}: {:?}", o["kind"], o["metadata"]["name"], r)),
-        })
-        .collect();
-    if !not.is_empty() {
-        Err(not.join("; "))
-    } else {
-        Ok(())
-    }
-}
-
-fn tallyctl(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(tallyctl_bin())
-        .arg(format!("--data-dir={}", dir.display()))
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "tallyctl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    tally_tests::operator::all_ready(cp, NS, 6)
 }
 
 fn put(dir: &Path, org: &str, channel: &str, key: &str, value: &str) -> Result<String, String> {

@@ -66,6 +66,8 @@ pub struct Channel {
     /// Why the channel's thread ended, if it died (a storage or apply error, a panic): the
     /// channel then serves nothing and the node is not ready.
     pub(super) stopped: RwLock<Option<String>>,
+    /// The snapshot this node holds for peers to pull (`crate::snapshot_builder`).
+    pub held: crate::snapshot_builder::Shelf,
 }
 
 impl Channel {

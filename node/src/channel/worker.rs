@@ -42,6 +42,12 @@ pub(crate) struct Worker {
     pub(super) added: Option<(u64, Option<super::step_aside::Added>)>,
     /// The gauges last exported (`publishing.rs`).
     pub(super) published: Option<super::publishing::Gauges>,
+    /// A snapshot from a peer being pulled or staged (`snapshot_pull.rs`).
+    pub(super) pull: super::snapshot_pull::Pull,
+    /// On the leader: followers sent a snapshot, since when.
+    pub(super) snap_sent: HashMap<u64, Instant>,
+    /// The simulator cut this node off at a write: every later write fails too.
+    pub(super) cut: std::cell::Cell<bool>,
 }
 
 impl Worker {
@@ -66,6 +72,9 @@ impl Worker {
             led: None,
             added: None,
             published: None,
+            pull: Default::default(),
+            snap_sent: HashMap::new(),
+            cut: std::cell::Cell::new(false),
         }
     }
 
@@ -113,7 +122,6 @@ impl Worker {
             }
             if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
                 self.chan.sweep();
-                self.raw.store().expire_built_snapshot();
                 self.last_sweep = now;
             }
             if stop {
@@ -132,8 +140,22 @@ impl Worker {
     /// What follows handled input, in production and in the simulator alike: a Raft tick
     /// (when `tick`), a proposal when a batch is due, and the handling of Raft's Ready.
     pub(crate) fn turn(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
+        let result = self.turn_inner(tick);
+        // A staged snapshot was installed by this turn's Ready, or Raft declined it; the next
+        // pull stages afresh.
+        if self.pull == super::snapshot_pull::Pull::Staged {
+            self.pull = super::snapshot_pull::Pull::None;
+        }
+        if self.cut.get() {
+            return Err(CutOff.into());
+        }
+        result
+    }
+
+    fn turn_inner(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
         let now = self.env.clock.now();
         if tick {
+            self.unstick_snapshots(now);
             self.raw.tick();
             self.check_own_clock(now);
             self.requeue_lost(now);
@@ -163,36 +185,14 @@ impl Worker {
     pub(crate) fn handle(&mut self, m: Input) -> bool {
         match m {
             Input::Raft(msg) => {
-                // Clamped first, so that a commit index beyond the log reaches neither Raft
-                // nor the readiness view.
-                let mut msg = *msg;
-                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_verified(&msg) {
+                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_arrived(&msg) {
                     return false;
                 }
-                if self.refused_for_clock(&msg) {
-                    return false;
-                }
-                self.stamp_forwarded(&mut msg);
-                self.repair_lost_log(&mut msg);
-                if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
-                    let mut v = self.chan.view.write();
-                    match msg.msg_type {
-                        MessageType::MsgAppend
-                        | MessageType::MsgHeartbeat
-                        | MessageType::MsgSnapshot => {
-                            v.leader_commit = v.leader_commit.max(msg.commit);
-                            if msg.msg_type == MessageType::MsgSnapshot {
-                                v.leader_commit =
-                                    v.leader_commit.max(msg.get_snapshot().get_metadata().index);
-                            }
-                            v.heard_from_leader = true;
-                        }
-                        _ => {}
-                    }
-                }
-                if let Err(e) = self.raw.step(msg) {
-                    tracing::debug!(channel = %self.ch, error = %e, "raft step");
-                }
+                self.step_raft(*msg);
+                false
+            }
+            Input::SnapshotPulled { msg, result } => {
+                self.snapshot_pulled(*msg, result);
                 false
             }
             Input::Submit { id, raw } => {
@@ -215,6 +215,34 @@ impl Worker {
         }
     }
 
+    /// Steps Raft with a peer's message (a snapshot's only once it is staged).
+    pub(super) fn step_raft(&mut self, mut msg: Message) {
+        // Clamped first, so that a commit index beyond the log reaches neither Raft nor the
+        // readiness view.
+        if self.refused_for_clock(&msg) {
+            return;
+        }
+        self.stamp_forwarded(&mut msg);
+        self.repair_lost_log(&mut msg);
+        if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
+            let mut v = self.chan.view.write();
+            match msg.msg_type {
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                    v.leader_commit = v.leader_commit.max(msg.commit);
+                    if msg.msg_type == MessageType::MsgSnapshot {
+                        v.leader_commit =
+                            v.leader_commit.max(msg.get_snapshot().get_metadata().index);
+                    }
+                    v.heard_from_leader = true;
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(channel = %self.ch, error = %e, "raft step");
+        }
+    }
+
     pub(super) fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
@@ -230,12 +258,13 @@ impl Worker {
                     .snapshots_sent
                     .with_label_values(&[&self.ch])
                     .inc();
-                let status = if ok {
-                    SnapshotStatus::Finish
+                // Sent, the follower pulls the records and Raft hears how it went from the
+                // follower's response (or its rejected MsgSnapStatus, or `unstick_snapshots`).
+                if ok {
+                    self.snap_sent.insert(to, self.env.clock.now());
                 } else {
-                    SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(to, status);
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
             }
             if !ok {
                 self.raw.report_unreachable(to);
@@ -248,18 +277,23 @@ impl Worker {
         wb: WriteBatch,
         sync: bool,
     ) -> Result<(), Box<dyn std::error::Error>> {
+        if self.cut.get() {
+            return Err(CutOff.into());
+        }
         let cut = self
             .env
             .writes
             .as_ref()
             .map_or(Cut::None, |w| w.on_write(&wb, sync));
         if cut == Cut::Before {
+            self.cut.set(true);
             return Err(CutOff.into());
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && self.env.fsync);
         self.env.db.write_opt(wb, &opts)?;
         if cut == Cut::After {
+            self.cut.set(true);
             return Err(CutOff.into());
         }
         Ok(())
@@ -277,9 +311,8 @@ impl Worker {
         }
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            let mut wb = WriteBatch::default();
-            self.raw.store().apply_snapshot(rd.snapshot(), &mut wb)?;
-            self.write(wb, true)?;
+            let mut write = |wb, sync| self.write(wb, sync).map_err(|e| e.to_string());
+            let moved = self.raw.store().apply_snapshot(rd.snapshot(), &mut write)?;
             self.chan.ledger.after_restore()?;
             self.config_changed();
             self.env
@@ -288,7 +321,7 @@ impl Worker {
                 .with_label_values(&[&self.ch])
                 .inc();
             let tip = self.chan.ledger.tip();
-            info!(channel = %self.ch, height = tip.height, index = tip.applied_index, "installed snapshot");
+            info!(channel = %self.ch, height = tip.height, index = tip.applied_index, records = moved, "installed snapshot");
             let _ = self.chan.blocks.send(tip.height);
         }
         self.apply(rd.take_committed_entries())?;

@@ -24,7 +24,9 @@ mod block_time;
 mod chaincode;
 mod checks;
 mod reads;
-mod snapshot_forge;
+pub(crate) mod snapshot_forge;
+mod snapshot_intake;
+pub(crate) mod snapshot_install;
 mod snapshots;
 mod tip;
 pub use apply::Applied;
@@ -32,7 +34,10 @@ use apply::Scratch;
 pub use chaincode::ExecStat;
 pub use checks::KnownSigner;
 use reads::{decode_state, StateEntry};
-pub use snapshot_forge::{forge_snapshot, FORGE_SNAPSHOT_VAR};
+pub use snapshot_forge::{CRASH_IN_INSTALL_VAR, FORGE_SNAPSHOT_VAR};
+pub use snapshot_intake::{Intake, IntakeError, StageWrite};
+pub use snapshot_install::InstallWrite;
+pub(crate) use snapshots::records;
 pub use snapshots::{SnapshotRefused, VerifiedSnapshot};
 pub use tip::{InForce, Tip};
 
@@ -73,6 +78,8 @@ pub struct Ledger {
     verified_certs: RwLock<HashMap<Hash, Arc<KnownSigner>>>,
     /// The node's chaincode engine, shared by its channels (one compiled-module cache).
     engine: Arc<Engine>,
+    /// Opening the ledger finished a snapshot install that a stop had interrupted.
+    pub resumed_install: bool,
 }
 
 impl Ledger {
@@ -84,6 +91,8 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         config.validate().map_err(|e| corrupt("config", e))?;
         let keys = Keys::new(&config.name);
+        // Before anything reads the ledger: an interrupted snapshot install is finished.
+        let resumed_install = snapshot_install::recover_install(&db, &keys)?;
         let config_hash = config.hash();
         let tip = match db.get(keys.kind(keys::TIP))? {
             Some(b) => Tip::decode(&b).map_err(|e| corrupt("tip", e))?,
@@ -135,6 +144,7 @@ impl Ledger {
             tip: RwLock::new(tip),
             verified_certs: RwLock::new(HashMap::new()),
             engine,
+            resumed_install,
         })
     }
 

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 /// record added), `truncate` (the stream ends early) or `stall` (chunk requests are never
 /// answered); debug builds only.
 pub const FORGE_SNAPSHOT_VAR: &str = "TALLY_TEST_ONLY_FORGE_SNAPSHOT";
-/// Test-only: when set, the node aborts in the middle of its next snapshot install, after
+/// Test-only: when set (to anything but empty or `0`), the node aborts in the middle of its next snapshot install, after
 /// the staged records were moved in and before the install's marker is deleted.
 pub const CRASH_IN_INSTALL_VAR: &str = "TALLY_TEST_ONLY_CRASH_IN_INSTALL";
 
@@ -100,7 +100,10 @@ pub fn forge_chunk(
 /// Aborts the process when [`CRASH_IN_INSTALL_VAR`] is set (debug builds only).
 pub fn crash_in_install() {
     static ARMED: OnceLock<bool> = OnceLock::new();
-    if *ARMED.get_or_init(|| test_only(CRASH_IN_INSTALL_VAR).is_some()) {
+    let armed = ARMED.get_or_init(|| {
+        test_only(CRASH_IN_INSTALL_VAR).is_some_and(|v| !v.trim().is_empty() && v.trim() != "0")
+    });
+    if *armed {
         tracing::error!(
             variable = CRASH_IN_INSTALL_VAR,
             "TEST BUILD: aborting in the middle of a snapshot install"

@@ -167,8 +167,11 @@ impl<'a> Intake<'a> {
                     .map_err(|_| Malformed("transaction index key".into()))?;
                 let at = Version::from_bytes(v)
                     .map_err(|e| Malformed(format!("transaction index: {e}")))?;
-                let placed = self.ledger.db.get(self.aux(b'p', &id))?;
-                if placed.as_deref() != Some(place(at.block, at.tx).as_slice()) {
+                // Every place the chain has the transaction (a duplicate is ordered again and
+                // refused), one key each.
+                let mut placed = id.to_vec();
+                placed.extend_from_slice(&place(at.block, at.tx));
+                if self.ledger.db.get(self.aux(b'p', &placed))?.is_none() {
                     return Err(Derived(format!(
                         "the index places transaction {} at {}:{}, where the chain has not it",
                         Hash(id),
@@ -254,8 +257,10 @@ impl<'a> Intake<'a> {
             .into());
         }
         for (i, (tx, status)) in block.txs.iter().zip(&block.results).enumerate() {
-            let key = self.aux(b'p', &ids[i].0);
-            self.put(key, &place(number, i as u32));
+            let mut placed = ids[i].0.to_vec();
+            placed.extend_from_slice(&place(number, i as u32));
+            let key = self.aux(b'p', &placed);
+            self.put(key, &[]);
             if let tally_protocol::Signer::Certificate(der) = &tx.body.signer {
                 let key = self.aux(b'c', &cert_hash(der).0);
                 self.put(key, &[]);

@@ -349,7 +349,10 @@ impl raft::Storage for RaftStore {
                 .into_iter()
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect();
-            let bytes = records.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+            let bytes = records
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum();
             let count = records.len() as u64;
             let descriptor = crate::snapshot_stream::Descriptor {
                 build: builds.add(records),

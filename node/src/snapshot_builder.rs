@@ -222,15 +222,20 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
     }
 }
 
+/// A record as read: key (without the channel prefix) and value.
+type Kv = (Box<[u8]>, Box<[u8]>);
+
 /// Records of a held build's RocksDB snapshot, in stream order, after `after` (from the
 /// start when empty). Keys are without the channel prefix.
 pub(crate) fn records_after<'s>(
     ledger: &Ledger,
     snap: &'s rocksdb::Snapshot<'s>,
     after: &[u8],
-) -> impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 's {
+) -> impl Iterator<Item = Result<Kv, rocksdb::Error>> + 's {
     let skip = ledger.keys.kind(0).len() - 1;
-    let start_kind = snapshot_stream::stream_order(after).0.min(LEDGER_KINDS.len());
+    let start_kind = snapshot_stream::stream_order(after)
+        .0
+        .min(LEDGER_KINDS.len());
     let start_kind = if after.is_empty() { 0 } else { start_kind };
     let ranges: Vec<(Vec<u8>, Vec<u8>, bool)> = LEDGER_KINDS
         .iter()
@@ -248,9 +253,12 @@ pub(crate) fn records_after<'s>(
         })
         .collect();
     ranges.into_iter().flat_map(move |(from, hi, exclusive)| {
-        snap.iterator(rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward))
-            .filter(move |item| !(exclusive && item.as_ref().is_ok_and(|(k, _)| **k == *from)))
-            .take_while(move |item| item.as_ref().map_or(true, |(k, _)| **k < *hi))
-            .map(move |item| item.map(|(k, v)| (k[skip..].to_vec().into_boxed_slice(), v)))
+        snap.iterator(rocksdb::IteratorMode::From(
+            &from,
+            rocksdb::Direction::Forward,
+        ))
+        .filter(move |item| !(exclusive && item.as_ref().is_ok_and(|(k, _)| **k == *from)))
+        .take_while(move |item| item.as_ref().map_or(true, |(k, _)| **k < *hi))
+        .map(move |item| item.map(|(k, v)| (k[skip..].to_vec().into_boxed_slice(), v)))
     })
 }

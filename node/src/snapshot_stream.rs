@@ -220,8 +220,8 @@ pub fn pull(
     let mut after: Vec<u8> = Vec::new();
     loop {
         let raw = source.fetch(desc.build, &after)?;
-        let chunk = Chunk::decode(&raw)
-            .map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")))?;
+        let chunk =
+            Chunk::decode(&raw).map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")))?;
         let (records, end) = match chunk {
             Chunk::Gone => {
                 return Err(PullError::Unavailable(
@@ -360,7 +360,10 @@ mod tests {
         };
         let good = c.encode();
         assert_eq!(Chunk::decode(&good).expect("decode"), c);
-        assert_eq!(Chunk::decode(&Chunk::Gone.encode()).expect("gone"), Chunk::Gone);
+        assert_eq!(
+            Chunk::decode(&Chunk::Gone.encode()).expect("gone"),
+            Chunk::Gone
+        );
         // A record count far beyond the bytes is refused before anything is reserved.
         let mut lying = good.clone();
         lying[2..6].copy_from_slice(&u32::MAX.to_be_bytes());

@@ -318,17 +318,23 @@ pub struct Puller {
 }
 
 impl Puller {
-    async fn exchange(&mut self, body: &[u8]) -> Result<Vec<u8>, crate::snapshot_stream::PullError> {
+    async fn exchange(
+        &mut self,
+        body: &[u8],
+    ) -> Result<Vec<u8>, crate::snapshot_stream::PullError> {
         use crate::snapshot_stream::{PullError, PULL_STALL};
         let unavailable = |e: std::io::Error| PullError::Unavailable(e.to_string());
         if self.conn.is_none() {
-            let client = self
-                .client
-                .read()
-                .clone()
-                .ok_or_else(|| PullError::Unavailable("no peer TLS configuration yet".into()))?;
+            let client =
+                self.client.read().clone().ok_or_else(|| {
+                    PullError::Unavailable("no peer TLS configuration yet".into())
+                })?;
             let by_org = self.orgs.read().clone();
-            self.conn = Some(connect(&self.addr, client, &by_org).await.map_err(unavailable)?);
+            self.conn = Some(
+                connect(&self.addr, client, &by_org)
+                    .await
+                    .map_err(unavailable)?,
+            );
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(PullError::Unavailable("no connection".into()));
@@ -349,7 +355,9 @@ impl Puller {
             Ok(Ok(n)) => n as usize,
         };
         if len == 0 || len > MAX_FRAME {
-            return Err(PullError::Unavailable(format!("a chunk frame of {len} bytes")));
+            return Err(PullError::Unavailable(format!(
+                "a chunk frame of {len} bytes"
+            )));
         }
         match timeout(PULL_STALL, read_body(conn, len, &mut self.buf)).await {
             Err(_) => return Err(PullError::Stalled(PULL_STALL)),

@@ -1566,7 +1566,11 @@ async fn a_node_killed_in_the_middle_of_a_snapshot_install_restarts_whole_and_ca
         .unwrap_or_else(|e| panic!("{e}"));
     tally_tests::assert_identical_chains(&c, CH).await;
     let st = c.client(&victim).status(CH).await.expect("status");
-    assert!(st.degraded.is_none(), "{victim} is degraded: {:?}", st.degraded);
+    assert!(
+        st.degraded.is_none(),
+        "{victim} is degraded: {:?}",
+        st.degraded
+    );
     let kv = c
         .client(&victim)
         .with_reader(c.identity(&c.node_org(&victim), Role::Client))

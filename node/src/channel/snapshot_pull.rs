@@ -89,11 +89,16 @@ impl Worker {
             .spawn(move || {
                 let db = ledger.db_arc();
                 let mut write = |wb| db.write(wb).map_err(|e| e.to_string());
-                let result = snapshot_stream::pull(&ledger, &desc, anchors, &mut *source, &mut write);
+                let result =
+                    snapshot_stream::pull(&ledger, &desc, anchors, &mut *source, &mut write);
                 let _ = input.send(Input::SnapshotPulled { msg: back, result });
             });
         match spawned {
-            Ok(_) => self.pull = Pull::Running { build: desc_build(&snap.data) },
+            Ok(_) => {
+                self.pull = Pull::Running {
+                    build: desc_build(&snap.data),
+                }
+            }
             Err(e) => warn!(channel = %self.ch, error = %e, "cannot start a snapshot pull"),
         }
         false
@@ -114,6 +119,7 @@ impl Worker {
                     from = msg.from,
                     height = v.height,
                     index = msg.get_snapshot().get_metadata().index,
+                    bytes = Descriptor::from_bytes(&msg.get_snapshot().data).map_or(0, |d| d.bytes),
                     anchored_at = ?v.anchored_at,
                     "snapshot verified and staged: one hash chain from genesis, state matching its last header"
                 );

@@ -4,8 +4,9 @@
 //! Split by what each part does: `checks` (what a transaction must satisfy before and at
 //! ordering: static shape, signer, policy, time), `apply` (an ordered batch becoming a
 //! block), `reads` (state, history, keys, receipts, blocks), `snapshots` (dump and
-//! restore for Raft snapshots), `tip` (where the ledger stands and the configuration in
-//! force) and `chaincode` (the lifecycle and calls).
+//! verification for Raft snapshots), `snapshot_intake` and `snapshot_install` (a streamed
+//! snapshot checked and staged as it arrives, then swapped in), `tip` (where the ledger stands
+//! and the configuration in force) and `chaincode` (the lifecycle and calls).
 
 use crate::keys::{self, Keys};
 use parking_lot::RwLock;
@@ -25,8 +26,8 @@ mod chaincode;
 mod checks;
 mod reads;
 pub(crate) mod snapshot_forge;
-mod snapshot_intake;
 pub(crate) mod snapshot_install;
+mod snapshot_intake;
 mod snapshots;
 mod tip;
 pub use apply::Applied;
@@ -35,8 +36,8 @@ pub use chaincode::ExecStat;
 pub use checks::KnownSigner;
 use reads::{decode_state, StateEntry};
 pub use snapshot_forge::{CRASH_IN_INSTALL_VAR, FORGE_SNAPSHOT_VAR};
-pub use snapshot_intake::{Intake, IntakeError, StageWrite};
 pub use snapshot_install::InstallWrite;
+pub use snapshot_intake::{Intake, IntakeError, StageWrite};
 pub(crate) use snapshots::records;
 pub use snapshots::{SnapshotRefused, VerifiedSnapshot};
 pub use tip::{InForce, Tip};

@@ -27,7 +27,10 @@ pub enum Forgery {
 fn test_only(var: &str) -> Option<String> {
     let raw = std::env::var(var).ok()?;
     if !cfg!(debug_assertions) {
-        tracing::error!(variable = var, "ignored: test hooks exist only in debug builds");
+        tracing::error!(
+            variable = var,
+            "ignored: test hooks exist only in debug builds"
+        );
         return None;
     }
     Some(raw)

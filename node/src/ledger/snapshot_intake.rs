@@ -155,7 +155,9 @@ impl<'a> Intake<'a> {
         match kind {
             keys::CONFIG => {
                 if v != self.ledger.genesis.to_bytes().as_slice() || !rest.is_empty() {
-                    return Err(Chain("its genesis configuration is not this channel's".into()).into());
+                    return Err(
+                        Chain("its genesis configuration is not this channel's".into()).into(),
+                    );
                 }
                 self.genesis_seen = true;
             }
@@ -207,9 +209,10 @@ impl<'a> Intake<'a> {
                     return Err(Derived("a certificate is filed under another hash".into()).into());
                 }
                 if self.ledger.db.get(self.aux(b'c', &hash.0))?.is_none() {
-                    return Err(
-                        Derived("a certificate no transaction of the chain carried".into()).into(),
-                    );
+                    return Err(Derived(
+                        "a certificate no transaction of the chain carried".into(),
+                    )
+                    .into());
                 }
             }
             keys::TIP => {
@@ -231,8 +234,7 @@ impl<'a> Intake<'a> {
         if number != height {
             return Err(Chain(format!("block {number} where block {height} was expected")).into());
         }
-        let block =
-            Block::from_bytes(v).map_err(|e| Malformed(format!("block {number}: {e}")))?;
+        let block = Block::from_bytes(v).map_err(|e| Malformed(format!("block {number}: {e}")))?;
         let h = &block.header;
         let expected_prev = if number == 0 {
             self.ledger.genesis_hash
@@ -309,7 +311,10 @@ impl<'a> Intake<'a> {
         if !self.genesis_seen {
             return Err(Chain("no genesis configuration".into()).into());
         }
-        let tip = self.tip.take().ok_or_else(|| Truncated("no tip record".into()))?;
+        let tip = self
+            .tip
+            .take()
+            .ok_or_else(|| Truncated("no tip record".into()))?;
         let height = self.height;
         if height == 0 || tip.height != height || tip.last_hash != self.last_hash {
             return Err(Chain(format!(

@@ -234,8 +234,8 @@ pub(super) fn be_u64(b: &[u8]) -> Option<u64> {
 mod tests {
     use super::super::tests::ledger_with_member;
     use super::*;
-    use crate::sim::Rng;
     use crate::ledger::InForce;
+    use crate::sim::Rng;
     use rocksdb::WriteBatch;
     use tally_protocol::codec::Encode;
     use tally_protocol::{Payload, Signer, Transaction, TxBody, Write};
@@ -318,10 +318,15 @@ mod tests {
         let mut wb = WriteBatch::default();
         super::super::snapshot_install::begin_install(&ledger.keys, &mut wb);
         ledger.db().write(wb).expect("write");
-        assert!(ledger.dump_at(&ledger.db().snapshot()).is_err(), "the old ledger is gone");
-        let mut write = |wb: WriteBatch, _sync: bool| ledger.db().write(wb).map_err(|e| e.to_string());
-        let moved = super::super::snapshot_install::finish_install(ledger.db(), &ledger.keys, &mut write)
-            .expect("install");
+        assert!(
+            ledger.dump_at(&ledger.db().snapshot()).is_err(),
+            "the old ledger is gone"
+        );
+        let mut write =
+            |wb: WriteBatch, _sync: bool| ledger.db().write(wb).map_err(|e| e.to_string());
+        let moved =
+            super::super::snapshot_install::finish_install(ledger.db(), &ledger.keys, &mut write)
+                .expect("install");
         assert_eq!(moved, records(&snap).expect("records").len() as u64);
         ledger.after_restore().expect("reload");
         assert_eq!(ledger.dump().expect("dump"), before);

@@ -31,8 +31,8 @@
 
 use crate::channel::{self, Channel, Clock, Cut, CutOff, Env, Input, Peers, Worker, WriteHook};
 use crate::ledger::Ledger;
-use crate::snapshot_stream::InlineBuilds;
 use crate::metrics::Metrics;
+use crate::snapshot_stream::InlineBuilds;
 use parking_lot::Mutex;
 use raft::prelude::{Message, MessageType};
 use rocksdb::{LogLevel, Options as DbOptions, WriteBatch, DB};

@@ -240,13 +240,17 @@ mod tests {
     use tally_protocol::codec::Encode;
     use tally_protocol::{Payload, Signer, Transaction, TxBody, Write};
 
-    /// A ledger with a few blocks of state (and a certificate), and its honest snapshot.
+    /// A ledger with a few blocks of state (and a certificate), and its honest snapshot. The
+    /// last transaction of block 2 is block 0's first again: ordered twice and refused the
+    /// second time as a duplicate, so the chain holds it in two places (the index names the
+    /// first).
     fn ledger_with_blocks() -> (tempfile::TempDir, Ledger, Vec<u8>) {
         let (dir, ledger, client) = ledger_with_member();
         let now = tally_protocol::now_ms();
         for b in 0..3u64 {
             let raws: Vec<Vec<u8>> = (0..4u64)
                 .map(|i| {
+                    let (b, i) = if (b, i) == (2, 3) { (0, 0) } else { (b, i) };
                     let body = TxBody {
                         channel: "ch".into(),
                         nonce: b * 10 + i,
@@ -298,6 +302,18 @@ mod tests {
     #[test]
     fn an_honest_snapshot_verifies_and_restores() {
         let (_dir, ledger, snap) = ledger_with_blocks();
+        let last = ledger.block(3).expect("read").expect("block 3");
+        assert!(
+            matches!(
+                last.results[3],
+                tally_protocol::TxStatus::Rejected {
+                    code: tally_protocol::RejectCode::Duplicate,
+                    ..
+                }
+            ),
+            "the fixture's duplicate: {:?}",
+            last.results[3]
+        );
         let tip = ledger.tip();
         let v = ledger
             .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())

@@ -200,13 +200,27 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
     info!(channel = %ledger.name, index = descriptor.index, height = descriptor.height, records, bytes, "snapshot held for peers to pull");
     *shelf.lock() = Slot::Ready(held.clone());
     let held = Arc::downgrade(&held);
+    // The chunk after the one last served, read while the receiver checks that one: the
+    // sender's reading overlaps the receiver's work.
+    let mut ahead: Option<(Vec<u8>, snapshot_stream::Served)> = None;
+    let chunk_after = |after: &[u8]| {
+        let rest = records_after(ledger, &snap, after)
+            .map_while(Result::ok)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()));
+        snapshot_stream::serve_chunk(rest, records, after)
+    };
     loop {
         match rx.recv_timeout(IDLE) {
             Ok((after, reply)) => {
-                let rest = records_after(ledger, &snap, &after)
-                    .map_while(Result::ok)
-                    .map(|(k, v)| (k.to_vec(), v.to_vec()));
-                let _ = reply.send(snapshot_stream::serve_chunk(rest, records, &after));
+                let served = match ahead.take() {
+                    Some((at, served)) if at == after => served,
+                    _ => chunk_after(&after),
+                };
+                let _ = reply.send(served.answer);
+                if let Some(next) = served.next {
+                    let served = chunk_after(&next);
+                    ahead = Some((next, served));
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 let mut slot = shelf.lock();

@@ -157,6 +157,11 @@ impl Chunk {
     }
 }
 
+/// A peer's chunk, decoded; what does not decode is a malformed snapshot.
+pub fn decode_chunk(b: &[u8]) -> Result<Chunk, PullError> {
+    Chunk::decode(b).map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")).into())
+}
+
 /// The order records are dumped and streamed in: by kind as [`LEDGER_KINDS`] lists them,
 /// then by key.
 pub fn stream_order(k: &[u8]) -> (usize, &[u8]) {
@@ -203,8 +208,8 @@ impl From<IntakeError> for PullError {
 
 /// Where chunks come from: the sender over the peer port, or the simulator's network.
 pub trait ChunkSource: Send {
-    /// The response to a chunk request (see [`request`]).
-    fn fetch(&mut self, build: u64, after: &[u8]) -> Result<Vec<u8>, PullError>;
+    /// The chunk that follows `after` (see [`request`]).
+    fn fetch(&mut self, build: u64, after: &[u8]) -> Result<Chunk, PullError>;
 }
 
 /// Pulls the snapshot `desc` names from `source`, checking and staging every record. On
@@ -219,10 +224,7 @@ pub fn pull(
     let mut intake = Intake::begin(ledger, anchors, write)?;
     let mut after: Vec<u8> = Vec::new();
     loop {
-        let raw = source.fetch(desc.build, &after)?;
-        let chunk =
-            Chunk::decode(&raw).map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")))?;
-        let (records, end) = match chunk {
+        let (records, end) = match source.fetch(desc.build, &after)? {
             Chunk::Gone => {
                 return Err(PullError::Unavailable(
                     "the sender no longer holds the build".into(),
@@ -252,13 +254,20 @@ pub fn pull(
     }
 }
 
+/// One chunk as served: the encoded answer (None: none at all) and, unless it ends the
+/// snapshot, the key the next request will name.
+pub struct Served {
+    pub answer: Option<Vec<u8>>,
+    pub next: Option<Vec<u8>>,
+}
+
 /// Serves one chunk from records in stream order, starting after `after`: `records` yields
 /// the records from there on.
 pub fn serve_chunk(
     records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
     total: u64,
     after: &[u8],
-) -> Option<Vec<u8>> {
+) -> Served {
     let mut out = Vec::new();
     let mut bytes = 0usize;
     let mut exhausted = true;
@@ -273,9 +282,19 @@ pub fn serve_chunk(
     let mut end = exhausted.then_some(total);
     let sent = u64::from(!after.is_empty());
     if !crate::ledger::snapshot_forge::forge_chunk(&mut out, &mut end, sent) {
-        return None;
+        return Served {
+            answer: None,
+            next: None,
+        };
     }
-    Some(Chunk::Records { records: out, end }.encode())
+    let next = match (end, out.last()) {
+        (None, Some((k, _))) => Some(k.clone()),
+        _ => None,
+    };
+    Served {
+        answer: Some(Chunk::Records { records: out, end }.encode()),
+        next,
+    }
 }
 
 /// Snapshots built in line and served from memory: what the simulator uses, where every run
@@ -319,6 +338,7 @@ impl InlineBuilds {
             recs.partition_point(|(k, _)| stream_order(k) <= stream_order(after))
         };
         serve_chunk(recs[from..].iter().cloned(), recs.len() as u64, after)
+            .answer
             .unwrap_or_else(|| Chunk::Gone.encode())
     }
 }
@@ -327,8 +347,8 @@ impl InlineBuilds {
 pub struct InlineSource(pub Arc<InlineBuilds>);
 
 impl ChunkSource for InlineSource {
-    fn fetch(&mut self, build: u64, after: &[u8]) -> Result<Vec<u8>, PullError> {
-        Ok(self.0.serve(build, after))
+    fn fetch(&mut self, build: u64, after: &[u8]) -> Result<Chunk, PullError> {
+        decode_chunk(&self.0.serve(build, after))
     }
 }
 

@@ -153,8 +153,7 @@ impl Transport {
             client: self.client.clone(),
             orgs: self.orgs.clone(),
             runtime: self.runtime.clone(),
-            conn: None,
-            buf: Vec::new(),
+            ahead: None,
         }
     }
 
@@ -306,39 +305,42 @@ async fn read_body<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// Pulls snapshot chunks from one peer over a connection of its own, from a blocking thread.
+/// Pulls snapshot chunks from one peer over a connection of its own, for a blocking thread.
+/// A task on the runtime reads ahead: it asks for the next chunk as soon as one arrived, so
+/// that the transfer and the sender's reading overlap the puller's checks; at most
+/// [`AHEAD`] chunks wait, so memory stays a few chunks.
 pub struct Puller {
     addr: String,
     route: String,
     client: Arc<RwLock<Option<Arc<ClientConfig>>>>,
     orgs: OrgCas,
     runtime: tokio::runtime::Handle,
-    conn: Option<tokio_rustls::client::TlsStream<TcpStream>>,
+    /// Chunks read ahead, each with the key the request for it named.
+    ahead: Option<(u64, mpsc::Receiver<AheadChunk>)>,
+}
+
+type AheadChunk = (
+    Vec<u8>,
+    Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError>,
+);
+
+/// Chunks read ahead of the puller.
+const AHEAD: usize = 2;
+
+struct ChunkStream {
+    conn: tokio_rustls::client::TlsStream<TcpStream>,
+    route: String,
     buf: Vec<u8>,
 }
 
-impl Puller {
+impl ChunkStream {
     async fn exchange(
         &mut self,
         body: &[u8],
-    ) -> Result<Vec<u8>, crate::snapshot_stream::PullError> {
+    ) -> Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError> {
         use crate::snapshot_stream::{PullError, PULL_STALL};
         let unavailable = |e: std::io::Error| PullError::Unavailable(e.to_string());
-        if self.conn.is_none() {
-            let client =
-                self.client.read().clone().ok_or_else(|| {
-                    PullError::Unavailable("no peer TLS configuration yet".into())
-                })?;
-            let by_org = self.orgs.read().clone();
-            self.conn = Some(
-                connect(&self.addr, client, &by_org)
-                    .await
-                    .map_err(unavailable)?,
-            );
-        }
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(PullError::Unavailable("no connection".into()));
-        };
+        let conn = &mut self.conn;
         let sent = timeout(WRITE_TIMEOUT, async {
             conn.write_all(&frame(&self.route, body)).await?;
             conn.flush().await
@@ -368,7 +370,33 @@ impl Puller {
         if 1 + n > len || self.buf[1..1 + n] != *self.route.as_bytes() {
             return Err(PullError::Unavailable("a chunk on another route".into()));
         }
-        Ok(self.buf[1 + n..].to_vec())
+        let chunk = crate::snapshot_stream::decode_chunk(&self.buf[1 + n..]);
+        if self.buf.capacity() > 2 * crate::snapshot_stream::CHUNK_BYTES {
+            self.buf = Vec::new();
+        }
+        chunk
+    }
+
+    /// Asks for chunk after chunk of `build` from `after` on, until the last one, an error,
+    /// or the puller stops listening.
+    async fn run(mut self, build: u64, mut after: Vec<u8>, tx: mpsc::Sender<AheadChunk>) {
+        use crate::snapshot_stream::Chunk;
+        loop {
+            let got = self
+                .exchange(&crate::snapshot_stream::request(build, &after))
+                .await;
+            let next = match &got {
+                Ok(Chunk::Records { records, end: None }) => records.last().map(|(k, _)| k.clone()),
+                _ => None,
+            };
+            if tx.send((after, got)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(k) => after = k,
+                None => return,
+            }
+        }
     }
 }
 
@@ -377,13 +405,44 @@ impl crate::snapshot_stream::ChunkSource for Puller {
         &mut self,
         build: u64,
         after: &[u8],
-    ) -> Result<Vec<u8>, crate::snapshot_stream::PullError> {
-        let body = crate::snapshot_stream::request(build, after);
+    ) -> Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError> {
+        use crate::snapshot_stream::{PullError, PULL_STALL};
         let rt = self.runtime.clone();
-        let out = rt.block_on(self.exchange(&body));
+        if !matches!(&self.ahead, Some((b, _)) if *b == build) {
+            let client =
+                self.client.read().clone().ok_or_else(|| {
+                    PullError::Unavailable("no peer TLS configuration yet".into())
+                })?;
+            let by_org = self.orgs.read().clone();
+            let conn = rt
+                .block_on(connect(&self.addr, client, &by_org))
+                .map_err(|e| PullError::Unavailable(e.to_string()))?;
+            let (tx, rx) = mpsc::channel(AHEAD);
+            let stream = ChunkStream {
+                conn,
+                route: self.route.clone(),
+                buf: Vec::new(),
+            };
+            rt.spawn(stream.run(build, after.to_vec(), tx));
+            self.ahead = Some((build, rx));
+        }
+        let Some((_, rx)) = self.ahead.as_mut() else {
+            return Err(PullError::Unavailable("no chunk stream".into()));
+        };
+        // The stream applies the stall timeout to each chunk; this one only guards against
+        // a stream that ended without a word.
+        let got = rt.block_on(async { timeout(2 * PULL_STALL, rx.recv()).await });
+        let out = match got {
+            Ok(Some((at, chunk))) if at == after => chunk,
+            Ok(Some(_)) => Err(PullError::Unavailable(
+                "chunks read ahead do not follow the records taken".into(),
+            )),
+            Ok(None) => Err(PullError::Unavailable("the chunk stream ended".into())),
+            Err(_) => Err(PullError::Stalled(2 * PULL_STALL)),
+        };
         if out.is_err() {
-            // A connection in an unknown state is not reused.
-            self.conn = None;
+            // A stream in an unknown state is not reused.
+            self.ahead = None;
         }
         out
     }

@@ -349,6 +349,71 @@ mod tests {
         assert_eq!(ledger.tip(), tip);
     }
 
+    /// A node stopped anywhere inside an install (before the records were moved, after, or
+    /// between) opens a whole ledger: the new one, finished when the ledger is opened. Staged
+    /// records without the install's marker (a pull cut short) are dropped and the old ledger
+    /// kept.
+    #[test]
+    fn an_install_cut_short_is_finished_when_the_ledger_opens() {
+        use super::super::snapshot_install::{begin_install, finish_install};
+        for stop_at in 0..2 {
+            let (_dir, ledger, snap) = ledger_with_blocks();
+            let tip = ledger.tip();
+            let whole = ledger.dump().expect("dump");
+            ledger
+                .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
+                .expect("verifies and stages");
+            let db = ledger.db_arc();
+            let mut wb = WriteBatch::default();
+            begin_install(&ledger.keys, &mut wb);
+            db.write(wb).expect("first write");
+            let mut writes = 0;
+            let mut write = |wb: WriteBatch, _sync: bool| {
+                if writes == stop_at {
+                    return Err("the process stops here".to_string());
+                }
+                writes += 1;
+                db.write(wb).map_err(|e| e.to_string())
+            };
+            assert!(finish_install(&db, &ledger.keys, &mut write).is_err());
+            let (genesis, engine) = ((*ledger.genesis).clone(), ledger.engine.clone());
+            drop(ledger);
+            let reopened = Ledger::open(db.clone(), genesis, engine).expect("reopen");
+            assert!(reopened.resumed_install, "stopped after {stop_at} writes");
+            assert_eq!(
+                reopened.dump().expect("dump"),
+                whole,
+                "stopped after {stop_at}"
+            );
+            assert_eq!(reopened.tip(), tip);
+            assert_eq!(reopened.verify_state().expect("check"), None);
+        }
+        // Staged records and no marker: dropped, the ledger as it was.
+        let (_dir, ledger, snap) = ledger_with_blocks();
+        let tip = ledger.tip();
+        let whole = ledger.dump().expect("dump");
+        ledger
+            .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
+            .expect("stages");
+        let (db, genesis, engine) = (
+            ledger.db_arc(),
+            (*ledger.genesis).clone(),
+            ledger.engine.clone(),
+        );
+        let keys = ledger.keys.clone();
+        drop(ledger);
+        let reopened = Ledger::open(db.clone(), genesis, engine).expect("reopen");
+        assert!(!reopened.resumed_install);
+        assert_eq!(reopened.dump().expect("dump"), whole);
+        let (lo, hi) = keys.range(keys::STAGED);
+        let left = db
+            .iterator(IteratorMode::From(&lo, Direction::Forward))
+            .next()
+            .and_then(Result::ok)
+            .is_some_and(|(k, _)| *k < *hi.as_slice());
+        assert!(!left, "staged records were left behind");
+    }
+
     #[test]
     fn a_changed_state_value_under_the_same_header_is_refused() {
         let (_dir, ledger, snap) = ledger_with_blocks();

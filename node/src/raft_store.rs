@@ -349,11 +349,6 @@ impl raft::Storage for RaftStore {
                 .into_iter()
                 .map(|(k, v)| (k.to_vec(), v.to_vec()))
                 .collect();
-            let bytes = records
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum();
-            let count = records.len() as u64;
             let descriptor = crate::snapshot_stream::Descriptor {
                 build: builds.add(records),
                 index: tip.applied_index,
@@ -361,8 +356,6 @@ impl raft::Storage for RaftStore {
                 height: tip.height,
                 last_hash: tip.last_hash,
                 state_root: tip.state_root(),
-                records: count,
-                bytes,
             };
             (descriptor, self.conf_state())
         } else {

@@ -4,8 +4,8 @@
 //! dump of the whole ledger there would stall ordering for as long as the dump takes. Instead
 //! the first request starts a *held build* on a thread of its own: it takes one RocksDB
 //! snapshot (so the ledger records, the tip, the Raft index and the configuration state are of
-//! one instant while the channel keeps writing), counts its records, and then serves chunk
-//! requests from it (`crate::snapshot_stream`) until nobody asked for [`IDLE`]. Raft is told
+//! one instant while the channel keeps writing; it costs no pass over the ledger, so a build is
+//! ready before the log moves past it) and then serves chunk requests from it (`crate::snapshot_stream`) until nobody asked for [`IDLE`]. Raft is told
 //! the snapshot is temporarily unavailable until the build is ready, and then sends a small
 //! descriptor naming it; the receiver pulls the records. A build is reused while it is still
 //! recent enough (at or past the log's first index), so a node that refuses it and asks again
@@ -174,12 +174,6 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
         Some(b) => ConfState::parse_from_bytes(&b)?,
         None => return Err("no Raft configuration state".into()),
     };
-    let (mut records, mut bytes) = (0u64, 0u64);
-    for item in records_after(ledger, &snap, &[]) {
-        let (k, v) = item?;
-        records += 1;
-        bytes += (k.len() + v.len()) as u64;
-    }
     let descriptor = Descriptor {
         build: build_id(&ledger.name, tip.applied_index),
         index: tip.applied_index,
@@ -187,8 +181,6 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
         height: tip.height,
         last_hash: tip.last_hash,
         state_root: tip.state_root(),
-        records,
-        bytes,
     };
     let (tx, rx) = sync_channel::<Request>(4);
     let held = Arc::new(Held {
@@ -197,17 +189,42 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
         requests: tx,
         last_served: Mutex::new(Instant::now()),
     });
-    info!(channel = %ledger.name, index = descriptor.index, height = descriptor.height, records, bytes, "snapshot held for peers to pull");
+    info!(channel = %ledger.name, index = descriptor.index, height = descriptor.height, "snapshot held for peers to pull");
     *shelf.lock() = Slot::Ready(held.clone());
-    let held = Arc::downgrade(&held);
+    // Only the shelf holds the build now: once it is replaced, this thread hears so.
+    let weak = Arc::downgrade(&held);
+    drop(held);
+    // How many records come before a key that ended a served chunk (pulls go in order, so
+    // the count goes on from the last chunk; a few cursors for pulls side by side).
+    let mut counted: std::collections::VecDeque<(Vec<u8>, u64)> = Default::default();
     // The chunk after the one last served, read while the receiver checks that one: the
     // sender's reading overlaps the receiver's work.
     let mut ahead: Option<(Vec<u8>, snapshot_stream::Served)> = None;
-    let chunk_after = |after: &[u8]| {
+    let mut chunk_after = |after: &[u8]| {
+        let before = if after.is_empty() {
+            0
+        } else if let Some((_, n)) = counted.iter().find(|(k, _)| k == after) {
+            *n
+        } else {
+            // A cursor not seen: count up to it (a pull resumed elsewhere; rare).
+            records_after(ledger, &snap, &[])
+                .map_while(Result::ok)
+                .take_while(|(k, _)| {
+                    snapshot_stream::stream_order(k) <= snapshot_stream::stream_order(after)
+                })
+                .count() as u64
+        };
         let rest = records_after(ledger, &snap, after)
             .map_while(Result::ok)
             .map(|(k, v)| (k.to_vec(), v.to_vec()));
-        snapshot_stream::serve_chunk(rest, records, after)
+        let served = snapshot_stream::serve_chunk(rest, before, after);
+        if let Some((next, n)) = served.next.clone().zip(served.sent) {
+            counted.push_back((next, before + n));
+            if counted.len() > 8 {
+                counted.pop_front();
+            }
+        }
+        served
     };
     loop {
         match rx.recv_timeout(IDLE) {
@@ -224,7 +241,7 @@ fn hold(ledger: &Arc<Ledger>, shelf: &Shelf) -> Result<(), BoxError> {
             }
             Err(RecvTimeoutError::Timeout) => {
                 let mut slot = shelf.lock();
-                if matches!(&*slot, Slot::Ready(h) if held.upgrade().is_some_and(|me| Arc::ptr_eq(h, &me)))
+                if matches!(&*slot, Slot::Ready(h) if weak.upgrade().is_some_and(|me| Arc::ptr_eq(h, &me)))
                 {
                     *slot = Slot::Idle;
                 }

@@ -1,7 +1,8 @@
 //! Snapshots streamed in bounded chunks over the peer port.
 //!
 //! The Raft snapshot message carries only a [`Descriptor`] (the build's id, its Raft index and
-//! term, its height, last block hash and state root). The receiver pulls the records from the
+//! term, its height, last block hash and state root): building one costs a RocksDB snapshot,
+//! not a pass over the ledger. The receiver pulls the records from the
 //! sender in chunks of about [`CHUNK_BYTES`]: a [`request`] names the build and the last key
 //! it has, a response carries the records that follow (at least one unless the snapshot is
 //! over) and, with the last chunk, the snapshot's record count. Each chunk is checked and
@@ -36,9 +37,6 @@ pub struct Descriptor {
     pub height: u64,
     pub last_hash: Hash,
     pub state_root: Hash,
-    /// Records and bytes of the snapshot, for progress and logs (checked at the end).
-    pub records: u64,
-    pub bytes: u64,
 }
 
 impl Encode for Descriptor {
@@ -50,8 +48,6 @@ impl Encode for Descriptor {
         w.u64(self.height);
         self.last_hash.encode(w);
         self.state_root.encode(w);
-        w.u64(self.records);
-        w.u64(self.bytes);
     }
 }
 
@@ -65,8 +61,6 @@ impl Decode for Descriptor {
             height: r.u64("height")?,
             last_hash: Hash::decode(r)?,
             state_root: Hash::decode(r)?,
-            records: r.u64("records")?,
-            bytes: r.u64("bytes")?,
         })
     }
 }
@@ -212,6 +206,14 @@ pub trait ChunkSource: Send {
     fn fetch(&mut self, build: u64, after: &[u8]) -> Result<Chunk, PullError>;
 }
 
+/// A pulled snapshot: verified, with what was staged.
+#[derive(Debug)]
+pub struct Pulled {
+    pub verified: VerifiedSnapshot,
+    pub records: u64,
+    pub bytes: u64,
+}
+
 /// Pulls the snapshot `desc` names from `source`, checking and staging every record. On
 /// success the staged records are the verified snapshot, ready to install.
 pub fn pull(
@@ -220,9 +222,10 @@ pub fn pull(
     anchors: BTreeMap<u64, (Hash, Hash)>,
     source: &mut dyn ChunkSource,
     write: &mut StageWrite<'_>,
-) -> Result<VerifiedSnapshot, PullError> {
+) -> Result<Pulled, PullError> {
     let mut intake = Intake::begin(ledger, anchors, write)?;
     let mut after: Vec<u8> = Vec::new();
+    let (mut records_in, mut bytes) = (0u64, 0u64);
     loop {
         let (records, end) = match source.fetch(desc.build, &after)? {
             Chunk::Gone => {
@@ -237,7 +240,9 @@ pub fn pull(
         }
         for (k, v) in &records {
             intake.record(k, v, write)?;
+            bytes += (k.len() + v.len()) as u64;
         }
+        records_in += records.len() as u64;
         if let Some((k, _)) = records.last() {
             after.clone_from(k);
         }
@@ -249,23 +254,29 @@ pub fn pull(
                 )
                 .into());
             }
-            return Ok(verified);
+            return Ok(Pulled {
+                verified,
+                records: records_in,
+                bytes,
+            });
         }
     }
 }
 
 /// One chunk as served: the encoded answer (None: none at all) and, unless it ends the
-/// snapshot, the key the next request will name.
+/// snapshot, the key the next request will name and the records in this chunk.
 pub struct Served {
     pub answer: Option<Vec<u8>>,
     pub next: Option<Vec<u8>>,
+    pub sent: Option<u64>,
 }
 
 /// Serves one chunk from records in stream order, starting after `after`: `records` yields
-/// the records from there on.
+/// the records from there on, `before` is how many come before them (the last chunk's
+/// record count is the snapshot's).
 pub fn serve_chunk(
     records: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
-    total: u64,
+    before: u64,
     after: &[u8],
 ) -> Served {
     let mut out = Vec::new();
@@ -279,21 +290,24 @@ pub fn serve_chunk(
         bytes += k.len() + v.len() + 8;
         out.push((k, v));
     }
-    let mut end = exhausted.then_some(total);
+    let mut end = exhausted.then_some(before + out.len() as u64);
     let sent = u64::from(!after.is_empty());
     if !crate::ledger::snapshot_forge::forge_chunk(&mut out, &mut end, sent) {
         return Served {
             answer: None,
             next: None,
+            sent: None,
         };
     }
     let next = match (end, out.last()) {
         (None, Some((k, _))) => Some(k.clone()),
         _ => None,
     };
+    let sent = Some(out.len() as u64);
     Served {
         answer: Some(Chunk::Records { records: out, end }.encode()),
         next,
+        sent,
     }
 }
 
@@ -337,7 +351,7 @@ impl InlineBuilds {
         } else {
             recs.partition_point(|(k, _)| stream_order(k) <= stream_order(after))
         };
-        serve_chunk(recs[from..].iter().cloned(), recs.len() as u64, after)
+        serve_chunk(recs[from..].iter().cloned(), from as u64, after)
             .answer
             .unwrap_or_else(|| Chunk::Gone.encode())
     }
@@ -366,8 +380,6 @@ mod tests {
             height: 40,
             last_hash: Hash([1; 32]),
             state_root: Hash([2; 32]),
-            records: 9,
-            bytes: 1000,
         };
         assert_eq!(Descriptor::from_bytes(&d.to_bytes()).expect("decode"), d);
         assert_eq!(

@@ -59,7 +59,7 @@ pub enum Input {
     /// A snapshot pull started for `msg` ended: staged and verified, or not.
     SnapshotPulled {
         msg: Box<Message>,
-        result: Result<crate::ledger::VerifiedSnapshot, crate::snapshot_stream::PullError>,
+        result: Result<crate::snapshot_stream::Pulled, crate::snapshot_stream::PullError>,
     },
     Shutdown,
 }

@@ -67,7 +67,7 @@ impl Worker {
             return false;
         };
         let anchors = crate::checkpoint::majority_anchors(&self.chan);
-        info!(channel = %self.ch, from = msg.from, index, height = desc.height, records = desc.records, bytes = desc.bytes, "pulling a snapshot");
+        info!(channel = %self.ch, from = msg.from, index, height = desc.height, "pulling a snapshot");
         if let Some(builds) = self.env.peers.inline_snapshots() {
             let mut source = snapshot_stream::InlineSource(builds);
             let ledger = self.chan.ledger.clone();
@@ -109,18 +109,19 @@ impl Worker {
     pub(super) fn snapshot_pulled(
         &mut self,
         msg: Message,
-        result: Result<crate::ledger::VerifiedSnapshot, PullError>,
+        result: Result<snapshot_stream::Pulled, PullError>,
     ) {
         self.pull = Pull::None;
         match result {
-            Ok(v) => {
+            Ok(p) => {
                 info!(
                     channel = %self.ch,
                     from = msg.from,
-                    height = v.height,
+                    height = p.verified.height,
                     index = msg.get_snapshot().get_metadata().index,
-                    bytes = Descriptor::from_bytes(&msg.get_snapshot().data).map_or(0, |d| d.bytes),
-                    anchored_at = ?v.anchored_at,
+                    records = p.records,
+                    bytes = p.bytes,
+                    anchored_at = ?p.verified.anchored_at,
                     "snapshot verified and staged: one hash chain from genesis, state matching its last header"
                 );
                 self.pull = Pull::Staged;
@@ -174,7 +175,7 @@ impl Worker {
         self.snap_sent.retain(|id, _| in_snapshot.contains(id));
         let idle = self.raw.store().snapshot_idle();
         for id in in_snapshot {
-            let since = *self.snap_sent.entry(id).or_insert(now);
+            let (since, _) = *self.snap_sent.entry(id).or_insert((now, u64::MAX));
             if now.saturating_duration_since(since) >= PATIENCE && idle >= PATIENCE {
                 warn!(channel = %self.ch, to = id, "no news of a snapshot sent {PATIENCE:?} ago; sending another");
                 self.raw.report_snapshot(id, SnapshotStatus::Failure);

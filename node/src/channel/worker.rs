@@ -44,8 +44,8 @@ pub(crate) struct Worker {
     pub(super) published: Option<super::publishing::Gauges>,
     /// A snapshot from a peer being pulled or staged (`snapshot_pull.rs`).
     pub(super) pull: super::snapshot_pull::Pull,
-    /// On the leader: followers sent a snapshot, since when.
-    pub(super) snap_sent: HashMap<u64, Instant>,
+    /// On the leader: followers sent a snapshot, since when, and its Raft index.
+    pub(super) snap_sent: HashMap<u64, (Instant, u64)>,
     /// The simulator cut this node off at a write: every later write fails too.
     pub(super) cut: std::cell::Cell<bool>,
 }
@@ -261,7 +261,8 @@ impl Worker {
                 // Sent, the follower pulls the records and Raft hears how it went from the
                 // follower's response (or its rejected MsgSnapStatus, or `unstick_snapshots`).
                 if ok {
-                    self.snap_sent.insert(to, self.env.clock.now());
+                    let index = m.get_snapshot().get_metadata().index;
+                    self.snap_sent.insert(to, (self.env.clock.now(), index));
                 } else {
                     self.raw.report_snapshot(to, SnapshotStatus::Failure);
                 }
@@ -455,9 +456,13 @@ impl Worker {
         let first = self.raw.store().first_index_now();
         // Keep a tail of the log so that a follower a little behind catches up from entries.
         let keep = (interval / 2).max(1);
-        if applied >= first + interval + keep {
+        // A follower pulling a snapshot needs the entries after it once it is installed: the
+        // log is kept from there until it is done (or given up on, `unstick_snapshots`).
+        let pulled = self.snap_sent.values().map(|(_, i)| *i).min();
+        let upto = (applied - keep.min(applied)).min(pulled.unwrap_or(u64::MAX));
+        if applied >= first + interval + keep && upto >= first {
             let mut wb = WriteBatch::default();
-            if self.raw.store().compact(applied - keep, &mut wb)? {
+            if self.raw.store().compact(upto, &mut wb)? {
                 self.write(wb, false)?;
                 self.env
                     .metrics

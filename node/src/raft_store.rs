@@ -115,6 +115,11 @@ impl RaftStore {
         self.inline = Some(builds);
     }
 
+    /// The Raft index of the snapshot this node holds while peers are pulling it.
+    pub fn pulled_snapshot_index(&self) -> Option<u64> {
+        self.builder.as_ref().and_then(|b| b.pulled_index())
+    }
+
     /// How long this node's held snapshot has gone without serving a chunk
     /// (`Duration::MAX` when it holds none).
     pub fn snapshot_idle(&self) -> std::time::Duration {

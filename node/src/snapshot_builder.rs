@@ -110,6 +110,15 @@ impl Builder {
         }
     }
 
+    /// The Raft index of the held build while peers are pulling it (a chunk served within
+    /// [`IDLE`]).
+    pub fn pulled_index(&self) -> Option<u64> {
+        match &*self.slot.lock() {
+            Slot::Ready(h) if h.last_served.lock().elapsed() < IDLE => Some(h.index()),
+            _ => None,
+        }
+    }
+
     /// The held build if there is one at `floor` or later; otherwise starts a build (unless
     /// one runs, or the node's builds are all taken) and returns None.
     pub fn get(&self, floor: u64) -> Option<Arc<Held>> {

@@ -89,8 +89,11 @@ impl Worker {
             .spawn(move || {
                 let db = ledger.db_arc();
                 let mut write = |wb| db.write(wb).map_err(|e| e.to_string());
-                let result =
-                    snapshot_stream::pull(&ledger, &desc, anchors, &mut *source, &mut write);
+                // A panic in the pull must still end it, or the channel would never pull again.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    snapshot_stream::pull(&ledger, &desc, anchors, &mut *source, &mut write)
+                }))
+                .unwrap_or_else(|_| Err(PullError::Storage("the pull panicked".into())));
                 let _ = input.send(Input::SnapshotPulled { msg: back, result });
             });
         match spawned {

@@ -457,8 +457,13 @@ impl Worker {
         // Keep a tail of the log so that a follower a little behind catches up from entries.
         let keep = (interval / 2).max(1);
         // A follower pulling a snapshot needs the entries after it once it is installed: the
-        // log is kept from there until it is done (or given up on, `unstick_snapshots`).
-        let pulled = self.snap_sent.values().map(|(_, i)| *i).min();
+        // log is kept from there while one was sent and not settled, or while peers pull it.
+        let pulled = self
+            .snap_sent
+            .values()
+            .map(|(_, i)| *i)
+            .chain(self.raw.store().pulled_snapshot_index())
+            .min();
         let upto = (applied - keep.min(applied)).min(pulled.unwrap_or(u64::MAX));
         if applied >= first + interval + keep && upto >= first {
             let mut wb = WriteBatch::default();

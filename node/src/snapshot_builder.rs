@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally_protocol::codec::Encode;
 use tracing::{info, warn};
 
 /// A held build nobody pulled from for this long is dropped.
@@ -159,11 +160,11 @@ pub fn serve(shelf: &Shelf, request: &[u8]) -> Option<Vec<u8>> {
     let (build, after) = snapshot_stream::decode_request(request).ok()?;
     let held = match &*shelf.lock() {
         Slot::Ready(h) if h.descriptor.build == build => h.clone(),
-        _ => return Some(Chunk::Gone.encode()),
+        _ => return Some(Chunk::Gone.to_bytes()),
     };
     let (tx, rx) = sync_channel(1);
     if held.requests.try_send((after, tx)).is_err() {
-        return Some(Chunk::Gone.encode());
+        return Some(Chunk::Gone.to_bytes());
     }
     let answer = rx.recv_timeout(snapshot_stream::PULL_STALL).ok()?;
     *held.last_served.lock() = Instant::now();

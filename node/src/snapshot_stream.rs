@@ -8,14 +8,15 @@
 //! over) and, with the last chunk, the snapshot's record count. Each chunk is checked and
 //! staged as it arrives ([`crate::ledger::Intake`]), so memory on both sides is a chunk,
 //! whatever the ledger's size. Requests and responses travel as peer frames on route
-//! [`ROUTE`]`<channel>`, on a connection of their own.
+//! [`ROUTE`]`<channel>`, on a connection of their own; their byte layout is
+//! `tally_protocol::snapshot`'s.
 
 use crate::keys::LEDGER_KINDS;
 use crate::ledger::{Intake, IntakeError, Ledger, SnapshotRefused, StageWrite, VerifiedSnapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use tally_protocol::codec::{Decode, DecodeError, Encode};
 use tally_protocol::Hash;
 
 /// Route prefix of chunk requests and responses on the peer port.
@@ -25,135 +26,25 @@ pub const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// A chunk that does not arrive within this time ends the pull; the leader sends the
 /// snapshot again (and the receiver pulls again) after it hears of the failure.
 pub const PULL_STALL: Duration = Duration::from_secs(10);
-const FORMAT: u8 = 1;
-
-/// What a Raft snapshot message carries instead of the records.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Descriptor {
-    /// Names the sender's held build the chunks are pulled from.
-    pub build: u64,
-    pub index: u64,
-    pub term: u64,
-    pub height: u64,
-    pub last_hash: Hash,
-    pub state_root: Hash,
-}
-
-impl Encode for Descriptor {
-    fn encode(&self, w: &mut Writer) {
-        w.u8(FORMAT);
-        w.u64(self.build);
-        w.u64(self.index);
-        w.u64(self.term);
-        w.u64(self.height);
-        self.last_hash.encode(w);
-        self.state_root.encode(w);
-    }
-}
-
-impl Decode for Descriptor {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        r.format("snapshot descriptor", FORMAT)?;
-        Ok(Descriptor {
-            build: r.u64("build")?,
-            index: r.u64("index")?,
-            term: r.u64("term")?,
-            height: r.u64("height")?,
-            last_hash: Hash::decode(r)?,
-            state_root: Hash::decode(r)?,
-        })
-    }
-}
+pub use tally_protocol::snapshot::{Chunk, ChunkRequest, Descriptor};
 
 /// A chunk request: the build and the key of the last record the receiver has (empty at
 /// the start).
 pub fn request(build: u64, after: &[u8]) -> Vec<u8> {
-    let mut w = Writer::default();
-    w.u8(FORMAT);
-    w.u64(build);
-    w.bytes(after);
-    w.into_inner()
+    ChunkRequest {
+        build,
+        after: after.to_vec(),
+    }
+    .to_bytes()
 }
 
 pub fn decode_request(b: &[u8]) -> Result<(u64, Vec<u8>), DecodeError> {
-    let mut r = Reader::new(b);
-    r.format("chunk request", FORMAT)?;
-    let build = r.u64("build")?;
-    let after = r.bytes("after")?;
-    r.finish()?;
-    Ok((build, after))
-}
-
-/// A chunk as served.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Chunk {
-    Records {
-        records: Vec<(Vec<u8>, Vec<u8>)>,
-        /// With the last chunk: the snapshot's record count.
-        end: Option<u64>,
-    },
-    /// The build is no longer held (idle too long, or replaced by a newer one).
-    Gone,
-}
-
-impl Chunk {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u8(FORMAT);
-        match self {
-            Chunk::Gone => w.u8(1),
-            Chunk::Records { records, end } => {
-                w.u8(0);
-                w.u32(records.len() as u32);
-                for (k, v) in records {
-                    w.bytes(k);
-                    w.bytes(v);
-                }
-                w.opt(end);
-            }
-        }
-        w.into_inner()
-    }
-
-    /// Decodes a peer's chunk; lengths beyond the input are refused before anything is
-    /// reserved for them.
-    pub fn decode(b: &[u8]) -> Result<Chunk, DecodeError> {
-        let mut r = Reader::new(b);
-        r.format("chunk", FORMAT)?;
-        let chunk = match r.u8("chunk status")? {
-            1 => Chunk::Gone,
-            0 => {
-                let n = r.u32("record count")? as usize;
-                // Each record takes at least eight bytes.
-                if n > r.remaining() / 8 {
-                    return Err(DecodeError::Truncated("records"));
-                }
-                let mut records = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let k = r.bytes("key")?;
-                    let v = r.bytes("value")?;
-                    records.push((k, v));
-                }
-                Chunk::Records {
-                    records,
-                    end: r.opt("end")?,
-                }
-            }
-            tag => {
-                return Err(DecodeError::BadTag {
-                    what: "chunk status",
-                    tag,
-                })
-            }
-        };
-        r.finish()?;
-        Ok(chunk)
-    }
+    ChunkRequest::from_bytes(b).map(|q| (q.build, q.after))
 }
 
 /// A peer's chunk, decoded; what does not decode is a malformed snapshot.
 pub fn decode_chunk(b: &[u8]) -> Result<Chunk, PullError> {
-    Chunk::decode(b).map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")).into())
+    Chunk::from_bytes(b).map_err(|e| SnapshotRefused::Malformed(format!("a chunk: {e}")).into())
 }
 
 /// The order records are dumped and streamed in: by kind as [`LEDGER_KINDS`] lists them,
@@ -305,7 +196,7 @@ pub fn serve_chunk(
     };
     let sent = Some(out.len() as u64);
     Served {
-        answer: Some(Chunk::Records { records: out, end }.encode()),
+        answer: Some(Chunk::Records { records: out, end }.to_bytes()),
         next,
         sent,
     }
@@ -344,7 +235,7 @@ impl InlineBuilds {
             .find(|(id, _)| *id == build)
             .map(|(_, r)| r.clone());
         let Some(recs) = recs else {
-            return Chunk::Gone.encode();
+            return Chunk::Gone.to_bytes();
         };
         let from = if after.is_empty() {
             0
@@ -353,7 +244,7 @@ impl InlineBuilds {
         };
         serve_chunk(recs[from..].iter().cloned(), from as u64, after)
             .answer
-            .unwrap_or_else(|| Chunk::Gone.encode())
+            .unwrap_or_else(|| Chunk::Gone.to_bytes())
     }
 }
 
@@ -372,34 +263,12 @@ mod tests {
     use crate::sim::Rng;
 
     #[test]
-    fn frames_round_trip_and_hostile_bytes_never_panic_or_overallocate() {
-        let d = Descriptor {
-            build: 7,
-            index: 100,
-            term: 3,
-            height: 40,
-            last_hash: Hash([1; 32]),
-            state_root: Hash([2; 32]),
-        };
-        assert_eq!(Descriptor::from_bytes(&d.to_bytes()).expect("decode"), d);
-        assert_eq!(
-            decode_request(&request(7, b"Sk")).expect("decode"),
-            (7, b"Sk".to_vec())
-        );
-        let c = Chunk::Records {
+    fn hostile_frames_never_panic() {
+        let good = Chunk::Records {
             records: vec![(b"Sa".to_vec(), b"1".to_vec()), (b"Sb".to_vec(), vec![])],
             end: Some(2),
-        };
-        let good = c.encode();
-        assert_eq!(Chunk::decode(&good).expect("decode"), c);
-        assert_eq!(
-            Chunk::decode(&Chunk::Gone.encode()).expect("gone"),
-            Chunk::Gone
-        );
-        // A record count far beyond the bytes is refused before anything is reserved.
-        let mut lying = good.clone();
-        lying[2..6].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(Chunk::decode(&lying).is_err());
+        }
+        .to_bytes();
         let mut rng = Rng::new(5);
         for _ in 0..5000 {
             let mut b = good.clone();
@@ -411,7 +280,7 @@ mod tests {
                 1 => b.truncate(rng.below(b.len() as u64) as usize),
                 _ => b.push(rng.next_u64() as u8),
             }
-            let _ = Chunk::decode(&b);
+            let _ = Chunk::from_bytes(&b);
             let _ = Descriptor::from_bytes(&b);
             let _ = decode_request(&b);
         }

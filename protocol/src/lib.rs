@@ -15,6 +15,7 @@ pub mod merkle;
 pub mod read_auth;
 pub mod receipt;
 pub mod sig;
+pub mod snapshot;
 pub mod state;
 pub mod tx;
 

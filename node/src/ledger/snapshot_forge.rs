@@ -9,8 +9,8 @@ use crate::keys;
 use std::sync::OnceLock;
 
 /// Test-only: `state` (one state value changed, headers kept), `foreign` (a Raft hard-state
-/// record added), `truncate` (the stream ends early) or `stall` (chunk requests are never
-/// answered); debug builds only.
+/// record added), `truncate` (the stream ends early) or `stall` (the first chunk comes, then
+/// chunk requests are never answered); debug builds only.
 pub const FORGE_SNAPSHOT_VAR: &str = "TALLY_TEST_ONLY_FORGE_SNAPSHOT";
 /// Test-only: when set (to anything but empty or `0`), the node aborts in the middle of its next snapshot install, after
 /// the staged records were moved in and before the install's marker is deleted.
@@ -68,8 +68,15 @@ pub fn forge_chunk(
     };
     match mode {
         Forgery::Stall => {
-            tracing::warn!("TEST BUILD: leaving a snapshot chunk request unanswered");
-            return false;
+            // Mid-stream: the first chunk comes (half of it, the stream not over), then
+            // nothing more.
+            if sent == 0 && records.len() > 1 {
+                records.truncate(records.len() / 2);
+                *end = None;
+            } else {
+                tracing::warn!("TEST BUILD: leaving a snapshot chunk request unanswered");
+                return false;
+            }
         }
         Forgery::State => {
             if let Some((_, v)) = records.iter_mut().find(|(k, _)| k[0] == keys::STATE) {

@@ -3,7 +3,10 @@
 //! Each node dials every peer it sends to and keeps one connection per peer address, fed by a
 //! bounded queue: Raft tolerates lost messages, so a slow or unreachable peer costs dropped
 //! messages (and a counter), never a blocked channel thread. Frames are
-//! `u32 length | u8 channel-name length | channel name | protobuf raft Message`.
+//! `u32 length | u8 channel-name length | channel name | protobuf raft Message`. The one
+//! exception to one-way traffic is a snapshot pull (route `snapshot-pull:<channel>`): the
+//! puller dials a connection of its own, and each chunk request on it is answered on it
+//! (see [`Puller`] and `crate::snapshot_stream`).
 //!
 //! Every connection is bounded: a handshake, a frame that stops arriving and a write that
 //! does not drain each time out; an announced frame length costs memory only as its bytes

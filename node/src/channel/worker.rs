@@ -140,11 +140,17 @@ impl Worker {
     /// What follows handled input, in production and in the simulator alike: a Raft tick
     /// (when `tick`), a proposal when a batch is due, and the handling of Raft's Ready.
     pub(crate) fn turn(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
-        let result = self.turn_inner(tick);
-        // A staged snapshot was installed by this turn's Ready, or Raft declined it; the next
-        // pull stages afresh.
+        let mut result = self.turn_inner(tick);
+        // A staged snapshot that this turn's Ready did not install, Raft declined (it was no
+        // longer ahead, or came from an old term): its records are dropped now rather than
+        // left on disk until the next pull.
         if self.pull == super::snapshot_pull::Pull::Staged {
             self.pull = super::snapshot_pull::Pull::None;
+            if result.is_ok() {
+                let mut wb = WriteBatch::default();
+                self.chan.ledger.clear_staging(&mut wb);
+                result = self.write(wb, false);
+            }
         }
         if self.cut.get() {
             return Err(CutOff.into());
@@ -314,6 +320,7 @@ impl Worker {
         if !rd.snapshot().is_empty() {
             let mut write = |wb, sync| self.write(wb, sync).map_err(|e| e.to_string());
             let moved = self.raw.store().apply_snapshot(rd.snapshot(), &mut write)?;
+            self.pull = super::snapshot_pull::Pull::None;
             self.chan.ledger.after_restore()?;
             self.config_changed();
             self.env

@@ -216,6 +216,23 @@ pub async fn run(p: &CatchupParams) -> Result<CatchupReport> {
             c.log_tail(&victim, 30)
         )
     })?;
+    // Where the time went: the snapshot's steps as both nodes logged them.
+    for (who, text) in [
+        (
+            &leader,
+            std::fs::read_to_string(c.log_path(&leader)).unwrap_or_default(),
+        ),
+        (&victim, log.clone()),
+    ] {
+        for l in text.lines().filter(|l| {
+            l.contains("snapshot held")
+                || l.contains("pulling a snapshot")
+                || l.contains("snapshot verified")
+                || l.contains("installed snapshot")
+        }) {
+            eprintln!("[catchup] {who}: {l}");
+        }
+    }
     let _ = c.shutdown().await;
     let seconds = took.as_secs_f64();
     let snapshot_mib = bytes as f64 / MIB;

@@ -4,6 +4,7 @@
 use serde_json::json;
 use tally_protocol::codec::{Decode, Encode};
 use tally_protocol::proposal::{Outcome, Record, Vote};
+use tally_protocol::snapshot::{Chunk, ChunkRequest, Descriptor};
 use tally_protocol::{
     read_auth, Approval, Batch, Block, BlockHeader, ChaincodeDefinition, ChaincodeEvent,
     ChannelConfig, ConfigUpdate, Hash, InitCall, NodeRef, OrgCa, OrgMember, Payload, Proposal,
@@ -121,6 +122,9 @@ pub fn targets() -> &'static [Target] {
         t!("receipt_json", json::<Receipt>),
         t!("proven_receipt_json", json::<ProvenReceipt>),
         t!("read_auth", read_auth_header),
+        t!("snapshot_descriptor", canonical::<Descriptor>),
+        t!("snapshot_chunk_request", canonical::<ChunkRequest>),
+        t!("snapshot_chunk", canonical::<Chunk>),
     ];
     TARGETS
 }
@@ -304,6 +308,8 @@ pub fn seeds() -> Result<Seeds, String> {
         results: statuses.clone(),
         effects: vec![None, Some(effects.clone())],
     };
+    // A snapshot chunk carries blocks as the node stores them.
+    let block_bytes = block.to_bytes();
     let empty_block = Block {
         header: header.clone(),
         txs: vec![],
@@ -394,6 +400,47 @@ pub fn seeds() -> Result<Seeds, String> {
         ("proposal_record", all(&[record])),
         ("receipt_json", js(&[receipt, rejected])),
         ("proven_receipt_json", js(&[proven])),
+        (
+            "snapshot_descriptor",
+            all(&[Descriptor {
+                build: 0x1234_5678_9abc_def0,
+                index: 4646,
+                term: 3,
+                height: 4646,
+                last_hash: h(7),
+                state_root: h(8),
+            }]),
+        ),
+        (
+            "snapshot_chunk_request",
+            all(&[
+                ChunkRequest {
+                    build: 9,
+                    after: vec![],
+                },
+                ChunkRequest {
+                    build: 9,
+                    after: b"Sk1".to_vec(),
+                },
+            ]),
+        ),
+        (
+            "snapshot_chunk",
+            all(&[
+                Chunk::Records {
+                    records: vec![
+                        (b"B\0\0\0\0\0\0\0\x01".to_vec(), block_bytes.clone()),
+                        (b"Sk1".to_vec(), b"v1".to_vec()),
+                    ],
+                    end: None,
+                },
+                Chunk::Records {
+                    records: vec![(b"t".to_vec(), vec![0; 40])],
+                    end: Some(3),
+                },
+                Chunk::Gone,
+            ]),
+        ),
         (
             "read_auth",
             enc(vec![

@@ -18,6 +18,14 @@ pub const STATE: u8 = b'S';
 pub const HISTORY: u8 = b'H';
 pub const CERT: u8 = b'C';
 pub const TIP: u8 = b't';
+/// A snapshot being received: each record under its own key (kind byte first), before it is
+/// installed in place of the ledger.
+pub const STAGED: u8 = b'x';
+/// What checking a snapshot being received needs to look up later in the stream (where each
+/// transaction sits, which certificates signed), kept on disk instead of in memory.
+pub const STAGED_AUX: u8 = b'y';
+/// Present while a verified snapshot is being swapped in: the install is finished on restart.
+pub const INSTALLING: u8 = b'i';
 
 /// Records that make up the ledger (what a snapshot carries), as opposed to the Raft log.
 pub const LEDGER_KINDS: [u8; 8] = [

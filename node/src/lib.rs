@@ -23,6 +23,7 @@ pub mod server;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod snapshot_builder;
+pub mod snapshot_stream;
 pub mod tls;
 pub mod tls_revoked;
 pub mod transport;

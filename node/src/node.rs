@@ -313,6 +313,25 @@ impl Node {
         Ok(())
     }
 
+    /// Answers a peer's snapshot chunk request (route `snapshot-pull:<channel>`) from the
+    /// channel's held snapshot, if the requester's certificate is that of a node of the
+    /// channel, issued by the channel's CA for that node's organization.
+    pub fn serve_snapshot_chunk(
+        &self,
+        route: &str,
+        body: &[u8],
+        sender: &PeerCert,
+    ) -> Option<Vec<u8>> {
+        let channel = route.strip_prefix(crate::snapshot_stream::ROUTE)?;
+        let ch = self.channel(channel)?;
+        let node = ch.peer_named(&sender.info.common_name)?;
+        if let Err(why) = self.trust.read().admit(channel, &node, sender) {
+            warn!(channel, "snapshot chunk request refused: {why}");
+            return None;
+        }
+        crate::snapshot_builder::serve(&ch.held, body)
+    }
+
     /// Routes a Raft message from a peer to its channel, after checking that the connection's
     /// certificate is that of the node whose Raft id the message claims, issued by the
     /// channel's CA for that node's organization.

@@ -24,8 +24,10 @@ pub struct RaftStore {
     last_index: Cell<u64>,
     hard_state: std::cell::RefCell<HardState>,
     conf_state: std::cell::RefCell<ConfState>,
-    /// Builds snapshots off the channel's thread; None builds them in line.
+    /// Holds snapshots for peers to pull, off the channel's thread.
     builder: Option<crate::snapshot_builder::Builder>,
+    /// Or builds them in line (the simulator).
+    inline: Option<Arc<crate::snapshot_stream::InlineBuilds>>,
 }
 
 impl RaftStore {
@@ -78,6 +80,7 @@ impl RaftStore {
             hard_state: std::cell::RefCell::new(hs),
             conf_state: std::cell::RefCell::new(cs),
             builder: None,
+            inline: None,
         };
         let last = store.scan_last_index()?.unwrap_or(si).max(si);
         store.last_index.set(last);
@@ -98,17 +101,31 @@ impl RaftStore {
         }
     }
 
-    /// Snapshots from now on are built on a thread of their own (see
-    /// [`crate::snapshot_builder`]).
-    pub fn build_snapshots_in_background(&mut self) {
-        self.builder = Some(crate::snapshot_builder::Builder::new(self.ledger.clone()));
+    /// Snapshots from now on are held on a thread of their own and served from `shelf`
+    /// (see [`crate::snapshot_builder`]).
+    pub fn build_snapshots_in_background(&mut self, shelf: crate::snapshot_builder::Shelf) {
+        self.builder = Some(crate::snapshot_builder::Builder::new(
+            self.ledger.clone(),
+            shelf,
+        ));
     }
 
-    /// Lets go of a built snapshot nobody asked for in a while.
-    pub fn expire_built_snapshot(&self) {
-        if let Some(b) = &self.builder {
-            b.expire();
-        }
+    /// Snapshots from now on are built in line and kept in `builds`.
+    pub fn build_snapshots_in_line(&mut self, builds: Arc<crate::snapshot_stream::InlineBuilds>) {
+        self.inline = Some(builds);
+    }
+
+    /// The Raft index of the snapshot this node holds while peers are pulling it.
+    pub fn pulled_snapshot_index(&self) -> Option<u64> {
+        self.builder.as_ref().and_then(|b| b.pulled_index())
+    }
+
+    /// How long this node's held snapshot has gone without serving a chunk
+    /// (`Duration::MAX` when it holds none).
+    pub fn snapshot_idle(&self) -> std::time::Duration {
+        self.builder
+            .as_ref()
+            .map_or(std::time::Duration::MAX, |b| b.idle_for())
     }
 
     pub fn hard_state(&self) -> HardState {
@@ -186,22 +203,45 @@ impl RaftStore {
         Ok(true)
     }
 
-    /// Installs a snapshot received from the leader: the ledger is replaced and the log is
-    /// emptied, in one write batch with the new Raft state.
-    pub fn apply_snapshot(&self, snap: &Snapshot, wb: &mut WriteBatch) -> Result<(), raft::Error> {
+    /// Installs a snapshot received from the leader, whose records were pulled, verified and
+    /// staged before Raft was given it: the ledger is swapped for the staged records and the
+    /// log emptied, under the install marker (`ledger::snapshot_install`), the new Raft state
+    /// written with the marker in the first, synced write.
+    pub fn apply_snapshot(
+        &self,
+        snap: &Snapshot,
+        write: &mut crate::ledger::InstallWrite<'_>,
+    ) -> Result<u64, raft::Error> {
         let meta = snap.get_metadata();
-        self.ledger.restore(&snap.data, wb).map_err(store_err)?;
+        // Only a staged snapshot is ever handed to Raft; its tip must be the one Raft installs.
+        let mut staged_tip = self.keys.kind(keys::STAGED);
+        staged_tip.push(keys::TIP);
+        let staged = self.db.get(&staged_tip).map_err(store_err)?;
+        let at = staged
+            .as_deref()
+            .and_then(crate::ledger::Tip::decode_bytes)
+            .map(|t| t.applied_index);
+        if at != Some(meta.index) {
+            return Err(store_err(format!(
+                "Raft installs a snapshot at index {} but the staged one is at {at:?}",
+                meta.index
+            )));
+        }
+        let mut wb = WriteBatch::default();
+        crate::ledger::snapshot_install::begin_install(&self.keys, &mut wb);
         for i in self.snap_index.get() + 1..=self.last_index.get() {
             wb.delete(self.keys.log(i));
         }
-        self.set_snap_meta(meta.index, meta.term, wb);
+        self.set_snap_meta(meta.index, meta.term, &mut wb);
         self.last_index.set(meta.index);
         let mut hs = self.hard_state();
         hs.term = hs.term.max(meta.term);
         hs.commit = meta.index;
-        self.set_hard_state(&hs, wb)?;
-        self.set_conf_state(meta.get_conf_state(), wb)?;
-        Ok(())
+        self.set_hard_state(&hs, &mut wb)?;
+        self.set_conf_state(meta.get_conf_state(), &mut wb)?;
+        write(wb, true).map_err(store_err)?;
+        crate::ledger::snapshot_install::finish_install(&self.db, &self.keys, write)
+            .map_err(store_err)
     }
 
     pub fn first_index_now(&self) -> u64 {
@@ -286,47 +326,54 @@ impl raft::Storage for RaftStore {
     }
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if let Some(builder) = &self.builder {
+        let (descriptor, conf_state) = if let Some(builder) = &self.builder {
             // A snapshot older than the log's start would leave the receiver needing entries
             // that are gone: it must reach the last compacted index.
             let floor = request_index.max(self.snap_index.get()).max(1);
-            let Some(built) = builder.get(floor) else {
+            let Some(held) = builder.get(floor) else {
                 return Err(raft::Error::Store(
                     StorageError::SnapshotTemporarilyUnavailable,
                 ));
             };
-            let mut meta = SnapshotMetadata {
-                index: built.index,
-                term: built.term,
-                ..SnapshotMetadata::default()
+            (held.descriptor.clone(), held.conf_state.clone())
+        } else if let Some(builds) = &self.inline {
+            let tip = self.ledger.tip();
+            if tip.applied_index < request_index {
+                return Err(raft::Error::Store(
+                    StorageError::SnapshotTemporarilyUnavailable,
+                ));
+            }
+            let term = if tip.applied_index == self.snap_index.get() {
+                self.snap_term.get()
+            } else {
+                self.term(tip.applied_index).unwrap_or(tip.applied_term)
             };
-            meta.set_conf_state(built.conf_state.clone());
-            let mut snap = Snapshot {
-                data: built.data.clone(),
-                ..Snapshot::default()
+            let data = self.ledger.dump().map_err(store_err)?;
+            let records: Vec<(Vec<u8>, Vec<u8>)> = crate::ledger::records(&data)
+                .map_err(store_err)?
+                .into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect();
+            let descriptor = crate::snapshot_stream::Descriptor {
+                build: builds.add(records),
+                index: tip.applied_index,
+                term,
+                height: tip.height,
+                last_hash: tip.last_hash,
+                state_root: tip.state_root(),
             };
-            snap.set_metadata(meta);
-            return Ok(snap);
-        }
-        let tip = self.ledger.tip();
-        if tip.applied_index < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
-        }
-        let term = if tip.applied_index == self.snap_index.get() {
-            self.snap_term.get()
+            (descriptor, self.conf_state())
         } else {
-            self.term(tip.applied_index).unwrap_or(tip.applied_term)
+            return Err(store_err("no way to build snapshots"));
         };
         let mut meta = SnapshotMetadata {
-            index: tip.applied_index,
-            term,
+            index: descriptor.index,
+            term: descriptor.term,
             ..SnapshotMetadata::default()
         };
-        meta.set_conf_state(self.conf_state());
+        meta.set_conf_state(conf_state);
         let mut snap = Snapshot {
-            data: crate::ledger::forge_snapshot(self.ledger.dump().map_err(store_err)?).into(),
+            data: tally_protocol::codec::Encode::to_bytes(&descriptor).into(),
             ..Snapshot::default()
         };
         snap.set_metadata(meta);

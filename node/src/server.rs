@@ -70,7 +70,10 @@ pub async fn serve(
     let n = node.clone();
     let inbox: crate::transport::Inbox =
         Arc::new(move |ch, bytes, sender| n.deliver(ch, bytes, sender));
-    let peer = tokio::spawn(node.transport.clone().serve(l.peer, inbox));
+    let n = node.clone();
+    let responder: crate::transport::Responder =
+        Arc::new(move |route, body, sender| n.serve_snapshot_chunk(route, body, sender));
+    let peer = tokio::spawn(node.transport.clone().serve(l.peer, inbox, responder));
     let admin_cfg = tls::server_config(&node.identity, std::slice::from_ref(&node.org_ca.der))?;
     let admin = tokio::spawn(serve_admin(
         node.clone(),

@@ -3,7 +3,10 @@
 //! Each node dials every peer it sends to and keeps one connection per peer address, fed by a
 //! bounded queue: Raft tolerates lost messages, so a slow or unreachable peer costs dropped
 //! messages (and a counter), never a blocked channel thread. Frames are
-//! `u32 length | u8 channel-name length | channel name | protobuf raft Message`.
+//! `u32 length | u8 channel-name length | channel name | protobuf raft Message`. The one
+//! exception to one-way traffic is a snapshot pull (route `snapshot-pull:<channel>`): the
+//! puller dials a connection of its own, and each chunk request on it is answered on it
+//! (see [`Puller`] and `crate::snapshot_stream`).
 //!
 //! Every connection is bounded: a handshake, a frame that stops arriving and a write that
 //! does not drain each time out; an announced frame length costs memory only as its bytes
@@ -28,7 +31,8 @@ use tokio::time::timeout;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, info, warn};
 
-/// Largest frame accepted; snapshots travel as one frame.
+/// Largest frame accepted. Snapshots travel in chunks of a few MiB
+/// (`crate::snapshot_stream`); the largest frames are batches of Raft entries.
 pub const MAX_FRAME: usize = 512 * 1024 * 1024;
 const QUEUE: usize = 8192;
 /// Frames are read in pieces of at most this size, so memory follows the bytes received.
@@ -68,6 +72,9 @@ pub fn frame(channel: &str, msg: &[u8]) -> Bytes {
 
 /// Receives what peers send: (channel, raw message, sender's certificate).
 pub type Inbox = Arc<dyn Fn(&str, &[u8], &PeerCert) + Send + Sync>;
+/// Answers a peer's snapshot chunk request: (channel, request, requester's certificate) to
+/// the response, or None for no answer. Called on a blocking thread.
+pub type Responder = Arc<dyn Fn(&str, &[u8], &PeerCert) -> Option<Vec<u8>> + Send + Sync>;
 
 /// Organization CAs by organization name, as connections are checked against them.
 type OrgCas = Arc<RwLock<Arc<HashMap<String, Vec<Ca>>>>>;
@@ -141,7 +148,19 @@ impl Transport {
         }
     }
 
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, inbox: Inbox) {
+    /// A source of snapshot chunks from the peer at `addr`, for a pull thread.
+    pub fn puller(&self, addr: &str, channel: &str) -> Puller {
+        Puller {
+            addr: addr.to_string(),
+            route: format!("{}{channel}", crate::snapshot_stream::ROUTE),
+            client: self.client.clone(),
+            orgs: self.orgs.clone(),
+            runtime: self.runtime.clone(),
+            ahead: None,
+        }
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, inbox: Inbox, responder: Responder) {
         let mut accept_errors = crate::limits::AcceptBackoff::new("peer");
         loop {
             let (stream, remote) = accept_errors.accept(&listener).await;
@@ -154,10 +173,11 @@ impl Transport {
                 continue;
             };
             let inbox = inbox.clone();
+            let responder = responder.clone();
             let orgs = self.orgs.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match serve_peer(stream, cfg, orgs, inbox).await {
+                match serve_peer(stream, cfg, orgs, inbox, responder).await {
                     Ok(()) => {}
                     Err(PeerError::Refused(why)) => {
                         warn!(%remote, "peer connection refused: {why}")
@@ -207,12 +227,15 @@ async fn serve_peer(
     cfg: Arc<ServerConfig>,
     orgs: OrgCas,
     inbox: Inbox,
+    responder: Responder,
 ) -> Result<(), PeerError> {
     tune(&stream)?;
     let mut tls = timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(cfg).accept(stream))
         .await
         .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
-    let cert = peer_cert(tls.get_ref().1.peer_certificates().and_then(|c| c.first()))?;
+    let cert = Arc::new(peer_cert(
+        tls.get_ref().1.peer_certificates().and_then(|c| c.first()),
+    )?);
     let by_org = orgs.read().clone();
     peer_trust::check_org(&cert, &by_org).map_err(PeerError::Refused)?;
     let mut buf = Vec::new();
@@ -237,7 +260,25 @@ async fn serve_peer(
         let Ok(channel) = std::str::from_utf8(&buf[1..1 + n]) else {
             return Err(PeerError::Refused("channel name is not UTF-8".into()));
         };
-        inbox(channel, &buf[1 + n..], &cert);
+        if channel.starts_with(crate::snapshot_stream::ROUTE) {
+            // A chunk request, answered on this connection; reading the held RocksDB
+            // snapshot is blocking work.
+            let route = channel.to_string();
+            let body = buf[1 + n..].to_vec();
+            let (r, c) = (responder.clone(), cert.clone());
+            let rt = route.clone();
+            let answer: Option<Vec<u8>> = tokio::task::spawn_blocking(move || r(&rt, &body, &c))
+                .await
+                .map_err(std::io::Error::other)?;
+            if let Some(answer) = answer {
+                timeout(WRITE_TIMEOUT, tls.write_all(&frame(&route, &answer)))
+                    .await
+                    .map_err(|_| std::io::Error::other("chunk write stalled"))??;
+                tls.flush().await?;
+            }
+        } else {
+            inbox(channel, &buf[1 + n..], &cert);
+        }
         // A snapshot-sized buffer is not kept for the heartbeats that follow.
         if buf.capacity() > 4 * READ_CHUNK {
             buf = Vec::new();
@@ -265,6 +306,149 @@ async fn read_body<R: AsyncRead + Unpin>(
         buf.truncate(start + got);
     }
     Ok(())
+}
+
+/// Pulls snapshot chunks from one peer over a connection of its own, for a blocking thread.
+/// A task on the runtime reads ahead: it asks for the next chunk as soon as one arrived, so
+/// that the transfer and the sender's reading overlap the puller's checks; at most
+/// [`AHEAD`] chunks wait, so memory stays a few chunks.
+pub struct Puller {
+    addr: String,
+    route: String,
+    client: Arc<RwLock<Option<Arc<ClientConfig>>>>,
+    orgs: OrgCas,
+    runtime: tokio::runtime::Handle,
+    /// Chunks read ahead, each with the key the request for it named.
+    ahead: Option<(u64, mpsc::Receiver<AheadChunk>)>,
+}
+
+type AheadChunk = (
+    Vec<u8>,
+    Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError>,
+);
+
+/// Chunks read ahead of the puller.
+const AHEAD: usize = 2;
+
+struct ChunkStream {
+    conn: tokio_rustls::client::TlsStream<TcpStream>,
+    route: String,
+    buf: Vec<u8>,
+}
+
+impl ChunkStream {
+    async fn exchange(
+        &mut self,
+        body: &[u8],
+    ) -> Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError> {
+        use crate::snapshot_stream::{PullError, PULL_STALL};
+        let unavailable = |e: std::io::Error| PullError::Unavailable(e.to_string());
+        let conn = &mut self.conn;
+        let sent = timeout(WRITE_TIMEOUT, async {
+            conn.write_all(&frame(&self.route, body)).await?;
+            conn.flush().await
+        })
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(PullError::Stalled(WRITE_TIMEOUT)),
+        }
+        let len = match timeout(PULL_STALL, conn.read_u32()).await {
+            Err(_) => return Err(PullError::Stalled(PULL_STALL)),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Ok(n)) => n as usize,
+        };
+        if len == 0 || len > MAX_FRAME {
+            return Err(PullError::Unavailable(format!(
+                "a chunk frame of {len} bytes"
+            )));
+        }
+        match timeout(PULL_STALL, read_body(conn, len, &mut self.buf)).await {
+            Err(_) => return Err(PullError::Stalled(PULL_STALL)),
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Ok(Ok(())) => {}
+        }
+        let n = self.buf[0] as usize;
+        if 1 + n > len || self.buf[1..1 + n] != *self.route.as_bytes() {
+            return Err(PullError::Unavailable("a chunk on another route".into()));
+        }
+        let chunk = crate::snapshot_stream::decode_chunk(&self.buf[1 + n..]);
+        if self.buf.capacity() > 2 * crate::snapshot_stream::CHUNK_BYTES {
+            self.buf = Vec::new();
+        }
+        chunk
+    }
+
+    /// Asks for chunk after chunk of `build` from `after` on, until the last one, an error,
+    /// or the puller stops listening.
+    async fn run(mut self, build: u64, mut after: Vec<u8>, tx: mpsc::Sender<AheadChunk>) {
+        use crate::snapshot_stream::Chunk;
+        loop {
+            let got = self
+                .exchange(&crate::snapshot_stream::request(build, &after))
+                .await;
+            let next = match &got {
+                Ok(Chunk::Records { records, end: None }) => records.last().map(|(k, _)| k.clone()),
+                _ => None,
+            };
+            if tx.send((after, got)).await.is_err() {
+                return;
+            }
+            match next {
+                Some(k) => after = k,
+                None => return,
+            }
+        }
+    }
+}
+
+impl crate::snapshot_stream::ChunkSource for Puller {
+    fn fetch(
+        &mut self,
+        build: u64,
+        after: &[u8],
+    ) -> Result<crate::snapshot_stream::Chunk, crate::snapshot_stream::PullError> {
+        use crate::snapshot_stream::{PullError, PULL_STALL};
+        let rt = self.runtime.clone();
+        if !matches!(&self.ahead, Some((b, _)) if *b == build) {
+            let client =
+                self.client.read().clone().ok_or_else(|| {
+                    PullError::Unavailable("no peer TLS configuration yet".into())
+                })?;
+            let by_org = self.orgs.read().clone();
+            let conn = rt
+                .block_on(connect(&self.addr, client, &by_org))
+                .map_err(|e| PullError::Unavailable(e.to_string()))?;
+            let (tx, rx) = mpsc::channel(AHEAD);
+            let stream = ChunkStream {
+                conn,
+                route: self.route.clone(),
+                buf: Vec::new(),
+            };
+            rt.spawn(stream.run(build, after.to_vec(), tx));
+            self.ahead = Some((build, rx));
+        }
+        let Some((_, rx)) = self.ahead.as_mut() else {
+            return Err(PullError::Unavailable("no chunk stream".into()));
+        };
+        // The stream applies the stall timeout to each chunk; this one only guards against
+        // a stream that ended without a word.
+        let got = rt.block_on(async { timeout(2 * PULL_STALL, rx.recv()).await });
+        let out = match got {
+            Ok(Some((at, chunk))) if at == after => chunk,
+            Ok(Some(_)) => Err(PullError::Unavailable(
+                "chunks read ahead do not follow the records taken".into(),
+            )),
+            Ok(None) => Err(PullError::Unavailable("the chunk stream ended".into())),
+            Err(_) => Err(PullError::Stalled(2 * PULL_STALL)),
+        };
+        if out.is_err() {
+            // A stream in an unknown state is not reused.
+            self.ahead = None;
+        }
+        out
+    }
 }
 
 /// What ended a connection to a peer.

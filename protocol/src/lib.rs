@@ -17,6 +17,7 @@ pub mod proposal;
 pub mod read_auth;
 pub mod receipt;
 pub mod sig;
+pub mod snapshot;
 pub mod state;
 pub mod tx;
 

@@ -1355,6 +1355,7 @@ async fn a_replayed_signed_read_is_refused() {
 }
 
 const FORGE_SNAPSHOT_VAR: &str = "TALLY_TEST_ONLY_FORGE_SNAPSHOT";
+const CRASH_IN_INSTALL_VAR: &str = "TALLY_TEST_ONLY_CRASH_IN_INSTALL";
 const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
 
 /// Commits `count` puts `prefix-N` through `node`, one after the other.
@@ -1377,7 +1378,8 @@ async fn refused(c: &LocalCluster, node: &str, reason: &str) -> f64 {
 
 /// One node of the channel serves forged snapshots (a debug-build test hook on a real
 /// tally-node process): one state value changed under the same block headers, a Raft
-/// hard-state record smuggled in among the ledger records, or the stream cut short. Each time a
+/// hard-state record smuggled in among the ledger records, the stream ended early, or chunk
+/// requests left unanswered (the puller gives up after its stall timeout). Each time a
 /// wiped node needs a snapshot while the forger leads, it refuses every one it gets, with the
 /// reason in its log and metrics, and its ledger stays empty (height 1, the genesis block);
 /// once an honest node leads it catches up from that node's snapshot, block for block and
@@ -1403,6 +1405,7 @@ async fn forged_and_truncated_snapshots_are_refused_and_the_node_catches_up_from
         ("state", "state"),
         ("foreign", "foreign_kind"),
         ("truncate", "truncated"),
+        ("stall", "stalled"),
     ] {
         c.set_node_env(&forger, FORGE_SNAPSHOT_VAR, mode);
         c.restart(&forger).await.expect("restart the forger");
@@ -1497,4 +1500,91 @@ async fn forged_and_truncated_snapshots_are_refused_and_the_node_catches_up_from
         assert_eq!(kv.value, b"v");
     }
     c.assert_healthy();
+}
+
+/// A node killed in the middle of installing a snapshot (a debug-build hook aborts the process
+/// after the staged records were moved in and before the install's marker is deleted) opens
+/// its ledger again into a whole one: it finishes the install on start, its state matches its
+/// tip's commitment (a half-installed ledger would start degraded), and it catches up with the
+/// others, block for block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_in_the_middle_of_a_snapshot_install_restarts_whole_and_catches_up() {
+    let c = start_with("install-crash", &[CH], |spec| {
+        let ch = spec.channel_mut(CH).expect("channel");
+        ch.snapshot_interval = 10;
+        ch.batch.max_txs = 4;
+    })
+    .await;
+    let (leader, _) = leader(&c, CH).await;
+    let victim = c
+        .channel_nodes(CH)
+        .into_iter()
+        .find(|n| *n != leader)
+        .expect("a follower");
+    commit_many(&c, &leader, "before", 30).await;
+    c.wait_converged(CH, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    c.set_node_env(&victim, CRASH_IN_INSTALL_VAR, "1");
+    c.wipe(&victim).await.expect("wipe the victim");
+    // The leader finds the wiped node behind when its next append is refused: keep writing
+    // until the victim dies in its install.
+    let mut died = false;
+    for i in 0..300 {
+        commit_one(&c, &leader, CH, &format!("wiped-{i:03}")).await;
+        if c.exited_on_its_own(&victim).is_some() {
+            died = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        died,
+        "{victim} never died in a snapshot install; its log:\n{}",
+        c.log_tail(&victim, 30)
+    );
+    assert!(
+        c.log_contains(&victim, "aborting in the middle of a snapshot install"),
+        "{victim} died of something else:\n{}",
+        c.log_tail(&victim, 30)
+    );
+
+    c.set_node_env(&victim, CRASH_IN_INSTALL_VAR, "0");
+    c.start_node(&victim).await.expect("start the victim again");
+    c.wait_node_ready(&victim, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{victim} never caught up after the crash: {e}"));
+    assert!(
+        c.log_contains(&victim, "resumed snapshot install finished"),
+        "{victim} did not finish the interrupted install on start:\n{}",
+        c.log_tail(&victim, 30)
+    );
+    commit_one(&c, &leader, CH, "after").await;
+    c.wait_converged(CH, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tally_tests::assert_identical_chains(&c, CH).await;
+    let st = c.client(&victim).status(CH).await.expect("status");
+    assert!(
+        st.degraded.is_none(),
+        "{victim} is degraded: {:?}",
+        st.degraded
+    );
+    let kv = c
+        .client(&victim)
+        .with_reader(c.identity(&c.node_org(&victim), Role::Client))
+        .get(CH, "before-029")
+        .await
+        .expect("read on the victim")
+        .expect("a key from before the wipe");
+    assert_eq!(kv.value, b"v");
+    // The only problem is the abort the test caused.
+    let problems = c.problems();
+    assert_eq!(
+        problems.len(),
+        1,
+        "unexpected trouble besides the test's abort: {problems:?}"
+    );
+    assert!(problems[0].contains(&victim), "{problems:?}");
 }

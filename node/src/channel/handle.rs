@@ -69,6 +69,8 @@ pub struct Channel {
     /// The channel's Raft state was new (a join, a wiped volume) and this node has not caught
     /// up since: it withholds its vote (`rejoin.rs`).
     pub(super) rejoining: AtomicBool,
+    /// The snapshot this node holds for peers to pull (`crate::snapshot_builder`).
+    pub held: crate::snapshot_builder::Shelf,
 }
 
 impl Channel {

@@ -33,7 +33,7 @@ mod handle;
 mod membership;
 mod publishing;
 mod rejoin;
-mod snapshot_check;
+mod snapshot_pull;
 mod step_aside;
 mod worker;
 
@@ -57,6 +57,11 @@ pub enum Input {
     },
     /// Hand leadership to the most up-to-date other voter, if this node leads.
     ReleaseLeadership,
+    /// A snapshot pull started for `msg` ended: staged and verified, or not.
+    SnapshotPulled {
+        msg: Box<Message>,
+        result: Result<crate::snapshot_stream::Pulled, crate::snapshot_stream::PullError>,
+    },
     Shutdown,
 }
 
@@ -101,6 +106,19 @@ pub struct CutOff;
 pub trait Peers: Send + Sync {
     /// Sends `msg` to `to`; false when it certainly cannot be delivered now.
     fn send(&self, to: &NodeRef, channel: &str, msg: &Message) -> bool;
+    /// Where the records of a snapshot `from` holds are pulled from.
+    fn snapshot_source(
+        &self,
+        _from: &NodeRef,
+        _channel: &str,
+    ) -> Option<Box<dyn crate::snapshot_stream::ChunkSource>> {
+        None
+    }
+    /// Snapshots built in line and pulled in line, on the channel's thread (the simulator,
+    /// which must replay runs exactly); None: held and pulled on threads of their own.
+    fn inline_snapshots(&self) -> Option<Arc<crate::snapshot_stream::InlineBuilds>> {
+        None
+    }
 }
 
 impl Peers for Transport {
@@ -112,6 +130,14 @@ impl Peers for Transport {
                 false
             }
         }
+    }
+
+    fn snapshot_source(
+        &self,
+        from: &NodeRef,
+        channel: &str,
+    ) -> Option<Box<dyn crate::snapshot_stream::ChunkSource>> {
+        Some(Box::new(self.puller(&from.peer_addr, channel)))
     }
 }
 
@@ -172,6 +198,7 @@ pub(crate) fn open(
         checkpoints: Default::default(),
         stopped: RwLock::new(None),
         rejoining: AtomicBool::new(false),
+        held: Default::default(),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.
@@ -182,10 +209,11 @@ pub(crate) fn open(
         ..ConfState::default()
     };
     let mut store = RaftStore::open(env.db.clone(), ledger.clone(), initial)?;
-    // The simulator (the only one to hook writes) needs every run alike: it builds snapshots
-    // in line, where a background thread's timing would make runs differ.
-    if env.writes.is_none() {
-        store.build_snapshots_in_background();
+    // The simulator needs every run alike: it builds and pulls snapshots in line, where a
+    // background thread's timing would make runs differ.
+    match env.peers.inline_snapshots() {
+        Some(builds) => store.build_snapshots_in_line(builds),
+        None => store.build_snapshots_in_background(chan.held.clone()),
     }
     let mut raft_cfg = raft::Config {
         id: node_id,

@@ -44,6 +44,12 @@ pub(crate) struct Worker {
     pub(super) published: Option<super::publishing::Gauges>,
     /// While rejoining: the commit index of the first leader heard from (`rejoin.rs`).
     pub(super) rejoin_target: Option<u64>,
+    /// A snapshot from a peer being pulled or staged (`snapshot_pull.rs`).
+    pub(super) pull: super::snapshot_pull::Pull,
+    /// On the leader: followers sent a snapshot, since when, and its Raft index.
+    pub(super) snap_sent: HashMap<u64, (Instant, u64)>,
+    /// The simulator cut this node off at a write: every later write fails too.
+    pub(super) cut: std::cell::Cell<bool>,
 }
 
 impl Worker {
@@ -69,6 +75,9 @@ impl Worker {
             added: None,
             published: None,
             rejoin_target: None,
+            pull: Default::default(),
+            snap_sent: HashMap::new(),
+            cut: std::cell::Cell::new(false),
         };
         w.load_rejoining();
         w
@@ -118,7 +127,6 @@ impl Worker {
             }
             if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
                 self.chan.sweep();
-                self.raw.store().expire_built_snapshot();
                 self.last_sweep = now;
             }
             if stop {
@@ -137,8 +145,28 @@ impl Worker {
     /// What follows handled input, in production and in the simulator alike: a Raft tick
     /// (when `tick`), a proposal when a batch is due, and the handling of Raft's Ready.
     pub(crate) fn turn(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
+        let mut result = self.turn_inner(tick);
+        // A staged snapshot that this turn's Ready did not install, Raft declined (it was no
+        // longer ahead, or came from an old term): its records are dropped now rather than
+        // left on disk until the next pull.
+        if self.pull == super::snapshot_pull::Pull::Staged {
+            self.pull = super::snapshot_pull::Pull::None;
+            if result.is_ok() {
+                let mut wb = WriteBatch::default();
+                self.chan.ledger.clear_staging(&mut wb);
+                result = self.write(wb, false);
+            }
+        }
+        if self.cut.get() {
+            return Err(CutOff.into());
+        }
+        result
+    }
+
+    fn turn_inner(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
         let now = self.env.clock.now();
         if tick {
+            self.unstick_snapshots(now);
             if self.may_tick() {
                 self.raw.tick();
             }
@@ -170,36 +198,14 @@ impl Worker {
     pub(crate) fn handle(&mut self, m: Input) -> bool {
         match m {
             Input::Raft(msg) => {
-                // Clamped first, so that a commit index beyond the log reaches neither Raft
-                // nor the readiness view.
-                let mut msg = *msg;
-                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_verified(&msg) {
+                if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_arrived(&msg) {
                     return false;
                 }
-                if self.refused_for_clock(&msg) || self.withholds(&msg) {
-                    return false;
-                }
-                self.stamp_forwarded(&mut msg);
-                self.repair_lost_log(&mut msg);
-                if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
-                    let mut v = self.chan.view.write();
-                    match msg.msg_type {
-                        MessageType::MsgAppend
-                        | MessageType::MsgHeartbeat
-                        | MessageType::MsgSnapshot => {
-                            v.leader_commit = v.leader_commit.max(msg.commit);
-                            if msg.msg_type == MessageType::MsgSnapshot {
-                                v.leader_commit =
-                                    v.leader_commit.max(msg.get_snapshot().get_metadata().index);
-                            }
-                            v.heard_from_leader = true;
-                        }
-                        _ => {}
-                    }
-                }
-                if let Err(e) = self.raw.step(msg) {
-                    tracing::debug!(channel = %self.ch, error = %e, "raft step");
-                }
+                self.step_raft(*msg);
+                false
+            }
+            Input::SnapshotPulled { msg, result } => {
+                self.snapshot_pulled(*msg, result);
                 false
             }
             Input::Submit { id, raw } => {
@@ -222,6 +228,34 @@ impl Worker {
         }
     }
 
+    /// Steps Raft with a peer's message (a snapshot's only once it is staged).
+    pub(super) fn step_raft(&mut self, mut msg: Message) {
+        // Clamped first, so that a commit index beyond the log reaches neither Raft nor the
+        // readiness view.
+        if self.refused_for_clock(&msg) || self.withholds(&msg) {
+            return;
+        }
+        self.stamp_forwarded(&mut msg);
+        self.repair_lost_log(&mut msg);
+        if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
+            let mut v = self.chan.view.write();
+            match msg.msg_type {
+                MessageType::MsgAppend | MessageType::MsgHeartbeat | MessageType::MsgSnapshot => {
+                    v.leader_commit = v.leader_commit.max(msg.commit);
+                    if msg.msg_type == MessageType::MsgSnapshot {
+                        v.leader_commit =
+                            v.leader_commit.max(msg.get_snapshot().get_metadata().index);
+                    }
+                    v.heard_from_leader = true;
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = self.raw.step(msg) {
+            tracing::debug!(channel = %self.ch, error = %e, "raft step");
+        }
+    }
+
     pub(super) fn send(&mut self, msgs: Vec<Message>) {
         for m in msgs {
             let to = m.to;
@@ -237,12 +271,14 @@ impl Worker {
                     .snapshots_sent
                     .with_label_values(&[&self.ch])
                     .inc();
-                let status = if ok {
-                    SnapshotStatus::Finish
+                // Sent, the follower pulls the records and Raft hears how it went from the
+                // follower's response (or its rejected MsgSnapStatus, or `unstick_snapshots`).
+                if ok {
+                    let index = m.get_snapshot().get_metadata().index;
+                    self.snap_sent.insert(to, (self.env.clock.now(), index));
                 } else {
-                    SnapshotStatus::Failure
-                };
-                self.raw.report_snapshot(to, status);
+                    self.raw.report_snapshot(to, SnapshotStatus::Failure);
+                }
             }
             if !ok {
                 self.raw.report_unreachable(to);
@@ -255,18 +291,23 @@ impl Worker {
         wb: WriteBatch,
         sync: bool,
     ) -> Result<(), Box<dyn std::error::Error>> {
+        if self.cut.get() {
+            return Err(CutOff.into());
+        }
         let cut = self
             .env
             .writes
             .as_ref()
             .map_or(Cut::None, |w| w.on_write(&wb, sync));
         if cut == Cut::Before {
+            self.cut.set(true);
             return Err(CutOff.into());
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync && self.env.fsync);
         self.env.db.write_opt(wb, &opts)?;
         if cut == Cut::After {
+            self.cut.set(true);
             return Err(CutOff.into());
         }
         Ok(())
@@ -284,9 +325,9 @@ impl Worker {
         }
         self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            let mut wb = WriteBatch::default();
-            self.raw.store().apply_snapshot(rd.snapshot(), &mut wb)?;
-            self.write(wb, true)?;
+            let mut write = |wb, sync| self.write(wb, sync).map_err(|e| e.to_string());
+            let moved = self.raw.store().apply_snapshot(rd.snapshot(), &mut write)?;
+            self.pull = super::snapshot_pull::Pull::None;
             self.chan.ledger.after_restore()?;
             self.config_changed();
             self.env
@@ -295,7 +336,7 @@ impl Worker {
                 .with_label_values(&[&self.ch])
                 .inc();
             let tip = self.chan.ledger.tip();
-            info!(channel = %self.ch, height = tip.height, index = tip.applied_index, "installed snapshot");
+            info!(channel = %self.ch, height = tip.height, index = tip.applied_index, records = moved, "installed snapshot");
             let _ = self.chan.blocks.send(tip.height);
         }
         self.apply(rd.take_committed_entries())?;
@@ -429,9 +470,18 @@ impl Worker {
         let first = self.raw.store().first_index_now();
         // Keep a tail of the log so that a follower a little behind catches up from entries.
         let keep = (interval / 2).max(1);
-        if applied >= first + interval + keep {
+        // A follower pulling a snapshot needs the entries after it once it is installed: the
+        // log is kept from there while one was sent and not settled, or while peers pull it.
+        let pulled = self
+            .snap_sent
+            .values()
+            .map(|(_, i)| *i)
+            .chain(self.raw.store().pulled_snapshot_index())
+            .min();
+        let upto = (applied - keep.min(applied)).min(pulled.unwrap_or(u64::MAX));
+        if applied >= first + interval + keep && upto >= first {
             let mut wb = WriteBatch::default();
-            if self.raw.store().compact(applied - keep, &mut wb)? {
+            if self.raw.store().compact(upto, &mut wb)? {
                 self.write(wb, false)?;
                 self.env
                     .metrics

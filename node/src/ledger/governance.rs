@@ -439,9 +439,14 @@ mod tests {
             .verify_snapshot(&snap, tip.applied_index, &Default::default())
             .expect("the snapshot verifies");
         assert_eq!(v.height, tip.height);
+        // Verified records are staged; installing moves them in (`snapshot_install.rs`).
+        use super::super::snapshot_install::{begin_install, finish_install};
         let mut wb = WriteBatch::default();
-        fresh.ledger.restore(&snap, &mut wb).unwrap();
+        begin_install(&fresh.ledger.keys, &mut wb);
         fresh.ledger.db().write(wb).unwrap();
+        let db = fresh.ledger.db_arc();
+        let mut write = |wb: WriteBatch, _sync: bool| db.write(wb).map_err(|e| e.to_string());
+        finish_install(&db, &fresh.ledger.keys, &mut write).unwrap();
         fresh.ledger.after_restore().unwrap();
         assert_eq!(fresh.ledger.in_force().sequence, 1);
         assert_eq!(

@@ -4,8 +4,9 @@
 //! Split by what each part does: `checks` (what a transaction must satisfy before and at
 //! ordering: static shape, signer, policy, time), `apply` (an ordered batch becoming a
 //! block), `reads` (state, history, keys, receipts, blocks), `snapshots` (dump and
-//! restore for Raft snapshots), `tip` (where the ledger stands and the configuration in
-//! force) and `chaincode` (the lifecycle and calls).
+//! verification for Raft snapshots), `snapshot_intake` and `snapshot_install` (a streamed
+//! snapshot checked and staged as it arrives, then swapped in), `tip` (where the ledger stands
+//! and the configuration in force) and `chaincode` (the lifecycle and calls).
 
 use crate::keys::{self, Keys};
 use parking_lot::RwLock;
@@ -25,7 +26,9 @@ mod chaincode;
 mod checks;
 mod governance;
 mod reads;
-mod snapshot_forge;
+pub(crate) mod snapshot_forge;
+pub(crate) mod snapshot_install;
+mod snapshot_intake;
 mod snapshots;
 mod tip;
 pub use apply::Applied;
@@ -33,7 +36,10 @@ use apply::Scratch;
 pub use chaincode::ExecStat;
 pub use checks::KnownSigner;
 use reads::{decode_state, StateEntry};
-pub use snapshot_forge::{forge_snapshot, FORGE_SNAPSHOT_VAR};
+pub use snapshot_forge::{CRASH_IN_INSTALL_VAR, FORGE_SNAPSHOT_VAR};
+pub use snapshot_install::InstallWrite;
+pub use snapshot_intake::{Intake, IntakeError, StageWrite};
+pub(crate) use snapshots::records;
 pub use snapshots::{SnapshotRefused, VerifiedSnapshot};
 pub use tip::{InForce, Tip};
 
@@ -74,6 +80,8 @@ pub struct Ledger {
     verified_certs: RwLock<HashMap<Hash, Arc<KnownSigner>>>,
     /// The node's chaincode engine, shared by its channels (one compiled-module cache).
     engine: Arc<Engine>,
+    /// Opening the ledger finished a snapshot install that a stop had interrupted.
+    pub resumed_install: bool,
 }
 
 impl Ledger {
@@ -85,6 +93,8 @@ impl Ledger {
     ) -> Result<Ledger, LedgerError> {
         config.validate().map_err(|e| corrupt("config", e))?;
         let keys = Keys::new(&config.name);
+        // Before anything reads the ledger: an interrupted snapshot install is finished.
+        let resumed_install = snapshot_install::recover_install(&db, &keys)?;
         let config_hash = config.hash();
         let tip = match db.get(keys.kind(keys::TIP))? {
             Some(b) => Tip::decode(&b).map_err(|e| corrupt("tip", e))?,
@@ -136,6 +146,7 @@ impl Ledger {
             tip: RwLock::new(tip),
             verified_certs: RwLock::new(HashMap::new()),
             engine,
+            resumed_install,
         })
     }
 

@@ -2,20 +2,18 @@
 //! when one arrives from a peer, and their installation in place of the current ledger.
 //!
 //! A snapshot is `(key, value)*` followed by an end marker (an empty key) and the record
-//! count, so that a stream cut short at a record boundary is told from a complete one.
-//! A peer's snapshot is checked in full before anything of it is written (see
-//! [`Ledger::verify_snapshot`] and docs/security.md).
+//! count, so that a stream cut short at a record boundary is told from a complete one. Peers
+//! stream it in chunks (`crate::snapshot_stream`); a peer's snapshot is checked record by
+//! record as it is staged, and installed only once every check passed (see
+//! `snapshot_intake.rs`, `snapshot_install.rs` and docs/security.md).
 
-use super::{corrupt, decode_state, InForce, Ledger, LedgerError, Tip};
+use super::snapshot_intake::{Intake, IntakeError};
+use super::{corrupt, Ledger, LedgerError, Tip};
 use crate::keys::{self, LEDGER_KINDS};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
-use std::collections::{BTreeMap, HashSet};
-use tally_protocol::block::results_root;
-use tally_protocol::codec::{Decode, Encode, Writer, MAX_LEN};
-use tally_protocol::identity::cert_hash;
-use tally_protocol::proposal::installed_config;
-use tally_protocol::state::StateDigest;
-use tally_protocol::{merkle, Block, Hash, Version};
+use std::collections::BTreeMap;
+use tally_protocol::codec::{Writer, MAX_LEN};
+use tally_protocol::Hash;
 
 /// Why a peer's snapshot was refused. The label names the check for the metric.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +118,7 @@ pub(crate) fn records(data: &[u8]) -> Result<Vec<Record<'_>>, SnapshotRefused> {
 }
 
 /// Encodes records as a snapshot (with its end marker).
+#[cfg(test)]
 pub(crate) fn encode_records<'a>(
     records: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Vec<u8> {
@@ -141,6 +140,19 @@ impl Ledger {
     pub fn dump(&self) -> Result<Vec<u8>, LedgerError> {
         let snap = self.db.snapshot();
         Ok(self.dump_at(&snap)?.0)
+    }
+
+    /// The tip as of one RocksDB snapshot.
+    pub fn tip_at(&self, snap: &rocksdb::Snapshot<'_>) -> Result<Tip, LedgerError> {
+        let tip = snap
+            .get(self.keys.kind(keys::TIP))?
+            .ok_or_else(|| corrupt("tip", "missing"))?;
+        Tip::decode(&tip).map_err(|e| corrupt("tip", e))
+    }
+
+    /// The database, for a thread that holds a snapshot of it.
+    pub fn db_arc(&self) -> std::sync::Arc<rocksdb::DB> {
+        self.db.clone()
     }
 
     /// Every ledger record as of one RocksDB snapshot, with the tip they are at: consistent
@@ -170,247 +182,51 @@ impl Ledger {
         Ok((w.into_inner(), tip))
     }
 
-    /// Checks a snapshot a peer sent before anything of it is written: every record is of a
-    /// kind a snapshot may carry; the blocks form one hash chain from this node's own
-    /// genesis block, each header committing to its transactions and their results; the state
-    /// records recompute to the last header's state commitment; the tip, the configuration in
-    /// force, the transaction index and the certificate registry agree with the blocks; the
-    /// stream is complete; and the chain holds every block that a strict majority of the
-    /// consenters vouched for in signed checkpoints (`anchors`: height → (block hash, state
-    /// root)) up to its height. `raft_index` is the Raft index the snapshot claims to be at.
+    /// Checks a whole snapshot a peer sent, staging its records as
+    /// [`super::snapshot_intake::Intake`] does for a streamed one (the streamed path and this
+    /// one run the same checks): every record is of a kind a snapshot may carry; the blocks
+    /// form one hash chain from this node's own genesis block, each header committing to its
+    /// transactions and their results; the state records recompute to the last header's
+    /// state commitment; the tip, the configuration in force, the transaction index and the
+    /// certificate registry agree with the blocks; the stream is complete; and the chain
+    /// holds every block that a strict majority of the consenters vouched for in signed
+    /// checkpoints (`anchors`: height → (block hash, state root)) up to its height.
+    /// `raft_index` is the Raft index the snapshot claims to be at.
     pub fn verify_snapshot(
         &self,
         data: &[u8],
         raft_index: u64,
         anchors: &BTreeMap<u64, (Hash, Hash)>,
     ) -> Result<VerifiedSnapshot, SnapshotRefused> {
-        use SnapshotRefused::*;
+        let storage = |e: IntakeError| match e {
+            IntakeError::Refused(r) => r,
+            IntakeError::Storage(s) => SnapshotRefused::Malformed(format!("storage: {s}")),
+        };
         let recs = records(data)?;
+        let mut write = |wb: WriteBatch| self.db.write(wb).map_err(|e| e.to_string());
+        let mut intake = Intake::begin(self, anchors.clone(), &mut write).map_err(storage)?;
         // Foreign kinds first: whatever else is wrong, that one is the worst.
         for (k, _) in &recs {
-            match k.first() {
-                Some(kind) if LEDGER_KINDS.contains(kind) => {}
-                Some(kind) => return Err(ForeignKind(*kind)),
-                None => return Err(Malformed("an empty key".into())),
+            if let Some(kind) = k.first().filter(|k| !LEDGER_KINDS.contains(k)) {
+                return Err(SnapshotRefused::ForeignKind(*kind));
             }
         }
-        let mut genesis_seen = false;
-        let mut in_force: Option<&[u8]> = None;
-        let mut tip: Option<Tip> = None;
-        // The chain as read so far.
-        let mut height = 0u64;
-        let mut last_hash = Hash::default();
-        let mut last_state_root = Hash::default();
-        let mut last_timestamp = 0u64;
-        // Transaction ids at their place in the chain, and the last committed config change.
-        let mut placed: HashSet<(Hash, u64, u32)> = HashSet::new();
-        let mut certs_signing: HashSet<Hash> = HashSet::new();
-        let mut config: Option<InForce> = None;
-        let mut digest = StateDigest::default();
-        let mut anchored_at = None;
-        let mut prev_kind = 0u8;
-        let mut prev_key: &[u8] = &[];
         for (k, v) in &recs {
-            let kind = k[0];
-            let rest = &k[1..];
-            // Records come in the dump's order, each key once; a reordered or repeated
-            // record could otherwise shadow a checked one when the batch is written.
-            let pos = |x: u8| LEDGER_KINDS.iter().position(|&y| y == x);
-            if pos(kind) < pos(prev_kind) || (kind == prev_kind && *k <= prev_key) {
-                return Err(Malformed("records out of order or repeated".into()));
-            }
-            prev_kind = kind;
-            prev_key = k;
-            match kind {
-                keys::CONFIG => {
-                    if *v != self.genesis.to_bytes().as_slice() || !rest.is_empty() {
-                        return Err(Chain(
-                            "its genesis configuration is not this channel's".into(),
-                        ));
-                    }
-                    genesis_seen = true;
-                }
-                keys::CONFIG_IN_FORCE => in_force = Some(v),
-                keys::BLOCK => {
-                    let number = be_u64(rest).ok_or_else(|| Malformed("block key".into()))?;
-                    if number != height {
-                        return Err(Chain(format!(
-                            "block {number} where block {height} was expected"
-                        )));
-                    }
-                    let block = Block::from_bytes(v)
-                        .map_err(|e| Malformed(format!("block {number}: {e}")))?;
-                    let h = &block.header;
-                    let expected_prev = if number == 0 {
-                        self.genesis_hash
-                    } else {
-                        last_hash
-                    };
-                    if h.number != number || h.channel != self.name || h.prev_hash != expected_prev
-                    {
-                        return Err(Chain(format!(
-                            "block {number} does not link to the block before it (or to this channel's genesis)"
-                        )));
-                    }
-                    let ids = block.tx_ids();
-                    if h.tx_root != merkle::root(&ids)
-                        || block.results.len() != ids.len()
-                        || block.effects.len() != ids.len()
-                        || h.results_root != results_root(&ids, &block.results, &block.effects)
-                    {
-                        return Err(Chain(format!(
-                            "block {number}'s header does not commit to its transactions and results"
-                        )));
-                    }
-                    for (i, (tx, status)) in block.txs.iter().zip(&block.results).enumerate() {
-                        placed.insert((ids[i], number, i as u32));
-                        if let tally_protocol::Signer::Certificate(der) = &tx.body.signer {
-                            certs_signing.insert(cert_hash(der));
-                        }
-                        // A one-transaction update or a proposal whose policy was met here.
-                        let fx = block.effects.get(i).and_then(Option::as_ref);
-                        if let Some(update) = installed_config(tx, status, fx)
-                            .map_err(|e| Derived(format!("a committed configuration: {e}")))?
-                        {
-                            config =
-                                Some(InForce::new(update.sequence, update.config).map_err(
-                                    |e| Derived(format!("a committed configuration: {e}")),
-                                )?);
-                        }
-                    }
-                    last_hash = h.hash();
-                    last_state_root = h.state_root;
-                    last_timestamp = h.timestamp_ms;
-                    height = number + 1;
-                    if let Some((hash, root)) = anchors.get(&height) {
-                        if (*hash, *root) != (last_hash, last_state_root) {
-                            return Err(Checkpoint(format!(
-                                "at height {height} the consenters' majority signed another block"
-                            )));
-                        }
-                        anchored_at = Some(height);
-                    }
-                }
-                keys::TX_INDEX => {
-                    let id: [u8; 32] = rest
-                        .try_into()
-                        .map_err(|_| Malformed("transaction index key".into()))?;
-                    let at = Version::from_bytes(v)
-                        .map_err(|e| Malformed(format!("transaction index: {e}")))?;
-                    if !placed.contains(&(Hash(id), at.block, at.tx)) {
-                        return Err(Derived(format!(
-                            "the index places transaction {} at {}:{}, where the chain has not it",
-                            Hash(id),
-                            at.block,
-                            at.tx
-                        )));
-                    }
-                }
-                keys::STATE => {
-                    let key = std::str::from_utf8(rest)
-                        .map_err(|_| Malformed("a state key is not UTF-8".into()))?;
-                    let (version, value) =
-                        decode_state(v).map_err(|e| Malformed(format!("state {key}: {e}")))?;
-                    if version.block >= height {
-                        return Err(State(format!(
-                            "key {key} was written in block {}, beyond the chain",
-                            version.block
-                        )));
-                    }
-                    digest.add(key, &version, &value);
-                }
-                keys::HISTORY => {
-                    // Shape only: a history record names a key and a version in the chain.
-                    if rest.len() < 4 + 12 {
-                        return Err(Malformed("history key".into()));
-                    }
-                }
-                keys::CERT => {
-                    if rest.len() != 32 || cert_hash(v).0 != rest {
-                        return Err(Derived("a certificate is filed under another hash".into()));
-                    }
-                    if !certs_signing.contains(&Hash(cert_hash(v).0)) {
-                        return Err(Derived(
-                            "a certificate no transaction of the chain carried".into(),
-                        ));
-                    }
-                }
-                keys::TIP => {
-                    tip = Some(Tip::decode(v).map_err(|e| Malformed(format!("tip: {e}")))?);
-                }
-                _ => return Err(ForeignKind(kind)),
-            }
+            intake.record(k, v, &mut write).map_err(storage)?;
         }
-        if !genesis_seen {
-            return Err(Chain("no genesis configuration".into()));
-        }
-        let tip = tip.ok_or_else(|| Truncated("no tip record".into()))?;
-        if height == 0 || tip.height != height || tip.last_hash != last_hash {
-            return Err(Chain(format!(
-                "the tip says height {} but the chain has {height} blocks ending elsewhere",
-                tip.height
-            )));
-        }
-        if digest.root() != last_state_root {
-            return Err(State(format!(
-                "the state records hash to {} but block {} commits to {last_state_root}",
-                digest.root(),
-                height - 1
-            )));
-        }
-        if tip.timestamp_ms != last_timestamp {
-            return Err(Chain("the tip's time is not its last block's".into()));
-        }
-        if tip.digest != digest {
-            return Err(State("the tip's commitment is not the state's".into()));
-        }
-        if tip.applied_index != raft_index {
-            return Err(Derived(format!(
-                "the tip is at Raft index {} but the snapshot claims {raft_index}",
-                tip.applied_index
-            )));
-        }
-        let derived = config.as_ref().map(InForce::encode);
-        if derived.as_deref() != in_force {
-            return Err(Derived(
-                "the configuration in force is not the last one the chain committed".into(),
-            ));
-        }
-        Ok(VerifiedSnapshot {
-            height,
-            last_hash,
-            anchored_at,
-        })
+        intake
+            .finish(recs.len() as u64, raft_index, &mut write)
+            .map_err(storage)
     }
 
-    /// Replaces the channel's ledger with a snapshot's records, in `wb`. The snapshot must
-    /// have passed [`Ledger::verify_snapshot`] (or come from this node).
-    pub fn restore(&self, data: &[u8], wb: &mut WriteBatch) -> Result<(), LedgerError> {
-        let recs = records(data).map_err(|e| corrupt("snapshot", e))?;
-        for kind in LEDGER_KINDS {
-            let (lo, hi) = self.keys.range(kind);
-            wb.delete_range(lo, hi);
-        }
-        let base = self.keys.kind(0);
-        let base = &base[..base.len() - 1];
-        for (k, v) in recs {
-            if !k.first().is_some_and(|kind| LEDGER_KINDS.contains(kind)) {
-                return Err(corrupt("snapshot", "a record that is not a ledger record"));
-            }
-            let mut key = base.to_vec();
-            key.extend_from_slice(k);
-            wb.put(key, v);
-        }
-        Ok(())
-    }
-
+    /// Reloads what the ledger keeps in memory after a snapshot was installed under it.
     pub fn after_restore(&self) -> Result<(), LedgerError> {
         self.reload_config()?;
         self.reload_tip()
     }
 }
 
-fn be_u64(b: &[u8]) -> Option<u64> {
+pub(super) fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
@@ -418,17 +234,23 @@ fn be_u64(b: &[u8]) -> Option<u64> {
 mod tests {
     use super::super::tests::ledger_with_member;
     use super::*;
+    use crate::ledger::InForce;
     use crate::sim::Rng;
     use rocksdb::WriteBatch;
+    use tally_protocol::codec::Encode;
     use tally_protocol::{Signer, Transaction, TxBody, Write};
 
-    /// A ledger with a few blocks of state (and a certificate), and its honest snapshot.
+    /// A ledger with a few blocks of state (and a certificate), and its honest snapshot. The
+    /// last transaction of block 2 is block 0's first again: ordered twice and refused the
+    /// second time as a duplicate, so the chain holds it in two places (the index names the
+    /// first).
     fn ledger_with_blocks() -> (tempfile::TempDir, Ledger, Vec<u8>) {
         let (dir, ledger, client) = ledger_with_member();
         let now = tally_protocol::now_ms();
         for b in 0..3u64 {
             let raws: Vec<Vec<u8>> = (0..4u64)
                 .map(|i| {
+                    let (b, i) = if (b, i) == (2, 3) { (0, 0) } else { (b, i) };
                     let body = TxBody {
                         channel: "ch".into(),
                         nonce: b * 10 + i,
@@ -480,6 +302,18 @@ mod tests {
     #[test]
     fn an_honest_snapshot_verifies_and_restores() {
         let (_dir, ledger, snap) = ledger_with_blocks();
+        let last = ledger.block(3).expect("read").expect("block 3");
+        assert!(
+            matches!(
+                last.results[3],
+                tally_protocol::TxStatus::Rejected {
+                    code: tally_protocol::RejectCode::Duplicate,
+                    ..
+                }
+            ),
+            "the fixture's duplicate: {:?}",
+            last.results[3]
+        );
         let tip = ledger.tip();
         let v = ledger
             .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
@@ -495,8 +329,89 @@ mod tests {
             .verify_snapshot(&snap, tip.applied_index, &anchors)
             .expect("verifies");
         assert_eq!(v.anchored_at, Some(2));
+        // Staged and swapped in over a ledger emptied meanwhile: the same ledger again.
+        let before = ledger.dump().expect("dump");
         let mut wb = WriteBatch::default();
-        ledger.restore(&snap, &mut wb).expect("restores");
+        super::super::snapshot_install::begin_install(&ledger.keys, &mut wb);
+        ledger.db().write(wb).expect("write");
+        assert!(
+            ledger.dump_at(&ledger.db().snapshot()).is_err(),
+            "the old ledger is gone"
+        );
+        let mut write =
+            |wb: WriteBatch, _sync: bool| ledger.db().write(wb).map_err(|e| e.to_string());
+        let moved =
+            super::super::snapshot_install::finish_install(ledger.db(), &ledger.keys, &mut write)
+                .expect("install");
+        assert_eq!(moved, records(&snap).expect("records").len() as u64);
+        ledger.after_restore().expect("reload");
+        assert_eq!(ledger.dump().expect("dump"), before);
+        assert_eq!(ledger.tip(), tip);
+    }
+
+    /// A node stopped anywhere inside an install (before the records were moved, after, or
+    /// between) opens a whole ledger: the new one, finished when the ledger is opened. Staged
+    /// records without the install's marker (a pull cut short) are dropped and the old ledger
+    /// kept.
+    #[test]
+    fn an_install_cut_short_is_finished_when_the_ledger_opens() {
+        use super::super::snapshot_install::{begin_install, finish_install};
+        for stop_at in 0..2 {
+            let (_dir, ledger, snap) = ledger_with_blocks();
+            let tip = ledger.tip();
+            let whole = ledger.dump().expect("dump");
+            ledger
+                .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
+                .expect("verifies and stages");
+            let db = ledger.db_arc();
+            let mut wb = WriteBatch::default();
+            begin_install(&ledger.keys, &mut wb);
+            db.write(wb).expect("first write");
+            let mut writes = 0;
+            let mut write = |wb: WriteBatch, _sync: bool| {
+                if writes == stop_at {
+                    return Err("the process stops here".to_string());
+                }
+                writes += 1;
+                db.write(wb).map_err(|e| e.to_string())
+            };
+            assert!(finish_install(&db, &ledger.keys, &mut write).is_err());
+            let (genesis, engine) = ((*ledger.genesis).clone(), ledger.engine.clone());
+            drop(ledger);
+            let reopened = Ledger::open(db.clone(), genesis, engine).expect("reopen");
+            assert!(reopened.resumed_install, "stopped after {stop_at} writes");
+            assert_eq!(
+                reopened.dump().expect("dump"),
+                whole,
+                "stopped after {stop_at}"
+            );
+            assert_eq!(reopened.tip(), tip);
+            assert_eq!(reopened.verify_state().expect("check"), None);
+        }
+        // Staged records and no marker: dropped, the ledger as it was.
+        let (_dir, ledger, snap) = ledger_with_blocks();
+        let tip = ledger.tip();
+        let whole = ledger.dump().expect("dump");
+        ledger
+            .verify_snapshot(&snap, tip.applied_index, &BTreeMap::new())
+            .expect("stages");
+        let (db, genesis, engine) = (
+            ledger.db_arc(),
+            (*ledger.genesis).clone(),
+            ledger.engine.clone(),
+        );
+        let keys = ledger.keys.clone();
+        drop(ledger);
+        let reopened = Ledger::open(db.clone(), genesis, engine).expect("reopen");
+        assert!(!reopened.resumed_install);
+        assert_eq!(reopened.dump().expect("dump"), whole);
+        let (lo, hi) = keys.range(keys::STAGED);
+        let left = db
+            .iterator(IteratorMode::From(&lo, Direction::Forward))
+            .next()
+            .and_then(Result::ok)
+            .is_some_and(|(k, _)| *k < *hi.as_slice());
+        assert!(!left, "staged records were left behind");
     }
 
     #[test]
@@ -613,12 +528,10 @@ mod tests {
         ] {
             let mut b = good.clone();
             b[..4].copy_from_slice(&len.to_be_bytes());
-            let mut wb = WriteBatch::default();
             assert!(
-                ledger.restore(&b, &mut wb).is_err(),
+                ledger.verify_snapshot(&b, index, &none).is_err(),
                 "a first key of {len} bytes"
             );
-            assert!(ledger.verify_snapshot(&b, index, &none).is_err());
         }
         let mut rng = Rng::new(12);
         let mut verified = 0;
@@ -636,8 +549,6 @@ mod tests {
                 }
                 _ => b.push(rng.next_u64() as u8),
             }
-            let mut wb = WriteBatch::default();
-            let _ = ledger.restore(&b, &mut wb);
             if ledger.verify_snapshot(&b, index, &none).is_ok() {
                 verified += 1;
             }

@@ -45,6 +45,10 @@ impl Tip {
         r.finish()?;
         Ok(t)
     }
+    /// Decodes a tip record; None when it does not decode.
+    pub fn decode_bytes(b: &[u8]) -> Option<Tip> {
+        Tip::decode(b).ok()
+    }
     pub fn state_root(&self) -> Hash {
         self.digest.root()
     }

@@ -32,6 +32,7 @@
 use crate::channel::{self, Channel, Clock, Cut, CutOff, Env, Input, Peers, Worker, WriteHook};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
+use crate::snapshot_stream::InlineBuilds;
 use parking_lot::Mutex;
 use raft::prelude::{Message, MessageType};
 use rocksdb::{LogLevel, Options as DbOptions, WriteBatch, DB};
@@ -241,12 +242,18 @@ impl Clock for SimClock {
 #[derive(Default)]
 struct Outbox(Mutex<Vec<(u64, Message)>>);
 
-struct SimPeers(Arc<Outbox>);
+struct SimPeers(Arc<Outbox>, Arc<InlineBuilds>);
 
 impl Peers for SimPeers {
     fn send(&self, to: &NodeRef, _channel: &str, msg: &Message) -> bool {
         self.0 .0.lock().push((to.id, msg.clone()));
         true
+    }
+    /// Snapshots are built in line and pulled in line from the run's shared builds: a pull
+    /// takes no simulated time and always reaches its sender (a simplification: partitions
+    /// and drops apply to the descriptor message, not to the chunks).
+    fn inline_snapshots(&self) -> Option<Arc<InlineBuilds>> {
+        Some(self.1.clone())
     }
 }
 
@@ -420,6 +427,8 @@ pub struct Sim {
     /// Configuration transactions submitted.
     reconfig_ids: Vec<Hash>,
     report: Report,
+    /// Snapshots the nodes built, for their peers to pull.
+    snapshots: Arc<InlineBuilds>,
 }
 
 const TICK_MS: u64 = 100;
@@ -466,6 +475,7 @@ impl Sim {
             votes: HashMap::new(),
             joined: Vec::new(),
             reconfig_ids: Vec::new(),
+            snapshots: Arc::new(InlineBuilds::default()),
             report: Report::default(),
         };
         for me in nodes {
@@ -513,9 +523,26 @@ impl Sim {
             Ledger::open(db.clone(), self.config.clone(), f.engine.clone())
                 .map_err(|e| self.fail(format!("ledger of {name}: {e}")))?,
         );
+        // Opening the ledger finished an install a stop interrupted, with writes of its own:
+        // the disk keeps them (as the whole database, synced), so that a later power loss
+        // replays onto the finished install rather than before it.
+        if ledger.resumed_install {
+            let mut wb = WriteBatch::default();
+            wb.delete_range(&[0u8][..], &[0xffu8; 8][..]);
+            for item in db.iterator(rocksdb::IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| self.fail(format!("read {name}: {e}")))?;
+                wb.put(k, v);
+            }
+            let mut j = self.nodes[i].disk.0.lock();
+            j.batches.push(wb.data().to_vec());
+            j.synced = j.batches.len();
+        }
         let env = Env {
             db: db.clone(),
-            peers: Arc::new(SimPeers(self.nodes[i].outbox.clone())),
+            peers: Arc::new(SimPeers(
+                self.nodes[i].outbox.clone(),
+                self.snapshots.clone(),
+            )),
             metrics: f.metrics.clone(),
             fsync: false,
             writes: Some(disk),

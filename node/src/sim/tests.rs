@@ -33,6 +33,14 @@ fn run_all(name: &str, seeds: &[u64], opts: &SimOptions) -> Report {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(2)))
         .max(1);
     let trace = std::env::var("TALLY_SIM_TRACE").is_ok();
+    // The nodes' own logs, filtered as `TALLY_SIM_LOG` says (e.g. `tally_node=info`).
+    if std::env::var("TALLY_SIM_LOG").is_ok() {
+        tally_monitoring::logging::init(
+            tally_monitoring::logging::Style::Text,
+            "TALLY_SIM_LOG",
+            "warn",
+        );
+    }
     type Outcome = Result<Vec<Report>, Failure>;
     let results: Vec<Outcome> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)

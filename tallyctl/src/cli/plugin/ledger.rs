@@ -262,3 +262,46 @@ pub async fn vote(
     .await?;
     Ok((r, after))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(status: &str, approved: &[&str], missing: &[&str]) -> ProposalLine {
+        ProposalLine {
+            hash: "56366dd759fffe31e686".into(),
+            status: status.into(),
+            approvals: approved.len(),
+            needed: 2,
+            approved: approved.iter().map(|s| s.to_string()).collect(),
+            rejected: Vec::new(),
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+            proposer: "org1".into(),
+            description: "smaller blocks".into(),
+        }
+    }
+
+    #[test]
+    fn a_proposal_line_says_who_approved_and_who_is_missing() {
+        assert_eq!(
+            line("open", &["org1"], &["org2"]).text(),
+            "56366dd759ff  open     approvals 1/2 (by org1), missing org2  proposed by org1: smaller blocks"
+        );
+        // Once applied, nobody is "missing" any more.
+        assert_eq!(
+            line("applied", &["org1", "org2"], &[]).text(),
+            "56366dd759ff  applied  approvals 2/2 (by org1, org2)  proposed by org1: smaller blocks"
+        );
+    }
+
+    #[test]
+    fn short_hashes_must_be_long_enough_to_mean_one_proposal() {
+        let e = resolve_hash(&[], "ab").unwrap_err().to_string();
+        assert!(e.contains("at least 4 hex digits"), "{e}");
+        let e = resolve_hash(&[], "abcd").unwrap_err().to_string();
+        assert!(
+            e.contains("no proposal abcd in the channel (there: none)"),
+            "{e}"
+        );
+    }
+}

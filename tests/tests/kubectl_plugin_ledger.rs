@@ -325,6 +325,26 @@ fn steps(cp: Arc<ControlPlane>) {
     propose(&cp, &profile, 50, "even smaller blocks");
     let hash = proposal_hash(&cp, "even smaller blocks");
     let own_key = profile.join("orgs/org2/admins/admin");
+    // A folder of one organization does not sign for another.
+    let (ok, _, err) = plugin(
+        &cp,
+        &[
+            "approve",
+            "invoices",
+            &hash,
+            "--org",
+            "org1",
+            "--identity",
+            own_key.to_str().expect("UTF-8"),
+            "-n",
+            NS,
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("belongs to organization \"org2\", not \"org1\""),
+        "{err}"
+    );
     let out = plugin_ok(
         &cp,
         &[

@@ -257,6 +257,21 @@ fn steps(cp: Arc<ControlPlane>) {
             "pod-ip",
         ],
     );
+    // tallyctl's other tx commands pass through, with the profile.
+    let out = plugin_ok(
+        &cp,
+        &[
+            "tx",
+            "history",
+            "--channel",
+            "invoices",
+            "inv-1",
+            &format!("--data-dir={}", profile.display()),
+            "--org",
+            "org2",
+        ],
+    );
+    assert!(out.contains("100 EUR"), "{out}");
     let before = config_sequence(&cp);
     propose(&cp, &profile, 100, "smaller blocks");
     let hash = proposal_hash(&cp, "smaller blocks");

@@ -125,6 +125,9 @@ enum TxCmd {
         #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// tallyctl's other `tx` commands (delete, history, receipt), with a profile.
+    #[command(external_subcommand)]
+    Tallyctl(Vec<OsString>),
 }
 
 #[derive(Args, Debug)]
@@ -170,12 +173,15 @@ pub async fn run(cli: PluginCli) -> Result<()> {
         PluginCmd::Proposals(a) => proposals(cli.kubeconfig, cli.namespace, a).await,
         PluginCmd::Approve(a) => vote(cli.kubeconfig, cli.namespace, a, true).await,
         PluginCmd::Reject(a) => vote(cli.kubeconfig, cli.namespace, a, false).await,
-        PluginCmd::Tallyctl(args) => {
-            let argv = std::iter::once(OsString::from("kubectl tally")).chain(args);
-            let inner = super::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
-            Box::pin(super::run(inner)).await
-        }
+        PluginCmd::Tallyctl(args) => tallyctl(args).await,
     }
+}
+
+/// Runs a tallyctl command line (without the program name).
+async fn tallyctl(args: impl IntoIterator<Item = OsString>) -> Result<()> {
+    let argv = std::iter::once(OsString::from("kubectl tally")).chain(args);
+    let inner = super::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    Box::pin(super::run(inner)).await
 }
 
 async fn client(
@@ -340,6 +346,9 @@ async fn logs(kubeconfig: Option<PathBuf>, namespace: Option<String>, a: LogsArg
 }
 
 async fn tx(kubeconfig: Option<PathBuf>, namespace: Option<String>, cmd: TxCmd) -> Result<()> {
+    if let TxCmd::Tallyctl(args) = cmd {
+        return tallyctl(std::iter::once(OsString::from("tx")).chain(args)).await;
+    }
     let (kube, ns) = client(kubeconfig, namespace).await?;
     match cmd {
         TxCmd::Put {
@@ -367,6 +376,7 @@ async fn tx(kubeconfig: Option<PathBuf>, namespace: Option<String>, cmd: TxCmd) 
                 Format::Text => println!("{}", ledger::value_text(&kv)),
             }
         }
+        TxCmd::Tallyctl(_) => {}
     }
     Ok(())
 }

@@ -220,6 +220,18 @@ fn steps(cp: Arc<ControlPlane>) {
     );
     assert_eq!(out.trim(), "100 EUR");
 
+    // The signed read covers the path and query the node sees: a key that needs
+    // percent-encoding crosses the proxy unchanged.
+    let odd = "inv 2/é?&=";
+    plugin_ok(
+        &cp,
+        &[
+            "tx", "put", "invoices", odd, "50 EUR", "--org", "org2", "-n", NS,
+        ],
+    );
+    let out = plugin_ok(&cp, &["tx", "get", "invoices", odd, "-n", NS]);
+    assert_eq!(out.trim(), "50 EUR");
+
     // Errors say what is there and what is missing.
     let (ok, _, err) = plugin(&cp, &["tx", "get", "payments", "inv-1", "-n", NS]);
     assert!(!ok);

@@ -2,7 +2,7 @@
 //! the task that feeds the blocks in order to a channel, checking that none is skipped.
 
 use super::sse::SseParser;
-use super::transport::{api_error, error_chain};
+use super::transport::api_error;
 use super::Client;
 use crate::error::ClientError;
 use http_body_util::BodyExt;
@@ -49,7 +49,7 @@ impl Client {
 /// Feeds the blocks of a server-sent-event stream into `tx`, in order, from height `next`.
 /// Returns when the receiver is gone (Ok) or the stream breaks, skips or lies (Err).
 async fn pump_blocks(
-    mut body: hyper::body::Incoming,
+    mut body: super::relay::RelayBody,
     mut next: u64,
     url: &str,
     tx: &tokio::sync::mpsc::Sender<Result<Block, ClientError>>,
@@ -70,12 +70,7 @@ async fn pump_blocks(
         };
         let chunk = match frame {
             None => return Err(transport("the node closed the block stream".into())),
-            Some(Err(e)) => {
-                return Err(transport(format!(
-                    "block stream broke: {}",
-                    error_chain(&e)
-                )))
-            }
+            Some(Err(e)) => return Err(transport(format!("block stream broke: {}", e))),
             Some(Ok(f)) => match f.into_data() {
                 Ok(d) => d,
                 Err(_) => continue, // trailers

@@ -11,6 +11,7 @@
 //! - `submit`: submitting transactions and waiting for their receipts, with the retries;
 //! - `governance`: proposals, approvals and rejections, and reading proposals;
 //! - `reads`: reads of receipts, blocks, keys, history, chaincodes, channel status and health;
+//! - `relay`: reaching a node through a go-between (the Kubernetes API server's pod proxy);
 //! - `proof`: checking a proven receipt offline and against another node;
 //! - `follow`: following committed blocks as a stream;
 //! - `sse`: the incremental parser of server-sent events that the stream is read with.
@@ -21,6 +22,7 @@ mod follow;
 mod governance;
 mod proof;
 mod reads;
+mod relay;
 mod sse;
 mod submit;
 mod transport;
@@ -28,6 +30,7 @@ mod trust;
 mod url;
 
 pub use proof::verify_receipt;
+pub use relay::{Relay, RelayBody, RelayError};
 pub use sse::{SseEvent, SseParser};
 pub use submit::SubmitOutcome;
 pub(crate) use transport::{api_error, error_chain};
@@ -61,7 +64,13 @@ pub struct Client {
 struct Inner {
     /// Base URL without a trailing slash, e.g. `https://127.0.0.1:7051`.
     url: String,
-    http: hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: Http,
+}
+
+/// How requests travel: a TLS connection pool of our own, or a [`Relay`].
+enum Http {
+    Direct(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Relayed(Arc<dyn Relay>),
 }
 
 impl std::fmt::Debug for Client {
@@ -110,10 +119,27 @@ impl Client {
             .pool_max_idle_per_host(64)
             .build(connector);
         Ok(Client {
-            inner: Arc::new(Inner { url, http }),
+            inner: Arc::new(Inner {
+                url,
+                http: Http::Direct(http),
+            }),
             timeout: DEFAULT_TIMEOUT,
             reader: None,
         })
+    }
+
+    /// A client whose requests `relay` carries; `label` names the node in messages (e.g.
+    /// `k8s:NAMESPACE/POD`). No TLS of ours: what the relay does to reach the node is its
+    /// own affair, and the signatures on transactions and reads are what the node checks.
+    pub fn relayed(label: &str, relay: Arc<dyn Relay>) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                url: label.to_string(),
+                http: Http::Relayed(relay),
+            }),
+            timeout: DEFAULT_TIMEOUT,
+            reader: None,
+        }
     }
 
     /// The same pool with another per-request time limit (streams are not limited).

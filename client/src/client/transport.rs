@@ -3,12 +3,12 @@
 //! the `Retry-After` the node asked for, decoding JSON, and mapping error answers to
 //! [`ClientError`]. The API rooms (`submit`, `reads`, `follow`) only name paths and types.
 
+use super::relay::{RelayBody, RelayError};
 use super::url::percent_encode;
-use super::Client;
+use super::{Client, Http};
 use crate::error::ClientError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -19,13 +19,6 @@ use tally_protocol::api::ApiError;
 const MAX_BODY: usize = 256 * 1024 * 1024;
 
 impl Client {
-    fn transport(&self, e: impl std::error::Error) -> ClientError {
-        ClientError::Transport {
-            url: self.inner.url.clone(),
-            message: error_chain(&e),
-        }
-    }
-
     fn bad_response(&self, message: impl Into<String>) -> ClientError {
         ClientError::BadResponse {
             url: self.inner.url.clone(),
@@ -43,8 +36,12 @@ impl Client {
         method: Method,
         path_and_query: &str,
         body: Option<(&'static str, Bytes)>,
-    ) -> Result<Response<Incoming>, ClientError> {
-        let uri = format!("{}{}", self.inner.url, path_and_query);
+    ) -> Result<Response<RelayBody>, ClientError> {
+        // A relay is given the node-relative path: it knows how to reach the node.
+        let uri = match &self.inner.http {
+            Http::Direct(_) => format!("{}{}", self.inner.url, path_and_query),
+            Http::Relayed(_) => path_and_query.to_string(),
+        };
         let mut req = Request::builder().method(method.clone()).uri(&uri);
         req = req.header(ACCEPT, HeaderValue::from_static("application/json"));
         if let (true, Some(id)) = (method == Method::GET, &self.reader) {
@@ -69,11 +66,17 @@ impl Client {
             .body(body)
             .map_err(|e| ClientError::BadUrl(format!("{uri}: {e}")))?;
         tracing::debug!(%uri, method = %req.method(), "request");
-        self.inner
-            .http
-            .request(req)
-            .await
-            .map_err(|e| self.transport(e))
+        let answer = match &self.inner.http {
+            Http::Direct(http) => match http.request(req).await {
+                Ok(r) => Ok(r.map(boxed)),
+                Err(e) => Err(error_chain(&e)),
+            },
+            Http::Relayed(relay) => relay.round_trip(req).await.map_err(|e| e.0),
+        };
+        answer.map_err(|message| ClientError::Transport {
+            url: self.inner.url.clone(),
+            message,
+        })
     }
 
     /// Sends a request and reads the whole answer, within the client's time limit.
@@ -178,6 +181,11 @@ impl Client {
         let (status, _) = self.call(Method::GET, path, None, self.timeout).await?;
         Ok(status.is_success())
     }
+}
+
+/// A direct connection's body, typed as a relay's.
+fn boxed(b: hyper::body::Incoming) -> RelayBody {
+    b.map_err(|e| RelayError(error_chain(&e))).boxed_unsync()
 }
 
 /// Maps an error answer to [`ClientError::Api`], from its `ApiError` body when it has one.

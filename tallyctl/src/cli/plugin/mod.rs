@@ -1,9 +1,13 @@
 //! `kubectl-tally`, the kubectl plugin: a consortium's story from the API server in one
-//! command (`status`), a node's logs by its name (`logs`), and every `tallyctl` command
-//! (`profile export`, `tx`, `blocks`, ...) under the same name, so one binary serves both the
+//! command (`status`), a node's logs by its name (`logs`), the ledger through the API server
+//! (`tx put|get`, `proposals`, `approve`, `reject`), and every other `tallyctl` command
+//! (`profile export`, `blocks`, ...) under the same name, so one binary serves both the
 //! cluster view and the ledger.
 
+mod ledger;
+mod reach;
 mod render;
+mod signer;
 #[cfg(test)]
 mod tests;
 mod view;
@@ -56,6 +60,16 @@ enum PluginCmd {
     Status(StatusArgs),
     /// A node's logs, by the node's name (the pod of a Peer's StatefulSet).
     Logs(LogsArgs),
+    /// Signed writes and reads of a channel's keys, through the API server.
+    #[command(subcommand)]
+    Tx(TxCmd),
+    /// A channel's proposals (all channels of the namespace when none is named): status,
+    /// approvals n/m and who has not voted.
+    Proposals(ProposalsArgs),
+    /// Approve a proposal as an organization's admin.
+    Approve(VoteArgs),
+    /// Reject a proposal as an organization's admin.
+    Reject(VoteArgs),
     /// Any tallyctl command, e.g. `kubectl tally profile export --consortium C --data-dir D`.
     #[command(external_subcommand)]
     Tallyctl(Vec<OsString>),
@@ -88,6 +102,55 @@ struct LogsArgs {
     previous: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum TxCmd {
+    /// Put KEY = VALUE (text) in CHANNEL, signed by the organization's client identity, and
+    /// wait for the commit.
+    Put {
+        channel: String,
+        key: String,
+        value: String,
+        #[command(flatten)]
+        who: ledger::SignerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Read KEY's current value in CHANNEL (the read is signed: --org or --identity, else the
+    /// first member organization whose client identity the cluster keeps).
+    Get {
+        channel: String,
+        key: String,
+        #[command(flatten)]
+        who: ledger::SignerArgs,
+        #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// tallyctl's other `tx` commands (delete, history, receipt), with a profile.
+    #[command(external_subcommand)]
+    Tallyctl(Vec<OsString>),
+}
+
+#[derive(Args, Debug)]
+struct ProposalsArgs {
+    /// The channel; every channel of the namespace when absent.
+    channel: Option<String>,
+    #[command(flatten)]
+    who: ledger::SignerArgs,
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+#[derive(Args, Debug)]
+struct VoteArgs {
+    channel: String,
+    /// The proposal's hash, or a unique prefix of it (at least 4 hex digits).
+    hash: String,
+    #[command(flatten)]
+    who: ledger::SignerArgs,
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
     Text,
@@ -106,12 +169,19 @@ pub async fn run(cli: PluginCli) -> Result<()> {
     match cli.cmd {
         PluginCmd::Status(a) => status(cli.kubeconfig, cli.namespace, a).await,
         PluginCmd::Logs(a) => logs(cli.kubeconfig, cli.namespace, a).await,
-        PluginCmd::Tallyctl(args) => {
-            let argv = std::iter::once(OsString::from("kubectl tally")).chain(args);
-            let inner = super::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
-            Box::pin(super::run(inner)).await
-        }
+        PluginCmd::Tx(c) => tx(cli.kubeconfig, cli.namespace, c).await,
+        PluginCmd::Proposals(a) => proposals(cli.kubeconfig, cli.namespace, a).await,
+        PluginCmd::Approve(a) => vote(cli.kubeconfig, cli.namespace, a, true).await,
+        PluginCmd::Reject(a) => vote(cli.kubeconfig, cli.namespace, a, false).await,
+        PluginCmd::Tallyctl(args) => tallyctl(args).await,
     }
+}
+
+/// Runs a tallyctl command line (without the program name).
+async fn tallyctl(args: impl IntoIterator<Item = OsString>) -> Result<()> {
+    let argv = std::iter::once(OsString::from("kubectl tally")).chain(args);
+    let inner = super::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    Box::pin(super::run(inner)).await
 }
 
 async fn client(
@@ -173,10 +243,15 @@ async fn status(
         .list(&lp)
         .await?
         .items;
-    let views: Vec<ConsortiumView> = chosen
+    let mut views: Vec<ConsortiumView> = chosen
         .into_iter()
         .map(|c| consortium_view(c, &peers, &channels, &chaincodes))
         .collect();
+    for v in &mut views {
+        for c in &mut v.channels {
+            c.pending = Some(pending(&kube, &ns, &c.name).await);
+        }
+    }
     match a.output {
         Format::Json if a.consortium.is_some() && views.len() == 1 => {
             println!("{}", serde_json::to_string_pretty(&views[0])?)
@@ -199,6 +274,33 @@ async fn status(
         }
     }
     Ok(())
+}
+
+/// A channel's open proposals, read from its nodes as any member whose identity the cluster
+/// keeps; what went wrong otherwise, so that status still shows the rest.
+async fn pending(kube: &kube::Client, ns: &str, channel: &str) -> view::Pending {
+    let who = ledger::SignerArgs::default();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        ledger::proposals(kube, ns, channel, &who),
+    )
+    .await;
+    match read {
+        Ok(Ok(list)) => view::Pending::Read(
+            list.iter()
+                .filter(|p| p.status == tally_protocol::proposal::Status::Open)
+                .map(|p| view::PendingProposal {
+                    hash: p.hash.to_hex(),
+                    approvals: p.tally.approved.len(),
+                    needed: p.tally.needed,
+                    missing: p.tally.missing.clone(),
+                    description: p.proposal.description.clone(),
+                })
+                .collect(),
+        ),
+        Ok(Err(e)) => view::Pending::Unknown(format!("{e:#}")),
+        Err(_) => view::Pending::Unknown("no node answered within 15 s".into()),
+    }
 }
 
 async fn logs(kubeconfig: Option<PathBuf>, namespace: Option<String>, a: LogsArgs) -> Result<()> {
@@ -241,4 +343,122 @@ async fn logs(kubeconfig: Option<PathBuf>, namespace: Option<String>, a: LogsArg
         println!("{line}");
     }
     Ok(())
+}
+
+async fn tx(kubeconfig: Option<PathBuf>, namespace: Option<String>, cmd: TxCmd) -> Result<()> {
+    if let TxCmd::Tallyctl(args) = cmd {
+        return tallyctl(std::iter::once(OsString::from("tx")).chain(args)).await;
+    }
+    let (kube, ns) = client(kubeconfig, namespace).await?;
+    match cmd {
+        TxCmd::Put {
+            channel,
+            key,
+            value,
+            who,
+            output,
+        } => {
+            let r = ledger::put(&kube, &ns, &channel, &key, &value, &who).await?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Text => println!("{}", crate::cli::receipt::receipt_line(&r)),
+            }
+        }
+        TxCmd::Get {
+            channel,
+            key,
+            who,
+            output,
+        } => {
+            let kv = ledger::get(&kube, &ns, &channel, &key, &who).await?;
+            match output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&kv)?),
+                Format::Text => println!("{}", ledger::value_text(&kv)),
+            }
+        }
+        TxCmd::Tallyctl(_) => {}
+    }
+    Ok(())
+}
+
+async fn proposals(
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    a: ProposalsArgs,
+) -> Result<()> {
+    let (kube, ns) = client(kubeconfig, namespace).await?;
+    let channels = match a.channel {
+        Some(c) => vec![c],
+        None => {
+            let all: Vec<String> = Api::<Channel>::namespaced(kube.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .with_context(|| format!("listing Channels in namespace {ns}"))?
+                .items
+                .into_iter()
+                .filter_map(|c| c.metadata.name)
+                .collect();
+            if all.is_empty() {
+                bail!("no Channel in namespace {ns}");
+            }
+            all
+        }
+    };
+    let mut json = serde_json::Map::new();
+    for ch in &channels {
+        let list = ledger::proposals(&kube, &ns, ch, &a.who).await?;
+        let lines: Vec<ledger::ProposalLine> = list.iter().map(ledger::ProposalLine::new).collect();
+        match a.output {
+            Format::Json => {
+                json.insert(ch.clone(), serde_json::to_value(&lines)?);
+            }
+            Format::Text => {
+                let n = lines.len();
+                println!(
+                    "Channel {ns}/{ch}: {n} proposal{}",
+                    if n == 1 { "" } else { "s" }
+                );
+                for l in &lines {
+                    println!("  {}", l.text());
+                }
+            }
+        }
+    }
+    if a.output == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    Ok(())
+}
+
+async fn vote(
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    a: VoteArgs,
+    approve: bool,
+) -> Result<()> {
+    let (kube, ns) = client(kubeconfig, namespace).await?;
+    let (r, after) = ledger::vote(&kube, &ns, &a.channel, &a.hash, approve, &a.who).await?;
+    let line = after.as_ref().map(ledger::ProposalLine::new);
+    match a.output {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"receipt": r, "proposal": line}))?
+        ),
+        Format::Text => {
+            println!(
+                "{} in block {} ({})",
+                if approve { "approved" } else { "rejected" },
+                r.block,
+                short_tx(&r)
+            );
+            if let Some(l) = line {
+                println!("{}", l.text());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn short_tx(r: &tally_protocol::Receipt) -> String {
+    format!("tx {}", crate::cli::output::short(&r.tx_id))
 }

@@ -2,7 +2,9 @@
 //! chaincodes. Colour only where asked (a terminal without NO_COLOR); the words carry the
 //! meaning either way, so piped output loses nothing.
 
-use super::view::{ChaincodeView, ChannelView, ConsortiumView, OrgView, Readiness};
+use super::view::{
+    ChaincodeView, ChannelView, ConsortiumView, IdentityView, OrgView, Pending, Readiness,
+};
 use std::fmt::Write;
 
 /// Whether to paint.
@@ -65,11 +67,14 @@ pub fn render(v: &ConsortiumView, p: Paint) -> String {
         v.name,
         ready_word(p, &v.ready)
     );
-    let sections = 1 + usize::from(!v.chaincodes.is_empty()) + 1;
-    organizations(&mut out, p, &v.organizations, sections > 1);
-    channels(&mut out, p, &v.channels, !v.chaincodes.is_empty());
+    let more_after_channels = !v.chaincodes.is_empty() || !v.identities.is_empty();
+    organizations(&mut out, p, &v.organizations, true);
+    channels(&mut out, p, &v.channels, more_after_channels);
     if !v.chaincodes.is_empty() {
-        chaincodes(&mut out, p, &v.chaincodes);
+        chaincodes(&mut out, p, &v.chaincodes, !v.identities.is_empty());
+    }
+    if !v.identities.is_empty() {
+        identities(&mut out, p, &v.identities);
     }
     out
 }
@@ -166,11 +171,56 @@ fn channels(out: &mut String, p: Paint, chans: &[ChannelView], more: bool) {
                 format!("; observers: {}", c.observers.join(", "))
             }
         );
+        match &c.pending {
+            None => {}
+            Some(Pending::Unknown(why)) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{ipad}{}",
+                    p.unsure(&format!("proposals unknown: {why}"))
+                );
+            }
+            Some(Pending::Read(list)) if list.is_empty() => {
+                let _ = writeln!(out, "{pad}{ipad}no pending proposals");
+            }
+            Some(Pending::Read(list)) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{ipad}{}",
+                    p.unsure(&format!(
+                        "{} pending proposal{}",
+                        list.len(),
+                        if list.len() == 1 { "" } else { "s" }
+                    ))
+                );
+                for (j, prop) in list.iter().enumerate() {
+                    let (pb, _) = branch(j, list.len());
+                    let missing = if prop.missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", missing {}", prop.missing.join(", "))
+                    };
+                    let why = if prop.description.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", prop.description)
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{pad}{ipad}{pb}{} approvals {}/{}{missing}{why}",
+                        &prop.hash[..12.min(prop.hash.len())],
+                        prop.approvals,
+                        prop.needed
+                    );
+                }
+            }
+        }
     }
 }
 
-fn chaincodes(out: &mut String, p: Paint, codes: &[ChaincodeView]) {
-    let _ = writeln!(out, "└─ {}", p.bold("Chaincodes"));
+fn chaincodes(out: &mut String, p: Paint, codes: &[ChaincodeView], more: bool) {
+    let (head, pad) = if more { branch(0, 2) } else { branch(0, 1) };
+    let _ = writeln!(out, "{head}{}", p.bold("Chaincodes"));
     for (i, c) in codes.iter().enumerate() {
         let (b, _) = branch(i, codes.len());
         let committed = if c.committed_version.is_empty() {
@@ -188,7 +238,7 @@ fn chaincodes(out: &mut String, p: Paint, codes: &[ChaincodeView]) {
         };
         let _ = writeln!(
             out,
-            "   {b}{} on {}: wants {}, {committed}, approved by {}{awaiting}  {}",
+            "{pad}{b}{} on {}: wants {}, {committed}, approved by {}{awaiting}  {}",
             p.bold(&c.name),
             c.channel,
             c.version,
@@ -198,6 +248,18 @@ fn chaincodes(out: &mut String, p: Paint, codes: &[ChaincodeView]) {
                 c.approved_by.join(", ")
             },
             ready_word(p, &c.ready)
+        );
+    }
+}
+
+fn identities(out: &mut String, p: Paint, ids: &[IdentityView]) {
+    let _ = writeln!(out, "└─ {}", p.bold("Certificates"));
+    for (i, id) in ids.iter().enumerate() {
+        let (b, _) = branch(i, ids.len());
+        let _ = writeln!(
+            out,
+            "   {b}{}  expires {}, renews from {}",
+            id.name, id.not_after, id.renew_at
         );
     }
 }

@@ -150,3 +150,52 @@ fn a_new_consortium_says_what_is_not_there_yet() {
     }
     assert!(!text.contains("Chaincodes"), "{text}");
 }
+
+#[test]
+fn pending_proposals_and_certificates_show_under_their_channel() {
+    use super::view::{IdentityView, Pending, PendingProposal};
+    let f = fixture();
+    let mut v = consortium_view(&f.cons, &f.peers, &f.channels, &f.chaincodes);
+    v.channels[0].pending = Some(Pending::Read(vec![PendingProposal {
+        hash: "0968e9d5f541a1a6a642".into(),
+        approvals: 1,
+        needed: 2,
+        missing: vec!["bank".into()],
+        description: "smaller blocks".into(),
+    }]));
+    v.identities = vec![IdentityView {
+        name: "core/admin/admin".into(),
+        not_after: "2027-12-03T07:33:33Z".into(),
+        renew_at: "2027-08-03T15:33:33Z".into(),
+    }];
+    let text = render(&v, Paint::Plain);
+    assert!(text.contains("1 pending proposal\n"), "{text}");
+    assert!(
+        text.contains("└─ 0968e9d5f541 approvals 1/2, missing bank: smaller blocks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("└─ core/admin/admin  expires 2027-12-03T07:33:33Z"),
+        "{text}"
+    );
+    // The section after the channels is the last: the tree closes there.
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("   └─ core/admin")),
+        "{text}"
+    );
+
+    v.channels[0].pending = Some(Pending::Unknown("no node answered".into()));
+    let text = render(&v, Paint::Plain);
+    assert!(
+        text.contains("proposals unknown: no node answered"),
+        "{text}"
+    );
+    let json = serde_json::to_value(&v).expect("JSON");
+    assert_eq!(
+        json["channels"][0]["pending"]["unknown"],
+        "no node answered"
+    );
+    assert_eq!(json["identities"][0]["name"], "core/admin/admin");
+}

@@ -17,6 +17,33 @@ pub struct ConsortiumView {
     pub organizations: Vec<OrgView>,
     pub channels: Vec<ChannelView>,
     pub chaincodes: Vec<ChaincodeView>,
+    /// Every identity the operator issued, with its certificate's expiry (Consortium status).
+    pub identities: Vec<IdentityView>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct IdentityView {
+    /// `org/role/name`.
+    pub name: String,
+    pub not_after: String,
+    pub renew_at: String,
+}
+
+/// A channel's open proposals as read from its nodes, or why they could not be read.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pending {
+    Read(Vec<PendingProposal>),
+    Unknown(String),
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct PendingProposal {
+    pub hash: String,
+    pub approvals: usize,
+    pub needed: usize,
+    pub missing: Vec<String>,
+    pub description: String,
 }
 
 /// A resource's `Ready` condition, as a person wants it: yes, no with why, or not yet known.
@@ -77,6 +104,9 @@ pub struct ChannelView {
     pub config_sequence: u64,
     /// The lowest and highest height its nodes reported: a lagging node shows here.
     pub node_heights: Option<(u64, u64)>,
+    /// Open proposals, filled in from the nodes (None: not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -185,6 +215,7 @@ pub fn consortium_view(
                     .min()
                     .zip(heights.iter().max())
                     .map(|(a, b)| (*a, *b)),
+                pending: None,
             }
         })
         .collect();
@@ -223,6 +254,18 @@ pub fn consortium_view(
         organizations,
         channels: chans,
         chaincodes: codes,
+        identities: status
+            .map(|s| {
+                s.identities
+                    .iter()
+                    .map(|i| IdentityView {
+                        name: i.name.clone(),
+                        not_after: i.not_after.clone(),
+                        renew_at: i.renew_at.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -781,22 +781,12 @@ impl Ledger {
     /// for approval, with the organizations that approved them.
     pub fn chaincodes(&self) -> Result<Vec<ChaincodeInfo>, LedgerError> {
         let none = HashMap::new();
-        let start = self.keys.state(cc::LIFECYCLE_PREFIX);
-        let skip = self.keys.state_prefix_len();
         let mut out: BTreeMap<String, ChaincodeInfo> = BTreeMap::new();
         let mut installed = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&start) {
-                break;
-            }
-            let key = String::from_utf8_lossy(&k[skip + cc::LIFECYCLE_PREFIX.len()..]).into_owned();
-            let mut parts = key.splitn(3, '/');
+        self.scan_state(cc::LIFECYCLE_PREFIX, |key, _, value| {
+            let mut parts = key[cc::LIFECYCLE_PREFIX.len()..].splitn(3, '/');
             let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-                continue;
+                return Ok(true);
             };
             let entry = out
                 .entry(name.to_string())
@@ -806,7 +796,6 @@ impl Ledger {
                     approvals: Vec::new(),
                     pending: Vec::new(),
                 });
-            let (_, value) = super::decode_state(&v)?;
             let decode = |b: &[u8]| {
                 ChaincodeDefinition::from_bytes(b).map_err(|e| corrupt("chaincode definition", e))
             };
@@ -815,12 +804,8 @@ impl Ledger {
                 "installed" => installed.push(decode(&value)?),
                 _ => {}
             }
-        }
-        for entry in out.values_mut() {
-            if let Some(active) = &entry.active {
-                entry.approvals = self.approvals(active, &none)?;
-            }
-        }
+            Ok(true)
+        })?;
         for entry in out.values_mut() {
             if let Some(active) = &entry.active {
                 entry.approvals = self.approvals(active, &none)?;

@@ -6,7 +6,7 @@
 
 use super::chaincode::At;
 use super::{corrupt, InForce, Ledger, LedgerError, Scratch};
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use tally_protocol::codec::{Decode, Encode};
 use tally_protocol::config_update::check_transition;
@@ -210,21 +210,12 @@ impl Ledger {
 
     /// Every proposal of the channel, oldest first, with its status as of the last block.
     pub fn proposals(&self, limit: usize) -> Result<Vec<ProposalView>, LedgerError> {
-        let start = self
-            .keys
-            .state(&format!("{}proposals/", proposal::GOVERNANCE_PREFIX));
+        let prefix = format!("{}proposals/", proposal::GOVERNANCE_PREFIX);
         let mut records = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&start) {
-                break;
-            }
-            let (_, value) = super::decode_state(&v)?;
+        self.scan_state(&prefix, |_, _, value| {
             records.push(Record::from_bytes(&value).map_err(|e| corrupt("proposal record", e))?);
-        }
+            Ok(true)
+        })?;
         records.sort_by_key(|r| (r.proposer.block, r.hash));
         let skip = records.len().saturating_sub(limit);
         Ok(records

@@ -152,22 +152,44 @@ impl Ledger {
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<KeyEntry>, LedgerError> {
+        let mut out = Vec::new();
+        self.scan_state(prefix, |key, version, _| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            out.push(KeyEntry {
+                key: key.to_string(),
+                version,
+            });
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// Each state record whose key starts with `prefix`, in key order: its key, version and
+    /// value, until `f` returns false.
+    pub(super) fn scan_state(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(&str, Version, Vec<u8>) -> Result<bool, LedgerError>,
+    ) -> Result<(), LedgerError> {
         let start = self.keys.state(prefix);
         let skip = self.keys.state_prefix_len();
-        let mut out = Vec::new();
         for item in self
             .db
             .iterator(IteratorMode::From(&start, Direction::Forward))
         {
             let (k, v) = item?;
-            if !k.starts_with(&start) || out.len() >= limit {
+            if !k.starts_with(&start) {
                 break;
             }
-            let key = String::from_utf8_lossy(&k[skip..]).into_owned();
-            let (version, _) = decode_state(&v)?;
-            out.push(KeyEntry { key, version });
+            let key = String::from_utf8_lossy(&k[skip..]);
+            let (version, value) = decode_state(&v)?;
+            if !f(&key, version, value)? {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     pub fn cert_known(&self, hash: &Hash) -> Result<bool, LedgerError> {

@@ -6,7 +6,7 @@
 use crate::context::{Context, Error, Result, Verdict};
 use crate::stores::{versions, Snapshot};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, ObjectMeta};
+use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 pub use tally_api::cluster::{ca_secret_name, secret_text};
@@ -146,7 +146,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         cas.insert(org.name.clone(), input);
         ca_metas.push(s.metadata);
     }
-    let (held, held_metas) = held_identities(ctx, ns, name).await?;
+    let identities = identity_secrets(ctx, ns, name).await?;
     let key = (ns.to_string(), name.to_string());
     let made_from = versions(
         std::iter::once(("Consortium", &consortium.metadata))
@@ -154,7 +154,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
             .chain(channels.iter().map(|c| ("Channel", &c.metadata)))
             .chain(chaincodes.iter().map(|c| ("Chaincode", &c.metadata)))
             .chain(ca_metas.iter().map(|m| ("Secret", m)))
-            .chain(held_metas.iter().map(|m| ("Secret", m))),
+            .chain(identities.iter().map(|s| ("Secret", &s.metadata))),
     );
     let now = jiff::Timestamp::now().as_second();
     if let Some(w) = ctx.shared.plan(&key, &made_from) {
@@ -186,7 +186,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         cas: &cas,
         addressing: &addressing,
         issued_at: issued_at(&consortium),
-        held: &held,
+        held: &held_in(&identities),
         now: Some(now),
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
@@ -216,62 +216,64 @@ pub async fn ca_secret(ctx: &Context, ns: &str, sname: &str) -> Result<Option<Se
     Ok(secrets.get_opt(sname).await?)
 }
 
-/// The validity window each identity of the consortium holds today, read from the certificates
-/// in the node, admin and client Secrets the operator wrote (the ones with a `ca.crt` beside
-/// the pair), with those Secrets' metadata so that a changed certificate makes a new plan.
-/// An identity without a readable certificate is left out: the planner issues it afresh.
-async fn held_identities(ctx: &Context, ns: &str, name: &str) -> Result<(Held, Vec<ObjectMeta>)> {
+/// The node, admin and client Secrets the operator wrote for the consortium (the ones with a
+/// `ca.crt` beside the pair; a CA's own Secret has none): their versions say whether a plan is
+/// still current, and their certificates what each identity holds.
+async fn identity_secrets(ctx: &Context, ns: &str, name: &str) -> Result<Vec<Secret>> {
     let ours = |s: &Secret| {
         s.metadata
             .labels
             .as_ref()
             .and_then(|l| l.get(crate::names::LABEL_CONSORTIUM))
             .is_some_and(|c| c == name)
+            && secret_text(s, "ca.crt").is_some()
     };
-    let secrets: Vec<Secret> = match ctx
-        .shared
-        .for_ns(ns)
-        .map(|s| s.children)
-        .filter(|c| c.ready::<Secret>())
-    {
-        Some(c) => c
-            .secrets
-            .state()
-            .into_iter()
-            .filter(|s| s.metadata.namespace.as_deref() == Some(ns) && ours(s))
-            .map(|s| s.as_ref().clone())
-            .collect(),
-        None => {
-            Api::<Secret>::namespaced(ctx.client.clone(), ns)
+    Ok(
+        match ctx
+            .shared
+            .for_ns(ns)
+            .map(|s| s.children)
+            .filter(|c| c.ready::<Secret>())
+        {
+            Some(c) => c
+                .secrets
+                .state()
+                .into_iter()
+                .filter(|s| s.metadata.namespace.as_deref() == Some(ns) && ours(s))
+                .map(|s| s.as_ref().clone())
+                .collect(),
+            None => Api::<Secret>::namespaced(ctx.client.clone(), ns)
                 .list(
                     &ListParams::default()
                         .labels(&format!("{}={name}", crate::names::LABEL_CONSORTIUM)),
                 )
                 .await?
                 .items
-        }
-    };
-    let mut held = Held::new();
-    let mut metas = Vec::new();
-    for s in secrets {
-        if secret_text(&s, "ca.crt").is_none() {
-            continue; // a CA Secret: the CA's own window is not renewed here
-        }
-        let info = secret_text(&s, "tls.crt")
-            .and_then(|pem| pem_to_der(&pem).ok())
-            .and_then(|der| inspect(&der).ok());
-        if let Some(info) = info {
-            held.insert(
+                .into_iter()
+                .filter(ours)
+                .collect(),
+        },
+    )
+}
+
+/// The validity window each identity holds, read from the certificates in `secrets` (only
+/// when planning: a reused plan needs none). An identity without a readable certificate is
+/// left out: the planner issues it afresh.
+fn held_in(secrets: &[Secret]) -> Held {
+    secrets
+        .iter()
+        .filter_map(|s| {
+            let der = pem_to_der(&secret_text(s, "tls.crt")?).ok()?;
+            let info = inspect(&der).ok()?;
+            Some((
                 identity_key(&info.org, info.role.as_str(), &info.common_name),
                 Window {
                     not_before: info.not_before,
                     not_after: info.not_after,
                 },
-            );
-            metas.push(s.metadata);
-        }
-    }
-    Ok((held, metas))
+            ))
+        })
+        .collect()
 }
 
 /// How long until the plan's first identity falls due for renewal, so a controller comes back

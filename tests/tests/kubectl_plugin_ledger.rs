@@ -16,9 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_tests::operator::{
-    control_plane_with_crds, get_json, ready, start_runner, wait_for, Operator,
-};
+use tally_tests::operator::{control_plane_with_crds, get_json, start_runner, wait_for, Operator};
 use tally_tests::{tallyctl_bin, ControlPlane};
 
 const NS: &str = "ledger";
@@ -90,23 +88,7 @@ fn plugin_ok(cp: &ControlPlane, args: &[&str]) -> String {
 }
 
 fn all_ready(cp: &ControlPlane) -> Result<(), String> {
-    let list = get_json(cp, &["-n", NS, "get", "consortia,peers,channels"]);
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    if items.len() != 4 {
-        return Err(format!("{} resources", items.len()));
-    }
-    let not: Vec<String> = items
-        .iter()
-        .filter_map(|o| match ready(o) {
-            Some((s, _)) if s == "True" => None,
-            r => Some(format!("{}/{}: {:?}", o["kind"], o["metadata"]["name"], r)),
-        })
-        .collect();
-    if not.is_empty() {
-        Ok(())
-    } else {
-        Err(not.join("; "))
-    }
+    tally_tests::operator::all_ready(cp, NS, 4)
 }
 
 fn config_sequence(cp: &ControlPlane) -> u64 {

@@ -83,13 +83,13 @@ pub async fn put(
     Ok(r)
 }
 
-pub async fn get(
+/// The channel's nodes and the identity that signs reads for `who`.
+async fn reading(
     kube: &kube::Client,
     ns: &str,
     channel: &str,
-    key: &str,
     who: &SignerArgs,
-) -> Result<tally_protocol::api::KeyValue> {
+) -> Result<(ChannelNodes, tally_protocol::Identity)> {
     let nodes = channel_nodes(kube, ns, channel).await?;
     let id = signer::reader(
         kube,
@@ -100,6 +100,17 @@ pub async fn get(
         who.identity.as_deref(),
     )
     .await?;
+    Ok((nodes, id))
+}
+
+pub async fn get(
+    kube: &kube::Client,
+    ns: &str,
+    channel: &str,
+    key: &str,
+    who: &SignerArgs,
+) -> Result<tally_protocol::api::KeyValue> {
+    let (nodes, id) = reading(kube, ns, channel, who).await?;
     let kv = on_any(&nodes, |c| {
         let c = c.with_reader(id.clone());
         async move { c.get(channel, key).await }
@@ -173,16 +184,7 @@ pub async fn proposals(
     channel: &str,
     who: &SignerArgs,
 ) -> Result<Vec<ProposalView>> {
-    let nodes = channel_nodes(kube, ns, channel).await?;
-    let id = signer::reader(
-        kube,
-        ns,
-        &nodes.consortium,
-        &nodes.channel.spec.members,
-        who.org.as_deref(),
-        who.identity.as_deref(),
-    )
-    .await?;
+    let (nodes, id) = reading(kube, ns, channel, who).await?;
     on_any(&nodes, |c| {
         let c = c.with_reader(id.clone());
         async move { c.proposals(channel).await }

@@ -1,4 +1,4 @@
-//! Tally's Kubernetes API: the four kinds of `tally.dev/v1alpha1` and their generated CRDs,
+//! Tally's Kubernetes API: the kinds of `tally.dev/v1alpha1` and their generated CRDs,
 //! reading them from manifests ([`manifest`]), and the names of what the operator keeps on a
 //! cluster ([`cluster`]).
 
@@ -6,6 +6,7 @@
 // duplicated attribute.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod backup;
 pub mod chaincode;
 pub mod channel;
 pub mod cluster;
@@ -15,6 +16,7 @@ pub mod manifest;
 pub mod peer;
 pub mod plan;
 
+pub use backup::{Backup, BackupSchedule, BackupScheduleSpec, BackupSpec, BackupStatus};
 pub use chaincode::{Chaincode, ChaincodeSpec, ChaincodeStatus};
 pub use channel::{Channel, ChannelSpec, ChannelStatus};
 pub use common::{Approval, ApprovalRule, Condition, ConditionStatus, GROUP, VERSION};
@@ -31,6 +33,8 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("peer.yaml", Peer::crd()),
         ("channel.yaml", Channel::crd()),
         ("chaincode.yaml", Chaincode::crd()),
+        ("backup.yaml", Backup::crd()),
+        ("backupschedule.yaml", BackupSchedule::crd()),
     ]
 }
 

@@ -76,6 +76,39 @@ pub struct PeerSpec {
     /// How clients reach the nodes.
     #[serde(default)]
     pub service: ServiceSpec,
+    /// Ledgers to start from a backup: before a node starts, each listed channel whose ledger
+    /// is missing from its volume is restored (verified first) from the backup; the node
+    /// then catches up from the channel's live nodes, if any, and votes only once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Restore")]
+    pub restore: Option<Restore>,
+}
+
+/// Where a restore reads from: a `Backup` of this namespace, or a repository URL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::cel::Rule::new("has(self.backup) != has(self.url)").message("restore needs exactly one of backup (a Backup's name) and url"))]
+pub struct Restore {
+    /// A succeeded `Backup` in this namespace: its repository, manifest and credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub backup: Option<String>,
+    /// A backup repository (`s3://...`, `file:///...`); the newest backup of each channel,
+    /// or the newest at or below `height`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 6, max = 1024), regex(pattern = r"^(s3|file)://[^\s]+$"))]
+    pub url: Option<String>,
+    /// With `url`: the Secret with the store's settings, as `Backup.spec.destination`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+    /// With `url`: restore the newest backup at or below this height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    /// Channels to restore; every channel of the Peer when empty (with `backup`: its channel).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub channels: Vec<String>,
 }
 
 fn one() -> i32 {

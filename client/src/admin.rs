@@ -15,6 +15,9 @@ use tally_protocol::identity::pem_to_der;
 use tally_protocol::{ChannelConfig, Identity};
 use tokio_rustls::TlsConnector;
 
+mod backups;
+pub use backups::BackupRun;
+
 pub struct AdminClient {
     addr: String,
     server_name: ServerName<'static>,

@@ -448,6 +448,38 @@ pub fn all() -> Vec<Alert> {
             },
         },
         Alert {
+            name: "TallyBackupOverdue",
+            group: Group::Operator,
+            // One period, plus 15 minutes for the backup itself to run.
+            expr: format!("time() - {OP_SCHEDULE_LAST_SUCCESS} > {OP_SCHEDULE_INTERVAL} + 900"),
+            for_: "5m",
+            severity: "warning",
+            summary: "BackupSchedule {{ $labels.object_namespace }}/{{ $labels.schedule }} has made no successful backup of channel {{ $labels.channel }} for longer than its period",
+            description: "The newest successful Backup of this schedule is older than the time between two of its scheduled times (plus 15 minutes): backups fail, cannot start, or the schedule is suspended. A restore would lose what was committed since.",
+            fires: Case {
+                series: vec![
+                    s(OP_SCHEDULE_LAST_SUCCESS, &[("namespace", "tally-system"), ("object_namespace", "bank"), ("schedule", "nightly"), ("channel", "ch")], "0x60"),
+                    s(OP_SCHEDULE_INTERVAL, &[("namespace", "tally-system"), ("object_namespace", "bank"), ("schedule", "nightly"), ("channel", "ch")], "60x60"),
+                ],
+                eval_time: "30m",
+                expect: vec![labels(&[
+                    ("namespace", "tally-system"),
+                    ("object_namespace", "bank"),
+                    ("schedule", "nightly"),
+                    ("channel", "ch"),
+                    ("severity", "warning"),
+                ])],
+            },
+            silent: Case {
+                series: vec![
+                    s(OP_SCHEDULE_LAST_SUCCESS, &[("namespace", "tally-system"), ("object_namespace", "bank"), ("schedule", "nightly"), ("channel", "ch")], "0+60x60"),
+                    s(OP_SCHEDULE_INTERVAL, &[("namespace", "tally-system"), ("object_namespace", "bank"), ("schedule", "nightly"), ("channel", "ch")], "60x60"),
+                ],
+                eval_time: "30m",
+                expect: vec![],
+            },
+        },
+        Alert {
             name: "TallyOperatorDown",
             group: Group::Operator,
             // `or vector(0)`: no operator scraped at all counts as none leading.

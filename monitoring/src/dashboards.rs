@@ -198,6 +198,10 @@ pub fn overview() -> Dashboard {
         panel("Voting nodes up versus quorum", "none", "Per channel: consenters that are up, and the quorum Raft needs (a majority of the configured consenters). When up equals quorum, one more failure stops the channel (alert TallyQuorumAtRisk).")
             .query(queries::voters_up(s), "{{channel}} voters up")
             .query(queries::quorum(s), "{{channel}} quorum"),
+        panel("Since the last backup", "s", "Per channel: time since the newest successful backup any of its nodes made (Backup objects, BackupSchedules, tallyctl backup create). A restore loses what was committed after it; a schedule that has not succeeded within its period is alert TallyBackupOverdue.")
+            .query(format!("time() - max by ({by}) ({})", m(BACKUP_LAST_SUCCESS, s)), "{{channel}}")
+            .may_be_empty("a node exports backup series only once it has made a backup of the channel")
+            .stat(),
     ];
     Dashboard {
         uid: "tally-overview",

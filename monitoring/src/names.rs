@@ -55,6 +55,16 @@ pub const VOTES_WITHHELD: &str = "tally_votes_withheld_total";
 pub const LOG_COMPACTIONS: &str = "tally_log_compactions_total";
 pub const PEER_DROPPED: &str = "tally_peer_messages_dropped_total";
 
+// ----- node: backups (series per channel, from the node's first backup of it) --------------
+
+/// Histogram: time a backup of a channel took on this node.
+pub const BACKUP_DURATION: &str = "tally_backup_duration_seconds";
+/// Bytes newly stored by the last successful backup of a channel.
+pub const BACKUP_BYTES: &str = "tally_backup_bytes";
+pub const BACKUP_LAST_SUCCESS: &str = "tally_backup_last_success_timestamp_seconds";
+/// Counter: backups by `result` (succeeded, failed).
+pub const BACKUPS: &str = "tally_backups_total";
+
 // ----- node: transactions and blocks -------------------------------------------------------
 
 pub const COMMITTED_TXS: &str = "tally_committed_transactions_total";
@@ -108,6 +118,17 @@ pub const OP_IN_FLIGHT: &str = "tally_operator_reconciles_in_flight";
 pub const OP_RETRY_QUEUE: &str = "tally_operator_retry_queue_depth";
 pub const OP_RESOURCES: &str = "tally_operator_resources";
 pub const OP_LEADER: &str = "tally_operator_leader";
+/// Completion time of a BackupSchedule's newest successful Backup (labels object_namespace,
+/// schedule, channel); the schedule's creation time before its first, so that "no success
+/// for longer than a period" holds for a schedule that never succeeded too.
+pub const OP_SCHEDULE_LAST_SUCCESS: &str =
+    "tally_operator_backup_schedule_last_success_timestamp_seconds";
+/// Seconds between two of a BackupSchedule's scheduled times, for "no success within the
+/// period" alerts.
+pub const OP_SCHEDULE_INTERVAL: &str = "tally_operator_backup_schedule_interval_seconds";
+pub const L_SCHEDULE: &str = "schedule";
+/// The namespace of the object a series is about (`namespace` is the scraped pod's).
+pub const L_OBJECT_NAMESPACE: &str = "object_namespace";
 
 /// Every name the node exports (histograms by their base name).
 pub const NODE_METRICS: &[&str] = &[
@@ -158,6 +179,8 @@ pub const OPERATOR_METRICS: &[&str] = &[
     OP_RETRY_QUEUE,
     OP_RESOURCES,
     OP_LEADER,
+    OP_SCHEDULE_LAST_SUCCESS,
+    OP_SCHEDULE_INTERVAL,
 ];
 
 /// The metric names a PromQL expression uses: identifiers that begin with `tally_` or

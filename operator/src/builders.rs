@@ -9,12 +9,12 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, Secret, SecretProjection, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
+    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretProjection,
+    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -83,6 +83,20 @@ pub struct PeerInputs<'a> {
     /// Digest of the nodes' certificates: in the pod template, so that a renewed certificate
     /// makes a new revision, which the Peer controller rolls out one node at a time.
     pub certificates: String,
+    /// Ledgers restored before the node starts (`spec.restore`, a Backup's name resolved).
+    pub restore: Option<RestoreSource>,
+}
+
+/// Where a Peer's nodes restore missing ledgers from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreSource {
+    pub url: String,
+    /// One manifest (a Backup's); otherwise the newest backup of each channel, at or below
+    /// `height` when set.
+    pub manifest: Option<String>,
+    pub height: Option<u64>,
+    pub credentials_secret: Option<String>,
+    pub channels: Vec<String>,
 }
 
 impl PeerInputs<'_> {
@@ -285,6 +299,80 @@ fn default_node_resources() -> ResourceRequirements {
     }
 }
 
+fn restricted() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: runtime_default(),
+        ..SecurityContext::default()
+    }
+}
+
+/// One init container per channel to restore: `tally-node restore` verifies the backup and
+/// installs it only when the node's volume has no ledger of that channel, so a pod that
+/// restarts, or a node that kept its volume, starts from its own ledger.
+fn restore_containers(i: &PeerInputs) -> Vec<Container> {
+    let Some(r) = &i.restore else {
+        return Vec::new();
+    };
+    r.channels
+        .iter()
+        .enumerate()
+        .map(|(k, ch)| {
+            let mut args = vec![
+                "restore".to_string(),
+                "--from".into(),
+                r.url.clone(),
+                "--data-dir".into(),
+                format!("{DATA_DIR}/data"),
+                "--channel".into(),
+                ch.clone(),
+                "--if-missing".into(),
+            ];
+            if let Some(m) = &r.manifest {
+                args.extend(["--manifest".into(), m.clone()]);
+            } else if let Some(h) = r.height {
+                args.extend(["--height".into(), h.to_string()]);
+            }
+            Container {
+                name: format!("restore-{k}"),
+                image: Some(i.image_ref()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                command: Some(vec!["tally-node".into()]),
+                args: Some(args),
+                env: Some(vec![env_value("TALLY_LOG_FORMAT", "json".into())]),
+                env_from: r.credentials_secret.as_ref().map(|name| {
+                    vec![EnvFromSource {
+                        secret_ref: Some(SecretEnvSource {
+                            name: name.clone(),
+                            optional: Some(false),
+                        }),
+                        ..EnvFromSource::default()
+                    }]
+                }),
+                volume_mounts: Some(vec![
+                    mount("data", DATA_DIR, false),
+                    mount("tmp", "/tmp", false),
+                ]),
+                security_context: Some(restricted()),
+                resources: Some(
+                    i.peer
+                        .spec
+                        .resources
+                        .clone()
+                        .unwrap_or_else(default_node_resources),
+                ),
+                ..Container::default()
+            }
+        })
+        .collect()
+}
+
 fn node_container(i: &PeerInputs) -> Container {
     let spec = &i.peer.spec;
     Container {
@@ -331,17 +419,7 @@ fn node_container(i: &PeerInputs) -> Container {
             mount("tls", TLS_DIR, true),
             mount("tmp", "/tmp", false),
         ]),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            seccomp_profile: runtime_default(),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted()),
         resources: Some(
             spec.resources
                 .clone()
@@ -455,6 +533,7 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
             }),
             ..Affinity::default()
         }),
+        init_containers: Some(restore_containers(i)).filter(|c| !c.is_empty()),
         containers: vec![node_container(i)],
         volumes: Some(volumes(&name)),
         ..PodSpec::default()
@@ -625,6 +704,7 @@ mod tests {
             consents: vec!["trade".into()],
             replicas: p.spec.replicas,
             certificates: "c0ffee".into(),
+            restore: None,
         }
     }
 

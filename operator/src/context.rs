@@ -270,5 +270,7 @@ reported!(
     Consortium => tally_api::consortium::ConsortiumStatus,
     Peer => tally_api::peer::PeerStatus,
     Channel => tally_api::channel::ChannelStatus,
-    Chaincode => tally_api::chaincode::ChaincodeStatus
+    Chaincode => tally_api::chaincode::ChaincodeStatus,
+    tally_api::backup::Backup => tally_api::backup::BackupStatus,
+    tally_api::backup::BackupSchedule => tally_api::backup::BackupScheduleStatus
 );

@@ -1,14 +1,18 @@
 //! The Tally operator: one kube-rs `Controller` per kind (`Consortium`, `Peer`, `Channel`,
-//! `Chaincode`) sharing one [`Context`]. Planning is the `tally-operator` crate's planner, the
+//! `Chaincode`, `Backup`, `BackupSchedule`) sharing one [`Context`]. Planning is the `tally-operator` crate's planner, the
 //! same one `tallyctl up` runs; this crate applies its plan to a cluster.
 
 pub mod applied;
+pub mod backup;
+pub mod backup_schedule;
+pub mod backup_store;
 pub mod builders;
 pub mod ca_custody;
 pub mod chaincode;
 pub mod channel;
 pub mod consortium;
 pub mod context;
+pub mod cron;
 pub mod decide;
 pub mod fence;
 pub mod leader;
@@ -19,6 +23,7 @@ pub mod park;
 pub mod peer;
 pub mod quorum_guard;
 pub mod reach;
+pub mod restore;
 pub mod server;
 pub mod stores;
 pub mod world;
@@ -39,6 +44,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tally_api::backup::{Backup, BackupSchedule};
 use tally_api::{chaincode::Chaincode, channel::Channel, consortium::Consortium, peer::Peer};
 
 fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
@@ -155,7 +161,7 @@ fn reflected<K: stores::Child>(
     (reader, stream)
 }
 
-/// Runs the four controllers for one namespace (`None`: all) until `shutdown` resolves.
+/// Runs the controllers for one namespace (`None`: all) until `shutdown` resolves.
 pub async fn run_controllers(
     ctx: Arc<Context>,
     ns: Option<String>,
@@ -267,7 +273,32 @@ pub async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result("Chaincode"));
-    tokio::join!(consortia, peers, channels, chaincodes);
+    let backups = Controller::new(api::<Backup>(c, ns), wc())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |o, ctx| instrumented("Backup", o.clone(), ctx.clone(), backup::reconcile(o, ctx)),
+            error_policy("Backup"),
+            ctx.clone(),
+        )
+        .for_each(log_result("Backup"));
+    let schedules = Controller::new(api::<BackupSchedule>(c, ns), wc())
+        // A Backup finishing lets retention and the next backup go on at once.
+        .owns(api::<Backup>(c, ns), wc())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            |o, ctx| {
+                instrumented(
+                    "BackupSchedule",
+                    o.clone(),
+                    ctx.clone(),
+                    backup_schedule::reconcile(o, ctx),
+                )
+            },
+            error_policy("BackupSchedule"),
+            ctx.clone(),
+        )
+        .for_each(log_result("BackupSchedule"));
+    tokio::join!(consortia, peers, channels, chaincodes, backups, schedules);
     waker.abort();
     ctx.shared.unregister(&scope);
 }
@@ -329,7 +360,9 @@ pub async fn count_resources(ctx: Arc<Context>, namespaces: Vec<Option<String>>)
                 count::<Consortium>(&ctx, ns).await?;
                 count::<Peer>(&ctx, ns).await?;
                 count::<Channel>(&ctx, ns).await?;
-                count::<Chaincode>(&ctx, ns).await
+                count::<Chaincode>(&ctx, ns).await?;
+                count::<Backup>(&ctx, ns).await?;
+                count::<BackupSchedule>(&ctx, ns).await
             }
             .await;
             if let Err(e) = r {

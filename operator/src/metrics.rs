@@ -10,7 +10,14 @@ use std::time::Instant;
 use tally_monitoring::names as n;
 
 /// The kinds the operator reconciles, as its metrics' `kind` label spells them.
-pub const KINDS: [&str; 4] = ["Consortium", "Peer", "Channel", "Chaincode"];
+pub const KINDS: [&str; 6] = [
+    "Consortium",
+    "Peer",
+    "Channel",
+    "Chaincode",
+    "Backup",
+    "BackupSchedule",
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -21,6 +28,8 @@ pub struct Metrics {
     pub retry_queue: IntGaugeVec,
     pub resources: IntGaugeVec,
     pub leader: IntGauge,
+    pub schedule_last_success: IntGaugeVec,
+    pub schedule_interval: IntGaugeVec,
 }
 
 impl Metrics {
@@ -59,6 +68,18 @@ impl Metrics {
             &[n::L_KIND, n::L_READY],
         )?;
         let leader = IntGauge::new(n::OP_LEADER, "1 while this replica holds the leader Lease.")?;
+        let schedule_labels = [n::L_OBJECT_NAMESPACE, n::L_SCHEDULE, n::L_CHANNEL];
+        let schedule_last_success = IntGaugeVec::new(
+            Opts::new(n::OP_SCHEDULE_LAST_SUCCESS, "Unix time a BackupSchedule's newest successful Backup completed (its creation before the first)."),
+            &schedule_labels,
+        )?;
+        let schedule_interval = IntGaugeVec::new(
+            Opts::new(
+                n::OP_SCHEDULE_INTERVAL,
+                "Seconds between two scheduled times of a BackupSchedule.",
+            ),
+            &schedule_labels,
+        )?;
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
@@ -67,6 +88,8 @@ impl Metrics {
             Box::new(retry_queue.clone()),
             Box::new(resources.clone()),
             Box::new(leader.clone()),
+            Box::new(schedule_last_success.clone()),
+            Box::new(schedule_interval.clone()),
         ] {
             registry.register(c)?;
         }
@@ -88,6 +111,8 @@ impl Metrics {
             retry_queue,
             resources,
             leader,
+            schedule_last_success,
+            schedule_interval,
         })
     }
 
@@ -160,6 +185,12 @@ mod tests {
             m.resources.with_label_values(&[kind, "True"]).set(1);
         }
         m.set_retry_queue(["Peer/ns/p".to_string()].iter());
+        m.schedule_last_success
+            .with_label_values(&["ns", "s", "ch"])
+            .set(1);
+        m.schedule_interval
+            .with_label_values(&["ns", "s", "ch"])
+            .set(3600);
         assert_eq!(m.retry_queue.with_label_values(&["Peer"]).get(), 1);
         assert_eq!(m.retry_queue.with_label_values(&["Channel"]).get(), 0);
         let mut text = Vec::new();

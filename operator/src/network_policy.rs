@@ -108,6 +108,7 @@ mod tests {
             consents: Vec::new(),
             replicas: 1,
             certificates: String::new(),
+            restore: None,
         };
         let p = network_policy(&inputs, "tally-system");
         let v: Value = serde_json::to_value(&p).expect("serializes");

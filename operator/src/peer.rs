@@ -266,6 +266,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         consents,
         replicas: decision.replicas,
         certificates: certificates_digest(&nodes),
+        restore: crate::restore::source(ctx, &ns, peer, &nodes).await?,
     };
     // The ConfigMap, node Secrets and Services do not depend on one another: applied
     // together, a first reconcile waits for one round trip instead of one per object. The

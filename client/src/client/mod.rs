@@ -69,7 +69,7 @@ struct Inner {
 
 /// How requests travel: a TLS connection pool of our own, or a [`Relay`].
 enum Http {
-    Direct(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Direct(Box<hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
     Relayed(Arc<dyn Relay>),
 }
 
@@ -121,7 +121,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 url,
-                http: Http::Direct(http),
+                http: Http::Direct(Box::new(http)),
             }),
             timeout: DEFAULT_TIMEOUT,
             reader: None,

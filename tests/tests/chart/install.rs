@@ -187,6 +187,8 @@ fn chart_installs_with_least_privilege() {
     assert_eq!(
         served,
         [
+            "backups.tally.dev",
+            "backupschedules.tally.dev",
             "chaincodes.tally.dev",
             "channels.tally.dev",
             "consortia.tally.dev",

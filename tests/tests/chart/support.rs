@@ -203,18 +203,29 @@ pub fn perms(table: &[(&str, &[&str], &[&str])]) -> Perms {
     out
 }
 
-pub const KINDS: &[&str] = &["consortia", "peers", "channels", "chaincodes"];
+pub const KINDS: &[&str] = &[
+    "consortia",
+    "peers",
+    "channels",
+    "chaincodes",
+    "backups",
+    "backupschedules",
+];
 pub const STATUS: &[&str] = &[
     "consortia/status",
     "peers/status",
     "channels/status",
     "chaincodes/status",
+    "backups/status",
+    "backupschedules/status",
 ];
 pub const FINALIZERS: &[&str] = &[
     "consortia/finalizers",
     "peers/finalizers",
     "channels/finalizers",
     "chaincodes/finalizers",
+    "backups/finalizers",
+    "backupschedules/finalizers",
 ];
 pub const CRUD: &[&str] = &[
     "get", "list", "watch", "create", "patch", "update", "delete",
@@ -230,6 +241,7 @@ pub fn operator_perms() -> Perms {
         ),
         ("tally.dev", STATUS, &["get", "patch", "update"]),
         ("tally.dev", FINALIZERS, &["update"]),
+        ("tally.dev", &["backups"], &["create", "delete"]),
         ("apps", &["statefulsets"], CRUD),
         ("", &["services", "configmaps", "secrets"], CRUD),
         (

@@ -20,6 +20,8 @@
 //!
 //! [`prometheus`] runs a real Prometheus with the repository's alert rules against given nodes.
 //!
+//! [`s3`] runs a real S3-compatible server (Versity Gateway) for the backup suites.
+//!
 //! By module (all re-exported here but [`http`], [`podrunner`], [`operator`], [`browser`],
 //! [`prometheus`]):
 //! `bins` finds the executables, `cluster` holds [`TestCluster`], `chain` submits with
@@ -38,6 +40,7 @@ pub mod netns;
 pub mod operator;
 pub mod podrunner;
 pub mod prometheus;
+pub mod s3;
 
 pub use api_checks::*;
 pub use bins::*;

@@ -57,7 +57,9 @@ impl S3Server {
         let log = root.with_extension("log");
         let out = std::fs::File::create(&log).expect("versitygw log");
         let child = Command::new(versitygw_bin())
-            .args(["--access", ACCESS_KEY, "--secret", SECRET_KEY, "--region", REGION])
+            .args([
+                "--access", ACCESS_KEY, "--secret", SECRET_KEY, "--region", REGION,
+            ])
             .arg(format!("--port=127.0.0.1:{port}"))
             .arg("--quiet")
             .arg("posix")
@@ -104,7 +106,9 @@ impl S3Server {
         while let Some(d) = stack.pop() {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let p = e.path();
-                if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+                if p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                {
                     continue;
                 }
                 if p.is_dir() {

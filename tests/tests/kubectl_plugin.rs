@@ -1,7 +1,8 @@
 //! The kubectl plugin (`kubectl-tally`, built with tallyctl) run by a real kubectl against a
 //! real kube-apiserver: kubectl finds it on the PATH, `kubectl tally status` tells the
 //! quickstart consortium's story from the objects' status (plain when piped, JSON with `-o
-//! json`), errors name what exists, and tallyctl's commands pass through.
+//! json`), `backup create|list` make and show Backup objects, errors name what exists, and
+//! tallyctl's commands pass through.
 //!
 //! Needs etcd, kube-apiserver and kubectl as crds_apiserver.rs does (`TALLY_SKIP_K8S=1` skips).
 
@@ -165,6 +166,94 @@ fn kubectl_tally_tells_a_consortiums_story() {
     assert_eq!(
         v["organizations"][0]["peers"][0]["nodes"][0]["name"],
         "org1-peer-0"
+    );
+
+    // Backups: `backup create` makes a Backup object for the operator to run; `backup list`
+    // and `status` show what the operator reports of it.
+    let (ok, out, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &[
+            "tally",
+            "backup",
+            "create",
+            "main",
+            "--to",
+            "s3://tally-backups/quickstart",
+            "--credentials-secret",
+            "s3-creds",
+            "--name",
+            "main-first",
+            "-n",
+            "quickstart",
+        ],
+    );
+    assert!(ok, "backup create failed:\n{out}{err}");
+    assert!(
+        out.contains("backup quickstart/main-first of channel main created"),
+        "{out}"
+    );
+    let b: serde_json::Value = serde_json::from_str(&cp.kubectl_ok(&[
+        "get",
+        "backup",
+        "main-first",
+        "-n",
+        "quickstart",
+        "-o",
+        "json",
+    ]))
+    .expect("Backup JSON");
+    assert_eq!(b["spec"]["channel"], "main");
+    assert_eq!(
+        b["spec"]["destination"]["url"],
+        "s3://tally-backups/quickstart"
+    );
+    assert_eq!(b["spec"]["destination"]["credentialsSecret"], "s3-creds");
+    assert_eq!(b["spec"]["deletionPolicy"], "Retain");
+    // A channel that does not match the schema is refused by the API server, with its reason.
+    let (ok, _, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &[
+            "tally",
+            "backup",
+            "create",
+            "Main_",
+            "--to",
+            "s3://b/p",
+            "-n",
+            "quickstart",
+        ],
+    );
+    assert!(!ok && err.contains("spec.channel"), "{err}");
+    status_patch(
+        &cp,
+        "backup",
+        "main-first",
+        r#"{"phase":"Succeeded","node":"org1-peer-1","height":16,"storedSize":"1.2 MiB","manifest":"manifests/main/00000000000000000016-1796000000.json","completedAt":"2026-12-03T10:00:00Z"}"#,
+    );
+    let (ok, out, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &["tally", "backup", "list", "-n", "quickstart"],
+    );
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("main-first"))
+        .unwrap_or_default();
+    for cell in ["main", "Succeeded", "16", "1.2 MiB", "org1-peer-1"] {
+        assert!(row.contains(cell), "missing {cell:?} in {row:?}:\n{out}");
+    }
+    let (ok, out, err) = kubectl_plugin(
+        &cp,
+        &kubectl,
+        &["tally", "status", "quickstart", "-n", "quickstart"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("last backup main-first at height 16 (2026-12-03T10:00:00Z)"),
+        "{out}"
     );
 
     // Errors name what is there.

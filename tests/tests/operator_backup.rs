@@ -78,14 +78,27 @@ impl Writer {
             let mut i = 0u32;
             while !s.load(Ordering::Relaxed) {
                 let key = format!("k{i:05}");
-                let put = ["--org", "org1", "tx", "put", "--channel", "ledger", &key, "v"];
+                let put = [
+                    "--org",
+                    "org1",
+                    "tx",
+                    "put",
+                    "--channel",
+                    "ledger",
+                    &key,
+                    "v",
+                ];
                 if tallyctl(&dir, &put).is_ok() {
                     a.lock().expect("acked").push(key);
                     i += 1;
                 }
             }
         });
-        Writer { acked, stop, thread: Some(thread) }
+        Writer {
+            acked,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn acked(&self) -> Vec<String> {
@@ -103,8 +116,7 @@ impl Writer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_lost_on_every_node_comes_back_from_its_backup() {
-    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-backup"))
-        .await
+    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-backup")).await
     {
         Ok(Some(cp)) => Arc::new(cp),
         Ok(None) => return,
@@ -193,7 +205,10 @@ spec:
     let height = st["height"].as_u64().expect("height");
     assert!(height >= 2, "{st}");
     assert!(st["bytesStored"].as_u64().unwrap_or(0) > 0, "{st}");
-    assert!(!st["manifest"].as_str().unwrap_or_default().is_empty(), "{st}");
+    assert!(
+        !st["manifest"].as_str().unwrap_or_default().is_empty(),
+        "{st}"
+    );
     assert!(
         during.len() > before.len(),
         "the writer kept writing during the backup ({} then {})",
@@ -201,7 +216,10 @@ spec:
         during.len()
     );
     let cols = cp.kubectl_ok(&["-n", NS, "get", "backup", "before-disaster"]);
-    assert!(cols.contains("Succeeded") && cols.contains("ledger"), "{cols}");
+    assert!(
+        cols.contains("Succeeded") && cols.contains("ledger"),
+        "{cols}"
+    );
     assert_eq!(
         s3.objects(BUCKET, "main", "manifests/").len(),
         1,
@@ -262,7 +280,16 @@ spec:
     }
     tallyctl(
         &profile,
-        &["--org", "org1", "tx", "put", "--channel", "ledger", "after", "restore"],
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "ledger",
+            "after",
+            "restore",
+        ],
     )
     .expect("the restored channel commits");
     let v = tallyctl(
@@ -278,11 +305,23 @@ spec:
     wait_for("retention to prune", Duration::from_secs(240), || {
         let list = get_json(
             cp,
-            &["-n", NS, "get", "backups", "-l", "tally.dev/backup-schedule=every-minute"],
+            &[
+                "-n",
+                NS,
+                "get",
+                "backups",
+                "-l",
+                "tally.dev/backup-schedule=every-minute",
+            ],
         );
         let items = list["items"].as_array().cloned().unwrap_or_default();
         for b in &items {
-            made.insert(b["metadata"]["name"].as_str().unwrap_or_default().to_string());
+            made.insert(
+                b["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
         let kept: Vec<&Value> = items
             .iter()

@@ -4,6 +4,7 @@
 //! (`profile export`, `blocks`, ...) under the same name, so one binary serves both the
 //! cluster view and the ledger.
 
+mod backups;
 mod ledger;
 mod reach;
 mod render;
@@ -70,6 +71,10 @@ enum PluginCmd {
     Approve(VoteArgs),
     /// Reject a proposal as an organization's admin.
     Reject(VoteArgs),
+    /// Backups of a channel: `create` one now, `list` the Backups; `verify URL` and the rest
+    /// are tallyctl's.
+    #[command(subcommand)]
+    Backup(backups::BackupCmd),
     /// Any tallyctl command, e.g. `kubectl tally profile export --consortium C --data-dir D`.
     #[command(external_subcommand)]
     Tallyctl(Vec<OsString>),
@@ -173,6 +178,7 @@ pub async fn run(cli: PluginCli) -> Result<()> {
         PluginCmd::Proposals(a) => proposals(cli.kubeconfig, cli.namespace, a).await,
         PluginCmd::Approve(a) => vote(cli.kubeconfig, cli.namespace, a, true).await,
         PluginCmd::Reject(a) => vote(cli.kubeconfig, cli.namespace, a, false).await,
+        PluginCmd::Backup(c) => backup(cli.kubeconfig, cli.namespace, c).await,
         PluginCmd::Tallyctl(args) => tallyctl(args).await,
     }
 }
@@ -247,9 +253,12 @@ async fn status(
         .into_iter()
         .map(|c| consortium_view(c, &peers, &channels, &chaincodes))
         .collect();
+    // Older installs may lack the Backup kind: status goes on without it.
+    let backups = backups::list(&kube, &ns, None).await.unwrap_or_default();
     for v in &mut views {
         for c in &mut v.channels {
             c.pending = Some(pending(&kube, &ns, &c.name).await);
+            c.last_backup = view::last_backup(&backups, &c.name);
         }
     }
     match a.output {
@@ -300,6 +309,34 @@ async fn pending(kube: &kube::Client, ns: &str, channel: &str) -> view::Pending 
         ),
         Ok(Err(e)) => view::Pending::Unknown(format!("{e:#}")),
         Err(_) => view::Pending::Unknown("no node answered within 15 s".into()),
+    }
+}
+
+async fn backup(
+    kubeconfig: Option<PathBuf>,
+    namespace: Option<String>,
+    cmd: backups::BackupCmd,
+) -> Result<()> {
+    use backups::BackupCmd as B;
+    let to_tallyctl =
+        |rest: Vec<OsString>| tallyctl(std::iter::once(OsString::from("backup")).chain(rest));
+    match cmd {
+        B::Tallyctl(rest) => to_tallyctl(rest).await,
+        // A repository rather than a channel: what the repository holds.
+        B::List {
+            channel: Some(url),
+            output,
+        } if url.contains("://") => {
+            let mut rest = vec![OsString::from("list"), OsString::from(url)];
+            if output == Format::Json {
+                rest.extend([OsString::from("-o"), OsString::from("json")]);
+            }
+            to_tallyctl(rest).await
+        }
+        cmd => {
+            let (kube, ns) = client(kubeconfig, namespace).await?;
+            backups::run(kube, ns, cmd).await
+        }
     }
 }
 

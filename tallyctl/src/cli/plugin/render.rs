@@ -171,6 +171,13 @@ fn channels(out: &mut String, p: Paint, chans: &[ChannelView], more: bool) {
                 format!("; observers: {}", c.observers.join(", "))
             }
         );
+        if let Some(b) = &c.last_backup {
+            let _ = writeln!(
+                out,
+                "{pad}{ipad}last backup {} at height {} ({})",
+                b.name, b.height, b.completed
+            );
+        }
         match &c.pending {
             None => {}
             Some(Pending::Unknown(why)) => {

@@ -107,6 +107,32 @@ pub struct ChannelView {
     /// Open proposals, filled in from the nodes (None: not asked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The newest successful Backup of the channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct LastBackup {
+    pub name: String,
+    pub height: u64,
+    pub completed: String,
+}
+
+/// The newest successful Backup of `channel` among `backups`.
+pub fn last_backup(backups: &[tally_api::backup::Backup], channel: &str) -> Option<LastBackup> {
+    backups
+        .iter()
+        .filter(|b| b.spec.channel == channel)
+        .filter_map(|b| {
+            let st = b.status.as_ref()?;
+            (st.phase == tally_api::backup::BackupPhase::Succeeded).then(|| LastBackup {
+                name: b.metadata.name.clone().unwrap_or_default(),
+                height: st.height.unwrap_or(0),
+                completed: st.completed_at.clone(),
+            })
+        })
+        .max_by(|a, b| a.completed.cmp(&b.completed))
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -210,6 +236,7 @@ pub fn consortium_view(
                 consenters: c.spec.consenters.clone(),
                 observers: c.spec.observers.clone(),
                 config_sequence: st.map(|s| s.config_sequence).unwrap_or(0),
+                last_backup: None,
                 node_heights: heights
                     .iter()
                     .min()

@@ -90,6 +90,19 @@ pub async fn start(p: &TallyParams) -> Result<Cluster> {
 }
 
 impl Cluster {
+    /// The admin API of node `i` (in node order), as its organization's admin.
+    pub fn admin(&self, i: usize) -> Result<tally_client::AdminClient> {
+        let c = self.inner.as_ref().context("the cluster is stopped")?;
+        let names = c.node_names();
+        let name = names.get(i).with_context(|| format!("no node {i}"))?;
+        let org = c.node_org(name);
+        Ok(tally_client::AdminClient::new(
+            &c.admin_addr(name),
+            &c.ca_pem(&org),
+            &c.identity(&org, Role::Admin),
+        )?)
+    }
+
     /// Last lines of each node's log, for error reports.
     pub fn log_tails(&self, lines: usize) -> String {
         let Some(c) = &self.inner else {

@@ -4,6 +4,7 @@
 //! idle cost of many channels (`--workload idle`); and how fast a wiped node catches up
 //! (`--workload catchup`). See docs/benchmarks.md.
 
+mod backup;
 mod base64;
 mod catchup;
 mod cluster;
@@ -43,6 +44,9 @@ enum Workload {
     Idle,
     /// A node wiped after `--catchup-mb` MiB of state: time to catch up by snapshot.
     Catchup,
+    /// Backups of a channel filled with `--backup-mb` MiB: their speed, the writers' latency
+    /// while they run next to without, an incremental backup, and a restore.
+    Backup,
 }
 
 impl Workload {
@@ -52,6 +56,7 @@ impl Workload {
             Workload::Read => "read",
             Workload::Idle => "idle",
             Workload::Catchup => "catchup",
+            Workload::Backup => "backup",
         }
     }
 }
@@ -111,6 +116,9 @@ struct Args {
     /// `--value-size` bytes).
     #[arg(long, default_value_t = 64)]
     catchup_mb: usize,
+    /// Backup workload: MiB of values written (16 KiB each) before the backups.
+    #[arg(long, default_value_t = 64)]
+    backup_mb: usize,
     /// Run the Tally nodes without fsync (exploration only; labelled in the output).
     #[arg(long)]
     no_fsync: bool,
@@ -313,6 +321,7 @@ async fn run_point(
 enum Finished {
     Point(sweep::PointResult),
     Catchup(catchup::CatchupReport),
+    Backup(Box<backup::BackupReport>),
     Sweep(sweep::SweepReport),
 }
 
@@ -331,6 +340,9 @@ fn check(args: &Args) -> Result<()> {
     }
     if args.workload == Workload::Catchup && (args.sweep.is_some() || args.catchup_mb == 0) {
         bail!("--workload catchup runs one point (no --sweep) of a positive --catchup-mb");
+    }
+    if args.workload == Workload::Backup && (args.sweep.is_some() || args.backup_mb == 0) {
+        bail!("--workload backup runs one point (no --sweep) of a positive --backup-mb");
     }
     if args.workload == Workload::Read && args.read_keys_per_client == 0 {
         bail!("--read-keys-per-client must be positive");
@@ -358,7 +370,10 @@ async fn run(args: Args) -> Result<Finished> {
     }
     let run_etcd = args.compare.contains(&Compare::Etcd);
     if run_etcd
-        && !matches!(args.workload, Workload::Idle | Workload::Catchup)
+        && !matches!(
+            args.workload,
+            Workload::Idle | Workload::Catchup | Workload::Backup
+        )
         && !args.etcd_bin.exists()
     {
         bail!(
@@ -380,6 +395,13 @@ async fn run(args: Args) -> Result<Finished> {
             timeout: Duration::from_secs(args.seconds.max(600)),
         };
         return Ok(Finished::Catchup(catchup::run(&p).await?));
+    }
+    if args.workload == Workload::Backup {
+        let p = backup::BackupParams {
+            tally: tally_params(&args, node_bin, None),
+            mb: args.backup_mb,
+        };
+        return Ok(Finished::Backup(Box::new(backup::run(&p).await?)));
     }
     let Some(dim) = args.sweep else {
         return Ok(Finished::Point(
@@ -440,6 +462,10 @@ async fn main() {
         Ok(Finished::Sweep(r)) => (r.to_json(), r.to_table()),
         Ok(Finished::Catchup(r)) => (
             serde_json::to_string(&r).expect("catch-up report serializes"),
+            r.to_table(),
+        ),
+        Ok(Finished::Backup(r)) => (
+            serde_json::to_string(&r).expect("backup report serializes"),
             r.to_table(),
         ),
         Err(e) => {
@@ -516,6 +542,9 @@ mod tests {
         assert!(!bad(&["--workload", "catchup", "--catchup-mb", "8"]));
         assert!(bad(&["--workload", "catchup", "--sweep", "nodes"]));
         assert!(bad(&["--workload", "catchup", "--catchup-mb", "0"]));
+        assert!(!bad(&["--workload", "backup", "--backup-mb", "8"]));
+        assert!(bad(&["--workload", "backup", "--backup-mb", "0"]));
+        assert!(bad(&["--workload", "backup", "--sweep", "nodes"]));
     }
 
     #[test]

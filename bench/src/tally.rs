@@ -14,6 +14,7 @@ use std::time::Duration;
 use tally_client::txs;
 use tally_protocol::{Encode, Hash, Identity};
 
+#[derive(Clone)]
 pub struct TallyParams {
     pub node_bin: PathBuf,
     pub nodes: usize,

@@ -726,6 +726,51 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_runs_first_restricted_and_only_on_a_missing_ledger() {
+        let p = peer("consenter");
+        let plain = v(stateful_set(&inputs(&p)));
+        assert!(plain["spec"]["template"]["spec"]["initContainers"].is_null());
+        let mut i = inputs(&p);
+        i.restore = Some(RestoreSource {
+            url: "s3://backups/bank".into(),
+            manifest: Some("manifests/trade/00000000000000000042-1.json".into()),
+            height: None,
+            credentials_secret: Some("s3-creds".into()),
+            channels: vec!["trade".into(), "audit".into()],
+        });
+        let s = v(stateful_set(&i));
+        let inits = &s["spec"]["template"]["spec"]["initContainers"];
+        assert_eq!(inits.as_array().map(Vec::len), Some(2));
+        let c = &inits[1];
+        assert_eq!(c["name"], "restore-1");
+        assert_eq!(c["image"], "ghcr.io/tally-dev/tally-node:0.1.0");
+        assert_eq!(
+            c["args"],
+            json!([
+                "restore",
+                "--from",
+                "s3://backups/bank",
+                "--data-dir",
+                "/var/lib/tally/data",
+                "--channel",
+                "audit",
+                "--if-missing",
+                "--manifest",
+                "manifests/trade/00000000000000000042-1.json"
+            ])
+        );
+        assert_eq!(c["envFrom"][0]["secretRef"]["name"], "s3-creds");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        // The restore writes the node's volume; it sees no node Secret.
+        let mounts: Vec<&str> = c["volumeMounts"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(mounts, ["data", "tmp"]);
+    }
+
+    #[test]
     fn nodes_get_default_resources() {
         let p = peer("consenter");
         let s = v(stateful_set(&inputs(&p)));

@@ -323,7 +323,7 @@ async fn propose_change(
         .filter(|o| w.signs_for(o))
         .filter_map(|o| w.plan.org(o).and_then(|p| p.admin.clone()))
         .collect();
-    let needed = src.config.approvals_needed();
+    let needed = src.config.approvals_needed_for(next);
     let Some(submitter) = admins.first() else {
         return Ok(Proposed::Awaiting(
             Awaiting {

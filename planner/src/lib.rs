@@ -838,6 +838,7 @@ fn plan_channels(
         genesis.policies.readers = policies.readers.clone();
         genesis.policies.writers = policies.writers.clone();
         genesis.policies.admins = policies.admins.clone();
+        genesis.policies.membership = membership_rule(&cons.policies.membership_approval);
         if let Err(e) = genesis.validate() {
             p.add("Channel", &name, "spec", e.to_string());
             continue;
@@ -994,4 +995,30 @@ fn missing(
         name: meta.name.clone(),
         field: field.to_string(),
     })
+}
+
+/// The consortium's `membershipApproval` as each channel's ledger enforces it: never less than
+/// a majority of the channel's admin organizations (so `Any` is a majority there).
+pub fn membership_rule(a: &spec::Approval) -> tally_protocol::config::MembershipRule {
+    use tally_protocol::config::MembershipRule as R;
+    match a.rule {
+        spec::ApprovalRule::Majority | spec::ApprovalRule::Any => R::Majority,
+        spec::ApprovalRule::All => R::All,
+        spec::ApprovalRule::AtLeast => R::AtLeast(a.count.unwrap_or(1)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_protocol::config::MembershipRule as R;
+
+    #[test]
+    fn the_consortiums_membership_approval_becomes_each_channels_rule() {
+        let rule = |rule, count| membership_rule(&spec::Approval { rule, count });
+        assert_eq!(rule(spec::ApprovalRule::Majority, None), R::Majority);
+        assert_eq!(rule(spec::ApprovalRule::Any, None), R::Majority);
+        assert_eq!(rule(spec::ApprovalRule::All, None), R::All);
+        assert_eq!(rule(spec::ApprovalRule::AtLeast, Some(3)), R::AtLeast(3));
+    }
 }

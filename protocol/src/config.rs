@@ -100,6 +100,48 @@ pub struct Policies {
     pub readers: Vec<String>,
     #[serde(default)]
     pub admins: Vec<String>,
+    /// Admin organizations that must approve a change of the member organizations (one
+    /// admitted or removed), or of this rule itself; other changes need a majority. Never
+    /// fewer than a majority.
+    #[serde(default, skip_serializing_if = "MembershipRule::is_majority")]
+    pub membership: MembershipRule,
+}
+
+/// How many admin organizations a membership change needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipRule {
+    #[default]
+    Majority,
+    All,
+    AtLeast(u32),
+}
+
+impl MembershipRule {
+    pub fn is_majority(&self) -> bool {
+        *self == MembershipRule::Majority
+    }
+
+    /// Approvals needed out of `eligible` admin organizations: at least a majority, at most
+    /// all of them.
+    pub fn needed(self, eligible: usize) -> usize {
+        let majority = eligible / 2 + 1;
+        let asked = match self {
+            MembershipRule::Majority => majority,
+            MembershipRule::All => eligible,
+            MembershipRule::AtLeast(n) => n as usize,
+        };
+        asked.clamp(majority.min(eligible), eligible)
+    }
+}
+
+impl std::fmt::Display for MembershipRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MembershipRule::Majority => write!(f, "a majority"),
+            MembershipRule::All => write!(f, "all"),
+            MembershipRule::AtLeast(n) => write!(f, "at least {n}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -490,15 +532,26 @@ impl Decode for NodeRef {
 }
 
 /// Format 1 carries one CA per organization and no revocations; format 2 adds, after every
-/// format-1 field, each member's extra CAs and revoked fingerprints (in member order). A
-/// configuration without either is always written in format 1, so that the hash of every
-/// configuration written before format 2 existed stays what its genesis block commits to.
+/// format-1 field, each member's extra CAs and revoked fingerprints (in member order); format
+/// 3 is format 2 followed by the membership rule. Each is written only when the later fields
+/// say something (extra CAs or revocations; a rule other than a majority), so the hash of
+/// every configuration written before a format existed stays what its genesis block commits
+/// to, and each configuration has one encoding.
 const CONFIG_FORMAT_TRUST: u8 = 2;
+const CONFIG_FORMAT_MEMBERSHIP: u8 = 3;
 
 impl Encode for ChannelConfig {
     fn encode(&self, w: &mut Writer) {
         let trust = self.members.iter().any(OrgMember::has_trust_changes);
-        w.u8(if trust { CONFIG_FORMAT_TRUST } else { 1 });
+        let membership = !self.policies.membership.is_majority();
+        let format = if membership {
+            CONFIG_FORMAT_MEMBERSHIP
+        } else if trust {
+            CONFIG_FORMAT_TRUST
+        } else {
+            1
+        };
+        w.u8(format);
         w.str(&self.name);
         w.seq(&self.members);
         w.seq(&self.consenters);
@@ -512,10 +565,20 @@ impl Encode for ChannelConfig {
         w.u64(self.snapshot_interval);
         w.u32(self.max_tx_bytes);
         w.u32(self.tx_window_s);
-        if trust {
+        if format >= CONFIG_FORMAT_TRUST {
             for m in &self.members {
                 w.seq(&m.extra_cas);
                 w.seq(&m.revoked);
+            }
+        }
+        if membership {
+            match self.policies.membership {
+                MembershipRule::Majority => w.u8(0),
+                MembershipRule::All => w.u8(1),
+                MembershipRule::AtLeast(n) => {
+                    w.u8(2);
+                    w.u32(n);
+                }
             }
         }
     }
@@ -523,7 +586,7 @@ impl Encode for ChannelConfig {
 impl Decode for ChannelConfig {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let format = r.u8("config format")?;
-        if format != 1 && format != CONFIG_FORMAT_TRUST {
+        if !(1..=CONFIG_FORMAT_MEMBERSHIP).contains(&format) {
             return Err(DecodeError::BadTag {
                 what: "config format",
                 tag: format,
@@ -543,16 +606,32 @@ impl Decode for ChannelConfig {
                 writers: r.seq("writers")?,
                 readers: r.seq("readers")?,
                 admins: r.seq("admins")?,
+                membership: MembershipRule::Majority,
             },
             snapshot_interval: r.u64("snapshot_interval")?,
             max_tx_bytes: r.u32("max_tx_bytes")?,
             tx_window_s: r.u32("tx_window_s")?,
         };
-        if format == CONFIG_FORMAT_TRUST {
+        if format >= CONFIG_FORMAT_TRUST {
             for m in &mut c.members {
                 m.extra_cas = r.seq("extra CAs")?;
                 m.revoked = r.seq("revoked certificates")?;
             }
+        }
+        if format == CONFIG_FORMAT_MEMBERSHIP {
+            c.policies.membership = match r.u8("membership rule")? {
+                1 => MembershipRule::All,
+                2 => MembershipRule::AtLeast(r.u32("membership count")?),
+                tag => {
+                    // 0 (a majority) is written as an earlier format, the only canonical one.
+                    return Err(DecodeError::BadTag {
+                        what: "membership rule",
+                        tag,
+                    });
+                }
+            };
+        }
+        if format == CONFIG_FORMAT_TRUST {
             // Format 2 with nothing in it has a format-1 encoding, the only canonical one.
             if !c.members.iter().any(OrgMember::has_trust_changes) {
                 return Err(DecodeError::BadTag {
@@ -583,6 +662,38 @@ mod tests {
             }],
             vec![],
         )
+    }
+
+    #[test]
+    fn a_membership_rule_has_one_encoding_and_keeps_older_hashes() {
+        use crate::codec::{Decode, Encode};
+        let plain = config();
+        let before = plain.hash();
+        assert_eq!(plain.to_bytes()[0], 1, "a majority writes format 1");
+        for rule in [MembershipRule::All, MembershipRule::AtLeast(2)] {
+            let mut c = plain.clone();
+            c.policies.membership = rule;
+            let bytes = c.to_bytes();
+            assert_eq!(bytes[0], CONFIG_FORMAT_MEMBERSHIP);
+            assert_eq!(ChannelConfig::from_bytes(&bytes).expect("decodes"), c);
+            assert_ne!(c.hash(), before);
+        }
+        // A majority spelled out in format 3 is not canonical.
+        let mut c = plain.clone();
+        c.policies.membership = MembershipRule::All;
+        let mut bytes = c.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = 0;
+        assert!(ChannelConfig::from_bytes(&bytes).is_err());
+        assert_eq!(plain.hash(), before);
+        // JSON leaves the default out and reads it back.
+        let json = serde_json::to_value(&plain).expect("json");
+        assert!(json["policies"].get("membership").is_none(), "{json}");
+        let mut all = plain.clone();
+        all.policies.membership = MembershipRule::AtLeast(2);
+        let back: ChannelConfig =
+            serde_json::from_value(serde_json::to_value(&all).expect("json")).expect("read");
+        assert_eq!(back, all);
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub enum UpdateError {
     NoContinuity,
     #[error("approval {index}: {reason}")]
     BadApproval { index: usize, reason: String },
-    #[error("approved by {got:?}; the channel's admin policy needs {need} of {eligible:?}")]
+    #[error("approved by {got:?}; the channel's admin policy needs {need} of {eligible:?} for this change")]
     NotEnoughApprovals {
         got: Vec<String>,
         need: usize,
@@ -70,6 +70,31 @@ impl ChannelConfig {
     /// How many distinct admin organizations must approve a change: a majority.
     pub fn approvals_needed(&self) -> usize {
         self.admin_orgs().len() / 2 + 1
+    }
+
+    /// Whether `next` admits or removes a member organization, or changes the membership
+    /// rule itself.
+    pub fn changes_membership(&self, next: &ChannelConfig) -> bool {
+        let names = |c: &ChannelConfig| -> BTreeSet<String> {
+            c.members.iter().map(|m| m.name.clone()).collect()
+        };
+        names(self) != names(next) || self.policies.membership != next.policies.membership
+    }
+
+    /// How many distinct admin organizations must approve replacing this configuration by
+    /// `next`: a majority, or what this configuration's membership rule asks when `next`
+    /// changes the members (the rule in force decides, so a change cannot lower the bar it
+    /// is judged by).
+    pub fn approvals_needed_for(&self, next: &ChannelConfig) -> usize {
+        let majority = self.approvals_needed();
+        if self.changes_membership(next) {
+            self.policies
+                .membership
+                .needed(self.admin_orgs().len())
+                .max(majority)
+        } else {
+            majority
+        }
     }
 }
 
@@ -160,7 +185,7 @@ impl ConfigUpdate {
             }
             approved.insert(info.org);
         }
-        let need = current.approvals_needed();
+        let need = current.approvals_needed_for(&self.config);
         if approved.len() < need {
             return Err(UpdateError::NotEnoughApprovals {
                 got: approved.into_iter().collect(),
@@ -297,6 +322,48 @@ mod tests {
         assert!(u.check(&current, 0, &cas, now()).is_err());
         u.approve(&b.admin);
         u.check(&current, 0, &cas, now()).expect("a and b approve");
+    }
+
+    #[test]
+    fn a_membership_rule_of_all_holds_member_changes_and_only_them() {
+        let (a, b, c, d) = (org("a"), org("b"), org("c"), org("d"));
+        let mut current = config(&[&a, &b, &c], vec![node(1, "a"), node(2, "b")]);
+        current.policies.membership = crate::config::MembershipRule::All;
+        let cas = current.validate().expect("valid");
+        // Admitting d needs a, b and c: a majority is not enough.
+        let mut admit = config(&[&a, &b, &c, &d], vec![node(1, "a"), node(2, "b")]);
+        admit.policies.membership = crate::config::MembershipRule::All;
+        assert_eq!(current.approvals_needed_for(&admit), 3);
+        let mut u = ConfigUpdate::new(&current, 0, admit);
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        let err = u.check(&current, 0, &cas, now()).unwrap_err();
+        assert!(
+            matches!(&err, UpdateError::NotEnoughApprovals { need: 3, .. }),
+            "{err}"
+        );
+        u.approve(&c.admin);
+        u.check(&current, 0, &cas, now())
+            .expect("every member approves");
+        // Lowering the rule is itself judged by the rule in force.
+        let mut lower = current.clone();
+        lower.policies.membership = crate::config::MembershipRule::Majority;
+        assert_eq!(current.approvals_needed_for(&lower), 3);
+        // Other changes still need a majority.
+        let mut consenters = current.clone();
+        consenters.consenters.push(node(3, "c"));
+        assert_eq!(current.approvals_needed_for(&consenters), 2);
+    }
+
+    #[test]
+    fn membership_rules_never_ask_less_than_a_majority_or_more_than_all() {
+        use crate::config::MembershipRule as R;
+        assert_eq!(R::Majority.needed(4), 3);
+        assert_eq!(R::All.needed(4), 4);
+        assert_eq!(R::AtLeast(1).needed(4), 3);
+        assert_eq!(R::AtLeast(4).needed(4), 4);
+        assert_eq!(R::AtLeast(9).needed(4), 4);
+        assert_eq!(R::AtLeast(0).needed(1), 1);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! admin would from its own identity folder: a membership change proposed by org1 waits for
 //! org2 while writes go on, then lands on every node when org2 approves; approvals signed by a
 //! client certificate or aimed at another channel are refused; a proposal rejected by enough
-//! organizations, or past its expiry, never applies.
+//! organizations, or past its expiry, never applies; with a membership rule of "all", an
+//! admission waits for every admin organization, while other changes still need a majority.
 //!
 //! Needs both executables: `cargo build -p tallyctl -p tally-node` (see `tallyctl_bin` and
 //! `node_bin`).
@@ -64,7 +65,8 @@ impl Folders {
     fn new(tc: &TestCluster) -> Folders {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().to_path_buf();
-        for org in ["org1", "org2"] {
+        for org in tc.org_names() {
+            let org = org.as_str();
             for role in [Role::Admin, Role::Client] {
                 tc.identity(org, role)
                     .save(&root.join(format!("{org}-{role}")), &tc.ca_pem(org))
@@ -454,5 +456,99 @@ async fn a_consenter_added_by_proposal_joins_raft() {
         .await
         .expect("the three nodes converge");
     tally_tests::assert_identical_chains(&tc, CH).await;
+    tc.assert_healthy();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_rule_of_all_holds_an_admission_until_every_organization_approves() {
+    use tally_protocol::config::MembershipRule;
+    let tc = TestCluster::start("governance-membership", 3, &[CH], |_| {}).await;
+    tc.wait_ready(WAIT).await.expect("cluster ready");
+    let f = Folders::new(&tc);
+    let admin = |o: &str| f.of(o, Role::Admin);
+
+    // Setting the rule is a membership change judged by the rule in force: a majority.
+    let (_, path) = next_config(&tc, &f, "rule-all", |c| {
+        c.policies.membership = MembershipRule::All
+    });
+    let path = path.to_str().expect("utf-8 path");
+    let made = ctl_json(
+        &tc,
+        &admin("org1"),
+        &["proposal", "create", "-c", CH, "--config", path],
+    );
+    assert_eq!(made["proposal"]["tally"]["needed"], 2, "{made:#}");
+    let shown = ctl_ok(
+        &tc,
+        &admin("org2"),
+        &[
+            "proposal",
+            "show",
+            "-c",
+            CH,
+            made["hash"].as_str().expect("hash"),
+        ],
+    );
+    assert!(
+        shown.contains("~ policies.membership: a majority -> all of the admin organizations"),
+        "{shown}"
+    );
+    let hash = made["hash"].as_str().expect("hash").to_string();
+    let done = ctl_json(
+        &tc,
+        &admin("org2"),
+        &["proposal", "approve", "-c", CH, &hash],
+    );
+    assert_eq!(done["proposal"]["status"], "applied", "{done:#}");
+    on_every_node(&tc, "the rule", |c| {
+        c.policies.membership == MembershipRule::All
+    })
+    .await;
+
+    // Admitting org4 now needs all three.
+    let org4 = OrgCa::generate("org4").expect("org4 CA");
+    let (_, path) = next_config(&tc, &f, "admit-org4", |c| {
+        c.members.push(OrgMember::new("org4", &org4.cert_pem()))
+    });
+    let path = path.to_str().expect("utf-8 path");
+    let made = ctl_json(
+        &tc,
+        &admin("org1"),
+        &["proposal", "create", "-c", CH, "--config", path],
+    );
+    assert_eq!(made["proposal"]["tally"]["needed"], 3, "{made:#}");
+    let hash = made["hash"].as_str().expect("hash").to_string();
+    let two = ctl_json(
+        &tc,
+        &admin("org2"),
+        &["proposal", "approve", "-c", CH, &hash],
+    );
+    assert_eq!(
+        two["proposal"]["status"], "open",
+        "a majority does not admit: {two:#}"
+    );
+    assert_eq!(strings(&two["proposal"]["tally"]["missing"]), ["org3"]);
+    on_every_node(&tc, "still three members", |c| c.members.len() == 3).await;
+
+    // A change that leaves the members alone still needs only a majority.
+    let (_, path) = next_config(&tc, &f, "batch", |c| c.batch.max_txs = 100);
+    let path = path.to_str().expect("utf-8 path");
+    let batch = ctl_json(
+        &tc,
+        &admin("org1"),
+        &["proposal", "create", "-c", CH, "--config", path],
+    );
+    assert_eq!(batch["proposal"]["tally"]["needed"], 2, "{batch:#}");
+
+    let three = ctl_json(
+        &tc,
+        &admin("org3"),
+        &["proposal", "approve", "-c", CH, &hash],
+    );
+    assert_eq!(three["proposal"]["status"], "applied", "{three:#}");
+    on_every_node(&tc, "org4 as a member", |c| {
+        c.members.iter().any(|m| m.name == "org4")
+    })
+    .await;
     tc.assert_healthy();
 }

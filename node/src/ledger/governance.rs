@@ -204,7 +204,7 @@ impl Ledger {
             }
         }
         let eligible = current.config.admin_orgs();
-        let needed = current.config.approvals_needed();
+        let needed = current.config.approvals_needed_for(next);
         Ok(Record::open(p.clone(), proposer, eligible, needed, now).map_err(vote_reject))
     }
 

@@ -24,6 +24,12 @@ pub fn diff(base: &ChannelConfig, next: &ChannelConfig) -> Vec<String> {
             out.push(format!("~ policies.{policy}: {} -> {}", orgs(a), orgs(b)));
         }
     }
+    if base.policies.membership != next.policies.membership {
+        out.push(format!(
+            "~ policies.membership: {} -> {} of the admin organizations",
+            base.policies.membership, next.policies.membership
+        ));
+    }
     let numbers = [
         (
             "batch.max_txs",
@@ -201,6 +207,7 @@ mod tests {
         next.consenters.retain(|n| n.id != 2);
         next.observers.push(node(3, "c"));
         next.policies.writers = vec!["a".into()];
+        next.policies.membership = tally_protocol::config::MembershipRule::All;
         next.batch.max_txs = 10;
         next.tx_window_s = 60;
         let lines = diff(&base, &next);
@@ -212,6 +219,12 @@ mod tests {
         assert!(has("+ observer n3 (id 3, org c"), "{lines:#?}");
         assert!(
             lines.contains(&"~ policies.writers: every member -> [a]".to_string()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(
+                &"~ policies.membership: a majority -> all of the admin organizations".to_string()
+            ),
             "{lines:#?}"
         );
         assert!(lines.contains(&"~ batch.max_txs: 500 -> 10".to_string()));

@@ -190,6 +190,7 @@ fn build_genesis(
             writers: a.writers.clone(),
             readers: a.readers.clone(),
             admins: a.admin_orgs.clone(),
+            ..Policies::default()
         },
         // the serde defaults of the optional fields
         ..serde_json::from_value(json!({"name": "", "members": [], "consenters": []}))?

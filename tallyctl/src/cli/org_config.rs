@@ -192,7 +192,7 @@ async fn submit_change(
     }
     let (submitter, ids) = approvers(ctx, t, current)?;
     let orgs: std::collections::BTreeSet<&str> = ids.iter().map(|i| i.info.org.as_str()).collect();
-    let need = current.approvals_needed();
+    let need = current.approvals_needed_for(&next);
     if orgs.len() < need {
         tracing::warn!(
             "{what}: approvals of {} organizations at hand ({}); the channel needs {need}",

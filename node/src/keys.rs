@@ -57,6 +57,14 @@ pub fn rejoining(channel: &str) -> Vec<u8> {
     k
 }
 
+/// Present after a restore from a backup until the node has seen its chain confirmed by the
+/// channel's consenters: the backup's height (8 bytes) and last block hash (`channel/rejoin.rs`).
+pub fn restored(channel: &str) -> Vec<u8> {
+    let mut k = b"n/restored/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
 pub fn join_hint(channel: &str) -> Vec<u8> {
     let mut k = b"n/hint/".to_vec();
     k.extend_from_slice(channel.as_bytes());

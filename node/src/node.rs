@@ -58,6 +58,8 @@ pub struct Node {
     pub api_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Nonces of the signed reads this node served recently: a read is served once.
     pub seen_reads: crate::read_replay::SeenReads,
+    /// Backups to object storage this node runs or ran recently (`crate::backup`).
+    pub backups: crate::backup::Jobs,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     /// The organization CAs of each channel, for binding peer certificates to Raft ids.
     trust: RwLock<TrustMap>,
@@ -129,6 +131,7 @@ impl Node {
             engine: Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default())),
             queries: crate::query_pool::QueryPool::for_this_machine(),
             seen_reads: crate::read_replay::SeenReads::default(),
+            backups: Default::default(),
             api_tls: RwLock::new(api_tls),
             channels: RwLock::new(BTreeMap::new()),
             trust: RwLock::new(TrustMap::default()),

@@ -153,13 +153,13 @@ impl Tracker {
         first
     }
 
-    /// The highest height each peer has reported, by node name.
-    pub fn peer_tips(&self) -> HashMap<String, u64> {
+    /// The highest height each peer has reported with its block hash there, by node name.
+    pub fn peer_tip_values(&self) -> HashMap<String, (u64, Hash)> {
         let peers = self.peers.lock();
         let mut tips = HashMap::new();
         for (h, nodes) in peers.iter() {
-            for n in nodes.keys() {
-                tips.insert(n.clone(), *h);
+            for (n, (hash, _)) in nodes {
+                tips.insert(n.clone(), (*h, *hash));
             }
         }
         tips
@@ -243,6 +243,68 @@ fn minority_height(
         }
     }
     None
+}
+
+/// What the consenters' signed checkpoints say of this node's chain from some height on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// At this height (at or above the one asked about) other consenters signed this node's
+    /// block hash and state root, enough of them to make a majority with this node. Block
+    /// hashes chain, so the chain is the channel's at every height below as well.
+    Confirmed(u64),
+    /// At this height a majority of the consenters signed another block than this node's.
+    Differs { height: u64, others: usize },
+    /// Not known yet: no comparable checkpoint at or above the height.
+    Unknown,
+}
+
+/// Compares this node's chain with the consenters' checkpoints at heights `from` and above
+/// that this node has reached (a restored ledger checked to be the channel's chain,
+/// `channel/rejoin.rs`).
+pub fn check_chain_from(chan: &Channel, from: u64) -> ChainCheck {
+    let cfg = chan.ledger.config();
+    let consenters: Vec<&str> = cfg.consenters.iter().map(|n| n.name.as_str()).collect();
+    let majority = consenters.len() / 2 + 1;
+    let me = chan.node_name.as_str();
+    let mine_counts = usize::from(consenters.contains(&me));
+    let tip = chan.ledger.tip().height;
+    if from > tip {
+        return ChainCheck::Unknown;
+    }
+    let peers: Vec<(u64, HashMap<String, Value>)> = chan
+        .checkpoints
+        .peers
+        .lock()
+        .range(from..=tip)
+        .map(|(h, v)| (*h, v.clone()))
+        .collect();
+    for (height, by_node) in &peers {
+        let Some(mine) = own_at(&chan.ledger, *height) else {
+            continue;
+        };
+        let mut agree = 0usize;
+        let mut other: HashMap<Value, usize> = HashMap::new();
+        for (node, v) in by_node {
+            if node == me || !consenters.contains(&node.as_str()) {
+                continue;
+            }
+            if *v == mine {
+                agree += 1;
+            } else {
+                *other.entry(*v).or_default() += 1;
+            }
+        }
+        if let Some(n) = other.values().copied().max().filter(|n| *n >= majority) {
+            return ChainCheck::Differs {
+                height: *height,
+                others: n,
+            };
+        }
+        if agree > 0 && agree + mine_counts >= majority {
+            return ChainCheck::Confirmed(*height);
+        }
+    }
+    ChainCheck::Unknown
 }
 
 /// The (block hash, state root) a strict majority of the channel's consenters signed, by

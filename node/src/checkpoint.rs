@@ -337,9 +337,20 @@ pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {
     let Some((height, other, agree)) = minority_height(chan, heights) else {
         return;
     };
-    let reason = format!(
+    let mut reason = format!(
         "this node's ledger differs from the channel's at height {height}: {other} consenters agree on another block hash or state root, {agree} on this node's"
     );
+    if let Ok(Some(m)) = chan
+        .ledger
+        .db()
+        .get(crate::keys::restored(&chan.ledger.name))
+    {
+        if let Some((h, _)) = crate::backup::restore::parse_restored_marker(&m) {
+            reason += &format!(
+                " (this node was restored from a backup at height {h} that is not the channel's chain)"
+            );
+        }
+    }
     if chan.checkpoints.degrade(Degraded {
         first_differing_height: height,
         reason: reason.clone(),

@@ -82,6 +82,9 @@ impl Worker {
     }
 
     fn check_rejoined(&mut self) {
+        // First, and on every tick: a restored ledger found to be another chain is refused as
+        // soon as the checkpoints show it, caught up or not.
+        let chain_ok = self.restored_chain_confirmed();
         let (heard, leader_commit) = {
             let v = self.chan.view.read();
             (v.heard_from_leader, v.leader_commit)
@@ -95,11 +98,11 @@ impl Worker {
                 format!("applied index {applied} reached the leader's commit index {target}")
             }
             _ if self.founding() => {
-                "every consenter reports the genesis block only: the channel is new".to_string()
+                "every other consenter reports this node's tip: the channel is new, or was restored whole from one backup".to_string()
             }
             _ => return,
         };
-        if !self.restored_chain_confirmed() {
+        if !chain_ok {
             return;
         }
         if let Err(e) = self.env.db.delete(crate::keys::rejoining(&self.ch)) {

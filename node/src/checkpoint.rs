@@ -9,6 +9,10 @@
 //! under the route `checkpoint:<channel>` (no channel name contains `:`), and are accepted only
 //! from a connection whose certificate is that of the channel node the checkpoint names.
 //!
+//! A node that receives a checkpoint at a height it has passed and would not sign itself (a
+//! peer behind it: lagging, or restored from a backup) answers with its own checkpoint there,
+//! so the peer can compare its chain at its tip.
+//!
 //! A node compares a peer's checkpoint at height h with its own at h: its tip when h is its
 //! height, else the header of block h-1. When a strict majority of the channel's consenters
 //! agree on a value that is not the node's own, the node is in the minority: its ledger
@@ -385,6 +389,34 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
     // Only the new height here, on the network thread; the periodic pass covers the rest.
     evaluate(chan, c.height..=c.height);
     publish(node, chan);
+    answer_behind(node, chan, &c, &peer.peer_addr);
+}
+
+/// A peer behind this node (a restored or lagging one) reports a height this node passed and
+/// would not otherwise sign (not its tip, not a multiple of [`EVERY`]): this node answers with
+/// its own checkpoint there, so that the peer can compare its chain at its own tip — how a
+/// ledger restored from a backup learns, before it votes, whether it is the channel's chain.
+/// No answer to an answer: the peer's tip is the height, not below it.
+fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
+    let tip = chan.ledger.tip().height;
+    if c.height >= tip || c.height % EVERY == 0 || c.height == 0 {
+        return;
+    }
+    let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {
+        return;
+    };
+    let mine = Checkpoint {
+        channel: chan.ledger.name.clone(),
+        node: chan.node_name.clone(),
+        height: c.height,
+        block_hash,
+        state_root,
+    };
+    let route = format!("{ROUTE}{}", chan.ledger.name);
+    node.transport.send(
+        addr,
+        crate::transport::frame(&route, &mine.sign(&node.identity)),
+    );
 }
 
 /// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.

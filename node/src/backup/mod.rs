@@ -37,3 +37,6 @@ pub enum BackupError {
     #[error("{0}")]
     NotFound(String),
 }
+
+#[cfg(test)]
+mod tests;

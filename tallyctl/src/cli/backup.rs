@@ -72,14 +72,35 @@ fn node_bin(given: &Option<PathBuf>) -> Result<PathBuf> {
     Ok(me.with_file_name("tally-node"))
 }
 
+/// The `AWS_*` variables forwarded to the node as S3 options (object_store's keys, lower
+/// case). Others (e.g. `AWS_CA_BUNDLE`, `AWS_PROFILE`) are the AWS CLI's, not options, and the
+/// node would refuse them.
+const S3_ENV: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ALLOW_HTTP",
+    "AWS_VIRTUAL_HOSTED_STYLE_REQUEST",
+    "AWS_SKIP_SIGNATURE",
+    "AWS_UNSIGNED_PAYLOAD",
+    "AWS_IMDSV1_FALLBACK",
+    "AWS_S3_EXPRESS",
+    "AWS_REQUEST_PAYER",
+    "AWS_CHECKSUM_ALGORITHM",
+];
+
 /// Storage options for `url` from the `AWS_*` environment (none for a file URL).
 fn env_options(url: &str) -> BTreeMap<String, String> {
     if !url.starts_with("s3://") {
         return BTreeMap::new();
     }
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_"))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+    S3_ENV
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_ascii_lowercase(), v)))
         .collect()
 }
 

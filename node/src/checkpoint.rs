@@ -399,7 +399,7 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
 /// No answer to an answer: the peer's tip is the height, not below it.
 fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
     let tip = chan.ledger.tip().height;
-    if c.height >= tip || c.height % EVERY == 0 || c.height == 0 {
+    if c.height >= tip || c.height.is_multiple_of(EVERY) || c.height == 0 {
         return;
     }
     let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {

@@ -69,7 +69,9 @@ struct Inner {
 
 /// How requests travel: a TLS connection pool of our own, or a [`Relay`].
 enum Http {
-    Direct(hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+    // Boxed: with the features other crates of the workspace enable (reqwest's, through the
+    // backup storage client), hyper-util's client is several hundred bytes.
+    Direct(Box<hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
     Relayed(Arc<dyn Relay>),
 }
 
@@ -121,7 +123,7 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 url,
-                http: Http::Direct(http),
+                http: Http::Direct(Box::new(http)),
             }),
             timeout: DEFAULT_TIMEOUT,
             reader: None,

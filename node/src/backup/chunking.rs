@@ -128,8 +128,11 @@ impl Chunker {
     }
 }
 
+/// A record: key (kind byte first, no channel prefix) and value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// Splits a chunk's raw bytes into its records; `expected` is the count its manifest gives.
-pub fn decode_records(raw: &[u8], expected: u64) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn decode_records(raw: &[u8], expected: u64) -> Result<Vec<Record>, String> {
     let mut r = Reader::new(raw);
     let mut out = Vec::new();
     while r.remaining() > 0 {

@@ -7,7 +7,7 @@
 //! commitment, configuration, Raft position) are those of the records. Memory holds a chunk at
 //! a time; the records are staged in the ledger's staging prefix, as a peer's snapshot is.
 
-use super::chunking::decode_records;
+use super::chunking::{decode_records, Record};
 use super::manifest::{self, Manifest};
 use super::repo::Repo;
 use super::BackupError;
@@ -35,11 +35,7 @@ fn refused(m: impl Into<String>) -> BackupError {
 }
 
 /// The records of chunk `i` of `m`, checked against its manifest entry.
-pub fn chunk_records(
-    repo: &Repo,
-    m: &Manifest,
-    i: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackupError> {
+pub fn chunk_records(repo: &Repo, m: &Manifest, i: usize) -> Result<Vec<Record>, BackupError> {
     let c = &m.chunks[i];
     if c.raw > MAX_RAW {
         return Err(refused(format!(

@@ -37,6 +37,16 @@ pub async fn handle(
             )),
         };
     }
+    if let Some(d) = ch.degraded() {
+        return error(
+            StatusCode::CONFLICT,
+            "degraded",
+            format!(
+                "this node's copy of channel {channel} is degraded ({}): back it up from another node",
+                d.reason
+            ),
+        );
+    }
     let body = match crate::http::read_body(body, MAX_REQUEST).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),

@@ -163,17 +163,21 @@ fn run(
     let began = Instant::now();
     let ch = ledger.name.clone();
     info!(channel = %ch, url = %url, "backup started");
-    let result = Repo::open(&url, &options).and_then(|repo| {
-        let mut publish = |p: &Progress| {
-            let mut s = status.lock();
-            s.height = p.height;
-            s.bytes_raw = p.bytes_raw;
-            s.bytes_stored = p.bytes_stored;
-            s.chunks = p.chunks;
-            s.chunks_reused = p.chunks_reused;
-        };
-        make(&ledger, &node, &repo, Cuts::from_env(), &mut publish)
-    });
+    // A panic must still end the backup, or the channel could never be backed up again here.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Repo::open(&url, &options).and_then(|repo| {
+            let mut publish = |p: &Progress| {
+                let mut s = status.lock();
+                s.height = p.height;
+                s.bytes_raw = p.bytes_raw;
+                s.bytes_stored = p.bytes_stored;
+                s.chunks = p.chunks;
+                s.chunks_reused = p.chunks_reused;
+            };
+            make(&ledger, &node, &repo, Cuts::from_env(), &mut publish)
+        })
+    }))
+    .unwrap_or_else(|_| Err(BackupError::Ledger("the backup panicked".into())));
     let took = began.elapsed().as_secs_f64();
     let mut s = status.lock();
     s.finished_unix = Some(now_unix());

@@ -231,3 +231,96 @@ pub fn options_of(v: Option<&serde_json::Value>) -> Result<Options, BackupError>
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(channel: &str) -> Arc<Mutex<Status>> {
+        Arc::new(Mutex::new(Status {
+            id: format!("{channel}-1"),
+            channel: channel.into(),
+            phase: Phase::Running,
+            url: "file:///x".into(),
+            manifest: None,
+            height: 1,
+            bytes_raw: 0,
+            bytes_stored: 0,
+            chunks: 0,
+            chunks_reused: 0,
+            started_unix: 1,
+            finished_unix: None,
+            error: None,
+        }))
+    }
+
+    #[test]
+    fn urls_and_options_are_checked_before_anything_runs() {
+        let none = Options::new();
+        assert!(repo::check("file:///tmp/backups", &none).is_ok());
+        let s3 = Options::from([
+            ("aws_endpoint".to_string(), "http://127.0.0.1:1".to_string()),
+            ("aws_allow_http".to_string(), "true".to_string()),
+            ("aws_region".to_string(), "us-east-1".to_string()),
+        ]);
+        assert!(repo::check("s3://bucket/prefix", &s3).is_ok());
+        for (url, opts, says) in [
+            ("ftp://host/x", none.clone(), "not supported"),
+            ("not a url", none.clone(), "not a URL"),
+            ("file://host/x", none.clone(), "absolute folder"),
+            ("s3:///prefix", none.clone(), "names a bucket"),
+            (
+                "s3://bucket/prefix",
+                Options::from([("aws_ca_bundle".to_string(), "x".to_string())]),
+                "not an S3 storage option",
+            ),
+        ] {
+            let e = repo::check(url, &opts).expect_err(url);
+            assert!(e.to_string().contains(says), "{url}: {e}");
+        }
+        assert!(options_of(Some(&serde_json::json!({"aws_region": 1}))).is_err());
+        assert!(options_of(Some(&serde_json::json!(["x"]))).is_err());
+        assert_eq!(
+            options_of(Some(&serde_json::json!({"AWS_REGION": "eu"}))).expect("options")
+                ["aws_region"],
+            "eu"
+        );
+    }
+
+    /// One backup per channel at a time; another channel's may run beside it.
+    #[test]
+    fn a_second_backup_of_a_running_channel_is_refused() {
+        let jobs = Jobs::default();
+        jobs.all.lock().push_back(running("ch"));
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Arc::new(rocksdb::DB::open_default(dir.path()).expect("db"));
+        let ca = tally_protocol::OrgCa::generate("org1").expect("ca");
+        let cfg = tally_protocol::ChannelConfig {
+            name: "ch".into(),
+            members: vec![tally_protocol::OrgMember::new("org1", &ca.cert_pem())],
+            consenters: vec![tally_protocol::NodeRef {
+                id: 1,
+                name: "n1".into(),
+                org: "org1".into(),
+                peer_addr: "127.0.0.1:1".into(),
+                api_url: "http://127.0.0.1:2".into(),
+            }],
+            observers: vec![],
+            batch: Default::default(),
+            policies: Default::default(),
+            snapshot_interval: 100,
+            max_tx_bytes: 100_000,
+            tx_window_s: 600,
+        };
+        let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
+        let ledger = Arc::new(Ledger::open(db, cfg, engine).expect("ledger"));
+        let metrics = Arc::new(Metrics::new("n1", "org1"));
+        let url = format!("file://{}", dir.path().join("repo").display());
+        let e = jobs
+            .start(ledger, "n1", &url, Options::new(), metrics)
+            .expect_err("one is running");
+        assert!(matches!(e, StartError::Running { .. }), "{e}");
+        assert!(jobs.get("ch", "ch-1").is_some());
+        assert!(jobs.get("other", "ch-1").is_none());
+    }
+}

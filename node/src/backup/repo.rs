@@ -58,6 +58,9 @@ fn parse(url: &str, options: &Options) -> Result<(Box<dyn ObjectStore>, Path), B
     } else {
         Vec::new()
     };
+    // The S3 client's TLS (reqwest without a built-in provider) takes the process's default
+    // provider, and panics without one: ring, as the rest of Tally, unless one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     object_store::parse_url_opts(&u, opts).map_err(|e| bad(format!("{url}: {e}")))
 }
 

@@ -70,7 +70,16 @@ fn add_blocks(ledger: &Ledger, client: &tally_protocol::Identity, n: u64) {
                         reads: vec![],
                         writes: vec![Write {
                             key: format!("key-{:04}", (b * 7 + i) % 300),
-                            value: Some(format!("value {b} {i} {}", "x".repeat(200)).into_bytes()),
+                            // Hex of hashes: values that compress about as real ones do.
+                            value: Some(
+                                format!(
+                                    "value {b} {i} {}",
+                                    Hash::tagged(b"v", &[&b.to_be_bytes(), &i.to_be_bytes()])
+                                        .to_string()
+                                        .repeat(3)
+                                )
+                                .into_bytes(),
+                            ),
                         }],
                     },
                 };
@@ -213,4 +222,47 @@ fn assert_nothing(dir: &std::path::Path) {
             String::from_utf8_lossy(prefix)
         );
     }
+}
+
+/// Backup, verify and restore throughput on a ledger of a few tens of MB, to a file repository
+/// on the local disk. Run by hand (`--ignored --nocapture`); docs/benchmarks.md has a figure.
+#[test]
+#[ignore]
+fn throughput() {
+    let blocks: u64 = std::env::var("TALLY_BACKUP_BENCH_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    let (_d, ledger, client) = ledger();
+    let t = std::time::Instant::now();
+    add_blocks(&ledger, &client, blocks);
+    eprintln!(
+        "ledger of {blocks} blocks built in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let store = tempfile::tempdir().expect("store");
+    let repo = file_repo(store.path());
+    let t = std::time::Instant::now();
+    let m = make::make(&ledger, "n1", &repo, Cuts::default(), &mut |_| {}).expect("backup");
+    let backup_s = t.elapsed().as_secs_f64();
+    let mb = m.totals.raw as f64 / 1e6;
+    let t = std::time::Instant::now();
+    let again = make::make(&ledger, "n1", &repo, Cuts::default(), &mut |_| {}).expect("again");
+    let again_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    restore::verify(&repo, &m, &mut |_, _| {}).expect("verify");
+    let verify_s = t.elapsed().as_secs_f64();
+    let target = tempfile::tempdir().expect("target");
+    let t = std::time::Instant::now();
+    restore::restore(target.path(), &repo, &again, None, &mut |_, _| {}).expect("restore");
+    let restore_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "ledger {mb:.1} MB raw, {:.1} MB stored in {} chunks; backup {backup_s:.2}s ({:.0} MB/s), unchanged again {again_s:.2}s ({:.0} MB/s, all reused), verify {verify_s:.2}s ({:.0} MB/s), restore {restore_s:.2}s ({:.0} MB/s)",
+        m.totals.stored as f64 / 1e6,
+        m.chunks.len(),
+        mb / backup_s,
+        mb / again_s,
+        mb / verify_s,
+        mb / restore_s
+    );
 }

@@ -34,6 +34,7 @@ enum Cmd {
         /// The node's data directory (the node must not be running).
         #[arg(long)]
         data_dir: PathBuf,
+        /// The channel to restore (the manifest must be of it).
         #[arg(long)]
         channel: String,
         /// The newest backup at or below this height (default: the newest).

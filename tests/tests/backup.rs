@@ -428,6 +428,23 @@ fn local_mode_backup_to_s3_and_restore_after_every_ledger_is_lost() {
     assert_eq!(first["phase"], "Succeeded", "{first}");
     let chunks1 = first["chunks"].as_u64().expect("chunks");
     assert!(chunks1 > 3, "a small ledger in small chunks: {first}");
+    for (to, channel, says) in [
+        ("ftp://nowhere/x", "main", "not supported"),
+        (s3_url, "nosuch", "does not serve channel nosuch"),
+    ] {
+        let bad = ex.ctl(&[
+            "backup",
+            "create",
+            "--channel",
+            channel,
+            "--to",
+            to,
+            "--from-node",
+            "org1-peer-0",
+        ]);
+        assert_eq!(bad.code, Some(1), "{}", bad.describe());
+        assert!(bad.stderr.contains(says), "{}", bad.describe());
+    }
     let to_file = ex.ctl(&["backup", "create", "--channel", "main", "--to", &file_url]);
     assert_eq!(to_file.code, Some(0), "file backup: {}", to_file.describe());
 
@@ -662,7 +679,7 @@ async fn backup_via_admin(tc: &TestCluster, node: &str, url: &str) -> tally_clie
 async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
     let tc = TestCluster::start("backup-rejoin", 3, &[CHANNEL], |_| {}).await;
     let signer = tc.identity("org1", Role::Client);
-    let (keeper, other, restored) = ("node1-0", "node2-0", "node3-0");
+    let restored = "node3-0";
     let repo = tempfile::tempdir().expect("repo");
     let url = format!("file://{}", repo.path().display());
 
@@ -679,13 +696,34 @@ async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
     );
     assert!(metric_value(&m, "tally_backup_bytes", &[("channel", CHANNEL)]).unwrap_or(0.0) > 0.0);
     write(&tc.clients(), &signer, "after-backup", 20).await;
-    let committed = tc.client(keeper).status(CHANNEL).await.expect("status");
-    assert!(committed.height > b.height);
 
-    // The restored node loses its data and comes back from the backup; the keeper is down.
+    // The restored node loses its data and comes back from the backup; the leader of the two
+    // others (the keeper) is down, so the remaining one needs the restored node's vote.
     tc.kill(restored).await.expect("kill");
     let data = tc.cluster().data_dir(restored);
     std::fs::remove_dir_all(&data).expect("delete the node's data");
+    let mut leader = None;
+    for _ in 0..300 {
+        for n in ["node1-0", "node2-0"] {
+            if let Ok(s) = tc.client(n).status(CHANNEL).await {
+                if s.role == RaftRole::Leader {
+                    leader = Some(n);
+                }
+            }
+        }
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keeper = leader.expect("a leader of the two others");
+    let other = if keeper == "node1-0" {
+        "node2-0"
+    } else {
+        "node1-0"
+    };
+    let committed = tc.client(keeper).status(CHANNEL).await.expect("status");
+    assert!(committed.height > b.height);
     let out = run({
         let mut c = Command::new(node_bin());
         c.args([

@@ -114,8 +114,8 @@ impl Chunker {
         let size = self.current.len();
         let ends = size >= self.cuts.max || (size >= self.cuts.min && self.cuts.boundary(key, len));
         match (before, ends) {
-            // A one-record kind that is also a boundary: the earlier chunk goes first, this
-            // one on the next push (or at the end).
+            // The record opened a new kind: the previous kind's chunk goes now, and this
+            // record's chunk ends at a later boundary (or at the next kind, or the end).
             (Some(b), _) => Some(b),
             (None, true) => self.take(),
             (None, false) => None,

@@ -73,12 +73,11 @@ pub fn genesis_of(repo: &Repo, m: &Manifest) -> Result<ChannelConfig, BackupErro
         return Err(refused("the manifest lists no chunks"));
     }
     let recs = chunk_records(repo, m, 0)?;
-    let Some((k, v)) = recs.first().filter(|(k, _)| k.as_slice() == [keys::CONFIG]) else {
+    let Some((_, v)) = recs.first().filter(|(k, _)| k.as_slice() == [keys::CONFIG]) else {
         return Err(refused(
             "the backup does not start with a genesis configuration",
         ));
     };
-    let _ = k;
     let g = ChannelConfig::from_bytes(v)
         .map_err(|e| refused(format!("its genesis configuration does not decode: {e}")))?;
     if g.name != m.channel {

@@ -44,6 +44,10 @@ enum Cmd {
         /// start from the same one.
         #[arg(long)]
         genesis: Option<PathBuf>,
+        /// Restore for investigation at the backup's point in time: the node serves the
+        /// channel's reads as restored, takes no writes and never joins the channel's Raft.
+        #[arg(long)]
+        read_only: bool,
         #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
         output: String,
     },
@@ -159,6 +163,7 @@ pub fn run() -> Result<()> {
             channel,
             height,
             genesis,
+            read_only,
             output,
         } => {
             let expected: Option<ChannelConfig> = match &genesis {
@@ -178,6 +183,7 @@ pub fn run() -> Result<()> {
                 &repo,
                 &m,
                 expected.as_ref(),
+                read_only,
                 &mut chunk_progress("verifying"),
             )
             .with_context(|| {
@@ -189,9 +195,18 @@ pub fn run() -> Result<()> {
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
+                let then = if read_only {
+                    "read-only at this point in time: the node serves its reads and never joins the channel's Raft"
+                } else {
+                    "the node withholds its vote until it has caught up"
+                };
                 println!(
-                    "restored channel {} at height {} (last block {}) into {} from {}; the node withholds its vote until it has caught up",
-                    r.channel, r.height, r.last_block_hash, data_dir.display(), r.manifest
+                    "restored channel {} at height {} (last block {}) into {} from {}; {then}",
+                    r.channel,
+                    r.height,
+                    r.last_block_hash,
+                    data_dir.display(),
+                    r.manifest
                 );
             }
         }

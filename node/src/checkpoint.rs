@@ -447,6 +447,9 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
         std::thread::sleep(PERIOD);
         let Some(node) = node.upgrade() else { return };
         for chan in node.channels() {
+            if node.is_frozen(&chan.ledger.name) {
+                continue;
+            }
             let route = format!("{ROUTE}{}", chan.ledger.name);
             let frames: Vec<_> = own_checkpoints(&chan)
                 .iter()

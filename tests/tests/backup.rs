@@ -805,6 +805,56 @@ async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
             .unwrap_or_else(|e| panic!("get {key}: {e}"))
             .unwrap_or_else(|| panic!("{key} lost on {restored}"));
     }
+
+    // Point in time: the same node restored read-only from the older backup serves the
+    // channel as it was at the backup's height, takes no writes, and stays there while the
+    // two others go on.
+    tc.kill(restored).await.expect("kill");
+    std::fs::remove_dir_all(&data).expect("delete the node's data");
+    let out = run({
+        let mut c = Command::new(node_bin());
+        c.args([
+            "restore",
+            "--from",
+            &url,
+            "--channel",
+            CHANNEL,
+            "--read-only",
+        ])
+        .args(["--height", &b.height.to_string(), "--data-dir"])
+        .arg(&data);
+        c
+    });
+    assert_eq!(out.code, Some(0), "read-only restore: {}", out.describe());
+    tc.start_node(restored).await.expect("start read-only");
+    write(
+        &[tc.client(keeper), tc.client(other)],
+        &signer,
+        "while-read-only",
+        5,
+    )
+    .await;
+    let ahead = tc.client(keeper).status(CHANNEL).await.expect("status");
+    assert!(ahead.height > b.height + 5);
+    assert!(r.get(CHANNEL, "before-009").await.expect("read").is_some());
+    assert!(
+        r.get(CHANNEL, "after-backup-000")
+            .await
+            .expect("read")
+            .is_none(),
+        "a point-in-time restore shows no later write"
+    );
+    let tx = sign_writes(&signer, CHANNEL, vec![put("to-read-only", b"v")], false);
+    let e = r
+        .submit(&tx, false)
+        .await
+        .expect_err("a write to a read-only channel");
+    assert!(e.to_string().contains("read_only"), "{e}");
+    let rs = r.status(CHANNEL).await.expect("status");
+    assert_eq!(
+        rs.height, b.height,
+        "the read-only node stays at the backup's height while the others commit"
+    );
     tc.assert_healthy();
 }
 

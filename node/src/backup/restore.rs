@@ -170,11 +170,14 @@ pub struct Restored {
 /// `data_dir` (the node must not be running: RocksDB's lock refuses a second opener).
 /// `expected_genesis`, when given, is the channel's genesis configuration as the caller knows
 /// it; the backup must start from the same one.
+/// With `read_only`, the channel is restored for investigation at the backup's point in
+/// time (`keys::frozen`): the node serves its reads as restored and never joins its Raft.
 pub fn restore(
     data_dir: &Path,
     repo: &Repo,
     m: &Manifest,
     expected_genesis: Option<&ChannelConfig>,
+    read_only: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Restored, BackupError> {
     let genesis = genesis_of(repo, m)?;
@@ -239,6 +242,11 @@ pub fn restore(
         keys::restored(ch),
         restored_marker(m.height, &m.last_block_hash)?,
     );
+    if read_only {
+        wb.put(keys::frozen(ch), []);
+    } else {
+        wb.delete(keys::frozen(ch));
+    }
     let mut write = |wb: WriteBatch, sync: bool| {
         let mut o = WriteOptions::default();
         o.set_sync(sync);

@@ -126,6 +126,7 @@ fn a_backup_verifies_restores_whole_and_the_next_one_reuses_chunks() {
         &repo,
         &m,
         Some(&ledger.genesis),
+        false,
         &mut |_, _| {},
     )
     .expect("restore");
@@ -187,7 +188,7 @@ fn a_corrupted_chunk_or_a_lying_manifest_is_refused_and_nothing_is_installed() {
     let mut lying = m.clone();
     lying.height += 1;
     let target = tempfile::tempdir().expect("target");
-    let e = restore::restore(target.path(), &repo, &lying, None, &mut |_, _| {})
+    let e = restore::restore(target.path(), &repo, &lying, None, false, &mut |_, _| {})
         .expect_err("a lying manifest");
     assert!(matches!(e, BackupError::Refused(_)), "{e}");
     assert_nothing(target.path());
@@ -203,8 +204,8 @@ fn a_corrupted_chunk_or_a_lying_manifest_is_refused_and_nothing_is_installed() {
         e.to_string().contains("corrupted") && e.to_string().contains(&victim.hash),
         "{e}"
     );
-    let e =
-        restore::restore(target.path(), &repo, &m, None, &mut |_, _| {}).expect_err("corrupted");
+    let e = restore::restore(target.path(), &repo, &m, None, false, &mut |_, _| {})
+        .expect_err("corrupted");
     assert!(e.to_string().contains("corrupted"), "{e}");
     assert_nothing(target.path());
 }
@@ -254,7 +255,7 @@ fn throughput() {
     let verify_s = t.elapsed().as_secs_f64();
     let target = tempfile::tempdir().expect("target");
     let t = std::time::Instant::now();
-    restore::restore(target.path(), &repo, &again, None, &mut |_, _| {}).expect("restore");
+    restore::restore(target.path(), &repo, &again, None, false, &mut |_, _| {}).expect("restore");
     let restore_s = t.elapsed().as_secs_f64();
     eprintln!(
         "ledger {mb:.1} MB raw, {:.1} MB stored in {} chunks; backup {backup_s:.2}s ({:.0} MB/s), unchanged again {again_s:.2}s ({:.0} MB/s, all reused), verify {verify_s:.2}s ({:.0} MB/s), restore {restore_s:.2}s ({:.0} MB/s)",

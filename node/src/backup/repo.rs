@@ -5,7 +5,6 @@
 
 use super::BackupError;
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::BTreeMap;
@@ -180,20 +179,6 @@ impl Repo {
                 .into_iter()
                 .filter_map(|o| o.filename().map(str::to_string))
                 .collect())
-        })
-    }
-
-    /// Every object below `rel`, recursively (for tests and listings).
-    pub fn walk(&self, rel: &str) -> Result<Vec<String>, BackupError> {
-        let p = self.at(rel);
-        self.rt.block_on(async {
-            let all: Vec<_> = self
-                .store
-                .list(Some(&p))
-                .try_collect()
-                .await
-                .map_err(store_err)?;
-            Ok(all.into_iter().map(|o| o.location.to_string()).collect())
         })
     }
 }

@@ -23,6 +23,11 @@ if [ -z "${TALLY_K8S_BIN:-}" ] && [ "${TALLY_SKIP_K8S:-}" != 1 ]; then
   TALLY_K8S_BIN="$(./scripts/k8s-bins.sh | tail -n 1)"
   export TALLY_K8S_BIN
 fi
+# The backup suite stores backups in a real S3 server (Versity Gateway), built like the above.
+if [ -z "${TALLY_VERSITYGW_BIN:-}" ]; then
+  TALLY_VERSITYGW_BIN="$(./scripts/versitygw-bin.sh | tail -n 1)"
+  export TALLY_VERSITYGW_BIN
+fi
 # End-to-end suites start several nodes each; one suite at a time keeps the 2-core machine sane.
 if ((${#only[@]})); then
   cargo test "${only[@]}" -- --nocapture "$@"

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tally_client::admin::BackupRun;
+use tally_client::admin::BackupStatus;
 use tally_client::AdminClient;
 
 const FILL_VALUE: usize = 16 * 1024;
@@ -110,9 +110,9 @@ async fn backup(admin: &AdminClient, channel: &str, url: &str) -> Result<OneBack
         .start_backup(channel, url, &BTreeMap::new())
         .await
         .context("starting a backup")?;
-    let done: BackupRun = loop {
+    let done: BackupStatus = loop {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        match admin.backup_run(channel, &run.id).await? {
+        match admin.backup(channel, &run.id).await? {
             Some(r) if r.phase == "Succeeded" => break r,
             Some(r) if r.phase == "Failed" => {
                 bail!("backup failed: {}", r.error.unwrap_or_default())
@@ -122,14 +122,14 @@ async fn backup(admin: &AdminClient, channel: &str, url: &str) -> Result<OneBack
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let raw_mib = done.bytes_raw.unwrap_or(0) as f64 / MIB;
+    let raw_mib = done.bytes_raw as f64 / MIB;
     Ok(OneBackup {
         seconds,
         raw_mib,
-        stored_mib: done.bytes_stored.unwrap_or(0) as f64 / MIB,
-        chunks: done.chunks.unwrap_or(0),
-        chunks_reused: done.chunks_reused.unwrap_or(0),
-        height: done.height.unwrap_or(0),
+        stored_mib: done.bytes_stored as f64 / MIB,
+        chunks: done.chunks,
+        chunks_reused: done.chunks_reused,
+        height: done.height,
         mib_per_s: raw_mib / seconds.max(1e-9),
     })
 }

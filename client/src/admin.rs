@@ -15,8 +15,28 @@ use tally_protocol::identity::pem_to_der;
 use tally_protocol::{ChannelConfig, Identity};
 use tokio_rustls::TlsConnector;
 
-mod backups;
-pub use backups::BackupRun;
+/// A backup as a node's admin API reports it (`GET v1/admin/channels/{ch}/backups/{id}`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackupStatus {
+    pub id: String,
+    pub channel: String,
+    /// `Running`, `Succeeded` or `Failed`.
+    pub phase: String,
+    pub url: String,
+    /// The manifest's object path below the repository root, once the backup succeeded.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    pub height: u64,
+    pub bytes_raw: u64,
+    pub bytes_stored: u64,
+    pub chunks: u64,
+    pub chunks_reused: u64,
+    pub started_unix: u64,
+    #[serde(default)]
+    pub finished_unix: Option<u64>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
 
 pub struct AdminClient {
     addr: String,
@@ -247,6 +267,42 @@ impl AdminClient {
     pub async fn release_leadership(&self) -> Result<serde_json::Value, ClientError> {
         self.call_json(Method::POST, "/v1/admin/leadership/release", None::<&()>)
             .await
+    }
+
+    /// Starts a backup of `channel` to the repository `to` (`file:///abs/dir`,
+    /// `s3://bucket/prefix`) with storage `options` (e.g. `aws_endpoint`); the node answers at
+    /// once with the backup's id and phase `Running`. A conflict: one is running already.
+    pub async fn start_backup(
+        &self,
+        channel: &str,
+        to: &str,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<BackupStatus, ClientError> {
+        let path = format!(
+            "/v1/admin/channels/{}/backups",
+            crate::client::percent_encode(channel)
+        );
+        let body = serde_json::json!({ "to": to, "options": options });
+        self.call_json(Method::POST, &path, Some(&body)).await
+    }
+
+    /// Where a backup started with [`AdminClient::start_backup`] stands; `None` when the node
+    /// does not know it (it restarted since: start another).
+    pub async fn backup(
+        &self,
+        channel: &str,
+        id: &str,
+    ) -> Result<Option<BackupStatus>, ClientError> {
+        let path = format!(
+            "/v1/admin/channels/{}/backups/{}",
+            crate::client::percent_encode(channel),
+            crate::client::percent_encode(id)
+        );
+        match self.call_json(Method::GET, &path, None::<&()>).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The channels the node serves with their configuration hashes, as the node reports them.

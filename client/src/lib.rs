@@ -9,7 +9,7 @@ pub mod lifecycle;
 pub mod profile;
 pub mod txs;
 
-pub use admin::AdminClient;
+pub use admin::{AdminClient, BackupStatus};
 pub use client::{ApiTrust, Client, SubmitOutcome};
 pub use error::ClientError;
 pub use profile::Profile;

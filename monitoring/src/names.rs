@@ -52,18 +52,16 @@ pub const SNAPSHOTS_APPLIED: &str = "tally_snapshots_applied_total";
 /// Snapshots from a peer that failed verification, by `reason` (the check that failed).
 pub const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
 pub const VOTES_WITHHELD: &str = "tally_votes_withheld_total";
+/// Histogram: seconds a backup of a channel took, by channel.
+pub const BACKUP_DURATION_SECONDS: &str = "tally_backup_duration_seconds";
+/// Stored size in bytes of the channel's last successful backup.
+pub const BACKUP_BYTES: &str = "tally_backup_bytes";
+/// Unix time of the channel's last successful backup on this node.
+pub const BACKUP_LAST_SUCCESS: &str = "tally_backup_last_success_timestamp_seconds";
+/// Backups made on this node, by channel and `result` (succeeded, failed).
+pub const BACKUPS: &str = "tally_backups_total";
 pub const LOG_COMPACTIONS: &str = "tally_log_compactions_total";
 pub const PEER_DROPPED: &str = "tally_peer_messages_dropped_total";
-
-// ----- node: backups (series per channel, from the node's first backup of it) --------------
-
-/// Histogram: time a backup of a channel took on this node.
-pub const BACKUP_DURATION: &str = "tally_backup_duration_seconds";
-/// Bytes newly stored by the last successful backup of a channel.
-pub const BACKUP_BYTES: &str = "tally_backup_bytes";
-pub const BACKUP_LAST_SUCCESS: &str = "tally_backup_last_success_timestamp_seconds";
-/// Counter: backups by `result` (succeeded, failed).
-pub const BACKUPS: &str = "tally_backups_total";
 
 // ----- node: transactions and blocks -------------------------------------------------------
 
@@ -146,6 +144,10 @@ pub const NODE_METRICS: &[&str] = &[
     SNAPSHOTS_APPLIED,
     SNAPSHOTS_REFUSED,
     VOTES_WITHHELD,
+    BACKUP_DURATION_SECONDS,
+    BACKUP_BYTES,
+    BACKUP_LAST_SUCCESS,
+    BACKUPS,
     LOG_COMPACTIONS,
     PEER_DROPPED,
     COMMITTED_TXS,

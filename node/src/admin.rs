@@ -50,6 +50,11 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
+        (m @ (Method::GET | Method::POST), p)
+            if p.starts_with("v1/admin/channels/") && p.contains("/backups") =>
+        {
+            crate::backup_routes::handle(&node, &caller, m, p, req.into_body()).await
+        }
         (Method::GET, p) if p.starts_with("v1/admin/channels/") => {
             let name = &p["v1/admin/channels/".len()..];
             match node.channel(name) {

@@ -101,6 +101,17 @@ async fn channel_route(
             Err(refused) => return refused.into_response(),
         }
     }
+    if method == Method::POST && node.is_frozen(&ledger.name) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "read_only",
+            format!(
+                "channel {} is restored read-only on this node at height {} (point in time): it takes no writes",
+                ledger.name,
+                ledger.tip().height
+            ),
+        );
+    }
     match (method, rest) {
         (Method::POST, ["transactions"]) => submit(node, chan, req).await,
         (Method::GET, ["transactions", id]) => {

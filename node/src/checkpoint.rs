@@ -9,6 +9,10 @@
 //! under the route `checkpoint:<channel>` (no channel name contains `:`), and are accepted only
 //! from a connection whose certificate is that of the channel node the checkpoint names.
 //!
+//! A node that receives a checkpoint at a height it has passed and would not sign itself (a
+//! peer behind it: lagging, or restored from a backup) answers with its own checkpoint there,
+//! so the peer can compare its chain at its tip.
+//!
 //! A node compares a peer's checkpoint at height h with its own at h: its tip when h is its
 //! height, else the header of block h-1. When a strict majority of the channel's consenters
 //! agree on a value that is not the node's own, the node is in the minority: its ledger
@@ -153,13 +157,13 @@ impl Tracker {
         first
     }
 
-    /// The highest height each peer has reported, by node name.
-    pub fn peer_tips(&self) -> HashMap<String, u64> {
+    /// The highest height each peer has reported with its block hash there, by node name.
+    pub fn peer_tip_values(&self) -> HashMap<String, (u64, Hash)> {
         let peers = self.peers.lock();
         let mut tips = HashMap::new();
         for (h, nodes) in peers.iter() {
-            for n in nodes.keys() {
-                tips.insert(n.clone(), *h);
+            for (n, (hash, _)) in nodes {
+                tips.insert(n.clone(), (*h, *hash));
             }
         }
         tips
@@ -245,6 +249,68 @@ fn minority_height(
     None
 }
 
+/// What the consenters' signed checkpoints say of this node's chain from some height on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainCheck {
+    /// At this height (at or above the one asked about) other consenters signed this node's
+    /// block hash and state root, enough of them to make a majority with this node. Block
+    /// hashes chain, so the chain is the channel's at every height below as well.
+    Confirmed(u64),
+    /// At this height a majority of the consenters signed another block than this node's.
+    Differs { height: u64, others: usize },
+    /// Not known yet: no comparable checkpoint at or above the height.
+    Unknown,
+}
+
+/// Compares this node's chain with the consenters' checkpoints at heights `from` and above
+/// that this node has reached (a restored ledger checked to be the channel's chain,
+/// `channel/rejoin.rs`).
+pub fn check_chain_from(chan: &Channel, from: u64) -> ChainCheck {
+    let cfg = chan.ledger.config();
+    let consenters: Vec<&str> = cfg.consenters.iter().map(|n| n.name.as_str()).collect();
+    let majority = consenters.len() / 2 + 1;
+    let me = chan.node_name.as_str();
+    let mine_counts = usize::from(consenters.contains(&me));
+    let tip = chan.ledger.tip().height;
+    if from > tip {
+        return ChainCheck::Unknown;
+    }
+    let peers: Vec<(u64, HashMap<String, Value>)> = chan
+        .checkpoints
+        .peers
+        .lock()
+        .range(from..=tip)
+        .map(|(h, v)| (*h, v.clone()))
+        .collect();
+    for (height, by_node) in &peers {
+        let Some(mine) = own_at(&chan.ledger, *height) else {
+            continue;
+        };
+        let mut agree = 0usize;
+        let mut other: HashMap<Value, usize> = HashMap::new();
+        for (node, v) in by_node {
+            if node == me || !consenters.contains(&node.as_str()) {
+                continue;
+            }
+            if *v == mine {
+                agree += 1;
+            } else {
+                *other.entry(*v).or_default() += 1;
+            }
+        }
+        if let Some(n) = other.values().copied().max().filter(|n| *n >= majority) {
+            return ChainCheck::Differs {
+                height: *height,
+                others: n,
+            };
+        }
+        if agree > 0 && agree + mine_counts >= majority {
+            return ChainCheck::Confirmed(*height);
+        }
+    }
+    ChainCheck::Unknown
+}
+
 /// The (block hash, state root) a strict majority of the channel's consenters signed, by
 /// height, from the checkpoints peers sent: what a snapshot from any one peer must agree
 /// with. This node's own ledger does not vote (it is the one catching up).
@@ -275,9 +341,20 @@ pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {
     let Some((height, other, agree)) = minority_height(chan, heights) else {
         return;
     };
-    let reason = format!(
+    let mut reason = format!(
         "this node's ledger differs from the channel's at height {height}: {other} consenters agree on another block hash or state root, {agree} on this node's"
     );
+    if let Ok(Some(m)) = chan
+        .ledger
+        .db()
+        .get(crate::keys::restored(&chan.ledger.name))
+    {
+        if let Some((h, _)) = crate::backup::restore::parse_restored_marker(&m) {
+            reason += &format!(
+                " (this node was restored from a backup at height {h} that is not the channel's chain)"
+            );
+        }
+    }
     if chan.checkpoints.degrade(Degraded {
         first_differing_height: height,
         reason: reason.clone(),
@@ -312,6 +389,34 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
     // Only the new height here, on the network thread; the periodic pass covers the rest.
     evaluate(chan, c.height..=c.height);
     publish(node, chan);
+    answer_behind(node, chan, &c, &peer.peer_addr);
+}
+
+/// A peer behind this node (a restored or lagging one) reports a height this node passed and
+/// would not otherwise sign (not its tip, not a multiple of [`EVERY`]): this node answers with
+/// its own checkpoint there, so that the peer can compare its chain at its own tip — how a
+/// ledger restored from a backup learns, before it votes, whether it is the channel's chain.
+/// No answer to an answer: the peer's tip is the height, not below it.
+fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
+    let tip = chan.ledger.tip().height;
+    if c.height >= tip || c.height.is_multiple_of(EVERY) || c.height == 0 {
+        return;
+    }
+    let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {
+        return;
+    };
+    let mine = Checkpoint {
+        channel: chan.ledger.name.clone(),
+        node: chan.node_name.clone(),
+        height: c.height,
+        block_hash,
+        state_root,
+    };
+    let route = format!("{ROUTE}{}", chan.ledger.name);
+    node.transport.send(
+        addr,
+        crate::transport::frame(&route, &mine.sign(&node.identity)),
+    );
 }
 
 /// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.
@@ -342,6 +447,9 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
         std::thread::sleep(PERIOD);
         let Some(node) = node.upgrade() else { return };
         for chan in node.channels() {
+            if node.is_frozen(&chan.ledger.name) {
+                continue;
+            }
             let route = format!("{ROUTE}{}", chan.ledger.name);
             let frames: Vec<_> = own_checkpoints(&chan)
                 .iter()

@@ -57,6 +57,23 @@ pub fn rejoining(channel: &str) -> Vec<u8> {
     k
 }
 
+/// Present after a restore from a backup until the node has seen its chain confirmed by the
+/// channel's consenters: the backup's height (8 bytes) and last block hash (`channel/rejoin.rs`).
+pub fn restored(channel: &str) -> Vec<u8> {
+    let mut k = b"n/restored/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
+/// Present on a channel restored read-only at a point in time for investigation
+/// (`tally-node restore --read-only`): the node serves its reads as restored, takes no writes,
+/// and takes no part in the channel's Raft or checkpoints.
+pub fn frozen(channel: &str) -> Vec<u8> {
+    let mut k = b"n/frozen/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
 pub fn join_hint(channel: &str) -> Vec<u8> {
     let mut k = b"n/hint/".to_vec();
     k.extend_from_slice(channel.as_bytes());

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
+pub mod backup_routes;
 pub mod channel;
 pub mod checkpoint;
 pub mod hosts;

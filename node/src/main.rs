@@ -7,6 +7,8 @@ use tally_node::server::{serve, Listeners, ServeLimits};
 use tally_protocol::{ChannelConfig, Identity, TrustedCa};
 use tracing::{error, info};
 
+mod backup_cli;
+
 /// Tally ledger node: serves the channels it has joined over a client API, an admin API and
 /// a peer transport.
 #[derive(Parser, Debug)]
@@ -105,6 +107,20 @@ fn read(p: &PathBuf) -> anyhow::Result<String> {
 }
 
 fn main() {
+    // Object storage clients (reqwest) take the process's TLS provider: ring, as everywhere.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if backup_cli::wanted() {
+        tally_monitoring::logging::init(
+            tally_monitoring::logging::Style::from_format("text"),
+            "RUST_LOG",
+            "warn",
+        );
+        if let Err(e) = backup_cli::run() {
+            eprintln!("tally-node: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let args = Args::parse();
     tally_monitoring::logging::init(
         tally_monitoring::logging::Style::from_format(&args.log_format),

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub snapshots_applied: IntCounterVec,
     pub snapshots_refused: IntCounterVec,
     pub votes_withheld: IntCounterVec,
+    pub backup_duration: HistogramVec,
+    pub backup_bytes: GaugeVec,
+    pub backup_last_success: GaugeVec,
+    pub backups: IntCounterVec,
     pub compactions: IntCounterVec,
     pub ready: IntGaugeVec,
     pub degraded: IntGaugeVec,
@@ -98,6 +102,10 @@ impl Metrics {
             snapshots_sent: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_SENT, "Raft snapshots built and sent to lagging nodes"), ch)),
             snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
             votes_withheld: reg!(IntCounterVec::new(Opts::new(n::VOTES_WITHHELD, "Vote, pre-vote and leadership requests a node ignored while its Raft state was new and not caught up"), &[n::L_CHANNEL])),
+            backup_duration: reg!(HistogramVec::new(HistogramOpts::new(n::BACKUP_DURATION_SECONDS, "Seconds a backup of the channel to object storage took, failed ones included").buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]), ch)),
+            backup_bytes: reg!(GaugeVec::new(Opts::new(n::BACKUP_BYTES, "Stored (compressed) bytes of the channel's last successful backup"), ch)),
+            backup_last_success: reg!(GaugeVec::new(Opts::new(n::BACKUP_LAST_SUCCESS, "Unix time of the channel's last successful backup made on this node"), ch)),
+            backups: reg!(IntCounterVec::new(Opts::new(n::BACKUPS, "Backups of the channel made on this node, by result"), &[n::L_CHANNEL, n::L_RESULT])),
             snapshots_refused: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_REFUSED, "Raft snapshots from peers refused by verification, by the check that failed"), &[n::L_CHANNEL, n::L_REASON])),
             compactions: reg!(IntCounterVec::new(Opts::new(n::LOG_COMPACTIONS, "Raft log compactions"), ch)),
             ready: reg!(IntGaugeVec::new(Opts::new(n::CHANNEL_READY, "1 when the channel has a leader and this node has caught up"), ch)),
@@ -253,6 +261,10 @@ mod tests {
             .with_label_values(&["main", "state"])
             .inc();
         m.votes_withheld.with_label_values(&["main"]).inc();
+        m.backup_duration.with_label_values(&["main"]).observe(1.0);
+        m.backup_bytes.with_label_values(&["main"]).set(1.0);
+        m.backup_last_success.with_label_values(&["main"]).set(1.0);
+        m.backups.with_label_values(&["main", "succeeded"]).inc();
         m.chaincode_exec_seconds
             .with_label_values(&["main", "notary"])
             .observe(0.001);

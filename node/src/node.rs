@@ -58,6 +58,11 @@ pub struct Node {
     pub api_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Nonces of the signed reads this node served recently: a read is served once.
     pub seen_reads: crate::read_replay::SeenReads,
+    /// Backups to object storage this node runs or ran recently (`crate::backup`).
+    pub backups: crate::backup::Jobs,
+    /// Channels restored read-only at a point in time (`keys::frozen`): no Raft, no
+    /// checkpoints, no writes.
+    frozen: RwLock<std::collections::BTreeSet<String>>,
     channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     /// The organization CAs of each channel, for binding peer certificates to Raft ids.
     trust: RwLock<TrustMap>,
@@ -129,6 +134,8 @@ impl Node {
             engine: Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default())),
             queries: crate::query_pool::QueryPool::for_this_machine(),
             seen_reads: crate::read_replay::SeenReads::default(),
+            backups: Default::default(),
+            frozen: Default::default(),
             api_tls: RwLock::new(api_tls),
             channels: RwLock::new(BTreeMap::new()),
             trust: RwLock::new(TrustMap::default()),
@@ -229,11 +236,20 @@ impl Node {
         Ok(Joined::Created(ch))
     }
 
+    /// Whether the channel was restored read-only at a point in time (`keys::frozen`).
+    pub fn is_frozen(&self, channel: &str) -> bool {
+        self.frozen.read().contains(channel)
+    }
+
     fn start_channel(
         &self,
         genesis: ChannelConfig,
         hint: Option<ChannelConfig>,
     ) -> Result<Arc<Channel>, JoinError> {
+        if matches!(self.db.get(crate::keys::frozen(&genesis.name)), Ok(Some(_))) {
+            info!(channel = %genesis.name, "read-only: restored at a point in time, serving reads only, out of the channel's Raft and checkpoints");
+            self.frozen.write().insert(genesis.name.clone());
+        }
         let ledger = Arc::new(
             Ledger::open(self.db.clone(), genesis, self.engine.clone())
                 .map_err(|e| JoinError::Storage(e.to_string()))?,
@@ -323,6 +339,9 @@ impl Node {
         sender: &PeerCert,
     ) -> Option<Vec<u8>> {
         let channel = route.strip_prefix(crate::snapshot_stream::ROUTE)?;
+        if self.is_frozen(channel) {
+            return None;
+        }
         let ch = self.channel(channel)?;
         let node = ch.peer_named(&sender.info.common_name)?;
         if let Err(why) = self.trust.read().admit(channel, &node, sender) {
@@ -336,6 +355,13 @@ impl Node {
     /// certificate is that of the node whose Raft id the message claims, issued by the
     /// channel's CA for that node's organization.
     pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &PeerCert) {
+        // A read-only channel hears nothing from its peers: it stays at the restored point.
+        let name = channel
+            .strip_prefix(crate::checkpoint::ROUTE)
+            .unwrap_or(channel);
+        if self.is_frozen(name) {
+            return;
+        }
         if let Some(name) = channel.strip_prefix(crate::checkpoint::ROUTE) {
             if let Some(ch) = self.channel(name) {
                 crate::checkpoint::receive(self, &ch, bytes, sender);

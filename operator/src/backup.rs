@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tally_api::backup::{Backup, BackupPhase, BackupStatus, DeletionPolicy, Destination};
 use tally_api::channel::Channel;
-use tally_client::admin::BackupRun;
+use tally_client::admin::BackupStatus as BackupRun;
 use tally_planner::NodePlan;
 
 /// Keeps the stored backup until the operator has removed it (`deletionPolicy: Delete`).
@@ -227,17 +227,17 @@ async fn start(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<V
 
 /// Copies what the node reports about the run into the status.
 fn record(status: &mut BackupStatus, run: &BackupRun) {
-    status.height = run.height;
-    status.bytes_raw = run.bytes_raw;
-    status.bytes_stored = run.bytes_stored;
-    status.stored_size = run.bytes_stored.map(human_bytes).unwrap_or_default();
-    status.chunks = run.chunks;
-    status.chunks_reused = run.chunks_reused;
+    status.height = Some(run.height);
+    status.bytes_raw = Some(run.bytes_raw);
+    status.bytes_stored = Some(run.bytes_stored);
+    status.stored_size = human_bytes(run.bytes_stored);
+    status.chunks = Some(run.chunks);
+    status.chunks_reused = Some(run.chunks_reused);
     if let Some(m) = &run.manifest {
         status.manifest = m.clone();
     }
-    if let (Some(s), Some(f)) = (run.started_unix, run.finished_unix) {
-        status.duration_seconds = Some(f.saturating_sub(s));
+    if let Some(f) = run.finished_unix {
+        status.duration_seconds = Some(f.saturating_sub(run.started_unix));
     }
 }
 
@@ -274,7 +274,7 @@ async fn follow(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<
         ));
     };
     let admin = reach::admin(ctx, &w.plan, node, &at)?;
-    let run = match admin.backup_run(&b.spec.channel, &status.id).await {
+    let run = match admin.backup(&b.spec.channel, &status.id).await {
         Ok(Some(run)) => run,
         Ok(None) => {
             return Ok(fail(
@@ -299,9 +299,7 @@ async fn follow(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<
                 "Backup",
                 format!(
                     "channel {} at height {} in {}",
-                    b.spec.channel,
-                    run.height.unwrap_or(0),
-                    status.manifest
+                    b.spec.channel, run.height, status.manifest
                 ),
             )
             .await;
@@ -320,8 +318,8 @@ async fn follow(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<
             format!(
                 "node {}: {} read, {} chunks so far",
                 status.node,
-                human_bytes(run.bytes_raw.unwrap_or(0)),
-                run.chunks.unwrap_or(0)
+                human_bytes(run.bytes_raw),
+                run.chunks
             ),
         )),
     }

@@ -5,7 +5,7 @@
 
 use futures_util::TryStreamExt;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::collections::{BTreeMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,7 @@ fn open(
 fn under(prefix: &Path, rel: &str) -> Path {
     let mut p = prefix.clone();
     for part in rel.split('/').filter(|s| !s.is_empty()) {
-        p = p.child(part);
+        p = p.join(part);
     }
     p
 }

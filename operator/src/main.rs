@@ -56,6 +56,9 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // The backup store's HTTP client (reqwest) takes the process's TLS provider: the same
+    // ring as every other TLS connection here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tally_monitoring::logging::init(
         tally_monitoring::logging::Style::from_format(&args.log_format),
         "RUST_LOG",

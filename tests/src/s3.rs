@@ -29,13 +29,14 @@ pub fn versitygw_bin() -> PathBuf {
         "{} failed: set TALLY_VERSITYGW_BIN or run the script by hand",
         script.display()
     );
-    let dir = String::from_utf8_lossy(&out.stdout)
+    // The script's last line is the executable's path.
+    let bin = String::from_utf8_lossy(&out.stdout)
         .lines()
         .last()
         .unwrap_or_default()
         .trim()
         .to_string();
-    PathBuf::from(dir).join("versitygw")
+    PathBuf::from(bin)
 }
 
 /// One `versitygw` process; killed on drop.

@@ -69,6 +69,8 @@ struct Inner {
 
 /// How requests travel: a TLS connection pool of our own, or a [`Relay`].
 enum Http {
+    // Boxed: with the features other crates of the workspace enable (reqwest's, through the
+    // backup storage client), hyper-util's client is several hundred bytes.
     Direct(Box<hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
     Relayed(Arc<dyn Relay>),
 }

@@ -81,7 +81,7 @@ impl InForce {
         w.into_inner()
     }
 
-    pub(super) fn decode(b: &[u8]) -> Result<InForce, LedgerError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<InForce, LedgerError> {
         let mut r = Reader::new(b);
         let sequence = r.u64("config sequence").map_err(|e| corrupt("config", e))?;
         let config = ChannelConfig::decode(&mut r).map_err(|e| corrupt("config", e))?;

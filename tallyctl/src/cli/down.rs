@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, args: DownArgs) -> Result<()> {
 }
 
 /// Whether something accepts connections at the host:port of a URL.
-fn answers(url: &str) -> bool {
+pub(super) fn answers(url: &str) -> bool {
     let hostport = url
         .split("://")
         .nth(1)

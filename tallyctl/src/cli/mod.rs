@@ -1,6 +1,7 @@
 //! The `tallyctl` command line: flags, subcommands, and what every subcommand shares (the
 //! node list with its fallbacks, the signing identity, text or JSON output, exit statuses).
 
+mod backup;
 mod blocks;
 mod chaincode;
 mod channel;
@@ -126,6 +127,11 @@ enum Cmd {
     Up(up::UpArgs),
     /// Remove the data directory of a local consortium.
     Down(down::DownArgs),
+    /// Backups of a channel's ledger to object storage: create, list, verify.
+    #[command(subcommand)]
+    Backup(backup::BackupCmd),
+    /// Put channels back on the stopped nodes of a local consortium from a backup.
+    Restore(backup::RestoreArgs),
     /// Client profiles: export one from a cluster.
     #[command(subcommand)]
     Profile(profile_export::ProfileCmd),
@@ -184,7 +190,12 @@ pub struct Ctx {
 pub async fn run(cli: Cli) -> Result<()> {
     let local = matches!(
         cli.cmd,
-        Cmd::Up(_) | Cmd::Down(_) | Cmd::Demo(_) | Cmd::Profile(_)
+        Cmd::Up(_)
+            | Cmd::Down(_)
+            | Cmd::Demo(_)
+            | Cmd::Profile(_)
+            | Cmd::Restore(_)
+            | Cmd::Backup(_)
     );
     let profile = match (&cli.data_dir, local) {
         (Some(dir), false) => Some(Profile::load(dir)?),
@@ -274,6 +285,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Cmd::Up(a) => up::run(&ctx, a).await,
         Cmd::Down(a) => down::run(&ctx, a),
         Cmd::Profile(c) => profile_export::run(&ctx, c).await,
+        Cmd::Backup(c) => backup::run(&ctx, c).await,
+        Cmd::Restore(a) => backup::restore(&ctx, a).await,
     }
 }
 

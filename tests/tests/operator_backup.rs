@@ -255,9 +255,54 @@ spec:
         ]);
     }
     let mut op = Operator::start(cp, "op-2");
+    // The resources' conditions still say Ready from before: what counts is the nodes.
+    wait_for(
+        "the three node pods Ready after the restore",
+        Duration::from_secs(300),
+        || {
+            let pods = get_json(cp, &["-n", NS, "get", "pods"]);
+            let ready: Vec<String> = pods["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|p| {
+                            p["status"]["conditions"].as_array().is_some_and(|cs| {
+                                cs.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                        })
+                        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if ready.len() == NODES.len() {
+                Ok(())
+            } else {
+                Err(format!("ready: {ready:?}"))
+            }
+        },
+    );
+    wait_for(
+        "the channel serving reads again",
+        Duration::from_secs(180),
+        || {
+            tallyctl(
+                &profile,
+                &[
+                    "--org",
+                    "org2",
+                    "tx",
+                    "get",
+                    "--channel",
+                    "ledger",
+                    &before[0],
+                ],
+            )
+        },
+    );
     wait_for(
         "every resource Ready after the restore",
-        Duration::from_secs(300),
+        Duration::from_secs(180),
         || all_ready(cp, NS, 4),
     );
     let pod = get_json(cp, &["-n", NS, "get", "pod", NODES[0]]);

@@ -58,11 +58,11 @@ pub struct Node {
     pub api_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Nonces of the signed reads this node served recently: a read is served once.
     pub seen_reads: crate::read_replay::SeenReads,
-    channels: RwLock<BTreeMap<String, Arc<Channel>>>,
+    pub(crate) channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     /// The organization CAs of each channel, for binding peer certificates to Raft ids.
     trust: RwLock<TrustMap>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    join_lock: Mutex<()>,
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub(crate) join_lock: Mutex<()>,
     /// Itself, for the channels' configuration callbacks.
     me: Weak<Node>,
     /// Tells the checkpoint thread to end.
@@ -293,7 +293,7 @@ impl Node {
 
     /// Peers are trusted when their CA is a member of a channel this node serves, and for a
     /// channel's messages only with that channel's CA for their organization.
-    fn refresh_trust(&self) -> Result<(), JoinError> {
+    pub(crate) fn refresh_trust(&self) -> Result<(), JoinError> {
         let mut trust = self.trust.write();
         let channels: Vec<(String, Vec<tally_protocol::TrustedCa>)> = self
             .channels

@@ -15,8 +15,9 @@ use tally_protocol::proposal::{
     self, Change, Decision, Installed, Now, Proposal, ProposalView, Record, Vote, VoteError,
     MAX_DESCRIPTION, MAX_TTL_MS,
 };
+use tally_protocol::retirement::{self, Retirement};
 use tally_protocol::state::StateDigest;
-use tally_protocol::{Hash, Payload, RejectCode, Signer, Transaction, TxStatus};
+use tally_protocol::{ChaincodeEvent, Hash, Payload, RejectCode, Signer, Transaction, TxStatus};
 
 type Reject = (RejectCode, String);
 
@@ -66,7 +67,22 @@ impl Ledger {
                     next.name, self.name
                 ),
             )),
-            Change::Config(_) => Ok(()),
+            Change::Config(_) | Change::RetireChannel => Ok(()),
+            Change::RetireChaincode { name, sequence } => {
+                if !tally_runtime::valid_chaincode_name(name) {
+                    return Err((
+                        RejectCode::Malformed,
+                        format!("chaincode name {name:?} is invalid"),
+                    ));
+                }
+                if *sequence == 0 {
+                    return Err((
+                        RejectCode::Malformed,
+                        "chaincode sequences start at 1".to_string(),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -137,22 +153,70 @@ impl Ledger {
             }
         };
         let mut installed = None;
+        let mut retired = None;
         if decision == Decision::Met {
-            let Change::Config(next) = &record.proposal.change;
-            // Checked when proposed against the same base; checked again so that nothing but
-            // a valid transition is ever installed.
-            if let Err(e) = check_transition(&current.config, next) {
-                return Ok(reject(RejectCode::Malformed, e.to_string()));
+            match &record.proposal.change {
+                Change::Config(next) => {
+                    // Checked when proposed against the same base; checked again so that
+                    // nothing but a valid transition is ever installed.
+                    if let Err(e) = check_transition(&current.config, next) {
+                        return Ok(reject(RejectCode::Malformed, e.to_string()));
+                    }
+                    let sequence = record.proposal.base_sequence + 1;
+                    match InForce::new(sequence, (**next).clone()) {
+                        Ok(in_force) => scratch.config = Some(in_force),
+                        Err(e) => return Ok(reject(RejectCode::Malformed, e.to_string())),
+                    }
+                    installed = Some(Installed {
+                        sequence,
+                        config: (**next).clone(),
+                    });
+                }
+                Change::RetireChaincode { name, sequence } => {
+                    // A definition committed or retired since the proposal was made.
+                    if let Some(why) = self.why_not_retirable(name, *sequence, scratch)? {
+                        return Ok(reject(RejectCode::ReadConflict, why));
+                    }
+                    let r = Retirement {
+                        sequence: *sequence,
+                        block: at.version.block,
+                        proposal: record.hash,
+                    };
+                    self.write_key(
+                        &retirement::chaincode_key(name),
+                        Some(&r.to_bytes()),
+                        at.version,
+                        &at.tx_id,
+                        at.block_ts,
+                        &mut scratch.overlay,
+                        digest,
+                        wb,
+                    )?;
+                    let mut payload = tally_protocol::codec::Writer::with_capacity(64);
+                    payload.str(name);
+                    r.encode(&mut payload);
+                    retired = Some((retirement::CHAINCODE_RETIRED, payload.into_inner()));
+                }
+                Change::RetireChannel => {
+                    let r = Retirement {
+                        sequence: current.sequence,
+                        block: at.version.block,
+                        proposal: record.hash,
+                    };
+                    self.write_key(
+                        &retirement::channel_key(),
+                        Some(&r.to_bytes()),
+                        at.version,
+                        &at.tx_id,
+                        at.block_ts,
+                        &mut scratch.overlay,
+                        digest,
+                        wb,
+                    )?;
+                    scratch.retired = Some(r);
+                    retired = Some((retirement::CHANNEL_RETIRED, r.to_bytes()));
+                }
             }
-            let sequence = record.proposal.base_sequence + 1;
-            match InForce::new(sequence, (**next).clone()) {
-                Ok(in_force) => scratch.config = Some(in_force),
-                Err(e) => return Ok(reject(RejectCode::Malformed, e.to_string())),
-            }
-            installed = Some(Installed {
-                sequence,
-                config: (**next).clone(),
-            });
         }
         self.write_key(
             &proposal::key(&record.hash),
@@ -164,11 +228,14 @@ impl Ledger {
             digest,
             wb,
         )?;
-        scratch.effects = Some(proposal::effects(
-            &record.hash,
-            &record.outcome,
-            installed.as_ref(),
-        ));
+        let mut fx = proposal::effects(&record.hash, &record.outcome, installed.as_ref());
+        if let Some((name, payload)) = retired {
+            fx.events.push(ChaincodeEvent {
+                name: name.to_string(),
+                payload,
+            });
+        }
+        scratch.effects = Some(fx);
         Ok(TxStatus::Committed)
     }
 
@@ -197,10 +264,19 @@ impl Ledger {
                 ),
             )));
         }
-        let Change::Config(next) = &p.change;
         if p.base_sequence == current.sequence && p.base == current.hash {
-            if let Err(e) = check_transition(&current.config, next) {
-                return Ok(Err(reject(RejectCode::Malformed, e.to_string())));
+            match &p.change {
+                Change::Config(next) => {
+                    if let Err(e) = check_transition(&current.config, next) {
+                        return Ok(Err(reject(RejectCode::Malformed, e.to_string())));
+                    }
+                }
+                Change::RetireChaincode { name, sequence } => {
+                    if let Some(why) = self.why_not_retirable(name, *sequence, scratch)? {
+                        return Ok(Err(reject(RejectCode::ReadConflict, why)));
+                    }
+                }
+                Change::RetireChannel => {}
             }
         }
         let eligible = current.config.admin_orgs();

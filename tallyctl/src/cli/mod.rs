@@ -23,6 +23,7 @@ mod progress;
 mod proposal;
 mod receipt;
 mod renew;
+mod retire;
 mod status;
 mod tx;
 mod up;

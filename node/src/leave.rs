@@ -90,17 +90,26 @@ impl Node {
                 };
                 let genesis = ChannelConfig::from_bytes(&genesis).map_err(storage)?;
                 std::sync::Arc::new(
-                    Ledger::open(self.db.clone(), genesis, self.engine.clone())
-                        .map_err(storage)?,
+                    Ledger::open(self.db.clone(), genesis, self.engine.clone()).map_err(storage)?,
                 )
             }
         };
         let in_force = ledger.in_force();
         let retired = ledger.retired();
         if retired.is_none() {
-            let role = if in_force.config.consenters.iter().any(|n| n.name == self.name) {
+            let role = if in_force
+                .config
+                .consenters
+                .iter()
+                .any(|n| n.name == self.name)
+            {
                 Some("consenter")
-            } else if in_force.config.observers.iter().any(|n| n.name == self.name) {
+            } else if in_force
+                .config
+                .observers
+                .iter()
+                .any(|n| n.name == self.name)
+            {
                 Some("observer")
             } else {
                 None
@@ -151,7 +160,12 @@ impl Node {
         if let Err(e) = self.refresh_trust() {
             tracing::warn!(error = %e, "peer trust not updated after leaving a channel");
         }
-        info!(channel, height, retired = retired.is_some(), "left the channel and deleted its data");
+        info!(
+            channel,
+            height,
+            retired = retired.is_some(),
+            "left the channel and deleted its data"
+        );
         Ok(Left {
             channel: channel.to_string(),
             height,

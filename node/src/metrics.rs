@@ -177,7 +177,11 @@ impl Metrics {
         ] {
             forget(v, channel);
         }
-        for v in [&self.commit_latency, &self.batch_size, &self.chaincode_exec_seconds] {
+        for v in [
+            &self.commit_latency,
+            &self.batch_size,
+            &self.chaincode_exec_seconds,
+        ] {
             forget(v, channel);
         }
         forget(&self.state_root, channel);

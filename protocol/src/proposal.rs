@@ -514,8 +514,7 @@ impl Record {
         self.outcome = match d {
             Decision::Met => Outcome::Applied {
                 block,
-                sequence: self.proposal.base_sequence
-                    + u64::from(self.proposal.change.is_config()),
+                sequence: self.proposal.base_sequence + u64::from(self.proposal.change.is_config()),
             },
             Decision::Defeated => Outcome::Rejected { block },
             Decision::Undecided => Outcome::Open,

@@ -324,27 +324,27 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ledger::Applied;
     use std::sync::Arc;
     use tally_protocol::identity::Role;
     use tally_protocol::{ChannelConfig, Identity, NodeRef, OrgCa, OrgMember, TxBody, Write};
 
-    struct Org {
-        ca: OrgCa,
-        admin: Identity,
-        client: Identity,
+    pub(crate) struct Org {
+        pub(crate) ca: OrgCa,
+        pub(crate) admin: Identity,
+        pub(crate) client: Identity,
     }
 
-    fn org(name: &str) -> Org {
+    pub(crate) fn org(name: &str) -> Org {
         let ca = OrgCa::generate(name).unwrap();
         let admin = ca.issue(Role::Admin, "admin", &[]).unwrap();
         let client = ca.issue(Role::Client, "client", &[]).unwrap();
         Org { ca, admin, client }
     }
 
-    fn node(id: u64, org: &str) -> NodeRef {
+    pub(crate) fn node(id: u64, org: &str) -> NodeRef {
         NodeRef {
             id,
             name: format!("{org}-n{id}"),
@@ -354,7 +354,7 @@ mod tests {
         }
     }
 
-    fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
+    pub(crate) fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
         let members = orgs
             .iter()
             .map(|o| OrgMember::new(&o.ca.org, &o.ca.cert_pem()))
@@ -362,17 +362,17 @@ mod tests {
         ChannelConfig::new("ch", members, consenters, vec![])
     }
 
-    struct Chain {
-        _dir: tempfile::TempDir,
-        ledger: Ledger,
+    pub(crate) struct Chain {
+        pub(crate) _dir: tempfile::TempDir,
+        pub(crate) ledger: Ledger,
         /// Block time of the next block.
-        ts: u64,
+        pub(crate) ts: u64,
         /// Raft index of the next block.
         index: u64,
     }
 
     impl Chain {
-        fn new(genesis: ChannelConfig) -> Chain {
+        pub(crate) fn new(genesis: ChannelConfig) -> Chain {
             let dir = tempfile::tempdir().unwrap();
             let db = Arc::new(rocksdb::DB::open_default(dir.path()).unwrap());
             let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
@@ -387,7 +387,7 @@ mod tests {
 
         /// Orders `payloads` (each signed by its identity, dated at the block's time) as one
         /// block, written and installed as the channel thread does.
-        fn block(&mut self, txs: &[(&Identity, Payload)]) -> Applied {
+        pub(crate) fn block(&mut self, txs: &[(&Identity, Payload)]) -> Applied {
             let raws: Vec<Vec<u8>> = txs
                 .iter()
                 .enumerate()
@@ -415,6 +415,9 @@ mod tests {
             if let Some(next) = applied.config.clone() {
                 self.ledger.install_config(next);
             }
+            if let Some(r) = applied.retired {
+                self.ledger.install_retirement(r);
+            }
             self.ts += 1000;
             applied
         }
@@ -425,14 +428,14 @@ mod tests {
         }
     }
 
-    fn rejected(a: &Applied, i: usize) -> (RejectCode, String) {
+    pub(crate) fn rejected(a: &Applied, i: usize) -> (RejectCode, String) {
         match &a.receipts[i].status {
             TxStatus::Rejected { code, reason } => (*code, reason.clone()),
             s => panic!("transaction {i} should be rejected: {s:?}"),
         }
     }
 
-    fn put(k: &str) -> Payload {
+    pub(crate) fn put(k: &str) -> Payload {
         Payload::KvWrite {
             reads: vec![],
             writes: vec![Write {

@@ -63,8 +63,7 @@ pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
     match cmd {
         ChannelCmd::Genesis(a) => genesis::write(ctx, &a),
         ChannelCmd::Retire { channel, args } => {
-            super::retire::retire(ctx, &channel, tally_protocol::Change::RetireChannel, &args)
-                .await
+            super::retire::retire(ctx, &channel, tally_protocol::Change::RetireChannel, &args).await
         }
         ChannelCmd::Leave(a) => super::retire::leave(ctx, &a).await,
         ChannelCmd::Config { channel } => {

@@ -415,7 +415,13 @@ async fn submit_signed(ctx: &Ctx, channel: &str, file: &Path, opts: &WriteOpts) 
 }
 
 /// Prints what a proposal or vote did, and the proposal's status after it.
-pub(super) async fn report(ctx: &Ctx, channel: &str, hash: Hash, verb: &str, o: &SubmitOutcome) -> Result<()> {
+pub(super) async fn report(
+    ctx: &Ctx,
+    channel: &str,
+    hash: Hash,
+    verb: &str,
+    o: &SubmitOutcome,
+) -> Result<()> {
     let r = match o {
         SubmitOutcome::Pending(id) => {
             return ctx.show(

@@ -44,7 +44,7 @@ pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
 async fn apply(ch: Arc<Channel>, ctx: &Context) -> Result<Action> {
     let ns = ch.namespace().unwrap_or_default();
     let mut status = ch.current_status();
-    let verdict = match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
+    let verdict = match world::plan_or_verdict(ctx, &ns, &ch.spec.consortium).await? {
         Err(v) => v,
         Ok(w) => converge(&ch, ctx, &w, &mut status).await?,
     };

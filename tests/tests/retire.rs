@@ -501,3 +501,168 @@ async fn retirements_apply_only_when_approved_and_are_refused_by_every_node() {
         assert!(admin(&tc, n).channel(CH).await.expect("admin").is_none());
     }
 }
+
+/// `tallyctl up` running the quickstart example, its stdout lines drained in a thread.
+struct Up {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        // A failing test must not leave `up` and its nodes behind: SIGINT stops them.
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: plain kill(2) on the child this test spawned.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Up {
+    fn start(data: &Path) -> Up {
+        use std::io::BufRead;
+        let manifest =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/quickstart.yaml");
+        let mut child = Command::new(tally_tests::tallyctl_bin())
+            .arg("up")
+            .arg("-f")
+            .arg(&manifest)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["--console-addr", "127.0.0.1:0"])
+            .env("TALLY_NODE_BIN", tally_tests::node_bin())
+            .env("TALLY_CONSOLE_BIN", tally_tests::console_bin())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(data.with_extension("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("start tallyctl up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let mut up = Up { child, lines };
+        up.wait_for("Ready.");
+        up
+    }
+
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) if l.contains(needle) => return,
+                Ok(l) => seen.push(l),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("tallyctl up never printed {needle:?}:\n{}", seen.join("\n"));
+    }
+
+    fn stop(mut self) {
+        // SIGINT, as a user's Ctrl-C: `up` stops its nodes and exits.
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: plain kill(2) on the child this test spawned.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tallyctl up did not exit after SIGINT");
+    }
+}
+
+/// Runs tallyctl on the local consortium in `data`; returns (exit code, stdout, stderr).
+fn local(data: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tally_tests::tallyctl_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("run tallyctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// In local mode: a channel retired with the profile's admins (one shot) and left by every
+/// node of the profile stays gone when the consortium is stopped and started again.
+#[test]
+fn in_local_mode_a_retired_channel_is_left_and_stays_gone_after_a_restart() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let data = root.path().join("quickstart");
+    let up = Up::start(&data);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = local(&data, args);
+        assert_eq!(code, 0, "tallyctl {args:?}: {out}\n{err}");
+        out
+    };
+    ok(&[
+        "--org",
+        "org1",
+        "tx",
+        "put",
+        "--channel",
+        "main",
+        "kept",
+        "v",
+    ]);
+    // Still a member everywhere: every node refuses to leave.
+    let (code, out, err) = local(&data, &["channel", "leave", "--channel", "main"]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(out.matches("REFUSED").count(), 3, "{out}\n{err}");
+    let retired = ok(&[
+        "--org",
+        "org1",
+        "--as",
+        "admin",
+        "channel",
+        "retire",
+        "--channel",
+        "main",
+    ]);
+    assert!(retired.contains("applied"), "{retired}");
+    let (code, _, err) = local(
+        &data,
+        &[
+            "--org",
+            "org2",
+            "tx",
+            "put",
+            "--channel",
+            "main",
+            "late",
+            "v",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("retired"), "{err}");
+    let read = ok(&["--org", "org2", "tx", "get", "--channel", "main", "kept"]);
+    assert!(read.contains('v'), "{read}");
+    let left = ok(&["channel", "leave", "--channel", "main"]);
+    assert_eq!(left.matches("left channel main").count(), 3, "{left}");
+    up.stop();
+
+    let up = Up::start(&data);
+    let (code, _, err) = local(
+        &data,
+        &["--org", "org1", "tx", "get", "--channel", "main", "kept"],
+    );
+    assert_ne!(code, 0, "the channel came back after a restart");
+    assert!(
+        err.contains("unknown_channel") || err.contains("no channel"),
+        "{err}"
+    );
+    up.stop();
+}

@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use tally_client::{txs, AdminClient, SubmitOutcome};
+use tally_client::{txs, AdminClient, Profile, SubmitOutcome};
 use tally_protocol::proposal::Change;
 use tally_protocol::{Payload, Proposal, Role, TxStatus};
 
@@ -155,8 +155,15 @@ pub async fn leave(ctx: &Ctx, a: &LeaveArgs) -> Result<()> {
             targets.push((addr.to_string(), AdminClient::new(addr, &ca_pem, &id)?));
         }
     } else {
-        let IdentitySource::Profile { dir, profile, .. } = &ctx.identity else {
-            bail!("name the nodes: --data-dir DIR (a local consortium's profile), or --admin-addr with an admin --identity");
+        // Each node is asked as its own organization's admin, from the profile: no --org needed.
+        let loaded;
+        let (dir, profile) = match (&ctx.identity, &ctx.data_dir) {
+            (IdentitySource::Profile { dir, profile, .. }, _) => (dir, &**profile),
+            (_, Some(dir)) => {
+                loaded = Profile::load(dir)?;
+                (dir, &loaded)
+            }
+            _ => bail!("name the nodes: --data-dir DIR (a local consortium's profile), or --admin-addr with an admin --identity"),
         };
         for n in &profile.nodes {
             let wanted = if a.nodes.is_empty() {

@@ -76,6 +76,29 @@ fn crash_point(at: &str) {
 }
 
 impl Node {
+    /// Refuses while the configuration `ledger` has applied lists this node and the channel
+    /// is not retired.
+    fn may_leave(&self, ledger: &Ledger, channel: &str) -> Result<(), LeaveError> {
+        if ledger.retired().is_some() {
+            return Ok(());
+        }
+        let in_force = ledger.in_force();
+        let listed = |nodes: &[tally_protocol::NodeRef]| nodes.iter().any(|n| n.name == self.name);
+        let role = if listed(&in_force.config.consenters) {
+            "consenter"
+        } else if listed(&in_force.config.observers) {
+            "observer"
+        } else {
+            return Ok(());
+        };
+        Err(LeaveError::StillListed {
+            node: self.name.clone(),
+            channel: channel.to_string(),
+            role,
+            sequence: in_force.sequence,
+        })
+    }
+
     /// Stops serving `channel` and deletes its data, if the node may leave it.
     pub fn leave(&self, channel: &str) -> Result<Left, LeaveError> {
         let _g = self.join_lock.lock();
@@ -94,36 +117,7 @@ impl Node {
                 )
             }
         };
-        let in_force = ledger.in_force();
-        let retired = ledger.retired();
-        if retired.is_none() {
-            let role = if in_force
-                .config
-                .consenters
-                .iter()
-                .any(|n| n.name == self.name)
-            {
-                Some("consenter")
-            } else if in_force
-                .config
-                .observers
-                .iter()
-                .any(|n| n.name == self.name)
-            {
-                Some("observer")
-            } else {
-                None
-            };
-            if let Some(role) = role {
-                return Err(LeaveError::StillListed {
-                    node: self.name.clone(),
-                    channel: channel.to_string(),
-                    role,
-                    sequence: in_force.sequence,
-                });
-            }
-        }
-        let height = ledger.tip().height;
+        self.may_leave(&ledger, channel)?;
         if let Some(ch) = running {
             self.channels.write().remove(channel);
             ch.shutdown();
@@ -139,7 +133,23 @@ impl Node {
             if let Some(h) = handle {
                 let _ = h.join();
             }
+            // A block applied between the check and the stop may have listed this node again:
+            // then it stays, and serves the channel as before.
+            if let Err(e) = self.may_leave(&ledger, channel) {
+                let hint = match self.db.get(keys::join_hint(channel)).map_err(storage)? {
+                    Some(b) => Some(ChannelConfig::from_bytes(&b).map_err(storage)?),
+                    None => None,
+                };
+                if let Err(why) = self.start_channel((*ledger.genesis).clone(), hint) {
+                    return Err(storage(format!(
+                        "{e}; starting the channel again failed: {why}"
+                    )));
+                }
+                return Err(e);
+            }
         }
+        let height = ledger.tip().height;
+        let retired = ledger.retired();
         crash_point("before");
         let k = Keys::new(channel);
         let start = k.kind(0);

@@ -229,7 +229,7 @@ impl Node {
         Ok(Joined::Created(ch))
     }
 
-    fn start_channel(
+    pub(crate) fn start_channel(
         &self,
         genesis: ChannelConfig,
         hint: Option<ChannelConfig>,

@@ -262,6 +262,21 @@ impl AdminClient {
         }
     }
 
+    /// Asks the node to leave `name`: stop serving it and delete its data. The node refuses
+    /// (409) while the configuration in force still lists it, unless the channel was retired.
+    /// `Ok(None)` when the node does not hold the channel (already left).
+    pub async fn leave_channel(
+        &self,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, ClientError> {
+        let path = format!("/v1/admin/channels/{}", crate::client::percent_encode(name));
+        match self.call_json(Method::DELETE, &path, None::<&()>).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Asks the node to hand leadership of every channel it leads to another caught-up
     /// voter; fails with a conflict when some channel could not be handed over in time.
     pub async fn release_leadership(&self) -> Result<serde_json::Value, ClientError> {

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use tally_protocol::codec::{Decode, Encode};
-use tally_protocol::proposal::{Outcome, Record, Vote};
+use tally_protocol::proposal::{Change, Outcome, Record, Vote};
 use tally_protocol::snapshot::{Chunk, ChunkRequest, Descriptor};
 use tally_protocol::{
     read_auth, Approval, Batch, Block, BlockHeader, ChaincodeDefinition, ChaincodeEvent,
@@ -351,11 +351,27 @@ pub fn seeds() -> Result<Seeds, String> {
         rejections: vec![vote("org2", 12)],
         outcome: Outcome::Rejected { block: 12 },
     };
+    let retirements: Vec<Proposal> = [
+        Change::RetireChaincode {
+            name: "notary".into(),
+            sequence: 2,
+        },
+        Change::RetireChannel,
+    ]
+    .into_iter()
+    .map(|c| Proposal::other(&config, 1, c, 1_760_000_600_000, "retire"))
+    .collect();
+    let mut status_seeds = all(&statuses);
+    status_seeds.extend(all(&[TxStatus::Rejected {
+        code: tally_protocol::RejectCode::Retired,
+        reason: "channel trade was retired at block 9".into(),
+    }]));
     let mut payload_seeds = all(&payloads);
     payload_seeds.extend(all(&[
         Payload::Propose(Box::new(proposal.clone())),
         Payload::ProposalApprove { hash: h(6) },
         Payload::ProposalReject { hash: h(7) },
+        Payload::Propose(Box::new(retirements[0].clone())),
     ]));
     let enc = |v: Vec<Vec<u8>>| v;
     fn all<T: Encode>(v: &[T]) -> Vec<Vec<u8>> {
@@ -384,7 +400,7 @@ pub fn seeds() -> Result<Seeds, String> {
         ("raw_tx", all(&txs)),
         ("batch", all(&batches)),
         ("raw_batch", all(&batches)),
-        ("tx_status", all(&statuses)),
+        ("tx_status", status_seeds),
         ("block_header", all(&[header])),
         ("block", all(&[block, empty_block])),
         ("org_member", all(&config.members)),
@@ -396,7 +412,11 @@ pub fn seeds() -> Result<Seeds, String> {
         ("chaincode_definition", all(&[definition])),
         ("chaincode_event", all(&[event])),
         ("tx_effects", all(&[effects])),
-        ("proposal", all(&[proposal])),
+        ("proposal", {
+            let mut v = all(&[proposal]);
+            v.extend(all(&retirements));
+            v
+        }),
         ("proposal_record", all(&[record])),
         ("receipt_json", js(&[receipt, rejected])),
         ("proven_receipt_json", js(&[proven])),

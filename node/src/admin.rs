@@ -1,6 +1,7 @@
 //! The admin API, served over mutual TLS to administrators of the node's own organization.
 
 use crate::http::{error, json, Body};
+use crate::leave::LeaveError;
 use crate::node::{JoinError, Joined, Node};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -64,6 +65,7 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                         genesis: (*ch.ledger.genesis).clone(),
                         config: (*ch.ledger.config()).clone(),
                         status: ch.status(),
+                        retired: ch.ledger.retired(),
                     },
                 ),
                 None => error(
@@ -71,6 +73,25 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                     "not_found",
                     format!("this node does not serve channel {name}"),
                 ),
+            }
+        }
+        (Method::DELETE, p) if p.starts_with("v1/admin/channels/") => {
+            let name = p["v1/admin/channels/".len()..].to_string();
+            let n = node.clone();
+            let left = tokio::task::spawn_blocking(move || n.leave(&name)).await;
+            match left {
+                Ok(Ok(left)) => {
+                    tracing::info!(channel = %left.channel, admin = %caller.subject, "channel left by admin");
+                    json(StatusCode::OK, &left)
+                }
+                Ok(Err(e @ LeaveError::NotFound(_))) => {
+                    error(StatusCode::NOT_FOUND, "not_found", e.to_string())
+                }
+                Ok(Err(e @ LeaveError::StillListed { .. })) => {
+                    error(StatusCode::CONFLICT, "still_member", e.to_string())
+                }
+                Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
             }
         }
         (Method::POST, "v1/admin/channels") => {

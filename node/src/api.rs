@@ -344,6 +344,7 @@ fn reject_status(code: RejectCode) -> StatusCode {
         | RejectCode::Revoked => StatusCode::FORBIDDEN,
         RejectCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RejectCode::Duplicate => StatusCode::CONFLICT,
+        RejectCode::Retired => StatusCode::GONE,
         _ => StatusCode::BAD_REQUEST,
     }
 }

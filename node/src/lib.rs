@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod hosts;
 pub mod http;
 pub mod keys;
+pub mod leave;
 pub mod ledger;
 pub mod limits;
 pub mod listener;

@@ -154,6 +154,47 @@ impl Metrics {
         }
     }
 
+    /// Drops every series of `channel`, once the node has left it: a channel this node no
+    /// longer serves must not keep exporting its last height, role or readiness.
+    pub fn forget_channel(&self, channel: &str) {
+        for v in [
+            &self.height,
+            &self.term,
+            &self.role,
+            &self.leader_id,
+            &self.applied_index,
+            &self.commit_index,
+            &self.ready,
+            &self.degraded,
+            &self.first_differing_height,
+            &self.consenters,
+        ] {
+            forget(v, channel);
+        }
+        for v in [
+            &self.leader_changes,
+            &self.committed_txs,
+            &self.committed_blocks,
+            &self.rejected_txs,
+            &self.snapshots_sent,
+            &self.snapshots_applied,
+            &self.snapshots_refused,
+            &self.votes_withheld,
+            &self.compactions,
+            &self.chaincode_fuel_used,
+        ] {
+            forget(v, channel);
+        }
+        for v in [
+            &self.commit_latency,
+            &self.batch_size,
+            &self.chaincode_exec_seconds,
+        ] {
+            forget(v, channel);
+        }
+        forget(&self.state_root, channel);
+    }
+
     /// Exports the free and total bytes of the file system holding `data_dir`, measured at
     /// each scrape.
     pub fn register_data_dir(&self, data_dir: PathBuf) -> Result<(), prometheus::Error> {
@@ -165,6 +206,25 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+/// Removes the series of `vec` whose channel label is `channel`, whatever its other labels.
+fn forget<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    channel: &str,
+) {
+    for family in vec.collect() {
+        for m in family.get_metric() {
+            let labels: HashMap<&str, &str> = m
+                .get_label()
+                .iter()
+                .map(|l| (l.get_name(), l.get_value()))
+                .collect();
+            if labels.get(n::L_CHANNEL) == Some(&channel) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }
 

@@ -62,12 +62,12 @@ pub struct Node {
     pub backups: crate::backup::Jobs,
     /// Channels restored read-only at a point in time (`keys::frozen`): no Raft, no
     /// checkpoints, no writes.
-    frozen: RwLock<std::collections::BTreeSet<String>>,
-    channels: RwLock<BTreeMap<String, Arc<Channel>>>,
+    pub(crate) frozen: RwLock<std::collections::BTreeSet<String>>,
+    pub(crate) channels: RwLock<BTreeMap<String, Arc<Channel>>>,
     /// The organization CAs of each channel, for binding peer certificates to Raft ids.
     trust: RwLock<TrustMap>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
-    join_lock: Mutex<()>,
+    pub(crate) threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    pub(crate) join_lock: Mutex<()>,
     /// Itself, for the channels' configuration callbacks.
     me: Weak<Node>,
     /// Tells the checkpoint thread to end.
@@ -241,7 +241,7 @@ impl Node {
         self.frozen.read().contains(channel)
     }
 
-    fn start_channel(
+    pub(crate) fn start_channel(
         &self,
         genesis: ChannelConfig,
         hint: Option<ChannelConfig>,
@@ -309,7 +309,7 @@ impl Node {
 
     /// Peers are trusted when their CA is a member of a channel this node serves, and for a
     /// channel's messages only with that channel's CA for their organization.
-    fn refresh_trust(&self) -> Result<(), JoinError> {
+    pub(crate) fn refresh_trust(&self) -> Result<(), JoinError> {
         let mut trust = self.trust.write();
         let channels: Vec<(String, Vec<tally_protocol::TrustedCa>)> = self
             .channels

@@ -14,7 +14,9 @@ use crate::decide::channel::{
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,14 +28,25 @@ use tally_protocol::proposal::{Change, ProposalView, Status as ProposalStatus};
 use tally_protocol::{ChannelConfig, Identity, RejectCode, TxStatus};
 
 pub async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Action> {
-    if ch.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
+    let ns = ch.namespace().unwrap_or_default();
+    let api: Api<Channel> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, crate::names::FINALIZER, ch, |ev| async {
+        match ev {
+            Finalizer::Apply(c) => apply(c, &ctx).await,
+            // Retire the channel, then have every node delete its data (`channel_delete.rs`).
+            Finalizer::Cleanup(c) => crate::channel_delete::cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(crate::context::from_finalizer)
+}
+
+async fn apply(ch: Arc<Channel>, ctx: &Context) -> Result<Action> {
     let ns = ch.namespace().unwrap_or_default();
     let mut status = ch.current_status();
-    let verdict = match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
+    let verdict = match world::plan_or_verdict(ctx, &ns, &ch.spec.consortium).await? {
         Err(v) => v,
-        Ok(w) => converge(&ch, &ctx, &w, &mut status).await?,
+        Ok(w) => converge(&ch, ctx, &w, &mut status).await?,
     };
     ctx.report(ch.as_ref(), &verdict, status).await?;
     Ok(ctx.parked.after(ch.as_ref(), &verdict))
@@ -222,6 +235,30 @@ async fn converge(
         }
     }
 
+    // Nodes the plan no longer puts in the channel leave it once an applied configuration
+    // change no longer lists them (each node checks that itself and refuses otherwise).
+    for n in w
+        .plan
+        .nodes
+        .iter()
+        .filter(|n| n.hosted() && !n.channels.contains(&name))
+    {
+        let Some(at) = reach::locate(ctx, &ns, n).await? else {
+            continue;
+        };
+        let admin = reach::admin(ctx, &w.plan, n, &at)?;
+        if let Ok(Some(_)) = admin.leave_channel(&name).await {
+            ctx.event(
+                ch,
+                false,
+                "NodeLeft",
+                "Leave",
+                format!("{} left channel {name} and deleted its data", n.name),
+            )
+            .await;
+        }
+    }
+
     // What the nodes report now.
     let mut nodes_status = Vec::new();
     for (n, at, _, _) in &reached {
@@ -284,16 +321,16 @@ fn names_of<'a>(it: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Why a configuration change was not made.
-enum ChangeFailure {
+pub(crate) enum ChangeFailure {
     /// The channel refused it (its reason); trying again changes nothing.
     Refused(String),
     /// No node took it; try again later.
     Unreachable(String),
 }
-use ChangeFailure::{Refused, Unreachable};
+pub(crate) use ChangeFailure::{Refused, Unreachable};
 
 /// What proposing a change came to.
-enum Proposed {
+pub(crate) enum Proposed {
     /// Committed as this configuration sequence.
     Committed(u64),
     /// Proposed on the ledger and waiting for organizations the operator does not sign for;
@@ -355,7 +392,8 @@ async fn propose_change(
                 Err(e) => e,
             }
         } else {
-            match by_proposal(&api, &admins, src, next).await {
+            let change = Change::Config(Box::new(next.clone()));
+            match by_proposal(&api, &admins, src, &change).await {
                 Ok(p) => return p,
                 Err(e) => e,
             }
@@ -380,32 +418,44 @@ fn committed(status: &TxStatus, src: &ChannelInfo) -> std::result::Result<u64, C
     }
 }
 
-/// The open proposal of `next` on the base `src` (made by `admins[0]` if there is none yet),
-/// approved by every one of `admins` that has not voted; what it stands at after.
-async fn by_proposal(
+/// The open proposal of `change` on the base `src` (made by `admins[0]` if there is none
+/// yet), approved by every one of `admins` that has not voted; what it stands at after.
+pub(crate) async fn by_proposal(
     api: &tally_client::Client,
     admins: &[Identity],
     src: &ChannelInfo,
-    next: &ChannelConfig,
+    change: &Change,
 ) -> std::result::Result<std::result::Result<Proposed, ChangeFailure>, tally_client::ClientError> {
     let channel = &src.config.name;
     let wanted = |v: &ProposalView| {
         v.status == ProposalStatus::Open
             && v.proposal.base_sequence == src.status.config_sequence
-            && matches!(&v.proposal.change, Change::Config(c) if **c == *next)
+            && v.proposal.change == *change
     };
     let open = api.proposals(channel).await?.into_iter().find(wanted);
     let (mut view, new) = match open {
         Some(v) => (v, false),
         None => {
-            let proposal = api
-                .config_proposal(
-                    channel,
-                    next.clone(),
-                    PROPOSAL_TTL,
-                    "the operator's planned configuration (Consortium, Peers and Channel resources)",
-                )
-                .await?;
+            let proposal = match change {
+                Change::Config(next) => {
+                    api.config_proposal(
+                        channel,
+                        (**next).clone(),
+                        PROPOSAL_TTL,
+                        "the operator's planned configuration (Consortium, Peers and Channel resources)",
+                    )
+                    .await?
+                }
+                other => {
+                    api.change_proposal(
+                        channel,
+                        other.clone(),
+                        PROPOSAL_TTL,
+                        "the operator: the Channel resource was deleted",
+                    )
+                    .await?
+                }
+            };
             let hash = proposal.hash();
             let r = api.propose(&admins[0], proposal).await?;
             if let Err(e) = committed(&r.status, src) {

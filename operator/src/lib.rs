@@ -10,6 +10,7 @@ pub mod builders;
 pub mod ca_custody;
 pub mod chaincode;
 pub mod channel;
+pub mod channel_delete;
 pub mod consortium;
 pub mod context;
 pub mod cron;

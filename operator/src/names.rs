@@ -8,8 +8,9 @@ pub use tally_planner::headless_service;
 
 /// Field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "tally-operator";
-/// The finalizer of consortia (the only kind with one): it holds a consortium's deletion while
-/// peers or channels use it.
+/// The finalizer of consortia (held while peers or channels use it), peers (held while their
+/// nodes are a channel's quorum) and channels (held until the channel is retired and its
+/// nodes have left it).
 pub const FINALIZER: &str = "tally.dev/cleanup";
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

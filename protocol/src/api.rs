@@ -91,6 +91,9 @@ pub struct ChannelInfo {
     /// The configuration in force.
     pub config: crate::ChannelConfig,
     pub status: ChannelStatus,
+    /// Set once an approved proposal retired the channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<crate::retirement::Retirement>,
 }
 
 /// Body of a join request for a channel that changed since genesis.

@@ -134,12 +134,14 @@ pub enum RejectCode {
     UnknownChaincode,
     /// The signer's certificate is revoked by its organization in the configuration in force.
     Revoked,
+    /// The channel, or the chaincode called, was retired by an approved proposal.
+    Retired,
 }
 
 impl RejectCode {
     /// Every code, in tag order: a code's position is its canonical tag, so new codes are
     /// only ever appended.
-    pub const ALL: [RejectCode; 16] = [
+    pub const ALL: [RejectCode; 17] = [
         RejectCode::BadSignature,
         RejectCode::UnknownCertificate,
         RejectCode::NotMember,
@@ -156,6 +158,7 @@ impl RejectCode {
         RejectCode::NotApproved,
         RejectCode::UnknownChaincode,
         RejectCode::Revoked,
+        RejectCode::Retired,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -176,6 +179,7 @@ impl RejectCode {
             RejectCode::NotApproved => "not_approved",
             RejectCode::UnknownChaincode => "unknown_chaincode",
             RejectCode::Revoked => "revoked",
+            RejectCode::Retired => "retired",
         }
     }
 

@@ -189,6 +189,9 @@ pub struct ChaincodeInfo {
     /// organizations that approved each.
     #[serde(default)]
     pub pending: Vec<PendingDefinition>,
+    /// Set when the active definition was retired: calls are refused, state stays readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<crate::retirement::Retirement>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ pub mod org_trust;
 pub mod proposal;
 pub mod read_auth;
 pub mod receipt;
+pub mod retirement;
 pub mod sig;
 pub mod snapshot;
 pub mod state;

@@ -54,6 +54,32 @@ pub enum Change {
     // Tag 1 is kept for chaincode definitions and tag 2 for certificate revocations (the
     // revocation list lives in the channel configuration; see the `revoke` work): each will
     // be a variant here, decided by the same votes.
+    /// Retire the active definition `sequence` of chaincode `name`: calls are refused from
+    /// then on, its state stays readable, and only a later approved definition (a higher
+    /// sequence) makes the name callable again. See [`crate::retirement`].
+    RetireChaincode { name: String, sequence: u64 },
+    /// Retire the whole channel: every node refuses new transactions on it from then on and
+    /// keeps serving reads; its nodes may then leave it (delete its data).
+    RetireChannel,
+}
+
+impl Change {
+    /// Whether applying the change installs a new configuration (and so moves the
+    /// configuration sequence, making other open proposals stale).
+    pub fn is_config(&self) -> bool {
+        matches!(self, Change::Config(_))
+    }
+
+    /// A one-line summary for people.
+    pub fn summary(&self) -> String {
+        match self {
+            Change::Config(_) => "configuration change".into(),
+            Change::RetireChaincode { name, sequence } => {
+                format!("retire chaincode {name} (definition sequence {sequence})")
+            }
+            Change::RetireChannel => "retire the channel".into(),
+        }
+    }
 }
 
 impl Encode for Change {
@@ -63,6 +89,12 @@ impl Encode for Change {
                 w.u8(0);
                 c.encode(w);
             }
+            Change::RetireChaincode { name, sequence } => {
+                w.u8(3);
+                w.str(name);
+                w.u64(*sequence);
+            }
+            Change::RetireChannel => w.u8(4),
         }
     }
 }
@@ -70,6 +102,11 @@ impl Decode for Change {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("change")? {
             0 => Ok(Change::Config(Box::new(ChannelConfig::decode(r)?))),
+            3 => Ok(Change::RetireChaincode {
+                name: r.str("change.chaincode")?,
+                sequence: r.u64("change.sequence")?,
+            }),
+            4 => Ok(Change::RetireChannel),
             tag => Err(DecodeError::BadTag {
                 what: "change",
                 tag,
@@ -110,6 +147,25 @@ impl Proposal {
             expires_at_ms,
             description: description.to_string(),
             change: Change::Config(Box::new(next)),
+        }
+    }
+
+    /// A change that is not a configuration (a retirement), decided by the admins of the
+    /// configuration in force (after `sequence` changes); it is stale once that moves.
+    pub fn other(
+        current: &ChannelConfig,
+        sequence: u64,
+        change: Change,
+        expires_at_ms: u64,
+        description: &str,
+    ) -> Proposal {
+        Proposal {
+            channel: current.name.clone(),
+            base_sequence: sequence,
+            base: current.hash(),
+            expires_at_ms,
+            description: description.to_string(),
+            change,
         }
     }
 
@@ -183,7 +239,8 @@ impl Decode for Vote {
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum Outcome {
     Open,
-    /// Applied in `block`, making configuration change number `sequence`.
+    /// Applied in `block`; `sequence` is the configuration sequence in force after it (one
+    /// more than the base for a configuration change, the base itself for a retirement).
     Applied {
         block: u64,
         sequence: u64,
@@ -457,7 +514,7 @@ impl Record {
         self.outcome = match d {
             Decision::Met => Outcome::Applied {
                 block,
-                sequence: self.proposal.base_sequence + 1,
+                sequence: self.proposal.base_sequence + u64::from(self.proposal.change.is_config()),
             },
             Decision::Defeated => Outcome::Rejected { block },
             Decision::Undecided => Outcome::Open,
@@ -766,6 +823,37 @@ mod tests {
         let (r, d) = Record::open(proposal(1000), vote("a", 1), orgs(&["a"]), 1, now(10)).unwrap();
         assert_eq!(d, Decision::Met);
         assert_eq!(r.status(now(10)), Status::Applied);
+    }
+
+    #[test]
+    fn retirements_keep_the_configuration_sequence_and_round_trip() {
+        for change in [
+            Change::RetireChaincode {
+                name: "notary".into(),
+                sequence: 2,
+            },
+            Change::RetireChannel,
+        ] {
+            let mut p = proposal(1000);
+            p.change = change;
+            assert_eq!(Proposal::from_bytes(&p.to_bytes()).unwrap(), p);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Proposal>(&json).unwrap(), p);
+            let (r, d) = Record::open(p, vote("a", 1), orgs(&["a"]), 1, now(10)).unwrap();
+            assert_eq!(d, Decision::Met);
+            assert_eq!(
+                r.outcome,
+                Outcome::Applied {
+                    block: 1,
+                    sequence: 3
+                },
+                "a retirement installs no configuration"
+            );
+        }
+        // The reserved tags stay unknown.
+        for tag in [1u8, 2, 5] {
+            assert!(Change::from_bytes(&[tag]).is_err());
+        }
     }
 
     #[test]

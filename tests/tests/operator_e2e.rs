@@ -10,7 +10,9 @@
 //! with nothing acknowledged lost, a version rollout one pod at a time, a consenter Peer
 //! scaled up and down under load (configuration transactions, Raft learners promoted,
 //! departing nodes removed before their pods go), two operator replicas with one leading,
-//! a member added to a channel, and deletion that leaves only the retained volumes.
+//! a member added to a channel, an observer Peer taken out of a channel (removed from its
+//! configuration, then its node deletes the channel's data), and deletion that leaves only the
+//! retained volumes.
 //!
 //! Run alone: `scripts/test.sh --operator` (or build tally-node, tallyctl and tally-operator,
 //! then `cargo test -p tally-tests --test operator_e2e`).
@@ -512,6 +514,45 @@ fn e2e_steps(cp: &ControlPlane) {
     export_profile(cp, &dir);
     put(&dir, "supplier-tier2", "financing", "loan-2", "requested")
         .expect("the new member writes to financing");
+
+    // 9b. An observer Peer taken out of a Channel: the configuration change removes its node,
+    //     then the node leaves the channel (deletes its data), seen as a NodeLeft event.
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "patch",
+        "channel",
+        "receivables",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"observers":[]}}"#,
+    ]);
+    wait_for(
+        "supplier-tier1-observer-0 out of receivables and its data deleted",
+        Duration::from_secs(120),
+        || {
+            let c = get_json(cp, &["-n", NS, "get", "channel", "receivables"]);
+            let learners = c["status"]["learners"].to_string();
+            if learners.contains("supplier-tier1-observer-0") {
+                return Err(format!("learners {learners}"));
+            }
+            let events = cp.kubectl_ok(&[
+                "-n",
+                NS,
+                "get",
+                "events",
+                "--field-selector",
+                "reason=NodeLeft",
+                "-o",
+                "json",
+            ]);
+            if events.contains("supplier-tier1-observer-0 left channel receivables") {
+                Ok(())
+            } else {
+                Err("no NodeLeft event yet".into())
+            }
+        },
+    );
 
     // 10. Deleting the consortium first is held while peers and channels remain.
     cp.kubectl_ok(&["-n", NS, "delete", "consortium", CONSORTIUM, "--wait=false"]);

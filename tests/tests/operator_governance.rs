@@ -2,7 +2,9 @@
 //! (`approvals: External`), so the operator neither holds its admin Secret nor votes for it. A
 //! membership change to a Channel becomes a proposal on the ledger that waits, reported as
 //! `AwaitingApprovals` with 1/2 approvals, while the channel keeps committing; it applies only
-//! once that organization's own admin approves with `tallyctl proposal approve`.
+//! once that organization's own admin approves with `tallyctl proposal approve`. Deleting a
+//! second Channel proposes its retirement, which waits the same way (the Channel stays,
+//! held by its finalizer) until org2 approves; then its nodes leave it and the Channel goes.
 //!
 //! Run alone: build tally-node, tallyctl and tally-operator, then
 //! `cargo test -p tally-tests --test operator_governance -- --nocapture`.
@@ -42,6 +44,14 @@ spec: {consortium: two-keys, organization: org2, replicas: 1}
 apiVersion: tally.dev/v1alpha1
 kind: Channel
 metadata: {name: ledger}
+spec:
+  consortium: two-keys
+  members: [org1, org2]
+  consenters: [org1-peer, org2-peer]
+---
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {name: archive}
 spec:
   consortium: two-keys
   members: [org1, org2]
@@ -133,7 +143,7 @@ fn steps(cp: &ControlPlane) {
     );
     assert!(r.ok, "apply: {}", r.stderr);
     wait_for("every resource Ready", Duration::from_secs(240), || {
-        all_ready(cp, NS, 4)
+        all_ready(cp, NS, 5)
     });
 
     // The operator holds org1's admin, not org2's.
@@ -261,5 +271,100 @@ fn steps(cp: &ControlPlane) {
     )
     .expect("read back");
     assert!(v.contains("v1"), "{v}");
+
+    // Deleting a Channel retires it first, as its policy requires: org2 must approve.
+    tallyctl(
+        &dir,
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "archive",
+            "old",
+            "record",
+        ],
+    )
+    .expect("a write to the channel to be deleted");
+    cp.kubectl_ok(&["-n", NS, "delete", "channel", "archive", "--wait=false"]);
+    let pending = wait_for(
+        "the retirement AwaitingApprovals",
+        Duration::from_secs(120),
+        || {
+            let ch = get_json(cp, &["-n", NS, "get", "channel", "archive"]);
+            let p = ch["status"]["pendingChange"].clone();
+            if ready_reason(&ch) == "AwaitingApprovals" && p["approvals"] == "1/2" {
+                Ok(p)
+            } else {
+                Err(format!("Ready {:?}, pendingChange {p}", ready(&ch)))
+            }
+        },
+    );
+    assert_eq!(pending["missing"], serde_json::json!(["org2"]), "{pending}");
+    let hash = pending["proposal"].as_str().expect("hash").to_string();
+    let shown = tallyctl(
+        &dir,
+        &[
+            "--org",
+            "org1",
+            "proposal",
+            "show",
+            "--channel",
+            "archive",
+            &hash,
+        ],
+    )
+    .expect("proposal show");
+    assert!(shown.contains("retire the channel"), "{shown}");
+    // Not approved: the channel still takes writes, and the Channel is still there.
+    tallyctl(
+        &dir,
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "archive",
+            "k2",
+            "v2",
+        ],
+    )
+    .expect("a write while the retirement waits");
+    let out = tallyctl(
+        &dir,
+        &[
+            "--identity",
+            &admin,
+            "proposal",
+            "approve",
+            "--channel",
+            "archive",
+            &hash,
+        ],
+    )
+    .expect("org2 approves the retirement");
+    assert!(out.contains("applied"), "{out}");
+    wait_for(
+        "the Channel gone once its nodes left it",
+        Duration::from_secs(120),
+        || {
+            let r = cp.kubectl(&["-n", NS, "get", "channel", "archive"]);
+            if r.ok {
+                Err("still there".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let gone = tallyctl(
+        &dir,
+        &["--org", "org1", "tx", "get", "--channel", "archive", "old"],
+    );
+    assert!(
+        gone.is_err(),
+        "a node still serves the deleted channel: {gone:?}"
+    );
     op.stop();
 }

@@ -7,7 +7,7 @@ use super::Client;
 use crate::error::ClientError;
 use crate::txs;
 use std::time::Duration;
-use tally_protocol::proposal::{ProposalList, ProposalView};
+use tally_protocol::proposal::{Change, ProposalList, ProposalView};
 use tally_protocol::{ChannelConfig, Hash, Identity, Proposal, Receipt};
 
 impl Client {
@@ -51,6 +51,34 @@ impl Client {
                     &current,
                     status.config_sequence,
                     next,
+                    expires,
+                    description,
+                ));
+            }
+        }
+        Err(ClientError::Other(format!(
+            "the configuration of channel {channel} kept changing while it was read; try again"
+        )))
+    }
+
+    /// A proposal of a change other than a configuration (a retirement), decided by the
+    /// admins of the configuration in force, open for `ttl` from now.
+    pub async fn change_proposal(
+        &self,
+        channel: &str,
+        change: Change,
+        ttl: Duration,
+        description: &str,
+    ) -> Result<Proposal, ClientError> {
+        for _ in 0..3 {
+            let status = self.status(channel).await?;
+            let current = self.config(channel).await?;
+            if current.hash() == status.config_hash {
+                let expires = tally_protocol::now_ms().saturating_add(ttl.as_millis() as u64);
+                return Ok(Proposal::other(
+                    &current,
+                    status.config_sequence,
+                    change,
                     expires,
                     description,
                 ));

@@ -425,6 +425,10 @@ impl Worker {
         };
         self.write(wb, false)?;
         self.chan.ledger.commit_tip(tip.clone());
+        if let Some(r) = applied.retired {
+            info!(channel = %self.ch, block = r.block, proposal = %r.proposal, "channel retired: no new transactions from here on");
+            self.chan.ledger.install_retirement(r);
+        }
         if let Some(next) = applied.config.clone() {
             info!(
                 channel = %self.ch,

@@ -27,6 +27,9 @@ pub struct Applied {
     pub config: Option<InForce>,
     /// One entry per chaincode call executed (committed or not), for metrics.
     pub exec: Vec<ExecStat>,
+    /// The channel's retirement, if this block applied it, for
+    /// [`Ledger::install_retirement`] once written.
+    pub retired: Option<tally_protocol::retirement::Retirement>,
 }
 
 /// What one batch's transactions have done so far, for the ones after them.
@@ -41,6 +44,8 @@ pub(super) struct Scratch {
     pub(super) exec: Vec<ExecStat>,
     /// Fuel the block's chaincode invokes have burnt so far (see `chaincode::BLOCK_FUEL`).
     pub(super) fuel_used: u64,
+    /// The channel's retirement, if an earlier transaction of the block applied it.
+    pub(super) retired: Option<tally_protocol::retirement::Retirement>,
 }
 
 impl Ledger {
@@ -166,6 +171,7 @@ impl Ledger {
                 receipts,
                 config: scratch.config,
                 exec: scratch.exec,
+                retired: scratch.retired,
             },
             tip,
         )))
@@ -216,6 +222,10 @@ impl Ledger {
     ) -> Result<TxStatus, LedgerError> {
         let tx = &otx.tx;
         let reject = |(code, reason): (RejectCode, String)| TxStatus::Rejected { code, reason };
+        // Whatever a leader orders after the retirement applies nothing, on every node.
+        if let Err(e) = self.refuse_if_retired(scratch.retired.as_ref()) {
+            return Ok(reject(e));
+        }
         if let Err(e) = self.static_checks(tx, otx.raw.len()) {
             return Ok(reject(e));
         }

@@ -325,6 +325,15 @@ impl Ledger {
         self.definition_at(&keys::definition(name), overlay)
     }
 
+    /// The committed definition of `name`, as of the block's earlier transactions.
+    pub(super) fn active_definition(
+        &self,
+        name: &str,
+        scratch: &Scratch,
+    ) -> Result<Option<ChaincodeDefinition>, LedgerError> {
+        self.active(name, &scratch.overlay)
+    }
+
     /// Organizations that approved `def` (its exactly module hash) and are still members.
     fn approvals(
         &self,
@@ -686,6 +695,9 @@ impl Ledger {
                 format!("chaincode {name} is not committed on channel {}", self.name),
             ));
         };
+        if let Err((code, reason)) = self.refuse_retired_call(&def, Some(scratch))? {
+            return Ok(reject(code, reason));
+        }
         let module = match self.module_of(&def, &scratch.overlay)? {
             Ok(m) => m,
             Err((code, reason)) => return Ok(reject(code, reason)),
@@ -795,6 +807,7 @@ impl Ledger {
                     active: None,
                     approvals: Vec::new(),
                     pending: Vec::new(),
+                    retired: None,
                 });
             let decode = |b: &[u8]| {
                 ChaincodeDefinition::from_bytes(b).map_err(|e| corrupt("chaincode definition", e))
@@ -802,6 +815,12 @@ impl Ledger {
             match kind {
                 "definition" => entry.active = Some(decode(&value)?),
                 "installed" => installed.push(decode(&value)?),
+                "retired" => {
+                    entry.retired = Some(
+                        tally_protocol::retirement::Retirement::from_bytes(&value)
+                            .map_err(|e| corrupt("chaincode retirement", e))?,
+                    )
+                }
                 _ => {}
             }
             Ok(true)
@@ -810,6 +829,9 @@ impl Ledger {
             if let Some(active) = &entry.active {
                 entry.approvals = self.approvals(active, &none)?;
             }
+            // A retirement of an earlier definition no longer holds once a later one is active.
+            let current = entry.active.as_ref().map(|a| a.sequence);
+            entry.retired = entry.retired.filter(|r| Some(r.sequence) == current);
         }
         let needed = self.approvals_needed();
         for def in installed {

@@ -95,6 +95,7 @@ impl Ledger {
         raw_len: usize,
         now_ms: u64,
     ) -> Result<Arc<KnownSigner>, (RejectCode, String)> {
+        self.refuse_if_retired(None)?;
         self.static_checks(tx, raw_len)?;
         let (signer, _) =
             self.signer_info(&tx.body.signer, (now_ms / 1000) as i64, &HashMap::new())?;

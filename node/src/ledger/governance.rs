@@ -15,8 +15,9 @@ use tally_protocol::proposal::{
     self, Change, Decision, Installed, Now, Proposal, ProposalView, Record, Vote, VoteError,
     MAX_DESCRIPTION, MAX_TTL_MS,
 };
+use tally_protocol::retirement::{self, Retirement};
 use tally_protocol::state::StateDigest;
-use tally_protocol::{Hash, Payload, RejectCode, Signer, Transaction, TxStatus};
+use tally_protocol::{ChaincodeEvent, Hash, Payload, RejectCode, Signer, Transaction, TxStatus};
 
 type Reject = (RejectCode, String);
 
@@ -66,7 +67,22 @@ impl Ledger {
                     next.name, self.name
                 ),
             )),
-            Change::Config(_) => Ok(()),
+            Change::Config(_) | Change::RetireChannel => Ok(()),
+            Change::RetireChaincode { name, sequence } => {
+                if !tally_runtime::valid_chaincode_name(name) {
+                    return Err((
+                        RejectCode::Malformed,
+                        format!("chaincode name {name:?} is invalid"),
+                    ));
+                }
+                if *sequence == 0 {
+                    return Err((
+                        RejectCode::Malformed,
+                        "chaincode sequences start at 1".to_string(),
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
@@ -137,22 +153,70 @@ impl Ledger {
             }
         };
         let mut installed = None;
+        let mut retired = None;
         if decision == Decision::Met {
-            let Change::Config(next) = &record.proposal.change;
-            // Checked when proposed against the same base; checked again so that nothing but
-            // a valid transition is ever installed.
-            if let Err(e) = check_transition(&current.config, next) {
-                return Ok(reject(RejectCode::Malformed, e.to_string()));
+            match &record.proposal.change {
+                Change::Config(next) => {
+                    // Checked when proposed against the same base; checked again so that
+                    // nothing but a valid transition is ever installed.
+                    if let Err(e) = check_transition(&current.config, next) {
+                        return Ok(reject(RejectCode::Malformed, e.to_string()));
+                    }
+                    let sequence = record.proposal.base_sequence + 1;
+                    match InForce::new(sequence, (**next).clone()) {
+                        Ok(in_force) => scratch.config = Some(in_force),
+                        Err(e) => return Ok(reject(RejectCode::Malformed, e.to_string())),
+                    }
+                    installed = Some(Installed {
+                        sequence,
+                        config: (**next).clone(),
+                    });
+                }
+                Change::RetireChaincode { name, sequence } => {
+                    // A definition committed or retired since the proposal was made.
+                    if let Some(why) = self.why_not_retirable(name, *sequence, scratch)? {
+                        return Ok(reject(RejectCode::ReadConflict, why));
+                    }
+                    let r = Retirement {
+                        sequence: *sequence,
+                        block: at.version.block,
+                        proposal: record.hash,
+                    };
+                    self.write_key(
+                        &retirement::chaincode_key(name),
+                        Some(&r.to_bytes()),
+                        at.version,
+                        &at.tx_id,
+                        at.block_ts,
+                        &mut scratch.overlay,
+                        digest,
+                        wb,
+                    )?;
+                    let mut payload = tally_protocol::codec::Writer::with_capacity(64);
+                    payload.str(name);
+                    r.encode(&mut payload);
+                    retired = Some((retirement::CHAINCODE_RETIRED, payload.into_inner()));
+                }
+                Change::RetireChannel => {
+                    let r = Retirement {
+                        sequence: current.sequence,
+                        block: at.version.block,
+                        proposal: record.hash,
+                    };
+                    self.write_key(
+                        &retirement::channel_key(),
+                        Some(&r.to_bytes()),
+                        at.version,
+                        &at.tx_id,
+                        at.block_ts,
+                        &mut scratch.overlay,
+                        digest,
+                        wb,
+                    )?;
+                    scratch.retired = Some(r);
+                    retired = Some((retirement::CHANNEL_RETIRED, r.to_bytes()));
+                }
             }
-            let sequence = record.proposal.base_sequence + 1;
-            match InForce::new(sequence, (**next).clone()) {
-                Ok(in_force) => scratch.config = Some(in_force),
-                Err(e) => return Ok(reject(RejectCode::Malformed, e.to_string())),
-            }
-            installed = Some(Installed {
-                sequence,
-                config: (**next).clone(),
-            });
         }
         self.write_key(
             &proposal::key(&record.hash),
@@ -164,11 +228,14 @@ impl Ledger {
             digest,
             wb,
         )?;
-        scratch.effects = Some(proposal::effects(
-            &record.hash,
-            &record.outcome,
-            installed.as_ref(),
-        ));
+        let mut fx = proposal::effects(&record.hash, &record.outcome, installed.as_ref());
+        if let Some((name, payload)) = retired {
+            fx.events.push(ChaincodeEvent {
+                name: name.to_string(),
+                payload,
+            });
+        }
+        scratch.effects = Some(fx);
         Ok(TxStatus::Committed)
     }
 
@@ -197,14 +264,28 @@ impl Ledger {
                 ),
             )));
         }
-        let Change::Config(next) = &p.change;
         if p.base_sequence == current.sequence && p.base == current.hash {
-            if let Err(e) = check_transition(&current.config, next) {
-                return Ok(Err(reject(RejectCode::Malformed, e.to_string())));
+            match &p.change {
+                Change::Config(next) => {
+                    if let Err(e) = check_transition(&current.config, next) {
+                        return Ok(Err(reject(RejectCode::Malformed, e.to_string())));
+                    }
+                }
+                Change::RetireChaincode { name, sequence } => {
+                    if let Some(why) = self.why_not_retirable(name, *sequence, scratch)? {
+                        return Ok(Err(reject(RejectCode::ReadConflict, why)));
+                    }
+                }
+                Change::RetireChannel => {}
             }
         }
         let eligible = current.config.admin_orgs();
-        let needed = current.config.approvals_needed_for(next);
+        // A membership change needs what the channel's membership rule asks; anything else,
+        // retirements included, a majority.
+        let needed = match &p.change {
+            Change::Config(next) => current.config.approvals_needed_for(next),
+            _ => current.config.approvals_needed(),
+        };
         Ok(Record::open(p.clone(), proposer, eligible, needed, now).map_err(vote_reject))
     }
 
@@ -248,27 +329,27 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ledger::Applied;
     use std::sync::Arc;
     use tally_protocol::identity::Role;
     use tally_protocol::{ChannelConfig, Identity, NodeRef, OrgCa, OrgMember, TxBody, Write};
 
-    struct Org {
-        ca: OrgCa,
-        admin: Identity,
-        client: Identity,
+    pub(crate) struct Org {
+        pub(crate) ca: OrgCa,
+        pub(crate) admin: Identity,
+        pub(crate) client: Identity,
     }
 
-    fn org(name: &str) -> Org {
+    pub(crate) fn org(name: &str) -> Org {
         let ca = OrgCa::generate(name).unwrap();
         let admin = ca.issue(Role::Admin, "admin", &[]).unwrap();
         let client = ca.issue(Role::Client, "client", &[]).unwrap();
         Org { ca, admin, client }
     }
 
-    fn node(id: u64, org: &str) -> NodeRef {
+    pub(crate) fn node(id: u64, org: &str) -> NodeRef {
         NodeRef {
             id,
             name: format!("{org}-n{id}"),
@@ -278,7 +359,7 @@ mod tests {
         }
     }
 
-    fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
+    pub(crate) fn config(orgs: &[&Org], consenters: Vec<NodeRef>) -> ChannelConfig {
         let members = orgs
             .iter()
             .map(|o| OrgMember::new(&o.ca.org, &o.ca.cert_pem()))
@@ -286,17 +367,17 @@ mod tests {
         ChannelConfig::new("ch", members, consenters, vec![])
     }
 
-    struct Chain {
-        _dir: tempfile::TempDir,
-        ledger: Ledger,
+    pub(crate) struct Chain {
+        pub(crate) _dir: tempfile::TempDir,
+        pub(crate) ledger: Ledger,
         /// Block time of the next block.
-        ts: u64,
+        pub(crate) ts: u64,
         /// Raft index of the next block.
         index: u64,
     }
 
     impl Chain {
-        fn new(genesis: ChannelConfig) -> Chain {
+        pub(crate) fn new(genesis: ChannelConfig) -> Chain {
             let dir = tempfile::tempdir().unwrap();
             let db = Arc::new(rocksdb::DB::open_default(dir.path()).unwrap());
             let engine = Arc::new(tally_runtime::Engine::new(tally_runtime::Limits::default()));
@@ -311,7 +392,7 @@ mod tests {
 
         /// Orders `payloads` (each signed by its identity, dated at the block's time) as one
         /// block, written and installed as the channel thread does.
-        fn block(&mut self, txs: &[(&Identity, Payload)]) -> Applied {
+        pub(crate) fn block(&mut self, txs: &[(&Identity, Payload)]) -> Applied {
             let raws: Vec<Vec<u8>> = txs
                 .iter()
                 .enumerate()
@@ -339,6 +420,9 @@ mod tests {
             if let Some(next) = applied.config.clone() {
                 self.ledger.install_config(next);
             }
+            if let Some(r) = applied.retired {
+                self.ledger.install_retirement(r);
+            }
             self.ts += 1000;
             applied
         }
@@ -349,14 +433,14 @@ mod tests {
         }
     }
 
-    fn rejected(a: &Applied, i: usize) -> (RejectCode, String) {
+    pub(crate) fn rejected(a: &Applied, i: usize) -> (RejectCode, String) {
         match &a.receipts[i].status {
             TxStatus::Rejected { code, reason } => (*code, reason.clone()),
             s => panic!("transaction {i} should be rejected: {s:?}"),
         }
     }
 
-    fn put(k: &str) -> Payload {
+    pub(crate) fn put(k: &str) -> Payload {
         Payload::KvWrite {
             reads: vec![],
             writes: vec![Write {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tally_protocol::codec::Encode;
 use tally_protocol::merkle;
+use tally_protocol::retirement::Retirement;
 use tally_protocol::state::StateDigest;
 use tally_protocol::{Block, BlockHeader, ChannelConfig, Hash};
 use tally_runtime::Engine;
@@ -26,6 +27,7 @@ mod chaincode;
 mod checks;
 mod governance;
 mod reads;
+mod retire;
 pub(crate) mod snapshot_forge;
 pub(crate) mod snapshot_install;
 mod snapshot_intake;
@@ -82,6 +84,8 @@ pub struct Ledger {
     engine: Arc<Engine>,
     /// Opening the ledger finished a snapshot install that a stop had interrupted.
     pub resumed_install: bool,
+    /// Set once an approved proposal retired the channel (see `retire.rs`).
+    retired: RwLock<Option<Retirement>>,
 }
 
 impl Ledger {
@@ -136,7 +140,7 @@ impl Ledger {
             Some(b) => InForce::decode(&b)?,
             None => InForce::new(0, config.clone())?,
         };
-        Ok(Ledger {
+        let ledger = Ledger {
             name: config.name.clone(),
             keys,
             genesis: Arc::new(config),
@@ -147,7 +151,10 @@ impl Ledger {
             verified_certs: RwLock::new(HashMap::new()),
             engine,
             resumed_install,
-        })
+            retired: RwLock::new(None),
+        };
+        ledger.reload_retirement()?;
+        Ok(ledger)
     }
 
     pub fn db(&self) -> &DB {

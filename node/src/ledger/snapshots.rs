@@ -222,6 +222,7 @@ impl Ledger {
     /// Reloads what the ledger keeps in memory after a snapshot was installed under it.
     pub fn after_restore(&self) -> Result<(), LedgerError> {
         self.reload_config()?;
+        self.reload_retirement()?;
         self.reload_tip()
     }
 }

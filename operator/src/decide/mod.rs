@@ -18,6 +18,7 @@ use std::time::Duration;
 use tally_api::common::{set_condition, Condition, ConditionStatus};
 
 pub mod channel;
+pub mod channel_delete;
 pub mod peer;
 
 /// Degraded reasons that only the tenant can fix: a spec that does not plan, a missing or bad

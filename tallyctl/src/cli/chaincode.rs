@@ -78,6 +78,21 @@ pub enum ChaincodeCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
+    /// Retire a chaincode: a proposal that the channel's admin organizations approve (all
+    /// at once with the admins at hand, or later with `proposal approve` when --propose).
+    /// Once applied, calls are refused on every node; its state stays readable, and only a
+    /// new approved definition makes it callable again.
+    Retire {
+        #[arg(long, short)]
+        channel: String,
+        #[arg(long)]
+        name: String,
+        /// The active definition's sequence (default: read from the node).
+        #[arg(long)]
+        sequence: Option<u64>,
+        #[command(flatten)]
+        args: super::retire::RetireArgs,
+    },
     /// Call a function read-only on committed state (no transaction); prints the result.
     Query {
         #[arg(long, short)]
@@ -96,6 +111,7 @@ impl ChaincodeCmd {
             | ChaincodeCmd::Commit { channel, .. }
             | ChaincodeCmd::List { channel }
             | ChaincodeCmd::Invoke { channel, .. }
+            | ChaincodeCmd::Retire { channel, .. }
             | ChaincodeCmd::Query { channel, .. } => channel,
         }
     }
@@ -135,12 +151,16 @@ fn print_list(l: &[ChaincodeInfo]) {
         println!("no chaincode");
     }
     for c in l {
-        match &c.active {
-            Some(d) => println!(
+        match (&c.active, &c.retired) {
+            (Some(d), Some(r)) => println!(
+                "{}  RETIRED sequence {} version {} module {}: retired at block {} by proposal {}",
+                c.name, d.sequence, d.version, d.module_hash, r.block, r.proposal
+            ),
+            (Some(d), None) => println!(
                 "{}  committed sequence {} version {} module {}",
                 c.name, d.sequence, d.version, d.module_hash
             ),
-            None => println!("{}  not committed", c.name),
+            (None, _) => println!("{}  not committed", c.name),
         }
         for p in &c.pending {
             println!(
@@ -253,6 +273,27 @@ pub async fn run(ctx: &Ctx, cmd: ChaincodeCmd) -> Result<()> {
             let t = txs::sign_commit(&id, &channel, &name, sequence);
             let o = submit(ctx, &t, &opts).await?;
             print_outcome(ctx, &o)
+        }
+        ChaincodeCmd::Retire {
+            channel,
+            name,
+            sequence,
+            args,
+        } => {
+            let sequence = match sequence {
+                Some(s) => s,
+                None => list(ctx, &channel)
+                    .await?
+                    .iter()
+                    .find(|c| c.name == name)
+                    .and_then(|c| c.active.as_ref())
+                    .map(|d| d.sequence)
+                    .ok_or_else(|| {
+                        anyhow!("chaincode {name} has no committed definition on channel {channel}")
+                    })?,
+            };
+            let change = tally_protocol::Change::RetireChaincode { name, sequence };
+            super::retire::retire(ctx, &channel, change, &args).await
         }
         ChaincodeCmd::List { channel } => {
             let l = list(ctx, &channel).await?;

@@ -34,12 +34,26 @@ pub enum ChannelCmd {
         #[arg(long, short)]
         channel: String,
     },
+    /// Retire the channel: a proposal that its admin organizations approve (all at once with
+    /// the admins at hand, or later with `proposal approve` when --propose). Once applied,
+    /// every node refuses new transactions on it and keeps serving reads; then its nodes
+    /// may leave it (`channel leave`).
+    Retire {
+        #[arg(long, short)]
+        channel: String,
+        #[command(flatten)]
+        args: super::retire::RetireArgs,
+    },
+    /// Have nodes leave the channel: stop serving it and delete its data. A node refuses
+    /// while the configuration in force lists it, unless the channel was retired.
+    Leave(super::retire::LeaveArgs),
 }
 
 impl ChannelCmd {
     pub fn channel(&self) -> Option<&str> {
         match self {
-            ChannelCmd::Config { channel } => Some(channel),
+            ChannelCmd::Config { channel } | ChannelCmd::Retire { channel, .. } => Some(channel),
+            ChannelCmd::Leave(a) => Some(&a.channel),
             _ => None,
         }
     }
@@ -48,6 +62,10 @@ impl ChannelCmd {
 pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
     match cmd {
         ChannelCmd::Genesis(a) => genesis::write(ctx, &a),
+        ChannelCmd::Retire { channel, args } => {
+            super::retire::retire(ctx, &channel, tally_protocol::Change::RetireChannel, &args).await
+        }
+        ChannelCmd::Leave(a) => super::retire::leave(ctx, &a).await,
         ChannelCmd::Config { channel } => {
             let (_, config) = ctx
                 .on_any(|c| {

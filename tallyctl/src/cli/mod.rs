@@ -24,6 +24,7 @@ mod progress;
 mod proposal;
 mod receipt;
 mod renew;
+mod retire;
 mod status;
 mod tx;
 mod up;
@@ -445,6 +446,7 @@ fn explain(e: ClientError, url: &str) -> anyhow::Error {
         Some("unknown_certificate") => " (the channel has not recorded this certificate: sign without --cert-hash once)",
         Some("forbidden") => " (the identity's role or organization may not do this)",
         Some("revoked") => " (its organization revoked this certificate in the channel configuration: use another identity)",
+        Some("retired") => " (an approved proposal retired it: reads still work, `tallyctl proposal list` shows which)",
         Some("bad_signature") => " (the key does not match the certificate, or the transaction was altered)",
         Some("expired") => " (the transaction's timestamp is outside the channel's window: check this machine's clock)",
         _ => "",

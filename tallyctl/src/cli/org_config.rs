@@ -116,7 +116,7 @@ fn org_of(ctx: &Ctx, t: &Target) -> Result<String> {
 
 /// The configuration in force and how many changes led to it, read from one node (its
 /// status and configuration agree, or it is asked again).
-async fn in_force(ctx: &Ctx, channel: &str) -> Result<(ChannelConfig, u64)> {
+pub(super) async fn in_force(ctx: &Ctx, channel: &str) -> Result<(ChannelConfig, u64)> {
     for _ in 0..5 {
         let ch = channel.to_string();
         let (_, (status, config)) = ctx
@@ -139,7 +139,11 @@ async fn in_force(ctx: &Ctx, channel: &str) -> Result<(ChannelConfig, u64)> {
 
 /// Who signs and who approves: the signing identity (an admin) and the admins the caller
 /// holds. Only admins of organizations the configuration lets approve are kept.
-fn approvers(ctx: &Ctx, t: &Target, config: &ChannelConfig) -> Result<(Identity, Vec<Identity>)> {
+pub(super) fn approvers(
+    ctx: &Ctx,
+    extra: &[PathBuf],
+    config: &ChannelConfig,
+) -> Result<(Identity, Vec<Identity>)> {
     let eligible = config.admin_orgs();
     let mut all: Vec<Identity> = Vec::new();
     match &ctx.identity {
@@ -156,7 +160,7 @@ fn approvers(ctx: &Ctx, t: &Target, config: &ChannelConfig) -> Result<(Identity,
         IdentitySource::Dir(_) => all.push(ctx.identity()?),
         IdentitySource::None => {}
     }
-    for dir in &t.approvers {
+    for dir in extra {
         all.push(Identity::load(dir).with_context(|| format!("--approver {}", dir.display()))?);
     }
     all.retain(|id| id.info.role == Role::Admin && eligible.contains(&id.info.org));
@@ -190,7 +194,7 @@ async fn submit_change(
         let why = format!("tallyctl org {what}");
         return super::proposal::propose_config(ctx, &current.name, next, ttl, &why, &t.opts).await;
     }
-    let (submitter, ids) = approvers(ctx, t, current)?;
+    let (submitter, ids) = approvers(ctx, &t.approvers, current)?;
     let orgs: std::collections::BTreeSet<&str> = ids.iter().map(|i| i.info.org.as_str()).collect();
     let need = current.approvals_needed_for(&next);
     if orgs.len() < need {

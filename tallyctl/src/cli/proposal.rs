@@ -272,8 +272,11 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
 /// What the proposal changes, against the configuration it applies to when the node still
 /// has it in force.
 fn changes(p: &ProposalView) -> Option<Vec<String>> {
-    let Change::Config(next) = &p.proposal.change;
-    p.base_config.as_ref().map(|base| diff(base, next))
+    match &p.proposal.change {
+        Change::Config(next) => p.base_config.as_ref().map(|base| diff(base, next)),
+        // Not a configuration: the change is the same whatever is in force.
+        other => Some(vec![other.summary()]),
+    }
 }
 
 fn print_view(p: &ProposalView, changes: &Option<Vec<String>>) {
@@ -412,7 +415,13 @@ async fn submit_signed(ctx: &Ctx, channel: &str, file: &Path, opts: &WriteOpts) 
 }
 
 /// Prints what a proposal or vote did, and the proposal's status after it.
-async fn report(ctx: &Ctx, channel: &str, hash: Hash, verb: &str, o: &SubmitOutcome) -> Result<()> {
+pub(super) async fn report(
+    ctx: &Ctx,
+    channel: &str,
+    hash: Hash,
+    verb: &str,
+    o: &SubmitOutcome,
+) -> Result<()> {
     let r = match o {
         SubmitOutcome::Pending(id) => {
             return ctx.show(

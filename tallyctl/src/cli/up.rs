@@ -177,7 +177,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         }
     };
     let installed = tokio::select! {
-        r = install_chaincodes(&res, &plan, &profile) => Some(r),
+        r = install_chaincodes(&res, &plan, &profile, &leaders) => Some(r),
         _ = signals.recv() => None,
     };
     if !matches!(installed, Some(Ok(()))) {
@@ -262,7 +262,8 @@ async fn remove_when_released(dir: &Path) {
 }
 
 /// Waits until every channel has a leader and all its nodes agree; returns each channel's
-/// leader and height.
+/// leader and height. A channel that no node serves any more (every node left it after its
+/// retirement, `tallyctl channel leave`) is left out.
 async fn wait_converged(
     cluster: &LocalCluster,
     profile: &Profile,
@@ -274,6 +275,12 @@ async fn wait_converged(
             "channel {}: waiting for a leader and agreement",
             ch.name
         ));
+        let statuses = cluster.statuses(&ch.name).await;
+        let left = |s: &std::result::Result<_, tally_client::ClientError>| matches!(s, Err(e) if e.api_code() == Some("unknown_channel"));
+        if !statuses.is_empty() && statuses.iter().all(|(_, s)| left(s)) {
+            tracing::info!(channel = %ch.name, "no node serves the channel any more (left): not waited for");
+            continue;
+        }
         let st = cluster
             .wait_converged(&ch.name, Duration::from_secs(60))
             .await
@@ -434,8 +441,18 @@ async fn resume(
 /// Installs, approves and commits every planned Chaincode with the module from its ConfigMap
 /// in the manifests (as the operator does in a cluster). Idempotent: a resumed consortium's
 /// committed chaincode is left as it is.
-async fn install_chaincodes(res: &Resources, plan: &Plan, profile: &Profile) -> Result<()> {
-    for cc in &plan.chaincodes {
+async fn install_chaincodes(
+    res: &Resources,
+    plan: &Plan,
+    profile: &Profile,
+    served: &BTreeMap<String, (String, u64)>,
+) -> Result<()> {
+    // Channels every node left are not served: nothing to install there.
+    for cc in plan
+        .chaincodes
+        .iter()
+        .filter(|cc| served.contains_key(&cc.channel))
+    {
         let src = &cc.module;
         let module = res
             .config_map_key(&src.config_map, &src.key)

@@ -42,6 +42,10 @@ impl LocalCluster {
         let c = self.client(name);
         for ch in self.node_channels(name) {
             match c.status(&ch).await {
+                // Channels are created on their nodes before this is asked; one a node does not
+                // serve was left by it (`tallyctl channel leave`) or taken from it by a
+                // configuration change, and is not resumed.
+                Err(e) if e.api_code() == Some("unknown_channel") => {}
                 Err(e) => return Some(format!("channel {ch}: {e}")),
                 Ok(s) if s.leader_id == 0 => return Some(format!("channel {ch}: no leader yet")),
                 Ok(s) if !s.ready => {

@@ -227,6 +227,9 @@ pub fn seeds() -> Result<Seeds, String> {
     let mut rotating = config.clone();
     rotating.members[0].extra_cas.push(next_ca.cert_pem());
     rotating.members[0].revoked.push(h(0x5e));
+    // A membership rule: the format-3 encoding.
+    let mut strict = rotating.clone();
+    strict.policies.membership = tally_protocol::config::MembershipRule::AtLeast(2);
     let bodies: Vec<TxBody> = payloads
         .iter()
         .enumerate()
@@ -405,7 +408,7 @@ pub fn seeds() -> Result<Seeds, String> {
         ("block", all(&[block, empty_block])),
         ("org_member", all(&config.members)),
         ("node_ref", all(&nodes)),
-        ("channel_config", all(&[config, rotating])),
+        ("channel_config", all(&[config, rotating, strict])),
         ("approval", all(&update.approvals)),
         ("config_update", all(&[update])),
         ("init_call", all(&[init])),

@@ -34,6 +34,29 @@ pub async fn submit_retry(
     submit_retry_counted(clients, first, tx, timeout).await.0
 }
 
+/// Writes `count` keys `<prefix>-000`... on `channel`, one committed transaction each, spread
+/// over `clients`; panics on the first that does not commit.
+pub async fn write_keys(
+    clients: &[Client],
+    signer: &tally_protocol::Identity,
+    channel: &str,
+    prefix: &str,
+    count: usize,
+) {
+    for i in 0..count {
+        let tx = tally_client::txs::sign_writes(
+            signer,
+            channel,
+            vec![tally_client::txs::put(&format!("{prefix}-{i:03}"), b"v")],
+            false,
+        );
+        let r = submit_retry(clients, i, &tx, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
+        assert!(r.status.is_committed(), "{prefix}-{i}: {:?}", r.status);
+    }
+}
+
 /// [`submit_retry`], also returning how many submissions it took and the errors that caused
 /// the retries (at most the first few).
 pub async fn submit_retry_counted(

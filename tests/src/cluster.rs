@@ -18,6 +18,27 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// Runs tallyctl against node1-0 as the identity in folder `identity` (other
+    /// organizations' identities trust node1-0's CA explicitly); returns (exit code, stdout,
+    /// stderr).
+    pub fn tallyctl_as(&self, identity: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(crate::tallyctl_bin())
+            .arg("--node")
+            .arg(self.api_url("node1-0"))
+            .arg("--node-ca")
+            .arg(self.dir().join("orgs/org1/ca.pem"))
+            .arg("--identity")
+            .arg(identity)
+            .args(args)
+            .output()
+            .expect("run tallyctl");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// `n_nodes` nodes in their own organizations, every node a consenter of every channel
     /// ([`LocalClusterSpec::simple`]); `tweak` adjusts the spec before the start.
     pub async fn start(

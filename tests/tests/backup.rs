@@ -31,8 +31,7 @@ use tally_protocol::api::RaftRole;
 use tally_protocol::{Identity, Role};
 use tally_tests::s3::S3Server;
 use tally_tests::{
-    assert_identical_chains, metric_value, metrics, node_bin, submit_retry, tallyctl_bin,
-    TestCluster,
+    assert_identical_chains, metric_value, metrics, node_bin, tallyctl_bin, TestCluster,
 };
 
 const READY_DEADLINE: Duration = Duration::from_secs(150);
@@ -550,18 +549,7 @@ fn local_mode_backup_to_s3_and_restore_after_every_ledger_is_lost() {
 const CHANNEL: &str = "restored";
 
 async fn write(clients: &[Client], signer: &Identity, prefix: &str, count: usize) {
-    for i in 0..count {
-        let tx = sign_writes(
-            signer,
-            CHANNEL,
-            vec![put(&format!("{prefix}-{i:03}"), b"v")],
-            false,
-        );
-        let r = submit_retry(clients, i, &tx, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
-        assert!(r.status.is_committed(), "{prefix}-{i}: {:?}", r.status);
-    }
+    tally_tests::write_keys(clients, signer, CHANNEL, prefix, count).await
 }
 
 /// A backup made through a node's admin API, polled to its end.

@@ -22,22 +22,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Runs tallyctl against node1-0 with an identity folder; returns (exit code, stdout, stderr).
 fn tallyctl(tc: &TestCluster, identity: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(tally_tests::tallyctl_bin())
-        .arg("--node")
-        .arg(tc.api_url("node1-0"))
-        // node1-0 is org1's: identities of other organizations trust its CA explicitly.
-        .arg("--node-ca")
-        .arg(tc.dir().join("orgs/org1/ca.pem"))
-        .arg("--identity")
-        .arg(identity)
-        .args(args)
-        .output()
-        .expect("run tallyctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    tc.tallyctl_as(identity, args)
 }
 
 #[track_caller]

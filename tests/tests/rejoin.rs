@@ -10,28 +10,16 @@
 
 use std::time::Duration;
 
-use tally_client::txs::{put, sign_writes};
 use tally_client::Client;
 use tally_protocol::api::RaftRole;
 use tally_protocol::{Identity, Role};
-use tally_tests::{assert_identical_chains, metric_value, metrics, submit_retry, TestCluster};
+use tally_tests::{assert_identical_chains, metric_value, metrics, TestCluster};
 
 const CHANNEL: &str = "rejoin";
 const WITHHELD: &str = "tally_votes_withheld_total";
 
 async fn write(clients: &[Client], signer: &Identity, prefix: &str, count: usize) {
-    for i in 0..count {
-        let tx = sign_writes(
-            signer,
-            CHANNEL,
-            vec![put(&format!("{prefix}-{i:03}"), b"v")],
-            false,
-        );
-        let r = submit_retry(clients, i, &tx, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
-        assert!(r.status.is_committed(), "{prefix}-{i}: {:?}", r.status);
-    }
+    tally_tests::write_keys(clients, signer, CHANNEL, prefix, count).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,7 @@ pub struct Destination {
     printcolumn(name = "Height", type_ = "integer", json_path = ".status.height"),
     printcolumn(name = "Stored", type_ = "string", json_path = ".status.storedSize"),
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = kube::core::cel::Rule::new("self.spec == oldSelf.spec").message("a Backup's spec cannot change; create another Backup"),
 )]

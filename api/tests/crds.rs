@@ -273,7 +273,17 @@ fn crds_have_the_expected_shape() {
         problems.extend(p.into_iter().map(|m| format!("{file}: {m}")));
     }
     kinds.sort();
-    assert_eq!(kinds, ["Chaincode", "Channel", "Consortium", "Peer"]);
+    assert_eq!(
+        kinds,
+        [
+            "Backup",
+            "BackupSchedule",
+            "Chaincode",
+            "Channel",
+            "Consortium",
+            "Peer"
+        ]
+    );
     assert!(
         problems.is_empty(),
         "CRD problems:\n  {}",

@@ -555,6 +555,21 @@ fn start_operator() -> Option<(ControlPlane, Operator)> {
         "-f",
         &manifest.display().to_string(),
     ]);
+    // A backup schedule, so that the operator exports its series (the alert
+    // TallyBackupOverdue reads them); without nodes here its Backups only wait.
+    let schedule = "apiVersion: tally.dev/v1alpha1
+kind: BackupSchedule
+metadata: {name: nightly}
+spec:
+  channel: main
+  schedule: '0 2 * * *'
+  destination: {url: 'file:///var/backups/tally'}
+";
+    let r = cp.kubectl_stdin(
+        &["apply", "-n", "mon", "--server-side", "-f", "-"],
+        Some(schedule),
+    );
+    assert!(r.ok, "apply the BackupSchedule: {}", r.stderr);
     let op = Operator::start(&cp, "monitoring");
     Some((cp, op))
 }

@@ -120,9 +120,10 @@ pub async fn reconcile(s: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Acti
     let all: Vec<Seen> = mine.iter().map(seen).collect();
 
     // Retention first: it frees space before a new backup needs it.
-    for gone in prune(&all, &s.spec.retention, now) {
+    let pruned = prune(&all, &s.spec.retention, now);
+    for gone in &pruned {
         ctx.fence.check()?;
-        match api.delete(&gone, &DeleteParams::default()).await {
+        match api.delete(gone, &DeleteParams::default()).await {
             Ok(_) => tracing::info!(schedule = %name, backup = %gone, "retention: deleting Backup"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(Error::Kube(e)),
@@ -170,7 +171,7 @@ pub async fn reconcile(s: Arc<BackupSchedule>, ctx: Arc<Context>) -> Result<Acti
     let kept: Vec<&Seen> = all
         .iter()
         .filter(|b| b.phase == BackupPhase::Succeeded)
-        .filter(|b| !prune(&all, &s.spec.retention, now).contains(&b.name))
+        .filter(|b| !pruned.contains(&b.name))
         .collect();
     status.kept = kept.len() as u32;
     let newest = kept.iter().filter_map(|b| b.completed).max();

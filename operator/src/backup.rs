@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tally_api::backup::{Backup, BackupPhase, BackupStatus, DeletionPolicy, Destination};
-use tally_api::channel::Channel;
 use tally_client::admin::BackupStatus as BackupRun;
 use tally_planner::NodePlan;
 
@@ -144,26 +143,9 @@ async fn candidates<'w>(
     Ok(ranked.into_iter().map(|(_, n, at)| (n, at)).collect())
 }
 
-async fn world_of(
-    ctx: &Context,
-    ns: &str,
-    b: &Backup,
-) -> Result<std::result::Result<Arc<World>, Verdict>> {
-    let ch: Option<Channel> = Api::namespaced(ctx.client.clone(), ns)
-        .get_opt(&b.spec.channel)
-        .await?;
-    let Some(ch) = ch else {
-        return Ok(Err(Verdict::progressing(
-            "WaitingForChannel",
-            format!("Channel {ns}/{} does not exist", b.spec.channel),
-        )));
-    };
-    world::plan_or_verdict(ctx, ns, &ch.spec.consortium).await
-}
-
 async fn start(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<Verdict> {
     let ns = b.namespace().unwrap_or_default();
-    let w = match world_of(ctx, &ns, b).await? {
+    let w = match world::plan_of_channel(ctx, &ns, &b.spec.channel).await? {
         Ok(w) => w,
         Err(v) => return Ok(v),
     };
@@ -258,7 +240,7 @@ pub fn human_bytes(n: u64) -> String {
 
 async fn follow(b: &Backup, ctx: &Context, status: &mut BackupStatus) -> Result<Verdict> {
     let ns = b.namespace().unwrap_or_default();
-    let w = match world_of(ctx, &ns, b).await? {
+    let w = match world::plan_of_channel(ctx, &ns, &b.spec.channel).await? {
         Ok(w) => w,
         Err(v) => return Ok(v),
     };

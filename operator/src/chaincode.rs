@@ -32,25 +32,13 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
     let verdict = match check_module(&ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
         Err(e) => return Err(e),
-        Ok(module) => {
-            let channel: Option<tally_api::channel::Channel> =
-                Api::namespaced(ctx.client.clone(), &ns)
-                    .get_opt(&cc.spec.channel)
-                    .await?;
-            match channel {
-                None => Verdict::progressing(
-                    "WaitingForChannel",
-                    format!("Channel {ns}/{} does not exist", cc.spec.channel),
-                ),
-                Some(ch) => match world::plan_or_verdict(&ctx, &ns, &ch.spec.consortium).await? {
-                    Err(v) => v,
-                    Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
-                        Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
-                        other => other?,
-                    },
-                },
-            }
-        }
+        Ok(module) => match world::plan_of_channel(&ctx, &ns, &cc.spec.channel).await? {
+            Err(v) => v,
+            Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
+                Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
+                other => other?,
+            },
+        },
     };
     ctx.report(cc.as_ref(), &verdict, status).await?;
     Ok(ctx.parked.after(cc.as_ref(), &verdict))

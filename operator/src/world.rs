@@ -286,6 +286,25 @@ pub fn until_renewal(plan: &Plan) -> Option<std::time::Duration> {
     ))
 }
 
+/// The plan of the consortium that Channel `channel` of `ns` belongs to, or the verdict that
+/// says why there is none yet (the Channel does not exist, or its consortium does not plan).
+pub async fn plan_of_channel(
+    ctx: &Context,
+    ns: &str,
+    channel: &str,
+) -> Result<Result<Arc<World>, Verdict>> {
+    let ch: Option<Channel> = Api::namespaced(ctx.client.clone(), ns)
+        .get_opt(channel)
+        .await?;
+    match ch {
+        None => Ok(Err(Verdict::progressing(
+            "WaitingForChannel",
+            format!("Channel {ns}/{channel} does not exist"),
+        ))),
+        Some(ch) => plan_or_verdict(ctx, ns, &ch.spec.consortium).await,
+    }
+}
+
 /// [`load`], with what stops planning turned into the verdict a resource of the consortium
 /// reports: `Degraded` for resources or Secrets the tenant must fix, `Progressing` while the
 /// consortium or its CAs do not exist yet.

@@ -241,12 +241,42 @@ impl Node {
         self.frozen.read().contains(channel)
     }
 
+    /// This node as a channel that does not list it sees it, for a read-only restore: a Raft id
+    /// that no member has, so that its Raft never counts as one of them. Its organization must
+    /// be a member, whose CA issued the certificate its clients check.
+    fn outsider(&self, config: &ChannelConfig) -> Result<NodeRef, JoinError> {
+        if config.member(&self.org).is_none() {
+            return Err(JoinError::Invalid(format!(
+                "channel {} restored read-only on node {}, whose organization {} is not a member of it",
+                config.name, self.name, self.org
+            )));
+        }
+        let taken: std::collections::BTreeSet<u64> = config
+            .consenters
+            .iter()
+            .chain(&config.observers)
+            .map(|n| n.id)
+            .collect();
+        let id = (1..=u64::MAX)
+            .rev()
+            .find(|id| !taken.contains(id))
+            .unwrap_or(u64::MAX);
+        Ok(NodeRef {
+            id,
+            name: self.name.clone(),
+            org: self.org.clone(),
+            peer_addr: String::new(),
+            api_url: String::new(),
+        })
+    }
+
     pub(crate) fn start_channel(
         &self,
         genesis: ChannelConfig,
         hint: Option<ChannelConfig>,
     ) -> Result<Arc<Channel>, JoinError> {
-        if matches!(self.db.get(crate::keys::frozen(&genesis.name)), Ok(Some(_))) {
+        let frozen = matches!(self.db.get(crate::keys::frozen(&genesis.name)), Ok(Some(_)));
+        if frozen {
             info!(channel = %genesis.name, "read-only: restored at a point in time, serving reads only, out of the channel's Raft and checkpoints");
             self.frozen.write().insert(genesis.name.clone());
         }
@@ -255,12 +285,18 @@ impl Node {
                 .map_err(|e| JoinError::Storage(e.to_string()))?,
         );
         let hint = hint.map(Arc::new);
-        let me = ledger
+        let listed = ledger
             .config()
             .node(&self.name)
             .cloned()
-            .or_else(|| hint.as_ref().and_then(|h| h.node(&self.name).cloned()))
-            .ok_or_else(|| JoinError::NotListed(self.name.clone()))?;
+            .or_else(|| hint.as_ref().and_then(|h| h.node(&self.name).cloned()));
+        let me = match listed {
+            Some(me) => me,
+            // A read-only restore may go to a node made for the investigation, which the
+            // channel never listed: it needs no place in the channel, since it never speaks.
+            None if frozen => self.outsider(&ledger.config())?,
+            None => return Err(JoinError::NotListed(self.name.clone())),
+        };
         if me.org != self.org {
             return Err(JoinError::Invalid(format!(
                 "the channel lists node {} in organization {}, but its certificate says {}",
@@ -268,9 +304,15 @@ impl Node {
             )));
         }
         let node = self.me.clone();
+        // A read-only channel sends nothing either: its Raft must not disturb the live channel.
+        let peers: Arc<dyn channel::Peers> = if frozen {
+            Arc::new(channel::Silent)
+        } else {
+            self.transport.clone()
+        };
         let env = Env {
             db: self.db.clone(),
-            peers: self.transport.clone(),
+            peers,
             clock: Arc::new(channel::SystemClock),
             metrics: self.metrics.clone(),
             fsync: self.fsync,
@@ -437,6 +479,13 @@ impl Node {
 
     pub fn ready(&self) -> Result<(), String> {
         for ch in self.channels.read().values() {
+            // A read-only channel has no leader to follow: it is ready as restored.
+            if self.is_frozen(&ch.ledger.name) {
+                if let Some(d) = ch.degraded() {
+                    return Err(format!("channel {} is degraded: {}", ch.ledger.name, d.reason));
+                }
+                continue;
+            }
             ch.ready()?;
         }
         Ok(())

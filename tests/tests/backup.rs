@@ -751,56 +751,132 @@ async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
             .unwrap_or_else(|| panic!("{key} lost on {restored}"));
     }
 
-    // Point in time: the same node restored read-only from the older backup serves the
-    // channel as it was at the backup's height, takes no writes, and stays there while the
-    // two others go on.
-    tc.kill(restored).await.expect("kill");
-    std::fs::remove_dir_all(&data).expect("delete the node's data");
-    let out = run({
-        let mut c = Command::new(node_bin());
-        c.args([
-            "restore",
-            "--from",
-            &url,
-            "--channel",
-            CHANNEL,
-            "--read-only",
-        ])
-        .args(["--height", &b.height.to_string(), "--data-dir"])
-        .arg(&data);
-        c
-    });
-    assert_eq!(out.code, Some(0), "read-only restore: {}", out.describe());
-    tc.start_node(restored).await.expect("start read-only");
-    write(
-        &[tc.client(keeper), tc.client(other)],
-        &signer,
-        "while-read-only",
-        5,
-    )
-    .await;
+    // Point in time: a new node of org1, made for the investigation and never listed by the
+    // channel, restored read-only from the older backup, serves the channel as it was at the
+    // backup's height, takes no writes, and stays there while the channel goes on without
+    // noticing it.
+    let investigator = Investigator::start(&tc, &url, b.height);
+    write(&tc.clients(), &signer, "while-read-only", 5).await;
+    let i = investigator.client(&tc);
+    let mut ready = false;
+    for _ in 0..300 {
+        if matches!(i.ready().await, Ok(true)) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the investigation node never became ready:\n{}", investigator.log());
     let ahead = tc.client(keeper).status(CHANNEL).await.expect("status");
     assert!(ahead.height > b.height + 5);
-    assert!(r.get(CHANNEL, "before-009").await.expect("read").is_some());
+    assert!(i.get(CHANNEL, "before-009").await.expect("read").is_some());
     assert!(
-        r.get(CHANNEL, "after-backup-000")
+        i.get(CHANNEL, "after-backup-000")
             .await
             .expect("read")
             .is_none(),
         "a point-in-time restore shows no later write"
     );
     let tx = sign_writes(&signer, CHANNEL, vec![put("to-read-only", b"v")], false);
-    let e = r
+    let e = i
         .submit(&tx, false)
         .await
         .expect_err("a write to a read-only channel");
     assert!(e.to_string().contains("read_only"), "{e}");
-    let rs = r.status(CHANNEL).await.expect("status");
+    let rs = i.status(CHANNEL).await.expect("status");
     assert_eq!(
         rs.height, b.height,
         "the read-only node stays at the backup's height while the others commit"
     );
+    assert!(
+        investigator.log().contains("read-only: restored at a point in time"),
+        "{}",
+        investigator.log()
+    );
+    write(&tc.clients(), &signer, "beside-read-only", 5).await;
+    tc.wait_converged(CHANNEL, Duration::from_secs(90))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(investigator);
     tc.assert_healthy();
+}
+
+/// A tally-node made for an investigation: a new identity of org1 (issued from its CA, as an
+/// organization's admin would), restored read-only from a backup at a height, listening on
+/// loopback ports of its own. Killed when dropped.
+struct Investigator {
+    child: Child,
+    dir: tempfile::TempDir,
+    api: String,
+}
+
+impl Investigator {
+    const NAME: &str = "investigator";
+
+    fn start(tc: &TestCluster, url: &str, height: u64) -> Investigator {
+        let dir = tempfile::tempdir().expect("investigator dir");
+        let org_dir = tc.dir().join("orgs").join("org1");
+        let ca = tally_protocol::OrgCa::load(&org_dir).expect("org1's CA");
+        let id = ca
+            .issue(Role::Node, Self::NAME, &["127.0.0.1".to_string()])
+            .expect("issue the investigation node");
+        id.save(&dir.path().join("id"), &ca.cert_pem())
+            .expect("save its identity");
+        let data = dir.path().join("data");
+        let out = run({
+            let mut c = Command::new(node_bin());
+            c.args(["restore", "--from", url, "--channel", CHANNEL, "--read-only"])
+                .args(["--height", &height.to_string(), "--data-dir"])
+                .arg(&data);
+            c
+        });
+        assert_eq!(out.code, Some(0), "read-only restore: {}", out.describe());
+        let port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let api = format!("127.0.0.1:{}", port());
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("log file");
+        let child = Command::new(node_bin())
+            .args(["--name", Self::NAME, "--data-dir"])
+            .arg(&data)
+            .args(["--listen-api", &api])
+            .args(["--listen-peer", &format!("127.0.0.1:{}", port())])
+            .args(["--listen-admin", &format!("127.0.0.1:{}", port())])
+            .arg("--cert")
+            .arg(dir.path().join("id/cert.pem"))
+            .arg("--key")
+            .arg(dir.path().join("id/key.pem"))
+            .arg("--org-ca")
+            .arg(org_dir.join("ca.pem"))
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the investigation node");
+        Investigator { child, dir, api }
+    }
+
+    fn client(&self, tc: &TestCluster) -> Client {
+        let ca = std::fs::read_to_string(tc.dir().join("orgs/org1/ca.pem")).expect("org1 CA");
+        let trust = tally_client::ApiTrust::from_ca_pems(&[ca.as_str()]).expect("trust");
+        Client::new(&format!("https://{}", self.api), &trust)
+            .expect("client")
+            .with_reader(tc.identity("org1", Role::Client))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Investigator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Kills `node`, deletes its data and restores channel [`CHANNEL`] into it from `url`.

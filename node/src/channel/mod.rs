@@ -121,6 +121,16 @@ pub trait Peers: Send + Sync {
     }
 }
 
+/// Peers that are never reached: the Raft of a channel restored read-only at a point in time,
+/// which must neither campaign in nor answer the live channel.
+pub struct Silent;
+
+impl Peers for Silent {
+    fn send(&self, _: &NodeRef, _: &str, _: &Message) -> bool {
+        false
+    }
+}
+
 impl Peers for Transport {
     fn send(&self, to: &NodeRef, channel: &str, msg: &Message) -> bool {
         match msg.write_to_bytes() {

@@ -88,6 +88,7 @@ pub struct PeerSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::cel::Rule::new("has(self.backup) != has(self.url)").message("restore needs exactly one of backup (a Backup's name) and url"))]
+#[x_kube(validation = kube::core::cel::Rule::new("!has(self.readOnly) || !self.readOnly || has(self.backup) || (has(self.channels) && size(self.channels) > 0)").message("a read-only restore from url names its channels"))]
 pub struct Restore {
     /// A succeeded `Backup` in this namespace: its repository, manifest and credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +110,11 @@ pub struct Restore {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub channels: Vec<String>,
+    /// Restore for investigation at the backup's point in time, into a Peer made for it that
+    /// serves none of these channels: its nodes serve the channels' reads as they were at the
+    /// backup's height, take no writes and never join the channels' Raft.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 fn one() -> i32 {

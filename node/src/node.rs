@@ -482,7 +482,10 @@ impl Node {
             // A read-only channel has no leader to follow: it is ready as restored.
             if self.is_frozen(&ch.ledger.name) {
                 if let Some(d) = ch.degraded() {
-                    return Err(format!("channel {} is degraded: {}", ch.ledger.name, d.reason));
+                    return Err(format!(
+                        "channel {} is degraded: {}",
+                        ch.ledger.name, d.reason
+                    ));
                 }
                 continue;
             }

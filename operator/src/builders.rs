@@ -97,6 +97,8 @@ pub struct RestoreSource {
     pub height: Option<u64>,
     pub credentials_secret: Option<String>,
     pub channels: Vec<String>,
+    /// Restored read-only at the backup's point in time (`Peer.spec.restore.readOnly`).
+    pub read_only: bool,
 }
 
 impl PeerInputs<'_> {
@@ -338,6 +340,9 @@ fn restore_containers(i: &PeerInputs) -> Vec<Container> {
                 args.extend(["--manifest".into(), m.clone()]);
             } else if let Some(h) = r.height {
                 args.extend(["--height".into(), h.to_string()]);
+            }
+            if r.read_only {
+                args.push("--read-only".into());
             }
             Container {
                 name: format!("restore-{k}"),
@@ -737,6 +742,7 @@ mod tests {
             height: None,
             credentials_secret: Some("s3-creds".into()),
             channels: vec!["trade".into(), "audit".into()],
+            read_only: false,
         });
         let s = v(stateful_set(&i));
         let inits = &s["spec"]["template"]["spec"]["initContainers"];
@@ -768,6 +774,15 @@ mod tests {
             .map(|m| m.iter().filter_map(|m| m["name"].as_str()).collect())
             .unwrap_or_default();
         assert_eq!(mounts, ["data", "tmp"]);
+        if let Some(r) = i.restore.as_mut() {
+            r.read_only = true;
+        }
+        let s = v(stateful_set(&i));
+        let args = &s["spec"]["template"]["spec"]["initContainers"][0]["args"];
+        assert_eq!(
+            args.as_array().and_then(|a| a.last()),
+            Some(&json!("--read-only"))
+        );
     }
 
     #[test]

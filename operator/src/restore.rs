@@ -23,7 +23,24 @@ pub async fn source(
         .first()
         .map(|n| n.channels.clone())
         .unwrap_or_default();
+    // A read-only restore is for a Peer made to investigate: restoring a channel that its
+    // nodes serve would freeze a live member's ledger at an old height for good.
+    if r.read_only {
+        let asked: Vec<&String> = match &r.backup {
+            Some(_) => Vec::new(),
+            None => r.channels.iter().collect(),
+        };
+        if let Some(c) = asked.into_iter().find(|c| served.contains(c)) {
+            return Err(Error::Invalid(format!(
+                "spec.restore.readOnly: the nodes of Peer {ns}/{} serve channel {c}; restore it read-only into a Peer made for the investigation, which serves none of its channels",
+                peer.name_any()
+            )));
+        }
+    }
     let pick = |from: Vec<String>| -> Result<Vec<String>> {
+        if r.read_only {
+            return Ok(r.channels.clone());
+        }
         if r.channels.is_empty() {
             return Ok(from);
         }
@@ -54,7 +71,14 @@ pub async fn source(
                 st.phase
             )));
         }
-        if !served.contains(&b.spec.channel) {
+        if r.read_only && served.contains(&b.spec.channel) {
+            return Err(Error::Invalid(format!(
+                "spec.restore.readOnly: the nodes of Peer {ns}/{} serve channel {}; restore it read-only into a Peer made for the investigation, which serves none of its channels",
+                peer.name_any(),
+                b.spec.channel
+            )));
+        }
+        if !r.read_only && !served.contains(&b.spec.channel) {
             return Err(Error::Invalid(format!(
                 "spec.restore.backup: Backup {ns}/{name} is of channel {}, which the nodes of Peer {} do not serve",
                 b.spec.channel,
@@ -66,7 +90,12 @@ pub async fn source(
             manifest: Some(st.manifest.clone()),
             height: None,
             credentials_secret: b.spec.destination.credentials_secret.clone(),
-            channels: pick(vec![b.spec.channel.clone()])?,
+            channels: if r.read_only {
+                vec![b.spec.channel.clone()]
+            } else {
+                pick(vec![b.spec.channel.clone()])?
+            },
+            read_only: r.read_only,
         }));
     }
     r.url
@@ -78,6 +107,7 @@ pub async fn source(
                 height: r.height,
                 credentials_secret: r.credentials_secret.clone(),
                 channels: pick(served.clone())?,
+                read_only: r.read_only,
             })
         })
         .transpose()

@@ -766,7 +766,11 @@ async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ready, "the investigation node never became ready:\n{}", investigator.log());
+    assert!(
+        ready,
+        "the investigation node never became ready:\n{}",
+        investigator.log()
+    );
     let ahead = tc.client(keeper).status(CHANNEL).await.expect("status");
     assert!(ahead.height > b.height + 5);
     assert!(i.get(CHANNEL, "before-009").await.expect("read").is_some());
@@ -789,7 +793,9 @@ async fn a_node_restored_from_an_older_backup_votes_only_once_caught_up() {
         "the read-only node stays at the backup's height while the others commit"
     );
     assert!(
-        investigator.log().contains("read-only: restored at a point in time"),
+        investigator
+            .log()
+            .contains("read-only: restored at a point in time"),
         "{}",
         investigator.log()
     );
@@ -825,9 +831,16 @@ impl Investigator {
         let data = dir.path().join("data");
         let out = run({
             let mut c = Command::new(node_bin());
-            c.args(["restore", "--from", url, "--channel", CHANNEL, "--read-only"])
-                .args(["--height", &height.to_string(), "--data-dir"])
-                .arg(&data);
+            c.args([
+                "restore",
+                "--from",
+                url,
+                "--channel",
+                CHANNEL,
+                "--read-only",
+            ])
+            .args(["--height", &height.to_string(), "--data-dir"])
+            .arg(&data);
             c
         });
         assert_eq!(out.code, Some(0), "read-only restore: {}", out.describe());

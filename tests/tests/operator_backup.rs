@@ -344,6 +344,85 @@ spec:
     .expect("read the new write");
     assert!(v.contains("restore"), "{v}");
 
+    // Point in time: a Peer made for an investigation, listed by no channel, restores the
+    // Backup read-only; its node serves the channel as it was at the backup's height (the
+    // write above is not there), takes no writes, and the channel goes on beside it.
+    apply(
+        cp,
+        "apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {name: audit}
+spec:
+  consortium: evidence
+  organization: org2
+  role: observer
+  replicas: 1
+  restore: {backup: before-disaster, readOnly: true}
+",
+    );
+    let audit = wait_for(
+        "the investigation node Ready",
+        Duration::from_secs(240),
+        || {
+            let got = cp.kubectl(&["-n", NS, "get", "pod", "audit-0", "-o", "json"]);
+            if !got.ok {
+                return Err(got.stderr);
+            }
+            let pod: Value = serde_json::from_str(&got.stdout).map_err(|e| e.to_string())?;
+            let ready = pod["status"]["conditions"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            match pod["status"]["podIP"].as_str() {
+                Some(ip) if ready => Ok(format!("https://{ip}:{}", tally_planner::API_PORT)),
+                _ => Err(format!("{}", pod["status"])),
+            }
+        },
+    );
+    let init_args = get_json(cp, &["-n", NS, "get", "pod", "audit-0"])["spec"]["initContainers"][0]
+        ["args"]
+        .to_string();
+    assert!(init_args.contains("--read-only"), "{init_args}");
+    // A profile exported now lists the investigation node, with the name its certificate
+    // carries.
+    let audit_profile = cp.dir().join("profile-audit");
+    export_profile(cp, &audit_profile, NS, CONSORTIUM).expect("profile export");
+    let listed = tally_client::Profile::load(&audit_profile).expect("profile");
+    let audit = listed
+        .nodes
+        .iter()
+        .find(|n| n.name == "audit-0")
+        .map(|n| n.api_url.clone())
+        .unwrap_or_else(|| panic!("audit-0 not in the profile (pod at {audit})"));
+    let at_audit = |args: &[&str]| {
+        let mut all = vec!["--node", audit.as_str(), "--org", "org2"];
+        all.extend_from_slice(args);
+        tallyctl(&audit_profile, &all)
+    };
+    let v = at_audit(&["tx", "get", "--channel", "ledger", &before[0]])
+        .expect("read at the point in time");
+    assert!(v.contains('v'), "{v}");
+    let e = at_audit(&["tx", "get", "--channel", "ledger", "after"])
+        .expect_err("a write after the backup is not there");
+    assert!(e.contains("does not exist"), "{e}");
+    let e = at_audit(&["tx", "put", "--channel", "ledger", "to-audit", "x"])
+        .expect_err("the investigation node takes no writes");
+    assert!(e.contains("read_only") || e.contains("read-only"), "{e}");
+    tallyctl(
+        &profile,
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "ledger",
+            "beside",
+            "audit",
+        ],
+    )
+    .expect("the channel commits beside the investigation");
+
     // The schedule: more than two backups made over the run, at most two successful ones
     // kept, and the store holds exactly the manifests of the kept ones.
     let mut made = BTreeSet::new();

@@ -543,7 +543,128 @@ fn local_mode_backup_to_s3_and_restore_after_every_ledger_is_lost() {
         "the restored channel commits new writes"
     );
     eprintln!("{checked} acknowledged keys read back after the restore; new writes commit");
+
+    // Point in time, beside the running consortium: the first backup restored read-only into
+    // a new observer node, which serves what was written before that height and nothing after.
+    let height1 = first["height"].as_u64().expect("height");
+    let mut observer = Observer::start(&ex, s3_url, height1);
+    let url = observer.api_url.clone();
+    let at = |key: &str| {
+        ex.ctl(&[
+            "--org",
+            "org2",
+            "--node",
+            &url,
+            "tx",
+            "get",
+            "--channel",
+            "main",
+            key,
+        ])
+    };
+    let early = acked
+        .iter()
+        .find(|(_, block)| **block < height1)
+        .map(|(k, _)| k.clone())
+        .expect("a key acknowledged before the first backup");
+    let got = at(&early);
+    assert_eq!(
+        got.code,
+        Some(0),
+        "{early} at height {height1}: {}",
+        got.describe()
+    );
+    let got = at("after-restore");
+    assert_ne!(
+        got.code,
+        Some(0),
+        "a later write at the observer: {}",
+        got.describe()
+    );
+    assert!(got.stderr.contains("does not exist"), "{}", got.describe());
+    assert_eq!(
+        observer.info["height"].as_u64(),
+        Some(height1),
+        "{}",
+        observer.info
+    );
+    observer.stop();
     ex.interrupt();
+}
+
+/// `tallyctl restore --observer audit`: a new read-only node at a backup's height, running
+/// until interrupted.
+struct Observer {
+    child: Child,
+    info: Value,
+    api_url: String,
+}
+
+impl Observer {
+    fn start(ex: &Local, url: &str, height: u64) -> Observer {
+        let out = ex.root().join("observer.out");
+        let err = ex.root().join("observer.err");
+        let mut child = Command::new(tallyctl_bin())
+            .arg("--data-dir")
+            .arg(&ex.data)
+            .args([
+                "restore",
+                "--from",
+                url,
+                "--channel",
+                "main",
+                "--observer",
+                "audit",
+            ])
+            .args(["--height", &height.to_string(), "--output", "json"])
+            .env("TALLY_NODE_BIN", node_bin())
+            .envs(ex.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("out"))
+            .stderr(std::fs::File::create(&err).expect("err"))
+            .spawn()
+            .expect("start tallyctl restore --observer");
+        let deadline = Instant::now() + CLI_DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if let Ok(info) = serde_json::from_str::<Value>(&text) {
+                let api_url = info["api_url"].as_str().expect("api_url").to_string();
+                return Observer {
+                    child,
+                    info,
+                    api_url,
+                };
+            }
+            if let Some(s) = child.try_wait().expect("wait") {
+                panic!(
+                    "`tallyctl restore --observer` exited with {s}:\n{}",
+                    std::fs::read_to_string(&err).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the observer did not start in time"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn stop(&mut self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) of our own child, not yet reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        let s = self.child.wait().expect("wait");
+        assert!(s.success(), "the observer exited with {s} after SIGINT");
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 const CHANNEL: &str = "restored";

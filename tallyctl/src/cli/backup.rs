@@ -60,6 +60,13 @@ pub struct RestoreArgs {
     /// The newest backup at or below this height (default: the newest).
     #[arg(long)]
     height: Option<u64>,
+    /// Restore read-only, at the backup's point in time, into a new node of this name made
+    /// for investigation, and run it until Ctrl-C (the consortium may run meanwhile).
+    #[arg(long, value_name = "NAME", requires = "channel")]
+    observer: Option<String>,
+    /// The member organization whose CA issues the observer (default: the channel's first).
+    #[arg(long, value_name = "ORG", requires = "observer")]
+    observer_org: Option<String>,
     #[arg(long, env = "TALLY_NODE_BIN")]
     node_bin: Option<PathBuf>,
 }
@@ -268,6 +275,18 @@ pub async fn restore(ctx: &Ctx, args: RestoreArgs) -> Result<()> {
     let dir = ctx.data_dir.clone().ok_or_else(|| {
         anyhow!("restore needs --data-dir DIR, a consortium started by `tallyctl up`")
     })?;
+    if let Some(name) = &args.observer {
+        let bin = node_bin(&args.node_bin)?;
+        let wanted = super::observe::Wanted {
+            name,
+            org: args.observer_org.as_deref(),
+            from: &args.from,
+            channel: args.channel.as_deref(),
+            height: args.height,
+            node_bin: &bin,
+        };
+        return super::observe::run(ctx, &dir, wanted).await;
+    }
     let (nodes, channels) = crate::local::stored_layout(&dir)?;
     if let Ok(profile) = Profile::load(&dir) {
         for n in &profile.nodes {

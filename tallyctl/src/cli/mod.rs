@@ -15,6 +15,7 @@ mod genesis;
 mod identity;
 mod keys;
 mod logging;
+mod observe;
 mod org;
 mod org_config;
 mod output;

@@ -7,11 +7,13 @@
 //!   corrupted chunk and a manifest of another channel are refused by verify and restore with
 //!   nothing installed; then every node's ledger is deleted, `restore` puts the channel back,
 //!   a second `up` resumes it, every write acknowledged up to the backup's height reads back
-//!   and the channel commits new writes.
+//!   and the channel commits new writes; beside it, `restore --observer` runs a new read-only
+//!   node at the first backup's height, which serves earlier writes and not later ones.
 //! - One node restored from an older backup while the others run: it withholds its vote (the
 //!   channel cannot elect a leader without it while another node is down), catches up once a
 //!   leader is back, checks its chain against the others' signed checkpoints, and loses
-//!   nothing.
+//!   nothing. The older backup restored read-only into a new node that the channel never
+//!   listed serves the channel as it was, refuses writes, and the channel goes on beside it.
 //!
 //! Needs the tally-node and tallyctl executables (see `tally_tests::bins`) and versitygw
 //! (`TALLY_VERSITYGW_BIN`, else `scripts/versitygw-bin.sh` builds or finds it).

@@ -1,7 +1,8 @@
 //! Backups on the real control plane, to a real S3-compatible server (Versity Gateway):
 //! a `Backup` of a channel while a writer runs; then every node of the channel loses its
 //! volume, the Peers restore from that Backup (`spec.restore`), and the channel comes back
-//! with every write acknowledged before the backup and commits again; meanwhile a
+//! with every write acknowledged before the backup and commits again; a Peer made for an
+//! investigation restores the Backup read-only and serves the past beside it; meanwhile a
 //! `BackupSchedule` makes a backup every minute and prunes by retention, in the store too.
 //!
 //! Run alone: build tally-node, tallyctl and tally-operator, then

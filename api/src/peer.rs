@@ -109,6 +109,7 @@ pub struct Restore {
     /// Channels to restore; every channel of the Peer when empty (with `backup`: its channel).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
+    #[schemars(inner(length(min = 1, max = 63)))]
     pub channels: Vec<String>,
     /// Restore for investigation at the backup's point in time, into a Peer made for it that
     /// serves none of these channels: its nodes serve the channels' reads as they were at the

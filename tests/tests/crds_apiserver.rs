@@ -135,6 +135,13 @@ const INVALID: &[(&str, &str, &str)] = &[
         "a consortium name has at most 40 characters",
     ),
     (
+        "Peer with a read-only restore from a URL that names no channel",
+        r#"{"apiVersion":"tally.dev/v1alpha1","kind":"Peer","metadata":{"name":"audit"},
+            "spec":{"consortium":"c","organization":"org1",
+                    "restore":{"url":"s3://backups/x","readOnly":true}}}"#,
+        "a read-only restore from url names its channels",
+    ),
+    (
         "Peer with 10 replicas",
         r#"{"apiVersion":"tally.dev/v1alpha1","kind":"Peer","metadata":{"name":"ten"},
             "spec":{"consortium":"c","organization":"org1","replicas":10}}"#,

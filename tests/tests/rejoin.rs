@@ -6,10 +6,14 @@
 //! log is behind anyone's) would make the lagging node leader, and the blocks only the old
 //! leader still holds would be overwritten. Here the wiped node withholds its vote, the two
 //! cannot elect anyone, and once the old leader is back it leads, the wiped node catches up,
-//! and every acknowledged write is on every node.
+//! and every acknowledged write is on every node, including those of a writer that runs
+//! throughout (the wipe happens under load).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tally_client::txs::{put, sign_writes};
 use tally_client::Client;
 use tally_protocol::api::RaftRole;
 use tally_protocol::{Identity, Role};
@@ -22,6 +26,49 @@ async fn write(clients: &[Client], signer: &Identity, prefix: &str, count: usize
     tally_tests::write_keys(clients, signer, CHANNEL, prefix, count).await
 }
 
+/// A writer that keeps submitting new keys to whichever node commits them, from before the
+/// wipe until after the wiped node rejoined: the load the wipe happens under. Keeps the keys
+/// whose commit a node acknowledged.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(clients: Vec<Client>, signer: Identity) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (acked.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut i = 0usize;
+            while !s.load(Ordering::Relaxed) {
+                let key = format!("load-{i:05}");
+                let tx = sign_writes(&signer, CHANNEL, vec![put(&key, b"v")], false);
+                let c = &clients[i % clients.len()];
+                match c.submit_wait_for(&tx, Duration::from_secs(1)).await {
+                    Ok(r) if r.status.is_committed() => a.lock().expect("acked").push(key),
+                    // Not acknowledged: nothing is promised about it.
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+                i += 1;
+            }
+        });
+        Load { acked, stop, task }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().expect("acked").len()
+    }
+
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the writer");
+        let acked = self.acked.lock().expect("acked").clone();
+        acked
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_voter_withholds_its_vote_until_caught_up_and_nothing_committed_is_lost() {
     let tc = TestCluster::start("rejoin", 3, &[CHANNEL], |_| {}).await;
@@ -29,6 +76,7 @@ async fn a_wiped_voter_withholds_its_vote_until_caught_up_and_nothing_committed_
     let (keeper, lagger, wiped) = ("node1-0", "node2-0", "node3-0");
 
     write(&tc.clients(), &signer, "all", 10).await;
+    let load = Load::start(tc.clients(), signer.clone());
     // The lagging node misses blocks that the other two commit.
     tc.kill(lagger).await.expect("kill the lagging node");
     write(
@@ -107,9 +155,39 @@ async fn a_wiped_voter_withholds_its_vote_until_caught_up_and_nothing_committed_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(rejoined, "{wiped} never finished rejoining");
+    // The load goes on while the rejoined node takes part again.
+    let base = load.acked();
+    for _ in 0..300 {
+        if load.acked() >= base + 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let loaded = load.stop().await;
+    assert!(
+        loaded.len() >= base + 20,
+        "the writer got only {} commits acknowledged ({base} before the rejoin)",
+        loaded.len()
+    );
+    tc.wait_converged(CHANNEL, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 
     // Nothing committed is lost: every key on every node, and the chains are identical.
     assert_identical_chains(&tc, CHANNEL).await;
+    for n in tc.node_names() {
+        let c = tc.client(&n);
+        for key in &loaded {
+            c.get(CHANNEL, key)
+                .await
+                .unwrap_or_else(|e| panic!("{n}: get {key}: {e}"))
+                .unwrap_or_else(|| panic!("{n}: {key}, acknowledged under load, is lost"));
+        }
+    }
+    eprintln!(
+        "{} writes acknowledged under load, all on every node",
+        loaded.len()
+    );
     for n in tc.node_names() {
         let c = tc.client(&n);
         for key in [

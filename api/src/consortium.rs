@@ -161,6 +161,12 @@ pub struct ExternalPeer {
     /// `consenter` or `observer`.
     #[serde(default)]
     pub role: crate::peer::PeerRole,
+    /// The node's Raft id where its own plan gave it one (another cluster's consortium, as
+    /// its exported bundle says): every member must know a node by the same id. Default: the
+    /// id this plan derives from the node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub raft_id: Option<u64>,
 }
 
 /// Consortium-wide rules.

@@ -47,6 +47,7 @@ impl From<&Consortium> for spec::Consortium {
                             peer_address: e.peer_address.clone(),
                             api_url: e.api_url.clone(),
                             role: e.role,
+                            raft_id: e.raft_id,
                         })
                         .collect(),
                 })

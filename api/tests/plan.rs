@@ -447,6 +447,49 @@ fn external_peers_join_channels_at_their_own_address() {
     assert_eq!(plan.hosted_nodes().count(), 3);
 }
 
+/// A node of another cluster's plan keeps the Raft id that plan gave it (its namespace and
+/// consortium name may differ from ours, and every member must know the node by one id); an
+/// id that another node already has is refused.
+#[test]
+fn an_external_peer_keeps_the_raft_id_its_own_cluster_gave_it() {
+    let with_id = |id: u64| {
+        BASE.replace(
+            "organizations: [{name: org1}, {name: org2}, {name: org3}]",
+            &format!("organizations:\n  - {{name: org1}}\n  - {{name: org2}}\n  - name: org3\n    ca: {{mode: Secret, secretRef: {{name: org3-ca}}}}\n    externalPeers: [{{name: org3-dc, peerAddress: \"ledger.org3.example:7052\", apiUrl: \"https://ledger.org3.example:7051/\", raftId: {id}}}]"),
+        )
+        .replace("consenters: [org1-nodes, org2-nodes]", "consenters: [org1-nodes, org2-nodes, org3-dc]")
+    };
+    let prepare = |yaml: &str| {
+        let mut f = fixture(yaml);
+        let pem = match f.cas.get("org3") {
+            Some(CaInput::Full(ca)) => ca.cert_pem(),
+            _ => unreachable!(),
+        };
+        f.cas.insert("org3".into(), CaInput::CertOnly(pem));
+        f.resources.peers.retain(|p| p.meta.name != "org3-audit");
+        for c in &mut f.resources.channels {
+            c.observers.clear();
+        }
+        f
+    };
+    let plan = run(&prepare(&with_id(4242)), &loopback()).unwrap();
+    assert_eq!(plan.node("org3-dc").unwrap().raft_id, 4242);
+    let g = &plan.channel("main").unwrap().genesis;
+    assert!(g
+        .consenters
+        .iter()
+        .any(|n| n.name == "org3-dc" && n.id == 4242));
+
+    let taken = plan
+        .nodes
+        .iter()
+        .find(|n| n.hosted())
+        .map(|n| n.raft_id)
+        .unwrap();
+    let e = run(&prepare(&with_id(taken)), &loopback()).unwrap_err();
+    assert!(e.to_string().contains("the same Raft id"), "{e}");
+}
+
 #[test]
 fn resources_of_other_namespaces_and_consortia_are_left_out() {
     let yaml = format!(

@@ -587,7 +587,9 @@ fn plan_nodes(
                 continue;
             }
             nodes.push(NodePlan {
-                raft_id: raft_id(ns, input.consortium, &e.name),
+                raft_id: e
+                    .raft_id
+                    .unwrap_or_else(|| raft_id(ns, input.consortium, &e.name)),
                 name: e.name.clone(),
                 peer: None,
                 ordinal: None,
@@ -607,8 +609,8 @@ fn plan_nodes(
                 &cname,
                 "metadata.name",
                 format!(
-                    "nodes {other:?} and {:?} hash to the same Raft id; rename one",
-                    n.name
+                    "nodes {other:?} and {:?} have the same Raft id {}; rename one, or give the external peer the raftId its own cluster knows it by",
+                    n.name, n.raft_id
                 ),
             );
         }

@@ -88,6 +88,8 @@ pub struct ExternalPeer {
     /// Base URL of its client API.
     pub api_url: String,
     pub role: PeerRole,
+    /// The Raft id its own plan gave it; derived from the name here when absent.
+    pub raft_id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Default)]

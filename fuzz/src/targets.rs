@@ -230,6 +230,9 @@ pub fn seeds() -> Result<Seeds, String> {
     // A membership rule: the format-3 encoding.
     let mut strict = rotating.clone();
     strict.policies.membership = tally_protocol::config::MembershipRule::AtLeast(2);
+    // A chaincode rule: the format-4 encoding.
+    let mut chaincode_rule = config.clone();
+    chaincode_rule.policies.chaincode = tally_protocol::config::MembershipRule::All;
     let bodies: Vec<TxBody> = payloads
         .iter()
         .enumerate()
@@ -408,7 +411,10 @@ pub fn seeds() -> Result<Seeds, String> {
         ("block", all(&[block, empty_block])),
         ("org_member", all(&config.members)),
         ("node_ref", all(&nodes)),
-        ("channel_config", all(&[config, rotating, strict])),
+        (
+            "channel_config",
+            all(&[config, rotating, strict, chaincode_rule]),
+        ),
         ("approval", all(&update.approvals)),
         ("config_update", all(&[update])),
         ("init_call", all(&[init])),

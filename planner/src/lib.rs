@@ -841,6 +841,8 @@ fn plan_channels(
         genesis.policies.writers = policies.writers.clone();
         genesis.policies.admins = policies.admins.clone();
         genesis.policies.membership = membership_rule(&cons.policies.membership_approval);
+        // The same shape of rule, counted over the members when a definition is committed.
+        genesis.policies.chaincode = membership_rule(&approval);
         if let Err(e) = genesis.validate() {
             p.add("Channel", &name, "spec", e.to_string());
             continue;

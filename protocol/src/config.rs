@@ -105,9 +105,15 @@ pub struct Policies {
     /// fewer than a majority.
     #[serde(default, skip_serializing_if = "MembershipRule::is_majority")]
     pub membership: MembershipRule,
+    /// Member organizations that must approve a chaincode definition before it is committed
+    /// (the consortium's `chaincodeApproval`, or the Channel's `chaincodeLifecycle`). Never
+    /// fewer than a majority of the members.
+    #[serde(default, skip_serializing_if = "MembershipRule::is_majority")]
+    pub chaincode: MembershipRule,
 }
 
-/// How many admin organizations a membership change needs.
+/// How many organizations a change needs: a membership change (of the admin organizations),
+/// a chaincode definition (of the members).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipRule {
     #[default]
@@ -533,18 +539,49 @@ impl Decode for NodeRef {
 
 /// Format 1 carries one CA per organization and no revocations; format 2 adds, after every
 /// format-1 field, each member's extra CAs and revoked fingerprints (in member order); format
-/// 3 is format 2 followed by the membership rule. Each is written only when the later fields
-/// say something (extra CAs or revocations; a rule other than a majority), so the hash of
-/// every configuration written before a format existed stays what its genesis block commits
-/// to, and each configuration has one encoding.
+/// 3 is format 2 followed by the membership rule; format 4 is format 3 followed by the
+/// chaincode rule. Each is written only when the later fields say something (extra CAs or
+/// revocations; a rule other than a majority), so the hash of every configuration written
+/// before a format existed stays what its genesis block commits to, and each configuration
+/// has one encoding.
 const CONFIG_FORMAT_TRUST: u8 = 2;
 const CONFIG_FORMAT_MEMBERSHIP: u8 = 3;
+const CONFIG_FORMAT_CHAINCODE: u8 = 4;
+
+fn write_rule(w: &mut Writer, rule: MembershipRule) {
+    match rule {
+        MembershipRule::Majority => w.u8(0),
+        MembershipRule::All => w.u8(1),
+        MembershipRule::AtLeast(n) => {
+            w.u8(2);
+            w.u32(n);
+        }
+    }
+}
+
+/// A rule; a majority (tag 0) only where `majority_allowed` (a membership rule written before
+/// a chaincode rule), since elsewhere it has an earlier format, the only canonical one.
+fn read_rule(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    majority_allowed: bool,
+) -> Result<MembershipRule, DecodeError> {
+    match r.u8(what)? {
+        0 if majority_allowed => Ok(MembershipRule::Majority),
+        1 => Ok(MembershipRule::All),
+        2 => Ok(MembershipRule::AtLeast(r.u32(what)?)),
+        tag => Err(DecodeError::BadTag { what, tag }),
+    }
+}
 
 impl Encode for ChannelConfig {
     fn encode(&self, w: &mut Writer) {
         let trust = self.members.iter().any(OrgMember::has_trust_changes);
         let membership = !self.policies.membership.is_majority();
-        let format = if membership {
+        let chaincode = !self.policies.chaincode.is_majority();
+        let format = if chaincode {
+            CONFIG_FORMAT_CHAINCODE
+        } else if membership {
             CONFIG_FORMAT_MEMBERSHIP
         } else if trust {
             CONFIG_FORMAT_TRUST
@@ -571,22 +608,18 @@ impl Encode for ChannelConfig {
                 w.seq(&m.revoked);
             }
         }
-        if membership {
-            match self.policies.membership {
-                MembershipRule::Majority => w.u8(0),
-                MembershipRule::All => w.u8(1),
-                MembershipRule::AtLeast(n) => {
-                    w.u8(2);
-                    w.u32(n);
-                }
-            }
+        if format >= CONFIG_FORMAT_MEMBERSHIP {
+            write_rule(w, self.policies.membership);
+        }
+        if chaincode {
+            write_rule(w, self.policies.chaincode);
         }
     }
 }
 impl Decode for ChannelConfig {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let format = r.u8("config format")?;
-        if !(1..=CONFIG_FORMAT_MEMBERSHIP).contains(&format) {
+        if !(1..=CONFIG_FORMAT_CHAINCODE).contains(&format) {
             return Err(DecodeError::BadTag {
                 what: "config format",
                 tag: format,
@@ -607,6 +640,7 @@ impl Decode for ChannelConfig {
                 readers: r.seq("readers")?,
                 admins: r.seq("admins")?,
                 membership: MembershipRule::Majority,
+                chaincode: MembershipRule::Majority,
             },
             snapshot_interval: r.u64("snapshot_interval")?,
             max_tx_bytes: r.u32("max_tx_bytes")?,
@@ -618,18 +652,12 @@ impl Decode for ChannelConfig {
                 m.revoked = r.seq("revoked certificates")?;
             }
         }
-        if format == CONFIG_FORMAT_MEMBERSHIP {
-            c.policies.membership = match r.u8("membership rule")? {
-                1 => MembershipRule::All,
-                2 => MembershipRule::AtLeast(r.u32("membership count")?),
-                tag => {
-                    // 0 (a majority) is written as an earlier format, the only canonical one.
-                    return Err(DecodeError::BadTag {
-                        what: "membership rule",
-                        tag,
-                    });
-                }
-            };
+        if format >= CONFIG_FORMAT_MEMBERSHIP {
+            c.policies.membership =
+                read_rule(r, "membership rule", format == CONFIG_FORMAT_CHAINCODE)?;
+        }
+        if format == CONFIG_FORMAT_CHAINCODE {
+            c.policies.chaincode = read_rule(r, "chaincode rule", false)?;
         }
         if format == CONFIG_FORMAT_TRUST {
             // Format 2 with nothing in it has a format-1 encoding, the only canonical one.
@@ -694,6 +722,35 @@ mod tests {
         let back: ChannelConfig =
             serde_json::from_value(serde_json::to_value(&all).expect("json")).expect("read");
         assert_eq!(back, all);
+    }
+
+    #[test]
+    fn a_chaincode_rule_has_one_encoding_and_keeps_older_hashes() {
+        use crate::codec::{Decode, Encode};
+        let plain = config();
+        let before = plain.hash();
+        for membership in [MembershipRule::Majority, MembershipRule::All] {
+            for rule in [MembershipRule::All, MembershipRule::AtLeast(2)] {
+                let mut c = plain.clone();
+                c.policies.membership = membership;
+                c.policies.chaincode = rule;
+                let bytes = c.to_bytes();
+                assert_eq!(bytes[0], CONFIG_FORMAT_CHAINCODE);
+                assert_eq!(ChannelConfig::from_bytes(&bytes).expect("decodes"), c);
+                assert_ne!(c.hash(), before);
+            }
+        }
+        // A majority spelled out as the chaincode rule is not canonical.
+        let mut c = plain.clone();
+        c.policies.chaincode = MembershipRule::All;
+        let mut bytes = c.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] = 0;
+        assert!(ChannelConfig::from_bytes(&bytes).is_err());
+        assert_eq!(plain.to_bytes()[0], 1);
+        assert_eq!(plain.hash(), before);
+        let json = serde_json::to_value(&plain).expect("json");
+        assert!(json["policies"].get("chaincode").is_none(), "{json}");
     }
 
     #[test]

@@ -659,6 +659,52 @@ fn ctl_ok(tc: &TestCluster, identity: &Path, args: &[&str]) -> String {
     out
 }
 
+/// A channel whose chaincode rule asks every member: two approvals of three, a majority,
+/// are refused by every node's ledger at commit (not only by the caller's own count), and the
+/// third makes the commit pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channels_chaincode_rule_is_enforced_at_commit() {
+    let Some(dir) = build_contracts() else {
+        return;
+    };
+    let tc = TestCluster::start("chaincode-rule", 3, &[CH], |spec| {
+        for c in &mut spec.channels {
+            c.policies.chaincode = tally_protocol::config::MembershipRule::All;
+        }
+    })
+    .await;
+    tc.wait_ready(WAIT).await.expect("cluster ready");
+    let ids = tempfile::tempdir().expect("temp dir");
+    let admin = |org: &str| {
+        let d = ids.path().join(format!("{org}-admin"));
+        tc.identity(org, Role::Admin)
+            .save(&d, &tc.ca_pem(org))
+            .expect("save identity");
+        d
+    };
+    let (admin1, admin2, admin3) = (admin("org1"), admin("org2"), admin("org3"));
+    let module = dir.join("receivables.wasm");
+    let module = module.to_str().expect("utf-8 path");
+    let install = ["chaincode", "install", "-c", CH, "receivables", module];
+    ctl_ok(&tc, &admin1, &install);
+    let approve = ["chaincode", "approve", "-c", CH, "receivables"];
+    ctl_ok(&tc, &admin1, &approve);
+    ctl_ok(&tc, &admin2, &approve);
+    let listed = ctl_ok(&tc, &admin1, &["chaincode", "list", "-c", CH]);
+    assert!(listed.contains("3 needed"), "{listed}");
+    let commit = ["chaincode", "commit", "-c", CH, "receivables"];
+    let (code, out, _) = tallyctl(&tc, &admin1, &commit);
+    assert_eq!(
+        code, 3,
+        "a majority commits under an all-members rule: {out}"
+    );
+    assert!(out.contains("not_approved"), "{out}");
+    ctl_ok(&tc, &admin3, &approve);
+    let out = ctl_ok(&tc, &admin1, &commit);
+    assert!(out.contains("committed"), "{out}");
+    tc.assert_healthy();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tallyctl_chaincode_lifecycle_invoke_and_query() {
     let Some(dir) = build_contracts() else {

@@ -3,9 +3,9 @@
 //! through the block's earlier writes and writing through the same path as key/value
 //! transactions.
 //!
-//! Lifecycle policy: a commit needs approvals from a majority of the channel's member
-//! organizations. The channel configuration carries no separate lifecycle policy, so this is
-//! the same rule as configuration changes, over all members.
+//! Lifecycle policy: a commit needs the approvals the channel configuration's chaincode rule
+//! asks of the member organizations (`policies.chaincode`): a majority unless it says more,
+//! checked here on every node, whoever sends the commit.
 
 use super::{corrupt, Ledger, LedgerError, Scratch, StateEntry};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -351,8 +351,11 @@ impl Ledger {
         Ok(orgs)
     }
 
+    /// What the channel's chaincode rule asks of its members: a majority unless the
+    /// configuration says more.
     fn approvals_needed(&self) -> usize {
-        self.config().members.len() / 2 + 1
+        let config = self.config();
+        config.policies.chaincode.needed(config.members.len())
     }
 
     /// The compiled module of a definition: from the engine's cache, or from the bytes the

@@ -30,6 +30,12 @@ pub fn diff(base: &ChannelConfig, next: &ChannelConfig) -> Vec<String> {
             base.policies.membership, next.policies.membership
         ));
     }
+    if base.policies.chaincode != next.policies.chaincode {
+        out.push(format!(
+            "~ policies.chaincode: {} -> {} of the members approve a chaincode definition",
+            base.policies.chaincode, next.policies.chaincode
+        ));
+    }
     let numbers = [
         (
             "batch.max_txs",

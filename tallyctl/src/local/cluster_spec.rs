@@ -183,7 +183,7 @@ impl LocalClusterSpec {
                         readers: c.policies.readers.clone(),
                         writers: c.policies.writers.clone(),
                         admins: c.policies.admins.clone(),
-                        chaincode_lifecycle: None,
+                        chaincode_lifecycle: approval_of(c.policies.chaincode),
                     },
                     batch: Some(spec::Batch {
                         max_transactions: c.batch.max_txs,
@@ -195,5 +195,22 @@ impl LocalClusterSpec {
                 .collect(),
             chaincodes: Vec::new(),
         }
+    }
+}
+
+/// A channel's chaincode rule as the Channel resource spells it (`chaincodeLifecycle`); none
+/// for a majority, the default.
+fn approval_of(rule: tally_protocol::config::MembershipRule) -> Option<spec::Approval> {
+    use tally_protocol::config::MembershipRule as R;
+    match rule {
+        R::Majority => None,
+        R::All => Some(spec::Approval {
+            rule: spec::ApprovalRule::All,
+            count: None,
+        }),
+        R::AtLeast(n) => Some(spec::Approval {
+            rule: spec::ApprovalRule::AtLeast,
+            count: Some(n),
+        }),
     }
 }

@@ -230,12 +230,17 @@ pub async fn advance(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     ctx.fence.check()?;
     match api
-        .patch(&secret.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(
+            &secret.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
         .await
     {
         Ok(_) => {
             tracing::info!(organization = %org, step = ?action, "CA rotation moved on");
-            ctx.event(cons, false, "CaRotation", "RotateCa", event).await;
+            ctx.event(cons, false, "CaRotation", "RotateCa", event)
+                .await;
             Ok(d.status)
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {

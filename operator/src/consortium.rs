@@ -200,15 +200,13 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                 )
                 .await?;
                 let rotating = rotate_cas(ctx, cons, &w, &mut orgs).await?;
-                match rotating.first() {
-                    Some(first) => Verdict::progressing(
-                        "RotatingCa",
-                        format!("{first}{}", if rotating.len() > 1 { format!(" (and {} more)", rotating.len() - 1) } else { String::new() }),
-                    ),
-                    None => Verdict::ready(
+                if rotating.is_empty() {
+                    Verdict::ready(
                         "Ready",
                         format!("{} organizations with their CAs", orgs.len()),
-                    ),
+                    )
+                } else {
+                    Verdict::progressing("RotatingCa", rotating.join("; "))
                 }
             }
         }
@@ -250,15 +248,9 @@ async fn rotate_cas(
         let Some(secret) = world::ca_secret(ctx, &ns, &sname).await? else {
             continue;
         };
-        let status = ca_rotation::advance(
-            ctx,
-            cons,
-            w,
-            &org.name,
-            org.ca.rotate.as_deref(),
-            &secret,
-        )
-        .await?;
+        let status =
+            ca_rotation::advance(ctx, cons, w, &org.name, org.ca.rotate.as_deref(), &secret)
+                .await?;
         if let Some(s) = &status {
             if s.phase != CaRotationPhase::Done {
                 running.push(format!(

@@ -162,13 +162,12 @@ impl Writer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_rotates_an_organizations_ca() {
-    let cp = match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-carotate"))
-        .await
-    {
-        Ok(Some(cp)) => Arc::new(cp),
-        Ok(None) => return,
-        Err(e) => panic!("control plane: {e}"),
-    };
+    let cp =
+        match tokio::task::spawn_blocking(|| control_plane_with_crds("operator-carotate")).await {
+            Ok(Some(cp)) => Arc::new(cp),
+            Ok(None) => return,
+            Err(e) => panic!("control plane: {e}"),
+        };
     cp.kubectl_ok(&["create", "namespace", NS]);
     let mut runner = start_runner(&cp, "127.66").await;
     let c = cp.clone();
@@ -229,7 +228,16 @@ fn steps(cp: Arc<ControlPlane>) {
     .expect("org1's client identity");
     tallyctl(
         &dir,
-        &["--org", "org1", "tx", "put", "--channel", "ledger", "before", "v"],
+        &[
+            "--org",
+            "org1",
+            "tx",
+            "put",
+            "--channel",
+            "ledger",
+            "before",
+            "v",
+        ],
     )
     .expect("a write before the rotation");
     let before = org1_in_channel(&dir).expect("channel configuration");
@@ -260,7 +268,10 @@ fn steps(cp: Arc<ControlPlane>) {
         }
     });
     let during = writer.finish();
-    eprintln!("phases seen: {phases:?}; {} writes acknowledged during the rotation", during.len());
+    eprintln!(
+        "phases seen: {phases:?}; {} writes acknowledged during the rotation",
+        during.len()
+    );
     assert!(!during.is_empty(), "no write committed during the rotation");
 
     // ---- the CA Secret holds the new CA alone ----------------------------------------------
@@ -281,18 +292,22 @@ fn steps(cp: Arc<ControlPlane>) {
     );
 
     // ---- every node of org1 serves a certificate of the new CA; org2's is untouched -------
-    wait_for("org1's nodes on the new CA", Duration::from_secs(60), || {
-        for n in ORG1_NODES {
-            let der = served_cert(&cp, n)?;
-            new_trust
-                .verify(&der, None)
-                .map_err(|e| format!("{n}: {e}"))?;
-            if old_trust.verify(&der, None).is_ok() {
-                return Err(format!("{n} still serves a certificate of the old CA"));
+    wait_for(
+        "org1's nodes on the new CA",
+        Duration::from_secs(60),
+        || {
+            for n in ORG1_NODES {
+                let der = served_cert(&cp, n)?;
+                new_trust
+                    .verify(&der, None)
+                    .map_err(|e| format!("{n}: {e}"))?;
+                if old_trust.verify(&der, None).is_ok() {
+                    return Err(format!("{n} still serves a certificate of the old CA"));
+                }
             }
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
     let org2_der = served_cert(&cp, "org2-peer-0").expect("org2's node");
     TrustedCa::from_pem("org2", &org2_ca)
         .expect("org2's CA")
@@ -330,12 +345,25 @@ fn steps(cp: Arc<ControlPlane>) {
     );
 
     // ---- the channel keeps committing; the old CA's client is refused ----------------------
-    wait_for("a write after the rotation", Duration::from_secs(60), || {
-        tallyctl(
-            &dir,
-            &["--org", "org1", "tx", "put", "--channel", "ledger", "after", "v"],
-        )
-    });
+    wait_for(
+        "a write after the rotation",
+        Duration::from_secs(60),
+        || {
+            tallyctl(
+                &dir,
+                &[
+                    "--org",
+                    "org1",
+                    "tx",
+                    "put",
+                    "--channel",
+                    "ledger",
+                    "after",
+                    "v",
+                ],
+            )
+        },
+    );
     let v = tallyctl(
         &dir,
         &["--org", "org2", "tx", "get", "--channel", "ledger", "after"],
@@ -343,8 +371,11 @@ fn steps(cp: Arc<ControlPlane>) {
     .expect("read back");
     assert!(v.contains('v'), "{v}");
     for k in during.iter().take(5).chain(["before".to_string()].iter()) {
-        let v = tallyctl(&dir, &["--org", "org1", "tx", "get", "--channel", "ledger", k])
-            .unwrap_or_else(|e| panic!("{k}: {e}"));
+        let v = tallyctl(
+            &dir,
+            &["--org", "org1", "tx", "get", "--channel", "ledger", k],
+        )
+        .unwrap_or_else(|e| panic!("{k}: {e}"));
         assert!(v.contains('v'), "{k}: {v}");
     }
     // org1's client of the old CA writes through org2's node (whose certificate it can still
@@ -354,8 +385,10 @@ fn steps(cp: Arc<ControlPlane>) {
         refused.contains("403") && refused.contains("not_member"),
         "a client of the removed CA: {refused}"
     );
-    wait_for("every resource Ready again", Duration::from_secs(180), || {
-        all_ready(&cp, NS, 4)
-    });
+    wait_for(
+        "every resource Ready again",
+        Duration::from_secs(180),
+        || all_ready(&cp, NS, 4),
+    );
     op.stop();
 }

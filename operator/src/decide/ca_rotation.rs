@@ -245,10 +245,7 @@ pub fn decide(o: &RotationObserved) -> RotationDecision {
 }
 
 fn done_message(s: &SecretState) -> String {
-    format!(
-        "every channel trusts only the new CA {}",
-        short(&s.current)
-    )
+    format!("every channel trusts only the new CA {}", short(&s.current))
 }
 
 #[cfg(test)]
@@ -290,7 +287,10 @@ mod tests {
         let d = decide(&o);
         assert_eq!(d.action, Some(RotationAction::Start));
         let st = d.status.expect("status");
-        assert_eq!((st.requested.as_str(), st.phase), ("2027-01", CaRotationPhase::AddingCa));
+        assert_eq!(
+            (st.requested.as_str(), st.phase),
+            ("2027-01", CaRotationPhase::AddingCa)
+        );
         // After a finished rotation, the same token does nothing; a new one starts again.
         o.secret = secret(Some("2027-01"), Some(CaRotationPhase::Done));
         let d = decide(&o);
@@ -314,7 +314,10 @@ mod tests {
             ..Default::default()
         };
         let d = decide(&o);
-        assert_eq!(d.action, None, "one node of ch1 lags and nobody answers for ch2");
+        assert_eq!(
+            d.action, None,
+            "one node of ch1 lags and nobody answers for ch2"
+        );
         let m = d.status.expect("status").message;
         assert!(m.contains("ch1 (1 of 2 nodes"), "{m}");
         assert!(m.contains("ch2 (no node answers)"), "{m}");
@@ -354,14 +357,20 @@ mod tests {
         assert_eq!(d.action, None);
         let st = d.status.expect("status");
         assert_eq!(st.phase, CaRotationPhase::Reissuing);
-        assert_eq!(st.requested, "r1", "the running rotation, not the queued one");
+        assert_eq!(
+            st.requested, "r1",
+            "the running rotation, not the queued one"
+        );
         assert!(st.message.contains("1 of 2 nodes"), "{}", st.message);
         assert!(st.message.contains("p-1 (handshake"), "{}", st.message);
         assert!(st.message.contains("\"r2\" starts once"), "{}", st.message);
         o.nodes[1].not_yet = None;
         let d = decide(&o);
         assert_eq!(d.action, Some(RotationAction::DropPrevious));
-        assert_eq!(d.status.expect("status").phase, CaRotationPhase::RemovingOldCa);
+        assert_eq!(
+            d.status.expect("status").phase,
+            CaRotationPhase::RemovingOldCa
+        );
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub enum Approvals {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::cel::Rule::new("self.mode != 'Secret' || has(self.secretRef)").message("ca.secretRef is required when ca.mode is Secret").reason(kube::core::cel::Reason::FieldValueRequired))]
 #[x_kube(validation = kube::core::cel::Rule::new("self.mode == 'Secret' || !has(self.secretRef)").message("ca.secretRef is only read when ca.mode is Secret"))]
+#[x_kube(validation = kube::core::cel::Rule::new("self.mode != 'Secret' || !has(self.rotate)").message("ca.rotate is only for ca.mode Generate: an organization that brings its CA by Secret rotates it itself (tallyctl org add-ca, re-issue, tallyctl org remove-ca)"))]
 pub struct CaSource {
     /// `Generate`: the operator creates the CA once and keeps it in a Secret.
     /// `Secret`: the organization brings its own (`tls.crt`, and `tls.key` when the operator
@@ -128,6 +129,13 @@ pub struct CaSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "SecretRef")]
     pub secret_ref: Option<SecretRef>,
+    /// Any new value (a date, a ticket number) starts one rotation of a generated CA: a new
+    /// CA is added to every channel beside the old one, every identity of the organization is
+    /// re-issued from it (nodes one at a time), then the old CA is removed. The value a CA was
+    /// made with, or last rotated for, starts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub rotate: Option<String>,
 }
 
 pub use tally_planner::spec::CaMode;
@@ -278,4 +286,55 @@ pub struct OrganizationStatus {
     /// When the CA certificate expires (RFC 3339).
     #[serde(default)]
     pub ca_not_after: String,
+    /// The last CA rotation asked for with `ca.rotate`, and how far it got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_rotation: Option<CaRotationStatus>,
+}
+
+/// Where a CA rotation stands.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaRotationStatus {
+    /// The `ca.rotate` value this rotation is for.
+    pub requested: String,
+    pub phase: CaRotationPhase,
+    /// What it waits for, in words.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// The steps of a CA rotation, in order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CaRotationPhase {
+    /// The new CA is made and being added to every channel of the organization.
+    AddingCa,
+    /// Every channel trusts both CAs; identities are re-issued from the new one, nodes
+    /// restarted one at a time.
+    Reissuing,
+    /// Every node serves a certificate of the new CA; the old CA is being removed from the
+    /// channels.
+    RemovingOldCa,
+    Done,
+}
+
+impl CaRotationPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaRotationPhase::AddingCa => "AddingCa",
+            CaRotationPhase::Reissuing => "Reissuing",
+            CaRotationPhase::RemovingOldCa => "RemovingOldCa",
+            CaRotationPhase::Done => "Done",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CaRotationPhase> {
+        [
+            CaRotationPhase::AddingCa,
+            CaRotationPhase::Reissuing,
+            CaRotationPhase::RemovingOldCa,
+            CaRotationPhase::Done,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
 }

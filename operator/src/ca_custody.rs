@@ -60,6 +60,7 @@ mod tests {
             ca_fingerprint: fp.into(),
             ca_secret: format!("c1-{org}-ca"),
             ca_not_after: String::new(),
+            ca_rotation: None,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::builders::{self, OrgSecret};
 use crate::ca_custody::{self, MissingCa};
+use crate::ca_rotation;
 use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::names::{self, FINALIZER};
 use crate::world::{self, secret_text};
@@ -15,7 +16,9 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use tally_api::consortium::{CaMode, Consortium, IdentityStatus, OrganizationStatus};
+use tally_api::consortium::{
+    CaMode, CaRotationPhase, Consortium, IdentityStatus, Organization, OrganizationStatus,
+};
 use tally_api::{channel::Channel, peer::Peer};
 use tally_protocol::identity::{inspect, OrgCa, TrustedCa};
 
@@ -52,10 +55,10 @@ fn read_ca(s: &Secret, ns: &str, sname: &str, org: &str) -> Result<TrustedCa> {
 async fn ensure_ca(
     ctx: &Context,
     cons: &Consortium,
-    org: &str,
-    mode: CaMode,
+    org: &Organization,
     known: &[OrganizationStatus],
 ) -> Result<(String, TrustedCa)> {
+    let (mode, org) = (org.ca.mode, org.name.as_str());
     let ns = cons.namespace().unwrap_or_default();
     let name = cons.name_any();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -80,7 +83,16 @@ async fn ensure_ca(
         consortium: &name,
         owner: &owner,
     };
-    let secret = builders::ca_secret(&at, &ca.cert_pem(), &ca.key_pem(), world::issued_at(cons));
+    let mut secret =
+        builders::ca_secret(&at, &ca.cert_pem(), &ca.key_pem(), world::issued_at(cons));
+    // A CA made while `ca.rotate` is set is already the one that value asks for.
+    if let Some(token) = rotate_of(cons, org) {
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ca_rotation::ANNOTATION_TOKEN.into(), token.to_string());
+    }
     // Create, never apply: a CA is made once, and a second writer must not replace it.
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {
@@ -114,7 +126,7 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
         .map(|s| s.organizations.as_slice())
         .unwrap_or_default();
     for org in &cons.spec.organizations {
-        match ensure_ca(ctx, cons, &org.name, org.ca.mode, known).await {
+        match ensure_ca(ctx, cons, org, known).await {
             Ok((sname, ca)) => {
                 let fp = ca.fingerprint().to_string();
                 let not_after = inspect(&ca.der)
@@ -127,6 +139,11 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                     ca_fingerprint: fp,
                     ca_secret: sname,
                     ca_not_after: not_after,
+                    // Until this reconcile looks at the rotation again, what it last said.
+                    ca_rotation: known
+                        .iter()
+                        .find(|o| o.name == org.name)
+                        .and_then(|o| o.ca_rotation.clone()),
                 });
             }
             Err(e) if e.tenant_must_fix() => {
@@ -182,10 +199,15 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
                         .map(|(sname, body)| ctx.apply::<Secret>(&ns, sname, body)),
                 )
                 .await?;
-                Verdict::ready(
-                    "Ready",
-                    format!("{} organizations with their CAs", orgs.len()),
-                )
+                let rotating = rotate_cas(ctx, cons, &w, &mut orgs).await?;
+                if rotating.is_empty() {
+                    Verdict::ready(
+                        "Ready",
+                        format!("{} organizations with their CAs", orgs.len()),
+                    )
+                } else {
+                    Verdict::progressing("RotatingCa", rotating.join("; "))
+                }
             }
         }
     };
@@ -197,6 +219,54 @@ async fn apply(cons: &Consortium, ctx: &Context) -> Result<Action> {
     }
     ctx.report(cons, &verdict, status).await?;
     Ok(ctx.parked.after_until(cons, &verdict, renewal))
+}
+
+/// The organization's `ca.rotate`, if set.
+fn rotate_of<'a>(cons: &'a Consortium, org: &str) -> Option<&'a str> {
+    cons.spec
+        .organizations
+        .iter()
+        .find(|o| o.name == org)
+        .and_then(|o| o.ca.rotate.as_deref())
+}
+
+/// Moves each generated CA's rotation on by a step where it can, recording where each stands
+/// in `orgs`; returns, for every rotation still running, a sentence on what it waits for.
+async fn rotate_cas(
+    ctx: &Context,
+    cons: &Consortium,
+    w: &world::World,
+    orgs: &mut [OrganizationStatus],
+) -> Result<Vec<String>> {
+    let ns = cons.namespace().unwrap_or_default();
+    let mut running = Vec::new();
+    for org in &cons.spec.organizations {
+        if org.ca.mode != CaMode::Generate {
+            continue; // `ca.rotate` is refused by the schema for a CA the tenant brings
+        }
+        let sname = world::ca_secret_name(cons, &org.name);
+        let Some(secret) = world::ca_secret(ctx, &ns, &sname).await? else {
+            continue;
+        };
+        let status =
+            ca_rotation::advance(ctx, cons, w, &org.name, org.ca.rotate.as_deref(), &secret)
+                .await?;
+        if let Some(s) = &status {
+            if s.phase != CaRotationPhase::Done {
+                running.push(format!(
+                    "organization {}: CA rotation {:?} {}: {}",
+                    org.name,
+                    s.requested,
+                    s.phase.as_str(),
+                    s.message
+                ));
+            }
+        }
+        if let Some(o) = orgs.iter_mut().find(|o| o.name == org.name) {
+            o.ca_rotation = status;
+        }
+    }
+    Ok(running)
 }
 
 /// Expiry and renewal time of every identity the plan holds, in the plan's order.

@@ -8,6 +8,7 @@ pub mod backup_schedule;
 pub mod backup_store;
 pub mod builders;
 pub mod ca_custody;
+pub mod ca_rotation;
 pub mod chaincode;
 pub mod channel;
 pub mod channel_delete;

@@ -118,6 +118,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
 
     let mut cas = BTreeMap::new();
     let mut ca_metas = Vec::new();
+    let mut rotating = BTreeMap::new();
     for org in &consortium.spec.organizations {
         let sname = ca_secret_name(&consortium, &org.name);
         let Some(s) = ca_secret(ctx, ns, &sname).await? else {
@@ -144,6 +145,9 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
             None => CaInput::CertOnly(cert),
         };
         cas.insert(org.name.clone(), input);
+        if let Some(trust) = crate::ca_rotation::channel_trust(&s) {
+            rotating.insert(org.name.clone(), trust);
+        }
         ca_metas.push(s.metadata);
     }
     let identities = identity_secrets(ctx, ns, name).await?;
@@ -179,7 +183,7 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
     let addressing = Addressing::Kubernetes {
         cluster_domain: ctx.settings.cluster_domain.clone(),
     };
-    let plan = tally_planner::plan(&PlanInput {
+    let mut plan = tally_planner::plan(&PlanInput {
         resources: &resources.to_plan(),
         namespace: ns,
         consortium: name,
@@ -190,6 +194,8 @@ pub async fn load(ctx: &Context, ns: &str, name: &str) -> Result<Result<Arc<Worl
         now: Some(now),
     })
     .map_err(|e| Error::Plan(e.to_string()))?;
+    // A CA mid-rotation is trusted beside the other in every channel (see `ca_rotation`).
+    crate::ca_rotation::widen(&mut plan, &rotating);
     if !plan.renewed.is_empty() {
         tracing::info!(consortium = %name, namespace = %ns, renewed = ?plan.renewed, "certificates due for renewal issued afresh");
     }

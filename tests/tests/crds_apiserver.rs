@@ -122,6 +122,13 @@ const INVALID: &[(&str, &str, &str)] = &[
         "ca.secretRef is required when ca.mode is Secret",
     ),
     (
+        "Consortium organization rotating a CA it brings by Secret",
+        r#"{"apiVersion":"tally.dev/v1alpha1","kind":"Consortium","metadata":{"name":"rotate"},
+            "spec":{"organizations":[{"name":"org1","ca":{"mode":"Secret",
+                    "secretRef":{"name":"org1-ca"},"rotate":"2026-12-03"}}]}}"#,
+        "ca.rotate is only for ca.mode Generate",
+    ),
+    (
         "Consortium whose channelCreators names a non-member",
         r#"{"apiVersion":"tally.dev/v1alpha1","kind":"Consortium","metadata":{"name":"creators"},
             "spec":{"organizations":[{"name":"org1"}],"policies":{"channelCreators":["org2"]}}}"#,

@@ -9,6 +9,7 @@ pub mod backup_store;
 pub mod builders;
 pub mod ca_custody;
 pub mod chaincode;
+pub mod chaincode_delete;
 pub mod channel;
 pub mod channel_delete;
 pub mod consortium;

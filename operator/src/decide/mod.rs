@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tally_api::common::{set_condition, Condition, ConditionStatus};
 
+pub mod chaincode_delete;
 pub mod channel;
 pub mod channel_delete;
 pub mod peer;

@@ -1,5 +1,6 @@
 //! `Chaincode`: a WebAssembly module for a channel, pinned by digest, and its approval.
 
+use crate::channel::PendingChange;
 use crate::common::{Approval, Condition, KeyRef};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -68,6 +69,20 @@ pub struct ChaincodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Approval")]
     pub approval: Option<Approval>,
+    /// What deleting this object does on the ledger. `Retire` (default): a finalizer holds
+    /// the object until the chaincode's active definition is retired by an approved proposal
+    /// (calls refused from then on, state kept readable). `Retain`: the chaincode stays
+    /// active on the ledger.
+    #[serde(default)]
+    pub deletion_policy: ChaincodeDeletionPolicy,
+}
+
+/// What deleting a `Chaincode` does on the ledger.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ChaincodeDeletionPolicy {
+    #[default]
+    Retire,
+    Retain,
 }
 
 /// The module: a binary ConfigMap key, and the digest it must have.
@@ -104,6 +119,10 @@ pub struct ChaincodeStatus {
     /// Each member organization and whether it approved `spec.version`.
     #[serde(default)]
     pub approvals: Vec<OrgApproval>,
+    /// While the deleted object waits for its retirement: the proposal on the ledger and
+    /// which organizations have and have not approved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_change: Option<PendingChange>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

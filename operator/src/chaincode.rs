@@ -14,6 +14,7 @@ use crate::world;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -24,17 +25,30 @@ use tally_client::{Client, ClientError};
 use tally_protocol::InitCall;
 
 pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> {
-    if cc.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
+    let ns = cc.namespace().unwrap_or_default();
+    let api: Api<Chaincode> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, crate::names::FINALIZER, cc, |ev| async {
+        match ev {
+            Finalizer::Apply(c) => apply(c, &ctx).await,
+            // Retire the chaincode on the ledger first (`chaincode_delete.rs`).
+            Finalizer::Cleanup(c) => crate::chaincode_delete::cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(crate::context::from_finalizer)
+}
+
+async fn apply(cc: Arc<Chaincode>, ctx: &Context) -> Result<Action> {
     let ns = cc.namespace().unwrap_or_default();
     let mut status = cc.current_status();
-    let verdict = match check_module(&ctx, &cc).await {
+    // A pending change belongs to a deletion; a live object has none.
+    status.pending_change = None;
+    let verdict = match check_module(ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
         Err(e) => return Err(e),
-        Ok(module) => match world::plan_of_channel(&ctx, &ns, &cc.spec.channel).await? {
+        Ok(module) => match world::plan_of_channel(ctx, &ns, &cc.spec.channel).await? {
             Err(v) => v,
-            Ok(w) => match lifecycle(&cc, &ctx, &w, &module, &mut status).await {
+            Ok(w) => match lifecycle(&cc, ctx, &w, &module, &mut status).await {
                 Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
                 other => other?,
             },

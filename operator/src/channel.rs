@@ -447,12 +447,13 @@ pub(crate) async fn by_proposal(
                     .await?
                 }
                 other => {
-                    api.change_proposal(
-                        channel,
-                        other.clone(),
-                        PROPOSAL_TTL,
-                        "the operator: the Channel resource was deleted",
-                    )
+                    let why = match other {
+                        Change::RetireChaincode { .. } => {
+                            "the operator: the Chaincode resource was deleted"
+                        }
+                        _ => "the operator: the Channel resource was deleted",
+                    };
+                    api.change_proposal(channel, other.clone(), PROPOSAL_TTL, why)
                     .await?
                 }
             };
@@ -472,6 +473,10 @@ pub(crate) async fn by_proposal(
         }
     };
     for admin in admins {
+        // Once the policy is met the proposal is closed: a further vote would be refused.
+        if view.status != ProposalStatus::Open {
+            break;
+        }
         let org = &admin.info.org;
         if view.tally.approved.iter().any(|o| o == org)
             || view.tally.rejected.iter().any(|o| o == org)

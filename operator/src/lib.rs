@@ -10,6 +10,7 @@ pub mod builders;
 pub mod ca_custody;
 pub mod ca_rotation;
 pub mod chaincode;
+pub mod chaincode_delete;
 pub mod channel;
 pub mod channel_delete;
 pub mod consortium;

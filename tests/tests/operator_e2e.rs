@@ -6,7 +6,8 @@
 //! transactions committed on both channels through `tallyctl` with a profile exported from
 //! the cluster, channel status that matches the nodes, the example's `Chaincode` (the
 //! receivables contract in a ConfigMap, pinned by sha256) installed, approved and committed
-//! through the ledger's lifecycle and then invoked and queried, a consenter pod deleted under load
+//! through the ledger's lifecycle and then invoked and queried, then deleted (retired on the
+//! ledger before the object goes, calls refused after), a consenter pod deleted under load
 //! with nothing acknowledged lost, a version rollout one pod at a time, a consenter Peer
 //! scaled up and down under load (configuration transactions, Raft learners promoted,
 //! departing nodes removed before their pods go), two operator replicas with one leading,
@@ -292,6 +293,8 @@ fn e2e_steps(cp: &ControlPlane) {
     // 3b. The Chaincode: the module from its ConfigMap pinned by sha256, installed, approved by
     // every organization whose admin the operator holds, committed; then invoked and queried.
     chaincode_step(cp, &dir);
+    // 3c. Deleting the Chaincode retires it on the ledger before the object goes.
+    chaincode_deletion_step(cp, &dir);
 
     // 4. Only one operator leads; the other stands by.
     let lease = get_json(cp, &["-n", "default", "get", "lease", "tally-operator"]);
@@ -610,6 +613,8 @@ fn e2e_steps(cp: &ControlPlane) {
         "-f",
         &example.display().to_string(),
         "--wait=false",
+        // The Chaincode went in step 3c.
+        "--ignore-not-found",
     ]);
     wait_for(
         "everything but the volumes gone",
@@ -751,4 +756,135 @@ fn chaincode_step(cp: &ControlPlane, dir: &Path) {
     )
     .expect("query");
     assert!(out.contains("\"holder\":\"supplier-tier1\""), "{out}");
+}
+
+/// Deleting the example's Chaincode (`deletionPolicy` defaults to `Retire`): the finalizer
+/// holds the object until the ledger shows the chaincode retired (every organization's view
+/// says so as soon as it is gone), then a call is refused as retired while its state stays
+/// readable.
+fn chaincode_deletion_step(cp: &ControlPlane, dir: &Path) {
+    let cc = get_json(cp, &["-n", NS, "get", "chaincode", "receivables"]);
+    assert_eq!(
+        cc["metadata"]["finalizers"],
+        serde_json::json!(["tally.dev/cleanup"]),
+        "{cc}"
+    );
+    let list = |org: &str| -> Value {
+        let out = tallyctl(
+            dir,
+            &[
+                "--org",
+                org,
+                "--output",
+                "json",
+                "chaincode",
+                "list",
+                "-c",
+                "receivables",
+            ],
+        )
+        .expect("chaincode list");
+        serde_json::from_str(&out).expect("JSON")
+    };
+    assert!(
+        list("core-enterprise")[0]["retired"].is_null(),
+        "retired before the deletion"
+    );
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "chaincode",
+        "receivables",
+        "--wait=false",
+    ]);
+    wait_for(
+        "the deleted Chaincode to go",
+        Duration::from_secs(120),
+        || {
+            let left = cp.kubectl_ok(&[
+                "-n",
+                NS,
+                "get",
+                "chaincode",
+                "receivables",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ]);
+            if left.trim().is_empty() {
+                Ok(())
+            } else {
+                Err(left)
+            }
+        },
+    );
+    // The object is gone: every member's nodes already list the definition retired.
+    for org in [
+        "core-enterprise",
+        "supplier-tier1",
+        "supplier-tier2",
+        "bank",
+    ] {
+        let v = list(org);
+        assert_eq!(v[0]["name"], "receivables", "{org}: {v}");
+        assert_eq!(v[0]["retired"]["sequence"], 1, "{org}: {v}");
+    }
+    let events = cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "get",
+        "events",
+        "--field-selector",
+        "reason=Retired",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        events.contains("chaincode receivables is retired on channel receivables"),
+        "{events}"
+    );
+    let maturity = (tally_protocol::now_ms() + 86_400_000).to_string();
+    let refused = tallyctl(
+        dir,
+        &[
+            "--org",
+            "core-enterprise",
+            "chaincode",
+            "invoke",
+            "-c",
+            "receivables",
+            "receivables",
+            "issue",
+            "R2",
+            "supplier-tier1",
+            "500",
+            &maturity,
+        ],
+    );
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("rejected") && e.contains("retired")),
+        "a call of the retired chaincode: {refused:?}"
+    );
+    let out = tallyctl(
+        dir,
+        &[
+            "--org",
+            "supplier-tier2",
+            "chaincode",
+            "query",
+            "-c",
+            "receivables",
+            "receivables",
+            "get",
+            "R1",
+        ],
+    );
+    assert!(
+        out.as_ref()
+            .is_ok_and(|o| o.contains("\"holder\":\"supplier-tier1\"")),
+        "its state stays readable: {out:?}"
+    );
 }

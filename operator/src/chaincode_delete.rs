@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use tally_api::chaincode::{Chaincode, ChaincodeDeletionPolicy};
-use tally_api::channel::{Channel, PendingChange};
+use tally_api::channel::Channel;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::proposal::Change;
 use tally_protocol::Identity;
@@ -32,13 +32,7 @@ async fn hold(
     let mut status = cc.current_status();
     status.pending_change = awaiting
         .filter(|a| !a.proposal.is_empty())
-        .map(|a| PendingChange {
-            proposal: a.proposal.clone(),
-            approvals: a.count(),
-            approved: a.approved.clone(),
-            missing: a.missing.clone(),
-            expires: String::new(),
-        });
+        .map(Awaiting::pending_change);
     ctx.report(cc, &verdict, status).await?;
     Err(Error::Held(verdict.message))
 }

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus, PendingChange};
+use tally_api::channel::{Channel, ChannelNodeStatus, ChannelStatus};
 use tally_api::peer::PeerRole;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::proposal::{Change, ProposalView, Status as ProposalStatus};
@@ -303,13 +303,7 @@ async fn converge(
     status.member_count = members.len() as u32;
     status.members = members;
     status.nodes = nodes_status;
-    status.pending_change = outcome.awaiting.as_ref().map(|a| PendingChange {
-        proposal: a.proposal.clone(),
-        approvals: a.count(),
-        approved: a.approved.clone(),
-        missing: a.missing.clone(),
-        expires: String::new(),
-    });
+    status.pending_change = outcome.awaiting.as_ref().map(Awaiting::pending_change);
     if !outcome.reports.is_empty() {
         status.state_roots_agree = Some(roots_agree(&outcome.reports));
     }

@@ -15,7 +15,7 @@ use crate::reach;
 use crate::world;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
-use tally_api::channel::{Channel, PendingChange};
+use tally_api::channel::Channel;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::proposal::Change;
 use tally_protocol::Identity;
@@ -30,13 +30,7 @@ async fn hold(
     let mut status = ch.current_status();
     status.pending_change = awaiting
         .filter(|a| !a.proposal.is_empty())
-        .map(|a| PendingChange {
-            proposal: a.proposal.clone(),
-            approvals: a.count(),
-            approved: a.approved.clone(),
-            missing: a.missing.clone(),
-            expires: String::new(),
-        });
+        .map(Awaiting::pending_change);
     ctx.report(ch, &verdict, status).await?;
     Err(Error::Held(verdict.message))
 }

@@ -79,34 +79,7 @@ fn secret_key(cp: &ControlPlane, name: &str, key: &str) -> Option<String> {
 
 /// The certificate a node serves on its client API (DER), read in a handshake.
 fn served_cert(cp: &ControlPlane, node: &str) -> Result<Vec<u8>, String> {
-    let r = cp.kubectl(&["-n", NS, "get", "pod", node, "-o", "json"]);
-    let pod: Value = serde_json::from_str(&r.stdout).map_err(|_| format!("{node}: no pod"))?;
-    let ip = pod["status"]["podIP"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or(format!("{node}: no pod IP"))?
-        .to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect((ip.as_str(), tally_planner::API_PORT))
-            .await
-            .map_err(|e| format!("{node} at {ip}: {e}"))?;
-        let name =
-            rustls_pki_types::ServerName::try_from("tally-node").map_err(|e| e.to_string())?;
-        let tls = tally_tests::http::unverified_tls()
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("{node}: handshake: {e}"))?;
-        tls.get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.to_vec())
-            .ok_or(format!("{node}: no certificate"))
-    })
+    tally_tests::operator::served_cert(cp, NS, node)
 }
 
 /// org1's entry in the channel's configuration in force, as org2 reads it.

@@ -74,38 +74,9 @@ fn identities(cp: &ControlPlane) -> BTreeMap<String, i64> {
 
 /// The `notAfter` of the certificate a node serves on its client API, read in a handshake.
 fn served_not_after(cp: &ControlPlane, node: &str) -> Result<i64, String> {
-    // The pod may be between its old and new self: not there is not ready yet.
-    let r = cp.kubectl(&["-n", NS, "get", "pod", node, "-o", "json"]);
-    let pod: Value = serde_json::from_str(&r.stdout).map_err(|_| format!("{node}: no pod"))?;
-    let ip = pod["status"]["podIP"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .ok_or(format!("{node}: no pod IP"))?
-        .to_string();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let tcp = tokio::net::TcpStream::connect((ip.as_str(), tally_planner::API_PORT))
-            .await
-            .map_err(|e| format!("{node} at {ip}: {e}"))?;
-        let name =
-            rustls_pki_types::ServerName::try_from("tally-node").map_err(|e| e.to_string())?;
-        let tls = tally_tests::http::unverified_tls()
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("{node}: handshake: {e}"))?;
-        let der = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or(format!("{node}: no certificate"))?
-            .to_vec();
-        let info = tally_protocol::identity::inspect(&der).map_err(|e| e.to_string())?;
-        Ok(info.not_after)
-    })
+    let der = tally_tests::operator::served_cert(cp, NS, node)?;
+    let info = tally_protocol::identity::inspect(&der).map_err(|e| e.to_string())?;
+    Ok(info.not_after)
 }
 
 /// Writes `k-<i>` as org1's client until told to stop, exporting the profile again when a

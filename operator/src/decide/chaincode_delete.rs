@@ -112,29 +112,10 @@ pub fn next_step(o: &RetireObserved, channel: &str, name: &str) -> RetireStep {
 
 /// The verdict while the retirement waits for approvals.
 pub fn awaiting_verdict(channel: &str, name: &str, a: &Awaiting) -> Verdict {
-    if a.proposal.is_empty() {
-        return Verdict::progressing(
-            "AwaitingApprovals",
-            format!(
-                "chaincode {name} is being deleted: its retirement needs {} approvals and the operator signs for none of the organizations that may give them ({}): propose it with `tallyctl chaincode retire --channel {channel} --name {name} --propose`",
-                a.needed,
-                a.missing.join(", ")
-            ),
-        );
-    }
-    let short = &a.proposal[..a.proposal.len().min(12)];
-    Verdict::progressing(
-        "AwaitingApprovals",
-        format!(
-            "chaincode {name} is being deleted: its retirement, proposed as {short}, waits for approvals: {} (approved: {}; missing: {}); approve with `tallyctl proposal approve --channel {channel} {short}`",
-            a.count(),
-            if a.approved.is_empty() {
-                "none yet".to_string()
-            } else {
-                a.approved.join(", ")
-            },
-            a.missing.join(", "),
-        ),
+    a.retirement_verdict(
+        &format!("chaincode {name}"),
+        channel,
+        &format!("tallyctl chaincode retire --channel {channel} --name {name} --propose"),
     )
 }
 

@@ -217,6 +217,47 @@ impl Awaiting {
     pub fn count(&self) -> String {
         format!("{}/{}", self.approved.len(), self.needed)
     }
+
+    /// What a status's `pendingChange` shows of it.
+    pub fn pending_change(&self) -> tally_api::channel::PendingChange {
+        tally_api::channel::PendingChange {
+            proposal: self.proposal.clone(),
+            approvals: self.count(),
+            approved: self.approved.clone(),
+            missing: self.missing.clone(),
+            expires: String::new(),
+        }
+    }
+
+    /// The verdict while the retirement of `what` (`channel ch`, `chaincode cc`) waits for
+    /// approvals; `propose` is the command that proposes it when the operator signs for
+    /// nobody who may.
+    pub fn retirement_verdict(&self, what: &str, channel: &str, propose: &str) -> Verdict {
+        if self.proposal.is_empty() {
+            return Verdict::progressing(
+                "AwaitingApprovals",
+                format!(
+                    "{what} is being deleted: its retirement needs {} approvals and the operator signs for none of the organizations that may give them ({}): propose it with `{propose}`",
+                    self.needed,
+                    self.missing.join(", ")
+                ),
+            );
+        }
+        let short = &self.proposal[..self.proposal.len().min(12)];
+        Verdict::progressing(
+            "AwaitingApprovals",
+            format!(
+                "{what} is being deleted: its retirement, proposed as {short}, waits for approvals: {} (approved: {}; missing: {}); approve with `tallyctl proposal approve --channel {channel} {short}`",
+                self.count(),
+                if self.approved.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    self.approved.join(", ")
+                },
+                self.missing.join(", "),
+            ),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

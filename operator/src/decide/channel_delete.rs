@@ -67,29 +67,10 @@ pub fn next_step(o: &DeletionObserved, channel: &str) -> DeletionStep {
 
 /// The verdict while the retirement waits for approvals.
 pub fn awaiting_verdict(channel: &str, a: &Awaiting) -> Verdict {
-    if a.proposal.is_empty() {
-        return Verdict::progressing(
-            "AwaitingApprovals",
-            format!(
-                "channel {channel} is being deleted: its retirement needs {} approvals and the operator signs for none of the organizations that may give them ({}): propose it with `tallyctl channel retire --channel {channel} --propose`",
-                a.needed,
-                a.missing.join(", ")
-            ),
-        );
-    }
-    let short = &a.proposal[..a.proposal.len().min(12)];
-    Verdict::progressing(
-        "AwaitingApprovals",
-        format!(
-            "channel {channel} is being deleted: its retirement, proposed as {short}, waits for approvals: {} (approved: {}; missing: {}); approve with `tallyctl proposal approve --channel {channel} {short}`",
-            a.count(),
-            if a.approved.is_empty() {
-                "none yet".to_string()
-            } else {
-                a.approved.join(", ")
-            },
-            a.missing.join(", "),
-        ),
+    a.retirement_verdict(
+        &format!("channel {channel}"),
+        channel,
+        &format!("tallyctl channel retire --channel {channel} --propose"),
     )
 }
 

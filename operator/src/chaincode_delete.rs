@@ -4,7 +4,6 @@
 //! `Operator` custody and waits, `AwaitingApprovals`, for the others. The steps are chosen by
 //! `decide::chaincode_delete`.
 
-use crate::channel::{by_proposal, ChangeFailure, Proposed};
 use crate::context::{Context, Error, Reported, Result};
 use crate::decide::chaincode_delete::{
     awaiting_verdict, next_step, NodeChaincode, Release, RetireObserved, RetireStep,
@@ -12,6 +11,7 @@ use crate::decide::chaincode_delete::{
 use crate::decide::channel::Awaiting;
 use crate::decide::Verdict;
 use crate::reach;
+use crate::retire_proposal::{self, Retiring};
 use crate::world;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -20,7 +20,6 @@ use tally_api::chaincode::{Chaincode, ChaincodeDeletionPolicy};
 use tally_api::channel::Channel;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::proposal::Change;
-use tally_protocol::Identity;
 
 /// Reports `verdict` and keeps the finalizer (the controller looks again later).
 async fn hold(
@@ -170,67 +169,44 @@ async fn retire(
     else {
         return Ok(Action::await_change());
     };
-    let eligible = src.config.admin_orgs();
-    let admins: Vec<Identity> = eligible
-        .iter()
-        .filter(|o| w.signs_for(o))
-        .filter_map(|o| w.plan.org(o).and_then(|p| p.admin.clone()))
-        .collect();
-    if admins.is_empty() {
-        let a = Awaiting {
-            proposal: String::new(),
-            needed: src.config.approvals_needed(),
-            approved: Vec::new(),
-            missing: eligible,
-        };
-        return hold(cc, ctx, awaiting_verdict(channel, name, &a), Some(&a)).await;
-    }
     let change = Change::RetireChaincode {
         name: name.clone(),
         sequence,
     };
-    let mut last = String::from("no node took the proposal");
-    for (n, at, _) in answered {
-        let api = reach::api(ctx, &w.plan, n, at)?;
-        match by_proposal(&api, &admins, src, &change).await {
-            Ok(Ok(Proposed::Committed(_))) => {
-                let v = Verdict::progressing(
-                    "Deleting",
-                    format!("chaincode {name} retired by an approved proposal; waiting for every node to show it"),
-                );
-                return hold(cc, ctx, v, None).await;
-            }
-            Ok(Ok(Proposed::Awaiting(a, new))) => {
-                if new {
-                    ctx.event(
-                        cc,
-                        false,
-                        "AwaitingApprovals",
-                        "Propose",
-                        format!(
-                            "proposed the retirement of chaincode {name} on channel {channel} as {}: {} approvals, missing [{}]",
-                            a.proposal,
-                            a.count(),
-                            a.missing.join(", ")
-                        ),
-                    )
-                    .await;
-                }
-                return hold(cc, ctx, awaiting_verdict(channel, name, &a), Some(&a)).await;
-            }
-            Ok(Err(ChangeFailure::Refused(why))) => {
-                let v = Verdict::degraded("RetirementRejected", why);
-                return hold(cc, ctx, v, None).await;
-            }
-            Ok(Err(ChangeFailure::Unreachable(why))) => last = format!("{}: {why}", n.name),
-            Err(e) => last = format!("{}: {e}", n.name),
-        }
-    }
-    let v = Verdict::progressing(
-        "Deleting",
-        format!(
-            "chaincode {name} is being deleted: its retirement could not be proposed yet: {last}"
+    let nodes: Vec<_> = answered.iter().map(|(n, at, _)| (*n, at)).collect();
+    let v = match retire_proposal::propose(ctx, w, src, &nodes, &change).await? {
+        Retiring::Committed => Verdict::progressing(
+            "Deleting",
+            format!("chaincode {name} retired by an approved proposal; waiting for every node to show it"),
         ),
-    );
+        Retiring::Awaiting(a, new) => {
+            if new {
+                ctx.event(
+                    cc,
+                    false,
+                    "AwaitingApprovals",
+                    "Propose",
+                    format!(
+                        "proposed the retirement of chaincode {name} on channel {channel} as {}: {} approvals, missing [{}]",
+                        a.proposal,
+                        a.count(),
+                        a.missing.join(", ")
+                    ),
+                )
+                .await;
+            }
+            return hold(cc, ctx, awaiting_verdict(channel, name, &a), Some(&a)).await;
+        }
+        Retiring::NobodyToSign(a) => {
+            return hold(cc, ctx, awaiting_verdict(channel, name, &a), Some(&a)).await
+        }
+        Retiring::Refused(why) => Verdict::degraded("RetirementRejected", why),
+        Retiring::NotYet(last) => Verdict::progressing(
+            "Deleting",
+            format!(
+                "chaincode {name} is being deleted: its retirement could not be proposed yet: {last}"
+            ),
+        ),
+    };
     hold(cc, ctx, v, None).await
 }

@@ -4,7 +4,6 @@
 //! and every node that holds it has left it (deleted its data through the admin API). The
 //! steps are chosen by `decide::channel_delete`.
 
-use crate::channel::{by_proposal, ChangeFailure, Proposed};
 use crate::context::{Context, Error, Reported, Result};
 use crate::decide::channel::Awaiting;
 use crate::decide::channel_delete::{
@@ -12,13 +11,13 @@ use crate::decide::channel_delete::{
 };
 use crate::decide::Verdict;
 use crate::reach;
+use crate::retire_proposal::{self, Retiring};
 use crate::world;
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use tally_api::channel::Channel;
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::proposal::Change;
-use tally_protocol::Identity;
 
 /// Reports `verdict` and keeps the finalizer (the controller looks again later).
 async fn hold(
@@ -148,73 +147,50 @@ async fn retire(
     else {
         return Ok(Action::await_change());
     };
-    let eligible = src.config.admin_orgs();
-    let admins: Vec<Identity> = eligible
-        .iter()
-        .filter(|o| w.signs_for(o))
-        .filter_map(|o| w.plan.org(o).and_then(|p| p.admin.clone()))
-        .collect();
-    if admins.is_empty() {
-        let a = Awaiting {
-            proposal: String::new(),
-            needed: src.config.approvals_needed(),
-            approved: Vec::new(),
-            missing: eligible,
-        };
-        return hold(ch, ctx, awaiting_verdict(&name, &a), Some(&a)).await;
-    }
-    let mut last = String::from("no node took the proposal");
-    for (n, at, _, _) in reached {
-        let api = reach::api(ctx, &w.plan, n, at)?;
-        match by_proposal(&api, &admins, src, &Change::RetireChannel).await {
-            Ok(Ok(Proposed::Committed(_))) => {
+    let nodes: Vec<_> = reached.iter().map(|(n, at, _, _)| (*n, at)).collect();
+    let v = match retire_proposal::propose(ctx, w, src, &nodes, &Change::RetireChannel).await? {
+        Retiring::Committed => {
+            ctx.event(
+                ch,
+                false,
+                "Retired",
+                "Propose",
+                format!("channel {name} retired by an approved proposal; its nodes leave it next"),
+            )
+            .await;
+            Verdict::progressing(
+                "Deleting",
+                format!("channel {name} retired; its nodes leave it next"),
+            )
+        }
+        Retiring::Awaiting(a, new) => {
+            if new {
                 ctx.event(
                     ch,
                     false,
-                    "Retired",
+                    "AwaitingApprovals",
                     "Propose",
                     format!(
-                        "channel {name} retired by an approved proposal; its nodes leave it next"
+                        "proposed the retirement of channel {name} as {}: {} approvals, missing [{}]",
+                        a.proposal,
+                        a.count(),
+                        a.missing.join(", ")
                     ),
                 )
                 .await;
-                let v = Verdict::progressing(
-                    "Deleting",
-                    format!("channel {name} retired; its nodes leave it next"),
-                );
-                return hold(ch, ctx, v, None).await;
             }
-            Ok(Ok(Proposed::Awaiting(a, new))) => {
-                if new {
-                    ctx.event(
-                        ch,
-                        false,
-                        "AwaitingApprovals",
-                        "Propose",
-                        format!(
-                            "proposed the retirement of channel {name} as {}: {} approvals, missing [{}]",
-                            a.proposal,
-                            a.count(),
-                            a.missing.join(", ")
-                        ),
-                    )
-                    .await;
-                }
-                return hold(ch, ctx, awaiting_verdict(&name, &a), Some(&a)).await;
-            }
-            Ok(Err(ChangeFailure::Refused(why))) => {
-                let v = Verdict::degraded("RetirementRejected", why);
-                return hold(ch, ctx, v, None).await;
-            }
-            Ok(Err(ChangeFailure::Unreachable(why))) => last = format!("{}: {why}", n.name),
-            Err(e) => last = format!("{}: {e}", n.name),
+            return hold(ch, ctx, awaiting_verdict(&name, &a), Some(&a)).await;
         }
-    }
-    let v = Verdict::progressing(
-        "Deleting",
-        format!(
-            "channel {name} is being deleted: its retirement could not be proposed yet: {last}"
+        Retiring::NobodyToSign(a) => {
+            return hold(ch, ctx, awaiting_verdict(&name, &a), Some(&a)).await
+        }
+        Retiring::Refused(why) => Verdict::degraded("RetirementRejected", why),
+        Retiring::NotYet(last) => Verdict::progressing(
+            "Deleting",
+            format!(
+                "channel {name} is being deleted: its retirement could not be proposed yet: {last}"
+            ),
         ),
-    );
+    };
     hold(ch, ctx, v, None).await
 }

@@ -27,6 +27,7 @@ pub mod peer;
 pub mod quorum_guard;
 pub mod reach;
 pub mod restore;
+pub mod retire_proposal;
 pub mod server;
 pub mod stores;
 pub mod world;

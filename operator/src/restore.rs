@@ -25,22 +25,16 @@ pub async fn source(
         .unwrap_or_default();
     // A read-only restore is for a Peer made to investigate: restoring a channel that its
     // nodes serve would freeze a live member's ledger at an old height for good.
-    if r.read_only {
-        let asked: Vec<&String> = match &r.backup {
-            Some(_) => Vec::new(),
-            None => r.channels.iter().collect(),
-        };
-        if let Some(c) = asked.into_iter().find(|c| served.contains(c)) {
+    let not_served = |c: &str| -> Result<()> {
+        if served.iter().any(|s| s == c) {
             return Err(Error::Invalid(format!(
                 "spec.restore.readOnly: the nodes of Peer {ns}/{} serve channel {c}; restore it read-only into a Peer made for the investigation, which serves none of its channels",
                 peer.name_any()
             )));
         }
-    }
+        Ok(())
+    };
     let pick = |from: Vec<String>| -> Result<Vec<String>> {
-        if r.read_only {
-            return Ok(r.channels.clone());
-        }
         if r.channels.is_empty() {
             return Ok(from);
         }
@@ -71,14 +65,9 @@ pub async fn source(
                 st.phase
             )));
         }
-        if r.read_only && served.contains(&b.spec.channel) {
-            return Err(Error::Invalid(format!(
-                "spec.restore.readOnly: the nodes of Peer {ns}/{} serve channel {}; restore it read-only into a Peer made for the investigation, which serves none of its channels",
-                peer.name_any(),
-                b.spec.channel
-            )));
-        }
-        if !r.read_only && !served.contains(&b.spec.channel) {
+        if r.read_only {
+            not_served(&b.spec.channel)?;
+        } else if !served.contains(&b.spec.channel) {
             return Err(Error::Invalid(format!(
                 "spec.restore.backup: Backup {ns}/{name} is of channel {}, which the nodes of Peer {} do not serve",
                 b.spec.channel,
@@ -106,7 +95,14 @@ pub async fn source(
                 manifest: None,
                 height: r.height,
                 credentials_secret: r.credentials_secret.clone(),
-                channels: pick(served.clone())?,
+                channels: if r.read_only {
+                    for c in &r.channels {
+                        not_served(c)?;
+                    }
+                    r.channels.clone()
+                } else {
+                    pick(served.clone())?
+                },
                 read_only: r.read_only,
             })
         })

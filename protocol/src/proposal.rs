@@ -140,18 +140,17 @@ impl Proposal {
         expires_at_ms: u64,
         description: &str,
     ) -> Proposal {
-        Proposal {
-            channel: current.name.clone(),
-            base_sequence: sequence,
-            base: current.hash(),
+        Self::other(
+            current,
+            sequence,
+            Change::Config(Box::new(next)),
             expires_at_ms,
-            description: description.to_string(),
-            change: Change::Config(Box::new(next)),
-        }
+            description,
+        )
     }
 
-    /// A change that is not a configuration (a retirement), decided by the admins of the
-    /// configuration in force (after `sequence` changes); it is stale once that moves.
+    /// Any change decided by the admins of the configuration in force (after `sequence`
+    /// changes); it is stale once that moves.
     pub fn other(
         current: &ChannelConfig,
         sequence: u64,

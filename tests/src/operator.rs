@@ -308,3 +308,10 @@ pub fn served_cert(cp: &ControlPlane, ns: &str, node: &str) -> Result<Vec<u8>, S
             .ok_or(format!("{node}: no certificate"))
     })
 }
+
+/// `kubectl apply --server-side` of `yaml` in namespace `ns`; panics with the API server's
+/// answer and the manifest when refused.
+pub fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
+    let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
+    assert!(r.ok, "apply: {}\n{yaml}", r.stderr);
+}

@@ -55,8 +55,7 @@ spec:
 ";
 
 fn apply(cp: &ControlPlane, yaml: &str) {
-    let r = cp.kubectl_stdin(&["-n", NS, "apply", "--server-side", "-f", "-"], Some(yaml));
-    assert!(r.ok, "apply: {}\n{yaml}", r.stderr);
+    tally_tests::operator::apply(cp, NS, yaml)
 }
 
 fn backup(cp: &ControlPlane, name: &str) -> Value {

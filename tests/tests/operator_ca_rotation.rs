@@ -61,8 +61,7 @@ spec:
 }
 
 fn apply(cp: &ControlPlane, body: &str) {
-    let r = cp.kubectl_stdin(&["-n", NS, "apply", "--server-side", "-f", "-"], Some(body));
-    assert!(r.ok, "apply: {}", r.stderr);
+    tally_tests::operator::apply(cp, NS, body)
 }
 
 fn export_profile(cp: &ControlPlane, dir: &Path) -> Result<(), String> {

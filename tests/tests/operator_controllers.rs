@@ -11,10 +11,7 @@ use tally_tests::operator::{
 use tally_tests::podrunner::PodRunner;
 use tally_tests::ControlPlane;
 
-fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
-    let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
-    assert!(r.ok, "apply: {}", r.stderr);
-}
+use tally_tests::operator::apply;
 
 fn condition(
     cp: &ControlPlane,

@@ -19,10 +19,7 @@ fn holder(cp: &tally_tests::ControlPlane) -> Option<String> {
     v["spec"]["holderIdentity"].as_str().map(str::to_string)
 }
 
-fn apply(cp: &tally_tests::ControlPlane, ns: &str, yaml: &str) {
-    let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
-    assert!(r.ok, "apply: {}", r.stderr);
-}
+use tally_tests::operator::apply;
 
 fn consortium_ready(cp: &tally_tests::ControlPlane, name: &str) -> Result<(), String> {
     let c = get_json(cp, &["-n", "t1", "get", "consortium", name]);

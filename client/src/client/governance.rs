@@ -42,27 +42,13 @@ impl Client {
         ttl: Duration,
         description: &str,
     ) -> Result<Proposal, ClientError> {
-        for _ in 0..3 {
-            let status = self.status(channel).await?;
-            let current = self.config(channel).await?;
-            if current.hash() == status.config_hash {
-                let expires = tally_protocol::now_ms().saturating_add(ttl.as_millis() as u64);
-                return Ok(Proposal::config(
-                    &current,
-                    status.config_sequence,
-                    next,
-                    expires,
-                    description,
-                ));
-            }
-        }
-        Err(ClientError::Other(format!(
-            "the configuration of channel {channel} kept changing while it was read; try again"
-        )))
+        self.change_proposal(channel, Change::Config(Box::new(next)), ttl, description)
+            .await
     }
 
-    /// A proposal of a change other than a configuration (a retirement), decided by the
-    /// admins of the configuration in force, open for `ttl` from now.
+    /// A proposal of any change (a configuration, a retirement), decided by the admins of
+    /// the configuration in force, open for `ttl` from now. The base is read as for
+    /// [`Client::config_proposal`].
     pub async fn change_proposal(
         &self,
         channel: &str,

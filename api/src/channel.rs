@@ -69,6 +69,37 @@ pub struct ChannelSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "u64", range(min = 10, max = 1000000))]
     pub snapshot_interval: Option<u64>,
+    /// Approvals of the channel's genesis by member organizations whose admin key the operator
+    /// does not hold (`approvals: External`): nodes create the channel only once every member
+    /// approved it. `tallyctl channel approve-genesis` prints one from the genesis the operator
+    /// publishes in the ConfigMap `CHANNEL-genesis`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub genesis_approvals: Vec<GenesisApproval>,
+}
+
+/// One organization's approval of a channel's genesis, as `tallyctl channel approve-genesis`
+/// prints it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenesisApproval {
+    /// The organization it speaks for (its admin certificate must say the same).
+    #[schemars(length(min = 1, max = 63))]
+    pub organization: String,
+    /// The channel, for people (the signature covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub channel: Option<String>,
+    /// The genesis hash, for people (the signature covers it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub genesis: Option<String>,
+    /// The approving admin's certificate (DER, hex).
+    #[schemars(length(min = 2, max = 8192))]
+    pub certificate: String,
+    /// Ed25519 signature (hex).
+    #[schemars(length(min = 128, max = 128))]
+    pub signature: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

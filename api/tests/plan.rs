@@ -344,6 +344,21 @@ fn a_channel_whose_consenters_have_no_nodes_is_refused() {
 }
 
 #[test]
+fn a_channel_without_a_channel_creator_among_its_members_is_refused() {
+    let yaml = BASE.replace(
+        "  organizations: [{name: org1}, {name: org2}, {name: org3}]",
+        "  organizations: [{name: org1}, {name: org2}, {name: org3}]\n  policies: {channelCreators: [org3]}",
+    );
+    let e = errors(&yaml);
+    // `private` has org1 and org2 only; `main` counts org3 among its members.
+    assert!(e.has("Channel", "private", "spec.members"), "{e}");
+    assert!(e.to_string().contains("channel creator"), "{e}");
+    assert!(!e.has("Channel", "main", "spec.members"), "{e}");
+    let allowed = yaml.replace("channelCreators: [org3]", "channelCreators: [org3, org2]");
+    run(&fixture(&allowed), &loopback()).unwrap();
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let yaml = BASE
         .replace("organization: org2}", "organization: org8}")

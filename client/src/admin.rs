@@ -10,9 +10,10 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::sync::Arc;
 use std::time::Duration;
-use tally_protocol::api::{ChannelInfo, ChannelStatus, JoinRequest};
+use tally_protocol::api::{ChannelInfo, ChannelStatus};
+use tally_protocol::genesis::ChannelCreation;
 use tally_protocol::identity::pem_to_der;
-use tally_protocol::{ChannelConfig, Identity};
+use tally_protocol::{Approval, ChannelConfig, Identity};
 use tokio_rustls::TlsConnector;
 
 /// A backup as a node's admin API reports it (`GET v1/admin/channels/{ch}/backups/{id}`).
@@ -201,6 +202,16 @@ impl AdminClient {
         })?
     }
 
+    /// POSTs any JSON `body` to `path` of the admin API: for requests the typed methods do
+    /// not make (a tool's own, or a test's malformed one).
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call_json(Method::POST, path, Some(body)).await
+    }
+
     /// Sends `body` (if any) and decodes a successful answer as `T`.
     async fn call_json<T: serde::de::DeserializeOwned>(
         &self,
@@ -227,12 +238,19 @@ impl AdminClient {
         })
     }
 
-    /// Creates the channel on the node (idempotent for the same configuration).
+    /// Creates the channel of `genesis` on the node (idempotent for the same genesis), with
+    /// every member organization's approval of it.
     pub async fn create_channel(
         &self,
-        config: &ChannelConfig,
+        genesis: &ChannelConfig,
+        approvals: &[Approval],
     ) -> Result<ChannelStatus, ClientError> {
-        self.call_json(Method::POST, "/v1/admin/channels", Some(config))
+        let req = ChannelCreation {
+            genesis: genesis.clone(),
+            approvals: approvals.to_vec(),
+            config: None,
+        };
+        self.call_json(Method::POST, "/v1/admin/channels", Some(&req))
             .await
     }
 
@@ -242,10 +260,12 @@ impl AdminClient {
         &self,
         genesis: &ChannelConfig,
         config: &ChannelConfig,
+        approvals: &[Approval],
     ) -> Result<ChannelStatus, ClientError> {
-        let req = JoinRequest {
+        let req = ChannelCreation {
             genesis: genesis.clone(),
-            config: config.clone(),
+            approvals: approvals.to_vec(),
+            config: Some(config.clone()),
         };
         self.call_json(Method::POST, "/v1/admin/channels", Some(&req))
             .await
@@ -454,7 +474,7 @@ mod tests {
             max_tx_bytes: 1000,
             tx_window_s: 60,
         };
-        let got = client.create_channel(&cfg).await.unwrap();
+        let got = client.create_channel(&cfg, &[]).await.unwrap();
         assert_eq!(got, status);
         let head = srv.await.unwrap();
         assert!(

@@ -353,6 +353,7 @@ pub fn seeds() -> Result<Seeds, String> {
         proposed_at_ms: 1_760_000_000_000,
         eligible: vec!["org1".into(), "org2".into()],
         needed: 2,
+        required: Vec::new(),
         approvals: vec![vote("org1", 10)],
         rejections: vec![vote("org2", 12)],
         outcome: Outcome::Rejected { block: 12 },

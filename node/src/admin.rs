@@ -6,7 +6,8 @@ use crate::node::{JoinError, Joined, Node};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use std::sync::Arc;
-use tally_protocol::api::{ChannelInfo, JoinRequest};
+use tally_protocol::api::ChannelInfo;
+use tally_protocol::genesis::ChannelCreation;
 use tally_protocol::identity::{CertInfo, Role};
 use tally_protocol::ChannelConfig;
 
@@ -66,6 +67,7 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                         config: (*ch.ledger.config()).clone(),
                         status: ch.status(),
                         retired: ch.ledger.retired(),
+                        approvals: node.genesis_approvals(name),
                     },
                 ),
                 None => error(
@@ -99,23 +101,22 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                 Ok(b) => b,
                 Err(e) => return e.into_response(),
             };
-            // A genesis configuration alone, or a genesis and the configuration in force.
-            let (genesis, current) = match serde_json::from_slice::<JoinRequest>(&body) {
-                Ok(j) => (j.genesis, Some(j.config)),
-                Err(_) => match serde_json::from_slice::<ChannelConfig>(&body) {
-                    Ok(c) => (c, None),
-                    Err(e) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            "malformed",
-                            format!("body is neither a channel configuration nor a join request with genesis and config: {e}"),
-                        )
-                    }
-                },
+            // A genesis with its approvals and, to join a changed channel, the configuration
+            // in force. A bare configuration is answered with what is missing.
+            let creation = match serde_json::from_slice::<ChannelCreation>(&body) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = if serde_json::from_slice::<ChannelConfig>(&body).is_ok() {
+                        "a channel configuration alone is not enough: send {\"genesis\": ..., \"approvals\": [...]} with every member organization's approval of the genesis (`tallyctl channel approve-genesis`)".to_string()
+                    } else {
+                        format!("body is not a channel creation request ({{genesis, approvals, config?}}): {e}")
+                    };
+                    return error(StatusCode::BAD_REQUEST, "malformed", why);
+                }
             };
-            let name = genesis.name.clone();
+            let name = creation.genesis.name.clone();
             let n = node.clone();
-            let joined = tokio::task::spawn_blocking(move || n.join(genesis, current)).await;
+            let joined = tokio::task::spawn_blocking(move || n.join(creation)).await;
             match joined {
                 Ok(Ok(Joined::Created(ch))) => {
                     tracing::info!(channel = %name, admin = %caller.subject, "channel created by admin");
@@ -124,6 +125,9 @@ pub async fn handle(node: Arc<Node>, caller: CertInfo, req: Request<Incoming>) -
                 Ok(Ok(Joined::Existing(ch))) => json(StatusCode::OK, &ch.status()),
                 Ok(Err(e @ JoinError::Conflict(_))) => {
                     error(StatusCode::CONFLICT, "conflict", e.to_string())
+                }
+                Ok(Err(e @ JoinError::NotApproved(_))) => {
+                    error(StatusCode::FORBIDDEN, "not_approved", e.to_string())
                 }
                 Ok(Err(
                     e @ (JoinError::Invalid(_)

@@ -47,8 +47,14 @@ pub fn joined(channel: &str) -> Vec<u8> {
 }
 pub const JOINED_PREFIX: &[u8] = b"n/channel/";
 
-/// Key of the configuration an admin gave when this node joined a channel already changed
-/// since genesis (see `Node::join`).
+/// Key of the member organizations' approvals of the channel's genesis that the node was
+/// created or joined with (`tally_protocol::genesis`), for the next node to join with.
+pub fn genesis_approvals(channel: &str) -> Vec<u8> {
+    let mut k = b"n/genesis-approvals/".to_vec();
+    k.extend_from_slice(channel.as_bytes());
+    k
+}
+
 /// Present while the node's Raft state for `channel` is new and it has not caught up with a
 /// leader (`channel/rejoin.rs`).
 pub fn rejoining(channel: &str) -> Vec<u8> {
@@ -74,6 +80,8 @@ pub fn frozen(channel: &str) -> Vec<u8> {
     k
 }
 
+/// Key of the configuration an admin gave when this node joined a channel already changed
+/// since genesis (see `Node::join`).
 pub fn join_hint(channel: &str) -> Vec<u8> {
     let mut k = b"n/hint/".to_vec();
     k.extend_from_slice(channel.as_bytes());

@@ -160,6 +160,7 @@ impl Node {
         wb.delete(keys::joined(channel));
         wb.delete(keys::rejoining(channel));
         wb.delete(keys::join_hint(channel));
+        wb.delete(keys::genesis_approvals(channel));
         wb.delete(keys::restored(channel));
         wb.delete(keys::frozen(channel));
         let mut opts = rocksdb::WriteOptions::default();

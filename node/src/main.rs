@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tally_node::node::Node;
 use tally_node::server::{serve, Listeners, ServeLimits};
+use tally_protocol::genesis::ChannelCreation;
 use tally_protocol::{ChannelConfig, Identity, TrustedCa};
 use tracing::{error, info};
 
@@ -35,7 +36,8 @@ struct Args {
     /// The node organization's CA certificate (PEM): admins must hold a certificate from it.
     #[arg(long, env = "TALLY_ORG_CA")]
     org_ca: PathBuf,
-    /// Join the channel in this genesis configuration (JSON) at start-up. Repeatable.
+    /// Join a channel at start-up: a JSON file `{"genesis": ..., "approvals": [...]}` with
+    /// every member organization's approval of the genesis. Repeatable.
     #[arg(long)]
     genesis: Vec<PathBuf>,
     /// Log format.
@@ -165,9 +167,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     let cert_expiry = identity.info.not_after;
     let mut genesis = Vec::new();
     for g in &args.genesis {
-        let cfg: ChannelConfig = serde_json::from_str(&read(g)?)
-            .with_context(|| format!("{} is not a channel configuration", g.display()))?;
-        genesis.push(cfg);
+        let text = read(g)?;
+        let creation: ChannelCreation = serde_json::from_str(&text).with_context(|| {
+            if serde_json::from_str::<ChannelConfig>(&text).is_ok() {
+                format!("{} holds a channel configuration alone: a node joins only a genesis every member organization approved, so give {{\"genesis\": ..., \"approvals\": [...]}} (`tallyctl channel approve-genesis` makes an approval)", g.display())
+            } else {
+                format!("{} is not a channel creation request ({{genesis, approvals}})", g.display())
+            }
+        })?;
+        genesis.push(creation);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -185,10 +193,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         node.metrics
             .register_data_dir(args.data_dir.clone())
             .context("registering the data directory's metrics")?;
-        for cfg in genesis {
-            let name = cfg.name.clone();
+        for creation in genesis {
+            let name = creation.genesis.name.clone();
             let n = node.clone();
-            tokio::task::spawn_blocking(move || n.join(cfg, None))
+            tokio::task::spawn_blocking(move || n.join(creation))
                 .await?
                 .with_context(|| format!("joining channel {name}"))?;
         }

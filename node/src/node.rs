@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tally_protocol::genesis::ChannelCreation;
 use tally_protocol::identity::TrustedCa;
 use tally_protocol::{ChannelConfig, Decode, Encode, Identity, NodeRef};
 use thiserror::Error;
@@ -28,6 +29,8 @@ pub enum JoinError {
     Mismatch { want: String, got: String },
     #[error("channel {0} already exists here with a different configuration")]
     Conflict(String),
+    #[error("{0}")]
+    NotApproved(String),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -56,6 +59,8 @@ pub struct Node {
     /// The client API's TLS configuration: rebuilt when the member CAs change, so that an
     /// optional client certificate is checked against the organizations of today.
     pub api_tls: RwLock<Arc<rustls::ServerConfig>>,
+    /// The admin listener's TLS configuration: rebuilt with the channels, see `admin_cas`.
+    pub admin_tls: RwLock<Arc<rustls::ServerConfig>>,
     /// Nonces of the signed reads this node served recently: a read is served once.
     pub seen_reads: crate::read_replay::SeenReads,
     /// Backups to object storage this node runs or ran recently (`crate::backup`).
@@ -120,6 +125,7 @@ impl Node {
             std::slice::from_ref(&org_ca.der),
             Default::default(),
         )?;
+        let admin_tls = crate::tls::server_config(&identity, std::slice::from_ref(&org_ca.der))?;
         let node = Arc::new_cyclic(|me| Node {
             me: me.clone(),
             name: identity.info.subject_cn(),
@@ -137,6 +143,7 @@ impl Node {
             backups: Default::default(),
             frozen: Default::default(),
             api_tls: RwLock::new(api_tls),
+            admin_tls: RwLock::new(admin_tls),
             channels: RwLock::new(BTreeMap::new()),
             trust: RwLock::new(TrustMap::default()),
             threads: Mutex::new(Vec::new()),
@@ -187,15 +194,20 @@ impl Node {
     /// Creates or joins a channel from its genesis configuration. A node joining a channel
     /// that has changed since genesis also gets `current`, the configuration in force that
     /// lists it; it replays the ledger from genesis and reaches that configuration itself.
-    pub fn join(
-        &self,
-        genesis: ChannelConfig,
-        current: Option<ChannelConfig>,
-    ) -> Result<Joined, JoinError> {
+    /// Every member organization of the genesis must have approved it (`approvals`), whoever
+    /// asks: the node's own admin cannot place other organizations in a channel alone.
+    pub fn join(&self, creation: ChannelCreation) -> Result<Joined, JoinError> {
+        let ChannelCreation {
+            genesis,
+            approvals,
+            config: current,
+        } = creation;
         let _g = self.join_lock.lock();
-        genesis
+        let cas = genesis
             .validate()
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
+        tally_protocol::genesis::check(&genesis, &cas, &approvals)
+            .map_err(|e| JoinError::NotApproved(e.to_string()))?;
         if let Some(c) = &current {
             c.validate()
                 .map_err(|e| JoinError::Invalid(e.to_string()))?;
@@ -223,6 +235,10 @@ impl Node {
         }
         let mut wb = rocksdb::WriteBatch::default();
         wb.put(crate::keys::joined(&genesis.name), genesis.to_bytes());
+        wb.put(
+            crate::keys::genesis_approvals(&genesis.name),
+            tally_protocol::genesis::approvals_to_bytes(&approvals),
+        );
         // New Raft state: no vote until caught up (`channel/rejoin.rs`).
         wb.put(crate::keys::rejoining(&genesis.name), []);
         match &current {
@@ -234,6 +250,22 @@ impl Node {
             .map_err(|e| JoinError::Storage(e.to_string()))?;
         let ch = self.start_channel(genesis, current)?;
         Ok(Joined::Created(ch))
+    }
+
+    /// The approvals of the channel's genesis this node was created or joined with; none
+    /// where it has no record of them (a channel restored from a backup).
+    pub fn genesis_approvals(&self, channel: &str) -> Vec<tally_protocol::Approval> {
+        match self.db.get(crate::keys::genesis_approvals(channel)) {
+            Ok(Some(b)) => tally_protocol::genesis::approvals_from_bytes(&b).unwrap_or_else(|e| {
+                warn!(channel, error = %e, "unreadable record of the genesis approvals");
+                Vec::new()
+            }),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                warn!(channel, error = %e, "reading the genesis approvals");
+                Vec::new()
+            }
+        }
     }
 
     /// Whether the channel was restored read-only at a point in time (`keys::frozen`).
@@ -349,6 +381,21 @@ impl Node {
         Ok(ch)
     }
 
+    /// Whose admins the admin listener accepts: the node's own organization CA (`--org-ca`)
+    /// and every CA its channels list for that organization. A CA rotation adds the new CA to
+    /// the channels first, so the new CA's admins reach nodes not restarted yet; and a
+    /// channel lists a CA for an organization only with that organization's own approval
+    /// (`own_approval_needed`, the genesis approvals), so no other member can add one.
+    fn admin_cas(&self, trust: &TrustMap) -> Vec<Vec<u8>> {
+        let mut cas = vec![self.org_ca.der.clone()];
+        for ca in trust.by_org().remove(&self.org).unwrap_or_default() {
+            if !cas.contains(&ca.ca.der) {
+                cas.push(ca.ca.der);
+            }
+        }
+        cas
+    }
+
     /// Peers are trusted when their CA is a member of a channel this node serves, and for a
     /// channel's messages only with that channel's CA for their organization.
     pub(crate) fn refresh_trust(&self) -> Result<(), JoinError> {
@@ -366,6 +413,8 @@ impl Node {
         let mut cas = next.all_der();
         cas.push(self.org_ca.der.clone());
         *self.api_tls.write() = crate::tls::api_server_config(&self.identity, &cas, next.revoked())
+            .map_err(|e| JoinError::Invalid(e.to_string()))?;
+        *self.admin_tls.write() = crate::tls::server_config(&self.identity, &self.admin_cas(&next))
             .map_err(|e| JoinError::Invalid(e.to_string()))?;
         *trust = next;
         Ok(())

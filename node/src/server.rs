@@ -5,7 +5,6 @@
 use crate::limits::AcceptBackoff;
 use crate::listener::{serve_http, Gate, Limits};
 use crate::node::Node;
-use crate::tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tally_protocol::identity;
@@ -74,13 +73,7 @@ pub async fn serve(
     let responder: crate::transport::Responder =
         Arc::new(move |route, body, sender| n.serve_snapshot_chunk(route, body, sender));
     let peer = tokio::spawn(node.transport.clone().serve(l.peer, inbox, responder));
-    let admin_cfg = tls::server_config(&node.identity, std::slice::from_ref(&node.org_ca.der))?;
-    let admin = tokio::spawn(serve_admin(
-        node.clone(),
-        l.admin,
-        TlsAcceptor::from(admin_cfg),
-        Gate::new(limits.admin),
-    ));
+    let admin = tokio::spawn(serve_admin(node.clone(), l.admin, Gate::new(limits.admin)));
     info!(api = %l.api.local_addr()?, "serving");
     let gate = Gate::new(limits.api);
     let mut accept_errors = AcceptBackoff::new("api");
@@ -120,12 +113,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn serve_admin(
-    node: Arc<Node>,
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    gate: Arc<Gate>,
-) {
+async fn serve_admin(node: Arc<Node>, listener: TcpListener, gate: Arc<Gate>) {
     let mut accept_errors = AcceptBackoff::new("admin");
     loop {
         let (stream, remote) = accept_errors.accept(&listener).await;
@@ -133,7 +121,8 @@ async fn serve_admin(
             debug!(%remote, "admin connection over the limit; closing");
             continue;
         };
-        let acceptor = acceptor.clone();
+        // The accepted CAs follow the channels (`Node::admin_cas`).
+        let acceptor = TlsAcceptor::from(node.admin_tls.read().clone());
         let node = node.clone();
         let gate = gate.clone();
         tokio::spawn(async move {
@@ -144,8 +133,8 @@ async fn serve_admin(
             else {
                 return;
             };
-            // The verifier accepted only certificates from this node's own organization CA;
-            // one that a channel of this node revokes is turned away here, and on a
+            // The verifier accepted only certificates from this node's own organization's
+            // CAs; one that a channel of this node revokes is turned away here, and on a
             // connection opened before the revocation, at each request.
             let Some(der) = tls
                 .get_ref()

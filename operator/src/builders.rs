@@ -598,6 +598,32 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
     }
 }
 
+/// The ConfigMap `name` with a channel's genesis as `genesis.json`: what each member
+/// organization reviews and signs (`tallyctl channel approve-genesis --genesis genesis.json`).
+pub fn genesis_config_map(
+    name: &str,
+    namespace: &str,
+    genesis: &tally_protocol::ChannelConfig,
+    owner: &OwnerReference,
+) -> crate::context::Result<ConfigMap> {
+    let json = serde_json::to_string_pretty(genesis)
+        .map_err(|e| crate::context::Error::Internal(e.to_string()))?;
+    let labels = strings([(names::LABEL_MANAGED_BY, names::FIELD_MANAGER.to_string())]);
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        names::ANNOTATION_GENESIS_HASH.to_string(),
+        genesis.hash().to_hex(),
+    );
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            annotations: Some(annotations),
+            ..meta(name, namespace, &labels, owner)
+        },
+        data: Some(strings([("genesis.json", json)])),
+        ..ConfigMap::default()
+    })
+}
+
 /// Budget that keeps a channel's Raft quorum: at most a minority of its voting nodes may be
 /// voluntarily disrupted (drains, evictions) at once.
 pub fn quorum_budget(

@@ -11,8 +11,10 @@ use crate::decide::channel::{
     decide, leader, roots_agree, verdict, Awaiting, ChannelAction, ChannelObserved, ChannelTarget,
     ChannelView, JoinAt, NodeReport, NodeView, Outcome,
 };
+use crate::genesis_approvals;
 use crate::reach;
 use crate::world;
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -158,13 +160,31 @@ async fn converge(
     };
     let admin_of = |node: &str| reached.iter().find(|r| r.0.name == node).map(|r| &r.2);
     let mut outcome = Outcome::default();
+    // The channel's real genesis once a node has it, else the planned one: what members
+    // approve, published for those that approve outside the cluster.
+    let real_genesis = furthest.map_or(genesis, |i| &i.genesis);
+    publish_genesis(ctx, ch, &ns, real_genesis).await?;
+    let infos = || reached.iter().filter_map(|r| r.3.as_ref());
+    let approved = |g: &ChannelConfig, outcome: &mut Outcome| {
+        let got = genesis_approvals::gather(ch, w, g, infos());
+        outcome.waiting.extend(got.refused.iter().cloned());
+        if got.complete() {
+            Some(got.approvals)
+        } else {
+            outcome.genesis = Some(got.awaiting(g));
+            None
+        }
+    };
     for action in &decision.actions {
         match action {
             ChannelAction::Create { node } => {
                 let Some(admin) = admin_of(node) else {
                     continue;
                 };
-                if let Err(e) = admin.create_channel(genesis).await {
+                let Some(approvals) = approved(genesis, &mut outcome) else {
+                    continue;
+                };
+                if let Err(e) = admin.create_channel(genesis, &approvals).await {
                     outcome.waiting.push(format!("{node} ({e})"));
                 }
             }
@@ -172,10 +192,17 @@ async fn converge(
                 let (Some(admin), Some(src)) = (admin_of(node), info_of(source)) else {
                     continue;
                 };
+                let Some(approvals) = approved(&src.genesis, &mut outcome) else {
+                    continue;
+                };
                 let joined = match at {
-                    JoinAt::Genesis => admin.create_channel(&src.genesis).await,
-                    JoinAt::Current => admin.join_channel(&src.genesis, &src.config).await,
-                    JoinAt::Planned => admin.join_channel(&src.genesis, genesis).await,
+                    JoinAt::Genesis => admin.create_channel(&src.genesis, &approvals).await,
+                    JoinAt::Current => {
+                        admin
+                            .join_channel(&src.genesis, &src.config, &approvals)
+                            .await
+                    }
+                    JoinAt::Planned => admin.join_channel(&src.genesis, genesis, &approvals).await,
                 };
                 match joined {
                     Ok(_) => {
@@ -303,11 +330,28 @@ async fn converge(
     status.member_count = members.len() as u32;
     status.members = members;
     status.nodes = nodes_status;
-    status.pending_change = outcome.awaiting.as_ref().map(Awaiting::pending_change);
+    status.pending_change = outcome
+        .awaiting
+        .as_ref()
+        .or(outcome.genesis.as_ref())
+        .map(Awaiting::pending_change);
     if !outcome.reports.is_empty() {
         status.state_roots_agree = Some(roots_agree(&outcome.reports));
     }
     Ok(verdict(&name, &decision, &outcome))
+}
+
+/// The ConfigMap `CHANNEL-genesis` (key `genesis.json`): the genesis members approve with
+/// `tallyctl channel approve-genesis`.
+async fn publish_genesis(
+    ctx: &Context,
+    ch: &Channel,
+    ns: &str,
+    genesis: &ChannelConfig,
+) -> Result<()> {
+    let name = crate::names::channel_genesis(&ch.name_any());
+    let cm = builders::genesis_config_map(&name, ns, genesis, &owner_of(ch))?;
+    ctx.apply::<ConfigMap>(ns, &name, &cm).await.map(drop)
 }
 
 fn names_of<'a>(it: impl Iterator<Item = &'a str>) -> String {

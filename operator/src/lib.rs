@@ -18,6 +18,7 @@ pub mod context;
 pub mod cron;
 pub mod decide;
 pub mod fence;
+pub mod genesis_approvals;
 pub mod leader;
 pub mod metrics;
 pub mod names;

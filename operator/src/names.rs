@@ -23,6 +23,8 @@ pub const LABEL_PEER: &str = "tally.dev/peer";
 /// Annotation on a CA Secret: Unix second from which the identities it issues are valid.
 /// Fixed once, so that re-planning issues byte-identical certificates.
 pub const ANNOTATION_ISSUED_AT: &str = "tally.dev/issued-at";
+/// On a channel's genesis ConfigMap: the hash its members' approvals must cover.
+pub const ANNOTATION_GENESIS_HASH: &str = "tally.dev/genesis-hash";
 /// On the pod template: digest of the nodes' certificates.
 pub const ANNOTATION_CERTIFICATES: &str = "tally.dev/certificates";
 
@@ -37,6 +39,11 @@ pub fn node_secret(node: &str) -> String {
 /// ConfigMap with the configuration shared by a Peer's nodes.
 pub fn peer_config(peer: &str) -> String {
     format!("{peer}-config")
+}
+
+/// ConfigMap with a channel's genesis (`genesis.json`), for members to approve.
+pub fn channel_genesis(channel: &str) -> String {
+    format!("{channel}-genesis")
 }
 
 /// PodDisruptionBudget that keeps a channel's Raft quorum.

@@ -737,6 +737,25 @@ fn plan_channels(
                 );
             }
         }
+        // A channel is created only with every member's approval of its genesis (each node
+        // checks that); channelCreators then narrows who may take part in creating one: a
+        // channel must count a creator among its members, whose admin approves it.
+        let creators = &cons.policies.channel_creators;
+        if !creators.is_empty()
+            && !members.is_empty()
+            && !creators.iter().any(|c| members.contains(c.as_str()))
+        {
+            p.add(
+                "Channel",
+                &name,
+                "spec.members",
+                format!(
+                    "none of the members is a channel creator of consortium {:?} ({}): only a channel with one of them as a member may be created",
+                    ch.consortium,
+                    creators.join(", ")
+                ),
+            );
+        }
         for c in &ch.consenters {
             if ch.observers.contains(c) {
                 p.add(

@@ -94,14 +94,11 @@ pub struct ChannelInfo {
     /// Set once an approved proposal retired the channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<crate::retirement::Retirement>,
-}
-
-/// Body of a join request for a channel that changed since genesis.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub genesis: crate::ChannelConfig,
-    /// The configuration in force, listing the joining node.
-    pub config: crate::ChannelConfig,
+    /// The member organizations' approvals of the genesis the node was created with (see
+    /// [`crate::genesis`]): what another node needs to join. Empty for a channel restored from
+    /// a backup or created before approvals were recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<crate::Approval>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,10 @@ pub enum UpdateError {
     NoContinuity,
     #[error("approval {index}: {reason}")]
     BadApproval { index: usize, reason: String },
+    #[error(
+        "the change replaces organization {org}'s CAs, which only {org}'s own admin may approve"
+    )]
+    OwnApprovalMissing { org: String },
     #[error("approved by {got:?}; the channel's admin policy needs {need} of {eligible:?} for this change")]
     NotEnoughApprovals {
         got: Vec<String>,
@@ -157,6 +161,7 @@ impl ConfigUpdate {
         }
         check_transition(current, &self.config)?;
         let eligible = current.admin_orgs();
+        let required = own_approval_needed(current, &self.config);
         let digest = self.digest();
         let mut approved = BTreeSet::new();
         for (index, a) in self.approvals.iter().enumerate() {
@@ -169,7 +174,7 @@ impl ConfigUpdate {
                     info.subject, info.role
                 )));
             }
-            if !eligible.contains(&info.org) {
+            if !eligible.contains(&info.org) && !required.contains(&info.org) {
                 return Err(bad(format!(
                     "organization {} is not an admin of the channel",
                     info.org
@@ -186,15 +191,34 @@ impl ConfigUpdate {
             approved.insert(info.org);
         }
         let need = current.approvals_needed_for(&self.config);
-        if approved.len() < need {
+        if approved.iter().filter(|o| eligible.contains(o)).count() < need {
             return Err(UpdateError::NotEnoughApprovals {
                 got: approved.into_iter().collect(),
                 need,
                 eligible,
             });
         }
+        if let Some(org) = required.into_iter().find(|o| !approved.contains(o)) {
+            return Err(UpdateError::OwnApprovalMissing { org });
+        }
         Ok(())
     }
+}
+
+/// Organizations whose own approval replacing `current` by `next` needs, whatever the policy:
+/// each member that stays but whose CAs change. An organization's CAs decide who speaks in
+/// its name (its admins, clients and nodes), so the others may remove it from a channel by
+/// the policy, never change who it is.
+pub fn own_approval_needed(current: &ChannelConfig, next: &ChannelConfig) -> Vec<String> {
+    next.members
+        .iter()
+        .filter(|m| {
+            current.member(&m.name).is_some_and(|old| {
+                old.ca_pems().collect::<Vec<_>>() != m.ca_pems().collect::<Vec<_>>()
+            })
+        })
+        .map(|m| m.name.clone())
+        .collect()
 }
 
 /// Whether `current` may be replaced by `next` at all, whoever approves: same channel, a valid
@@ -322,6 +346,47 @@ mod tests {
         assert!(u.check(&current, 0, &cas, now()).is_err());
         u.approve(&b.admin);
         u.check(&current, 0, &cas, now()).expect("a and b approve");
+    }
+
+    #[test]
+    fn a_majority_cannot_replace_another_organizations_ca() {
+        let (a, b, c) = (org("a"), org("b"), org("c"));
+        let mut current = config(&[&a, &b, &c], vec![node(1, "a"), node(2, "b")]);
+        // Only a and b administer the channel; c is a member.
+        current.policies.admins = vec!["a".into(), "b".into()];
+        let cas = current.validate().expect("valid");
+        // a and b put a CA of their own making in c's place: they could then sign as c.
+        let rogue = OrgCa::generate("c").expect("ca");
+        let mut next = current.clone();
+        next.members[2].ca_pem = rogue.cert_pem();
+        assert_eq!(own_approval_needed(&current, &next), ["c"]);
+        let mut u = ConfigUpdate::new(&current, 0, next.clone());
+        u.approve(&a.admin);
+        u.approve(&b.admin);
+        let err = u.check(&current, 0, &cas, now()).unwrap_err();
+        assert_eq!(err, UpdateError::OwnApprovalMissing { org: "c".into() });
+        // With c's own approval (c is not an admin organization, yet votes on its own CA)...
+        u.approve(&c.admin);
+        u.check(&current, 0, &cas, now())
+            .expect("c approves its own CA");
+        // ...which never stands in for the majority.
+        let mut alone = ConfigUpdate::new(&current, 0, next);
+        alone.approve(&c.admin);
+        alone.approve(&a.admin);
+        assert!(matches!(
+            alone.check(&current, 0, &cas, now()),
+            Err(UpdateError::NotEnoughApprovals { .. })
+        ));
+        // Removing c, or adding a CA beside a's with a's approval, is the policy's as before.
+        let mut without_c = current.clone();
+        without_c.members.pop();
+        without_c.policies.admins = vec!["a".into(), "b".into()];
+        assert!(own_approval_needed(&current, &without_c).is_empty());
+        let mut extra = current.clone();
+        extra.members[0]
+            .extra_cas
+            .push(OrgCa::generate("a").expect("ca").cert_pem());
+        assert_eq!(own_approval_needed(&current, &extra), ["a"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod chaincode;
 pub mod codec;
 pub mod config;
 pub mod config_update;
+pub mod genesis;
 pub mod hash;
 pub mod identity;
 pub mod merkle;

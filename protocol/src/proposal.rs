@@ -297,6 +297,12 @@ pub struct Record {
     /// the proposal's life, since it can only apply while its base is in force.
     pub eligible: Vec<String>,
     pub needed: u32,
+    /// Organizations whose own approval the change needs besides the count: each member
+    /// that stays but whose CAs the change replaces ([`crate::config_update::own_approval_needed`]).
+    /// They vote even when they are not admin organizations; their approval counts towards
+    /// `needed` only if they are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
     /// Approvals in ledger order; the proposer's comes first.
     pub approvals: Vec<Vote>,
     pub rejections: Vec<Vote>,
@@ -305,7 +311,9 @@ pub struct Record {
 
 impl Encode for Record {
     fn encode(&self, w: &mut Writer) {
-        w.u8(1); // format version
+        // Format 2 only when some organization's own approval is required, so that every
+        // other record keeps the bytes (and the state commitment) it always had.
+        w.u8(if self.required.is_empty() { 1 } else { 2 });
         self.hash.encode(w);
         self.proposal.encode(w);
         self.proposer.encode(w);
@@ -315,22 +323,44 @@ impl Encode for Record {
         w.seq(&self.approvals);
         w.seq(&self.rejections);
         self.outcome.encode(w);
+        if !self.required.is_empty() {
+            w.seq(&self.required);
+        }
     }
 }
 impl Decode for Record {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        r.format("proposal record format", 1)?;
-        Ok(Record {
+        let format = match r.u8("proposal record format")? {
+            f @ (1 | 2) => f,
+            tag => {
+                return Err(DecodeError::BadTag {
+                    what: "proposal record format",
+                    tag,
+                })
+            }
+        };
+        let mut record = Record {
             hash: Hash::decode(r)?,
             proposal: Proposal::decode(r)?,
             proposer: Vote::decode(r)?,
             proposed_at_ms: r.u64("record.proposed_at")?,
             eligible: r.seq("record.eligible")?,
             needed: r.u32("record.needed")?,
+            required: Vec::new(),
             approvals: r.seq("record.approvals")?,
             rejections: r.seq("record.rejections")?,
             outcome: Outcome::decode(r)?,
-        })
+        };
+        if format == 2 {
+            record.required = r.seq("record.required")?;
+            if record.required.is_empty() {
+                return Err(DecodeError::BadTag {
+                    what: "proposal record format (2 without required organizations)",
+                    tag: 2,
+                });
+            }
+        }
+        Ok(record)
     }
 }
 
@@ -338,6 +368,9 @@ impl Decode for Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub eligible: Vec<String>,
+    /// Organizations that must approve, besides the count (see [`Record::required`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required: Vec<String>,
     pub needed: usize,
     /// Eligible organizations that approved, in name order.
     pub approved: Vec<String>,
@@ -359,25 +392,34 @@ pub enum Decision {
 
 /// Counts `approvals` and `rejections` among `eligible`: an organization counts once (its
 /// first vote), and a vote from outside `eligible` not at all.
-pub fn tally(eligible: &[String], needed: usize, approvals: &[Vote], rejections: &[Vote]) -> Tally {
+pub fn tally(
+    eligible: &[String],
+    required: &[String],
+    needed: usize,
+    approvals: &[Vote],
+    rejections: &[Vote],
+) -> Tally {
     let eligible_set: BTreeSet<&str> = eligible.iter().map(String::as_str).collect();
+    let required_set: BTreeSet<&str> = required.iter().map(String::as_str).collect();
+    let voters: BTreeSet<&str> = eligible_set.union(&required_set).copied().collect();
     let approved: BTreeSet<&str> = approvals
         .iter()
         .map(|v| v.org.as_str())
-        .filter(|o| eligible_set.contains(o))
+        .filter(|o| voters.contains(o))
         .collect();
     let rejected: BTreeSet<&str> = rejections
         .iter()
         .map(|v| v.org.as_str())
-        .filter(|o| eligible_set.contains(o) && !approved.contains(o))
+        .filter(|o| voters.contains(o) && !approved.contains(o))
         .collect();
-    let missing = eligible_set
+    let missing = voters
         .iter()
         .filter(|o| !approved.contains(*o) && !rejected.contains(*o))
         .map(|o| o.to_string())
         .collect();
     Tally {
         eligible: eligible_set.iter().map(|o| o.to_string()).collect(),
+        required: required_set.iter().map(|o| o.to_string()).collect(),
         needed,
         approved: approved.iter().map(|o| o.to_string()).collect(),
         rejected: rejected.iter().map(|o| o.to_string()).collect(),
@@ -387,9 +429,12 @@ pub fn tally(eligible: &[String], needed: usize, approvals: &[Vote], rejections:
 
 impl Tally {
     pub fn decision(&self) -> Decision {
-        if self.approved.len() >= self.needed {
+        let counted = |set: &[String]| set.iter().filter(|o| self.eligible.contains(o)).count();
+        let required_approved = self.required.iter().all(|o| self.approved.contains(o));
+        let required_rejected = self.required.iter().any(|o| self.rejected.contains(o));
+        if counted(&self.approved) >= self.needed && required_approved {
             Decision::Met
-        } else if self.eligible.len() - self.rejected.len() < self.needed {
+        } else if required_rejected || self.eligible.len() - counted(&self.rejected) < self.needed {
             Decision::Defeated
         } else {
             Decision::Undecided
@@ -467,6 +512,7 @@ impl Record {
         proposal: Proposal,
         proposer: Vote,
         eligible: Vec<String>,
+        required: Vec<String>,
         needed: usize,
         now: Now<'_>,
     ) -> Result<(Record, Decision), VoteError> {
@@ -478,6 +524,7 @@ impl Record {
             proposed_at_ms: now.block_ts_ms,
             eligible,
             needed: needed as u32,
+            required,
             approvals: Vec::new(),
             rejections: Vec::new(),
             outcome: Outcome::Open,
@@ -492,7 +539,7 @@ impl Record {
     /// node gets the same from the same record, vote and `now`.
     pub fn vote(&mut self, vote: Vote, approve: bool, now: Now<'_>) -> Result<Decision, VoteError> {
         self.may_change(now)?;
-        if !self.eligible.contains(&vote.org) {
+        if !self.eligible.contains(&vote.org) && !self.required.contains(&vote.org) {
             return Err(VoteError::NotEligible(vote.org));
         }
         if self
@@ -543,6 +590,7 @@ impl Record {
     pub fn tally(&self) -> Tally {
         tally(
             &self.eligible,
+            &self.required,
             self.needed as usize,
             &self.approvals,
             &self.rejections,
@@ -733,6 +781,7 @@ mod tests {
         let e = orgs(&["a", "b", "c"]);
         let t = tally(
             &e,
+            &[],
             2,
             &[vote("a", 1), vote("a", 2), vote("x", 3)],
             &[vote("a", 4)],
@@ -741,7 +790,7 @@ mod tests {
         assert!(t.rejected.is_empty(), "a approved first");
         assert_eq!(t.missing, ["b", "c"]);
         assert_eq!(t.decision(), Decision::Undecided);
-        let t = tally(&e, 2, &[vote("a", 1), vote("c", 2)], &[]);
+        let t = tally(&e, &[], 2, &[vote("a", 1), vote("c", 2)], &[]);
         assert_eq!(t.decision(), Decision::Met);
     }
 
@@ -749,16 +798,16 @@ mod tests {
     fn enough_rejections_defeat_a_proposal() {
         let e = orgs(&["a", "b", "c", "d"]);
         // 3 of 4 needed: two rejections leave two possible approvals.
-        let t = tally(&e, 3, &[vote("a", 1)], &[vote("b", 2)]);
+        let t = tally(&e, &[], 3, &[vote("a", 1)], &[vote("b", 2)]);
         assert_eq!(t.decision(), Decision::Undecided);
-        let t = tally(&e, 3, &[vote("a", 1)], &[vote("b", 2), vote("c", 3)]);
+        let t = tally(&e, &[], 3, &[vote("a", 1)], &[vote("b", 2), vote("c", 3)]);
         assert_eq!(t.decision(), Decision::Defeated);
     }
 
     #[test]
     fn a_proposal_applies_when_the_last_needed_approval_arrives() {
         let e = orgs(&["a", "b", "c"]);
-        let (mut r, d) = Record::open(proposal(1000), vote("a", 1), e, 2, now(10)).unwrap();
+        let (mut r, d) = Record::open(proposal(1000), vote("a", 1), e, vec![], 2, now(10)).unwrap();
         assert_eq!(d, Decision::Undecided);
         assert_eq!(r.status(now(10)), Status::Open);
         assert_eq!(
@@ -787,7 +836,7 @@ mod tests {
     #[test]
     fn expired_and_stale_proposals_take_no_votes() {
         let e = orgs(&["a", "b"]);
-        let (mut r, _) = Record::open(proposal(1000), vote("a", 1), e, 2, now(10)).unwrap();
+        let (mut r, _) = Record::open(proposal(1000), vote("a", 1), e, vec![], 2, now(10)).unwrap();
         let before = r.clone();
         assert!(matches!(
             r.vote(vote("b", 2), true, now(1001)),
@@ -811,7 +860,7 @@ mod tests {
     #[test]
     fn a_rejection_that_makes_the_policy_unreachable_closes_the_proposal() {
         let e = orgs(&["a", "b"]);
-        let (mut r, _) = Record::open(proposal(1000), vote("a", 1), e, 2, now(10)).unwrap();
+        let (mut r, _) = Record::open(proposal(1000), vote("a", 1), e, vec![], 2, now(10)).unwrap();
         assert_eq!(r.vote(vote("b", 3), false, now(20)), Ok(Decision::Defeated));
         assert_eq!(r.outcome, Outcome::Rejected { block: 3 });
         assert_eq!(r.status(now(20)), Status::Rejected);
@@ -819,7 +868,15 @@ mod tests {
 
     #[test]
     fn a_single_admin_organization_applies_at_once() {
-        let (r, d) = Record::open(proposal(1000), vote("a", 1), orgs(&["a"]), 1, now(10)).unwrap();
+        let (r, d) = Record::open(
+            proposal(1000),
+            vote("a", 1),
+            orgs(&["a"]),
+            vec![],
+            1,
+            now(10),
+        )
+        .unwrap();
         assert_eq!(d, Decision::Met);
         assert_eq!(r.status(now(10)), Status::Applied);
     }
@@ -838,7 +895,7 @@ mod tests {
             assert_eq!(Proposal::from_bytes(&p.to_bytes()).unwrap(), p);
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(serde_json::from_str::<Proposal>(&json).unwrap(), p);
-            let (r, d) = Record::open(p, vote("a", 1), orgs(&["a"]), 1, now(10)).unwrap();
+            let (r, d) = Record::open(p, vote("a", 1), orgs(&["a"]), vec![], 1, now(10)).unwrap();
             assert_eq!(d, Decision::Met);
             assert_eq!(
                 r.outcome,
@@ -856,13 +913,76 @@ mod tests {
     }
 
     #[test]
+    fn an_organization_whose_cas_change_must_approve_itself() {
+        // a and b are the admin organizations (a majority of 2 needed); c's CAs change.
+        let (mut r, d) = Record::open(
+            proposal(1000),
+            vote("a", 1),
+            orgs(&["a", "b"]),
+            orgs(&["c"]),
+            2,
+            now(10),
+        )
+        .unwrap();
+        assert_eq!(d, Decision::Undecided);
+        // The majority alone does not apply it...
+        assert_eq!(r.vote(vote("b", 2), true, now(11)), Ok(Decision::Undecided));
+        assert_eq!(r.tally().missing, ["c"]);
+        // ...c's own approval does (it votes though not an admin organization).
+        assert_eq!(r.vote(vote("c", 3), true, now(12)), Ok(Decision::Met));
+        // c's approval never stands in for the count, and c's rejection defeats it.
+        let (mut r, _) = Record::open(
+            proposal(1000),
+            vote("c", 1),
+            orgs(&["a", "b"]),
+            orgs(&["c"]),
+            2,
+            now(10),
+        )
+        .unwrap();
+        assert_eq!(r.vote(vote("a", 2), true, now(11)), Ok(Decision::Undecided));
+        assert_eq!(r.vote(vote("b", 3), true, now(12)), Ok(Decision::Met));
+        let (mut r, _) = Record::open(
+            proposal(1000),
+            vote("a", 1),
+            orgs(&["a", "b"]),
+            orgs(&["c"]),
+            2,
+            now(10),
+        )
+        .unwrap();
+        assert_eq!(r.vote(vote("c", 2), false, now(11)), Ok(Decision::Defeated));
+    }
+
+    #[test]
     fn records_and_proposals_round_trip() {
-        let (mut r, _) =
-            Record::open(proposal(1000), vote("a", 1), orgs(&["a", "b"]), 2, now(1)).unwrap();
+        let (mut r, _) = Record::open(
+            proposal(1000),
+            vote("a", 1),
+            orgs(&["a", "b"]),
+            vec![],
+            2,
+            now(1),
+        )
+        .unwrap();
         r.rejections.push(vote("b", 2));
         assert_eq!(Record::from_bytes(&r.to_bytes()).unwrap(), r);
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Record>(&json).unwrap(), r);
+        // Format 1 unless an organization's own approval is required.
+        assert_eq!(r.to_bytes()[0], 1);
+        let (mut req, _) = Record::open(
+            proposal(1000),
+            vote("a", 1),
+            orgs(&["a", "b"]),
+            orgs(&["c"]),
+            2,
+            now(1),
+        )
+        .unwrap();
+        req.approvals.push(vote("c", 2));
+        assert_eq!(req.to_bytes()[0], 2);
+        assert_eq!(Record::from_bytes(&req.to_bytes()).unwrap(), req);
         let p = proposal(5);
         assert_eq!(Proposal::from_bytes(&p.to_bytes()).unwrap(), p);
         let mut other = p.clone();

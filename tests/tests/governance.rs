@@ -404,7 +404,7 @@ async fn a_consenter_added_by_proposal_joins_raft() {
 
     // The node listens before the change commits, as with a one-transaction update.
     admin("node3-0")
-        .join_channel(&before.genesis, &next)
+        .join_channel(&before.genesis, &next, &before.approvals)
         .await
         .expect("node3 joins");
     let r = first[1]

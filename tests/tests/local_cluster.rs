@@ -6,7 +6,7 @@ use std::time::Duration;
 use tally_client::txs::{put, sign_writes};
 use tally_client::{AdminClient, ClientError};
 use tally_protocol::api::RaftRole;
-use tally_protocol::Role;
+use tally_protocol::{Approval, ChannelConfig, OrgCa, Role};
 use tally_tests::{node_bin, TestCluster};
 use tallyctl::LocalCluster;
 
@@ -47,12 +47,15 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     )
     .unwrap();
     admin
-        .create_channel(&cfg)
+        .create_channel(&cfg, &approvals(&tc, &cfg))
         .await
         .expect("creating the same channel again is a no-op");
     let mut changed = cfg.clone();
     changed.batch.max_txs += 1;
-    match admin.create_channel(&changed).await {
+    match admin
+        .create_channel(&changed, &approvals(&tc, &changed))
+        .await
+    {
         Err(ClientError::Api { status: 409, .. }) => {}
         other => {
             panic!("a different configuration under the same name: expected 409, got {other:?}")
@@ -64,7 +67,7 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
         &tc.identity("org1", Role::Client),
     )
     .unwrap();
-    match as_client.create_channel(&cfg).await {
+    match as_client.create_channel(&cfg, &approvals(&tc, &cfg)).await {
         Err(ClientError::Api { status: 403, .. }) => {}
         other => panic!("a client certificate on the admin API: expected 403, got {other:?}"),
     }
@@ -75,9 +78,14 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
     )
     .unwrap();
     assert!(
-        foreign.create_channel(&cfg).await.is_err(),
+        foreign
+            .create_channel(&cfg, &approvals(&tc, &cfg))
+            .await
+            .is_err(),
         "another organization's admin got into node1's admin API"
     );
+
+    organizations_are_never_placed_in_a_channel_without_their_approval(&tc, &admin).await;
 
     let tx = sign_writes(&signer, CH, vec![put("first", b"1")], false);
     let first = tc.client("node1-0").submit_wait(&tx).await.expect("submit");
@@ -175,4 +183,121 @@ async fn nodes_stop_restart_and_the_cluster_reopens_on_its_data() {
         .is_committed());
     assert!(tc.problems().is_empty(), "{:?}", tc.problems());
     assert!(!tc.panicked("node1-0"));
+}
+
+/// Every member organization's approval of `genesis`, signed by its admin.
+fn approvals(tc: &TestCluster, genesis: &ChannelConfig) -> Vec<Approval> {
+    genesis
+        .members
+        .iter()
+        .map(|m| tally_protocol::genesis::approve(genesis, &tc.identity(&m.name, Role::Admin)))
+        .collect()
+}
+
+/// org1's admin, alone, tries to put org2 in a new channel served by org1's node: without
+/// org2's approval, with an approval forged from a CA of its own naming itself org2, with
+/// org2's approval of another genesis, with a client of org2, and with the genesis alone.
+/// The node refuses each and never serves the channel; with org2's real approval it does.
+async fn organizations_are_never_placed_in_a_channel_without_their_approval(
+    tc: &TestCluster,
+    org1_admin: &AdminClient,
+) {
+    let base = tc.config(CH);
+    let node1 = base.node("node1-0").expect("node1 in the channel").clone();
+    let side = ChannelConfig::new(
+        "side",
+        base.members
+            .iter()
+            .filter(|m| m.name == "org1" || m.name == "org2")
+            .cloned()
+            .collect(),
+        vec![node1],
+        vec![],
+    );
+    side.validate().expect("a valid genesis");
+    let org1 = tally_protocol::genesis::approve(&side, &tc.identity("org1", Role::Admin));
+    let refused = |what: &'static str, r: Result<_, ClientError>, code: u16, needle: &str| match r {
+        Err(ClientError::Api {
+            status, message, ..
+        }) if status == code => assert!(
+            message.contains(needle),
+            "{what}: the refusal does not say {needle:?}: {message}"
+        ),
+        other => panic!("{what}: expected {code}, got {other:?}"),
+    };
+    refused(
+        "org1's approval alone",
+        org1_admin
+            .create_channel(&side, std::slice::from_ref(&org1))
+            .await
+            .map(drop),
+        403,
+        "not approved by [\"org2\"]",
+    );
+    let impostor = OrgCa::generate("org2").expect("a CA");
+    let forged = impostor
+        .issue(Role::Admin, "admin", &[])
+        .expect("an admin of the impostor CA");
+    refused(
+        "an org2 admin forged by org1",
+        org1_admin
+            .create_channel(
+                &side,
+                &[
+                    org1.clone(),
+                    tally_protocol::genesis::approve(&side, &forged),
+                ],
+            )
+            .await
+            .map(drop),
+        403,
+        "certificate rejected",
+    );
+    let mut other = side.clone();
+    other.batch.max_txs += 1;
+    let elsewhere = tally_protocol::genesis::approve(&other, &tc.identity("org2", Role::Admin));
+    refused(
+        "org2's approval of another genesis",
+        org1_admin
+            .create_channel(&side, &[org1.clone(), elsewhere])
+            .await
+            .map(drop),
+        403,
+        "does not cover this genesis",
+    );
+    let client = tally_protocol::genesis::approve(&side, &tc.identity("org2", Role::Client));
+    refused(
+        "an org2 client's approval",
+        org1_admin
+            .create_channel(&side, &[org1.clone(), client])
+            .await
+            .map(drop),
+        403,
+        "only an organization's admins",
+    );
+    let bare = org1_admin
+        .post_json(
+            "/v1/admin/channels",
+            &serde_json::to_value(&side).expect("json"),
+        )
+        .await;
+    refused("the genesis alone", bare.map(drop), 400, "not enough");
+    assert!(
+        org1_admin.channel("side").await.expect("GET").is_none(),
+        "node1 serves a channel org2 never approved"
+    );
+    org1_admin
+        .create_channel(&side, &approvals(tc, &side))
+        .await
+        .expect("with every member's approval the channel is created");
+    let info = org1_admin
+        .channel("side")
+        .await
+        .expect("GET")
+        .expect("node1 serves side");
+    assert_eq!(
+        info.approvals.len(),
+        2,
+        "the node keeps the approvals it was created with, for later joiners"
+    );
 }

@@ -3,7 +3,8 @@
 //! organization from it (nodes restarted one at a time), then removes the old CA. Afterwards
 //! every node of the organization serves a certificate of the new CA, its admin and client
 //! chain to it, the channel lists only the new CA for the organization, a client of the old CA
-//! is refused, and the channel keeps committing, during the rotation as after it.
+//! is refused, and the channel keeps committing, during the rotation as after it. The operator
+//! is killed while re-issuing and a second one takes over: it finishes with the same new CA.
 //!
 //! Run alone: build tally-node, tallyctl and tally-operator, then
 //! `cargo test -p tally-tests --test operator_ca_rotation -- --nocapture`.
@@ -224,6 +225,9 @@ fn steps(cp: Arc<ControlPlane>) {
     let writer = Writer::start(cp.clone(), writer_dir);
     apply(&cp, &manifest(Some(TOKEN)));
     let mut phases: Vec<String> = Vec::new();
+    // The operator is killed in the middle (once re-issuing started) and another replica takes
+    // over: the rotation must resume from the CA Secret, not start again with another CA.
+    let mut next_at_kill: Option<String> = None; // the new CA, when the operator was killed
     wait_for("the CA rotation Done", Duration::from_secs(900), || {
         let st = org1_status(&cp);
         let r = &st["caRotation"];
@@ -231,6 +235,17 @@ fn steps(cp: Arc<ControlPlane>) {
             if phases.last().map(String::as_str) != Some(p) {
                 eprintln!("caRotation: {r}");
                 phases.push(p.to_string());
+            }
+            // While re-issuing, the new CA issues (`tls.crt`) and the old one waits in
+            // `previous.crt`.
+            if p == "Reissuing" && next_at_kill.is_none() {
+                next_at_kill = secret_key(&cp, &ca_secret, "previous.crt")
+                    .and_then(|_| secret_key(&cp, &ca_secret, "tls.crt"));
+                if next_at_kill.is_some() {
+                    eprintln!("killing the operator while re-issuing; op-2 takes over");
+                    op.kill();
+                    op = Operator::start(&cp, "op-2");
+                }
             }
         }
         if r["requested"] == TOKEN && r["phase"] == "Done" {
@@ -249,6 +264,20 @@ fn steps(cp: Arc<ControlPlane>) {
     // ---- the CA Secret holds the new CA alone ----------------------------------------------
     let new_ca = secret_key(&cp, &ca_secret, "tls.crt").expect("org1's CA");
     assert_ne!(new_ca.trim(), old_ca.trim(), "the CA was not replaced");
+    assert_eq!(
+        Some(new_ca.trim()),
+        next_at_kill.as_deref().map(str::trim),
+        "the operator that took over did not finish the rotation it found (another CA)"
+    );
+    let order = ["AddingCa", "Reissuing", "RemovingOldCa", "Done"];
+    let ranks: Vec<usize> = phases
+        .iter()
+        .filter_map(|p| order.iter().position(|o| o == p))
+        .collect();
+    assert!(
+        ranks.windows(2).all(|w| w[0] < w[1]) && ranks.contains(&1),
+        "the rotation went back after the takeover: {phases:?}"
+    );
     for key in ["next.crt", "next.key", "previous.crt"] {
         assert!(
             secret_key(&cp, &ca_secret, key).is_none(),

@@ -85,21 +85,46 @@ fn external_admin(cp: &ControlPlane, profile: &Path) -> std::path::PathBuf {
         std::fs::write(org.join(file), pem).expect("write CA");
     }
     let org_dir = org.display().to_string();
-    tallyctl(
-        profile,
-        &[
-            "org",
-            "issue",
-            "--dir",
-            &org_dir,
-            "--role",
-            "admin",
-            "--name",
-            "ext-admin",
-        ],
-    )
+    tallyctl_plain(&[
+        "org",
+        "issue",
+        "--dir",
+        &org_dir,
+        "--role",
+        "admin",
+        "--name",
+        "ext-admin",
+    ])
     .expect("issue org2's admin");
     org.join("admins").join("ext-admin")
+}
+
+/// tallyctl without a profile: what an organization runs on its own machine, before the
+/// cluster's profile is exported.
+fn tallyctl_plain(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(tally_tests::tallyctl_bin())
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "tallyctl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Where [`external_admin`] put org2's admin.
+fn org2_admin(profile: &Path) -> std::path::PathBuf {
+    profile
+        .join("external")
+        .join("org2")
+        .join("admins")
+        .join("ext-admin")
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -115,6 +140,95 @@ fn base64_decode(s: &str) -> Vec<u8> {
         })
         .expect("base64 -d");
     out.stdout
+}
+
+/// Both channels list org2, whose admin key the operator does not hold: no node creates
+/// either until org2 approves its genesis. An approval of the other channel's genesis does not
+/// count, and the status says why; org2's own approvals, made with `tallyctl channel
+/// approve-genesis` from the genesis the operator publishes, let both form.
+fn genesis_waits_for_the_external_organization(cp: &ControlPlane, profile: &Path) {
+    let awaiting = |name: &str| {
+        let name = name.to_string();
+        move || {
+            let ch = get_json(cp, &["-n", NS, "get", "channel", &name]);
+            let p = ch["status"]["pendingChange"].clone();
+            if ready_reason(&ch) == "AwaitingApprovals" && p["approvals"] == "1/2" {
+                Ok(ch)
+            } else {
+                Err(format!("Ready {:?}, pendingChange {p}", ready(&ch)))
+            }
+        }
+    };
+    for name in ["ledger", "archive"] {
+        let ch = wait_for(
+            &format!("{name}'s genesis AwaitingApprovals"),
+            Duration::from_secs(180),
+            awaiting(name),
+        );
+        let p = &ch["status"]["pendingChange"];
+        assert_eq!(p["approved"], serde_json::json!(["org1"]), "{p}");
+        assert_eq!(p["missing"], serde_json::json!(["org2"]), "{p}");
+        assert_eq!(ch["status"]["height"], 0, "no node may serve {name} yet");
+    }
+    let admin = external_admin(cp, profile).display().to_string();
+    let approve = |name: &str| -> Value {
+        let cm = get_json(
+            cp,
+            &["-n", NS, "get", "configmap", &format!("{name}-genesis")],
+        );
+        let file = profile.join(format!("{name}-genesis.json"));
+        std::fs::write(
+            &file,
+            cm["data"]["genesis.json"].as_str().expect("genesis.json"),
+        )
+        .expect("write the genesis");
+        let out = tallyctl_plain(&[
+            "--identity",
+            &admin,
+            "--output",
+            "json",
+            "channel",
+            "approve-genesis",
+            "--genesis",
+            &file.display().to_string(),
+        ])
+        .expect("org2 approves the genesis");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let patch = |name: &str, approval: &Value| {
+        cp.kubectl_ok(&[
+            "-n",
+            NS,
+            "patch",
+            "channel",
+            name,
+            "--type=merge",
+            "-p",
+            &serde_json::json!({"spec": {"genesisApprovals": [approval]}}).to_string(),
+        ]);
+    };
+    let for_archive = approve("archive");
+    assert_eq!(for_archive["organization"], "org2", "{for_archive}");
+    // The wrong channel's approval: refused, named, and nothing is created.
+    patch("ledger", &for_archive);
+    wait_for(
+        "the misdirected approval reported",
+        Duration::from_secs(60),
+        || {
+            let ch = channel(cp);
+            let msg = ready(&ch).map(|r| r.1).unwrap_or_default();
+            if msg.contains("spec.genesisApprovals[0] (org2)")
+                && msg.contains("does not cover this genesis")
+            {
+                Ok(())
+            } else {
+                Err(msg)
+            }
+        },
+    );
+    assert_eq!(channel(cp)["status"]["height"], 0);
+    patch("archive", &for_archive);
+    patch("ledger", &approve("ledger"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,6 +256,8 @@ fn steps(cp: &ControlPlane) {
         Some(MANIFEST),
     );
     assert!(r.ok, "apply: {}", r.stderr);
+    let dir = cp.dir().join("profile");
+    genesis_waits_for_the_external_organization(cp, &dir);
     wait_for("every resource Ready", Duration::from_secs(240), || {
         all_ready(cp, NS, 5)
     });
@@ -191,7 +307,6 @@ fn steps(cp: &ControlPlane) {
     assert!(cols.contains("APPROVALS") && cols.contains("1/2"), "{cols}");
 
     // Meanwhile the channel commits, and the change has not applied on the ledger.
-    let dir = cp.dir().join("profile");
     export_profile(cp, &dir, NS, CONSORTIUM).expect("profile export");
     tallyctl(
         &dir,
@@ -227,8 +342,7 @@ fn steps(cp: &ControlPlane) {
     assert_eq!(channel(cp)["status"]["configSequence"], 0);
 
     // org2 approves with its own admin, whose key the cluster never held.
-    let admin = external_admin(cp, &dir);
-    let admin = admin.display().to_string();
+    let admin = org2_admin(&dir).display().to_string();
     let out = tallyctl(
         &dir,
         &[

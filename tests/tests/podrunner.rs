@@ -519,7 +519,11 @@ async fn create_ledger_objects(client: &kube::Client) -> anyhow::Result<OrgCa> {
             "metadata": {"name": "tally-config"},
             "data": {
                 "org-ca.pem": ca.cert_pem(),
-                "genesis.json": serde_json::to_string(&genesis)?,
+                "genesis.json": serde_json::to_string(&tally_protocol::genesis::ChannelCreation {
+                    approvals: vec![tally_protocol::genesis::approve(&genesis, &ca.issue(Role::Admin, "admin", &[])?)],
+                    genesis: genesis.clone(),
+                    config: None,
+                })?,
             },
         }))?,
     )

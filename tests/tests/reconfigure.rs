@@ -130,7 +130,7 @@ async fn nodes_join_and_leave_a_running_channel() {
     // The node is told the genesis and the configuration that lists it before the change
     // commits, so it is listening when the leader starts sending.
     admin(&tc, "node4-0")
-        .join_channel(&before.genesis, &with4)
+        .join_channel(&before.genesis, &with4, &before.approvals)
         .await
         .expect("node4 joins");
     let st = change(

@@ -504,6 +504,45 @@ async fn a_node_moves_to_its_organizations_new_ca() {
     let new_pem = new_ca.cert_pem();
     let new_admin = issue(&next, Role::Admin, "admin");
     let new_client = issue(&next, Role::Client, "client");
+    let node = tc
+        .node_names()
+        .into_iter()
+        .find(|n| tc.node_org(n) == "org1")
+        .expect("org1 has a node");
+
+    // org2 and org3, a majority, try to replace org1's CA by one of their own making: they
+    // could then sign as org1. Only org1's own admin may approve a change of its CAs.
+    let rogue = OrgCa::generate("org1").expect("a rogue CA");
+    let entry = tc.client(&node);
+    let current = entry.config(CH).await.expect("config");
+    let applied = entry.status(CH).await.expect("status").config_sequence;
+    let mut hijacked = current.clone();
+    for m in &mut hijacked.members {
+        if m.name == "org1" {
+            m.ca_pem = rogue.cert_pem();
+        }
+    }
+    let (org2, org3) = (
+        tc.identity("org2", Role::Admin),
+        tc.identity("org3", Role::Admin),
+    );
+    let tx = tally_client::txs::sign_config(&org2, &current, applied, hijacked, &[&org2, &org3]);
+    match entry.submit_wait(&tx).await.expect("submitted").status {
+        TxStatus::Rejected { reason, .. } => assert!(
+            reason.contains("only org1's own admin may approve"),
+            "{reason}"
+        ),
+        s => panic!("a majority replaced org1's CA: {s:?}"),
+    }
+
+    // An admin of the CA org1 is about to add does not reach org1's node yet.
+    let admin_api = |id: &Identity| {
+        AdminClient::new(&tc.admin_addr(&node), &tc.ca_pem("org1"), id).expect("admin client")
+    };
+    assert!(
+        admin_api(&new_admin).channel(CH).await.is_err(),
+        "an admin of a CA no channel lists reached {node}'s admin API"
+    );
 
     let mut args: Vec<String> = ["org", "add-ca", "--channel", CH, "--ca"]
         .map(String::from)
@@ -519,14 +558,25 @@ async fn a_node_moves_to_its_organizations_new_ca() {
         "add the new CA",
     );
     wait_config(&tc, 1).await;
+    // Once the channel lists it, the new CA's admin reaches org1's node without a restart
+    // (what an operator rotating the CA needs to hand leadership over before restarting it);
+    // the rogue CA's admin still does not.
+    assert!(
+        admin_api(&new_admin)
+            .channel(CH)
+            .await
+            .expect("the new CA's admin on the admin API")
+            .is_some(),
+        "{node} serves {CH}"
+    );
+    let rogue_admin = rogue.issue(Role::Admin, "admin", &[]).expect("rogue admin");
+    assert!(
+        admin_api(&rogue_admin).channel(CH).await.is_err(),
+        "the rogue CA's admin reached {node}'s admin API"
+    );
 
     // The node's certificate from the new CA, for the same name and addresses; the org
     // folder now holds the new CA, which is what the node's --org-ca reads.
-    let node = tc
-        .node_names()
-        .into_iter()
-        .find(|n| tc.node_org(n) == "org1")
-        .expect("org1 has a node");
     let api = tc.api_url(&node);
     let ip = api
         .trim_start_matches("https://")

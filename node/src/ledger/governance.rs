@@ -9,7 +9,7 @@ use super::{corrupt, InForce, Ledger, LedgerError, Scratch};
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use tally_protocol::codec::{Decode, Encode};
-use tally_protocol::config_update::check_transition;
+use tally_protocol::config_update::{check_transition, own_approval_needed};
 use tally_protocol::identity::cert_hash;
 use tally_protocol::proposal::{
     self, Change, Decision, Installed, Now, Proposal, ProposalView, Record, Vote, VoteError,
@@ -281,12 +281,15 @@ impl Ledger {
         }
         let eligible = current.config.admin_orgs();
         // A membership change needs what the channel's membership rule asks; anything else,
-        // retirements included, a majority.
-        let needed = match &p.change {
-            Change::Config(next) => current.config.approvals_needed_for(next),
-            _ => current.config.approvals_needed(),
+        // retirements included, a majority. A member whose CAs change must approve itself.
+        let (needed, required) = match &p.change {
+            Change::Config(next) => (
+                current.config.approvals_needed_for(next),
+                own_approval_needed(&current.config, next),
+            ),
+            _ => (current.config.approvals_needed(), Vec::new()),
         };
-        Ok(Record::open(p.clone(), proposer, eligible, needed, now).map_err(vote_reject))
+        Ok(Record::open(p.clone(), proposer, eligible, required, needed, now).map_err(vote_reject))
     }
 
     /// Every proposal of the channel, oldest first, with its status as of the last block.

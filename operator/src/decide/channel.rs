@@ -192,6 +192,10 @@ pub struct Outcome {
     /// not sign for.
     #[serde(default)]
     pub awaiting: Option<Awaiting>,
+    /// The channel's genesis waits for member organizations' approvals (`proposal` is the
+    /// genesis hash): no node creates it before every member approved.
+    #[serde(default)]
+    pub genesis: Option<Awaiting>,
     /// What each node reports after acting.
     #[serde(default)]
     pub reports: Vec<NodeReport>,
@@ -363,6 +367,28 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
             )
         };
         Verdict::progressing("AwaitingApprovals", message)
+    } else if let Some(g) = &out.genesis {
+        let approved = if g.approved.is_empty() {
+            "none yet".to_string()
+        } else {
+            g.approved.join(", ")
+        };
+        let problems = if out.waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", out.waiting.join("; "))
+        };
+        Verdict::progressing(
+            "AwaitingApprovals",
+            format!(
+                "the genesis of channel {channel} ({}) waits for its members' approvals: {} (approved: {approved}; missing: {}); \
+                 each missing organization's admin runs `tallyctl channel approve-genesis --genesis genesis.json` on the \
+                 genesis.json of ConfigMap {channel}-genesis and adds the output to spec.genesisApprovals{problems}",
+                &g.proposal[..g.proposal.len().min(12)],
+                g.count(),
+                g.missing.join(", "),
+            ),
+        )
     } else if let Some(what) = changing {
         Verdict::progressing("Reconfiguring", what)
     } else if !roots_agree(&out.reports) {

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::json;
 use std::path::PathBuf;
 use tally_client::AdminClient;
-use tally_protocol::{ChannelConfig, Role};
+use tally_protocol::Role;
 
 #[derive(Subcommand, Debug)]
 pub enum ChannelCmd {
@@ -25,6 +25,23 @@ pub enum ChannelCmd {
         /// Genesis configuration (JSON, as `channel genesis` writes it).
         #[arg(long)]
         genesis: PathBuf,
+        /// Another member organization's approval of the genesis (`channel approve-genesis`
+        /// writes one); repeat for each. --identity's own organization approves by this
+        /// command. The nodes refuse a genesis that any member has not approved.
+        #[arg(long)]
+        approval: Vec<PathBuf>,
+    },
+    /// Review a channel's genesis and approve it as --identity's organization (an admin):
+    /// prints what it agrees to and the approval (JSON) to give the channel's creator, or to
+    /// put in the Channel's `spec.genesisApprovals` on a cluster.
+    ApproveGenesis {
+        /// The genesis (JSON: as `channel genesis` writes it, or the `genesis.json` of the
+        /// operator's `CHANNEL-genesis` ConfigMap).
+        #[arg(long)]
+        genesis: PathBuf,
+        /// Write the approval to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write a channel's genesis configuration.
     Genesis(GenesisArgs),
@@ -62,6 +79,9 @@ impl ChannelCmd {
 pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
     match cmd {
         ChannelCmd::Genesis(a) => genesis::write(ctx, &a),
+        ChannelCmd::ApproveGenesis { genesis, out } => {
+            super::genesis_approval::approve(ctx, &genesis, out.as_deref())
+        }
         ChannelCmd::Retire { channel, args } => {
             super::retire::retire(ctx, &channel, tally_protocol::Change::RetireChannel, &args).await
         }
@@ -79,17 +99,23 @@ pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
             admin_addr,
             ca,
             genesis,
+            approval,
         } => {
-            let text = std::fs::read_to_string(&genesis)
-                .with_context(|| format!("reading {}", genesis.display()))?;
-            let config: ChannelConfig = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a channel configuration", genesis.display()))?;
-            config
-                .validate()
-                .with_context(|| format!("{}", genesis.display()))?;
+            let config = super::genesis_approval::read_genesis(&genesis)?;
+            let mut approvals = super::genesis_approval::read_approvals(&config, &approval)?;
             let id = ctx.identity()?;
             if id.info.role != Role::Admin {
                 bail!("the identity is a {} certificate; the admin API needs an admin identity (ORG/admins/NAME)", id.info.role);
+            }
+            let own = super::genesis_approval::sign(ctx, &config)?;
+            approvals.push(tally_protocol::Approval {
+                certificate: own.certificate,
+                signature: own.signature,
+            });
+            let cas = config.validate()?;
+            approvals = tally_protocol::genesis::merge(&config, &cas, approvals);
+            if let Err(e) = tally_protocol::genesis::check(&config, &cas, &approvals) {
+                bail!("{e}; pass each missing organization's approval with --approval FILE");
             }
             let ca_path = match ca {
                 Some(p) => p,
@@ -106,7 +132,7 @@ pub async fn run(ctx: &Ctx, cmd: ChannelCmd) -> Result<()> {
             for addr in non_empty(&admin_addr) {
                 spinner.set(format!("creating channel {} on {addr}", config.name));
                 let r = match AdminClient::new(addr, &ca_pem, &id) {
-                    Ok(admin) => admin.create_channel(&config).await,
+                    Ok(admin) => admin.create_channel(&config, &approvals).await,
                     Err(e) => Err(e),
                 };
                 if r.is_err() {

@@ -12,6 +12,7 @@ mod down;
 pub mod entry;
 mod follow;
 mod genesis;
+mod genesis_approval;
 mod identity;
 mod keys;
 mod logging;

@@ -94,7 +94,9 @@ impl LocalCluster {
         self.start_node(name).await?;
         let deadline = Instant::now() + START_TIMEOUT;
         for cfg in self.file.channels.iter().filter(|c| c.node(name).is_some()) {
-            self.create_channel_on(name, cfg, deadline).await?;
+            let approvals = self.genesis_approvals(cfg, Some(name)).await?;
+            self.create_channel_on(name, cfg, &approvals, deadline)
+                .await?;
         }
         Ok(())
     }

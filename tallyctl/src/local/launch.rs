@@ -101,8 +101,11 @@ impl LocalCluster {
         let deadline = Instant::now() + START_TIMEOUT;
         cluster.spawn_all(deadline).await?;
         for cfg in cluster.file.channels.clone() {
+            let approvals = cluster.genesis_approvals(&cfg, None).await?;
             for n in cfg.nodes() {
-                cluster.create_channel_on(&n.name, &cfg, deadline).await?;
+                cluster
+                    .create_channel_on(&n.name, &cfg, &approvals, deadline)
+                    .await?;
             }
         }
         cluster
@@ -310,19 +313,61 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Every member organization's approval of the channel's genesis `cfg`. The local mode
+    /// holds each organization's admin key and signs with it; where an organization's admin
+    /// was since re-issued by a CA the genesis does not name (a rotated CA), the approvals
+    /// another node of the channel was created with (other than `except`) stand in.
+    pub(super) async fn genesis_approvals(
+        &self,
+        cfg: &ChannelConfig,
+        except: Option<&str>,
+    ) -> Result<Vec<Approval>, ClientError> {
+        let mut approvals = Vec::new();
+        for m in &cfg.members {
+            let keys = self.orgs.get(&m.name).ok_or_else(|| {
+                other(format!(
+                    "channel {} has member {:?}, whose admin key the local cluster does not hold",
+                    cfg.name, m.name
+                ))
+            })?;
+            approvals.push(genesis::approve(cfg, &keys.admin));
+        }
+        let cas = cfg
+            .validate()
+            .map_err(|e| other(format!("channel {}: {e}", cfg.name)))?;
+        if genesis::missing(cfg, &cas, &approvals).is_ok() {
+            return Ok(approvals);
+        }
+        let mut recorded = Vec::new();
+        for n in cfg.nodes().filter(|n| Some(n.name.as_str()) != except) {
+            let e = self.entry(&n.name);
+            let keys = &self.orgs[&e.org];
+            let admin = AdminClient::new(&e.admin_addr(), &keys.ca_pem, &keys.admin)?;
+            if let Ok(Some(info)) = admin.channel(&cfg.name).await {
+                recorded.extend(info.approvals);
+            }
+        }
+        Ok(genesis::merge(
+            cfg,
+            &cas,
+            recorded.into_iter().chain(approvals),
+        ))
+    }
+
     /// Creates the channel on the node through its admin API, retrying while the node is not
     /// reachable yet.
     pub(super) async fn create_channel_on(
         &self,
         name: &str,
         cfg: &ChannelConfig,
+        approvals: &[Approval],
         deadline: Instant,
     ) -> Result<(), ClientError> {
         let e = self.entry(name);
         let keys = &self.orgs[&e.org];
         let admin = AdminClient::new(&e.admin_addr(), &keys.ca_pem, &keys.admin)?;
         loop {
-            match admin.create_channel(cfg).await {
+            match admin.create_channel(cfg, approvals).await {
                 Ok(_) => return Ok(()),
                 Err(
                     err @ (ClientError::Transport { .. } | ClientError::Api { status: 503, .. }),

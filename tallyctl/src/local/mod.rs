@@ -39,8 +39,11 @@ use tally_client::{AdminClient, Client, ClientError};
 use tally_planner::spec::{self, PeerRole};
 use tally_planner::{Addressing, CaInput, Plan, PlanInput};
 use tally_protocol::api::{ChannelStatus, RaftRole};
+use tally_protocol::genesis;
 use tally_protocol::identity::now_unix;
-use tally_protocol::{BatchConfig, ChannelConfig, Identity, NodeRef, OrgCa, Policies, Role};
+use tally_protocol::{
+    Approval, BatchConfig, ChannelConfig, Identity, NodeRef, OrgCa, Policies, Role,
+};
 use tokio::process::{Child, Command};
 
 /// How long `start` and `open` wait for the nodes to listen, take their channels and elect

@@ -279,6 +279,9 @@ pub async fn ensure(
     let Some((_, submitter)) = admins.first() else {
         return Err(LifecycleError::NoAdmin);
     };
+    // Proposals are read with a signed request, as the submitting admin (a member).
+    let signed = api.with_reader(submitter.clone());
+    let api = &signed;
     let held: Vec<String> = admins.iter().map(|(o, _)| o.clone()).collect();
     let target = Target {
         name: w.name.to_string(),

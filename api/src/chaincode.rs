@@ -116,11 +116,12 @@ pub struct ChaincodeStatus {
     pub sequence: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub committed_version: String,
-    /// Each member organization and whether it approved `spec.version`.
+    /// Each member organization and whether it approved `spec.version` (its vote on the
+    /// definition's proposal).
     #[serde(default)]
     pub approvals: Vec<OrgApproval>,
-    /// While the deleted object waits for its retirement: the proposal on the ledger and
-    /// which organizations have and have not approved it.
+    /// While its definition (or, for a deleted object, its retirement) waits for approvals:
+    /// the proposal on the ledger and which organizations have and have not approved it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_change: Option<PendingChange>,
     #[serde(default)]

@@ -204,7 +204,6 @@ async fn chaincode_setup(
             function: "init".into(),
             args: txs::fields(&["core", orgs[0].as_str()]),
         }),
-        at_least: 0,
     };
     tally_client::lifecycle::ensure(&api, &wanted, &cluster.admins)
         .await

@@ -358,7 +358,8 @@ pub fn seeds() -> Result<Seeds, String> {
         rejections: vec![vote("org2", 12)],
         outcome: Outcome::Rejected { block: 12 },
     };
-    let retirements: Vec<Proposal> = [
+    let others: Vec<Proposal> = [
+        Change::DefineChaincode(definition.clone()),
         Change::RetireChaincode {
             name: "notary".into(),
             sequence: 2,
@@ -378,7 +379,8 @@ pub fn seeds() -> Result<Seeds, String> {
         Payload::Propose(Box::new(proposal.clone())),
         Payload::ProposalApprove { hash: h(6) },
         Payload::ProposalReject { hash: h(7) },
-        Payload::Propose(Box::new(retirements[0].clone())),
+        Payload::Propose(Box::new(others[1].clone())),
+        Payload::Propose(Box::new(others[0].clone())),
     ]));
     let enc = |v: Vec<Vec<u8>>| v;
     fn all<T: Encode>(v: &[T]) -> Vec<Vec<u8>> {
@@ -424,7 +426,7 @@ pub fn seeds() -> Result<Seeds, String> {
         ("tx_effects", all(&[effects])),
         ("proposal", {
             let mut v = all(&[proposal]);
-            v.extend(all(&retirements));
+            v.extend(all(&others));
             v
         }),
         ("proposal_record", all(&[record])),

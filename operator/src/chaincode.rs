@@ -1,14 +1,17 @@
 //! `Chaincode` → the module checked against its pinned sha256, installed once on the channel
 //! with its definition (the transaction carries the module, so every node receives the exact
-//! bytes through the ledger), approved by each member organization whose admin key the
-//! operator holds, and committed once the channel's lifecycle policy is met. Status shows each
-//! organization's approval as the ledger records it (`GET /v1/channels/{ch}/chaincodes`).
-//!
-//! The ledger requires approvals from a majority of the channel's member organizations; a
-//! `Chaincode`'s or `Channel`'s approval rule asking for more is an additional floor the
-//! operator waits for before committing.
+//! bytes through the ledger), then proposed on the ledger as a chaincode definition
+//! (`Change::DefineChaincode`, once: an open proposal of the same definition is reused, an
+//! expired one proposed again) and approved for each member organization with `Operator`
+//! custody whose admin key the operator holds. The definition applies on every node in the
+//! block of the approval that meets the channel's chaincode rule (`chaincodeLifecycle`),
+//! whoever sends it: `External` organizations approve with `tallyctl proposal approve`. Until
+//! then the status is `Progressing/AwaitingApprovals` with approvals n/m, who approved and who
+//! is missing.
 
 use crate::context::{Context, Error, Reported, Result, Verdict};
+use crate::decide::chaincode_define::awaiting_verdict;
+use crate::decide::channel::Awaiting;
 use crate::reach;
 use crate::world;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -41,7 +44,7 @@ pub async fn reconcile(cc: Arc<Chaincode>, ctx: Arc<Context>) -> Result<Action> 
 async fn apply(cc: Arc<Chaincode>, ctx: &Context) -> Result<Action> {
     let ns = cc.namespace().unwrap_or_default();
     let mut status = cc.current_status();
-    // A pending change belongs to a deletion; a live object has none.
+    // Set again below while a definition waits for approvals.
     status.pending_change = None;
     let verdict = match check_module(ctx, &cc).await {
         Err(e @ Error::Invalid(_)) => Verdict::degraded(e.reason(), e.to_string()),
@@ -109,7 +112,9 @@ fn lifecycle_error(e: LifecycleError) -> Error {
             Error::Invalid(e.to_string())
         }
         LifecycleError::Node { .. } => Error::Node(e.to_string()),
-        LifecycleError::Rejected { .. } | LifecycleError::NoAdmin => Error::Invalid(e.to_string()),
+        LifecycleError::Rejected { .. }
+        | LifecycleError::NoAdmin
+        | LifecycleError::DefinitionRejected { .. } => Error::Invalid(e.to_string()),
     }
 }
 
@@ -169,7 +174,6 @@ async fn lifecycle(
             function: i.function.clone(),
             args: txs::fields(&i.args),
         }),
-        at_least: plan.approvals_needed,
     };
     let report = lifecycle::ensure(&api, &wanted, &admins)
         .await
@@ -177,8 +181,8 @@ async fn lifecycle(
     for a in &report.actions {
         let (reason, action) = if a.starts_with("installed") {
             ("Installed", "Install")
-        } else if a.starts_with("committed") {
-            ("Committed", "Commit")
+        } else if a.starts_with("proposed") {
+            ("Proposed", "Propose")
         } else {
             ("Approved", "Approve")
         };
@@ -210,9 +214,22 @@ async fn lifecycle(
                 format!("version {} committed as sequence {sequence}", plan.version),
             )
         }
-        Progress::WaitingForApprovals { have, needed, .. } => Verdict::progressing(
-            "WaitingForApprovals",
-            format!("{have} of {needed} needed approvals"),
-        ),
+        Progress::WaitingForApprovals {
+            proposal,
+            needed,
+            missing,
+            ..
+        } => {
+            let a = Awaiting {
+                proposal: proposal.map(|h| h.to_hex()).unwrap_or_default(),
+                needed,
+                approved: report.approved.clone(),
+                missing,
+            };
+            if !a.proposal.is_empty() {
+                status.pending_change = Some(a.pending_change());
+            }
+            awaiting_verdict(channel, &plan.name, &plan.version, &a)
+        }
     })
 }

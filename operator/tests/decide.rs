@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::PathBuf;
-use tally_client::lifecycle::{self, Step, Target};
+use tally_client::lifecycle::{self, DefinitionProposal, Step, Target};
 use tally_operator::decide::channel::{
     self, ChannelAction, ChannelObserved, ChannelTarget, Outcome,
 };
@@ -140,6 +140,9 @@ struct ChaincodeCase {
     /// The ledger's view of the chaincode; none before its first install.
     #[serde(default)]
     current: Option<ChaincodeInfo>,
+    /// The channel's proposals of definitions of the chaincode, oldest first.
+    #[serde(default)]
+    proposals: Vec<DefinitionProposal>,
     target: Target,
     /// The organizations whose admin keys the operator holds, in order.
     held: Vec<String>,
@@ -149,7 +152,12 @@ struct ChaincodeCase {
 #[test]
 fn chaincode_decisions() {
     for (name, case) in fixtures::<ChaincodeCase>("chaincode") {
-        let step = lifecycle::decide(case.current.as_ref(), &case.target, &case.held);
+        let step = lifecycle::decide(
+            case.current.as_ref(),
+            &case.proposals,
+            &case.target,
+            &case.held,
+        );
         assert_eq!(step, case.expect, "{name}");
     }
 }

@@ -76,6 +76,19 @@ impl ChannelConfig {
         self.admin_orgs().len() / 2 + 1
     }
 
+    /// Organizations whose approvals count for a chaincode definition: every member (a
+    /// definition is the members' agreement on what runs, not an admin decision).
+    pub fn chaincode_orgs(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// How many members must approve a chaincode definition: the channel's chaincode rule
+    /// (`policies.chaincode`), never fewer than a majority. The one count both ways of
+    /// defining a chaincode (a proposal, or `ChaincodeApprove` + `ChaincodeCommit`) use.
+    pub fn chaincode_approvals_needed(&self) -> usize {
+        self.policies.chaincode.needed(self.members.len())
+    }
+
     /// Whether `next` admits or removes a member organization, or changes the membership
     /// rule itself.
     pub fn changes_membership(&self, next: &ChannelConfig) -> bool {

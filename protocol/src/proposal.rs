@@ -1,17 +1,18 @@
-//! Governance by proposals on the ledger: a change that needs the channel's admin majority is
-//! first recorded as a proposal (its exact content and hash, who proposed it, the
-//! configuration it applies to and an expiry), then each admin organization approves or
-//! rejects it with a transaction of its own, signed from its own keys, whenever and wherever
-//! it holds them. Every node counts the votes at apply time with [`Record::vote`], so the
-//! change applies in the block where the policy becomes met, on every node alike, and never
-//! otherwise.
+//! Governance by proposals on the ledger: a change that needs approvals (the channel's admin
+//! majority, its membership rule, or its chaincode rule for a chaincode definition; see
+//! [`Change::voters`]) is first recorded as a proposal (its exact content and hash, who
+//! proposed it, the configuration it applies to and an expiry), then each organization that
+//! votes on it approves or rejects it with a transaction of its own, signed from its own keys,
+//! whenever and wherever it holds them. Every node counts the votes at apply time with
+//! [`Record::vote`], so the change applies in the block where the policy becomes met, on
+//! every node alike, and never otherwise.
 //!
 //! The one-transaction [`crate::ConfigUpdate`] (all approvals attached) stays: it is the same
 //! policy decided at once, for whoever holds every admin key (the operator with custody, the
 //! local mode). A change applied either way moves the configuration sequence, so every other
 //! open proposal on the old base becomes stale.
 
-use crate::chaincode::{ChaincodeEvent, TxEffects};
+use crate::chaincode::{ChaincodeDefinition, ChaincodeEvent, TxEffects};
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::config::ChannelConfig;
 use crate::hash::Hash;
@@ -51,9 +52,14 @@ pub enum Change {
     /// Replace the channel configuration with this one (members, consenters, observers,
     /// policies, batch and limits).
     Config(Box<ChannelConfig>),
-    // Tag 1 is kept for chaincode definitions and tag 2 for certificate revocations (the
-    // revocation list lives in the channel configuration; see the `revoke` work): each will
-    // be a variant here, decided by the same votes.
+    /// Make this definition the active one of its chaincode, exactly as a `ChaincodeCommit`
+    /// would (init call included). Its module must already be installed under the same
+    /// name, sequence and definition, and its sequence must be the next one. Decided by the
+    /// channel's chaincode rule (`policies.chaincode`) over the member organizations, not by
+    /// the admin majority.
+    DefineChaincode(ChaincodeDefinition),
+    // Tag 2 is kept for certificate revocations (the revocation list lives in the channel
+    // configuration; see the `revoke` work), decided by the same votes.
     /// Retire the active definition `sequence` of chaincode `name`: calls are refused from
     /// then on, its state stays readable, and only a later approved definition (a higher
     /// sequence) makes the name callable again. See [`crate::retirement`].
@@ -70,10 +76,47 @@ impl Change {
         matches!(self, Change::Config(_))
     }
 
+    /// Who votes on the change under `current` (the configuration in force) and how many
+    /// of them must approve: a chaincode definition is decided by the members under the
+    /// chaincode rule; a membership change by the admin organizations under the membership
+    /// rule; anything else by a majority of the admin organizations.
+    pub fn voters(&self, current: &ChannelConfig) -> (Vec<String>, usize) {
+        match self {
+            Change::DefineChaincode(_) => (
+                current.chaincode_orgs(),
+                current.chaincode_approvals_needed(),
+            ),
+            Change::Config(next) => (current.admin_orgs(), current.approvals_needed_for(next)),
+            Change::RetireChaincode { .. } | Change::RetireChannel => {
+                (current.admin_orgs(), current.approvals_needed())
+            }
+        }
+    }
+
+    /// Organizations whose own approval the change needs besides the count: the members
+    /// whose CAs a configuration change replaces ([`crate::config_update::own_approval_needed`]).
+    pub fn required(&self, current: &ChannelConfig) -> Vec<String> {
+        match self {
+            Change::Config(next) => crate::config_update::own_approval_needed(current, next),
+            _ => Vec::new(),
+        }
+    }
+
     /// A one-line summary for people.
     pub fn summary(&self) -> String {
         match self {
             Change::Config(_) => "configuration change".into(),
+            Change::DefineChaincode(d) => format!(
+                "define chaincode {} version {} as sequence {} (module sha256 {}{})",
+                d.name,
+                d.version,
+                d.sequence,
+                d.module_hash,
+                match &d.init {
+                    Some(i) => format!(", init call {}", i.function),
+                    None => String::new(),
+                }
+            ),
             Change::RetireChaincode { name, sequence } => {
                 format!("retire chaincode {name} (definition sequence {sequence})")
             }
@@ -89,6 +132,10 @@ impl Encode for Change {
                 w.u8(0);
                 c.encode(w);
             }
+            Change::DefineChaincode(d) => {
+                w.u8(1);
+                d.encode(w);
+            }
             Change::RetireChaincode { name, sequence } => {
                 w.u8(3);
                 w.str(name);
@@ -102,6 +149,7 @@ impl Decode for Change {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         match r.u8("change")? {
             0 => Ok(Change::Config(Box::new(ChannelConfig::decode(r)?))),
+            1 => Ok(Change::DefineChaincode(ChaincodeDefinition::decode(r)?)),
             3 => Ok(Change::RetireChaincode {
                 name: r.str("change.chaincode")?,
                 sequence: r.u64("change.sequence")?,
@@ -293,8 +341,9 @@ pub struct Record {
     pub proposer: Vote,
     /// Block time of the block that recorded it.
     pub proposed_at_ms: u64,
-    /// Admin organizations of the base configuration, and how many must approve: fixed for
-    /// the proposal's life, since it can only apply while its base is in force.
+    /// Organizations of the base configuration that vote ([`Change::voters`]: the admin
+    /// organizations, or the members for a chaincode definition), and how many must approve:
+    /// fixed for the proposal's life, since it can only apply while its base is in force.
     pub eligible: Vec<String>,
     pub needed: u32,
     /// Organizations whose own approval the change needs besides the count: each member
@@ -499,7 +548,7 @@ pub enum VoteError {
         base: Hash,
         current: u64,
     },
-    #[error("organization {0:?} is not an admin organization of the channel")]
+    #[error("organization {0:?} does not vote on this proposal (not an admin organization of the channel, or not a member for a chaincode definition)")]
     NotEligible(String),
     #[error("organization {0:?} has already voted on proposal {1}")]
     AlreadyVoted(String, Hash),
@@ -882,8 +931,18 @@ mod tests {
     }
 
     #[test]
-    fn retirements_keep_the_configuration_sequence_and_round_trip() {
+    fn definitions_and_retirements_keep_the_configuration_sequence_and_round_trip() {
         for change in [
+            Change::DefineChaincode(ChaincodeDefinition {
+                name: "notary".into(),
+                version: "1.1".into(),
+                sequence: 2,
+                module_hash: Hash([9; 32]),
+                init: Some(crate::InitCall {
+                    function: "setup".into(),
+                    args: b"x".to_vec(),
+                }),
+            }),
             Change::RetireChaincode {
                 name: "notary".into(),
                 sequence: 2,
@@ -903,13 +962,40 @@ mod tests {
                     block: 1,
                     sequence: 3
                 },
-                "a retirement installs no configuration"
+                "a retirement or a chaincode definition installs no configuration"
             );
         }
-        // The reserved tags stay unknown.
-        for tag in [1u8, 2, 5] {
+        // The reserved tag stays unknown, as do tags never given out.
+        for tag in [2u8, 5] {
             assert!(Change::from_bytes(&[tag]).is_err());
         }
+    }
+
+    /// A chaincode definition is the members' vote under the chaincode rule, whoever the
+    /// admin organizations are; the other changes stay the admins'.
+    #[test]
+    fn a_chaincode_definition_is_voted_by_the_members_under_the_chaincode_rule() {
+        use crate::config::{MembershipRule, OrgMember};
+        let members = ["a", "b", "c"]
+            .iter()
+            .map(|o| OrgMember::new(o, ""))
+            .collect();
+        let mut cfg = ChannelConfig::new("ch", members, vec![], vec![]);
+        cfg.policies.admins = vec!["a".into()];
+        let def = Change::DefineChaincode(ChaincodeDefinition {
+            name: "kv".into(),
+            version: "1".into(),
+            sequence: 1,
+            module_hash: Hash([1; 32]),
+            init: None,
+        });
+        assert_eq!(def.voters(&cfg), (orgs(&["a", "b", "c"]), 2));
+        cfg.policies.chaincode = MembershipRule::All;
+        assert_eq!(def.voters(&cfg), (orgs(&["a", "b", "c"]), 3));
+        assert_eq!(Change::RetireChannel.voters(&cfg), (orgs(&["a"]), 1));
+        assert!(def
+            .summary()
+            .contains("define chaincode kv version 1 as sequence 1"));
     }
 
     #[test]

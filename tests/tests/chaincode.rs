@@ -705,6 +705,196 @@ async fn a_channels_chaincode_rule_is_enforced_at_commit() {
     tc.assert_healthy();
 }
 
+/// A chaincode definition as a proposal on the ledger, under a chaincode rule of every member:
+/// a proposal for a module never installed is refused by the node; with two approvals of
+/// three the definition stays inactive (calls refused, the list shows no active definition)
+/// even after a `chaincode commit` attempt; the third organization's own `proposal approve`
+/// makes it active with its init call, and an invoke works; a proposal past its expiry takes
+/// no approval and never applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_definition_proposal_applies_only_when_the_chaincode_rule_is_met() {
+    let Some(dir) = build_contracts() else {
+        return;
+    };
+    let tc = TestCluster::start("chaincode-proposal", 3, &[CH], |spec| {
+        for c in &mut spec.channels {
+            c.policies.chaincode = tally_protocol::config::MembershipRule::All;
+        }
+    })
+    .await;
+    tc.wait_ready(WAIT).await.expect("cluster ready");
+    let ids = tempfile::tempdir().expect("temp dir");
+    let save = |org: &str, role: Role| {
+        let d = ids.path().join(format!("{org}-{role}"));
+        tc.identity(org, role)
+            .save(&d, &tc.ca_pem(org))
+            .expect("save identity");
+        d
+    };
+    let (admin1, admin2, admin3, client1) = (
+        save("org1", Role::Admin),
+        save("org2", Role::Admin),
+        save("org3", Role::Admin),
+        save("org1", Role::Client),
+    );
+    let json = |id: &Path, args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = ctl_ok(&tc, id, &all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let module = dir.join("receivables.wasm");
+    let bytes = std::fs::read(&module).expect("module");
+    let module = module.to_str().expect("utf-8 path");
+
+    // The node refuses a proposal for a module that was never installed.
+    let clients = tc.clients();
+    let api = &clients[0];
+    let def = chaincode_definition(
+        "receivables",
+        "1.0",
+        1,
+        &bytes,
+        Some(InitCall {
+            function: "init".into(),
+            args: fields(&["core", "org1"]),
+        }),
+    );
+    let early = api
+        .change_proposal(
+            CH,
+            tally_protocol::Change::DefineChaincode(def),
+            Duration::from_secs(600),
+            "not installed",
+        )
+        .await
+        .expect("proposal");
+    let r = api
+        .propose(&tc.identity("org1", Role::Admin), early)
+        .await
+        .expect("submitted");
+    rejected(
+        &r,
+        RejectCode::UnknownChaincode,
+        "install its module first",
+        "proposal before install",
+    );
+
+    let install = [
+        "chaincode",
+        "install",
+        "-c",
+        CH,
+        "receivables",
+        module,
+        "--version",
+        "1.0",
+        "--init",
+        "init",
+        "--init-arg",
+        "core",
+        "--init-arg",
+        "org1",
+    ];
+    ctl_ok(&tc, &admin1, &install);
+    let made = json(&admin1, &["chaincode", "propose", "-c", CH, "receivables"]);
+    let hash = made["hash"].as_str().expect("hash").to_string();
+    assert_eq!(made["proposal"]["status"], "open", "{made:#}");
+    assert_eq!(made["proposal"]["tally"]["needed"], 3, "{made:#}");
+    let listed = ctl_ok(&tc, &admin2, &["proposal", "list", "-c", CH]);
+    assert!(
+        listed.contains("define receivables 1.0 (sequence 1"),
+        "{listed}"
+    );
+    let shown = ctl_ok(&tc, &admin2, &["proposal", "show", "-c", CH, &hash]);
+    let pinned = format!(
+        "module sha256  {}",
+        tally_protocol::chaincode::module_hash(&bytes)
+    );
+    for needle in [
+        "define chaincode receivables",
+        "version        1.0",
+        "sequence       1",
+        pinned.as_str(),
+        "init call      init",
+        "missing   org2, org3",
+        "expires",
+    ] {
+        assert!(shown.contains(needle), "{needle:?} not in:\n{shown}");
+    }
+    let two = json(&admin2, &["proposal", "approve", "-c", CH, &hash]);
+    assert_eq!(two["proposal"]["status"], "open", "{two:#}");
+    // The two-step commit counts its own approvals, none: refused.
+    let (code, out, _) = tallyctl(
+        &tc,
+        &admin1,
+        &["chaincode", "commit", "-c", CH, "receivables"],
+    );
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("not_approved"), "{out}");
+    let maturity = (tally_protocol::now_ms() + 30 * DAY_MS).to_string();
+    let issue = [
+        "chaincode",
+        "invoke",
+        "-c",
+        CH,
+        "receivables",
+        "issue",
+        "R1",
+        "org2",
+        "100",
+        &maturity,
+    ];
+    let (code, out, _) = tallyctl(&tc, &client1, &issue);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("unknown_chaincode"), "{out}");
+    let list = json(&admin1, &["chaincode", "list", "-c", CH]);
+    assert!(list[0]["active"].is_null(), "{list:#}");
+
+    let three = json(&admin3, &["proposal", "approve", "-c", CH, &hash]);
+    assert_eq!(three["proposal"]["status"], "applied", "{three:#}");
+    let out = ctl_ok(&tc, &client1, &issue);
+    assert!(out.contains("\"holder\":\"org2\""), "{out}");
+    for c in tc.clients() {
+        let l = c.chaincodes(CH).await.expect("list");
+        assert_eq!(l[0].active.as_ref().map(|d| d.sequence), Some(1));
+    }
+
+    // An expired proposal of the next definition takes no approval.
+    let mut upgrade = install;
+    upgrade[7] = "1.1";
+    ctl_ok(&tc, &admin1, &upgrade);
+    let made = json(
+        &admin1,
+        &[
+            "chaincode",
+            "propose",
+            "-c",
+            CH,
+            "receivables",
+            "--expires-in",
+            "2s",
+        ],
+    );
+    let hash = made["hash"].as_str().expect("hash").to_string();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A write moves block time past the expiry.
+    let out = ctl_ok(
+        &tc,
+        &client1,
+        &["chaincode", "invoke", "-c", CH, "receivables", "get", "R1"],
+    );
+    assert!(out.contains("committed tx"), "{out}");
+    for admin in [&admin2, &admin3] {
+        let (code, out, _) = tallyctl(&tc, admin, &["proposal", "approve", "-c", CH, &hash]);
+        assert_eq!(code, 3, "{out}");
+        assert!(out.contains("expired"), "{out}");
+    }
+    let list = json(&admin1, &["chaincode", "list", "-c", CH]);
+    assert_eq!(list[0]["active"]["version"], "1.0", "{list:#}");
+    tc.assert_healthy();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tallyctl_chaincode_lifecycle_invoke_and_query() {
     let Some(dir) = build_contracts() else {

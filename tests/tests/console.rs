@@ -150,7 +150,6 @@ impl Scenario {
                 version: "1.0",
                 module,
                 init,
-                at_least: 0,
             };
             lifecycle::ensure(&clients[0], &w, &admins)
                 .await

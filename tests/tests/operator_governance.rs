@@ -5,6 +5,9 @@
 //! once that organization's own admin approves with `tallyctl proposal approve`. Deleting a
 //! second Channel proposes its retirement, which waits the same way (the Channel stays,
 //! held by its finalizer) until org2 approves; then its nodes leave it and the Channel goes.
+//! A `Chaincode` is installed and its definition proposed on the ledger, approved for org1 by
+//! the operator; it waits as `AwaitingApprovals` 1/2 (calls refused) until org2 signs its
+//! approval offline (`proposal approve --sign-only`, then `proposal submit`), and then runs.
 //!
 //! Run alone: build tally-node, tallyctl and tally-operator, then
 //! `cargo test -p tally-tests --test operator_governance -- --nocapture`.
@@ -270,6 +273,10 @@ fn steps(cp: &ControlPlane) {
         "an External organization's admin Secret must not exist"
     );
 
+    export_profile(cp, &dir, NS, CONSORTIUM).expect("profile export");
+    let admin = org2_admin(&dir).display().to_string();
+    chaincode_waits_for_org2(cp, &dir, &admin);
+
     // A membership change: org3 joins the channel. It needs 2 of 2 admin organizations.
     cp.kubectl_ok(&[
         "-n",
@@ -307,7 +314,6 @@ fn steps(cp: &ControlPlane) {
     assert!(cols.contains("APPROVALS") && cols.contains("1/2"), "{cols}");
 
     // Meanwhile the channel commits, and the change has not applied on the ledger.
-    export_profile(cp, &dir, NS, CONSORTIUM).expect("profile export");
     tallyctl(
         &dir,
         &[
@@ -342,7 +348,6 @@ fn steps(cp: &ControlPlane) {
     assert_eq!(channel(cp)["status"]["configSequence"], 0);
 
     // org2 approves with its own admin, whose key the cluster never held.
-    let admin = org2_admin(&dir).display().to_string();
     let out = tallyctl(
         &dir,
         &[
@@ -481,4 +486,135 @@ fn steps(cp: &ControlPlane) {
         "a node still serves the deleted channel: {gone:?}"
     );
     op.stop();
+}
+
+/// The notary contract of the notarization example (its module embedded in the manifest), as
+/// a Chaincode of channel `ledger`: installed, proposed and approved for org1 by the operator,
+/// it waits for org2 (External), which signs its approval offline; then it is active and runs.
+fn chaincode_waits_for_org2(cp: &ControlPlane, dir: &Path, admin: &str) {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/notarization.yaml");
+    let res = tally_api::manifest::Resources::read_files(&[example]).expect("the example");
+    let module = res
+        .config_map_key("notary-wasm", "notary.wasm")
+        .expect("the embedded module");
+    let sha = hex::encode(tally_runtime::module_hash(&module));
+    let file = cp.dir().join("notary.wasm");
+    std::fs::write(&file, &module).expect("write the module");
+    let from = format!("--from-file=notary.wasm={}", file.display());
+    cp.kubectl_ok(&["-n", NS, "create", "configmap", "notary-wasm", &from]);
+    let manifest = format!(
+        "apiVersion: tally.dev/v1alpha1
+kind: Chaincode
+metadata: {{name: notary}}
+spec:
+  channel: ledger
+  name: notary
+  version: \"1.0\"
+  source:
+    configMap: {{name: notary-wasm, key: notary.wasm}}
+    sha256: \"{sha}\"
+"
+    );
+    let r = cp.kubectl_stdin(
+        &["-n", NS, "apply", "--server-side", "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(r.ok, "apply the Chaincode: {}", r.stderr);
+    let pending = wait_for(
+        "the definition AwaitingApprovals",
+        Duration::from_secs(120),
+        || {
+            let cc = get_json(cp, &["-n", NS, "get", "chaincode", "notary"]);
+            let p = cc["status"]["pendingChange"].clone();
+            if ready_reason(&cc) == "AwaitingApprovals" && p["approvals"] == "1/2" {
+                Ok(p)
+            } else {
+                Err(format!("Ready {:?}, status {}", ready(&cc), cc["status"]))
+            }
+        },
+    );
+    assert_eq!(
+        pending["approved"],
+        serde_json::json!(["org1"]),
+        "{pending}"
+    );
+    assert_eq!(pending["missing"], serde_json::json!(["org2"]), "{pending}");
+    let hash = pending["proposal"].as_str().expect("hash").to_string();
+    let shown = tallyctl(
+        dir,
+        &[
+            "--org",
+            "org1",
+            "proposal",
+            "show",
+            "--channel",
+            "ledger",
+            &hash,
+        ],
+    )
+    .expect("proposal show");
+    assert!(
+        shown.contains("define chaincode notary") && shown.contains(&sha),
+        "{shown}"
+    );
+    let doc = "cd".repeat(32);
+    let anchor = [
+        "--org",
+        "org1",
+        "chaincode",
+        "invoke",
+        "-c",
+        "ledger",
+        "notary",
+        "anchor",
+        doc.as_str(),
+        "deed",
+    ];
+    let refused = tallyctl(dir, &anchor).expect_err("a call before the definition applies");
+    assert!(refused.contains("unknown_chaincode"), "{refused}");
+
+    // org2 signs offline, from its own admin folder, and the vote is sent later.
+    let signed = tallyctl(
+        dir,
+        &[
+            "--identity",
+            admin,
+            "proposal",
+            "approve",
+            "--channel",
+            "ledger",
+            "--sign-only",
+            &hash,
+        ],
+    )
+    .expect("org2 signs its approval");
+    let vote = cp.dir().join("org2-vote.json");
+    std::fs::write(&vote, signed).expect("write the vote");
+    let vote = vote.display().to_string();
+    let out = tallyctl(
+        dir,
+        &[
+            "--org",
+            "org1",
+            "proposal",
+            "submit",
+            "--channel",
+            "ledger",
+            &vote,
+        ],
+    )
+    .expect("the vote submitted");
+    assert!(out.contains("applied"), "{out}");
+    let cc = wait_for("the Chaincode Ready", Duration::from_secs(60), || {
+        let cc = get_json(cp, &["-n", NS, "get", "chaincode", "notary"]);
+        match ready(&cc) {
+            Some((s, _)) if s == "True" => Ok(cc),
+            r => Err(format!("{r:?}: {}", cc["status"])),
+        }
+    });
+    assert_eq!(cc["status"]["sequence"], 1, "{cc}");
+    assert!(cc["status"]["pendingChange"].is_null(), "{cc}");
+    let out = tallyctl(dir, &anchor).expect("the call once active");
+    assert!(out.contains("committed tx"), "{out}");
 }

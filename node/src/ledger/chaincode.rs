@@ -61,6 +61,13 @@ fn budget_spent() -> String {
     )
 }
 
+fn init_text(d: &ChaincodeDefinition) -> String {
+    match &d.init {
+        Some(i) => format!(" init {}", i.function),
+        None => String::new(),
+    }
+}
+
 fn reject(code: RejectCode, reason: impl Into<String>) -> TxStatus {
     TxStatus::Rejected {
         code,
@@ -352,10 +359,9 @@ impl Ledger {
     }
 
     /// What the channel's chaincode rule asks of its members: a majority unless the
-    /// configuration says more.
+    /// configuration says more (the same count a definition proposal is decided by).
     fn approvals_needed(&self) -> usize {
-        let config = self.config();
-        config.policies.chaincode.needed(config.members.len())
+        self.config().chaincode_approvals_needed()
     }
 
     /// The compiled module of a definition: from the engine's cache, or from the bytes the
@@ -642,16 +648,77 @@ impl Ledger {
                 ),
             ));
         }
+        self.activate(&def, at, scratch, digest, wb)
+    }
+
+    /// Why `def` cannot become the active definition now, if it cannot: its sequence must be
+    /// the next one and exactly this definition must be installed (so its module is on every
+    /// node). Checked when a definition is proposed and again when it applies.
+    pub(super) fn why_not_definable(
+        &self,
+        def: &ChaincodeDefinition,
+        scratch: &Scratch,
+    ) -> Result<Option<Reject>, LedgerError> {
+        let next = self.next_sequence(&def.name, scratch)?;
+        if def.sequence != next {
+            return Ok(Some((
+                RejectCode::ReadConflict,
+                format!(
+                    "chaincode {}: the next definition is sequence {next}, not {}",
+                    def.name, def.sequence
+                ),
+            )));
+        }
+        let installed =
+            self.definition_at(&keys::installed(&def.name, def.sequence), &scratch.overlay)?;
+        Ok(match installed {
+            None => Some((
+                RejectCode::UnknownChaincode,
+                format!(
+                    "no definition of chaincode {} is installed for sequence {}: install its module first (tallyctl chaincode install)",
+                    def.name, def.sequence
+                ),
+            )),
+            Some(i) if i != *def => Some((
+                RejectCode::ReadConflict,
+                format!(
+                    "chaincode {} sequence {} is installed as version {} module {}{}, not as proposed (version {} module {}{})",
+                    def.name,
+                    def.sequence,
+                    i.version,
+                    i.module_hash,
+                    init_text(&i),
+                    def.version,
+                    def.module_hash,
+                    init_text(def),
+                ),
+            )),
+            Some(_) => None,
+        })
+    }
+
+    /// Makes `def` the active definition of its chaincode: its init call runs first (if it
+    /// fails, nothing is written), then the definition. What a commit and an approved
+    /// definition proposal both do once their approvals are counted.
+    pub(super) fn activate(
+        &self,
+        def: &ChaincodeDefinition,
+        at: &At<'_>,
+        scratch: &mut Scratch,
+        digest: &mut StateDigest,
+        wb: &mut WriteBatch,
+    ) -> Result<TxStatus, LedgerError> {
+        let name = &def.name;
         // init runs first: if it fails, the definition is not committed either.
         let mut init_out = None;
         if let Some(init) = &def.init {
-            let module = match self.module_of(&def, &scratch.overlay)? {
+            let module = match self.module_of(def, &scratch.overlay)? {
                 Ok(m) => m,
                 Err((code, reason)) => return Ok(reject(code, reason)),
             };
             let ctx = self.context(name, at);
             match self.run(
-                &def,
+                def,
                 &module,
                 &init.function,
                 &init.args,

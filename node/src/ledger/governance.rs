@@ -9,7 +9,7 @@ use super::{corrupt, InForce, Ledger, LedgerError, Scratch};
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
 use tally_protocol::codec::{Decode, Encode};
-use tally_protocol::config_update::{check_transition, own_approval_needed};
+use tally_protocol::config_update::check_transition;
 use tally_protocol::identity::cert_hash;
 use tally_protocol::proposal::{
     self, Change, Decision, Installed, Now, Proposal, ProposalView, Record, Vote, VoteError,
@@ -68,6 +68,25 @@ impl Ledger {
                 ),
             )),
             Change::Config(_) | Change::RetireChannel => Ok(()),
+            Change::DefineChaincode(def) => {
+                // The same checks an install of this definition passed.
+                if !tally_runtime::valid_chaincode_name(&def.name) {
+                    return Err((
+                        RejectCode::Malformed,
+                        format!("chaincode name {:?} is invalid", def.name),
+                    ));
+                }
+                if def.sequence == 0 {
+                    return Err((
+                        RejectCode::Malformed,
+                        "chaincode sequences start at 1".to_string(),
+                    ));
+                }
+                if def.init.as_ref().is_some_and(|i| i.function.is_empty()) {
+                    return Err((RejectCode::Malformed, "empty init function name".into()));
+                }
+                Ok(())
+            }
             Change::RetireChaincode { name, sequence } => {
                 if !tally_runtime::valid_chaincode_name(name) {
                     return Err((
@@ -154,8 +173,22 @@ impl Ledger {
         };
         let mut installed = None;
         let mut retired = None;
+        let mut init = None;
         if decision == Decision::Met {
             match &record.proposal.change {
+                Change::DefineChaincode(def) => {
+                    // Checked when proposed; checked again since the chaincode may have moved
+                    // on (another definition committed, a different one installed).
+                    if let Some((code, why)) = self.why_not_definable(def, scratch)? {
+                        return Ok(reject(code, why));
+                    }
+                    match self.activate(def, at, scratch, digest, wb)? {
+                        TxStatus::Committed => init = scratch.effects.take(),
+                        // The init call failed: the approval is refused, and the proposal
+                        // stays open (a later approval, or a new definition, may follow).
+                        refused => return Ok(refused),
+                    }
+                }
                 Change::Config(next) => {
                     // Checked when proposed against the same base; checked again so that
                     // nothing but a valid transition is ever installed.
@@ -229,6 +262,20 @@ impl Ledger {
             wb,
         )?;
         let mut fx = proposal::effects(&record.hash, &record.outcome, installed.as_ref());
+        if let Some(i) = init {
+            // What the init call of an applied definition did, as a commit's effects show it.
+            // Its events are named under the chaincode (`name/event`), so that none can pass
+            // for a governance event such as `config_installed`.
+            fx.reads = i.reads;
+            fx.writes = i.writes;
+            fx.result = i.result;
+            fx.fuel_used = i.fuel_used;
+            fx.events
+                .extend(i.events.into_iter().map(|e| ChaincodeEvent {
+                    name: format!("{}/{}", i.chaincode, e.name),
+                    payload: e.payload,
+                }));
+        }
         if let Some((name, payload)) = retired {
             fx.events.push(ChaincodeEvent {
                 name: name.to_string(),
@@ -276,19 +323,19 @@ impl Ledger {
                         return Ok(Err(reject(RejectCode::ReadConflict, why)));
                     }
                 }
+                Change::DefineChaincode(def) => {
+                    if let Some((code, why)) = self.why_not_definable(def, scratch)? {
+                        return Ok(Err(reject(code, why)));
+                    }
+                }
                 Change::RetireChannel => {}
             }
         }
-        let eligible = current.config.admin_orgs();
-        // A membership change needs what the channel's membership rule asks; anything else,
-        // retirements included, a majority. A member whose CAs change must approve itself.
-        let (needed, required) = match &p.change {
-            Change::Config(next) => (
-                current.config.approvals_needed_for(next),
-                own_approval_needed(&current.config, next),
-            ),
-            _ => (current.config.approvals_needed(), Vec::new()),
-        };
+        // A chaincode definition is the members' under the chaincode rule; a membership
+        // change needs what the membership rule asks; anything else an admin majority. A
+        // member whose CAs change must approve itself besides.
+        let (eligible, needed) = p.change.voters(&current.config);
+        let required = p.change.required(&current.config);
         Ok(Record::open(p.clone(), proposer, eligible, required, needed, now).map_err(vote_reject))
     }
 

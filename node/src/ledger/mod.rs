@@ -25,6 +25,8 @@ mod apply;
 mod block_time;
 mod chaincode;
 mod checks;
+#[cfg(test)]
+mod define_tests;
 mod governance;
 mod reads;
 mod retire;

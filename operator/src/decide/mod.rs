@@ -18,6 +18,7 @@ use std::time::Duration;
 use tally_api::common::{set_condition, Condition, ConditionStatus};
 
 pub mod ca_rotation;
+pub mod chaincode_define;
 pub mod chaincode_delete;
 pub mod channel;
 pub mod channel_delete;

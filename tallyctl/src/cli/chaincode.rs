@@ -1,14 +1,20 @@
-//! `tallyctl chaincode`: the lifecycle (install, approve, commit), listing, invoking and
-//! querying chaincode. Lifecycle commands are signed by an admin (`--as admin`).
+//! `tallyctl chaincode`: the lifecycle, listing, invoking and querying chaincode. A definition
+//! reaches the ledger in two steps: `install` carries the module to every node, `propose`
+//! records the definition as a proposal that the member organizations approve with
+//! `tallyctl proposal approve` (it becomes active in the block where the channel's chaincode
+//! rule is met). `approve` + `commit` is the older two-step path, kept for compatibility.
+//! Lifecycle commands are signed by an admin (`--as admin`).
 
-use super::output::show_value;
+use super::output::{short, show_value};
 use super::tx::{print_outcome, submit, WriteOpts};
 use super::Ctx;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
+use tally_client::lifecycle::definition_proposals;
 use tally_client::{txs, SubmitOutcome};
 use tally_protocol::chaincode::{ChaincodeInfo, PendingDefinition};
+use tally_protocol::proposal::{ProposalView, Status};
 use tally_protocol::{Hash, InitCall};
 
 #[derive(Subcommand, Debug)]
@@ -35,8 +41,28 @@ pub enum ChaincodeCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
-    /// Approve, for the admin's organization, a pending definition (the highest pending
-    /// sequence and its module hash unless given).
+    /// Propose an installed definition on the ledger (the highest pending sequence unless
+    /// --sequence); the proposing organization's approval counts. The member organizations
+    /// review it with `proposal show` and approve it with `proposal approve`; it becomes
+    /// active, exactly as a commit would make it, when the channel's chaincode rule is met.
+    Propose {
+        #[arg(long, short)]
+        channel: String,
+        name: String,
+        #[arg(long)]
+        sequence: Option<u64>,
+        /// How long the proposal stays open, in block time: 90s, 15m, 24h, 7d (at most 30d).
+        #[arg(long, default_value = "24h")]
+        expires_in: String,
+        /// Why, for the organizations that review it.
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        opts: WriteOpts,
+    },
+    /// The older two-step path (kept for compatibility; prefer `propose`): approve, for the
+    /// admin's organization, a pending definition (the highest pending sequence and its
+    /// module hash unless given).
     Approve {
         #[arg(long, short)]
         channel: String,
@@ -49,7 +75,8 @@ pub enum ChaincodeCmd {
         #[command(flatten)]
         opts: WriteOpts,
     },
-    /// Commit a pending definition once enough organizations approved it.
+    /// The older two-step path (kept for compatibility; prefer `propose`): commit a pending
+    /// definition once enough organizations approved it with `chaincode approve`.
     Commit {
         #[arg(long, short)]
         channel: String,
@@ -107,6 +134,7 @@ impl ChaincodeCmd {
     pub fn channel(&self) -> &str {
         match self {
             ChaincodeCmd::Install { channel, .. }
+            | ChaincodeCmd::Propose { channel, .. }
             | ChaincodeCmd::Approve { channel, .. }
             | ChaincodeCmd::Commit { channel, .. }
             | ChaincodeCmd::List { channel }
@@ -146,7 +174,7 @@ async fn pending(
         })
 }
 
-fn print_list(l: &[ChaincodeInfo]) {
+fn print_list(l: &[ChaincodeInfo], proposals: &[ProposalView]) {
     if l.is_empty() {
         println!("no chaincode");
     }
@@ -171,6 +199,20 @@ fn print_list(l: &[ChaincodeInfo]) {
                 p.approvals.join(", "),
                 p.needed
             );
+            // The proposal path counts its own approvals: show where the open one stands.
+            for o in definition_proposals(proposals, &c.name)
+                .iter()
+                .filter(|o| o.status == Status::Open && o.definition == p.definition)
+            {
+                println!(
+                    "    proposed as {}: approved by [{}], {} of {} needed, missing [{}]",
+                    short(&o.hash),
+                    o.tally.approved.join(", "),
+                    o.tally.approved.len(),
+                    o.tally.needed,
+                    o.tally.missing.join(", ")
+                );
+            }
         }
     }
 }
@@ -225,6 +267,27 @@ pub async fn run(ctx: &Ctx, cmd: ChaincodeCmd) -> Result<()> {
             let t = txs::sign_install(&id, &channel, def, bytes);
             let o = submit(ctx, &t, &opts).await?;
             print_outcome(ctx, &o)
+        }
+        ChaincodeCmd::Propose {
+            channel,
+            name,
+            sequence,
+            expires_in,
+            description,
+            opts,
+        } => {
+            let def = pending(ctx, &channel, &name, sequence).await?.definition;
+            let description = if description.is_empty() {
+                format!(
+                    "tallyctl: define chaincode {} version {}",
+                    def.name, def.version
+                )
+            } else {
+                description
+            };
+            let ttl = super::proposal::ttl(&expires_in)?;
+            let change = tally_protocol::Change::DefineChaincode(def);
+            super::proposal::propose(ctx, &channel, change, ttl, &description, &opts).await
         }
         ChaincodeCmd::Approve {
             channel,
@@ -297,7 +360,18 @@ pub async fn run(ctx: &Ctx, cmd: ChaincodeCmd) -> Result<()> {
         }
         ChaincodeCmd::List { channel } => {
             let l = list(ctx, &channel).await?;
-            ctx.show(&l, || print_list(&l))
+            let proposals = if ctx.json() || l.iter().all(|c| c.pending.is_empty()) {
+                Vec::new()
+            } else {
+                let (_, p) = ctx
+                    .on_any(|c| {
+                        let channel = channel.clone();
+                        async move { c.proposals(&channel).await }
+                    })
+                    .await?;
+                p
+            };
+            ctx.show(&l, || print_list(&l, &proposals))
         }
         ChaincodeCmd::Invoke {
             channel,

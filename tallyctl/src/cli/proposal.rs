@@ -1,8 +1,10 @@
-//! `tallyctl proposal`: governance on the ledger. An organization's admin proposes a channel
-//! configuration change, every admin organization reviews the exact change (a readable
-//! difference from the configuration in force, and the proposal's hash) and approves or
-//! rejects it with its own admin identity, from wherever it keeps its keys. The change applies
-//! on every node in the block where the channel's admin majority is met.
+//! `tallyctl proposal`: governance on the ledger. An organization's admin proposes a change (a
+//! channel configuration here; a chaincode definition with `chaincode propose`, a retirement
+//! with `chaincode retire` / `channel retire`), every organization that votes on it reviews
+//! the exact change (a readable difference from the configuration in force, or the
+//! definition's every field, and the proposal's hash) and approves or rejects it with its own
+//! admin identity, from wherever it keeps its keys. The change applies on every node in the
+//! block where the channel's rule for it is met.
 
 use super::config_diff::diff;
 use super::output::{fmt_time_ms, print_table, short};
@@ -145,13 +147,35 @@ pub async fn propose_config(
     description: &str,
     opts: &WriteOpts,
 ) -> Result<()> {
+    propose(
+        ctx,
+        channel,
+        Change::Config(Box::new(next)),
+        ttl,
+        description,
+        opts,
+    )
+    .await
+}
+
+/// Proposes `change` on `channel` (based on the configuration in force), signed by the
+/// caller's admin identity (whose organization's approval counts at once), open for `ttl`;
+/// prints where it stands.
+pub async fn propose(
+    ctx: &Ctx,
+    channel: &str,
+    change: Change,
+    ttl: Duration,
+    description: &str,
+    opts: &WriteOpts,
+) -> Result<()> {
     let id = admin(ctx)?;
     let (_, proposal) = ctx
         .on_any(|c| {
-            let next = next.clone();
+            let change = change.clone();
             let description = description.to_string();
             let channel = channel.to_string();
-            async move { c.config_proposal(&channel, next, ttl, &description).await }
+            async move { c.change_proposal(&channel, change, ttl, &description).await }
         })
         .await?;
     let hash = proposal.hash();
@@ -163,6 +187,16 @@ pub async fn propose_config(
     );
     let o = tx::submit(ctx, &t, opts).await?;
     report(ctx, channel, hash, "proposed", &o).await
+}
+
+/// A `--expires-in` value as a duration.
+pub fn ttl(expires_in: &str) -> Result<Duration> {
+    let ttl = tally_planner::lifetime::parse_duration(expires_in)
+        .map_err(|e| anyhow!("--expires-in: {e}"))?;
+    if ttl <= 0 {
+        bail!("--expires-in must be positive");
+    }
+    Ok(Duration::from_secs(ttl as u64))
 }
 
 pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
@@ -187,13 +221,7 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
             }
             next.validate()
                 .with_context(|| config.display().to_string())?;
-            let ttl = tally_planner::lifetime::parse_duration(&expires_in)
-                .map_err(|e| anyhow!("--expires-in: {e}"))?;
-            if ttl <= 0 {
-                bail!("--expires-in must be positive");
-            }
-            let ttl = Duration::from_secs(ttl as u64);
-            propose_config(ctx, &channel, next, ttl, &description, &opts).await
+            propose_config(ctx, &channel, next, ttl(&expires_in)?, &description, &opts).await
         }
         ProposalCmd::Approve {
             channel,
@@ -230,6 +258,7 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
                     "STATUS".into(),
                     "APPROVALS".into(),
                     "MISSING".into(),
+                    "CHANGE".into(),
                     "BASE".into(),
                     "EXPIRES".into(),
                     "DESCRIPTION".into(),
@@ -240,6 +269,7 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
                         p.status.to_string(),
                         format!("{}/{}", p.tally.approved.len(), p.tally.needed),
                         p.tally.missing.join(","),
+                        label(&p.proposal.change),
                         p.proposal.base_sequence.to_string(),
                         fmt_time_ms(p.proposal.expires_at_ms),
                         p.proposal.description.clone(),
@@ -269,11 +299,44 @@ pub async fn run(ctx: &Ctx, cmd: ProposalCmd) -> Result<()> {
     }
 }
 
+/// What a proposal changes, in a few words, for `proposal list`.
+fn label(c: &Change) -> String {
+    match c {
+        Change::Config(_) => "configuration".into(),
+        Change::DefineChaincode(d) => format!(
+            "define {} {} (sequence {}, module {})",
+            d.name,
+            d.version,
+            d.sequence,
+            &d.module_hash.to_hex()[..12]
+        ),
+        Change::RetireChaincode { name, sequence } => {
+            format!("retire chaincode {name} (sequence {sequence})")
+        }
+        Change::RetireChannel => "retire channel".into(),
+    }
+}
+
 /// What the proposal changes, against the configuration it applies to when the node still
 /// has it in force.
 fn changes(p: &ProposalView) -> Option<Vec<String>> {
     match &p.proposal.change {
         Change::Config(next) => p.base_config.as_ref().map(|base| diff(base, next)),
+        // Everything the definition pins, since that is what the approvals make callable.
+        Change::DefineChaincode(d) => Some(vec![
+            format!("define chaincode {}", d.name),
+            format!("version        {}", d.version),
+            format!("sequence       {}", d.sequence),
+            format!("module sha256  {}", d.module_hash),
+            match &d.init {
+                Some(i) => format!(
+                    "init call      {} (args {})",
+                    i.function,
+                    super::output::show_value(&i.args, std::str::from_utf8(&i.args).ok())
+                ),
+                None => "init call      none".to_string(),
+            },
+        ]),
         // Not a configuration: the change is the same whatever is in force.
         other => Some(vec![other.summary()]),
     }

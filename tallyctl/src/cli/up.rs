@@ -499,7 +499,6 @@ async fn install_chaincodes(
                 function: i.function.clone(),
                 args: tally_client::txs::fields(&i.args),
             }),
-            at_least: cc.approvals_needed,
         };
         let spinner = Spinner::start(format!(
             "installing chaincode {} on {}",

@@ -10,7 +10,7 @@ pub const GROUP: &str = "tally.dev";
 /// The one version served so far.
 pub const VERSION: &str = "v1alpha1";
 
-/// A DNS label: what Kubernetes accepts as a Service or StatefulSet name and what the ledger
+/// A DNS label: what Kubernetes accepts as a Service or pod name and what the ledger
 /// accepts as an organization, node or channel name.
 pub const DNS_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// Lowercase hex of a SHA-256 digest.

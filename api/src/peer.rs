@@ -1,4 +1,4 @@
-//! `Peer`: a set of ledger nodes that one organization runs (a StatefulSet in the cluster,
+//! `Peer`: a set of ledger nodes that one organization runs (one pod per node in the cluster,
 //! local processes under `tallyctl up`).
 
 use crate::common::Condition;
@@ -170,12 +170,16 @@ pub enum ServiceType {
 pub struct PeerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Nodes that exist.
+    /// Nodes whose pod exists.
     #[serde(default)]
     pub replicas: i32,
     /// Nodes that answer `/readyz`.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// Nodes whose pod runs the current revision of the Peer (image, certificates, settings),
+    /// below `replicas` while a rollout replaces pods one at a time.
+    #[serde(default)]
+    pub updated_replicas: i32,
     /// Each node with the channels it serves.
     #[serde(default)]
     pub nodes: Vec<NodeStatus>,

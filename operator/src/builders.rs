@@ -3,25 +3,21 @@
 //! about the pods (security, probes, volumes) is unit-tested.
 
 use crate::names::{self, headless_service};
-use k8s_openapi::api::apps::v1::{
-    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
-    StatefulSetUpdateStrategy,
-};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, Secret, SecretEnvSource, SecretProjection,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeProjection,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile, Secret,
+    SecretEnvSource, SecretProjection, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeProjection, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
-use tally_api::peer::{Peer, PeerRole, ServiceType, MAX_REPLICAS};
+use tally_api::peer::{Peer, PeerRole, ServiceType};
 use tally_planner::{ADMIN_PORT, API_PORT, PEER_PORT};
 use tally_protocol::Identity;
 
@@ -77,9 +73,6 @@ pub struct PeerInputs<'a> {
     pub org_ca_pem: &'a str,
     /// Channels in which this Peer's nodes vote: their pods carry the quorum-budget label.
     pub consents: Vec<String>,
-    /// Pods to run: the spec's replicas, or more while departing nodes still belong to a
-    /// channel.
-    pub replicas: i32,
     /// Digest of the nodes' certificates: in the pod template, so that a renewed certificate
     /// makes a new revision, which the Peer controller rolls out one node at a time.
     pub certificates: String,
@@ -157,7 +150,7 @@ fn tls_secret(metadata: ObjectMeta, data: BTreeMap<String, String>) -> Secret {
 /// Secret with one node's certificate and key.
 pub fn node_secret(i: &PeerInputs, node: &str, id: &Identity) -> Secret {
     let mut labels = i.labels();
-    labels.insert("tally.dev/node".into(), node.into());
+    labels.insert(names::LABEL_NODE.into(), node.into());
     tls_secret(
         meta(&names::node_secret(node), i.namespace, &labels, &i.owner),
         strings([
@@ -434,38 +427,43 @@ fn node_container(i: &PeerInputs) -> Container {
     }
 }
 
-/// The pod's volumes: the shared ConfigMap, every possible node's Secret (optional, so that the
-/// template stays the same when scaling and each pod reads only its own folder), a small tmp.
-fn volumes(name: &str) -> Vec<Volume> {
-    let tls_sources: Vec<VolumeProjection> = (0..MAX_REPLICAS)
-        .map(|ord| {
-            let node = tally_planner::node_name(name, ord);
-            VolumeProjection {
-                secret: Some(SecretProjection {
-                    name: names::node_secret(&node),
-                    optional: Some(true),
-                    items: Some(vec![
-                        KeyToPath {
-                            key: "tls.crt".into(),
-                            path: format!("{node}/tls.crt"),
-                            ..KeyToPath::default()
-                        },
-                        KeyToPath {
-                            key: "tls.key".into(),
-                            path: format!("{node}/tls.key"),
-                            mode: Some(0o400),
-                        },
-                    ]),
-                }),
-                ..VolumeProjection::default()
-            }
-        })
-        .collect();
+/// The pod's volumes: the shared ConfigMap, the node's own Secret and nothing else (a pod that
+/// could read a sibling's key could speak for it in Raft), its ledger claim, a small tmp.
+fn volumes(peer: &str, node: &str) -> Vec<Volume> {
+    let own_secret = VolumeProjection {
+        secret: Some(SecretProjection {
+            name: names::node_secret(node),
+            // Not optional: a node without its key must not start under another's.
+            optional: Some(false),
+            // Under the node's own folder, the path the node has always read.
+            items: Some(vec![
+                KeyToPath {
+                    key: "tls.crt".into(),
+                    path: format!("{node}/tls.crt"),
+                    ..KeyToPath::default()
+                },
+                KeyToPath {
+                    key: "tls.key".into(),
+                    path: format!("{node}/tls.key"),
+                    mode: Some(0o400),
+                },
+            ]),
+        }),
+        ..VolumeProjection::default()
+    };
     vec![
+        Volume {
+            name: "data".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: names::data_claim(node),
+                ..PersistentVolumeClaimVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
         Volume {
             name: "config".into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: names::peer_config(name),
+                name: names::peer_config(peer),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -473,7 +471,7 @@ fn volumes(name: &str) -> Vec<Volume> {
         Volume {
             name: "tls".into(),
             projected: Some(ProjectedVolumeSource {
-                sources: Some(tls_sources),
+                sources: Some(vec![own_secret]),
                 default_mode: Some(0o440),
             }),
             ..Volume::default()
@@ -489,22 +487,27 @@ fn volumes(name: &str) -> Vec<Volume> {
     ]
 }
 
-/// The StatefulSet: one pod and volume per node. Pods are replaced by the operator
-/// (`OnDelete`), one at a time and only once the others are caught up, never by the
-/// StatefulSet controller on its own.
-pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
-    let name = i.name();
-    let spec = &i.peer.spec;
-    let storage_class = &spec.storage.storage_class_name;
-    let annotations = strings([
+/// Annotations every node pod carries, before its revision.
+fn pod_annotations(i: &PeerInputs) -> BTreeMap<String, String> {
+    strings([
         ("prometheus.io/scrape", "true".to_string()),
         ("prometheus.io/port", API_PORT.to_string()),
         ("prometheus.io/path", "/metrics".to_string()),
         ("prometheus.io/scheme", "https".to_string()),
         ("tally.dev/version", i.version.clone()),
         (names::ANNOTATION_CERTIFICATES, i.certificates.clone()),
-    ]);
-    let pod = PodSpec {
+    ])
+}
+
+/// The spec of node `node`'s pod. Only its name, the claim and the Secret differ between
+/// the nodes of a Peer.
+fn pod_spec(i: &PeerInputs, node: &str) -> PodSpec {
+    let name = i.name();
+    let spec = &i.peer.spec;
+    PodSpec {
+        // `N.<peer>-nodes.<ns>.svc`: the address every channel configuration holds.
+        hostname: Some(node.to_string()),
+        subdomain: Some(headless_service(&name)),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(30),
@@ -540,13 +543,58 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
         }),
         init_containers: Some(restore_containers(i)).filter(|c| !c.is_empty()),
         containers: vec![node_container(i)],
-        volumes: Some(volumes(&name)),
+        volumes: Some(volumes(&name, node)),
         ..PodSpec::default()
-    };
-    let claim = PersistentVolumeClaim {
+    }
+}
+
+/// The revision of the Peer's pods: a digest of everything a pod is built from except its
+/// ordinal and its labels (labels are patched in place; anything else needs a new pod). A
+/// pod whose `tally.dev/revision` differs is outdated and is replaced by the rollout.
+pub fn pod_revision(i: &PeerInputs) -> String {
+    // Node 0 stands for all: the other nodes' pods differ from its only by their ordinal.
+    let spec = pod_spec(i, &tally_planner::node_name(&i.name(), 0));
+    let bytes = serde_json::to_vec(&(spec, pod_annotations(i))).unwrap_or_default();
+    let hex =
+        tally_protocol::hash::Hash::tagged(b"tally/operator/pod-revision", &[bytes.as_slice()])
+            .to_hex();
+    hex[..16].to_string()
+}
+
+/// The labels of node `node`'s pod: the Peer's pod labels plus the node's name.
+pub fn node_pod_labels(i: &PeerInputs, node: &str) -> BTreeMap<String, String> {
+    let mut labels = i.pod_labels();
+    labels.insert(names::LABEL_NODE.into(), node.into());
+    labels
+}
+
+/// The pod of node `node` (`<peer>-<ordinal>`), at revision `revision` ([`pod_revision`]).
+/// The operator creates, restarts and removes these pods itself, one per node rather than
+/// a StatefulSet's shared template, so that each pod mounts its own node's Secret only.
+pub fn node_pod(i: &PeerInputs, node: &str, revision: &str) -> Pod {
+    let mut annotations = pod_annotations(i);
+    annotations.insert(names::ANNOTATION_REVISION.into(), revision.to_string());
+    let mut metadata = meta(node, i.namespace, &node_pod_labels(i, node), &i.owner);
+    metadata.annotations = Some(annotations);
+    Pod {
+        metadata,
+        spec: Some(pod_spec(i, node)),
+        ..Pod::default()
+    }
+}
+
+/// The ledger volume of node `node`, `data-<node>` (the name a StatefulSet gave it, so that
+/// volumes made before the operator managed pods itself stay the nodes'). No owner: a claim
+/// outlives its pod, a scale-down and the Peer itself (the ledger may be needed again, and
+/// its organization's CA is kept while it remains).
+pub fn data_claim(i: &PeerInputs, node: &str) -> PersistentVolumeClaim {
+    let spec = &i.peer.spec;
+    let storage_class = &spec.storage.storage_class_name;
+    PersistentVolumeClaim {
         metadata: ObjectMeta {
-            name: Some("data".into()),
-            labels: Some(names::peer_selector(&name)),
+            name: Some(names::data_claim(node)),
+            namespace: Some(i.namespace.into()),
+            labels: Some(names::peer_selector(&i.name())),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -562,39 +610,6 @@ pub fn stateful_set(i: &PeerInputs) -> StatefulSet {
             ..PersistentVolumeClaimSpec::default()
         }),
         ..PersistentVolumeClaim::default()
-    };
-    StatefulSet {
-        metadata: meta(&name, i.namespace, &i.labels(), &i.owner),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(i.replicas),
-            service_name: Some(headless_service(&name)),
-            pod_management_policy: Some("Parallel".into()),
-            update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("OnDelete".into()),
-                ..StatefulSetUpdateStrategy::default()
-            }),
-            persistent_volume_claim_retention_policy: Some(
-                StatefulSetPersistentVolumeClaimRetentionPolicy {
-                    when_deleted: Some("Retain".into()),
-                    when_scaled: Some("Retain".into()),
-                },
-            ),
-            selector: LabelSelector {
-                match_labels: Some(names::peer_selector(&name)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(i.pod_labels()),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            volume_claim_templates: Some(vec![claim]),
-            ..StatefulSetSpec::default()
-        }),
-        ..StatefulSet::default()
     }
 }
 
@@ -707,7 +722,7 @@ pub fn identity_secret(at: &OrgSecret, id: &Identity, ca_pem: &str) -> Secret {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
-    use tally_api::peer::PeerSpec;
+    use tally_api::peer::{PeerSpec, MAX_REPLICAS};
 
     fn v<T: serde::Serialize>(obj: T) -> Value {
         serde_json::to_value(obj).expect("serializes")
@@ -724,6 +739,12 @@ mod tests {
         p
     }
 
+    /// Node `k`'s pod, as JSON.
+    fn pod(i: &PeerInputs, k: i32) -> Value {
+        let node = tally_planner::node_name(&i.name(), k);
+        v(node_pod(i, &node, &pod_revision(i)))
+    }
+
     fn inputs(p: &Peer) -> PeerInputs<'_> {
         PeerInputs {
             peer: p,
@@ -733,7 +754,6 @@ mod tests {
             version: "0.1.0".into(),
             org_ca_pem: "CA",
             consents: vec!["trade".into()],
-            replicas: p.spec.replicas,
             certificates: "c0ffee".into(),
             restore: None,
         }
@@ -742,8 +762,8 @@ mod tests {
     #[test]
     fn pods_run_restricted() {
         let p = peer("consenter");
-        let s = v(stateful_set(&inputs(&p)));
-        let pod = &s["spec"]["template"]["spec"];
+        let s = pod(&inputs(&p), 0);
+        let pod = &s["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
         assert_eq!(
             pod["securityContext"]["seccompProfile"]["type"],
@@ -759,8 +779,8 @@ mod tests {
     #[test]
     fn a_restore_runs_first_restricted_and_only_on_a_missing_ledger() {
         let p = peer("consenter");
-        let plain = v(stateful_set(&inputs(&p)));
-        assert!(plain["spec"]["template"]["spec"]["initContainers"].is_null());
+        let plain = pod(&inputs(&p), 0);
+        assert!(plain["spec"]["initContainers"].is_null());
         let mut i = inputs(&p);
         i.restore = Some(RestoreSource {
             url: "s3://backups/bank".into(),
@@ -770,8 +790,8 @@ mod tests {
             channels: vec!["trade".into(), "audit".into()],
             read_only: false,
         });
-        let s = v(stateful_set(&i));
-        let inits = &s["spec"]["template"]["spec"]["initContainers"];
+        let s = pod(&i, 1);
+        let inits = &s["spec"]["initContainers"];
         assert_eq!(inits.as_array().map(Vec::len), Some(2));
         let c = &inits[1];
         assert_eq!(c["name"], "restore-1");
@@ -803,8 +823,8 @@ mod tests {
         if let Some(r) = i.restore.as_mut() {
             r.read_only = true;
         }
-        let s = v(stateful_set(&i));
-        let args = &s["spec"]["template"]["spec"]["initContainers"][0]["args"];
+        let s = pod(&i, 1);
+        let args = &s["spec"]["initContainers"][0]["args"];
         assert_eq!(
             args.as_array().and_then(|a| a.last()),
             Some(&json!("--read-only"))
@@ -814,51 +834,63 @@ mod tests {
     #[test]
     fn nodes_get_default_resources() {
         let p = peer("consenter");
-        let s = v(stateful_set(&inputs(&p)));
-        let r = &s["spec"]["template"]["spec"]["containers"][0]["resources"];
+        let s = pod(&inputs(&p), 0);
+        let r = &s["spec"]["containers"][0]["resources"];
         assert_eq!(r["requests"]["memory"], "512Mi");
         assert_eq!(r["limits"]["memory"], "4Gi");
         assert!(r["limits"].get("cpu").is_none());
     }
 
     #[test]
-    fn stateful_set_shape() {
+    fn node_pod_shape() {
         let p = peer("consenter");
-        let s = v(stateful_set(&inputs(&p)));
-        assert_eq!(s["spec"]["replicas"], 3);
-        assert_eq!(s["spec"]["serviceName"], "bank-nodes-nodes");
-        assert_eq!(s["spec"]["podManagementPolicy"], "Parallel");
-        assert_eq!(s["spec"]["updateStrategy"]["type"], "OnDelete");
+        let i = inputs(&p);
+        let s = pod(&i, 2);
+        assert_eq!(s["metadata"]["name"], "bank-nodes-2");
+        assert_eq!(s["metadata"]["namespace"], "t1");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "Peer");
+        assert_eq!(s["metadata"]["ownerReferences"][0]["controller"], true);
+        // `bank-nodes-2.bank-nodes-nodes.t1.svc`, the address the channel configurations hold.
+        assert_eq!(s["spec"]["hostname"], "bank-nodes-2");
+        assert_eq!(s["spec"]["subdomain"], "bank-nodes-nodes");
         assert_eq!(
-            s["spec"]["template"]["spec"]["containers"][0]["image"],
+            s["spec"]["containers"][0]["image"],
             "ghcr.io/tally-dev/tally-node:0.1.0"
         );
-        let claim = &s["spec"]["volumeClaimTemplates"][0]["spec"];
-        assert_eq!(claim["resources"]["requests"]["storage"], "2Gi");
-        assert_eq!(claim["storageClassName"], "fast");
-        let sources = &s["spec"]["template"]["spec"]["volumes"][1]["projected"]["sources"];
+        // The ledger claim keeps the name the StatefulSet gave it, and its template's fields.
+        let data = s["spec"]["volumes"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["name"] == "data"))
+            .expect("data volume");
         assert_eq!(
-            sources.as_array().map(|a| a.len()),
-            Some(MAX_REPLICAS as usize)
+            data["persistentVolumeClaim"]["claimName"],
+            "data-bank-nodes-2"
         );
-        assert_eq!(sources[2]["secret"]["name"], "bank-nodes-2-tls");
-        // The selector must be a subset of the pod labels, and never name a channel.
-        let sel = s["spec"]["selector"]["matchLabels"]
-            .as_object()
-            .expect("selector");
-        let labels = &s["spec"]["template"]["metadata"]["labels"];
-        for (k, v) in sel {
-            assert_eq!(&labels[k], v, "{k}");
-            assert!(!k.starts_with(names::LABEL_CONSENTS_PREFIX));
+        let claim = v(data_claim(&i, "bank-nodes-2"));
+        assert_eq!(claim["metadata"]["name"], "data-bank-nodes-2");
+        assert!(
+            claim["metadata"]["ownerReferences"].is_null(),
+            "a claim outlives its Peer"
+        );
+        assert_eq!(claim["metadata"]["labels"][names::LABEL_PEER], "bank-nodes");
+        assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "2Gi");
+        assert_eq!(claim["spec"]["storageClassName"], "fast");
+        assert_eq!(claim["spec"]["accessModes"], json!(["ReadWriteOnce"]));
+        // The Services select the pods by the Peer's selector; the pod names its node.
+        let labels = &s["metadata"]["labels"];
+        for (k, val) in names::peer_selector("bank-nodes") {
+            assert_eq!(labels[&k], json!(val), "{k}");
         }
+        assert_eq!(labels[names::LABEL_NODE], "bank-nodes-2");
         assert_eq!(labels["consents.tally.dev/trade"], "true");
         // Plain Prometheus finds the metrics by annotation; the node labels them by consortium.
-        let ann = &s["spec"]["template"]["metadata"]["annotations"];
+        let ann = &s["metadata"]["annotations"];
         assert_eq!(ann["prometheus.io/scrape"], "true");
         assert_eq!(ann["prometheus.io/port"], API_PORT.to_string());
         assert_eq!(ann["prometheus.io/path"], "/metrics");
         assert_eq!(ann["prometheus.io/scheme"], "https");
-        let env = &s["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(ann[names::ANNOTATION_REVISION], json!(pod_revision(&i)));
+        let env = &s["spec"]["containers"][0]["env"];
         let consortium = env
             .as_array()
             .and_then(|e| e.iter().find(|v| v["name"] == "TALLY_CONSORTIUM"))
@@ -866,13 +898,108 @@ mod tests {
         assert_eq!(consortium["value"], json!(p.spec.consortium));
     }
 
+    /// Every Secret a pod could read: volumes (secret, projected), env and envFrom of every
+    /// container.
+    fn secrets_of(pod: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        let spec = &pod["spec"];
+        for vol in spec["volumes"].as_array().into_iter().flatten() {
+            if let Some(n) = vol["secret"]["secretName"].as_str() {
+                out.push(n.to_string());
+            }
+            for src in vol["projected"]["sources"].as_array().into_iter().flatten() {
+                if let Some(n) = src["secret"]["name"].as_str() {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        let containers = spec["containers"].as_array().into_iter().flatten();
+        let inits = spec["initContainers"].as_array().into_iter().flatten();
+        for c in containers.chain(inits) {
+            for e in c["envFrom"].as_array().into_iter().flatten() {
+                if let Some(n) = e["secretRef"]["name"].as_str() {
+                    out.push(n.to_string());
+                }
+            }
+            for e in c["env"].as_array().into_iter().flatten() {
+                if let Some(n) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                    out.push(n.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_pod_mounts_only_its_own_node_secret() {
+        let p = peer("consenter");
+        let i = inputs(&p);
+        for k in 0..MAX_REPLICAS {
+            let node = tally_planner::node_name("bank-nodes", k);
+            let s = pod(&i, k);
+            assert_eq!(secrets_of(&s), [names::node_secret(&node)], "{node}");
+            let tls = s["spec"]["volumes"]
+                .as_array()
+                .and_then(|vs| vs.iter().find(|v| v["name"] == "tls"))
+                .expect("tls volume");
+            let src = &tls["projected"]["sources"][0]["secret"];
+            assert_eq!(
+                src["optional"], false,
+                "{node}: a node never starts keyless"
+            );
+            let paths: Vec<&str> = src["items"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x["path"].as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                paths,
+                [format!("{node}/tls.crt"), format!("{node}/tls.key")]
+            );
+        }
+        // A restore's credentials are the one other Secret, and only in its init container.
+        let mut r = inputs(&p);
+        r.restore = Some(RestoreSource {
+            url: "s3://b".into(),
+            manifest: None,
+            height: None,
+            credentials_secret: Some("s3-creds".into()),
+            channels: vec!["trade".into()],
+            read_only: false,
+        });
+        let s = pod(&r, 1);
+        assert_eq!(secrets_of(&s), ["bank-nodes-1-tls", "s3-creds"]);
+    }
+
+    #[test]
+    fn the_revision_follows_what_needs_a_new_pod_and_not_the_labels() {
+        let p = peer("consenter");
+        let base = pod_revision(&inputs(&p));
+        assert_eq!(base.len(), 16);
+        assert_eq!(pod_revision(&inputs(&p)), base, "deterministic");
+        let mut i = inputs(&p);
+        i.consents = vec!["trade".into(), "audit".into()];
+        assert_eq!(
+            pod_revision(&i),
+            base,
+            "a channel label is patched in place"
+        );
+        let mut i = inputs(&p);
+        i.certificates = "renewed".into();
+        assert_ne!(
+            pod_revision(&i),
+            base,
+            "renewed certificates roll the nodes"
+        );
+        let mut i = inputs(&p);
+        i.version = "0.2.0".into();
+        assert_ne!(pod_revision(&i), base, "a new image rolls the nodes");
+    }
+
     #[test]
     fn observers_do_not_count_for_quorum() {
         let p = peer("observer");
-        let s = v(stateful_set(&inputs(&p)));
-        let labels = s["spec"]["template"]["metadata"]["labels"]
-            .as_object()
-            .expect("labels");
+        let s = pod(&inputs(&p), 0);
+        let labels = s["metadata"]["labels"].as_object().expect("labels");
         assert!(!labels
             .keys()
             .any(|k| k.starts_with(names::LABEL_CONSENTS_PREFIX)));

@@ -36,7 +36,7 @@ pub fn when_missing(org: &str, ns: &str, sname: &str, known: &[OrganizationStatu
 }
 
 /// The ledger volumes in a namespace that no live Peer holds, by name: the claims of
-/// `tally-node` StatefulSets (`(claim, its tally.dev/peer label)`) whose Peer is gone. Such a
+/// `tally-node` pods (`(claim, its tally.dev/peer label)`) whose Peer is gone. Such a
 /// volume may be a deleted consortium's ledger, which its CA must outlive; a claim without
 /// a peer label counts too, as nothing says whose it is.
 pub fn orphan_volumes(

@@ -25,6 +25,7 @@ pub mod names;
 pub mod network_policy;
 pub mod park;
 pub mod peer;
+pub mod pods;
 pub mod quorum_guard;
 pub mod reach;
 pub mod restore;
@@ -36,8 +37,7 @@ pub mod world;
 pub use context::{Conditioned, Context, Error, Settings};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams};
@@ -189,14 +189,21 @@ pub async fn run_controllers(
     let scope = ns.map(str::to_string);
     let managed = format!("{}={}", names::LABEL_MANAGED_BY, names::FIELD_MANAGER);
     let (secrets, secret_changes) = reflected(api::<Secret>(c, ns), wc().labels(&managed));
-    let (stateful_sets, sts_changes) = reflected(api::<StatefulSet>(c, ns), wc());
+    // The node pods wake their Peer (ready, gone, failed); the Peer lists them itself when it
+    // decides, so no store is kept.
+    let pod_changes = {
+        use kube::runtime::WatchStreamExt;
+        let node_pods = format!("{}=tally-node", names::LABEL_NAME);
+        watcher(api::<Pod>(c, ns), wc().labels(&node_pods))
+            .default_backoff()
+            .touched_objects()
+    };
     let (services, service_changes) = reflected(api::<Service>(c, ns), wc());
     let (config_maps, config_map_changes) = reflected(api::<ConfigMap>(c, ns), wc());
     let (pdbs, pdb_changes) = reflected(api::<PodDisruptionBudget>(c, ns), wc());
     let (network_policies, network_policy_changes) = reflected(api::<NetworkPolicy>(c, ns), wc());
     ctx.shared.register(stores::Stores {
         children: stores::Children {
-            stateful_sets,
             services,
             config_maps,
             secrets,
@@ -228,7 +235,7 @@ pub async fn run_controllers(
         .for_each(log_result("Consortium"));
     let peers = peer_controller
         .reconcile_on(park::stream(alarms.peers))
-        .owns_stream(sts_changes)
+        .owns_stream(pod_changes)
         .owns_stream(service_changes)
         .owns_stream(config_map_changes)
         .owns_stream(network_policy_changes)

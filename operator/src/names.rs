@@ -20,13 +20,17 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const LABEL_CONSORTIUM: &str = "tally.dev/consortium";
 pub const LABEL_ORGANIZATION: &str = "tally.dev/organization";
 pub const LABEL_PEER: &str = "tally.dev/peer";
+/// On a node's pod and Secret: the node's name.
+pub const LABEL_NODE: &str = "tally.dev/node";
 /// Annotation on a CA Secret: Unix second from which the identities it issues are valid.
 /// Fixed once, so that re-planning issues byte-identical certificates.
 pub const ANNOTATION_ISSUED_AT: &str = "tally.dev/issued-at";
 /// On a channel's genesis ConfigMap: the hash its members' approvals must cover.
 pub const ANNOTATION_GENESIS_HASH: &str = "tally.dev/genesis-hash";
-/// On the pod template: digest of the nodes' certificates.
+/// On a node's pod: digest of the nodes' certificates.
 pub const ANNOTATION_CERTIFICATES: &str = "tally.dev/certificates";
+/// On a node's pod: the revision it was built at (`builders::pod_revision`).
+pub const ANNOTATION_REVISION: &str = "tally.dev/revision";
 
 /// Prefix of the per-channel pod label that marks a channel's consenters (for its quorum PDB).
 pub const LABEL_CONSENTS_PREFIX: &str = "consents.tally.dev/";
@@ -34,6 +38,12 @@ pub const LABEL_CONSENTS_PREFIX: &str = "consents.tally.dev/";
 /// Secret holding one node's certificate and key.
 pub fn node_secret(node: &str) -> String {
     format!("{node}-tls")
+}
+
+/// PersistentVolumeClaim holding one node's ledger (the name a StatefulSet's `data` claim
+/// template gave it).
+pub fn data_claim(node: &str) -> String {
+    format!("data-{node}")
 }
 
 /// ConfigMap with the configuration shared by a Peer's nodes.
@@ -65,7 +75,8 @@ pub fn peer_labels(consortium: &str, org: &str, peer: &str) -> BTreeMap<String, 
     l
 }
 
-/// The selector of a Peer's pods; never changes for the life of the StatefulSet.
+/// The selector of a Peer's pods (and the labels of its ledger claims); never changes for the
+/// life of the Peer.
 pub fn peer_selector(peer: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), "tally-node".to_string()),

@@ -106,7 +106,6 @@ mod tests {
             version: String::new(),
             org_ca_pem: "CA",
             consents: Vec::new(),
-            replicas: 1,
             certificates: String::new(),
             restore: None,
         };

@@ -1,22 +1,24 @@
-//! `Peer` → its StatefulSet, Services, ConfigMap and node Secrets; status from the pods and
-//! the nodes; rollouts of a new image one pod at a time, each node handing its Raft
-//! leadership over before its pod goes; and scale-down that lets a pod go only once its
-//! node has left every channel (the Channel controller makes that configuration change).
+//! `Peer` → one pod and ledger claim per node, Services, ConfigMap and node Secrets; status
+//! from the pods and the nodes; rollouts of a new revision one pod at a time, each node
+//! handing its Raft leadership over before its pod goes; and scale-down that lets a pod go
+//! only once its node has left every channel (the Channel controller makes that
+//! configuration change). The pods are the operator's own rather than a StatefulSet's so that
+//! each mounts its own node's Secret only (see `pods`).
 
 use crate::builders::{self, PeerInputs};
 use crate::context::{owner_of, Context, Error, Reported, Result, Verdict};
 use crate::decide::peer::{
-    decide, departing, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
+    decide, departing, ordinal, ChannelMembership, Membership, PeerAction, PeerObserved, PodView,
 };
 use crate::names;
 use crate::network_policy::network_policy;
+use crate::pods;
 use crate::quorum_guard::{self, ChannelVoters};
 use crate::reach;
 use crate::world;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::ResourceExt;
@@ -32,7 +34,8 @@ pub async fn reconcile(peer: Arc<Peer>, ctx: Arc<Context>) -> Result<Action> {
     finalizer(&api, names::FINALIZER, peer, |ev| async {
         match ev {
             Finalizer::Apply(p) => apply(p, &ctx).await,
-            // Owner references then take the StatefulSet, Services and Secrets with it.
+            // Owner references then take the pods, Services and Secrets with it (the ledger
+            // claims stay).
             Finalizer::Cleanup(p) => cleanup(&p, &ctx).await,
         }
     })
@@ -104,10 +107,11 @@ async fn apply(peer: Arc<Peer>, ctx: &Context) -> Result<Action> {
         }
     };
     let mut st = peer.current_status();
-    if let Some((replicas, ready, nodes)) = status {
-        st.replicas = replicas;
-        st.ready_replicas = ready;
-        st.nodes = nodes;
+    if let Some(c) = status {
+        st.replicas = c.replicas;
+        st.ready_replicas = c.ready;
+        st.updated_replicas = c.updated;
+        st.nodes = c.nodes;
     }
     ctx.report(peer.as_ref(), &verdict, st).await?;
     tracing::debug!(peer = %name, state = ?verdict.state, reason = %verdict.reason, message = %verdict.message, "reconciled");
@@ -127,35 +131,41 @@ fn certificates_digest(nodes: &[&tally_planner::NodePlan]) -> String {
     hex[..16].to_string()
 }
 
+/// Another Peer of the consortium, as the rollout order sees it.
+#[derive(Debug)]
+struct Sibling {
+    name: String,
+    /// `spec.replicas`.
+    want: i32,
+    /// Its pods that are ready now.
+    ready: i32,
+    /// Its nodes at its current revision, as its last reconcile counted them.
+    updated: i32,
+}
+
 /// Another Peer of the same consortium that must finish first before this one replaces a
 /// pod: one that is not fully ready, or one earlier by name that still has pods of an older
 /// revision. Peers of one consortium share channels, so rolling two at once (a certificate
 /// renewal makes all of them roll) could take two voters of a channel down together.
-fn rollout_turn(me: &str, consortium: &str, stateful_sets: &[StatefulSet]) -> Option<String> {
-    stateful_sets.iter().find_map(|s| {
-        let name = s.metadata.name.as_deref()?;
-        let ours = s
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(names::LABEL_CONSORTIUM))
-            .is_some_and(|c| c == consortium);
-        if !ours || name == me {
+fn rollout_turn(me: &str, siblings: &[Sibling]) -> Option<String> {
+    siblings.iter().find_map(|s| {
+        if s.name == me {
             return None;
         }
-        let want = s.spec.as_ref().and_then(|sp| sp.replicas).unwrap_or(0);
-        let st = s.status.as_ref();
-        let ready = st.and_then(|st| st.ready_replicas).unwrap_or(0);
-        let updated = st.and_then(|st| st.updated_replicas).unwrap_or(0);
-        let busy = ready < want || (name < me && updated < want);
-        busy.then(|| name.to_string())
+        let busy = s.ready < s.want || (s.name.as_str() < me && s.updated < s.want);
+        busy.then(|| s.name.clone())
     })
 }
 
-/// The StatefulSet's replicas and ready replicas, and what each node reports.
-type PeerStatus = (i32, i32, Vec<NodeStatus>);
+/// The Peer's nodes as its pods show them, and what each node reports.
+struct PeerCounts {
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    nodes: Vec<NodeStatus>,
+}
 
-async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdict, PeerStatus)> {
+async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdict, PeerCounts)> {
     let ns = peer.namespace().unwrap_or_default();
     let name = peer.name_any();
     let nodes: Vec<_> = w
@@ -178,76 +188,6 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         PeerRole::Observer => Vec::new(),
     };
     let s = &ctx.settings;
-    let sts_api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &ns);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-
-    // Observe.
-    // From the store when it has made its first list (absent there is absent), else asked.
-    let children = ctx.shared.for_ns(&ns).map(|s| s.children);
-    let current = match &children {
-        Some(c) if c.ready::<StatefulSet>() => {
-            c.get::<StatefulSet>(&ns, &name).map(|s| s.as_ref().clone())
-        }
-        _ => sts_api.get_opt(&name).await?,
-    };
-    let sts_status = current
-        .as_ref()
-        .and_then(|s| s.status.clone())
-        .unwrap_or_default();
-    let running = current
-        .as_ref()
-        .and_then(|s| s.spec.as_ref())
-        .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    let selector = names::peer_selector(&name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let pod_list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
-    let want = peer.spec.replicas;
-    let stateful_sets: Vec<StatefulSet> = match &children {
-        Some(c) if c.ready::<StatefulSet>() => c
-            .stateful_sets
-            .state()
-            .iter()
-            .map(|s| s.as_ref().clone())
-            .collect(),
-        _ => sts_api.list(&ListParams::default()).await?.items,
-    };
-    let observed = PeerObserved {
-        peer: name.clone(),
-        want,
-        running,
-        ready: sts_status.ready_replicas.unwrap_or(0),
-        update_revision: sts_status.update_revision.clone().unwrap_or_default(),
-        pods: pod_list
-            .iter()
-            .map(|p| PodView {
-                name: p.name_any(),
-                revision: p
-                    .labels()
-                    .get("controller-revision-hash")
-                    .cloned()
-                    .unwrap_or_default(),
-                terminating: p.metadata.deletion_timestamp.is_some(),
-            })
-            .collect(),
-        waiting_for: rollout_turn(&name, &peer.spec.consortium, &stateful_sets),
-        channels: if running > want {
-            memberships(ctx, w, peer, &departing(&name, want, running)).await?
-        } else {
-            Vec::new()
-        },
-    };
-
-    // Decide.
-    let decision = decide(&observed);
-
-    // Act.
     let inputs = PeerInputs {
         peer,
         namespace: &ns,
@@ -264,13 +204,75 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         },
         org_ca_pem: &org.ca_pem,
         consents,
-        replicas: decision.replicas,
         certificates: certificates_digest(&nodes),
         restore: crate::restore::source(ctx, &ns, peer, &nodes).await?,
     };
+    let revision = builders::pod_revision(&inputs);
+
+    // Observe: the pods of the whole consortium (this Peer's, and its siblings' for the
+    // rollout order), from the store once it has made its first list.
+    let consortium_pods = pods::of_consortium(ctx, &ns, &peer.spec.consortium).await?;
+    let own: Vec<&Pod> = consortium_pods
+        .iter()
+        .filter(|p| p.labels().get(names::LABEL_PEER) == Some(&name))
+        .filter(|p| ordinal(&name, &p.name_any()).is_some())
+        .collect();
+    let running = own
+        .iter()
+        .filter_map(|p| ordinal(&name, &p.name_any()))
+        .map(|k| k + 1)
+        .max()
+        .unwrap_or(0);
+    let want = peer.spec.replicas;
+    let siblings: Vec<Sibling> = w
+        .resources
+        .peers
+        .iter()
+        .filter(|p| p.spec.consortium == peer.spec.consortium && p.name_any() != name)
+        .map(|p| {
+            let pname = p.name_any();
+            Sibling {
+                ready: consortium_pods
+                    .iter()
+                    .filter(|q| q.labels().get(names::LABEL_PEER) == Some(&pname))
+                    .filter(|q| pods::serving(q))
+                    .count() as i32,
+                want: p.spec.replicas,
+                updated: p.status.as_ref().map_or(0, |s| s.updated_replicas),
+                name: pname,
+            }
+        })
+        .collect();
+    let observed = PeerObserved {
+        peer: name.clone(),
+        want,
+        running,
+        ready: own.iter().filter(|p| pods::serving(p)).count() as i32,
+        update_revision: revision.clone(),
+        pods: own
+            .iter()
+            .map(|p| PodView {
+                name: p.name_any(),
+                revision: pods::revision(p),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+                finished: pods::finished(p),
+            })
+            .collect(),
+        waiting_for: rollout_turn(&name, &siblings),
+        channels: if running > want {
+            memberships(ctx, w, peer, &departing(&name, want, running)).await?
+        } else {
+            Vec::new()
+        },
+    };
+
+    // Decide.
+    let decision = decide(&observed);
+
+    // Act.
     // The ConfigMap, node Secrets and Services do not depend on one another: applied
     // together, a first reconcile waits for one round trip instead of one per object. The
-    // StatefulSet comes after them, so its pods start with their configuration in place.
+    // pods come after them, so that they start with their configuration in place.
     let config = builders::config_map(&inputs);
     let headless = builders::headless(&inputs);
     let client_service = builders::client_service(&inputs);
@@ -298,18 +300,44 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         ctx.apply::<Service>(&ns, &name, &client_service),
         ctx.apply::<NetworkPolicy>(&ns, &name, &policy),
     )?;
-    let sts: StatefulSet = ctx
-        .apply(&ns, &name, &builders::stateful_set(&inputs))
-        .await?;
+    // Pods a StatefulSet made (before the operator managed pods itself) become the Peer's:
+    // the StatefulSet goes without them, they are relabelled and owned here, and, carrying
+    // no revision, the rollout replaces them one at a time.
+    if own.iter().any(|p| pods::owned_by_stateful_set(p)) {
+        pods::retire_stateful_set(ctx, &ns, &name).await?;
+        ctx.event(
+            peer,
+            false,
+            "AdoptingPods",
+            "Adopt",
+            format!("the pods of StatefulSet {name} are now the Peer's; they are replaced one at a time"),
+        )
+        .await;
+    }
+    for p in own
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let labels = builders::node_pod_labels(&inputs, &p.name_any());
+        pods::keep_labels_and_owner(ctx, p, &labels, &inputs.owner).await?;
+    }
     for action in &decision.actions {
         match action {
+            PeerAction::CreatePod { pod } => {
+                pods::create(
+                    ctx,
+                    &builders::data_claim(&inputs, pod),
+                    &builders::node_pod(&inputs, pod, &revision),
+                )
+                .await?;
+            }
             PeerAction::HandOverLeadership { pod } => {
-                if let Some(p) = pod_list.iter().find(|p| p.name_any() == *pod) {
+                if let Some(p) = own.iter().find(|p| p.name_any() == *pod) {
                     hand_over_leadership(ctx, w, &nodes, p).await;
                 }
             }
             PeerAction::DeletePod { pod } => {
-                pods.delete(pod, &DeleteParams::default()).await?;
+                pods::delete(ctx, &ns, pod).await?;
                 ctx.event(
                     peer,
                     false,
@@ -319,11 +347,32 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
                 )
                 .await;
             }
+            PeerAction::ReplacePod { pod } => {
+                pods::delete(ctx, &ns, pod).await?;
+                ctx.event(
+                    peer,
+                    true,
+                    "ReplacingPod",
+                    "Replace",
+                    format!("{pod} stopped for good; it is created again"),
+                )
+                .await;
+            }
+            PeerAction::RemovePod { pod } => {
+                pods::delete(ctx, &ns, pod).await?;
+                ctx.event(
+                    peer,
+                    false,
+                    "RemovingPod",
+                    "ScaleDown",
+                    format!("{pod} has left its channels; its pod goes, its volume stays"),
+                )
+                .await;
+            }
         }
     }
 
-    // Status, from the StatefulSet and the nodes themselves.
-    let sts_status = sts.status.unwrap_or_default();
+    // Status, from the pods and the nodes themselves.
     let mut node_status = Vec::new();
     for n in &nodes {
         let mut st = NodeStatus {
@@ -332,7 +381,7 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
             channels: Vec::new(),
         };
         // The Peer's pods are listed above: no request per node.
-        let pod = pod_list
+        let pod = own
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(n.name.as_str()));
         if let Some(at) = pod.and_then(|p| reach::at_pod(n, p)) {
@@ -353,14 +402,20 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         }
         node_status.push(st);
     }
-    Ok((
-        decision.verdict,
-        (
-            sts_status.replicas,
-            sts_status.ready_replicas.unwrap_or(0),
-            node_status,
-        ),
-    ))
+    let alive: Vec<&&Pod> = own
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    let counts = PeerCounts {
+        replicas: alive.len() as i32,
+        ready: observed.ready,
+        updated: alive
+            .iter()
+            .filter(|p| pods::revision(p) == revision)
+            .count() as i32,
+        nodes: node_status,
+    };
+    Ok((decision.verdict, counts))
 }
 
 /// For each channel of this Peer that keeps a node besides `departing`: its membership as the
@@ -461,38 +516,27 @@ async fn hand_over_leadership(
 
 #[cfg(test)]
 mod tests {
-    use super::rollout_turn;
-    use k8s_openapi::api::apps::v1::StatefulSet;
+    use super::{rollout_turn, Sibling};
 
-    fn sts(name: &str, consortium: &str, want: i32, ready: i32, updated: i32) -> StatefulSet {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {"tally.dev/consortium": consortium}},
-            "spec": {"replicas": want, "selector": {}, "serviceName": name, "template": {}},
-            "status": {"replicas": want, "readyReplicas": ready, "updatedReplicas": updated},
-        }))
-        .expect("statefulset")
+    fn peer(name: &str, want: i32, ready: i32, updated: i32) -> Sibling {
+        Sibling {
+            name: name.into(),
+            want,
+            ready,
+            updated,
+        }
     }
 
     #[test]
     fn one_peer_of_a_consortium_rolls_at_a_time() {
-        let all = [
-            sts("a-peer", "c1", 2, 2, 1),
-            sts("b-peer", "c1", 1, 1, 0),
-            sts("z-peer", "c2", 3, 0, 0),
-        ];
+        let all = [peer("a-peer", 2, 2, 1), peer("b-peer", 1, 1, 0)];
         // The earliest Peer with outdated pods goes first; the later one waits for it.
-        assert_eq!(rollout_turn("a-peer", "c1", &all), None);
-        assert_eq!(
-            rollout_turn("b-peer", "c1", &all).as_deref(),
-            Some("a-peer")
-        );
+        assert_eq!(rollout_turn("a-peer", &all), None);
+        assert_eq!(rollout_turn("b-peer", &all).as_deref(), Some("a-peer"));
         // A later Peer's outdated pods do not hold an earlier one, but its unready pods do.
-        let unready = [sts("a-peer", "c1", 2, 2, 2), sts("b-peer", "c1", 1, 0, 0)];
-        assert_eq!(
-            rollout_turn("a-peer", "c1", &unready).as_deref(),
-            Some("b-peer")
-        );
-        // Another consortium's Peers never hold this one.
-        assert_eq!(rollout_turn("a-peer", "c1", &all[2..]), None);
+        let unready = [peer("a-peer", 2, 2, 2), peer("b-peer", 1, 0, 0)];
+        assert_eq!(rollout_turn("a-peer", &unready).as_deref(), Some("b-peer"));
+        // No siblings (another consortium's Peers are never passed in): nothing holds it.
+        assert_eq!(rollout_turn("a-peer", &[]), None);
     }
 }

@@ -5,7 +5,6 @@
 //! certificates, which costs signatures).
 
 use crate::world::World;
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -32,7 +31,6 @@ pub struct Stores {
 /// Reflector stores of the operator's children.
 #[derive(Clone)]
 pub struct Children {
-    pub stateful_sets: Store<StatefulSet>,
     pub services: Store<Service>,
     pub config_maps: Store<ConfigMap>,
     /// Only Secrets labelled as managed by the operator: a tenant's own CA Secret is not
@@ -66,7 +64,6 @@ macro_rules! child {
     )*};
 }
 child!(
-    StatefulSet => stateful_sets,
     Service => services,
     ConfigMap => config_maps,
     Secret => secrets,
@@ -91,7 +88,6 @@ impl Children {
             !c.ready::<K>() || c.get::<K>(ns, name).is_some()
         }
         match kind {
-            "StatefulSet" => check::<StatefulSet>(self, ns, name),
             "Service" => check::<Service>(self, ns, name),
             "ConfigMap" => check::<ConfigMap>(self, ns, name),
             "Secret" => check::<Secret>(self, ns, name),

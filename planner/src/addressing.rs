@@ -15,8 +15,9 @@ pub enum Addressing {
     /// Local processes: the `i`-th hosted node (from 1) listens on `{prefix}.{i}`, a loopback
     /// address of its own (`prefix` like `127.31.7`), with the standard ports.
     Loopback { prefix: String },
-    /// Pods of a StatefulSet: node `N` of Peer `P` in namespace `NS` is
-    /// `N.P-nodes.NS.svc.{cluster_domain}` behind the headless Service `P-nodes`.
+    /// One pod per node (`hostname` `N`, `subdomain` `P-nodes`): node `N` of Peer `P` in
+    /// namespace `NS` is `N.P-nodes.NS.svc.{cluster_domain}` behind the headless Service
+    /// `P-nodes`.
     Kubernetes { cluster_domain: String },
 }
 
@@ -35,8 +36,8 @@ pub struct NodeAddress {
     pub sans: Vec<String>,
 }
 
-/// Name of a Peer's node (and of its pod): the Peer's name and the replica's ordinal, as a
-/// StatefulSet names its pods.
+/// Name of a Peer's node (and of its pod): the Peer's name and the replica's ordinal (as a
+/// StatefulSet would name its pods, which the operator once used).
 pub fn node_name(peer: &str, ordinal: impl std::fmt::Display) -> String {
     format!("{peer}-{ordinal}")
 }

@@ -234,8 +234,18 @@ pub fn all_ready(cp: &ControlPlane, ns: &str, count: usize) -> Result<(), String
 
 /// `tallyctl --data-dir DIR ARGS`: its output, or an error with both streams.
 pub fn tallyctl_in(dir: &Path, args: &[&str]) -> Result<String, String> {
+    tallyctl_run(Some(dir), args)
+}
+
+/// tallyctl without a profile: what an organization runs on its own machine, with its own
+/// `--identity`.
+pub fn tallyctl_plain(args: &[&str]) -> Result<String, String> {
+    tallyctl_run(None, args)
+}
+
+fn tallyctl_run(dir: Option<&Path>, args: &[&str]) -> Result<String, String> {
     let out = Command::new(crate::tallyctl_bin())
-        .arg(format!("--data-dir={}", dir.display()))
+        .args(dir.map(|d| format!("--data-dir={}", d.display())))
         .args(args)
         .output()
         .map_err(|e| e.to_string())?;
@@ -314,4 +324,100 @@ pub fn served_cert(cp: &ControlPlane, ns: &str, node: &str) -> Result<Vec<u8>, S
 pub fn apply(cp: &ControlPlane, ns: &str, yaml: &str) {
     let r = cp.kubectl_stdin(&["-n", ns, "apply", "--server-side", "-f", "-"], Some(yaml));
     assert!(r.ok, "apply: {}\n{yaml}", r.stderr);
+}
+
+/// Every Secret a pod (as JSON) names: its `secret` and projected volumes, and the `envFrom`
+/// and `secretKeyRef` of each container and init container.
+pub fn secrets_of_pod(pod: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let spec = &pod["spec"];
+    let name = |v: &Value| v.as_str().map(str::to_string);
+    for vol in spec["volumes"].as_array().into_iter().flatten() {
+        out.extend(name(&vol["secret"]["secretName"]));
+        for src in vol["projected"]["sources"].as_array().into_iter().flatten() {
+            out.extend(name(&src["secret"]["name"]));
+        }
+    }
+    let containers = spec["containers"].as_array().into_iter().flatten();
+    let inits = spec["initContainers"].as_array().into_iter().flatten();
+    for c in containers.chain(inits) {
+        for e in c["envFrom"].as_array().into_iter().flatten() {
+            out.extend(name(&e["secretRef"]["name"]));
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            out.extend(name(&e["valueFrom"]["secretKeyRef"]["name"]));
+        }
+    }
+    out
+}
+
+/// The files under `dir`, as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort_unstable();
+    out
+}
+
+/// Issue 13's least privilege, attacked: every `tally-node` pod in `ns` names exactly one
+/// Secret, its own node's, as the API server holds its spec; and what the pod runner
+/// materialized under its `tls` mount (`<pods_root>/<pod>/volumes/tls`) is that node's
+/// certificate and key only, while the sibling nodes' Secrets exist. A pod that could read a
+/// sibling's key could vote in Raft as it. Returns the pods checked.
+pub fn assert_pods_hold_only_their_own_secret(
+    cp: &ControlPlane,
+    ns: &str,
+    pods_root: &Path,
+) -> Vec<String> {
+    let pods = get_json(
+        cp,
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=tally-node",
+        ],
+    );
+    let items = pods["items"].as_array().cloned().unwrap_or_default();
+    let names: Vec<String> = items
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    for p in &items {
+        let node = p["metadata"]["name"].as_str().unwrap_or_default();
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["kind"], "Peer",
+            "{node}"
+        );
+        assert_eq!(
+            secrets_of_pod(p),
+            [format!("{node}-tls")],
+            "{node} names another Secret than its own"
+        );
+        let tls = pods_root.join(node).join("volumes").join("tls");
+        assert_eq!(
+            files_under(&tls),
+            [format!("{node}/tls.crt"), format!("{node}/tls.key")],
+            "{node} sees other files under its tls mount ({})",
+            tls.display()
+        );
+        for other in names.iter().filter(|o| o.as_str() != node) {
+            // The sibling's key is there to steal in the API, not in this pod.
+            cp.kubectl_ok(&["-n", ns, "get", "secret", &format!("{other}-tls")]);
+            assert!(!tls.join(other).exists(), "{node} can read {other}'s key");
+        }
+    }
+    names
 }

@@ -228,9 +228,16 @@ spec:
 
     // The disaster: every node of the channel loses its volume.
     op.stop();
-    for peer in ["org1-peer", "org2-peer"] {
-        cp.kubectl_ok(&["-n", NS, "scale", "statefulset", peer, "--replicas=0"]);
-    }
+    // With the operator stopped, nothing brings the node pods back.
+    cp.kubectl_ok(&[
+        "-n",
+        NS,
+        "delete",
+        "pods",
+        "-l",
+        "app.kubernetes.io/name=tally-node",
+        "--wait=false",
+    ]);
     wait_for("every node pod gone", Duration::from_secs(120), || {
         let pods = get_json(cp, &["-n", NS, "get", "pods"]);
         match pods["items"].as_array().map(Vec::len) {

@@ -252,6 +252,53 @@ spec: {consortium: c1, members: [org1], consenters: [nope]}
     );
     cp.kubectl_ok(&["-n", "t1", "delete", "channel", "ch1"]);
 
+    // An upgrade from an operator that ran Peers as StatefulSets: p1's StatefulSet and its pod
+    // are there before the Peer is reconciled (no pod runner here, so the pod stays Pending).
+    apply(
+        &cp,
+        "t1",
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: p1
+  labels: {app.kubernetes.io/name: tally-node, app.kubernetes.io/instance: p1, tally.dev/peer: p1, tally.dev/consortium: c1}
+spec:
+  replicas: 1
+  serviceName: p1-nodes
+  updateStrategy: {type: OnDelete}
+  selector:
+    matchLabels: {app.kubernetes.io/name: tally-node, app.kubernetes.io/instance: p1, tally.dev/peer: p1}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: tally-node, app.kubernetes.io/instance: p1, tally.dev/peer: p1, tally.dev/consortium: c1}
+    spec:
+      containers: [{name: node, image: "ghcr.io/tally-dev/tally-node:0.0.1"}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"#,
+    );
+    let old_uid = wait_for(
+        "the StatefulSet's pod p1-0",
+        Duration::from_secs(60),
+        || {
+            let r = cp.kubectl(&[
+                "-n",
+                "t1",
+                "get",
+                "pod",
+                "p1-0",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ]);
+            if r.ok && !r.stdout.trim().is_empty() {
+                Ok(r.stdout.trim().to_string())
+            } else {
+                Err(r.stderr)
+            }
+        },
+    );
     // The finalizer holds c1 while a Peer uses it, and lets go once it is gone.
     apply(
         &cp,
@@ -263,14 +310,31 @@ metadata: {name: p1}
 spec: {consortium: c1, organization: org1, replicas: 1}
 "#,
     );
-    wait_for("p1's StatefulSet", Duration::from_secs(60), || {
-        let r = cp.kubectl(&["-n", "t1", "get", "statefulset", "p1"]);
-        if r.ok {
-            Ok(())
-        } else {
-            Err(r.stderr)
-        }
-    });
+    // The Peer retires the StatefulSet without its pod and makes the pod its own: same pod
+    // (same uid, the node keeps running), the Peer as owner, the node's label; the claim stays.
+    wait_for(
+        "p1-0 adopted, the StatefulSet gone",
+        Duration::from_secs(60),
+        || {
+            let pod = get_json(&cp, &["-n", "t1", "get", "pod", "p1-0"]);
+            let sts = cp.kubectl(&["-n", "t1", "get", "statefulset", "p1"]);
+            let owners = &pod["metadata"]["ownerReferences"];
+            if !sts.ok
+                && pod["metadata"]["uid"] == old_uid.as_str()
+                && owners.as_array().map(Vec::len) == Some(1)
+                && owners[0]["kind"] == "Peer"
+                && pod["metadata"]["labels"]["tally.dev/node"] == "p1-0"
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "statefulset there: {}; pod: {}",
+                    sts.ok, pod["metadata"]
+                ))
+            }
+        },
+    );
+    cp.kubectl_ok(&["-n", "t1", "get", "pvc", "data-p1-0"]);
     // Each port of p1's pods admits only who needs it (operator/src/network_policy.rs).
     let np = get_json(&cp, &["-n", "t1", "get", "networkpolicy", "p1"]);
     assert_eq!(np["metadata"]["ownerReferences"][0]["kind"], "Peer", "{np}");
@@ -309,14 +373,14 @@ spec: {consortium: c1, organization: org1, replicas: 1}
         )
     });
     cp.kubectl_ok(&["-n", "t1", "delete", "peer", "p1"]);
-    // p1's ledger volume stays (the StatefulSet retains its claims), so c1's CAs stay too:
+    // p1's ledger volume stays (its claim has no owner), so c1's CAs stay too:
     // disowned, while the identity Secrets go with the consortium.
     wait_for("c1 gone, its CAs kept", Duration::from_secs(90), || {
         let left = cp.kubectl_ok(&[
             "-n",
             "t1",
             "get",
-            "consortia,statefulsets,secrets",
+            "consortia,pods,secrets",
             "-l",
             "tally.dev/consortium=c1",
             "-o",
@@ -368,7 +432,7 @@ async fn operator_killed_while_bringing_a_consortium_up() {
             "-f",
             &example.display().to_string(),
         ]);
-        // Kill it while it creates CAs, StatefulSets and channels.
+        // Kill it while it creates CAs, node pods and channels.
         std::thread::sleep(Duration::from_millis(1500));
         op.kill();
         let mut op = Operator::start(cp, "op-2");

@@ -23,8 +23,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_tests::operator::{
-    control_plane_with_crds, get_json, ready, repo, start_runner, tallyctl_in as tallyctl,
-    wait_for, Operator,
+    assert_pods_hold_only_their_own_secret, control_plane_with_crds, get_json, ready, repo,
+    start_runner, tallyctl_in as tallyctl, wait_for, Operator,
 };
 use tally_tests::{tallyctl_bin, ControlPlane};
 
@@ -150,7 +150,8 @@ async fn supply_chain_finance_end_to_end() {
 
     let cp = std::sync::Arc::new(cp);
     let c = cp.clone();
-    tokio::task::spawn_blocking(move || e2e_steps(&c))
+    let pods_root = runner.root_dir().join("pods").join(NS);
+    tokio::task::spawn_blocking(move || e2e_steps(&c, &pods_root))
         .await
         .expect("e2e steps");
     assert!(
@@ -161,7 +162,8 @@ async fn supply_chain_finance_end_to_end() {
     runner.shutdown().await;
 }
 
-fn e2e_steps(cp: &ControlPlane) {
+/// `pods_root`: where the pod runner keeps the namespace's pods (`<root>/pods/<ns>`).
+fn e2e_steps(cp: &ControlPlane, pods_root: &Path) {
     let mut op1 = Operator::start(cp, "op-1");
     let example = repo().join("deploy/examples/supply-chain-finance.yaml");
     cp.kubectl_ok(&[
@@ -181,7 +183,7 @@ fn e2e_steps(cp: &ControlPlane) {
     eprintln!("all Ready after {:.1}s", t.elapsed().as_secs_f64());
     let op2 = Operator::start(cp, "op-2");
 
-    // CAs in Secrets, fingerprints in status; node Secrets, Services, StatefulSets, budgets.
+    // CAs in Secrets, fingerprints in status; node Secrets, Services, node pods, budgets.
     let cons = get_json(cp, &["-n", NS, "get", "consortium", CONSORTIUM]);
     let orgs = cons["status"]["organizations"]
         .as_array()
@@ -199,16 +201,23 @@ fn e2e_steps(cp: &ControlPlane) {
     ] {
         cp.kubectl_ok(&["-n", NS, "get", "secret", &format!("{name}-tls")]);
     }
-    let sts = get_json(
-        cp,
-        &["-n", NS, "get", "statefulset", "core-enterprise-peer"],
-    );
+    // One pod per node, each holding its own node's key and no sibling's (issue 13).
+    let pod = get_json(cp, &["-n", NS, "get", "pod", "core-enterprise-peer-1"]);
     assert_eq!(
-        sts["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-            ["readOnlyRootFilesystem"],
+        pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
         true
     );
-    assert_eq!(sts["metadata"]["ownerReferences"][0]["kind"], "Peer");
+    assert_eq!(pod["spec"]["hostname"], "core-enterprise-peer-1");
+    assert_eq!(pod["spec"]["subdomain"], "core-enterprise-peer-nodes");
+    let checked = assert_pods_hold_only_their_own_secret(cp, NS, pods_root);
+    assert_eq!(checked.len(), 4, "the example runs four nodes: {checked:?}");
+    assert!(
+        cp.kubectl(&["-n", NS, "get", "statefulsets", "-o", "name"])
+            .stdout
+            .trim()
+            .is_empty(),
+        "no StatefulSet"
+    );
     let pdb = get_json(cp, &["-n", NS, "get", "pdb", "receivables-quorum"]);
     assert_eq!(
         pdb["spec"]["minAvailable"], 2,
@@ -625,7 +634,7 @@ fn e2e_steps(cp: &ControlPlane) {
                 "-n",
                 NS,
                 "get",
-                "consortia,peers,channels,statefulsets,pods,services,secrets,configmaps,pdb",
+                "consortia,peers,channels,pods,services,secrets,configmaps,pdb",
                 "-l",
                 "app.kubernetes.io/managed-by=tally-operator",
                 "-o",

@@ -109,17 +109,13 @@ fn a_frozen_leader_is_fenced_and_the_other_replica_takes_over() {
 
     // op-2 goes on leading and acting.
     assert_eq!(holder(&cp).as_deref(), Some("op-2"));
-    wait_for(
-        "p1's StatefulSet from op-2",
-        Duration::from_secs(60),
-        || {
-            let r = cp.kubectl(&["-n", "t1", "get", "statefulset", "p1"]);
-            if r.ok {
-                Ok(())
-            } else {
-                Err(r.stderr)
-            }
-        },
-    );
+    wait_for("p1's node pod from op-2", Duration::from_secs(60), || {
+        let r = cp.kubectl(&["-n", "t1", "get", "pod", "p1-0"]);
+        if r.ok {
+            Ok(())
+        } else {
+            Err(r.stderr)
+        }
+    });
     op2.stop();
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 use tally_tests::operator::{
     all_ready, control_plane_with_crds, export_profile, get_json, ready, start_runner,
-    tallyctl_in as tallyctl, wait_for, Operator,
+    tallyctl_in as tallyctl, tallyctl_plain, wait_for, Operator,
 };
 use tally_tests::ControlPlane;
 
@@ -100,25 +100,6 @@ fn external_admin(cp: &ControlPlane, profile: &Path) -> std::path::PathBuf {
     ])
     .expect("issue org2's admin");
     org.join("admins").join("ext-admin")
-}
-
-/// tallyctl without a profile: what an organization runs on its own machine, before the
-/// cluster's profile is exported.
-fn tallyctl_plain(args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new(tally_tests::tallyctl_bin())
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "tallyctl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
 }
 
 /// Where [`external_admin`] put org2's admin.

@@ -5,7 +5,7 @@
 //! `cargo build -p tally-operator && cargo test -p tally-tests --test operator_scale -- --ignored --nocapture`
 //! (`TALLY_SCALE_CONSORTIA`, default 200). Each consortium has two organizations (two CAs,
 //! four identities) and one Peer per organization with `replicas: 0`: the operator plans and
-//! applies everything a Peer gets (StatefulSet, Services, ConfigMap) without running ledger
+//! applies everything a Peer gets (Services, ConfigMap, node Secrets) without creating ledger
 //! pods, which this 2-core machine could not run two hundred of.
 
 use std::time::{Duration, Instant};

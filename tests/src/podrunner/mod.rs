@@ -16,7 +16,7 @@
 //! - volumes are folders: `configMap`, `secret`, `projected` and `downwardAPI` are written under
 //!   `<root>/pods/<ns>/<pod>/volumes/<volume>/` (and rewritten when the objects change),
 //!   `emptyDir` is an empty folder there, `persistentVolumeClaim` is `<root>/pvc/<ns>/<claim>`
-//!   (kept across pods: a recreated StatefulSet pod finds its data; the claim's own status is
+//!   (kept across pods: a recreated pod finds its data; the claim's own status is
 //!   not looked at), `hostPath` is the path itself. Since processes see the host's file system,
 //!   every `mountPath` (longest first, with its `subPath`) that starts a path in an env value,
 //!   an argument or `workingDir` is rewritten to the folder that stands for it;

@@ -242,13 +242,15 @@ pub fn operator_perms() -> Perms {
         ("tally.dev", STATUS, &["get", "patch", "update"]),
         ("tally.dev", FINALIZERS, &["update"]),
         ("tally.dev", &["backups"], &["create", "delete"]),
-        ("apps", &["statefulsets"], CRUD),
+        // Only to retire a Peer's StatefulSet from before the operator ran pods itself.
+        ("apps", &["statefulsets"], &["delete"]),
         ("", &["services", "configmaps", "secrets"], CRUD),
         (
             "",
-            &["pods", "persistentvolumeclaims"],
-            &["get", "list", "watch", "delete"],
+            &["pods"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
+        ("", &["persistentvolumeclaims"], &["list", "create"]),
         ("", &["events"], &["create", "patch"]),
         ("events.k8s.io", &["events"], &["create", "patch"]),
         ("policy", &["poddisruptionbudgets"], CRUD),

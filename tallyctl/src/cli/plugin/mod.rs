@@ -59,7 +59,7 @@ enum PluginCmd {
     /// channel), channels (height, leader, agreement, configuration), chaincodes and who has
     /// approved them. All consortia of the namespace when none is named.
     Status(StatusArgs),
-    /// A node's logs, by the node's name (the pod of a Peer's StatefulSet).
+    /// A node's logs, by the node's name (its pod's name).
     Logs(LogsArgs),
     /// Signed writes and reads of a channel's keys, through the API server.
     #[command(subcommand)]

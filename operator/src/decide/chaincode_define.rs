@@ -14,17 +14,13 @@ pub fn awaiting_verdict(channel: &str, name: &str, version: &str, a: &Awaiting) 
             ),
         );
     }
-    let short = &a.proposal[..a.proposal.len().min(12)];
+    let short = a.short();
     Verdict::progressing(
         "AwaitingApprovals",
         format!(
             "chaincode {name} version {version}, proposed as {short}, waits for approvals: {} (approved: {}; missing: {}); approve with `tallyctl proposal approve --channel {channel} {short}`",
             a.count(),
-            if a.approved.is_empty() {
-                "none yet".to_string()
-            } else {
-                a.approved.join(", ")
-            },
+            a.approved_text(),
             a.missing.join(", "),
         ),
     )

@@ -222,6 +222,20 @@ impl Awaiting {
         format!("{}/{}", self.approved.len(), self.needed)
     }
 
+    /// Who approved, for a message: their names, or "none yet".
+    pub fn approved_text(&self) -> String {
+        if self.approved.is_empty() {
+            "none yet".to_string()
+        } else {
+            self.approved.join(", ")
+        }
+    }
+
+    /// The first 12 hex digits of the proposal's hash, as messages and commands show it.
+    pub fn short(&self) -> &str {
+        &self.proposal[..self.proposal.len().min(12)]
+    }
+
     /// What a status's `pendingChange` shows of it.
     pub fn pending_change(&self) -> tally_api::channel::PendingChange {
         tally_api::channel::PendingChange {
@@ -247,17 +261,13 @@ impl Awaiting {
                 ),
             );
         }
-        let short = &self.proposal[..self.proposal.len().min(12)];
+        let short = self.short();
         Verdict::progressing(
             "AwaitingApprovals",
             format!(
                 "{what} is being deleted: its retirement, proposed as {short}, waits for approvals: {} (approved: {}; missing: {}); approve with `tallyctl proposal approve --channel {channel} {short}`",
                 self.count(),
-                if self.approved.is_empty() {
-                    "none yet".to_string()
-                } else {
-                    self.approved.join(", ")
-                },
+                self.approved_text(),
                 self.missing.join(", "),
             ),
         )
@@ -344,11 +354,7 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
             format!("stopped serving channel {channel}: {nodes}"),
         )
     } else if let Some(a) = &out.awaiting {
-        let approved = if a.approved.is_empty() {
-            "none yet".to_string()
-        } else {
-            a.approved.join(", ")
-        };
+        let approved = a.approved_text();
         let message = if a.proposal.is_empty() {
             format!(
                 "the configuration change needs {} approvals and the operator signs for none of \
@@ -360,19 +366,15 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
             format!(
                 "configuration change proposed as {} waits for approvals: {} (approved: {approved}; \
                  missing: {}); approve with `tallyctl proposal approve --channel {channel} {}`",
-                &a.proposal[..a.proposal.len().min(12)],
+                a.short(),
                 a.count(),
                 a.missing.join(", "),
-                &a.proposal[..a.proposal.len().min(12)],
+                a.short(),
             )
         };
         Verdict::progressing("AwaitingApprovals", message)
     } else if let Some(g) = &out.genesis {
-        let approved = if g.approved.is_empty() {
-            "none yet".to_string()
-        } else {
-            g.approved.join(", ")
-        };
+        let approved = g.approved_text();
         let problems = if out.waiting.is_empty() {
             String::new()
         } else {
@@ -384,7 +386,7 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
                 "the genesis of channel {channel} ({}) waits for its members' approvals: {} (approved: {approved}; missing: {}); \
                  each missing organization's admin runs `tallyctl channel approve-genesis --genesis genesis.json` on the \
                  genesis.json of ConfigMap {channel}-genesis and adds the output to spec.genesisApprovals{problems}",
-                &g.proposal[..g.proposal.len().min(12)],
+                g.short(),
                 g.count(),
                 g.missing.join(", "),
             ),

@@ -7,6 +7,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod backup;
+pub mod bundle;
 pub mod chaincode;
 pub mod channel;
 pub mod cluster;
@@ -17,6 +18,7 @@ pub mod peer;
 pub mod plan;
 
 pub use backup::{Backup, BackupSchedule, BackupScheduleSpec, BackupSpec, BackupStatus};
+pub use bundle::{BundleNode, OrganizationBundle};
 pub use chaincode::{Chaincode, ChaincodeSpec, ChaincodeStatus};
 pub use channel::{Channel, ChannelSpec, ChannelStatus};
 pub use common::{Approval, ApprovalRule, Condition, ConditionStatus, GROUP, VERSION};

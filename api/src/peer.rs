@@ -33,6 +33,7 @@ pub use tally_planner::MAX_REPLICAS;
     validation = kube::core::cel::Rule::new("self.metadata.name.size() <= 50").message("a Peer name has at most 50 characters: node names add an ordinal and pod names a hash"),
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::cel::Rule::new("has(self.exposure) == has(oldSelf.exposure)").message("exposure cannot be added or removed: channel configurations name the nodes at their addresses; create a new Peer"))]
 pub struct PeerSpec {
     /// The `Consortium` in this namespace. Cannot change.
     #[schemars(
@@ -82,6 +83,45 @@ pub struct PeerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Restore")]
     pub restore: Option<Restore>,
+    /// Makes every node reachable from outside the cluster under a name of its own, for
+    /// members in other clusters: node `N` is advertised as `N.<domain>` in channel
+    /// configurations, its certificate names it, and it gets a Service of its own. Cannot
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Exposure")]
+    #[x_kube(validation = kube::core::cel::Rule::new("self == oldSelf").message("exposure cannot change: channel configurations name the nodes at these addresses; create a new Peer"))]
+    pub exposure: Option<Exposure>,
+}
+
+/// How a Peer's nodes are reached from outside the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::cel::Rule::new("self.type != 'NodePort' || has(self.nodePortBase)").message("exposure.type NodePort needs nodePortBase"))]
+#[x_kube(validation = kube::core::cel::Rule::new("self.type == 'NodePort' || !has(self.nodePortBase)").message("nodePortBase is only read with exposure.type NodePort"))]
+pub struct Exposure {
+    /// `LoadBalancer`: each node gets a LoadBalancer Service with the standard ports (7051
+    /// client API, 7052 peer). `NodePort`: each node gets a NodePort Service; node `N-o` is
+    /// reached at `nodePortBase + 2o` (client API) and `nodePortBase + 2o + 1` (peer).
+    #[serde(default, rename = "type")]
+    pub type_: ExposureType,
+    /// DNS suffix the platform resolves to the nodes' Services (for instance with
+    /// external-dns, which reads the hostname annotation the operator puts on each Service).
+    #[schemars(
+        length(min = 1, max = 190),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub domain: String,
+    /// First node port, with `type: NodePort`; the Peer uses two per node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32750))]
+    pub node_port_base: Option<u16>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum ExposureType {
+    #[default]
+    LoadBalancer,
+    NodePort,
 }
 
 /// Where a restore reads from: a `Backup` of this namespace, or a repository URL.
@@ -192,6 +232,16 @@ pub struct PeerStatus {
 pub struct NodeStatus {
     pub name: String,
     pub ready: bool,
+    /// The node's Raft id: what another cluster's consortium lists it by (`raftId` of an
+    /// external peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft_id: Option<u64>,
+    /// host:port of its peer listener as channel configurations name it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer_address: String,
+    /// Base URL of its client API as channel configurations name it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub api_url: String,
     #[serde(default)]
     pub channels: Vec<NodeChannelStatus>,
 }

@@ -378,6 +378,9 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         let mut st = NodeStatus {
             name: n.name.clone(),
             ready: false,
+            raft_id: Some(n.raft_id),
+            peer_address: n.address.peer_addr.clone(),
+            api_url: n.address.api_url.clone(),
             channels: Vec::new(),
         };
         // The Peer's pods are listed above: no request per node.

@@ -215,4 +215,11 @@ pub struct ChannelNodeStatus {
     /// The first height at which a degraded node's ledger was found to differ.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_differing_height: Option<u64>,
+    /// The node runs outside this cluster (an organization's `externalPeers`); the operator
+    /// reads its status at the address the channel configuration names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
+    /// Why a remote node could not be read (its cluster down, unreachable, refusing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }

@@ -78,6 +78,13 @@ impl From<&Peer> for spec::Peer {
             consortium: p.spec.consortium.clone(),
             organization: p.spec.organization.clone(),
             replicas: p.spec.replicas,
+            exposure: p.spec.exposure.as_ref().map(|e| spec::Exposure {
+                domain: e.domain.clone(),
+                node_port_base: match e.type_ {
+                    crate::peer::ExposureType::NodePort => e.node_port_base,
+                    crate::peer::ExposureType::LoadBalancer => None,
+                },
+            }),
             role: p.spec.role,
         }
     }

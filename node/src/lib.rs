@@ -7,7 +7,7 @@ pub mod backup;
 pub mod backup_routes;
 pub mod channel;
 pub mod checkpoint;
-pub mod hosts;
+pub use tally_protocol::hosts;
 pub mod http;
 pub mod keys;
 pub mod leave;

@@ -141,6 +141,9 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &args.hosts_file {
+        if !p.exists() {
+            tracing::warn!(path = %p.display(), "the hosts file does not exist (yet); names resolve through the system until it does");
+        }
         tally_node::hosts::install(p.clone());
     }
     let identity =

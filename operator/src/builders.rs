@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
-use tally_api::peer::{Peer, PeerRole, ServiceType};
+use tally_api::peer::{ExposureType, Peer, PeerRole, ServiceType};
 use tally_planner::{ADMIN_PORT, API_PORT, PEER_PORT};
 use tally_protocol::Identity;
 
@@ -198,6 +198,54 @@ pub fn headless(i: &PeerInputs) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// Label of the Services that expose one node outside the cluster.
+pub const LABEL_EXPOSED: &str = "tally.dev/exposed";
+/// The annotation external-dns reads for the names it publishes.
+pub const ANNOTATION_HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
+
+/// The Service that exposes node `node` (ordinal `ordinal`) outside the cluster, when the
+/// Peer has `spec.exposure`: only its client API and peer listener, selecting its pod alone
+/// (Raft peers dial one node, not any of them), under the name the node is advertised by.
+pub fn public_service(i: &PeerInputs, node: &str, ordinal: u32) -> Option<Service> {
+    let e = i.peer.spec.exposure.as_ref()?;
+    let mut labels = i.labels();
+    labels.insert(LABEL_EXPOSED.into(), "true".into());
+    labels.insert(names::LABEL_NODE.into(), node.into());
+    let mut m = meta(&names::public_service(node), i.namespace, &labels, &i.owner);
+    m.annotations = Some(strings([(
+        ANNOTATION_HOSTNAME,
+        format!("{node}.{}", e.domain),
+    )]));
+    let mut selector = names::peer_selector(&i.name());
+    selector.insert(names::LABEL_NODE.into(), node.into());
+    let mut ports = vec![
+        service_port("api", API_PORT),
+        service_port("peer", PEER_PORT),
+    ];
+    let type_ = match (e.type_, e.node_port_base) {
+        (ExposureType::NodePort, Some(base)) => {
+            let api = i32::from(base) + 2 * ordinal as i32;
+            ports[0].node_port = Some(api);
+            ports[1].node_port = Some(api + 1);
+            "NodePort"
+        }
+        _ => "LoadBalancer",
+    };
+    Some(Service {
+        metadata: m,
+        spec: Some(ServiceSpec {
+            type_: Some(type_.into()),
+            selector: Some(selector),
+            ports: Some(ports),
+            // Raft needs every node's own pod behind its name, ready or not: peers must
+            // reach one another to become ready at all.
+            publish_not_ready_addresses: Some(true),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
 }
 
 /// Service through which clients reach the Peer's ready nodes.
@@ -619,9 +667,12 @@ pub fn genesis_config_map(
     name: &str,
     namespace: &str,
     genesis: &tally_protocol::ChannelConfig,
+    approvals: &[tally_api::channel::GenesisApproval],
     owner: &OwnerReference,
 ) -> crate::context::Result<ConfigMap> {
     let json = serde_json::to_string_pretty(genesis)
+        .map_err(|e| crate::context::Error::Internal(e.to_string()))?;
+    let approvals = serde_yaml::to_string(approvals)
         .map_err(|e| crate::context::Error::Internal(e.to_string()))?;
     let labels = strings([(names::LABEL_MANAGED_BY, names::FIELD_MANAGER.to_string())]);
     let mut annotations = BTreeMap::new();
@@ -634,7 +685,10 @@ pub fn genesis_config_map(
             annotations: Some(annotations),
             ..meta(name, namespace, &labels, owner)
         },
-        data: Some(strings([("genesis.json", json)])),
+        data: Some(strings([
+            ("genesis.json", json),
+            ("approvals.yaml", approvals),
+        ])),
         ..ConfigMap::default()
     })
 }
@@ -1029,5 +1083,45 @@ mod tests {
         let c = v(client_service(&inputs(&p)));
         assert_eq!(c["spec"]["type"], "ClusterIP");
         assert_eq!(c["spec"]["ports"][0]["port"], API_PORT);
+        assert!(public_service(&inputs(&p), "bank-nodes-0", 0).is_none());
+    }
+
+    #[test]
+    fn an_exposed_node_has_a_service_of_its_own_without_the_admin_port() {
+        let mut p = peer("consenter");
+        p.spec.exposure = Some(
+            serde_json::from_value(json!({"domain": "peers.bank.example"})).expect("exposure"),
+        );
+        let s = v(public_service(&inputs(&p), "bank-nodes-2", 2).expect("exposed"));
+        assert_eq!(s["metadata"]["name"], "bank-nodes-2-public");
+        assert_eq!(s["spec"]["type"], "LoadBalancer");
+        assert_eq!(
+            s["metadata"]["annotations"][ANNOTATION_HOSTNAME],
+            "bank-nodes-2.peers.bank.example"
+        );
+        assert_eq!(s["spec"]["selector"][names::LABEL_NODE], "bank-nodes-2");
+        assert_eq!(s["spec"]["selector"][names::LABEL_PEER], "bank-nodes");
+        let ports: Vec<_> = s["spec"]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .map(|p| p["port"].clone())
+            .collect();
+        assert_eq!(
+            ports,
+            vec![json!(API_PORT), json!(PEER_PORT)],
+            "the admin port stays inside"
+        );
+
+        p.spec.exposure = Some(
+            serde_json::from_value(
+                json!({"type": "NodePort", "domain": "peers.bank.example", "nodePortBase": 31000}),
+            )
+            .expect("exposure"),
+        );
+        let s = v(public_service(&inputs(&p), "bank-nodes-2", 2).expect("exposed"));
+        assert_eq!(s["spec"]["type"], "NodePort");
+        assert_eq!(s["spec"]["ports"][0]["nodePort"], 31004);
+        assert_eq!(s["spec"]["ports"][1]["nodePort"], 31005);
     }
 }

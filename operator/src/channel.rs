@@ -163,7 +163,7 @@ async fn converge(
     // The channel's real genesis once a node has it, else the planned one: what members
     // approve, published for those that approve outside the cluster.
     let real_genesis = furthest.map_or(genesis, |i| &i.genesis);
-    publish_genesis(ctx, ch, &ns, real_genesis).await?;
+    publish_genesis(ctx, ch, w, &ns, real_genesis).await?;
     let infos = || reached.iter().filter_map(|r| r.3.as_ref());
     let approved = |g: &ChannelConfig, outcome: &mut Outcome| {
         let got = genesis_approvals::gather(ch, w, g, infos());
@@ -292,28 +292,41 @@ async fn converge(
         let api = reach::api(ctx, &w.plan, n, at)?;
         match api.status(&name).await {
             Ok(s) => {
-                outcome.reports.push(NodeReport {
-                    name: n.name.clone(),
-                    height: s.height,
-                    state_root: s.state_root.to_string(),
-                    leader: ids
-                        .get(&s.leader_id)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default(),
-                    degraded: s.degraded.as_ref().map(|d| d.reason.clone()),
-                    first_differing_height: s.degraded.as_ref().map(|d| d.first_differing_height),
-                });
+                let (report, st) = node_report(n, &s, &ids, false);
+                outcome.reports.push(report);
+                nodes_status.push(st);
+            }
+            Err(e) => outcome.waiting.push(format!("{} ({e})", n.name)),
+        }
+    }
+    // Members' nodes in other clusters: read where the channel configuration names them,
+    // reported but never waited for (their own cluster's operator runs them).
+    let member_names: Vec<String> = genesis.members.iter().map(|m| m.name.clone()).collect();
+    for n in nodes.iter().copied().filter(|n| !n.hosted()) {
+        let read = match reach::remote_api(ctx, &w.plan, n, &member_names) {
+            Ok(api) => api.status(&name).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match read {
+            Ok(s) => {
+                let (report, st) = node_report(n, &s, &ids, true);
+                outcome.reports.push(report);
+                nodes_status.push(st);
+            }
+            Err(e) => {
+                outcome.remote_unreachable.push(format!("{} ({e})", n.name));
                 nodes_status.push(ChannelNodeStatus {
                     name: n.name.clone(),
                     organization: n.org.clone(),
                     role: n.role.as_str().to_string(),
-                    height: s.height,
-                    state_root: s.state_root.to_string(),
-                    degraded: s.degraded.as_ref().map(|d| d.reason.clone()),
-                    first_differing_height: s.degraded.as_ref().map(|d| d.first_differing_height),
+                    height: 0,
+                    state_root: String::new(),
+                    degraded: None,
+                    first_differing_height: None,
+                    remote: true,
+                    unreachable: Some(e),
                 });
             }
-            Err(e) => outcome.waiting.push(format!("{} ({e})", n.name)),
         }
     }
     let source = decision.source.as_deref().and_then(info_of);
@@ -341,16 +354,54 @@ async fn converge(
     Ok(verdict(&name, &decision, &outcome))
 }
 
-/// The ConfigMap `CHANNEL-genesis` (key `genesis.json`): the genesis members approve with
+/// What node `n` reported of the channel, for the decision and for the status.
+fn node_report(
+    n: &tally_planner::NodePlan,
+    s: &tally_protocol::api::ChannelStatus,
+    ids: &BTreeMap<u64, &str>,
+    remote: bool,
+) -> (NodeReport, ChannelNodeStatus) {
+    let degraded = s.degraded.as_ref().map(|d| d.reason.clone());
+    let first_differing_height = s.degraded.as_ref().map(|d| d.first_differing_height);
+    let report = NodeReport {
+        name: n.name.clone(),
+        height: s.height,
+        state_root: s.state_root.to_string(),
+        leader: ids
+            .get(&s.leader_id)
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        degraded: degraded.clone(),
+        first_differing_height,
+    };
+    let status = ChannelNodeStatus {
+        name: n.name.clone(),
+        organization: n.org.clone(),
+        role: n.role.as_str().to_string(),
+        height: s.height,
+        state_root: s.state_root.to_string(),
+        degraded,
+        first_differing_height,
+        remote,
+        unreachable: None,
+    };
+    (report, status)
+}
+
+/// The ConfigMap `CHANNEL-genesis`: the genesis members approve (`genesis.json`), and the
+/// operator's own approvals of it (`approvals.yaml`, as `spec.genesisApprovals` entries for the
+/// same Channel in another cluster). Members approve with
 /// `tallyctl channel approve-genesis`.
 async fn publish_genesis(
     ctx: &Context,
     ch: &Channel,
+    w: &world::World,
     ns: &str,
     genesis: &ChannelConfig,
 ) -> Result<()> {
     let name = crate::names::channel_genesis(&ch.name_any());
-    let cm = builders::genesis_config_map(&name, ns, genesis, &owner_of(ch))?;
+    let own = genesis_approvals::own_as_spec(w, genesis, &ch.name_any());
+    let cm = builders::genesis_config_map(&name, ns, genesis, &own, &owner_of(ch))?;
     ctx.apply::<ConfigMap>(ns, &name, &cm).await.map(drop)
 }
 

@@ -6,7 +6,7 @@
 //! where a node joining later gets them, even once the spec no longer carries them.
 
 use crate::world::World;
-use tally_api::channel::Channel;
+use tally_api::channel::{Channel, GenesisApproval};
 use tally_protocol::api::ChannelInfo;
 use tally_protocol::{genesis, Approval, ChannelConfig};
 
@@ -38,6 +38,35 @@ impl Gathered {
     }
 }
 
+/// The operator's own approvals of `genesis`: one per member organization it signs for.
+pub fn own(w: &World, genesis: &ChannelConfig) -> Vec<(String, Approval)> {
+    genesis
+        .members
+        .iter()
+        .filter(|m| w.signs_for(&m.name))
+        .filter_map(|m| {
+            let admin = w.plan.org(&m.name).and_then(|o| o.admin.as_ref())?;
+            Some((m.name.clone(), genesis::approve(genesis, admin)))
+        })
+        .collect()
+}
+
+/// [`own`] as `spec.genesisApprovals` entries: what the operator publishes beside the
+/// genesis, for the Channel of the same consortium in another cluster.
+pub fn own_as_spec(w: &World, genesis: &ChannelConfig, channel: &str) -> Vec<GenesisApproval> {
+    let hash = genesis.hash().to_hex();
+    own(w, genesis)
+        .into_iter()
+        .map(|(org, a)| GenesisApproval {
+            organization: org,
+            channel: Some(channel.to_string()),
+            genesis: Some(hash.clone()),
+            certificate: hex::encode(&a.certificate),
+            signature: hex::encode(&a.signature),
+        })
+        .collect()
+}
+
 /// Every approval of `genesis` the operator can find: its own signatures, the spec's and
 /// those the nodes in `infos` recorded for the same genesis.
 pub fn gather<'a>(
@@ -61,14 +90,7 @@ pub fn gather<'a>(
         .filter(|i| i.genesis.hash() == hash)
         .flat_map(|i| i.approvals.iter().cloned())
         .collect();
-    all.extend(
-        genesis
-            .members
-            .iter()
-            .filter(|m| w.signs_for(&m.name))
-            .filter_map(|m| w.plan.org(&m.name).and_then(|o| o.admin.as_ref()))
-            .map(|admin| genesis::approve(genesis, admin)),
-    );
+    all.extend(own(w, genesis).into_iter().map(|(_, a)| a));
     let mut refused = Vec::new();
     for (i, a) in ch.spec.genesis_approvals.iter().enumerate() {
         let at = format!("spec.genesisApprovals[{i}] ({})", a.organization);

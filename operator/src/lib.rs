@@ -17,6 +17,7 @@ pub mod consortium;
 pub mod context;
 pub mod cron;
 pub mod decide;
+pub mod exposure;
 pub mod fence;
 pub mod genesis_approvals;
 pub mod leader;

@@ -49,6 +49,10 @@ struct Args {
     node_version: String,
     #[arg(long, env = "TALLY_CLUSTER_DOMAIN", default_value = "cluster.local")]
     cluster_domain: String,
+    /// A static host table (`/etc/hosts` format) consulted before the system resolver when
+    /// reaching nodes that run outside this cluster by name (air-gapped hosts, tests).
+    #[arg(long, env = "TALLY_HOSTS_FILE")]
+    hosts_file: Option<std::path::PathBuf>,
     /// Kubeconfig to use instead of the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<std::path::PathBuf>,
@@ -79,6 +83,9 @@ fn main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(p) = &args.hosts_file {
+        tally_protocol::hosts::install(p.clone());
+    }
     // The lease is renewed through a client of its own; everything else goes through one
     // whose writes pass the fence.
     let config = tally_api::cluster::config(args.kubeconfig.as_deref()).await?;

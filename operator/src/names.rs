@@ -77,6 +77,11 @@ pub fn peer_labels(consortium: &str, org: &str, peer: &str) -> BTreeMap<String, 
 
 /// The selector of a Peer's pods (and the labels of its ledger claims); never changes for the
 /// life of the Peer.
+/// The Service that exposes one node outside the cluster (`spec.exposure`).
+pub fn public_service(node: &str) -> String {
+    format!("{node}-public")
+}
+
 pub fn peer_selector(peer: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_NAME.to_string(), "tally-node".to_string()),

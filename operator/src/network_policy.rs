@@ -2,7 +2,9 @@
 //! (7051) is for clients, consoles and Prometheus wherever they run, and checks signatures
 //! and TLS itself; the peer port (7052) is for the consortium's own nodes; the admin port
 //! (7053) is for the operator. Every other port, and every other source, is refused, so a
-//! pod elsewhere in the cluster cannot even open a connection to the Raft or admin port.
+//! pod elsewhere in the cluster cannot even open a connection to the Raft or admin port. A
+//! Peer with `spec.exposure` opens its peer port to every source (its members in other
+//! clusters), which then meet the peer listener's mutual TLS.
 
 use crate::builders::{meta, strings, PeerInputs};
 use crate::names;
@@ -64,7 +66,13 @@ pub fn network_policy(i: &PeerInputs, operator_namespace: &str) -> NetworkPolicy
                     ports: port(API_PORT),
                 },
                 NetworkPolicyIngressRule {
-                    from: Some(vec![consortium_nodes]),
+                    // An exposed Peer's nodes are dialled by members in other clusters,
+                    // whose addresses no policy here can name; mutual TLS against the
+                    // channels' CAs is what keeps everyone else out.
+                    from: match i.peer.spec.exposure {
+                        Some(_) => None,
+                        None => Some(vec![consortium_nodes]),
+                    },
                     ports: port(PEER_PORT),
                 },
                 NetworkPolicyIngressRule {
@@ -145,5 +153,29 @@ mod tests {
             "operator"
         );
         assert_eq!(rules.len(), 3, "no other port is open: {v}");
+
+        // Exposed to other clusters, the peer port takes any source (mutual TLS decides).
+        let mut exposed = peer.clone();
+        exposed.spec.exposure =
+            Some(serde_json::from_value(json!({"domain": "peers.example"})).expect("exposure"));
+        let inputs = PeerInputs {
+            peer: &exposed,
+            ..inputs
+        };
+        let v: Value = serde_json::to_value(network_policy(&inputs, "tally-system")).expect("json");
+        let rules = v["spec"]["ingress"].as_array().expect("ingress rules");
+        let peer_rule = rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == json!(PEER_PORT))
+            .expect("peer rule");
+        assert!(peer_rule.get("from").is_none(), "{v}");
+        let admin_rule = rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == json!(ADMIN_PORT))
+            .expect("admin rule");
+        assert!(
+            admin_rule.get("from").is_some(),
+            "the admin port stays the operator's: {v}"
+        );
     }
 }

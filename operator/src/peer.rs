@@ -300,6 +300,16 @@ async fn converge(peer: &Peer, ctx: &Context, w: &world::World) -> Result<(Verdi
         ctx.apply::<Service>(&ns, &name, &client_service),
         ctx.apply::<NetworkPolicy>(&ns, &name, &policy),
     )?;
+    let exposed: std::collections::BTreeSet<u32> = nodes
+        .iter()
+        .filter_map(|n| n.ordinal)
+        .chain(
+            own.iter()
+                .filter_map(|p| ordinal(&name, &p.name_any()))
+                .filter_map(|o| u32::try_from(o).ok()),
+        )
+        .collect();
+    crate::exposure::reconcile(ctx, &inputs, &exposed).await?;
     // Pods a StatefulSet made (before the operator managed pods itself) become the Peer's:
     // the StatefulSet goes without them, they are relabelled and owned here, and, carrying
     // no revision, the rollout replaces them one at a time.

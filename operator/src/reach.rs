@@ -101,3 +101,73 @@ pub fn api(ctx: &Context, plan: &Plan, node: &NodePlan, at: &Reached) -> Result<
         None => c,
     })
 }
+
+/// The client API of a node that runs outside this cluster (another cluster's member), at
+/// the address the channel configuration names, checked against its own organization's CA
+/// and the name in that address. Reads are signed as the client of an organization the
+/// operator holds that is among `members` (a channel's readers are its members).
+pub fn remote_api(
+    ctx: &Context,
+    plan: &Plan,
+    node: &NodePlan,
+    members: &[String],
+) -> Result<Client> {
+    let org = plan
+        .org(&node.org)
+        .ok_or_else(|| Error::Internal(format!("organization {} is not planned", node.org)))?;
+    let trust = tally_client::ApiTrust::from_ca_pems(&[org.ca_pem.as_str()])
+        .map_err(|e| Error::Internal(format!("CA certificates: {e}")))?;
+    let (url, host) = dial_url(&node.address.api_url);
+    let c = Client::reaching(&url, Some(&host), &trust)
+        .map_err(|e| Error::Node(format!("{}: {e}", node.address.api_url)))?
+        .with_timeout(ctx.settings.node_timeout);
+    let reader = members
+        .iter()
+        .filter_map(|m| plan.org(m))
+        .find_map(|o| o.client.clone());
+    Ok(match reader {
+        Some(id) => c.with_reader(id),
+        None => c,
+    })
+}
+
+/// `url` with its host replaced by its entry in the process's host table (if any), and the
+/// name TLS must find in the node's certificate.
+fn dial_url(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let target = tally_protocol::hosts::resolve(authority);
+    (format!("{scheme}://{target}{path}"), host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dial_url;
+
+    #[test]
+    fn a_remote_url_keeps_its_name_for_tls() {
+        assert_eq!(
+            dial_url("https://bank-0.peers.example:7051"),
+            (
+                "https://bank-0.peers.example:7051".to_string(),
+                "bank-0.peers.example".to_string()
+            )
+        );
+        assert_eq!(
+            dial_url("https://bank-0.peers.example:31000/tally"),
+            (
+                "https://bank-0.peers.example:31000/tally".to_string(),
+                "bank-0.peers.example".to_string()
+            )
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Where nodes listen and how others reach them: the one thing that differs between a cluster
 //! and `tallyctl up`.
 
-use crate::spec::ExternalPeer;
+use crate::spec::{Exposure, ExternalPeer};
 use serde::{Deserialize, Serialize};
 
 /// Ports of every node: client API (HTTP), peer (mutual TLS, Raft) and admin (mutual TLS).
@@ -98,6 +98,36 @@ impl NodeAddress {
         }
     }
 
+    /// The address others dial when the node is exposed outside the cluster: its own name
+    /// under the exposure's domain, at the load balancer's standard ports or at its node
+    /// ports. The certificate keeps the cluster's names too, which the node's own cluster
+    /// (the operator, probes) uses; the admin listener is not exposed.
+    pub(crate) fn exposed(
+        self,
+        exposure: Option<&Exposure>,
+        node: &str,
+        ordinal: u32,
+    ) -> NodeAddress {
+        let Some(e) = exposure else { return self };
+        let host = format!("{node}.{}", e.domain);
+        let (api, peer) = match e.node_port_base {
+            Some(base) => {
+                let api = u32::from(base) + 2 * ordinal;
+                (api, api + 1)
+            }
+            None => (u32::from(API_PORT), u32::from(PEER_PORT)),
+        };
+        let mut sans = vec![host.clone()];
+        sans.extend(self.sans.into_iter().filter(|s| s != &host));
+        NodeAddress {
+            peer_addr: format!("{host}:{peer}"),
+            api_url: format!("https://{host}:{api}"),
+            admin_addr: self.admin_addr,
+            host,
+            sans,
+        }
+    }
+
     /// Address of a node that runs elsewhere, as its organization declared it.
     pub(crate) fn external(p: &ExternalPeer) -> NodeAddress {
         let host = p
@@ -112,5 +142,39 @@ impl NodeAddress {
             admin_addr: String::new(),
             sans: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exposed_node_is_advertised_under_its_own_domain_name() {
+        let k8s = Addressing::Kubernetes {
+            cluster_domain: "cluster.local".into(),
+        };
+        let inside = k8s.hosted("t1", "bank", "bank-1", 0);
+        let lb = Exposure {
+            domain: "peers.bank.example".into(),
+            node_port_base: None,
+        };
+        let a = inside.clone().exposed(Some(&lb), "bank-1", 1);
+        assert_eq!(a.host, "bank-1.peers.bank.example");
+        assert_eq!(a.peer_addr, "bank-1.peers.bank.example:7052");
+        assert_eq!(a.api_url, "https://bank-1.peers.bank.example:7051");
+        // The operator reaches the admin port inside the cluster, under the cluster's name.
+        assert_eq!(a.admin_addr, inside.admin_addr);
+        assert_eq!(a.sans[0], a.host);
+        assert!(a.sans.contains(&inside.host), "{:?}", a.sans);
+
+        let np = Exposure {
+            node_port_base: Some(31000),
+            ..lb
+        };
+        let a = inside.clone().exposed(Some(&np), "bank-1", 1);
+        assert_eq!(a.api_url, "https://bank-1.peers.bank.example:31002");
+        assert_eq!(a.peer_addr, "bank-1.peers.bank.example:31003");
+        assert_eq!(inside.clone().exposed(None, "bank-1", 1), inside);
     }
 }

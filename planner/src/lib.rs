@@ -525,7 +525,11 @@ fn plan_nodes(
                 );
                 continue;
             }
-            let address = input.addressing.hosted(ns, &name, &node, hosted);
+            let address = input.addressing.hosted(ns, &name, &node, hosted).exposed(
+                r.exposure.as_ref(),
+                &node,
+                ordinal,
+            );
             hosted += 1;
             let identity = ca.and_then(|ca| {
                 let w = issuing.window(&r.organization, Role::Node.as_str(), &node);

@@ -126,6 +126,19 @@ pub struct Peer {
     pub organization: String,
     pub replicas: i32,
     pub role: PeerRole,
+    /// Reachable from outside the cluster under names of its own (for members in other
+    /// clusters); none: only inside the cluster.
+    pub exposure: Option<Exposure>,
+}
+
+/// Where a Peer's nodes are advertised outside the cluster: node `N` as `N.{domain}`, at the
+/// standard ports (a load balancer per node) or at node ports counted from a base.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exposure {
+    pub domain: String,
+    /// With node ports: node of ordinal `o` has its client API at `base + 2o` and its peer
+    /// listener at `base + 2o + 1`.
+    pub node_port_base: Option<u16>,
 }
 
 // Whether a node votes in Raft (`Consenter`) or follows as a learner (`Observer`).

@@ -11,6 +11,7 @@ pub mod config;
 pub mod config_update;
 pub mod genesis;
 pub mod hash;
+pub mod hosts;
 pub mod identity;
 pub mod merkle;
 pub mod org_trust;

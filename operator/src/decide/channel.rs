@@ -199,6 +199,10 @@ pub struct Outcome {
     /// What each node reports after acting.
     #[serde(default)]
     pub reports: Vec<NodeReport>,
+    /// Nodes outside this cluster that could not be read, with why: reported, never waited
+    /// for (their cluster's operator runs them).
+    #[serde(default)]
+    pub remote_unreachable: Vec<String>,
 }
 
 /// A proposed configuration change and its votes so far.
@@ -409,10 +413,18 @@ pub fn verdict(channel: &str, d: &ChannelDecision, out: &Outcome) -> Verdict {
             "the channel's consenters have no leader yet",
         )
     } else {
+        let remote = if out.remote_unreachable.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; remote nodes unreachable: {}",
+                out.remote_unreachable.join(", ")
+            )
+        };
         Verdict::ready(
             "Ready",
             format!(
-                "{} nodes at height {height}, led by {leader}",
+                "{} nodes at height {height}, led by {leader}{remote}",
                 out.reports.len()
             ),
         )

@@ -168,6 +168,7 @@ impl LocalClusterSpec {
                     organization: p.org.clone(),
                     replicas: i32::try_from(p.replicas).unwrap_or(i32::MAX),
                     role: p.role,
+                    exposure: None,
                 })
                 .collect(),
             channels: self

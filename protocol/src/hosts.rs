@@ -1,7 +1,8 @@
 //! A static host table in `/etc/hosts` format, consulted before the system resolver whenever
-//! the peer transport dials a `host:port` address: name resolution where cluster DNS is not
-//! available (tests, air-gapped hosts). `tally-node --hosts-file` (env `TALLY_HOSTS_FILE`)
-//! installs it.
+//! a node's peer transport (or the operator, reaching another cluster's nodes) dials a
+//! `host:port` address: name resolution where cluster DNS is not available (tests,
+//! air-gapped hosts). `tally-node --hosts-file` and `tally-operator --hosts-file` (env
+//! `TALLY_HOSTS_FILE`) install it.
 //!
 //! The file is re-read when it changes (modification time, size or inode: an atomic rename
 //! counts), so names added while the node runs resolve at the next dial. A missing or
@@ -15,8 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
-use parking_lot::Mutex;
-use tracing::{debug, warn};
+use std::sync::Mutex;
 
 /// Parses `/etc/hosts` text: `<address> <name> [<alias>...]` per line, `#` starts a comment.
 /// Names are matched without regard to case and to a trailing dot; when a name appears on
@@ -72,19 +72,16 @@ impl HostsFile {
     /// The address of `name` in the file as it is now, if it lists it.
     pub fn lookup(&self, name: &str) -> Option<IpAddr> {
         let now = stamp(&self.path);
-        let mut cache = self.cache.lock();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.0 != now {
             let table = match now {
                 Some(_) => match std::fs::read_to_string(&self.path) {
                     Ok(text) => parse(&text),
-                    Err(e) => {
-                        debug!(path = %self.path.display(), error = %e, "cannot read the hosts file");
-                        HashMap::new()
-                    }
+                    // Unreadable is empty: names go to the system resolver.
+                    Err(_) => HashMap::new(),
                 },
                 None => HashMap::new(),
             };
-            debug!(path = %self.path.display(), names = table.len(), "hosts file (re)read");
             *cache = (now, table);
         }
         cache.1.get(&normalize(name)).copied()
@@ -93,11 +90,9 @@ impl HostsFile {
 
 static GLOBAL: OnceLock<HostsFile> = OnceLock::new();
 
-/// Makes `path` the host table of this process (once; later calls are ignored).
+/// Makes `path` the host table of this process (once; later calls are ignored). Whether the
+/// file exists yet is the caller's to report.
 pub fn install(path: PathBuf) {
-    if !path.exists() {
-        warn!(path = %path.display(), "the hosts file does not exist (yet); names resolve through the system until it does");
-    }
     let _ = GLOBAL.set(HostsFile::new(path));
 }
 

@@ -37,6 +37,12 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(cp: &ControlPlane, identity: &str) -> Operator {
+        Operator::start_with_env(cp, identity, &[])
+    }
+
+    /// [`Operator::start`] with more environment (e.g. `TALLY_HOSTS_FILE`, for an operator
+    /// that reaches another cluster's nodes by name).
+    pub fn start_with_env(cp: &ControlPlane, identity: &str, env: &[(&str, &str)]) -> Operator {
         let port = free_loopback_port();
         let log = cp.dir().join(format!("operator-{identity}.log"));
         let out = std::fs::File::create(&log).expect("operator log");
@@ -48,6 +54,7 @@ impl Operator {
             .arg("--node-image=example.org/tally-node")
             .arg("--log-format=json")
             .env("RUST_LOG", "info,tally_operator=debug,kube=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()

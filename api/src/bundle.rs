@@ -163,12 +163,16 @@ impl OrganizationBundle {
     }
 
     /// `tls.crt` of the Secret that [`Self::to_organization`] names: the certificates, the
-    /// issuing one first.
+    /// issuing one first, each exactly as exported. The text matters: a channel's genesis
+    /// carries the CA certificate as text, and both clusters must plan the same bytes (a
+    /// generated CA's PEM has CRLF line ends, which must survive the trip).
     pub fn ca_secret_pem(&self) -> String {
         let mut out = String::new();
         for pem in &self.ca_certificates {
-            out.push_str(pem.trim_end());
-            out.push('\n');
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(pem);
         }
         out
     }

@@ -676,3 +676,133 @@ fn bad_certificate_settings_name_their_field() {
         );
     }
 }
+
+/// A consortium across two clusters: side A hosts org1 and org2, side B hosts org3, each
+/// imports the other's organizations from their exported bundles. The same Channel must plan
+/// the same genesis on both sides, or neither side's approvals cover the other's.
+#[test]
+fn two_clusters_plan_the_same_genesis_from_each_others_bundles() {
+    use tally_api::{BundleNode, OrganizationBundle};
+    let k8s = Addressing::Kubernetes {
+        cluster_domain: "cluster.local".into(),
+    };
+    let all = cas(&["org1", "org2", "org3"]);
+    let pem = |o: &str| match all.get(o) {
+        Some(CaInput::Full(ca)) => ca.cert_pem(),
+        _ => unreachable!(),
+    };
+    let side = |hosted: &str, imported: &[OrganizationBundle], peers: &str, consenters: &str| {
+        let mut orgs = hosted.to_string();
+        for b in imported {
+            let o = serde_json::to_string(&b.to_organization(&format!("{}-ca", b.organization)))
+                .unwrap();
+            orgs.push_str(&format!("\n    - {o}"));
+        }
+        format!(
+            "apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {{name: demo}}
+spec:
+  organizations:
+{orgs}
+  policies: {{membershipApproval: {{rule: All}}}}
+{peers}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Channel
+metadata: {{name: main}}
+spec:
+  consortium: demo
+  members: [org1, org2, org3]
+  consenters: {consenters}
+"
+        )
+    };
+    let plan_of = |yaml: &str, ns: &str, imported: &[OrganizationBundle]| {
+        let mut cas: BTreeMap<String, CaInput> = all
+            .iter()
+            .map(|(o, c)| {
+                let CaInput::Full(ca) = c else { unreachable!() };
+                let copy = OrgCa::from_pem(o, &ca.cert_pem(), &ca.key_pem()).unwrap();
+                (o.clone(), CaInput::Full(Box::new(copy)))
+            })
+            .collect();
+        for b in imported {
+            cas.insert(b.organization.clone(), CaInput::CertOnly(b.ca_secret_pem()));
+        }
+        let resources = Resources::from_yaml("side.yaml", yaml).unwrap().to_plan();
+        plan(&PlanInput {
+            resources: &resources,
+            namespace: ns,
+            consortium: "demo",
+            cas: &cas,
+            addressing: &k8s,
+            issued_at: now_unix() - 60,
+            held: &tally_planner::NOTHING_HELD,
+            now: None,
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    };
+    let bundle = |plan: &Plan, org: &str| {
+        let mut b = OrganizationBundle::new(org);
+        b.ca_certificates.push(pem(org));
+        for n in plan.nodes.iter().filter(|n| n.org == org && n.hosted()) {
+            b.nodes.push(BundleNode {
+                name: n.name.clone(),
+                raft_id: n.raft_id,
+                role: tally_api::PeerRole::Consenter,
+                peer_address: n.address.peer_addr.clone(),
+                api_url: n.address.api_url.clone(),
+            });
+        }
+        b
+    };
+    let exposed = |org: &str, domain: &str| {
+        format!(
+            "---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {{name: {org}-peer}}
+spec: {{consortium: demo, organization: {org}, exposure: {{domain: {domain}}}}}"
+        )
+    };
+    // Side B first plans alone (its own organization) to export org3's bundle.
+    let b_alone = plan_of(
+        &side("    - {name: org3}", &[], &exposed("org3", "b.example"), "[org3-peer]")
+            .replace("members: [org1, org2, org3]", "members: [org3]"),
+        "default",
+        &[],
+    );
+    let org3 = bundle(&b_alone, "org3");
+    assert_eq!(org3.nodes[0].peer_address, "org3-peer-0.b.example:7052");
+    let a_peers = format!("{}\n{}", exposed("org1", "a.example"), exposed("org2", "a.example"));
+    let a = plan_of(
+        &side(
+            "    - {name: org1}\n    - {name: org2}",
+            std::slice::from_ref(&org3),
+            &a_peers,
+            "[org1-peer, org2-peer, org3-peer-0]",
+        ),
+        "default",
+        std::slice::from_ref(&org3),
+    );
+    let (org1, org2) = (bundle(&a, "org1"), bundle(&a, "org2"));
+    let b = plan_of(
+        &side(
+            "    - {name: org3}",
+            &[org1.clone(), org2.clone()],
+            &exposed("org3", "b.example"),
+            "[org1-peer-0, org2-peer-0, org3-peer]",
+        ),
+        "default",
+        &[org1, org2],
+    );
+    let ga = &a.channel("main").unwrap().genesis;
+    let gb = &b.channel("main").unwrap().genesis;
+    assert_eq!(
+        serde_json::to_value(ga).unwrap(),
+        serde_json::to_value(gb).unwrap()
+    );
+    assert_eq!(ga.hash(), gb.hash());
+    assert_eq!(ga.consenters[2].peer_addr, "org3-peer-0.b.example:7052");
+}

@@ -57,6 +57,7 @@ async fn pod_runner_runs_a_statefulset_of_tally_nodes() {
             root_dir: dir.path().to_path_buf(),
             ip_prefix: "127.61".to_string(),
             node_bin,
+            public_dns_from: Vec::new(),
         },
     )
     .await

@@ -166,6 +166,8 @@ struct State {
     procs: HashMap<u64, i32>,
     /// The NodePort forwarders listening now, by node port.
     forwarders: HashMap<u16, Forwarder>,
+    /// Node ports that could not be bound (logged once; tried again every pass).
+    unbound: HashSet<u16>,
     next_proc: u64,
     stopped: bool,
 }

@@ -166,11 +166,14 @@ pub(super) fn sync_forwarders(shared: &Arc<Shared>, exposed: &[Exposed]) {
         {
             Ok(l) => l,
             Err(e) => {
-                // Tried again on the next pass (at most a second later).
-                eprintln!("podrunner {}: node port {listen}: {e}", shared.node());
+                // Tried again on the next pass (at most a second later); said once.
+                if shared.state().unbound.insert(port) {
+                    eprintln!("podrunner {}: node port {listen}: {e}", shared.node());
+                }
                 continue;
             }
         };
+        shared.state().unbound.remove(&port);
         let task = shared.spawn(forward(listener, target)).abort_handle();
         shared
             .state()

@@ -214,15 +214,38 @@ pub enum Merge {
 
 /// Puts the bundle's organization into `cons` (CA from `secret`), replacing an earlier
 /// import of it; refuses an organization hosted here (`hosting_peers`: the Peers that run its
-/// nodes in this namespace).
+/// nodes in this namespace) and nodes named like another organization's (`local_nodes`: the
+/// nodes of the other organizations' Peers here).
 pub fn merge_organization(
     cons: &mut Consortium,
     bundle: &OrganizationBundle,
     secret: &str,
     hosting_peers: &[String],
+    local_nodes: &[String],
 ) -> Result<Merge> {
     let cname = cons.metadata.name.clone().unwrap_or_default();
     let org = &bundle.organization;
+    // Channels name nodes consortium-wide: a second node of the same name would be ambiguous.
+    for n in &bundle.nodes {
+        let elsewhere = cons
+            .spec
+            .organizations
+            .iter()
+            .filter(|o| &o.name != org)
+            .find(|o| o.external_peers.iter().any(|p| p.name == n.name))
+            .map(|o| format!("an external peer of {}", o.name))
+            .or_else(|| {
+                local_nodes
+                    .contains(&n.name)
+                    .then(|| "a node of a Peer in this namespace".to_string())
+            });
+        if let Some(what) = elsewhere {
+            bail!(
+                "node {} of the bundle of {org} has the name of {what} in Consortium {cname};                  node names are unique in a consortium",
+                n.name
+            );
+        }
+    }
     let entry = bundle.to_organization(secret);
     let Some(existing) = cons.spec.organizations.iter_mut().find(|o| &o.name == org) else {
         cons.spec.organizations.push(entry);
@@ -355,17 +378,29 @@ async fn import(kube: kube::Client, ns: &str, a: ImportArgs) -> Result<()> {
         attempt += 1;
         let mut cons = consortium(&kube, ns, a.consortium.as_deref()).await?;
         let cname = cons.metadata.name.clone().unwrap_or_default();
-        let hosting: Vec<String> = peers_api
+        let peers: Vec<Peer> = peers_api
             .list(&ListParams::default())
             .await
             .with_context(|| format!("listing Peers in namespace {ns}"))?
             .items
+            .into_iter()
+            .filter(|p| p.spec.consortium == cname)
+            .collect();
+        let hosting: Vec<String> = peers
             .iter()
-            .filter(|p| p.spec.consortium == cname && p.spec.organization == org)
+            .filter(|p| p.spec.organization == org)
             .filter_map(|p| p.metadata.name.clone())
             .collect();
+        let local_nodes: Vec<String> = peers
+            .iter()
+            .filter(|p| p.spec.organization != org)
+            .flat_map(|p| {
+                let name = p.metadata.name.clone().unwrap_or_default();
+                (0..p.spec.replicas.max(0)).map(move |i| tally_planner::node_name(&name, i))
+            })
+            .collect();
         let sname = public_ca_secret(&cname, &org);
-        let merged = merge_organization(&mut cons, &bundle, &sname, &hosting)?;
+        let merged = merge_organization(&mut cons, &bundle, &sname, &hosting, &local_nodes)?;
         let entry = cons
             .spec
             .organizations
@@ -489,15 +524,15 @@ mod tests {
     fn hosted_organizations_are_not_replaced() {
         let b = bundle();
         let mut c = cons(serde_json::json!([{"name": "bank"}]));
-        let e = merge_organization(&mut c, &b, "s", &[]).unwrap_err();
+        let e = merge_organization(&mut c, &b, "s", &[], &[]).unwrap_err();
         assert!(e.to_string().contains("ca.mode Generate"), "{e}");
         let mut c = cons(serde_json::json!([{"name": "bank", "approvals": "External",
             "ca": {"mode": "Secret", "secretRef": {"name": "x"}}}]));
-        let e = merge_organization(&mut c, &b, "s", &["bank-peer".into()]).unwrap_err();
+        let e = merge_organization(&mut c, &b, "s", &["bank-peer".into()], &[]).unwrap_err();
         assert!(e.to_string().contains("Peers bank-peer"), "{e}");
         let mut c = cons(serde_json::json!([{"name": "bank",
             "ca": {"mode": "Secret", "secretRef": {"name": "x"}}}]));
-        let e = merge_organization(&mut c, &b, "s", &[]).unwrap_err();
+        let e = merge_organization(&mut c, &b, "s", &[], &[]).unwrap_err();
         assert!(e.to_string().contains("approvals Operator"), "{e}");
     }
 
@@ -506,12 +541,12 @@ mod tests {
         let mut b = bundle();
         let mut c = cons(serde_json::json!([{"name": "org1"}]));
         assert_eq!(
-            merge_organization(&mut c, &b, "c1-bank-ca-public", &[]).unwrap(),
+            merge_organization(&mut c, &b, "c1-bank-ca-public", &[], &[]).unwrap(),
             Merge::Added
         );
         b.nodes[0].peer_address = "elsewhere.example:7052".into();
         assert_eq!(
-            merge_organization(&mut c, &b, "c1-bank-ca-public", &[]).unwrap(),
+            merge_organization(&mut c, &b, "c1-bank-ca-public", &[], &[]).unwrap(),
             Merge::Replaced
         );
         assert_eq!(c.spec.organizations.len(), 2);
@@ -519,6 +554,26 @@ mod tests {
             c.spec.organizations[1].external_peers[0].peer_address,
             "elsewhere.example:7052"
         );
+    }
+
+    #[test]
+    fn node_names_stay_unique_in_the_consortium() {
+        let b = bundle();
+        let mut c = cons(serde_json::json!([{"name": "org1"}]));
+        let e = merge_organization(&mut c, &b, "s", &[], &["bank-peer-0".into()]).unwrap_err();
+        assert!(
+            e.to_string().contains("a node of a Peer in this namespace"),
+            "{e}"
+        );
+        let mut c = cons(
+            serde_json::json!([{"name": "other", "approvals": "External",
+            "ca": {"mode": "Secret", "secretRef": {"name": "x"}},
+            "externalPeers": [{"name": "bank-peer-0", "peerAddress": "x.example:7052",
+                               "apiUrl": "https://x.example:7051"}]}]),
+        );
+        let e = merge_organization(&mut c, &b, "s", &[], &[]).unwrap_err();
+        assert!(e.to_string().contains("an external peer of other"), "{e}");
+        assert_eq!(c.spec.organizations.len(), 1, "refused, yet changed");
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The kubectl plugin (`kubectl-tally`, built with tallyctl) run by a real kubectl against a
 //! real kube-apiserver: kubectl finds it on the PATH, `kubectl tally status` tells the
 //! quickstart consortium's story from the objects' status (plain when piped, JSON with `-o
-//! json`), `backup create|list` make and show Backup objects, errors name what exists, and
-//! tallyctl's commands pass through.
+//! json`), `backup create|list` make and show Backup objects, errors name what exists,
+//! `org export|import` carry an organization's bundle (no key) from one Consortium to another,
+//! and tallyctl's commands pass through.
 //!
 //! Needs etcd, kube-apiserver and kubectl as crds_apiserver.rs does (`TALLY_SKIP_K8S=1` skips).
 

@@ -22,8 +22,11 @@
 //!
 //! [`s3`] runs a real S3-compatible server (Versity Gateway) for the backup suites.
 //!
+//! [`two_clusters`] runs two control planes whose pod runners publish exposed nodes to each
+//! other, as public DNS between two clusters would.
+//!
 //! By module (all re-exported here but [`http`], [`podrunner`], [`operator`], [`browser`],
-//! [`prometheus`]):
+//! [`prometheus`], [`two_clusters`]):
 //! `bins` finds the executables, `cluster` holds [`TestCluster`], `chain` submits with
 //! retries and checks chains, [`http`] sends raw requests, `api_checks` reads API errors and
 //! Prometheus text, `control_plane` runs etcd, kube-apiserver and kube-controller-manager.
@@ -41,6 +44,7 @@ pub mod operator;
 pub mod podrunner;
 pub mod prometheus;
 pub mod s3;
+pub mod two_clusters;
 
 pub use api_checks::*;
 pub use bins::*;

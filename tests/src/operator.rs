@@ -211,6 +211,7 @@ pub async fn start_runner(cp: &ControlPlane, ip_prefix: &str) -> crate::podrunne
             root_dir: cp.dir().join("runner"),
             ip_prefix: ip_prefix.into(),
             node_bin: node_bin(),
+            public_dns_from: Vec::new(),
         },
     )
     .await

@@ -1,8 +1,9 @@
 //! The kubectl plugin (`kubectl-tally`, built with tallyctl) run by a real kubectl against a
 //! real kube-apiserver: kubectl finds it on the PATH, `kubectl tally status` tells the
 //! quickstart consortium's story from the objects' status (plain when piped, JSON with `-o
-//! json`), `backup create|list` make and show Backup objects, errors name what exists, and
-//! tallyctl's commands pass through.
+//! json`), `backup create|list` make and show Backup objects, errors name what exists,
+//! `org export|import` carry an organization's bundle (no key) from one Consortium to another,
+//! and tallyctl's commands pass through.
 //!
 //! Needs etcd, kube-apiserver and kubectl as crds_apiserver.rs does (`TALLY_SKIP_K8S=1` skips).
 
@@ -350,4 +351,366 @@ fn krew_package_matches_its_manifest() {
         String::from_utf8_lossy(&version.stdout).contains("kubectl-tally"),
         "{version:?}"
     );
+}
+
+/// `kubectl tally org export|import` on one API server, two namespaces standing for two
+/// clusters: `east` hosts the organization `bank`, `west` imports its bundle. No operator runs:
+/// the CA Secret and the Peers' status an operator would write are put in place by hand.
+#[test]
+fn kubectl_tally_org_exports_and_imports_a_bundle() {
+    let Some(bin) = k8s_bin_dir() else { return };
+    let cp = ControlPlane::start("kubectl_plugin_org", &bin);
+    let kubectl = bin.join("kubectl");
+    let crds = repo().join("crds");
+    let crds = crds.to_str().expect("UTF-8");
+    cp.kubectl_ok(&["apply", "--server-side", "-f", crds]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "-f",
+        crds,
+    ]);
+    let apply = |ns: &str, yaml: &str| {
+        let out = cp.kubectl_stdin(&["apply", "-n", ns, "-f", "-"], Some(yaml));
+        assert!(out.ok, "kubectl apply failed: {}{}", out.stdout, out.stderr);
+    };
+    let plugin = |args: &[&str]| kubectl_plugin(&cp, &kubectl, args);
+    for ns in ["east", "west"] {
+        cp.kubectl_ok(&["create", "namespace", ns]);
+    }
+    let ca = tally_protocol::identity::OrgCa::generate("bank").expect("a CA");
+    let (cert, key) = (ca.cert_pem(), ca.key_pem());
+    apply(
+        "east",
+        &format!(
+            r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {{name: c1}}
+spec:
+  organizations:
+    - {{name: bank, displayName: Bank of Example}}
+    - {{name: org1}}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {{name: bank-peer}}
+spec:
+  consortium: c1
+  organization: bank
+  replicas: 2
+  exposure: {{type: LoadBalancer, domain: bank.example.org}}
+---
+apiVersion: tally.dev/v1alpha1
+kind: Peer
+metadata: {{name: org1-peer}}
+spec: {{consortium: c1, organization: org1, replicas: 1}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: c1-bank-ca}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: {cert:?}
+  tls.key: {key:?}
+"#
+        ),
+    );
+
+    // No addresses reported yet: the export says what to wait for.
+    let (ok, out, err) = plugin(&["tally", "org", "export", "bank", "-n", "east"]);
+    assert!(!ok, "exported before the nodes had addresses:\n{out}");
+    assert!(
+        err.contains("node bank-peer-0 of Peer bank-peer has no reported Raft id and address yet")
+            && err.contains("export again"),
+        "{err}"
+    );
+    let patch_status = |ns: &str, peer: &str, status: &str| {
+        cp.kubectl_ok(&[
+            "patch",
+            "peer",
+            peer,
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{status}}}"#),
+        ]);
+    };
+    let node = |i: u32, raft: u64| {
+        format!(
+            r#"{{"name":"bank-peer-{i}","ready":true,"raftId":{raft},"peerAddress":"bank-peer-{i}.bank.example.org:7052","apiUrl":"https://bank-peer-{i}.bank.example.org:7051","channels":[]}}"#
+        )
+    };
+    patch_status(
+        "east",
+        "bank-peer",
+        &format!(r#"{{"nodes":[{},{}]}}"#, node(0, 1001), node(1, 1002)),
+    );
+
+    // The bundle: the Secret's certificate, the nodes with their Raft ids, never a key.
+    let (ok, yaml, err) = plugin(&["tally", "org", "export", "bank", "-n", "east"]);
+    assert!(ok, "export failed: {err}");
+    eprintln!("{yaml}");
+    assert!(
+        !yaml.contains("PRIVATE KEY") && !yaml.contains(key.trim()),
+        "the bundle holds a key:\n{yaml}"
+    );
+    let bundle: tally_api::bundle::OrganizationBundle =
+        serde_yaml::from_str(&yaml).expect("the export parses as a bundle");
+    bundle.check().expect("the export passes check()");
+    assert_eq!(bundle.organization, "bank");
+    assert_eq!(bundle.display_name, "Bank of Example");
+    assert_eq!(bundle.ca_certificates, vec![cert.clone()]);
+    let ids: Vec<(String, u64)> = bundle
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.raft_id))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![("bank-peer-0".into(), 1001), ("bank-peer-1".into(), 1002)]
+    );
+    assert_eq!(
+        bundle.nodes[1].peer_address,
+        "bank-peer-1.bank.example.org:7052"
+    );
+    let dir = tempfile::tempdir().expect("a folder");
+    let file = dir.path().join("bank.yaml");
+    let file_s = file.to_str().expect("UTF-8");
+    let (ok, out, err) = plugin(&[
+        "tally",
+        "org",
+        "export",
+        "bank",
+        "-n",
+        "east",
+        "--consortium",
+        "c1",
+        "-o",
+        "json",
+        "--out",
+        file_s,
+    ]);
+    assert!(ok, "export --out failed: {err}");
+    assert!(out.contains("2 node(s)"), "{out}");
+    let text = std::fs::read_to_string(&file).expect("the bundle file");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let from_json: tally_api::bundle::OrganizationBundle =
+        serde_json::from_str(&text).expect("JSON bundle");
+    assert_eq!(from_json, bundle);
+
+    // A Peer without exposure has cluster-internal addresses: refused unless allowed.
+    patch_status(
+        "east",
+        "org1-peer",
+        r#"{"nodes":[{"name":"org1-peer-0","ready":true,"raftId":7,"peerAddress":"org1-peer-0.org1-peer.east.svc.cluster.local:7052","apiUrl":"https://org1-peer-0.org1-peer.east.svc.cluster.local:7051","channels":[]}]}"#,
+    );
+    let ca1 = tally_protocol::identity::OrgCa::generate("org1").expect("a CA");
+    cp.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "c1-org1-ca",
+        "-n",
+        "east",
+        &format!("--from-literal=tls.crt={}", ca1.cert_pem()),
+        &format!("--from-literal=tls.key={}", ca1.key_pem()),
+    ]);
+    let (ok, _, err) = plugin(&["tally", "org", "export", "org1", "-n", "east"]);
+    assert!(!ok);
+    assert!(
+        err.contains("Peer org1-peer has no spec.exposure") && err.contains("--allow-internal"),
+        "{err}"
+    );
+    let (ok, out, err) = plugin(&[
+        "tally",
+        "org",
+        "export",
+        "org1",
+        "-n",
+        "east",
+        "--allow-internal",
+    ]);
+    assert!(ok, "export --allow-internal failed: {err}");
+    assert!(out.contains("svc.cluster.local:7052") && !out.contains("PRIVATE KEY"));
+
+    // Import into another Consortium ("the other cluster"): dry run first changes nothing.
+    apply(
+        "west",
+        r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: c2}
+spec:
+  organizations:
+    - {name: shop}
+"#,
+    );
+    let (ok, out, err) = plugin(&["tally", "org", "import", file_s, "-n", "west", "--dry-run"]);
+    assert!(ok, "dry run failed: {err}");
+    assert!(
+        out.contains("c2-bank-ca-public")
+            && out.contains("raftId: 1001")
+            && out.contains("External"),
+        "{out}"
+    );
+    let secret_missing = cp.kubectl(&["get", "secret", "c2-bank-ca-public", "-n", "west"]);
+    assert!(!secret_missing.ok, "the dry run wrote the Secret");
+    assert_eq!(
+        organizations(&cp, "west", "c2").len(),
+        1,
+        "the dry run changed c2"
+    );
+
+    let (ok, out, err) = plugin(&["tally", "org", "import", file_s, "-n", "west"]);
+    assert!(ok, "import failed: {err}");
+    assert!(out.contains("organization bank added"), "{out}");
+    let orgs = organizations(&cp, "west", "c2");
+    let bank = orgs
+        .iter()
+        .find(|o| o["name"] == "bank")
+        .expect("bank imported");
+    assert_eq!(bank["approvals"], "External");
+    assert_eq!(bank["ca"]["mode"], "Secret");
+    assert_eq!(bank["ca"]["secretRef"]["name"], "c2-bank-ca-public");
+    let raft: Vec<u64> = bank["externalPeers"]
+        .as_array()
+        .expect("externalPeers")
+        .iter()
+        .filter_map(|p| p["raftId"].as_u64())
+        .collect();
+    assert_eq!(raft, vec![1001, 1002]);
+    let secret: serde_json::Value = serde_json::from_str(&cp.kubectl_ok(&[
+        "get",
+        "secret",
+        "c2-bank-ca-public",
+        "-n",
+        "west",
+        "-o",
+        "json",
+    ]))
+    .expect("JSON");
+    let keys: Vec<&String> = secret["data"].as_object().expect("data").keys().collect();
+    assert_eq!(
+        keys,
+        vec!["tls.crt"],
+        "the imported Secret holds more than the certificate"
+    );
+
+    // A re-export after a change is re-imported in place.
+    let changed = text.replace(
+        "bank-peer-1.bank.example.org:7052",
+        "bank-peer-1.moved.example.org:7052",
+    );
+    let file2 = dir.path().join("bank-2.json");
+    std::fs::write(&file2, changed).expect("write");
+    let (ok, out, err) = plugin(&[
+        "tally",
+        "org",
+        "import",
+        file2.to_str().expect("UTF-8"),
+        "-n",
+        "west",
+    ]);
+    assert!(ok, "re-import failed: {err}");
+    assert!(out.contains("organization bank replaced"), "{out}");
+    let orgs = organizations(&cp, "west", "c2");
+    assert_eq!(orgs.len(), 2, "{orgs:?}");
+    let bank = orgs.iter().find(|o| o["name"] == "bank").expect("bank");
+    assert_eq!(
+        bank["externalPeers"][1]["peerAddress"],
+        "bank-peer-1.moved.example.org:7052"
+    );
+
+    // Over the organization's own home it is refused, with the reason.
+    let (ok, _, err) = plugin(&["tally", "org", "import", file_s, "-n", "east"]);
+    assert!(!ok, "imported over a hosted organization");
+    assert!(
+        err.contains("hosted in this cluster") && err.contains("Peers bank-peer run its nodes"),
+        "{err}"
+    );
+    // ... and so is one the operator approves for, without Peers.
+    apply(
+        "west",
+        r#"
+apiVersion: tally.dev/v1alpha1
+kind: Consortium
+metadata: {name: c3}
+spec:
+  organizations:
+    - name: bank
+      ca: {mode: Secret, secretRef: {name: own-bank-ca}}
+"#,
+    );
+    let (ok, _, err) = plugin(&[
+        "tally",
+        "org",
+        "import",
+        file_s,
+        "-n",
+        "west",
+        "--consortium",
+        "c3",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("approvals Operator"), "{err}");
+    // Several Consortia and none named: the error lists them.
+    let (ok, _, err) = plugin(&["tally", "org", "import", file_s, "-n", "west"]);
+    assert!(!ok);
+    assert!(
+        err.contains("c2, c3") && err.contains("--consortium"),
+        "{err}"
+    );
+
+    // A malformed bundle is refused naming the field.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, yaml.replace("raftId: 1002", "raftId: 0")).expect("write");
+    let (ok, _, err) = plugin(&[
+        "tally",
+        "org",
+        "import",
+        bad.to_str().expect("UTF-8"),
+        "-n",
+        "west",
+        "--consortium",
+        "c2",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("raftId"), "{err}");
+    std::fs::write(
+        &bad,
+        yaml.replace("kind: OrganizationBundle", "kind: Secret"),
+    )
+    .expect("write");
+    let (ok, _, err) = plugin(&[
+        "tally",
+        "org",
+        "import",
+        bad.to_str().expect("UTF-8"),
+        "-n",
+        "west",
+        "--consortium",
+        "c2",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("kind"), "{err}");
+
+    // tallyctl's own org commands still pass through.
+    let (ok, out, err) = plugin(&["tally", "org", "--help"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("export") && out.contains("import"), "{out}");
+}
+
+/// `spec.organizations` of a Consortium.
+fn organizations(cp: &ControlPlane, ns: &str, name: &str) -> Vec<serde_json::Value> {
+    let c: serde_json::Value =
+        serde_json::from_str(&cp.kubectl_ok(&["get", "consortium", name, "-n", ns, "-o", "json"]))
+            .expect("JSON");
+    c["spec"]["organizations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }

@@ -57,6 +57,7 @@ async fn pod_runner_runs_a_statefulset_of_tally_nodes() {
             root_dir: dir.path().to_path_buf(),
             ip_prefix: "127.61".to_string(),
             node_bin,
+            public_dns_from: Vec::new(),
         },
     )
     .await
@@ -122,7 +123,7 @@ async fn scenario(client: &kube::Client, runner: &PodRunner) -> anyhow::Result<(
         "tally-0 never connected to {peer}:\n{log}"
     );
 
-    check_status(&pods.get("tally-0").await?, &ips[0])?;
+    check_status(&pods.get("tally-0").await?, &ips[0], runner.node_ip())?;
 
     wait(
         &sets,
@@ -628,11 +629,11 @@ fn first_container(p: Option<&Pod>) -> Option<&ContainerStatus> {
 }
 
 /// What a kubelet reports for a running, ready pod.
-fn check_status(pod: &Pod, ip: &Ipv4Addr) -> anyhow::Result<()> {
+fn check_status(pod: &Pod, ip: &Ipv4Addr, node_ip: Ipv4Addr) -> anyhow::Result<()> {
     let s = pod.status.as_ref().context("no status")?;
     ensure!(s.phase.as_deref() == Some("Running"), "phase {:?}", s.phase);
     ensure!(
-        s.host_ip.as_deref() == Some("127.0.0.1"),
+        s.host_ip.as_deref() == Some(node_ip.to_string().as_str()),
         "hostIP {:?}",
         s.host_ip
     );

@@ -49,7 +49,7 @@ pub(super) fn node_status(shared: &Shared) -> Value {
             cond("Ready", "True", "KubeletReady", "the tally-tests pod runner is posting ready status"),
         ],
         "addresses": [
-            {"type": "InternalIP", "address": HOST_IP},
+            {"type": "InternalIP", "address": shared.node_ip().to_string()},
             {"type": "Hostname", "address": shared.node()},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
@@ -188,22 +188,47 @@ pub(super) async fn bind(shared: Arc<Shared>, ns: String, name: String, uid: Str
     }
 }
 
-/// Rewrites the hosts file whenever what it lists changed.
+/// Rewrites the hosts file and the public-hosts file whenever what they list changed, and
+/// keeps node-port forwarders and load-balancer statuses in step; looks again at least once a
+/// second since other runners' public-hosts files are not watched.
 pub(super) async fn hosts_writer(shared: Arc<Shared>) {
     let _ = shared.services.wait_until_ready().await;
     let mut last = String::new();
+    let mut last_public = String::new();
     loop {
-        let text = shared.hosts_text();
-        if text != last {
-            match write_atomic(&shared.hosts_path(), text.as_bytes()) {
-                Ok(()) => last = text,
-                Err(e) => eprintln!(
-                    "podrunner {}: writing {}: {e}",
-                    shared.node(),
-                    shared.hosts_path().display()
-                ),
-            }
+        let exposed = exposed_services(&shared);
+        let public = public_text(&shared, &exposed);
+        let mut text = shared.hosts_text();
+        for e in &exposed {
+            text += &format!("{} {}\n", e.ip, e.names.join(" "));
         }
-        shared.hosts_dirty.notified().await;
+        text += &merged_public_dns(&shared);
+        write_if_changed(&shared, &shared.hosts_path(), text, &mut last);
+        write_if_changed(
+            &shared,
+            &shared.public_hosts_path(),
+            public,
+            &mut last_public,
+        );
+        sync_forwarders(&shared, &exposed);
+        sync_load_balancers(&shared, &exposed).await;
+        tokio::select! {
+            _ = shared.hosts_dirty.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn write_if_changed(shared: &Shared, path: &Path, text: String, last: &mut String) {
+    if text == *last {
+        return;
+    }
+    match write_atomic(path, text.as_bytes()) {
+        Ok(()) => *last = text,
+        Err(e) => eprintln!(
+            "podrunner {}: writing {}: {e}",
+            shared.node(),
+            path.display()
+        ),
     }
 }

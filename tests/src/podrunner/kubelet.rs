@@ -316,6 +316,7 @@ impl PodCtx {
                     hostname: spec.hostname.clone(),
                     subdomain: spec.subdomain.clone(),
                     labels: pod.metadata.labels.clone().unwrap_or_default(),
+                    ports: container_ports(&spec),
                     ready: false,
                     pids: Vec::new(),
                 },
@@ -950,7 +951,7 @@ impl PodCtx {
                 .clone()
                 .unwrap_or_else(|| "default".to_string()),
             "status.podIP" | "status.podIPs" => self.ip.to_string(),
-            "status.hostIP" | "status.hostIPs" => HOST_IP.to_string(),
+            "status.hostIP" | "status.hostIPs" => self.shared.node_ip().to_string(),
             _ => {
                 if let Some(k) = subscript("metadata.labels") {
                     meta.labels
@@ -1244,9 +1245,10 @@ impl PodCtx {
             v
         };
         let ip = self.ip.to_string();
+        let host_ip = self.shared.node_ip().to_string();
         let mut status = json!({
             "phase": phase,
-            "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}],
+            "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
             "podIP": ip, "podIPs": [{"ip": ip}],
             "startTime": self.start_time,
             "conditions": [

@@ -44,9 +44,26 @@
 //! ready pod run here that it selects. tally-node reads it through `TALLY_HOSTS_FILE`
 //! (`--hosts-file`).
 //!
+//! Public DNS and load-balancer stand-in (external-dns and a cloud controller): every Service
+//! of type `LoadBalancer` or `NodePort` with a selector and the annotation
+//! `external-dns.alpha.kubernetes.io/hostname` (comma-separated names) has its names published
+//! while a pod it selects is ready here. For a LoadBalancer they resolve to that pod's address
+//! (the ports are the pod's), and the Service's `status.loadBalancer.ingress` is set to that
+//! address and the first name. For a NodePort they resolve to the node's address
+//! (`<ip_prefix>.255.254`, distinct per runner, also its `InternalIP` and the pods' `hostIP`),
+//! where a TCP forwarder listens on each `nodePort` and connects to the pod's `targetPort`
+//! (a number, or a container port's name); the forwarder and its connections go with the
+//! Service or the pod. Published names are listed in the hosts file and in
+//! `<root>/public-hosts`; the lines of other runners' `public-hosts` files named in
+//! [`RunnerOptions::public_dns_from`] are merged into the hosts file, so two runners on two
+//! control planes reach each other's exposed nodes by name as two clusters would through
+//! public DNS. Both files are looked at again at least once a second and rewritten (by an
+//! atomic rename) only when their text changes.
+//!
 //! Not simulated: resources, affinity, taints, node selectors, images, users and security
 //! contexts, service-account tokens, ports other than what the process binds, Services'
-//! virtual IPs. Two runners on one control plane need different `ip_prefix`es (they race to
+//! virtual IPs, load balancers' own ports (a LoadBalancer Service's `port` must equal its
+//! `targetPort` to be reached). Two runners on one control plane need different `ip_prefix`es (they race to
 //! bind pending pods, which spreads them).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -76,18 +93,20 @@ mod cluster;
 mod files;
 mod kubelet;
 mod probes;
+mod public;
 
 use cluster::*;
 use files::*;
 use kubelet::*;
 use probes::*;
+use public::*;
 
 /// Where a [`PodRunner`] runs its pods.
 #[derive(Clone, Debug)]
 pub struct RunnerOptions {
     /// The name of the `Node` it registers and runs the pods of.
     pub node_name: String,
-    /// Its folder: `pods/`, `pvc/`, `logs/` and `hosts` go there. It must exist or be
+    /// Its folder: `pods/`, `pvc/`, `logs/`, `hosts` and `public-hosts` go there. It must exist or be
     /// creatable; the runner does not delete it.
     pub root_dir: PathBuf,
     /// The first two octets of the pod addresses, e.g. `"127.61"`: pods get `127.61.0.1`,
@@ -95,9 +114,12 @@ pub struct RunnerOptions {
     pub ip_prefix: String,
     /// The `tally-node` executable that containers with a tally-node image run.
     pub node_bin: PathBuf,
+    /// Other runners' `public-hosts` files (see [`PodRunner::public_hosts_path`]): their lines
+    /// are merged into this runner's hosts file, as public DNS would make another cluster's
+    /// exposed names resolvable here. Missing files count as empty.
+    pub public_dns_from: Vec<PathBuf>,
 }
 
-const HOST_IP: &str = "127.0.0.1";
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -142,6 +164,10 @@ struct State {
     tasks: Vec<AbortHandle>,
     /// Process groups alive, by an id.
     procs: HashMap<u64, i32>,
+    /// The NodePort forwarders listening now, by node port.
+    forwarders: HashMap<u16, Forwarder>,
+    /// Node ports that could not be bound (logged once; tried again every pass).
+    unbound: HashSet<u16>,
     next_proc: u64,
     stopped: bool,
 }
@@ -153,6 +179,8 @@ struct PodInfo {
     hostname: Option<String>,
     subdomain: Option<String>,
     labels: BTreeMap<String, String>,
+    /// Named container ports, for Services whose `targetPort` is a name.
+    ports: BTreeMap<String, u16>,
     ready: bool,
     pids: Vec<u32>,
 }
@@ -188,7 +216,8 @@ impl Shared {
         }
         let n = st.next_ip;
         let (x, y) = (n / 254, n % 254 + 1);
-        if x > 255 {
+        // x.255 holds the node's own address.
+        if x >= 255 {
             bail!("no pod address left under {}", self.opts.ip_prefix);
         }
         st.next_ip += 1;
@@ -203,6 +232,16 @@ impl Shared {
 
     fn hosts_path(&self) -> PathBuf {
         self.opts.root_dir.join("hosts")
+    }
+
+    fn public_hosts_path(&self) -> PathBuf {
+        self.opts.root_dir.join("public-hosts")
+    }
+
+    /// The node's own address, distinct per runner (`<ip_prefix>.255.254`, never given to a
+    /// pod) so that two runners' node ports do not collide.
+    fn node_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(self.prefix[0], self.prefix[1], 255, 254)
     }
 
     fn pvc_dir(&self, ns: &str, claim: &str) -> PathBuf {
@@ -234,8 +273,7 @@ impl Shared {
             "# Written by the tally-tests pod runner of node {}: pod and Service names.\n",
             self.node()
         );
-        let mut services: Vec<Arc<Service>> = self.services.state();
-        services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+        let services = self.sorted_services();
         let st = self.state();
         for ((ns, _), p) in &st.pods {
             if let (Some(h), Some(sd)) = (&p.hostname, &p.subdomain) {
@@ -256,19 +294,34 @@ impl Shared {
             if selector.is_empty() {
                 continue;
             }
-            let chosen = st.pods.iter().find(|((pns, _), p)| {
-                pns == ns
-                    && p.ready
-                    && selector
-                        .iter()
-                        .all(|(k, v)| p.labels.get(k).is_some_and(|l| l == v))
-            });
-            if let Some((_, p)) = chosen {
+            if let Some(p) = st.selected_pod(ns, selector) {
                 let base = format!("{name}.{ns}");
                 out += &format!("{} {base}.svc.cluster.local {base}.svc {base}\n", p.ip);
             }
         }
         out
+    }
+
+    fn sorted_services(&self) -> Vec<Arc<Service>> {
+        let mut services: Vec<Arc<Service>> = self.services.state();
+        services.sort_by_key(|s| (s.metadata.namespace.clone(), s.metadata.name.clone()));
+        services
+    }
+}
+
+impl State {
+    /// One ready pod run here in `ns` that `selector` picks (the first by name).
+    fn selected_pod(&self, ns: &str, selector: &BTreeMap<String, String>) -> Option<&PodInfo> {
+        self.pods
+            .iter()
+            .find(|((pns, _), p)| {
+                pns == ns
+                    && p.ready
+                    && selector
+                        .iter()
+                        .all(|(k, v)| p.labels.get(k).is_some_and(|l| l == v))
+            })
+            .map(|(_, p)| p)
     }
 }
 
@@ -325,6 +378,8 @@ impl PodRunner {
         });
         write_atomic(&shared.hosts_path(), shared.hosts_text().as_bytes())
             .with_context(|| format!("write {}", shared.hosts_path().display()))?;
+        write_atomic(&shared.public_hosts_path(), b"")
+            .with_context(|| format!("write {}", shared.public_hosts_path().display()))?;
         register_node(&shared).await?;
 
         let runner = PodRunner {
@@ -371,6 +426,18 @@ impl PodRunner {
     /// The hosts file (`<root>/hosts`).
     pub fn hosts_path(&self) -> PathBuf {
         self.shared.hosts_path()
+    }
+
+    /// The names this runner publishes as public DNS would (`<root>/public-hosts`, in
+    /// `/etc/hosts` format): give it to another runner's [`RunnerOptions::public_dns_from`].
+    pub fn public_hosts_path(&self) -> PathBuf {
+        self.shared.public_hosts_path()
+    }
+
+    /// The node's address (`<ip_prefix>.255.254`): its `InternalIP`, the pods' `hostIP`, where
+    /// NodePort Services listen.
+    pub fn node_ip(&self) -> Ipv4Addr {
+        self.shared.node_ip()
     }
 
     /// The folder standing for the PersistentVolumeClaim `claim` (`<root>/pvc/<ns>/<claim>`).

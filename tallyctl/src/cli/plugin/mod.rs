@@ -1,11 +1,13 @@
 //! `kubectl-tally`, the kubectl plugin: a consortium's story from the API server in one
 //! command (`status`), a node's logs by its name (`logs`), the ledger through the API server
-//! (`tx put|get`, `proposals`, `approve`, `reject`), and every other `tallyctl` command
+//! (`tx put|get`, `proposals`, `approve`, `reject`), an organization's bundle for members in
+//! other clusters (`org export|import`), and every other `tallyctl` command
 //! (`profile export`, `blocks`, ...) under the same name, so one binary serves both the
 //! cluster view and the ledger.
 
 mod backups;
 mod ledger;
+mod org_bundle;
 mod reach;
 mod render;
 mod signer;
@@ -75,6 +77,11 @@ enum PluginCmd {
     /// are tallyctl's.
     #[command(subcommand)]
     Backup(backups::BackupCmd),
+    /// Members in other clusters: `export ORG` writes an organization's public bundle (CA
+    /// certificates, nodes' Raft ids and addresses), `import FILE` adds it to a Consortium
+    /// here as an external member; `create`, `issue` and the rest are tallyctl's.
+    #[command(subcommand)]
+    Org(org_bundle::OrgCmd),
     /// Any tallyctl command, e.g. `kubectl tally profile export --consortium C --data-dir D`.
     #[command(external_subcommand)]
     Tallyctl(Vec<OsString>),
@@ -179,6 +186,13 @@ pub async fn run(cli: PluginCli) -> Result<()> {
         PluginCmd::Approve(a) => vote(cli.kubeconfig, cli.namespace, a, true).await,
         PluginCmd::Reject(a) => vote(cli.kubeconfig, cli.namespace, a, false).await,
         PluginCmd::Backup(c) => backup(cli.kubeconfig, cli.namespace, c).await,
+        PluginCmd::Org(org_bundle::OrgCmd::Tallyctl(rest)) => {
+            tallyctl(std::iter::once(OsString::from("org")).chain(rest)).await
+        }
+        PluginCmd::Org(c) => {
+            let (kube, ns) = client(cli.kubeconfig, cli.namespace).await?;
+            org_bundle::run(kube, ns, c).await
+        }
         PluginCmd::Tallyctl(args) => tallyctl(args).await,
     }
 }

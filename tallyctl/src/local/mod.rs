@@ -59,6 +59,7 @@ const CLUSTER_FILE_VERSION: u32 = 1;
 
 mod cluster_spec;
 mod control;
+mod external;
 mod launch;
 mod layout;
 mod lookup;
@@ -66,8 +67,9 @@ mod process;
 mod readiness;
 
 pub use cluster_spec::*;
+pub use external::PendingChannel;
 pub use layout::*;
-use layout::{read_cluster_file, ClusterFile, NodeEntry, OrgKeys};
+use layout::{read_cluster_file, write_cluster_file, ClusterFile, NodeEntry, OrgKeys};
 pub use process::*;
 use process::{check_bin, claim_dir, tail_of, NodeProc};
 #[cfg(unix)]

@@ -597,7 +597,7 @@ fn two_sides_of_the_supply_chain_finance_consortium() {
     assert_eq!(side_b.stop(), Some(0));
     assert_eq!(side_a.stop(), Some(0));
     // Resuming a completed side needs no approval any more.
-    let again = Up::start(&a_args[..8].to_vec(), file("a-up-2.stderr"));
+    let again = Up::start(&a_args[..8], file("a-up-2.stderr"));
     assert_eq!(again.stop(), Some(0));
     drop(root);
 }

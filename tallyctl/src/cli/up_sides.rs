@@ -194,3 +194,160 @@ pub fn external_cas(externals: &Externals) -> BTreeMap<String, tally_planner::Ca
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_api::bundle::BundleNode;
+    use tally_planner::{Addressing, CaInput, Plan, PlanInput};
+    use tally_protocol::OrgCa;
+
+    const NS: &str = "default";
+    const CONS: &str = "supply-chain-finance";
+    const SIDE_A: [&str; 3] = ["core-enterprise", "supplier-tier1", "supplier-tier2"];
+
+    fn example() -> spec::Resources {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/examples/supply-chain-finance.yaml");
+        tally_api::manifest::Resources::read_files(&[path])
+            .expect("the example reads")
+            .to_plan()
+    }
+
+    /// Plans one side: `hosted` with their CAs (keys), the others from `externals`.
+    fn plan_side(
+        hosted: &BTreeMap<String, OrgCa>,
+        externals: &Externals,
+        prefix: &str,
+    ) -> (Plan, Vec<Waiting>) {
+        let mut res = example();
+        let waiting = apply(&mut res, NS, CONS, externals).expect("applies");
+        let mut cas = external_cas(externals);
+        for (o, ca) in hosted {
+            let copy = OrgCa::from_pem(o, &ca.cert_pem(), &ca.key_pem()).expect("the CA reads");
+            cas.insert(o.clone(), CaInput::Full(Box::new(copy)));
+        }
+        let plan = tally_planner::plan(&PlanInput {
+            resources: &res,
+            namespace: NS,
+            consortium: CONS,
+            cas: &cas,
+            addressing: &Addressing::Loopback {
+                prefix: prefix.to_string(),
+            },
+            issued_at: 1_700_000_000,
+            held: &tally_planner::NOTHING_HELD,
+            now: None,
+        })
+        .expect("plans");
+        (plan, waiting)
+    }
+
+    /// What `tallyctl org export` writes for `org`, from a plan.
+    fn bundle(plan: &Plan, org: &str) -> OrganizationBundle {
+        let mut b = OrganizationBundle::new(org);
+        b.ca_certificates
+            .push(plan.org(org).expect("org").ca_pem.clone());
+        for n in plan.hosted_nodes().filter(|n| n.org == org) {
+            b.nodes.push(BundleNode {
+                name: n.name.clone(),
+                raft_id: n.raft_id,
+                role: n.role,
+                peer_address: n.address.peer_addr.clone(),
+                api_url: n.address.api_url.clone(),
+            });
+        }
+        // Through YAML, as it travels.
+        OrganizationBundle::parse(&serde_yaml::to_string(&b).expect("yaml")).expect("parses")
+    }
+
+    fn cas(orgs: &[&str]) -> BTreeMap<String, OrgCa> {
+        orgs.iter()
+            .map(|o| (o.to_string(), OrgCa::generate(o).expect("CA")))
+            .collect()
+    }
+
+    #[test]
+    fn both_sides_plan_the_same_genesis_bytes() {
+        let a_cas = cas(&SIDE_A);
+        let b_cas = cas(&["bank"]);
+        // B first, without A's bundles: the bank's node, every channel waiting.
+        let none: Externals = SIDE_A.iter().map(|o| (o.to_string(), None)).collect();
+        let (b0, waiting) = plan_side(&b_cas, &none, "127.2.2");
+        assert!(b0.channels.is_empty());
+        assert_eq!(
+            waiting,
+            [
+                Waiting {
+                    channel: "receivables".into(),
+                    orgs: SIDE_A.map(String::from).to_vec()
+                },
+                Waiting {
+                    channel: "financing".into(),
+                    orgs: vec!["core-enterprise".into()]
+                }
+            ]
+        );
+        let bank = bundle(&b0, "bank");
+        let ext_a: Externals = [("bank".to_string(), Some(bank))].into();
+        let (a, waiting) = plan_side(&a_cas, &ext_a, "127.1.1");
+        assert!(waiting.is_empty());
+        let ext_b: Externals = SIDE_A
+            .iter()
+            .map(|o| (o.to_string(), Some(bundle(&a, o))))
+            .collect();
+        let (b, _) = plan_side(&b_cas, &ext_b, "127.2.2");
+        assert_eq!(a.channels.len(), 2);
+        for ca in &a.channels {
+            let cb = b.channel(&ca.name).expect("B plans it too");
+            assert_eq!(
+                serde_json::to_vec(&ca.genesis).expect("json"),
+                serde_json::to_vec(&cb.genesis).expect("json"),
+                "channel {}",
+                ca.name
+            );
+            assert_eq!(ca.genesis.hash(), cb.genesis.hash());
+        }
+        // Each side runs its own nodes only, and knows the others by their bundles.
+        let hosted = |p: &Plan| p.hosted_nodes().map(|n| n.name.clone()).collect::<Vec<_>>();
+        assert_eq!(hosted(&b), ["bank-peer-0"]);
+        assert_eq!(
+            hosted(&a),
+            [
+                "core-enterprise-peer-0",
+                "core-enterprise-peer-1",
+                "supplier-tier1-observer-0"
+            ]
+        );
+        assert!(a.org("bank").expect("bank").admin.is_none());
+    }
+
+    #[test]
+    fn a_bundle_that_does_not_fit_the_manifests_is_refused_with_the_reason() {
+        let b_cas = cas(&["bank"]);
+        let none: Externals = SIDE_A.iter().map(|o| (o.to_string(), None)).collect();
+        let (b0, _) = plan_side(&b_cas, &none, "127.2.2");
+        // Its nodes renamed: the Peer bank-peer has no node in it.
+        let mut bank = bundle(&b0, "bank");
+        bank.nodes[0].name = "vault-0".into();
+        let mut res = example();
+        let e = apply(
+            &mut res,
+            NS,
+            CONS,
+            &[("bank".to_string(), Some(bank))].into(),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("Peer bank-peer") && e.contains("vault-0"), "{e}");
+        // An organization the consortium does not have.
+        let mut res = example();
+        let e = apply(&mut res, NS, CONS, &[("insurer".to_string(), None)].into())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            e.contains("insurer") && e.contains("not an organization"),
+            "{e}"
+        );
+    }
+}

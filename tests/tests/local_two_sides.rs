@@ -595,9 +595,14 @@ fn two_sides_of_the_supply_chain_finance_consortium() {
     }
 
     assert_eq!(side_b.stop(), Some(0));
+    // B's directory goes while A still runs: A's nodes answering is no reason to keep it.
+    ok(&["down", "--data-dir", &db]);
+    assert!(!b.exists());
     assert_eq!(side_a.stop(), Some(0));
-    // Resuming a completed side needs no approval any more.
+    // Resuming a completed side needs no approval any more (and runs without B: the
+    // channels' majorities are A's).
     let again = Up::start(&a_args[..8], file("a-up-2.stderr"));
     assert_eq!(again.stop(), Some(0));
+    ok(&["down", "--data-dir", &da]);
     drop(root);
 }

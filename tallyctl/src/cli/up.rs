@@ -4,6 +4,11 @@
 //! The data directory holds everything: `up.json` (what was planned, so that a second `up`
 //! plans the same again), `profile.json` (for every other command), `cluster.json`, the
 //! organizations' keys and each node's data and log.
+//!
+//! It may run one side of a consortium: organizations given as bundles (or `--external`) run
+//! elsewhere (`up_sides`); channels with such members are created once they approved the
+//! genesis that `up` writes to `genesis/CHANNEL.json`, and until then `up` says who must
+//! approve what and exits with [`EXIT_AWAITING`].
 
 use super::genesis_approval::ApprovalFile;
 use super::progress::Spinner;
@@ -983,11 +988,13 @@ fn print_ready(
             );
         }
         let d = dir.display();
+        // A member whose identities this side holds (not one of the other side's).
+        let held = |o: &&String| profile.org(o).is_ok_and(|p| !p.identities.is_empty());
         let (org, ch) = (
             profile
                 .channels
                 .first()
-                .and_then(|c| c.members.first())
+                .and_then(|c| c.members.iter().find(held))
                 .cloned()
                 .unwrap_or_default(),
             profile

@@ -21,6 +21,10 @@
 //! dir/nodes/NODE/node.log           the node's stdout and stderr, appended across restarts
 //! ```
 //!
+//! A layout may name organizations that run elsewhere (the other side of a consortium): the
+//! cluster keeps only their CA certificate, and creates the channels they are members of only
+//! when their approvals arrive ([`LocalCluster::ensure_channels`]).
+//!
 //! A cluster written by `start` is brought back on the same data by [`LocalCluster::open`]:
 //! the nodes remember their channels, so they only need to be spawned again.
 //!

@@ -31,6 +31,7 @@ mod retire;
 mod status;
 mod tx;
 mod up;
+mod up_approvals;
 mod up_sides;
 
 use anyhow::{anyhow, bail, Context, Result};

@@ -595,6 +595,39 @@ fn two_sides_of_the_supply_chain_finance_consortium() {
     }
 
     assert_eq!(side_b.stop(), Some(0));
+    // A's status still lists the bank's node, now unreachable, beside its own.
+    let deadline = Instant::now() + POLL_DEADLINE;
+    loop {
+        let o = ctl(&[
+            "--data-dir",
+            &da,
+            "--org",
+            "core-enterprise",
+            "status",
+            "--channel",
+            "receivables",
+            "--output",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&o.stdout).unwrap_or(Value::Null);
+        let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+        let bank_down = nodes
+            .iter()
+            .any(|n| n["name"] == "bank-peer-0" && n["reachable"] == Value::Bool(false));
+        let ours_up = nodes
+            .iter()
+            .filter(|n| n["name"] != "bank-peer-0")
+            .all(|n| n["reachable"] == Value::Bool(true));
+        if bank_down && ours_up && nodes.len() == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's status after B stopped:\n{}",
+            o.all()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // B's directory goes while A still runs: A's nodes answering is no reason to keep it.
     ok(&["down", "--data-dir", &db]);
     assert!(!b.exists());

@@ -38,7 +38,8 @@ fn console_bin(given: Option<&Path>) -> Result<PathBuf> {
     Ok(me.with_file_name("tally-console"))
 }
 
-/// Starts the console for `wish.org` (default: the consortium's first organization).
+/// Starts the console for `wish.org` (default: the consortium's first organization whose
+/// identities this side holds; an external one has none here).
 pub async fn start(
     dir: &Path,
     profile: &Profile,
@@ -46,9 +47,13 @@ pub async fn start(
 ) -> Result<RunningConsole> {
     let org = match wish.org {
         Some(o) => profile.org(o)?.name.clone(),
-        None => match profile.organizations.first() {
+        None => match profile
+            .organizations
+            .iter()
+            .find(|o| !o.identities.is_empty())
+        {
             Some(o) => o.name.clone(),
-            None => bail!("the profile lists no organization"),
+            None => bail!("the profile lists no organization whose identities it holds"),
         },
     };
     let bin = console_bin(wish.bin)?;

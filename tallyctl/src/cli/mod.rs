@@ -19,6 +19,7 @@ mod logging;
 mod observe;
 mod org;
 mod org_config;
+mod org_export;
 mod output;
 pub mod plugin;
 mod profile_export;
@@ -30,6 +31,8 @@ mod retire;
 mod status;
 mod tx;
 mod up;
+mod up_approvals;
+mod up_sides;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};

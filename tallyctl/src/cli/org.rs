@@ -57,6 +57,17 @@ pub enum OrgCmd {
     AddCa(org_config::AddCaArgs),
     /// Rotation, step 3 (after re-issuing identities from the new CA): remove the old CA.
     RemoveCa(org_config::RemoveCaArgs),
+    /// Write the public bundle (OrganizationBundle YAML: CA certificates, nodes with Raft ids
+    /// and addresses; no key) of an organization of the --data-dir consortium, for the other
+    /// side of a consortium to give to its `tallyctl up -f` (or `kubectl tally org import`).
+    Export {
+        /// The organization (one this side hosts).
+        #[arg(value_name = "ORG")]
+        organization: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 impl OrgCmd {
@@ -66,7 +77,7 @@ impl OrgCmd {
             OrgCmd::Revoke(a) => Some(&a.target.channel),
             OrgCmd::AddCa(a) => Some(&a.target.channel),
             OrgCmd::RemoveCa(a) => Some(&a.target.channel),
-            OrgCmd::Create { .. } | OrgCmd::Issue { .. } => None,
+            OrgCmd::Create { .. } | OrgCmd::Issue { .. } | OrgCmd::Export { .. } => None,
         }
     }
 }
@@ -169,6 +180,9 @@ pub async fn run(ctx: &Ctx, cmd: OrgCmd) -> Result<()> {
         OrgCmd::Revoke(a) => org_config::revoke(ctx, a).await,
         OrgCmd::AddCa(a) => org_config::add_ca(ctx, a).await,
         OrgCmd::RemoveCa(a) => org_config::remove_ca(ctx, a).await,
+        OrgCmd::Export { organization, out } => {
+            super::org_export::export(ctx, &organization, out.as_deref())
+        }
         OrgCmd::Create {
             name,
             out,

@@ -166,8 +166,10 @@ pub async fn leave(ctx: &Ctx, a: &LeaveArgs) -> Result<()> {
             _ => bail!("name the nodes: --data-dir DIR (a local consortium's profile), or --admin-addr with an admin --identity"),
         };
         for n in &profile.nodes {
+            // A node without an admin address runs elsewhere (the other side of a consortium):
+            // it leaves by its own side's command.
             let wanted = if a.nodes.is_empty() {
-                n.channels.iter().any(|c| c == &a.channel)
+                n.channels.iter().any(|c| c == &a.channel) && !n.admin_addr.is_empty()
             } else {
                 a.nodes.contains(&n.name)
             };

@@ -4,10 +4,20 @@
 //! The data directory holds everything: `up.json` (what was planned, so that a second `up`
 //! plans the same again), `profile.json` (for every other command), `cluster.json`, the
 //! organizations' keys and each node's data and log.
+//!
+//! It may run one side of a consortium: organizations given as bundles (or `--external`) run
+//! elsewhere (`up_sides`); channels with such members are created once they approved the
+//! genesis that `up` writes to `genesis/CHANNEL.json`, and until then `up` says who must
+//! approve what and exits with [`EXIT_AWAITING`].
 
+use super::genesis_approval::ApprovalFile;
 use super::progress::Spinner;
 use super::renew;
-use super::Ctx;
+use super::up_approvals::{
+    awaiting_text, check_approvals, read_approval_files, write_genesis_files,
+};
+use super::up_sides::{self, Externals, Waiting};
+use super::{Ctx, Exit};
 use crate::local::{pick_loopback_prefix, stored_layout};
 use crate::{LocalCluster, LocalLayout};
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,9 +34,13 @@ use tally_client::profile::{
     ProfileChannel, ProfileIdentity, ProfileNode, ProfileOrg, PROFILE_VERSION,
 };
 use tally_client::Profile;
-use tally_planner::{Addressing, CaInput, Held, Plan, PlanInput};
+use tally_planner::{spec, Addressing, CaInput, Held, Plan, PlanInput};
 use tally_protocol::identity::now_unix;
-use tally_protocol::{OrgCa, Role};
+use tally_protocol::{Approval, ChannelConfig, OrgCa, Role};
+
+/// Exit status of an `up` that stops because channels wait for external organizations'
+/// approvals (or bundles): nothing failed, and running it again with them completes it.
+pub const EXIT_AWAITING: u8 = 4;
 
 const STATE_FILE: &str = "up.json";
 const STATE_VERSION: u32 = 1;
@@ -55,6 +69,15 @@ pub struct UpArgs {
     /// The tally-console executable (default: next to tallyctl).
     #[arg(long, env = "TALLY_CONSOLE_BIN")]
     pub console_bin: Option<PathBuf>,
+    /// An organization of the consortium that runs elsewhere (the other side) and whose
+    /// bundle has not arrived yet; repeat or separate by commas. An organization whose
+    /// OrganizationBundle is in the files is external without this.
+    #[arg(long = "external", value_delimiter = ',')]
+    pub external: Vec<String>,
+    /// An external organization's approval of a channel's genesis, as `tallyctl channel
+    /// approve-genesis` writes it; repeat, or name a folder whose *.json files are approvals.
+    #[arg(long = "approval")]
+    pub approvals: Vec<PathBuf>,
 }
 
 /// What `up.json` records: the inputs of the plan besides the manifests.
@@ -67,6 +90,29 @@ struct UpState {
     loopback_prefix: String,
     /// Start of the validity of issued certificates.
     issued_at: i64,
+    /// Organizations whose nodes run elsewhere: no key of theirs is here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    external: Vec<String>,
+}
+
+/// What this side of the consortium is: the resources as it plans them (external
+/// organizations' Peers replaced by their bundles' nodes), the external organizations, the
+/// channels that wait for a bundle and the approvals brought with `--approval`.
+pub(super) struct Side {
+    pub(super) res: spec::Resources,
+    pub(super) externals: Externals,
+    pub(super) waiting: Vec<Waiting>,
+    pub(super) approvals: Vec<(PathBuf, ApprovalFile)>,
+}
+
+impl Side {
+    fn external_cas(&self) -> BTreeMap<String, CaInput> {
+        up_sides::external_cas(&self.externals)
+    }
+
+    fn is_external(&self, org: &str) -> bool {
+        self.externals.contains_key(org)
+    }
 }
 
 fn step(msg: impl AsRef<str>) {
@@ -121,11 +167,16 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         );
     }
     let (namespace, consortium) = the_consortium(&res, &args.files)?;
-    if !res.other.is_empty() {
+    let others: Vec<&String> = res
+        .other
+        .iter()
+        .filter(|o| !o.starts_with("OrganizationBundle/"))
+        .collect();
+    if !others.is_empty() {
         step(format!(
             "leaving aside {} document(s) that only a cluster uses (ConfigMaps serve the Chaincodes' modules): {}",
-            res.other.len(),
-            res.other.join(", ")
+            others.len(),
+            others.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
         ));
     }
     let dir = ctx
@@ -133,24 +184,47 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_dir(&consortium));
     let bin = node_bin(&args.node_bin)?;
+    let fresh = !dir.join("cluster.json").exists();
+    let side = this_side(&res, &namespace, &consortium, &args, &dir, fresh)?;
 
     // Listening from here on: a Ctrl-C at any later point stops the nodes cleanly, and none is
     // lost between two waits.
     let mut signals = Signals::new()?;
-    let fresh = !dir.join("cluster.json").exists();
     let starting = async {
-        if fresh {
-            create(&res, &namespace, &consortium, &dir, &bin, !args.no_fsync).await
+        let (mut cluster, plan) = if fresh {
+            create(
+                &res,
+                &side,
+                &namespace,
+                &consortium,
+                &dir,
+                &bin,
+                !args.no_fsync,
+            )
+            .await?
         } else {
-            resume(&res, &namespace, &consortium, &dir, &bin).await
-        }
+            resume(&res, &side, &namespace, &consortium, &dir, &bin).await?
+        };
+        let given: Vec<Approval> = side
+            .approvals
+            .iter()
+            .map(|(_, f)| Approval {
+                certificate: f.certificate.clone(),
+                signature: f.signature.clone(),
+            })
+            .collect();
+        let pending = cluster
+            .ensure_channels(&given)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        anyhow::Ok((cluster, plan, pending))
     };
     let started = tokio::select! {
         r = starting => Some(r),
         _ = signals.recv() => None,
     };
     // Past the select the start is dropped, which kills the nodes it spawned.
-    let (cluster, plan) = match started {
+    let (cluster, plan, pending) = match started {
         Some(r) => r?,
         None => {
             if fresh {
@@ -160,6 +234,11 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         }
     };
     let profile = Profile::load(&dir)?;
+    if !pending.is_empty() || !side.waiting.is_empty() {
+        step(format!("stopping {} nodes", cluster.node_names().len()));
+        cluster.shutdown().await?;
+        return Err(Exit(EXIT_AWAITING, awaiting_text(&dir, &args, &side, &pending)).into());
+    }
 
     let converged = tokio::select! {
         r = wait_converged(&cluster, &profile) => r.map(Some),
@@ -168,7 +247,7 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     let leaders = match converged {
         Ok(Some(leaders)) => leaders,
         other => {
-            step(format!("stopping {} nodes", profile.nodes.len()));
+            step(format!("stopping {} nodes", cluster.node_names().len()));
             let _ = cluster.shutdown().await;
             return Err(match other {
                 Err(e) => e,
@@ -177,11 +256,11 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
         }
     };
     let installed = tokio::select! {
-        r = install_chaincodes(&res, &plan, &profile, &leaders) => Some(r),
+        r = install_chaincodes(&res, &side, &plan, &profile, &leaders) => Some(r),
         _ = signals.recv() => None,
     };
     if !matches!(installed, Some(Ok(()))) {
-        step(format!("stopping {} nodes", profile.nodes.len()));
+        step(format!("stopping {} nodes", cluster.node_names().len()));
         let _ = cluster.shutdown().await;
         return Err(match installed {
             Some(Err(e)) => e,
@@ -208,13 +287,13 @@ pub async fn run(ctx: &Ctx, args: UpArgs) -> Result<()> {
     print_ready(ctx, &dir, &args.files, &profile, &leaders, console.as_ref())?;
 
     let mut renewer = Renewer {
-        res: &res,
+        side: &side,
         dir: &dir,
         next: plan.next_renewal,
     };
     let outcome = stream_until_signal(&cluster, &profile, &mut signals, &mut renewer).await;
     drop(console);
-    step(format!("stopping {} nodes", profile.nodes.len()));
+    step(format!("stopping {} nodes", cluster.node_names().len()));
     cluster.shutdown().await?;
     step(format!(
         "stopped; `tallyctl up` with the same files and data directory resumes this ledger, \
@@ -293,6 +372,7 @@ async fn wait_converged(
 
 async fn create(
     res: &Resources,
+    side: &Side,
     namespace: &str,
     consortium: &str,
     dir: &Path,
@@ -306,11 +386,12 @@ async fn create(
         );
     }
     let cons = consortium_named(res, consortium)?;
-    let hosted: i32 = res
+    let hosted: i32 = side
+        .res
         .peers
         .iter()
-        .filter(|p| namespace_of(*p) == namespace && p.spec.consortium == consortium)
-        .map(|p| p.spec.replicas.clamp(0, 9))
+        .filter(|p| p.meta.namespace == namespace && p.consortium == consortium)
+        .map(|p| p.replicas.clamp(0, 9))
         .sum();
     if hosted == 0 {
         bail!("consortium {consortium:?} has no Peer with replicas > 0: there is nothing to run");
@@ -321,8 +402,15 @@ async fn create(
         plural(hosted as usize, "node"),
         plural(res.channels.len(), "channel")
     ));
-    let mut cas = BTreeMap::new();
+    let mut cas = side.external_cas();
     for o in &cons.spec.organizations {
+        if side.is_external(&o.name) {
+            step(format!(
+                "organization {} runs elsewhere: this side holds its CA certificate only, runs none of its nodes and signs nothing for it",
+                o.name
+            ));
+            continue;
+        }
         if o.ca.mode == CaMode::Secret {
             step(format!(
                 "organization {} brings its CA by Secret in a cluster; the local mode generates one",
@@ -341,16 +429,18 @@ async fn create(
         loopback_prefix: pick_loopback_prefix(hosted as usize)?,
         // A little in the past, so that a clock a few minutes off still accepts the certificates.
         issued_at: now_unix() - 300,
+        external: side.externals.keys().cloned().collect(),
     };
     // With `now`, a lifetime shorter than the back-dating of `issued_at` starts from now.
     let plan = run_planner(
-        res,
+        &side.res,
         &state,
         &cas,
         &tally_planner::NOTHING_HELD,
         Some(now_unix()),
     )?;
-    refuse_external(&plan)?;
+    refuse_external(&plan, side)?;
+    check_approvals(&plan, side)?;
 
     let profile = profile_of(&plan);
     let layout = LocalLayout::from_plan(&plan, cas, dir, bin, fsync, true)?;
@@ -378,11 +468,13 @@ async fn create(
     profile.save(dir)?;
     let json = serde_json::to_vec_pretty(&state)?;
     std::fs::write(dir.join(STATE_FILE), json)?;
+    write_genesis_files(&plan, dir)?;
     Ok((cluster, plan))
 }
 
 async fn resume(
     res: &Resources,
+    side: &Side,
     namespace: &str,
     consortium: &str,
     dir: &Path,
@@ -405,17 +497,48 @@ async fn resume(
         dir.display()
     ));
     let cons = consortium_named(res, consortium)?;
-    let (cas, missing) = stored_cas(dir, cons);
+    let (cas, missing) = stored_cas(dir, cons, side);
     let mut changes: Vec<String> = missing
         .iter()
         .map(|o| format!("organization {o} was added"))
         .collect();
+    for o in side.externals.keys() {
+        if !state.external.contains(o) {
+            changes.push(format!(
+                "organization {o} is external now (a bundle or --external), but this side hosts it"
+            ));
+        }
+    }
     let mut planned = None;
     if changes.is_empty() {
         // Certificates due for renewal are renewed before the nodes start on them.
-        let plan = run_planner(res, &state, &cas, &renew::held_in(dir), Some(now_unix()))?;
-        changes = compare_with_stored(&plan, dir)?;
+        let plan = run_planner(
+            &side.res,
+            &state,
+            &cas,
+            &renew::held_in(dir),
+            Some(now_unix()),
+        )?;
+        refuse_external(&plan, side)?;
+        let (diff, not_created) = compare_with_stored(&plan, dir)?;
+        changes = diff;
         if changes.is_empty() {
+            check_approvals(&plan, side)?;
+            // Channels that wait for an external member take the genesis planned now, with
+            // the bundles that arrived since.
+            let external: Vec<crate::local::ExternalOrg> = plan
+                .organizations
+                .iter()
+                .filter(|o| o.admin.is_none())
+                .map(|o| crate::local::ExternalOrg {
+                    name: o.name.clone(),
+                    ca_pem: o.ca_pem.clone(),
+                })
+                .collect();
+            crate::local::store_pending(dir, &not_created, &external)
+                .map_err(|e| anyhow!("{e}"))?;
+            write_genesis_files(&plan, dir)?;
+            profile_of(&plan).save(dir)?;
             report_renewed(&renew::write_renewed(dir, &plan)?);
         }
         planned = Some(plan);
@@ -443,6 +566,7 @@ async fn resume(
 /// committed chaincode is left as it is.
 async fn install_chaincodes(
     res: &Resources,
+    side: &Side,
     plan: &Plan,
     profile: &Profile,
     served: &BTreeMap<String, (String, u64)>,
@@ -504,7 +628,18 @@ async fn install_chaincodes(
             "installing chaincode {} on {}",
             cc.name, cc.channel
         ));
-        let report = tally_client::lifecycle::ensure(&api, &wanted, &admins).await;
+        let mut report = tally_client::lifecycle::ensure(&api, &wanted, &admins).await;
+        // Both sides of a consortium install at once when they come up together; the one that
+        // lost the race reads the ledger again and finds the other's step done.
+        for _ in 0..5 {
+            match &report {
+                Err(e) if !side.externals.is_empty() && e.to_string().contains("read_conflict") => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    report = tally_client::lifecycle::ensure(&api, &wanted, &admins).await;
+                }
+                _ => break,
+            }
+        }
         drop(spinner);
         let report = report.with_context(|| format!("Chaincode {}", cc.resource))?;
         for a in &report.actions {
@@ -513,6 +648,15 @@ async fn install_chaincodes(
         if let tally_client::lifecycle::Progress::WaitingForApprovals { have, needed, .. } =
             report.progress
         {
+            if !side.externals.is_empty() {
+                // The other side's admins approve with their own keys; the definition applies
+                // when they do, while this side runs.
+                step(format!(
+                    "chaincode {} on {}: {have} of {needed} needed approvals; the other organizations approve it from their side",
+                    cc.name, cc.channel
+                ));
+                continue;
+            }
             bail!(
                 "Chaincode {}: {have} of {needed} needed approvals; the local mode holds every organization's admin, so this should not happen",
                 cc.resource
@@ -530,7 +674,7 @@ fn consortium_named<'a>(res: &'a Resources, name: &str) -> Result<&'a Consortium
 }
 
 fn run_planner(
-    res: &Resources,
+    res: &spec::Resources,
     state: &UpState,
     cas: &BTreeMap<String, CaInput>,
     held: &Held,
@@ -540,7 +684,7 @@ fn run_planner(
         prefix: state.loopback_prefix.clone(),
     };
     tally_planner::plan(&PlanInput {
-        resources: &res.to_plan(),
+        resources: res,
         namespace: &state.namespace,
         consortium: &state.consortium,
         cas,
@@ -583,7 +727,7 @@ fn report_renewed(r: &renew::Renewed) {
 
 /// What the running `up` needs to renew certificates when they fall due.
 struct Renewer<'a> {
-    res: &'a Resources,
+    side: &'a Side,
     dir: &'a Path,
     next: Option<i64>,
 }
@@ -597,11 +741,28 @@ impl Renewer<'_> {
             return Ok(());
         }
         let state = read_state(self.dir)?;
-        let (cas, missing) = stored_cas(self.dir, consortium_named(self.res, &state.consortium)?);
-        if !missing.is_empty() {
-            bail!("no CA in the data directory for {}", missing.join(", "));
+        let mut cas = self.side.external_cas();
+        for o in self
+            .side
+            .res
+            .consortia
+            .iter()
+            .flat_map(|c| &c.organizations)
+        {
+            if self.side.is_external(&o.name) {
+                continue;
+            }
+            let ca = OrgCa::load(&self.dir.join("orgs").join(&o.name))
+                .map_err(|e| anyhow!("no CA in the data directory for {}: {e}", o.name))?;
+            cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
         }
-        let plan = run_planner(self.res, &state, &cas, &renew::held_in(self.dir), Some(now))?;
+        let plan = run_planner(
+            &self.side.res,
+            &state,
+            &cas,
+            &renew::held_in(self.dir),
+            Some(now),
+        )?;
         let renewed = renew::write_renewed(self.dir, &plan)?;
         report_renewed(&renewed);
         renew::restart_renewed(cluster, &renewed.nodes).await?;
@@ -615,10 +776,17 @@ impl Renewer<'_> {
 
 /// The CAs of the consortium's organizations as the data directory keeps them, and the
 /// organizations that have none there.
-fn stored_cas(dir: &Path, cons: &Consortium) -> (BTreeMap<String, CaInput>, Vec<String>) {
-    let mut cas = BTreeMap::new();
+fn stored_cas(
+    dir: &Path,
+    cons: &Consortium,
+    side: &Side,
+) -> (BTreeMap<String, CaInput>, Vec<String>) {
+    let mut cas = side.external_cas();
     let mut missing = Vec::new();
     for o in &cons.spec.organizations {
+        if side.is_external(&o.name) {
+            continue;
+        }
         match OrgCa::load(&dir.join("orgs").join(&o.name)) {
             Ok(ca) => {
                 cas.insert(o.name.clone(), CaInput::Full(Box::new(ca)));
@@ -629,27 +797,48 @@ fn stored_cas(dir: &Path, cons: &Consortium) -> (BTreeMap<String, CaInput>, Vec<
     (cas, missing)
 }
 
-/// External peers run elsewhere; a channel that counts on them cannot reach quorum here.
-fn refuse_external(plan: &Plan) -> Result<()> {
+/// External peers of an organization this side hosts: the local mode would hold the
+/// organization's keys and still count on nodes it does not run; such an organization is
+/// brought as a bundle instead (or its external peers left out of the channels).
+fn refuse_external(plan: &Plan, side: &Side) -> Result<()> {
     if let Some(n) = plan
         .nodes
         .iter()
-        .find(|n| !n.hosted() && !n.channels.is_empty())
+        .find(|n| !n.hosted() && !n.channels.is_empty() && !side.is_external(&n.org))
     {
         bail!(
-            "node {} of organization {} runs outside (externalPeers) and channel(s) {} list it; \
-             the local mode runs only the consortium's own Peers: leave it out of the channels to try the consortium locally",
+            "node {} of organization {} runs outside (externalPeers) and channel(s) {} list it, but this side holds {}'s keys; \
+             give {} as an OrganizationBundle in the files (`tallyctl org export` on its side writes one) to run one side of the consortium, \
+             or leave the node out of the channels to try the consortium locally",
             n.name,
             n.org,
-            n.channels.join(", ")
+            n.channels.join(", "),
+            n.org,
+            n.org
         );
     }
     Ok(())
 }
 
-/// What differs between the plan and the cluster stored in `dir`, one line per change.
-fn compare_with_stored(plan: &Plan, dir: &Path) -> Result<Vec<String>> {
+/// What differs between the plan and the cluster stored in `dir`, one line per change, and
+/// the planned genesis of channels not created yet (they wait for an external member, and
+/// may change until they are created).
+fn compare_with_stored(plan: &Plan, dir: &Path) -> Result<(Vec<String>, Vec<ChannelConfig>)> {
     let (nodes, channels) = stored_layout(dir)?;
+    let pending = crate::local::stored_pending(dir)?;
+    let stored_external: Vec<&str> = plan
+        .organizations
+        .iter()
+        .filter(|o| o.admin.is_none())
+        .map(|o| o.name.as_str())
+        .collect();
+    let waits = |c: &ChannelConfig| {
+        pending.contains(&c.name)
+            || c.members
+                .iter()
+                .any(|m| stored_external.contains(&m.name.as_str()))
+    };
+    let mut not_created = Vec::new();
     let mut out = Vec::new();
     for n in plan.hosted_nodes() {
         match nodes.iter().find(|s| s.name == n.name) {
@@ -666,18 +855,23 @@ fn compare_with_stored(plan: &Plan, dir: &Path) -> Result<Vec<String>> {
         }
     }
     for c in &plan.channels {
-        match channels.iter().find(|s| s.name == c.name) {
+        let stored = channels.iter().find(|s| s.name == c.name);
+        if stored.is_none_or(|s| pending.contains(&s.name)) && waits(&c.genesis) {
+            not_created.push(c.genesis.clone());
+            continue;
+        }
+        match stored {
             None => out.push(format!("channel {} was added", c.name)),
             Some(s) if *s != c.genesis => out.push(format!("channel {} changed", c.name)),
             Some(_) => {}
         }
     }
     for s in &channels {
-        if plan.channel(&s.name).is_none() {
+        if plan.channel(&s.name).is_none() && !pending.contains(&s.name) {
             out.push(format!("channel {} was removed", s.name));
         }
     }
-    Ok(out)
+    Ok((out, not_created))
 }
 
 fn profile_of(plan: &Plan) -> Profile {
@@ -692,21 +886,32 @@ fn profile_of(plan: &Plan) -> Profile {
             .map(|o| ProfileOrg {
                 name: o.name.clone(),
                 ca: org_dir(&o.name).join("ca.pem"),
-                identities: [
-                    (tally_planner::ADMIN_NAME, Role::Admin),
-                    (tally_planner::CLIENT_NAME, Role::Client),
-                ]
-                .into_iter()
-                .map(|(name, role)| ProfileIdentity {
-                    name: name.to_string(),
-                    role,
-                    dir: org_dir(&o.name).join(role.folder()).join(name),
-                })
-                .collect(),
+                // An external organization's identities are on its own side.
+                identities: if o.admin.is_none() {
+                    Vec::new()
+                } else {
+                    [
+                        (tally_planner::ADMIN_NAME, Role::Admin),
+                        (tally_planner::CLIENT_NAME, Role::Client),
+                    ]
+                    .into_iter()
+                    .map(|(name, role)| ProfileIdentity {
+                        name: name.to_string(),
+                        role,
+                        dir: org_dir(&o.name).join(role.folder()).join(name),
+                    })
+                    .collect()
+                },
             })
             .collect(),
+        // Hosted nodes first: commands ask them before the other side's.
         nodes: plan
             .hosted_nodes()
+            .chain(
+                plan.nodes
+                    .iter()
+                    .filter(|n| !n.hosted() && !n.channels.is_empty()),
+            )
             .map(|n| ProfileNode {
                 name: n.name.clone(),
                 org: n.org.clone(),
@@ -783,11 +988,13 @@ fn print_ready(
             );
         }
         let d = dir.display();
+        // A member whose identities this side holds (not one of the other side's).
+        let held = |o: &&String| profile.org(o).is_ok_and(|p| !p.identities.is_empty());
         let (org, ch) = (
             profile
                 .channels
                 .first()
-                .and_then(|c| c.members.first())
+                .and_then(|c| c.members.iter().find(held))
                 .cloned()
                 .unwrap_or_default(),
             profile
@@ -829,8 +1036,13 @@ async fn stream_until_signal(
     let mut tasks = Vec::new();
     for ch in &profile.channels {
         // The cluster's clients sign reads as their node's organization, a channel member.
-        let clients: Vec<tally_client::Client> =
-            ch.nodes.iter().map(|n| cluster.client(n)).collect();
+        let ours = cluster.node_names();
+        let clients: Vec<tally_client::Client> = ch
+            .nodes
+            .iter()
+            .filter(|n| ours.contains(n))
+            .map(|n| cluster.client(n))
+            .collect();
         tasks.push(tokio::spawn(follow_channel(
             ch.name.clone(),
             clients,
@@ -926,4 +1138,38 @@ fn plural(n: usize, what: &str) -> String {
 fn clock() -> String {
     let s = now_unix().rem_euclid(86_400);
     format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// This side of the consortium: the external organizations (bundles in the files,
+/// `--external`, and those recorded by an earlier `up`), the resources as this side plans
+/// them, and the approvals given with `--approval`.
+fn this_side(
+    res: &Resources,
+    namespace: &str,
+    consortium: &str,
+    args: &UpArgs,
+    dir: &Path,
+    fresh: bool,
+) -> Result<Side> {
+    let mut externals: Externals = BTreeMap::new();
+    for b in up_sides::read_bundles(&args.files)? {
+        externals.insert(b.organization.clone(), Some(b));
+    }
+    let recorded = if fresh {
+        Vec::new()
+    } else {
+        read_state(dir).map(|s| s.external).unwrap_or_default()
+    };
+    for o in args.external.iter().chain(&recorded) {
+        externals.entry(o.clone()).or_insert(None);
+    }
+    let mut plan_res = res.to_plan();
+    let waiting = up_sides::apply(&mut plan_res, namespace, consortium, &externals)?;
+    let approvals = read_approval_files(&args.approvals)?;
+    Ok(Side {
+        res: plan_res,
+        externals,
+        waiting,
+        approvals,
+    })
 }

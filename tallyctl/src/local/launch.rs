@@ -43,6 +43,13 @@ impl LocalCluster {
                 },
             );
         }
+        for o in &layout.external_orgs {
+            // The certificate alone: what the profile and `tallyctl org export` point at.
+            let org_dir = dir.join("orgs").join(&o.name);
+            std::fs::create_dir_all(&org_dir).map_err(|e| io_err("cannot create", &org_dir, e))?;
+            let path = org_dir.join("ca.pem");
+            std::fs::write(&path, &o.ca_pem).map_err(|e| io_err("cannot write", &path, e))?;
+        }
         for n in &layout.nodes {
             if !orgs.contains_key(&n.org) {
                 return Err(other(format!(
@@ -51,6 +58,19 @@ impl LocalCluster {
                 )));
             }
         }
+        let external_orgs: Vec<String> = layout
+            .external_orgs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        // A channel with an external member is created once that member approved its
+        // genesis; `tallyctl up` brings the approvals (`ensure_channels`).
+        let pending: Vec<String> = layout
+            .channels
+            .iter()
+            .filter(|c| c.members.iter().any(|m| external_orgs.contains(&m.name)))
+            .map(|c| c.name.clone())
+            .collect();
         let file = ClusterFile {
             version: CLUSTER_FILE_VERSION,
             orgs: layout.orgs.iter().map(|o| o.ca.org.clone()).collect(),
@@ -71,12 +91,13 @@ impl LocalCluster {
             fsync: layout.fsync,
             log_to_files: layout.log_to_files,
             consortium: layout.consortium,
+            external_orgs,
+            pending,
         };
         for c in &file.channels {
-            if let Some(n) = c
-                .nodes()
-                .find(|n| !file.nodes.iter().any(|e| e.name == n.name))
-            {
+            if let Some(n) = c.nodes().find(|n| {
+                !file.nodes.iter().any(|e| e.name == n.name) && !file.external_orgs.contains(&n.org)
+            }) {
                 return Err(other(format!(
                     "channel {:?} names node {:?}, which the layout does not run",
                     c.name, n.name
@@ -93,14 +114,16 @@ impl LocalCluster {
         file: ClusterFile,
         orgs: BTreeMap<String, OrgKeys>,
     ) -> Result<LocalCluster, ClientError> {
-        let path = dir.join(CLUSTER_FILE);
-        let json = serde_json::to_vec_pretty(&file).expect("cluster file serializes");
-        std::fs::write(&path, json).map_err(|e| io_err("cannot write", &path, e))?;
+        write_cluster_file(&dir, &file)?;
 
         let cluster = LocalCluster::assemble(dir, node_bin, file, orgs)?;
         let deadline = Instant::now() + START_TIMEOUT;
         cluster.spawn_all(deadline).await?;
+        let pending = cluster.file.pending.clone();
         for cfg in cluster.file.channels.clone() {
+            if pending.contains(&cfg.name) {
+                continue;
+            }
             let approvals = cluster.genesis_approvals(&cfg, None).await?;
             for n in cfg.nodes() {
                 cluster
@@ -324,6 +347,11 @@ impl LocalCluster {
     ) -> Result<Vec<Approval>, ClientError> {
         let mut approvals = Vec::new();
         for m in &cfg.members {
+            // An external organization signs for itself; its approval is recorded by the
+            // nodes that were created with it (below) or brought by `ensure_channels`.
+            if self.file.external_orgs.contains(&m.name) {
+                continue;
+            }
             let keys = self.orgs.get(&m.name).ok_or_else(|| {
                 other(format!(
                     "channel {} has member {:?}, whose admin key the local cluster does not hold",
@@ -339,7 +367,10 @@ impl LocalCluster {
             return Ok(approvals);
         }
         let mut recorded = Vec::new();
-        for n in cfg.nodes().filter(|n| Some(n.name.as_str()) != except) {
+        for n in self
+            .hosted_channel_nodes(cfg)
+            .filter(|n| Some(n.name.as_str()) != except)
+        {
             let e = self.entry(&n.name);
             let keys = &self.orgs[&e.org];
             let admin = AdminClient::new(&e.admin_addr(), &keys.ca_pem, &keys.admin)?;

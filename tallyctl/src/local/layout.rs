@@ -19,6 +19,17 @@ pub struct LocalLayout {
     /// The consortium the nodes belong to: passed as `tally-node --consortium`, the
     /// `consortium` label of their metrics. Empty: none.
     pub consortium: String,
+    /// Organizations whose nodes run elsewhere (the other side of a consortium): the local
+    /// mode holds only their CA certificate, runs none of their nodes and signs nothing for
+    /// them.
+    pub external_orgs: Vec<ExternalOrg>,
+}
+
+/// An organization of a [`LocalLayout`] that runs elsewhere: its CA certificate only.
+#[derive(Clone, Debug)]
+pub struct ExternalOrg {
+    pub name: String,
+    pub ca_pem: String,
 }
 
 impl LocalLayout {
@@ -33,16 +44,19 @@ impl LocalLayout {
         fsync: bool,
         log_to_files: bool,
     ) -> Result<LocalLayout, ClientError> {
-        if let Some(n) = plan.nodes.iter().find(|n| !n.hosted()) {
-            return Err(other(format!(
-                "node {:?} of organization {} runs elsewhere (an external peer); the local mode runs every node itself",
-                n.name, n.org
-            )));
-        }
         let mut orgs = Vec::new();
+        let mut external_orgs = Vec::new();
         for o in &plan.organizations {
-            let Some(CaInput::Full(ca)) = cas.remove(&o.name) else {
-                return Err(other(format!("organization {} has no CA key", o.name)));
+            let ca = match cas.remove(&o.name) {
+                Some(CaInput::Full(ca)) => ca,
+                Some(CaInput::CertOnly(pem)) => {
+                    external_orgs.push(ExternalOrg {
+                        name: o.name.clone(),
+                        ca_pem: pem,
+                    });
+                    continue;
+                }
+                None => return Err(other(format!("organization {} has no CA", o.name))),
             };
             let (Some(admin), Some(client)) = (o.admin.clone(), o.client.clone()) else {
                 return Err(other(format!(
@@ -78,6 +92,7 @@ impl LocalLayout {
             fsync,
             log_to_files,
             consortium: plan.consortium.clone(),
+            external_orgs,
         })
     }
 }
@@ -108,6 +123,58 @@ pub struct StoredNode {
     pub org: String,
     pub id: u64,
     pub host: String,
+}
+
+/// Channels of the cluster stored in `dir` that are not created yet (they wait for external
+/// members' approvals).
+pub fn stored_pending(dir: &Path) -> Result<Vec<String>, ClientError> {
+    Ok(read_cluster_file(dir)?.pending)
+}
+
+/// Replaces (or adds) the genesis of channels not created yet in the cluster stored in `dir`:
+/// a resumed `up` that got an external organization's bundle since plans them anew. A
+/// channel already created is refused: its genesis is on the ledger.
+/// `external` are the organizations that run elsewhere as the new plan has them: recorded
+/// with their CA certificate (a bundle that arrived since the cluster was first started).
+pub fn store_pending(
+    dir: &Path,
+    configs: &[ChannelConfig],
+    external: &[ExternalOrg],
+) -> Result<(), ClientError> {
+    let mut file = read_cluster_file(dir)?;
+    for o in external {
+        let org_dir = dir.join("orgs").join(&o.name);
+        std::fs::create_dir_all(&org_dir).map_err(|e| io_err("cannot create", &org_dir, e))?;
+        let path = org_dir.join("ca.pem");
+        std::fs::write(&path, &o.ca_pem).map_err(|e| io_err("cannot write", &path, e))?;
+        if !file.external_orgs.contains(&o.name) {
+            file.external_orgs.push(o.name.clone());
+        }
+    }
+    for cfg in configs {
+        let known = file.channels.iter().position(|c| c.name == cfg.name);
+        match known {
+            Some(_) if !file.pending.contains(&cfg.name) => {
+                return Err(other(format!(
+                    "channel {} is created already; its genesis cannot change",
+                    cfg.name
+                )))
+            }
+            Some(i) => file.channels[i] = cfg.clone(),
+            None => {
+                file.channels.push(cfg.clone());
+                file.pending.push(cfg.name.clone());
+            }
+        }
+    }
+    write_cluster_file(dir, &file)
+}
+
+pub(super) fn write_cluster_file(dir: &Path, file: &ClusterFile) -> Result<(), ClientError> {
+    let path = dir.join(CLUSTER_FILE);
+    let json =
+        serde_json::to_vec_pretty(file).map_err(|e| other(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, json).map_err(|e| io_err("cannot write", &path, e))
 }
 
 /// Nodes and channel configurations of the cluster stored in `dir`, without starting it.
@@ -154,6 +221,13 @@ pub(super) struct ClusterFile {
     /// files written before it existed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub(super) consortium: String,
+    /// Organizations whose nodes run elsewhere; `orgs/ORG/ca.pem` holds their CA certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) external_orgs: Vec<String>,
+    /// Channels of `channels` not created yet: they wait for the approvals of external
+    /// members (see [`LocalCluster::ensure_channels`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) pending: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -147,12 +147,40 @@ impl LocalCluster {
             .unwrap_or_else(|| panic!("the local cluster has no channel {channel:?}"))
     }
 
-    /// Names of the nodes (consenters and observers) that serve the channel.
+    /// Names of the nodes (consenters and observers) of this cluster that serve the channel;
+    /// nodes of external organizations (see [`LocalCluster::external_nodes`]) are left out.
     pub fn channel_nodes(&self, channel: &str) -> Vec<String> {
-        self.config(channel)
-            .nodes()
+        self.hosted_channel_nodes(&self.config(channel))
             .map(|n| n.name.clone())
             .collect()
+    }
+
+    /// The nodes of `cfg` that this cluster runs.
+    pub(super) fn hosted_channel_nodes<'a>(
+        &'a self,
+        cfg: &'a ChannelConfig,
+    ) -> impl Iterator<Item = &'a NodeRef> + 'a {
+        cfg.nodes()
+            .filter(|n| self.file.nodes.iter().any(|e| e.name == n.name))
+    }
+
+    /// The channel's nodes that run elsewhere (of external organizations).
+    pub fn external_nodes(&self, channel: &str) -> Vec<NodeRef> {
+        let cfg = self.config(channel);
+        cfg.nodes()
+            .filter(|n| !self.file.nodes.iter().any(|e| e.name == n.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Organizations whose nodes run elsewhere.
+    pub fn external_orgs(&self) -> Vec<String> {
+        self.file.external_orgs.clone()
+    }
+
+    /// Channels not created yet: they wait for external members' approvals.
+    pub fn pending_channels(&self) -> Vec<String> {
+        self.file.pending.clone()
     }
 
     /// Channels the node serves.

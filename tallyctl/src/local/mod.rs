@@ -21,6 +21,10 @@
 //! dir/nodes/NODE/node.log           the node's stdout and stderr, appended across restarts
 //! ```
 //!
+//! A layout may name organizations that run elsewhere (the other side of a consortium): the
+//! cluster keeps only their CA certificate, and creates the channels they are members of only
+//! when their approvals arrive ([`LocalCluster::ensure_channels`]).
+//!
 //! A cluster written by `start` is brought back on the same data by [`LocalCluster::open`]:
 //! the nodes remember their channels, so they only need to be spawned again.
 //!
@@ -59,6 +63,7 @@ const CLUSTER_FILE_VERSION: u32 = 1;
 
 mod cluster_spec;
 mod control;
+mod external;
 mod launch;
 mod layout;
 mod lookup;
@@ -66,8 +71,9 @@ mod process;
 mod readiness;
 
 pub use cluster_spec::*;
+pub use external::PendingChannel;
 pub use layout::*;
-use layout::{read_cluster_file, ClusterFile, NodeEntry, OrgKeys};
+use layout::{read_cluster_file, write_cluster_file, ClusterFile, NodeEntry, OrgKeys};
 pub use process::*;
 use process::{check_bin, claim_dir, tail_of, NodeProc};
 #[cfg(unix)]

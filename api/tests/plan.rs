@@ -768,14 +768,23 @@ spec: {{consortium: demo, organization: {org}, exposure: {{domain: {domain}}}}}"
     };
     // Side B first plans alone (its own organization) to export org3's bundle.
     let b_alone = plan_of(
-        &side("    - {name: org3}", &[], &exposed("org3", "b.example"), "[org3-peer]")
-            .replace("members: [org1, org2, org3]", "members: [org3]"),
+        &side(
+            "    - {name: org3}",
+            &[],
+            &exposed("org3", "b.example"),
+            "[org3-peer]",
+        )
+        .replace("members: [org1, org2, org3]", "members: [org3]"),
         "default",
         &[],
     );
     let org3 = bundle(&b_alone, "org3");
     assert_eq!(org3.nodes[0].peer_address, "org3-peer-0.b.example:7052");
-    let a_peers = format!("{}\n{}", exposed("org1", "a.example"), exposed("org2", "a.example"));
+    let a_peers = format!(
+        "{}\n{}",
+        exposed("org1", "a.example"),
+        exposed("org2", "a.example")
+    );
     let a = plan_of(
         &side(
             "    - {name: org1}\n    - {name: org2}",

@@ -44,6 +44,8 @@ pub mod operator;
 pub mod podrunner;
 pub mod prometheus;
 pub mod s3;
+pub mod scf_split;
+pub mod tallyctl_up;
 pub mod two_clusters;
 
 pub use api_checks::*;

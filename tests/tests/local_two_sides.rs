@@ -9,16 +9,14 @@
 //! genesis, and approvals signed by side A's keys posing as the bank, are refused with the
 //! reason and nothing is created.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tally_tests::tallyctl_up::Up;
 use tally_tests::{node_bin, tallyctl_bin};
 
-const READY_DEADLINE: Duration = Duration::from_secs(180);
 const POLL_DEADLINE: Duration = Duration::from_secs(90);
 const EXIT_AWAITING: i32 = 4;
 
@@ -54,107 +52,6 @@ fn ok(args: &[&str]) -> String {
     let o = ctl(args);
     assert_eq!(o.code, Some(0), "tallyctl {args:?} failed:\n{}", o.all());
     o.stdout
-}
-
-/// A running `tallyctl up` in the foreground.
-struct Up {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Up {
-    /// Starts `up` and waits until it prints `Ready.`.
-    fn start(args: &[String], stderr: PathBuf) -> Up {
-        Up::spawn(args, stderr).ready()
-    }
-
-    /// Starts `up`; [`Starting::ready`] waits for it.
-    fn spawn(args: &[String], stderr: PathBuf) -> Starting {
-        let err = std::fs::File::create(&stderr).expect("stderr file");
-        let mut child = Command::new(tallyctl_bin())
-            .args(args)
-            .env("TALLY_NODE_BIN", node_bin())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(err)
-            .spawn()
-            .expect("start tallyctl up");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        Starting {
-            up: Up { child, stderr },
-            rx,
-            args: args.join(" "),
-        }
-    }
-}
-
-/// An `up` started and not yet ready.
-struct Starting {
-    up: Up,
-    rx: mpsc::Receiver<String>,
-    args: String,
-}
-
-impl Starting {
-    fn ready(self) -> Up {
-        let Starting { mut up, rx, args } = self;
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.starts_with("Ready.") => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = up.child.kill();
-                    let _ = up.child.wait();
-                    panic!(
-                        "`tallyctl {args}` did not become ready ({e}):\n{}",
-                        std::fs::read_to_string(&up.stderr).unwrap_or_default()
-                    );
-                }
-            }
-        }
-        // Keep draining stdout so that `up` never blocks on a full pipe.
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        up
-    }
-}
-
-impl Up {
-    /// SIGINT, then the exit status (0 for a clean stop).
-    fn stop(mut self) -> Option<i32> {
-        // SAFETY: a plain kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGINT);
-        }
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Some(s) = self.child.try_wait().expect("wait") {
-                return s.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "up did not stop:\n{}",
-                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn s(p: &Path) -> String {

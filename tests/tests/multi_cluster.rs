@@ -86,7 +86,7 @@ async fn one_consortium_across_two_clusters() {
     assert_eq!(bank_org["approvals"], "External", "{bank_org}");
     assert_eq!(bank_org["ca"]["mode"], "Secret", "{bank_org}");
     assert_eq!(
-        bank_org["externalPeers"][0]["peerAddress"], "bank-peer-0.b.scf.example:7052",
+        bank_org["externalPeers"][0]["peerAddress"], "bank-peer-0.b.scf.example:31701",
         "{bank_org}"
     );
 
@@ -144,6 +144,13 @@ async fn one_consortium_across_two_clusters() {
         ],
     );
     eprintln!("A: {}\nB: {}", reason(&st_a), reason(&st_b));
+    // `kubectl tally status` on A shows the bank's node among the organizations.
+    let tree = plugin(&a.cp, &["-n", NS, "status"]).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{tree}");
+    assert!(
+        tree.contains("remote node bank-peer-0 at bank-peer-0.b.scf.example:31701  receivables@"),
+        "{tree}"
+    );
 
     // Each side writes through its own nodes and reads the other's write.
     let (pa, pb) = (work.path().join("profile-a"), work.path().join("profile-b"));
@@ -236,6 +243,9 @@ async fn one_consortium_across_two_clusters() {
             }
         },
     );
+    let tree = plugin(&a.cp, &["-n", NS, "status"]).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{tree}");
+    assert!(tree.contains("receivables unreachable ("), "{tree}");
     put(
         &pa,
         "core-enterprise",

@@ -93,11 +93,11 @@ fn organizations(out: &mut String, p: Paint, orgs: &[OrgView], more: bool) {
             (fp, until) => format!("CA {fp}, expires {until}"),
         };
         let _ = writeln!(out, "{pad}{b}{}  {ca}", p.bold(&o.name));
-        if o.peers.is_empty() {
+        if o.peers.is_empty() && o.remote.is_empty() {
             let _ = writeln!(out, "{pad}{ipad}└─ no Peers");
         }
         for (j, peer) in o.peers.iter().enumerate() {
-            let (pb, ppad) = branch(j, o.peers.len());
+            let (pb, ppad) = branch(j, o.peers.len() + o.remote.len());
             let _ = writeln!(
                 out,
                 "{pad}{ipad}{pb}Peer {} ({}, {}/{} ready)  {}",
@@ -126,6 +126,24 @@ fn organizations(out: &mut String, p: Paint, orgs: &[OrgView], more: bool) {
                     chans.join(", ")
                 );
             }
+        }
+        for (j, r) in o.remote.iter().enumerate() {
+            let (rb, _) = branch(o.peers.len() + j, o.peers.len() + o.remote.len());
+            let chans: Vec<String> = r
+                .channels
+                .iter()
+                .map(|c| match &c.unreachable {
+                    None => format!("{}@{}", c.name, c.height),
+                    Some(why) => format!("{} {}", c.name, p.bad(&format!("unreachable ({why})"))),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "{pad}{ipad}{rb}remote node {} at {}  {}",
+                r.name,
+                r.address,
+                chans.join(", ")
+            );
         }
     }
 }

@@ -199,3 +199,63 @@ fn pending_proposals_and_certificates_show_under_their_channel() {
     );
     assert_eq!(json["identities"][0]["name"], "core/admin/admin");
 }
+
+#[test]
+fn nodes_of_another_cluster_show_under_their_organization() {
+    let cons: Consortium = obj(json!({
+        "apiVersion": "tally.dev/v1alpha1", "kind": "Consortium",
+        "metadata": {"name": "scf", "namespace": "finance"},
+        "spec": {"organizations": [{"name": "core"}, {"name": "bank", "approvals": "External",
+            "ca": {"mode": "Secret", "secretName": "scf-bank-ca-public"},
+            "externalPeers": [{"name": "bank-peer-0", "raftId": 7,
+                "peerAddress": "bank-peer-0.b.example:31701",
+                "apiUrl": "https://bank-peer-0.b.example:31700"}]}]}
+    }));
+    let channel = |name: &str, bank: serde_json::Value| -> Channel {
+        obj(json!({
+            "apiVersion": "tally.dev/v1alpha1", "kind": "Channel",
+            "metadata": {"name": name, "namespace": "finance"},
+            "spec": {"consortium": "scf", "members": ["core", "bank"], "consenters": ["core-nodes"]},
+            "status": {"height": 9, "nodes": [
+                {"name": "core-nodes-0", "organization": "core", "role": "consenter", "height": 9},
+                bank]}
+        }))
+    };
+    let channels = vec![
+        channel(
+            "trade",
+            json!({"name": "bank-peer-0", "organization": "bank", "role": "consenter",
+                   "height": 8, "remote": true}),
+        ),
+        channel(
+            "audit",
+            json!({"name": "bank-peer-0", "organization": "bank", "role": "consenter",
+                   "height": 0, "remote": true, "unreachable": "connection refused"}),
+        ),
+    ];
+    let v = consortium_view(&cons, &[], &channels, &[]);
+    let text = render(&v, Paint::Plain);
+    assert!(
+        text.contains(
+            "remote node bank-peer-0 at bank-peer-0.b.example:31701  \
+             audit unreachable (connection refused), trade@8"
+        ),
+        "{text}"
+    );
+    let bank = text.find("bank  CA").expect("bank");
+    assert!(
+        !text[bank..].contains("no Peers"),
+        "an organization with remote nodes has some:\n{text}"
+    );
+    // The unreachable node's zero height is not taken as a lagging node.
+    let json = serde_json::to_value(&v).expect("json");
+    let audit = json["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "audit"))
+        .expect("audit");
+    assert_eq!(audit["node_heights"], json!([9, 9]), "{json}");
+    assert_eq!(
+        json["organizations"][1]["remote"][0]["channels"][0]["unreachable"],
+        json!("connection refused")
+    );
+}

@@ -63,6 +63,28 @@ pub struct OrgView {
     /// When the CA certificate expires (RFC 3339), when known.
     pub ca_not_after: String,
     pub peers: Vec<PeerView>,
+    /// The organization's nodes that run outside this cluster (`externalPeers`), as the
+    /// Channels' status read them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteNodeView>,
+}
+
+/// A node of another cluster (or a laptop), as this cluster's operator reads it.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RemoteNodeView {
+    pub name: String,
+    /// Its peer address, as the channel configurations name it.
+    pub address: String,
+    /// Per channel that lists it: its height, or why it could not be read.
+    pub channels: Vec<RemoteChannel>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChannel {
+    pub name: String,
+    pub height: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq, Eq)]
@@ -147,6 +169,29 @@ pub struct ChaincodeView {
     pub ready: Readiness,
 }
 
+/// What the consortium's Channels report of remote node `node`.
+fn remote_channels(channels: &[Channel], consortium: &str, node: &str) -> Vec<RemoteChannel> {
+    let mut out: Vec<RemoteChannel> = channels
+        .iter()
+        .filter(|c| c.spec.consortium == consortium)
+        .filter_map(|c| {
+            let n = c
+                .status
+                .as_ref()?
+                .nodes
+                .iter()
+                .find(|n| n.remote && n.name == node)?;
+            Some(RemoteChannel {
+                name: c.metadata.name.clone().unwrap_or_default(),
+                height: n.height,
+                unreachable: n.unreachable.clone(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 /// The view of one consortium from everything listed in its namespace (objects of other
 /// consortia are left out).
 pub fn consortium_view(
@@ -170,6 +215,15 @@ pub fn consortium_view(
                     .unwrap_or_default(),
                 ca_not_after: st.map(|s| s.ca_not_after.clone()).unwrap_or_default(),
                 peers: Vec::new(),
+                remote: o
+                    .external_peers
+                    .iter()
+                    .map(|e| RemoteNodeView {
+                        name: e.name.clone(),
+                        address: e.peer_address.clone(),
+                        channels: remote_channels(channels, &name, &e.name),
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -215,6 +269,7 @@ pub fn consortium_view(
                 ca_fingerprint: String::new(),
                 ca_not_after: String::new(),
                 peers: vec![view],
+                remote: Vec::new(),
             }),
         }
     }
@@ -223,8 +278,15 @@ pub fn consortium_view(
         .filter(|c| c.spec.consortium == name)
         .map(|c| {
             let st = c.status.as_ref();
+            // A node that could not be read has no height to compare.
             let heights = st
-                .map(|s| s.nodes.iter().map(|n| n.height).collect::<Vec<_>>())
+                .map(|s| {
+                    s.nodes
+                        .iter()
+                        .filter(|n| n.unreachable.is_none())
+                        .map(|n| n.height)
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default();
             ChannelView {
                 name: c.metadata.name.clone().unwrap_or_default(),

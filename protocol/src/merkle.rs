@@ -56,28 +56,66 @@ pub struct MerkleProof {
 
 /// Proof that `items[index]` is under `root(items)`.
 pub fn prove(items: &[Hash], index: usize) -> Option<MerkleProof> {
-    if index >= items.len() {
-        return None;
-    }
-    let mut level: Vec<Hash> = items.iter().map(leaf).collect();
-    let mut i = index;
-    let mut path = Vec::new();
-    while level.len() > 1 {
-        let sib = i ^ 1;
-        if sib < level.len() {
-            path.push(ProofStep {
-                sibling: level[sib],
-                left: sib < i,
-            });
+    Tree::new(items).prove(index)
+}
+
+/// Every level of the tree over some items, leaves first. Built once, it proves any item in
+/// O(log n) without hashing the tree again (what a node keeps for its recent blocks).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    pub fn new(items: &[Hash]) -> Tree {
+        let mut levels = vec![items.iter().map(leaf).collect::<Vec<_>>()];
+        while let Some(top) = levels.last().filter(|l| l.len() > 1) {
+            let next = up(top);
+            levels.push(next);
         }
-        level = up(&level);
-        i /= 2;
+        Tree { levels }
     }
-    Some(MerkleProof {
-        index: index as u32,
-        leaves: items.len() as u32,
-        path,
-    })
+
+    /// How many items the tree is over.
+    pub fn len(&self) -> usize {
+        self.levels.first().map_or(0, Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same as [`root`] over the items.
+    pub fn root(&self) -> Hash {
+        match self.levels.last() {
+            Some(top) if top.len() == 1 => top[0],
+            _ => Hash::ZERO,
+        }
+    }
+
+    /// Proof that item `index` is under [`Tree::root`].
+    pub fn prove(&self, index: usize) -> Option<MerkleProof> {
+        if index >= self.len() {
+            return None;
+        }
+        let mut i = index;
+        let mut path = Vec::with_capacity(self.levels.len());
+        for level in &self.levels[..self.levels.len() - 1] {
+            let sib = i ^ 1;
+            if sib < level.len() {
+                path.push(ProofStep {
+                    sibling: level[sib],
+                    left: sib < i,
+                });
+            }
+            i /= 2;
+        }
+        Some(MerkleProof {
+            index: index as u32,
+            leaves: self.len() as u32,
+            path,
+        })
+    }
 }
 
 /// Checks that `item` sits at the proof's position under `expected_root`. The sides of each step
@@ -129,6 +167,21 @@ mod tests {
             for i in 0..n {
                 let p = prove(&it, i).unwrap();
                 assert!(verify(&it[i], &p, &r), "n={n} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_tree_has_the_same_root_and_proofs() {
+        for n in 0..40 {
+            let it = items(n);
+            let t = Tree::new(&it);
+            assert_eq!(t.root(), root(&it), "n={n}");
+            assert_eq!(t.len(), n);
+            assert!(t.prove(n).is_none());
+            for i in 0..n {
+                let p = t.prove(i).unwrap();
+                assert!(verify(&it[i], &p, &root(&it)), "n={n} i={i}");
             }
         }
     }

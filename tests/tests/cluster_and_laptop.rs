@@ -187,11 +187,25 @@ async fn a_laptop_joins_a_clusters_consortium() {
         "the laptop and the cluster must plan the same genesis"
     );
     give_approvals(&cp, &[bank_approval]);
-    for (i, a) in published_approvals(&cp).iter().enumerate() {
-        let f = root.join(format!("cluster-approval-{i}.json"));
-        std::fs::write(&f, serde_json::to_vec_pretty(a).expect("json")).expect("write");
-        up.extend(["--approval".into(), s(&f)]);
-    }
+    // The operator's approvals.yaml, as published, is the laptop's `--approval` file.
+    assert_eq!(
+        published_approvals(&cp).len(),
+        3,
+        "one per organization of the cluster"
+    );
+    let cm = tally_tests::operator::get_json(
+        &cp,
+        &["-n", NS, "get", "configmap", &format!("{CHANNEL}-genesis")],
+    );
+    let from_cluster = root.join("cluster-approvals.yaml");
+    std::fs::write(
+        &from_cluster,
+        cm["data"]["approvals.yaml"]
+            .as_str()
+            .expect("approvals.yaml"),
+    )
+    .expect("write");
+    up.extend(["--approval".into(), s(&from_cluster)]);
 
     // The laptop's `up` completes, the channel forms with the laptop's node in it.
     let side = Up::spawn_with_env(

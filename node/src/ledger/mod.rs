@@ -28,6 +28,7 @@ mod checks;
 #[cfg(test)]
 mod define_tests;
 mod governance;
+mod proof_cache;
 mod reads;
 mod retire;
 pub(crate) mod snapshot_forge;
@@ -88,6 +89,8 @@ pub struct Ledger {
     pub resumed_install: bool,
     /// Set once an approved proposal retired the channel (see `retire.rs`).
     retired: RwLock<Option<Retirement>>,
+    /// Proof material of recently read blocks, for receipts.
+    proofs: proof_cache::ProofCache,
 }
 
 impl Ledger {
@@ -154,6 +157,7 @@ impl Ledger {
             engine,
             resumed_install,
             retired: RwLock::new(None),
+            proofs: Default::default(),
         };
         ledger.reload_retirement()?;
         Ok(ledger)
@@ -464,6 +468,31 @@ mod bounded_blocks {
         // Not recorded as seen: the same transactions commit under an honest stamp.
         let (honest, _) = apply(&ledger, now + 2, &raws);
         assert!(honest.receipts.iter().all(|r| r.status.is_committed()));
+    }
+
+    #[test]
+    fn receipts_prove_the_same_from_the_kept_blocks_and_after_a_snapshot_clears_them() {
+        let (_dir, ledger, client) = ledger_with_member();
+        let now = tally_protocol::now_ms();
+        let (first, _) = apply(&ledger, now, &raw_puts(&client, 5, now));
+        let (second, _) = apply(&ledger, now + 1, &raw_puts(&client, 3, now + 1));
+        let all: Vec<_> = first.receipts.iter().chain(&second.receipts).collect();
+        let fresh: Vec<_> = all
+            .iter()
+            .map(|r| ledger.receipt(&r.tx_id).unwrap().expect("a receipt"))
+            .collect();
+        for (r, p) in all.iter().zip(&fresh) {
+            let block_hash = ledger.header(r.block).unwrap().unwrap().hash();
+            assert_eq!(p.verify(&block_hash), Ok(&r.status));
+            assert_eq!((p.receipt.block, p.receipt.index), (r.block, r.index));
+            // Asked again, from the kept block: the same receipt and proof.
+            assert_eq!(ledger.receipt(&r.tx_id).unwrap().as_ref(), Some(p));
+        }
+        ledger.reload_tip().unwrap();
+        for (r, p) in all.iter().zip(&fresh) {
+            assert_eq!(ledger.receipt(&r.tx_id).unwrap().as_ref(), Some(p));
+        }
+        assert!(ledger.receipt(&Hash::ZERO).unwrap().is_none());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Reads of a channel's ledger: world state, key history, keys by prefix, receipts with
 //! inclusion proofs, blocks and the certificate registry.
 
+use super::proof_cache::BlockProofs;
 use super::{corrupt, Ledger, LedgerError};
 use rocksdb::{Direction, IteratorMode};
 use std::collections::HashMap;
+use std::sync::Arc;
 use tally_protocol::api::{utf8, HistoryEntry, KeyEntry};
-use tally_protocol::block::result_leaves;
 use tally_protocol::codec::{Decode, Reader};
-use tally_protocol::merkle;
 use tally_protocol::receipt::{InclusionProof, ProvenReceipt, Receipt};
 use tally_protocol::{Block, BlockHeader, Hash, Version};
 
@@ -68,29 +68,23 @@ impl Ledger {
         let Some(loc) = self.tx_location(id)? else {
             return Ok(None);
         };
-        let block = self
-            .block(loc.block)?
-            .ok_or_else(|| corrupt("block", "indexed block missing"))?;
-        let ids = block.tx_ids();
+        let proofs = self.block_proofs(loc.block)?;
         let i = loc.tx as usize;
-        if block.results.len() != ids.len() || block.effects.len() != ids.len() {
-            return Err(corrupt(
-                "block",
-                "results or effects do not match its transactions",
-            ));
-        }
-        let leaves = result_leaves(&ids, &block.results, &block.effects);
-        let status = block
+        let status = proofs
             .results
             .get(i)
             .cloned()
             .ok_or_else(|| corrupt("block", "result missing"))?;
-        let fx = block.effects.get(i).cloned().flatten();
-        let effects_hash = tally_protocol::block::effects_hash(&fx);
-        let effects = fx.map(Box::new);
-        let proof =
-            merkle::prove(&leaves, i).ok_or_else(|| corrupt("block", "index out of range"))?;
-        let block_hash = block.header.hash();
+        let effects = proofs.effects.get(i).cloned().flatten().map(Box::new);
+        let effects_hash = proofs
+            .effects_hashes
+            .get(i)
+            .copied()
+            .ok_or_else(|| corrupt("block", "effects missing"))?;
+        let proof = proofs
+            .tree
+            .prove(i)
+            .ok_or_else(|| corrupt("block", "index out of range"))?;
         Ok(Some(ProvenReceipt {
             receipt: Receipt {
                 tx_id: *id,
@@ -98,17 +92,33 @@ impl Ledger {
                 block: loc.block,
                 index: loc.tx,
                 status: status.clone(),
-                block_hash,
+                block_hash: proofs.block_hash,
                 effects,
             },
             proof: InclusionProof {
                 tx_id: *id,
-                header: block.header,
+                header: proofs.header.clone(),
                 status,
                 effects_hash,
                 merkle: proof,
             },
         }))
+    }
+
+    /// What proving a transaction of block `number` needs, from the cache or built once.
+    fn block_proofs(&self, number: u64) -> Result<Arc<BlockProofs>, LedgerError> {
+        if let Some(p) = self.proofs.get(number) {
+            return Ok(p);
+        }
+        let block = self
+            .block(number)?
+            .ok_or_else(|| corrupt("block", "indexed block missing"))?;
+        let proofs =
+            Arc::new(BlockProofs::of(block).ok_or_else(|| {
+                corrupt("block", "results or effects do not match its transactions")
+            })?);
+        self.proofs.insert(number, proofs.clone());
+        Ok(proofs)
     }
 
     pub fn get(&self, key: &str) -> Result<StateEntry, LedgerError> {

@@ -159,6 +159,8 @@ impl Ledger {
             .get(self.keys.kind(keys::TIP))?
             .ok_or_else(|| corrupt("tip", "missing after snapshot"))?;
         *self.tip.write() = Tip::decode(&b).map_err(|e| corrupt("tip", e))?;
+        // A snapshot replaced the chain: blocks kept for proofs may be another chain's.
+        self.proofs.clear();
         Ok(())
     }
 

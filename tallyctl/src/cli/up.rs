@@ -75,7 +75,8 @@ pub struct UpArgs {
     #[arg(long = "external", value_delimiter = ',')]
     pub external: Vec<String>,
     /// An external organization's approval of a channel's genesis, as `tallyctl channel
-    /// approve-genesis` writes it; repeat, or name a folder whose *.json files are approvals.
+    /// approve-genesis` writes it, or a list of them (an operator's approvals.yaml); repeat,
+    /// or name a folder whose *.json and *.yaml files are approvals.
     #[arg(long = "approval")]
     pub approvals: Vec<PathBuf>,
 }

@@ -13,7 +13,9 @@ use tally_protocol::{genesis, Approval};
 /// members, for them to approve.
 pub const GENESIS_DIR: &str = "genesis";
 
-/// The approval files given: each path, or each `*.json` file of a folder.
+/// The approval files given: each path, or each `*.json`, `*.yaml` and `*.yml` file of a
+/// folder. A file holds one approval (as `tallyctl channel approve-genesis` writes it) or a
+/// list of them (as an operator publishes them in the genesis ConfigMap's `approvals.yaml`).
 pub(super) fn read_approval_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, ApprovalFile)>> {
     let mut files = Vec::new();
     for p in paths {
@@ -21,7 +23,10 @@ pub(super) fn read_approval_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, App
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                 .with_context(|| format!("reading {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "json"))
+                .filter(|f| {
+                    f.extension()
+                        .is_some_and(|x| x == "json" || x == "yaml" || x == "yml")
+                })
                 .collect();
             found.sort();
             files.extend(found);
@@ -29,20 +34,36 @@ pub(super) fn read_approval_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, App
             files.push(p.clone());
         }
     }
-    files
-        .into_iter()
-        .map(|f| {
-            let text =
-                std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-            let a: ApprovalFile = serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} is not a genesis approval (as `tallyctl channel approve-genesis` writes it)",
-                    f.display()
-                )
-            })?;
-            Ok((f, a))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        for a in parse_approvals(&text).with_context(|| {
+            format!(
+                "{} is not a genesis approval (as `tallyctl channel approve-genesis` writes it) \
+                 nor a list of them (as an operator's approvals.yaml holds them)",
+                f.display()
+            )
+        })? {
+            out.push((f.clone(), a));
+        }
+    }
+    Ok(out)
+}
+
+/// One approval or a list of them, in JSON or YAML.
+fn parse_approvals(text: &str) -> Result<Vec<ApprovalFile>> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ApprovalFile>),
+        One(ApprovalFile),
+    }
+    // YAML is a superset of JSON, so one parser reads both.
+    Ok(match serde_yaml::from_str::<OneOrMany>(text)? {
+        OneOrMany::Many(list) => list,
+        OneOrMany::One(a) => vec![a],
+    })
 }
 
 /// Checks every given approval against the planned genesis of the channel it names, before
@@ -171,4 +192,29 @@ pub(super) fn awaiting_text(
         "waiting for other organizations:\n  - {}",
         out.join("\n  - ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_approvals;
+
+    #[test]
+    fn one_approval_or_a_list_in_json_or_yaml() {
+        let one = r#"{"organization": "bank", "channel": "receivables", "genesis": "ab",
+                      "certificate": "0102", "signature": "0304"}"#;
+        let a = parse_approvals(one).expect("one JSON approval");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].certificate, vec![1, 2]);
+        let list = "- organization: core\n  channel: receivables\n  genesis: ab\n  certificate: '0a'\n  signature: '0b'\n\
+                    - organization: tier1\n  channel: receivables\n  genesis: ab\n  certificate: '0c'\n  signature: '0d'\n";
+        let a = parse_approvals(list).expect("a YAML list");
+        assert_eq!(
+            a.iter()
+                .map(|a| a.organization.as_str())
+                .collect::<Vec<_>>(),
+            ["core", "tier1"]
+        );
+        assert!(parse_approvals("- organization: core\n").is_err());
+        assert!(parse_approvals("{\"organization\": \"bank\", \"certificate\": \"zz\"}").is_err());
+    }
 }

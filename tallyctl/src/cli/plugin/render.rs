@@ -93,11 +93,13 @@ fn organizations(out: &mut String, p: Paint, orgs: &[OrgView], more: bool) {
             (fp, until) => format!("CA {fp}, expires {until}"),
         };
         let _ = writeln!(out, "{pad}{b}{}  {ca}", p.bold(&o.name));
-        if o.peers.is_empty() && o.remote.is_empty() {
+        // Peers first, then the organization's nodes in other clusters, as one list of children.
+        let children = o.peers.len() + o.remote.len();
+        if children == 0 {
             let _ = writeln!(out, "{pad}{ipad}└─ no Peers");
         }
         for (j, peer) in o.peers.iter().enumerate() {
-            let (pb, ppad) = branch(j, o.peers.len() + o.remote.len());
+            let (pb, ppad) = branch(j, children);
             let _ = writeln!(
                 out,
                 "{pad}{ipad}{pb}Peer {} ({}, {}/{} ready)  {}",
@@ -128,7 +130,7 @@ fn organizations(out: &mut String, p: Paint, orgs: &[OrgView], more: bool) {
             }
         }
         for (j, r) in o.remote.iter().enumerate() {
-            let (rb, _) = branch(o.peers.len() + j, o.peers.len() + o.remote.len());
+            let (rb, _) = branch(o.peers.len() + j, children);
             let chans: Vec<String> = r
                 .channels
                 .iter()

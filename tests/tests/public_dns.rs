@@ -3,7 +3,8 @@
 //! Service with the external-dns hostname annotation is named in B's hosts file at the pod's
 //! address (and the Service gets its load-balancer ingress); behind a NodePort Service it is
 //! named at A's node address, where a forwarder carries real TCP (an HTTPS request) to the
-//! node; deleting the Services takes the names and the forwarder away.
+//! node; a pod that is not ready is named only behind a Service that publishes not-ready
+//! addresses; deleting the Services takes the names and the forwarder away.
 //!
 //! Needs etcd, kube-apiserver, kube-controller-manager and kubectl (`TALLY_SKIP_K8S=1` skips)
 //! and a built tally-node.
@@ -139,8 +140,74 @@ async fn scenario(two: &TwoClusters) -> anyhow::Result<()> {
     );
     eprintln!("{through}: {status}");
 
+    // A pod that is not ready is behind a Service's name only when the Service publishes
+    // not-ready addresses (as Raft peers' Services do: they must meet to become ready).
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // Nothing listens on port 9: never ready.
+    create_node_pod(
+        &pods,
+        "n1",
+        json!({"tcpSocket": {"port": 9}, "periodSeconds": 1}),
+    )
+    .await?;
+    wait_for(&pods, "n1", "pod n1 Running", conditions::is_pod_running()).await?;
+    let early = services
+        .create(
+            &PostParams::default(),
+            &service_of(
+                "n1",
+                true,
+                "n1-early",
+                "NodePort",
+                "n1.np.a.example.org",
+                &[(7051, 7051, None)],
+            )?,
+        )
+        .await
+        .context("create the Service publishing not-ready addresses")?;
+    services
+        .create(
+            &PostParams::default(),
+            &service_of(
+                "n1",
+                false,
+                "n1-ready-only",
+                "NodePort",
+                "n1-ready.np.a.example.org",
+                &[(7051, 7051, None)],
+            )?,
+        )
+        .await
+        .context("create the Service of ready addresses only")?;
+    let early_line = format!("{} n1.np.a.example.org\n", runner_a.node_ip());
+    let hosts_b = wait_hosts(runner_b, "B names A's not-ready node", |h| {
+        h.contains(&early_line)
+    })
+    .await?;
+    ensure!(
+        !hosts_b.contains("n1-ready.np.a.example.org"),
+        "a not-ready pod published behind a Service of ready addresses only:\n{hosts_b}"
+    );
+    let n1 = pods.get("n1").await?;
+    ensure!(
+        !n1.status
+            .and_then(|s| s.conditions)
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+        "pod n1 became ready"
+    );
+    let early_port = early
+        .spec
+        .and_then(|s| s.ports?.first()?.node_port)
+        .context("no node port allocated for n1-early")?;
+    let through = format!("https://{}:{early_port}/healthz", runner_a.node_ip());
+    let (status, _) = http::get(&through).await.map_err(anyhow::Error::msg)?;
+    ensure!(
+        status == 200,
+        "{through} (a not-ready pod) answered {status}"
+    );
+
     // Deleting the Services takes the names away on both sides, and closes the node port.
-    for name in ["n0-public", "n0-nodeport"] {
+    for name in ["n0-public", "n0-nodeport", "n1-early", "n1-ready-only"] {
         services.delete(name, &DeleteParams::default()).await?;
     }
     wait_hosts(runner_b, "B forgets A's names", |h| {
@@ -171,6 +238,18 @@ fn service(
     hostnames: &str,
     ports: &[(u16, u16, Option<&str>)],
 ) -> anyhow::Result<Service> {
+    service_of("n0", false, name, type_, hostnames, ports)
+}
+
+/// A Service selecting pod `app`, routing to it before it is ready with `not_ready_too`.
+fn service_of(
+    app: &str,
+    not_ready_too: bool,
+    name: &str,
+    type_: &str,
+    hostnames: &str,
+    ports: &[(u16, u16, Option<&str>)],
+) -> anyhow::Result<Service> {
     let ports: Vec<_> = ports
         .iter()
         .map(|(p, t, named)| {
@@ -181,7 +260,8 @@ fn service(
     Ok(serde_json::from_value(json!({
         "metadata": {"name": name, "annotations": {
             "external-dns.alpha.kubernetes.io/hostname": hostnames}},
-        "spec": {"type": type_, "selector": {"app": "n0"}, "ports": ports},
+        "spec": {"type": type_, "selector": {"app": app}, "ports": ports,
+                 "publishNotReadyAddresses": not_ready_too},
     }))?)
 }
 
@@ -237,9 +317,37 @@ async fn start_node_pod(client: &kube::Client) -> anyhow::Result<Ipv4Addr> {
             }))?,
         )
         .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    // Listening is enough here: what is tested is how the pod is reached.
+    create_node_pod(
+        &pods,
+        "n0",
+        json!({"tcpSocket": {"port": "api"}, "periodSeconds": 1}),
+    )
+    .await?;
+    wait_for(&pods, "n0", "pod n0 Running", conditions::is_pod_running()).await?;
+    let pod = wait_for(&pods, "n0", "pod n0 Ready", |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    })
+    .await?;
+    let ip = pod
+        .status
+        .and_then(|s| s.pod_ip)
+        .context("no status.podIP")?;
+    Ok(ip.parse()?)
+}
+
+/// Creates pod `name` (label `app: <name>`) running the node of [`start_node_pod`]'s
+/// configuration, ready as `readiness` (a probe) says.
+async fn create_node_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    readiness: serde_json::Value,
+) -> anyhow::Result<()> {
     let env = |name: &str, value: &str| json!({"name": name, "value": value});
     let pod = json!({
-        "metadata": {"name": "n0", "labels": {"app": "n0"}},
+        "metadata": {"name": name, "labels": {"app": name}},
         "spec": {
             "terminationGracePeriodSeconds": 5,
             "containers": [{
@@ -259,8 +367,7 @@ async fn start_node_pod(client: &kube::Client) -> anyhow::Result<Ipv4Addr> {
                 ],
                 "ports": [{"name": "api", "containerPort": 7051},
                           {"name": "peer", "containerPort": 7052}],
-                // Listening is enough here: what is tested is how the pod is reached.
-                "readinessProbe": {"tcpSocket": {"port": "api"}, "periodSeconds": 1},
+                "readinessProbe": readiness,
                 "volumeMounts": [
                     {"name": "data", "mountPath": "/var/lib/tally"},
                     {"name": "tls", "mountPath": "/etc/tally/tls", "readOnly": true},
@@ -274,21 +381,10 @@ async fn start_node_pod(client: &kube::Client) -> anyhow::Result<Ipv4Addr> {
             ],
         },
     });
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     pods.create(&PostParams::default(), &serde_json::from_value(pod)?)
         .await
-        .context("create the pod")?;
-    wait_for(&pods, "n0", "pod n0 Running", conditions::is_pod_running()).await?;
-    let pod = wait_for(&pods, "n0", "pod n0 Ready", |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-    })
-    .await?;
-    let ip = pod
-        .status
-        .and_then(|s| s.pod_ip)
-        .context("no status.podIP")?;
-    Ok(ip.parse()?)
+        .with_context(|| format!("create pod {name}"))?;
+    Ok(())
 }
 
 async fn wait_for<K>(

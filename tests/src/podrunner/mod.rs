@@ -41,13 +41,15 @@
 //! rename when it changes, lists `<hostname>.<subdomain>.<ns>.svc.cluster.local` (and its
 //! shorter forms) for every pod run here that has `spec.hostname` and `spec.subdomain`, and
 //! `<service>.<ns>.svc.cluster.local` for every Service with a selector, at the address of one
-//! ready pod run here that it selects. tally-node reads it through `TALLY_HOSTS_FILE`
+//! ready pod run here that it selects (any such pod, ready or not, when the Service has
+//! `publishNotReadyAddresses`, as kube-proxy's endpoints would). tally-node reads it through `TALLY_HOSTS_FILE`
 //! (`--hosts-file`).
 //!
 //! Public DNS and load-balancer stand-in (external-dns and a cloud controller): every Service
 //! of type `LoadBalancer` or `NodePort` with a selector and the annotation
 //! `external-dns.alpha.kubernetes.io/hostname` (comma-separated names) has its names published
-//! while a pod it selects is ready here. For a LoadBalancer they resolve to that pod's address
+//! while a pod it selects is ready here (or runs here at all, with `publishNotReadyAddresses`:
+//! Raft peers in two clusters reach one another before either is ready). For a LoadBalancer they resolve to that pod's address
 //! (the ports are the pod's), and the Service's `status.loadBalancer.ingress` is set to that
 //! address and the first name. For a NodePort they resolve to the node's address
 //! (`<ip_prefix>.255.254`, distinct per runner, also its `InternalIP` and the pods' `hostIP`),
@@ -294,7 +296,7 @@ impl Shared {
             if selector.is_empty() {
                 continue;
             }
-            if let Some(p) = st.selected_pod(ns, selector) {
+            if let Some(p) = st.selected_pod(ns, selector, publishes_not_ready(&svc)) {
                 let base = format!("{name}.{ns}");
                 out += &format!("{} {base}.svc.cluster.local {base}.svc {base}\n", p.ip);
             }
@@ -310,19 +312,34 @@ impl Shared {
 }
 
 impl State {
-    /// One ready pod run here in `ns` that `selector` picks (the first by name).
-    fn selected_pod(&self, ns: &str, selector: &BTreeMap<String, String>) -> Option<&PodInfo> {
+    /// One pod run here in `ns` that `selector` picks (the first by name): a ready one, or
+    /// any with `not_ready_too` (a Service that publishes not-ready addresses).
+    fn selected_pod(
+        &self,
+        ns: &str,
+        selector: &BTreeMap<String, String>,
+        not_ready_too: bool,
+    ) -> Option<&PodInfo> {
         self.pods
             .iter()
             .find(|((pns, _), p)| {
                 pns == ns
-                    && p.ready
+                    && (p.ready || not_ready_too)
                     && selector
                         .iter()
                         .all(|(k, v)| p.labels.get(k).is_some_and(|l| l == v))
             })
             .map(|(_, p)| p)
     }
+}
+
+/// Whether `svc` routes to its pods before they are ready, as kube-proxy and external-dns do
+/// for `publishNotReadyAddresses`: Raft peers must reach one another to become ready at all.
+fn publishes_not_ready(svc: &Service) -> bool {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false)
 }
 
 fn api_code(e: &kube::Error) -> Option<u16> {

@@ -68,7 +68,7 @@ pub(super) fn exposed_services(shared: &Shared) -> Vec<Exposed> {
         let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
             continue;
         };
-        let Some(pod) = st.selected_pod(ns, selector) else {
+        let Some(pod) = st.selected_pod(ns, selector, super::publishes_not_ready(&svc)) else {
             continue;
         };
         let mut forwards = Vec::new();

@@ -52,10 +52,6 @@ spec:
   exposure: {type: NodePort, domain: b.scf.example, nodePortBase: 31700}
 ";
 
-// Ignored in the default run until a flake is understood: in one run of four, cluster B's
-// bank node stayed unready and cluster A's operator could not resolve its public API name
-// while A's nodes reached its peer port. Run with `-- --ignored`.
-#[ignore = "flaky: bank node unready / public API name unresolved in 1 of 4 runs; run with --ignored"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_consortium_across_two_clusters() {
     let Some(two) = TwoClusters::start("mc").await else {

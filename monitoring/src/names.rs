@@ -49,6 +49,9 @@ pub const RAFT_COMMIT_INDEX: &str = "tally_raft_commit_index";
 pub const RAFT_PERSIST_SECONDS: &str = "tally_raft_persist_seconds";
 pub const SNAPSHOTS_SENT: &str = "tally_snapshots_sent_total";
 pub const SNAPSHOTS_APPLIED: &str = "tally_snapshots_applied_total";
+/// Signed checkpoints sent to peers, by `kind`: `periodic` (every second) or `answer` (to a
+/// peer that reported a height this node had passed).
+pub const CHECKPOINTS_SENT: &str = "tally_checkpoints_sent_total";
 /// Snapshots from a peer that failed verification, by `reason` (the check that failed).
 pub const SNAPSHOTS_REFUSED: &str = "tally_snapshots_refused_total";
 pub const VOTES_WITHHELD: &str = "tally_votes_withheld_total";
@@ -142,6 +145,7 @@ pub const NODE_METRICS: &[&str] = &[
     RAFT_PERSIST_SECONDS,
     SNAPSHOTS_SENT,
     SNAPSHOTS_APPLIED,
+    CHECKPOINTS_SENT,
     SNAPSHOTS_REFUSED,
     VOTES_WITHHELD,
     BACKUP_DURATION_SECONDS,

@@ -11,7 +11,11 @@
 //!
 //! A node that receives a checkpoint at a height it has passed and would not sign itself (a
 //! peer behind it: lagging, or restored from a backup) answers with its own checkpoint there,
-//! so the peer can compare its chain at its tip.
+//! so the peer can compare its chain at its tip. Answers travel under their own route,
+//! `checkpoint-answer:<channel>`, and are never answered: under load both nodes' tips move on
+//! while a checkpoint is in flight, so each would otherwise find the other's answer behind its
+//! tip and answer it, back and forth for as long as the channel stays busy, one more such
+//! exchange started every second.
 //!
 //! A node compares a peer's checkpoint at height h with its own at h: its tip when h is its
 //! height, else the header of block h-1. When a strict majority of the channel's consenters
@@ -40,6 +44,11 @@ pub const EVERY: u64 = 64;
 pub const PERIOD: Duration = Duration::from_secs(1);
 /// Route prefix of checkpoint frames on the peer transport.
 pub const ROUTE: &str = "checkpoint:";
+/// Route prefix of the checkpoints a node sends in answer to a peer behind it.
+pub const ANSWER_ROUTE: &str = "checkpoint-answer:";
+/// `kind` label values of the checkpoints-sent counter.
+pub const PERIODIC: &str = "periodic";
+pub const ANSWER: &str = "answer";
 /// Heights of peers' checkpoints kept for comparison (the lowest are dropped first).
 const KEEP_HEIGHTS: usize = 256;
 const FORMAT: u8 = 1;
@@ -364,8 +373,19 @@ pub fn evaluate(chan: &Channel, heights: std::ops::RangeInclusive<u64>) {
     }
 }
 
-/// Handles a checkpoint frame from a peer: checked, recorded, compared.
-pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
+/// The channel a checkpoint route names, and whether the frame is an answer; `None` for a
+/// route that is not a checkpoint's.
+pub fn parse_route(route: &str) -> Option<(&str, bool)> {
+    if let Some(ch) = route.strip_prefix(ROUTE) {
+        Some((ch, false))
+    } else {
+        route.strip_prefix(ANSWER_ROUTE).map(|ch| (ch, true))
+    }
+}
+
+/// Handles a checkpoint frame from a peer (`answer`: one sent in answer to this node's):
+/// checked, recorded, compared.
+pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert, answer: bool) {
     let c = match Checkpoint::open(bytes, &sender.info.public_key) {
         Ok(c) => c,
         Err(e) => {
@@ -389,14 +409,16 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert) {
     // Only the new height here, on the network thread; the periodic pass covers the rest.
     evaluate(chan, c.height..=c.height);
     publish(node, chan);
-    answer_behind(node, chan, &c, &peer.peer_addr);
+    if !answer {
+        answer_behind(node, chan, &c, &peer.peer_addr);
+    }
 }
 
 /// A peer behind this node (a restored or lagging one) reports a height this node passed and
 /// would not otherwise sign (not its tip, not a multiple of [`EVERY`]): this node answers with
 /// its own checkpoint there, so that the peer can compare its chain at its own tip — how a
 /// ledger restored from a backup learns, before it votes, whether it is the channel's chain.
-/// No answer to an answer: the peer's tip is the height, not below it.
+/// Answers go under [`ANSWER_ROUTE`], which is never answered (see the module's comment).
 fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
     let tip = chan.ledger.tip().height;
     if c.height >= tip || c.height.is_multiple_of(EVERY) || c.height == 0 {
@@ -412,11 +434,15 @@ fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
         block_hash,
         state_root,
     };
-    let route = format!("{ROUTE}{}", chan.ledger.name);
+    let route = format!("{ANSWER_ROUTE}{}", chan.ledger.name);
     node.transport.send(
         addr,
         crate::transport::frame(&route, &mine.sign(&node.identity)),
     );
+    node.metrics
+        .checkpoints_sent
+        .with_label_values(&[&chan.ledger.name, ANSWER])
+        .inc();
 }
 
 /// This node's checkpoints for a channel: at the last multiple of [`EVERY`] and at the tip.
@@ -462,6 +488,10 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
                 for f in &frames {
                     node.transport.send(&peer.peer_addr, f.clone());
                 }
+                node.metrics
+                    .checkpoints_sent
+                    .with_label_values(&[&chan.ledger.name, PERIODIC])
+                    .inc_by(frames.len() as u64);
             }
             evaluate(&chan, 0..=u64::MAX);
             // Heights well behind the tip were compared in earlier passes (and a late one is

@@ -39,6 +39,7 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub state_root: GaugeVec,
     pub snapshots_sent: IntCounterVec,
+    pub checkpoints_sent: IntCounterVec,
     pub snapshots_applied: IntCounterVec,
     pub snapshots_refused: IntCounterVec,
     pub votes_withheld: IntCounterVec,
@@ -100,6 +101,7 @@ impl Metrics {
             batch_size: reg!(HistogramVec::new(HistogramOpts::new(n::BATCH_SIZE, "Transactions per block").buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]), ch)),
             state_root: reg!(GaugeVec::new(Opts::new(n::STATE_ROOT, "First 52 bits of the state root after the last block; equal on nodes that agree"), ch)),
             snapshots_sent: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_SENT, "Raft snapshots built and sent to lagging nodes"), ch)),
+            checkpoints_sent: reg!(IntCounterVec::new(Opts::new(n::CHECKPOINTS_SENT, "Signed checkpoints sent to peers, by kind: periodic, or an answer to a peer behind"), &[n::L_CHANNEL, n::L_KIND])),
             snapshots_applied: reg!(IntCounterVec::new(Opts::new(n::SNAPSHOTS_APPLIED, "Raft snapshots received and installed"), ch)),
             votes_withheld: reg!(IntCounterVec::new(Opts::new(n::VOTES_WITHHELD, "Vote, pre-vote and leadership requests a node ignored while its Raft state was new and not caught up"), &[n::L_CHANNEL])),
             backup_duration: reg!(HistogramVec::new(HistogramOpts::new(n::BACKUP_DURATION_SECONDS, "Seconds a backup of the channel to object storage took, failed ones included").buckets(vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0]), ch)),
@@ -152,6 +154,9 @@ impl Metrics {
         ] {
             c.with_label_values(&ch);
         }
+        for kind in [crate::checkpoint::PERIODIC, crate::checkpoint::ANSWER] {
+            self.checkpoints_sent.with_label_values(&[channel, kind]);
+        }
     }
 
     /// Drops every series of `channel`, once the node has left it: a channel this node no
@@ -179,6 +184,7 @@ impl Metrics {
             &self.snapshots_sent,
             &self.snapshots_applied,
             &self.snapshots_refused,
+            &self.checkpoints_sent,
             &self.votes_withheld,
             &self.compactions,
             &self.chaincode_fuel_used,

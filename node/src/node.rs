@@ -447,15 +447,14 @@ impl Node {
     /// channel's CA for that node's organization.
     pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &PeerCert) {
         // A read-only channel hears nothing from its peers: it stays at the restored point.
-        let name = channel
-            .strip_prefix(crate::checkpoint::ROUTE)
-            .unwrap_or(channel);
+        let checkpoint = crate::checkpoint::parse_route(channel);
+        let name = checkpoint.map_or(channel, |(name, _)| name);
         if self.is_frozen(name) {
             return;
         }
-        if let Some(name) = channel.strip_prefix(crate::checkpoint::ROUTE) {
+        if let Some((name, answer)) = checkpoint {
             if let Some(ch) = self.channel(name) {
-                crate::checkpoint::receive(self, &ch, bytes, sender);
+                crate::checkpoint::receive(self, &ch, bytes, sender, answer);
             }
             return;
         }

@@ -1588,3 +1588,69 @@ async fn a_node_killed_in_the_middle_of_a_snapshot_install_restarts_whole_and_ca
     );
     assert!(problems[0].contains(&victim), "{problems:?}");
 }
+
+// ---- checkpoints under load ---------------------------------------------------------------------
+
+const CHECKPOINTS_SENT: &str = "tally_checkpoints_sent_total";
+
+/// Writes keep every node's tip moving while checkpoints are in flight, so each node finds
+/// the others' checkpoints behind its tip and answers them. An answer must not be answered:
+/// before, two nodes bounced one checkpoint between them for as long as the load lasted (one
+/// more such exchange every second, each a signature check and a signing), which cost a
+/// loaded node a tenth of its CPU after a minute. Each periodic checkpoint a node receives
+/// draws at most one answer, so over the whole channel answers never outnumber periodic
+/// checkpoints; with the echo they outnumbered them many times over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_answers_are_not_answered_under_load() {
+    let c = start("adv-checkpoint-echo", &[CH]).await;
+    let nodes = c.node_names();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let node = nodes[w % nodes.len()].clone();
+            let client = c.client(&node);
+            let signer = c.identity(&c.node_org(&node), Role::Client);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut committed = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let tx = sign_writes(
+                        &signer,
+                        CH,
+                        vec![put(&format!("load-{w}-{committed}"), b"v")],
+                        false,
+                    );
+                    if let Ok(r) = client.submit_wait(&tx).await {
+                        committed += u32::from(r.status.is_committed());
+                    }
+                }
+                committed
+            })
+        })
+        .collect();
+    // Long enough for several rounds of periodic checkpoints (one a second) under load.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut committed = 0;
+    for w in writers {
+        committed += w.await.expect("writer");
+    }
+    let (mut periodic, mut answers) = (0.0, 0.0);
+    for node in &nodes {
+        let text = tally_tests::metrics(&c.api_url(node)).await;
+        let sent = |kind| {
+            tally_tests::metric_value(&text, CHECKPOINTS_SENT, &[("channel", CH), ("kind", kind)])
+                .unwrap_or_else(|| panic!("{node} exports no {CHECKPOINTS_SENT}{{kind={kind}}}"))
+        };
+        periodic += sent("periodic");
+        answers += sent("answer");
+    }
+    eprintln!("{committed} writes; checkpoints sent: {periodic} periodic, {answers} answers");
+    assert!(committed > 0, "no write committed: the load did not run");
+    assert!(periodic > 0.0, "no periodic checkpoint was sent");
+    assert!(
+        answers <= periodic,
+        "{answers} checkpoint answers for {periodic} periodic checkpoints: answers were answered"
+    );
+    c.assert_healthy();
+}

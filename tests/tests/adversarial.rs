@@ -10,6 +10,7 @@ use std::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_client::txs::{put, sign_config, sign_writes};
+use tally_monitoring::names::CHECKPOINTS_SENT;
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::config::MAX_BATCH_BYTES;
 use tally_protocol::{Encode, RejectCode, Role, TxStatus};
@@ -1590,8 +1591,6 @@ async fn a_node_killed_in_the_middle_of_a_snapshot_install_restarts_whole_and_ca
 }
 
 // ---- checkpoints under load ---------------------------------------------------------------------
-
-const CHECKPOINTS_SENT: &str = "tally_checkpoints_sent_total";
 
 /// Writes keep every node's tip moving while checkpoints are in flight, so each node finds
 /// the others' checkpoints behind its tip and answers them. An answer must not be answered:

@@ -188,13 +188,7 @@ async fn scenario(two: &TwoClusters) -> anyhow::Result<()> {
         !hosts_b.contains("n1-ready.np.a.example.org"),
         "a not-ready pod published behind a Service of ready addresses only:\n{hosts_b}"
     );
-    let n1 = pods.get("n1").await?;
-    ensure!(
-        !n1.status
-            .and_then(|s| s.conditions)
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-        "pod n1 became ready"
-    );
+    ensure!(!is_ready(&pods.get("n1").await?), "pod n1 became ready");
     let early_port = early
         .spec
         .and_then(|s| s.ports?.first()?.node_port)
@@ -327,8 +321,7 @@ async fn start_node_pod(client: &kube::Client) -> anyhow::Result<Ipv4Addr> {
     .await?;
     wait_for(&pods, "n0", "pod n0 Running", conditions::is_pod_running()).await?;
     let pod = wait_for(&pods, "n0", "pod n0 Ready", |p: Option<&Pod>| {
-        p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        p.is_some_and(is_ready)
     })
     .await?;
     let ip = pod
@@ -336,6 +329,14 @@ async fn start_node_pod(client: &kube::Client) -> anyhow::Result<Ipv4Addr> {
         .and_then(|s| s.pod_ip)
         .context("no status.podIP")?;
     Ok(ip.parse()?)
+}
+
+/// Whether the pod's `Ready` condition is true.
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Creates pod `name` (label `app: <name>`) running the node of [`start_node_pod`]'s

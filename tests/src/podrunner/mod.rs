@@ -42,15 +42,15 @@
 //! shorter forms) for every pod run here that has `spec.hostname` and `spec.subdomain`, and
 //! `<service>.<ns>.svc.cluster.local` for every Service with a selector, at the address of one
 //! ready pod run here that it selects (any such pod, ready or not, when the Service has
-//! `publishNotReadyAddresses`, as kube-proxy's endpoints would). tally-node reads it through `TALLY_HOSTS_FILE`
-//! (`--hosts-file`).
+//! `publishNotReadyAddresses`, as kube-proxy's endpoints would). tally-node reads it through
+//! `TALLY_HOSTS_FILE` (`--hosts-file`).
 //!
 //! Public DNS and load-balancer stand-in (external-dns and a cloud controller): every Service
 //! of type `LoadBalancer` or `NodePort` with a selector and the annotation
 //! `external-dns.alpha.kubernetes.io/hostname` (comma-separated names) has its names published
 //! while a pod it selects is ready here (or runs here at all, with `publishNotReadyAddresses`:
-//! Raft peers in two clusters reach one another before either is ready). For a LoadBalancer they resolve to that pod's address
-//! (the ports are the pod's), and the Service's `status.loadBalancer.ingress` is set to that
+//! Raft peers in two clusters reach one another before either is ready). For a LoadBalancer
+//! they resolve to that pod's address (the ports are the pod's), and the Service's `status.loadBalancer.ingress` is set to that
 //! address and the first name. For a NodePort they resolve to the node's address
 //! (`<ip_prefix>.255.254`, distinct per runner, also its `InternalIP` and the pods' `hostIP`),
 //! where a TCP forwarder listens on each `nodePort` and connects to the pod's `targetPort`

@@ -47,6 +47,9 @@ pub const RAFT_LEADER_CHANGES: &str = "tally_raft_leader_changes_total";
 pub const RAFT_APPLIED_INDEX: &str = "tally_raft_applied_index";
 pub const RAFT_COMMIT_INDEX: &str = "tally_raft_commit_index";
 pub const RAFT_PERSIST_SECONDS: &str = "tally_raft_persist_seconds";
+/// 1 while the channel's Raft clock is stopped on this node because nothing is happening
+/// (a quiet channel: no ticks, no heartbeats), else 0.
+pub const RAFT_QUIET: &str = "tally_raft_quiet";
 pub const SNAPSHOTS_SENT: &str = "tally_snapshots_sent_total";
 pub const SNAPSHOTS_APPLIED: &str = "tally_snapshots_applied_total";
 /// Signed checkpoints sent to peers, by `kind`: `periodic` (every second) or `answer` (to a
@@ -143,6 +146,7 @@ pub const NODE_METRICS: &[&str] = &[
     RAFT_APPLIED_INDEX,
     RAFT_COMMIT_INDEX,
     RAFT_PERSIST_SECONDS,
+    RAFT_QUIET,
     SNAPSHOTS_SENT,
     SNAPSHOTS_APPLIED,
     CHECKPOINTS_SENT,

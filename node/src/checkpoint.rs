@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally_protocol::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use tally_protocol::{sig, Hash, Identity};
 use tracing::{debug, error, warn};
@@ -42,6 +42,8 @@ use tracing::{debug, error, warn};
 pub const EVERY: u64 = 64;
 /// How often checkpoints are sent and compared.
 pub const PERIOD: Duration = Duration::from_secs(1);
+/// How often a quiet channel's unchanged checkpoints are sent again.
+pub const QUIET_REFRESH: Duration = Duration::from_secs(30);
 /// Route prefix of checkpoint frames on the peer transport.
 pub const ROUTE: &str = "checkpoint:";
 /// Route prefix of the checkpoints a node sends in answer to a peer behind it.
@@ -469,13 +471,26 @@ fn own_checkpoints(chan: &Channel) -> Vec<Checkpoint> {
 
 /// Sends and compares checkpoints every [`PERIOD`] until the node is dropped or `stop` is set.
 pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
+    let mut sent: HashMap<String, Instant> = HashMap::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(PERIOD);
         let Some(node) = node.upgrade() else { return };
-        for chan in node.channels() {
+        let now = Instant::now();
+        let channels = node.channels();
+        sent.retain(|name, _| channels.iter().any(|c| &c.ledger.name == name));
+        for chan in channels {
             if node.is_frozen(&chan.ledger.name) {
                 continue;
             }
+            // A quiet channel's checkpoints do not change (any block wakes it), and its peers
+            // have them: they go out again only now and then, for a peer that restarted.
+            let last = sent.get(&chan.ledger.name);
+            if chan.quiet().is_quiet()
+                && last.is_some_and(|t| now.duration_since(*t) < QUIET_REFRESH)
+            {
+                continue;
+            }
+            sent.insert(chan.ledger.name.clone(), now);
             let route = format!("{ROUTE}{}", chan.ledger.name);
             let frames: Vec<_> = own_checkpoints(&chan)
                 .iter()

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer_trust;
 pub mod query_pool;
+pub mod quiescence;
 pub mod raft_log;
 pub mod raft_store;
 pub mod read_access;

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub leader_changes: IntCounterVec,
     pub applied_index: IntGaugeVec,
     pub commit_index: IntGaugeVec,
+    pub quiet: IntGaugeVec,
     pub committed_txs: IntCounterVec,
     pub committed_blocks: IntCounterVec,
     pub rejected_txs: IntCounterVec,
@@ -94,6 +95,7 @@ impl Metrics {
             leader_changes: reg!(IntCounterVec::new(Opts::new(n::RAFT_LEADER_CHANGES, "Times this node saw the channel's leader change"), ch)),
             applied_index: reg!(IntGaugeVec::new(Opts::new(n::RAFT_APPLIED_INDEX, "Last Raft index applied to the ledger"), ch)),
             commit_index: reg!(IntGaugeVec::new(Opts::new(n::RAFT_COMMIT_INDEX, "Last Raft index known committed"), ch)),
+            quiet: reg!(IntGaugeVec::new(Opts::new(n::RAFT_QUIET, "1 while the channel's Raft clock is stopped here because nothing is happening (no ticks, no heartbeats)"), ch)),
             committed_txs: reg!(IntCounterVec::new(Opts::new(n::COMMITTED_TXS, "Transactions committed (valid) in blocks"), ch)),
             committed_blocks: reg!(IntCounterVec::new(Opts::new(n::COMMITTED_BLOCKS, "Blocks committed"), ch)),
             rejected_txs: reg!(IntCounterVec::new(Opts::new(n::REJECTED_TXS, "Transactions rejected, at submission or in a block, by reason"), &[n::L_CHANNEL, n::L_REASON])),
@@ -140,6 +142,7 @@ impl Metrics {
         self.consenters
             .with_label_values(&ch)
             .set(consenters as i64);
+        self.quiet.with_label_values(&ch);
         // Histograms too: a series born with its first observations would show no increase
         // over the scrape that first sees it.
         self.commit_latency.with_label_values(&ch);
@@ -169,6 +172,7 @@ impl Metrics {
             &self.leader_id,
             &self.applied_index,
             &self.commit_index,
+            &self.quiet,
             &self.ready,
             &self.degraded,
             &self.first_differing_height,

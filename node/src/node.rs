@@ -75,7 +75,7 @@ pub struct Node {
     pub(crate) join_lock: Mutex<()>,
     /// Itself, for the channels' configuration callbacks.
     me: Weak<Node>,
-    /// Tells the checkpoint thread to end.
+    /// Tells the checkpoint and quiescence threads to end.
     checkpoints_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -180,6 +180,10 @@ impl Node {
         std::thread::Builder::new()
             .name("checkpoints".into())
             .spawn(move || crate::checkpoint::run(weak, stop))?;
+        let (weak, stop) = (Arc::downgrade(&node), node.checkpoints_stop.clone());
+        std::thread::Builder::new()
+            .name("quiescence".into())
+            .spawn(move || crate::quiescence::run(weak, stop))?;
         Ok(node)
     }
 
@@ -349,6 +353,7 @@ impl Node {
             metrics: self.metrics.clone(),
             fsync: self.fsync,
             writes: None,
+            quiesce: !frozen,
             on_config: Arc::new(move || {
                 if let Some(n) = node.upgrade() {
                     if let Err(e) = n.refresh_trust() {
@@ -446,6 +451,10 @@ impl Node {
     /// certificate is that of the node whose Raft id the message claims, issued by the
     /// channel's CA for that node's organization.
     pub fn deliver(&self, channel: &str, bytes: &[u8], sender: &PeerCert) {
+        if channel == crate::quiescence::ROUTE {
+            crate::quiescence::receive(self, bytes, sender);
+            return;
+        }
         // A read-only channel hears nothing from its peers: it stays at the restored point.
         let checkpoint = crate::checkpoint::parse_route(channel);
         let name = checkpoint.map_or(channel, |(name, _)| name);

@@ -65,6 +65,24 @@ fn client_config(id: &Identity, cas: &[Vec<u8>]) -> Result<Arc<rustls::ClientCon
     Ok(Arc::new(cfg))
 }
 
+/// The route of a node's list of the channels it leads quietly (node/src/quiescence.rs).
+pub const QUIET_ROUTE: &str = "quiet:";
+
+/// A quiet-channel list as a leader's node sends it, framed: a count, then per channel its
+/// name's length (2 bytes), the name, the leader's Raft id, the term and the commit index (8
+/// bytes each).
+pub fn quiet_listing(channels: &[(&str, u64, u64, u64)]) -> Vec<u8> {
+    let mut body = (channels.len() as u32).to_be_bytes().to_vec();
+    for (name, leader, term, commit) in channels {
+        body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(&leader.to_be_bytes());
+        body.extend_from_slice(&term.to_be_bytes());
+        body.extend_from_slice(&commit.to_be_bytes());
+    }
+    frame(QUIET_ROUTE, &body)
+}
+
 /// A heartbeat as a leader sends it.
 pub fn heartbeat(from: u64, to: u64, term: u64, commit: u64) -> Message {
     let mut m = Message::default();

@@ -10,14 +10,14 @@ use std::time::Duration;
 use std::collections::{BTreeMap, BTreeSet};
 
 use tally_client::txs::{put, sign_config, sign_writes};
-use tally_monitoring::names::CHECKPOINTS_SENT;
+use tally_monitoring::names::{CHECKPOINTS_SENT, RAFT_QUIET};
 use tally_protocol::api::ChannelStatus;
 use tally_protocol::config::MAX_BATCH_BYTES;
 use tally_protocol::{Encode, RejectCode, Role, TxStatus};
 use tally_tests::adversary::{
     api_addr, api_tls, build_contracts, deploy_chaincode, file_limit, forge_node_identity,
-    heartbeat, log_count, open_fds, read_until_closed, rss_kib, set_file_limit, RoguePeer,
-    MAX_FRAME,
+    heartbeat, log_count, open_fds, quiet_listing, read_until_closed, rss_kib, set_file_limit,
+    RoguePeer, MAX_FRAME,
 };
 use tally_tests::TestCluster;
 use tallyctl::local::LocalCluster;
@@ -1651,5 +1651,182 @@ async fn checkpoint_answers_are_not_answered_under_load() {
         answers <= periodic,
         "{answers} checkpoint answers for {periodic} periodic checkpoints: answers were answered"
     );
+    c.assert_healthy();
+}
+
+/// Whether `node` reports `channel`'s Raft clock stopped (`tally_raft_quiet`).
+async fn is_quiet(c: &LocalCluster, node: &str, channel: &str) -> bool {
+    let text = tally_tests::metrics(&c.api_url(node)).await;
+    tally_tests::metric_value(&text, RAFT_QUIET, &[("channel", channel)]) == Some(1.0)
+}
+
+/// Waits until every node in `nodes` reports the channel quiet.
+async fn wait_quiet(c: &LocalCluster, nodes: &[String], channel: &str, what: &str) {
+    for _ in 0..300 {
+        let mut all = true;
+        for n in nodes {
+            all &= is_quiet(c, n, channel).await;
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut states = Vec::new();
+    for n in nodes {
+        states.push(format!("{n}: quiet {}", is_quiet(c, n, channel).await));
+    }
+    panic!("{what}: the channel did not go quiet everywhere: {states:?}");
+}
+
+async fn periodic_checkpoints(c: &LocalCluster, nodes: &[String], channel: &str) -> f64 {
+    let mut sum = 0.0;
+    for n in nodes {
+        let text = tally_tests::metrics(&c.api_url(n)).await;
+        sum += tally_tests::metric_value(
+            &text,
+            CHECKPOINTS_SENT,
+            &[("channel", channel), ("kind", "periodic")],
+        )
+        .unwrap_or_else(|| panic!("{n} exports no {CHECKPOINTS_SENT}"));
+    }
+    sum
+}
+
+/// An idle channel stops its Raft clock on every node: no heartbeat arrives to wake it, and
+/// its checkpoints stop going out. A write through a follower wakes it and commits; a
+/// follower wiped while the channel is quiet rejoins; killed while quiet, the leader is
+/// replaced by the two others, which notice its silence through the node-level listings that
+/// replace the heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_channel_goes_quiet_wakes_for_a_write_and_fails_over_from_quiet() {
+    let c = start("adv-quiet", &[CH]).await;
+    let nodes = c.node_names();
+    let (lead, before) = leader(&c, CH).await;
+    let (follower, _) = others(&c, CH, &lead);
+    commit_one(&c, &lead, CH, "before-quiet").await;
+    wait_quiet(&c, &nodes, CH, "after a write").await;
+
+    // Quiet means asleep: any Raft message (a heartbeat) would wake a node.
+    let sent = periodic_checkpoints(&c, &nodes, CH).await;
+    tokio::time::sleep(SETTLE + Duration::from_secs(1)).await;
+    for n in &nodes {
+        assert!(is_quiet(&c, n, CH).await, "{n} woke up with nothing to do");
+    }
+    let sent_after = periodic_checkpoints(&c, &nodes, CH).await;
+    assert_eq!(
+        sent, sent_after,
+        "a quiet channel kept sending its unchanged checkpoints"
+    );
+    assert_leader_unmoved(&c, CH, &(lead.clone(), before), "while quiet").await;
+
+    commit_one(&c, &follower, CH, "wakes-the-channel").await;
+    wait_quiet(&c, &nodes, CH, "after the second write").await;
+
+    // A follower that loses its data while the channel is quiet never campaigns (it rejoins):
+    // the leader's listing reaches it, it follows no one yet, and it pokes the leader awake.
+    c.wipe(&follower).await.expect("wipe a follower");
+    c.wait_node_ready(&follower, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{follower} wiped under a quiet leader: {e}"));
+    commit_one(&c, &follower, CH, "after-the-wipe").await;
+    wait_quiet(&c, &nodes, CH, "after the wiped follower rejoined").await;
+
+    c.kill(&lead).await.expect("kill the quiet leader");
+    let survivors: Vec<String> = nodes.iter().filter(|n| **n != lead).cloned().collect();
+    let mut next = None;
+    for _ in 0..600 {
+        if let Some(l) = c.leader(CH).await.filter(|l| *l != lead) {
+            next = Some(l);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = next.unwrap_or_else(|| {
+        panic!(
+            "no new leader after the quiet leader {lead} was killed: {:?}",
+            survivors
+        )
+    });
+    commit_one(&c, &next, CH, "after-failover").await;
+    c.start_node(&lead).await.expect("restart the old leader");
+    c.wait_converged(CH, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.assert_healthy();
+}
+
+/// The node-level listing of quiet channels is believed only from the node that leads the
+/// channel in the receiver's own view. With the leader and the other follower killed, the
+/// leader's genuine certificate replaying the listing keeps the last follower asleep (so the
+/// attack reaches the mechanism); the other follower's genuine certificate sending the same
+/// listing does not, and the follower wakes and campaigns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_listing_from_a_node_that_does_not_lead_does_not_keep_a_follower_asleep() {
+    let c = start("adv-quiet-forged", &[CH]).await;
+    let nodes = c.node_names();
+    let (lead, _) = leader(&c, CH).await;
+    let (victim, other) = others(&c, CH, &lead);
+    commit_one(&c, &lead, CH, "before-quiet").await;
+    wait_quiet(&c, &nodes, CH, "after a write").await;
+    let st = c.client(&victim).status(CH).await.expect("victim status");
+    let listing = quiet_listing(&[(CH, c.node_id(&lead), st.term, st.commit_index)]);
+    c.kill(&lead).await.expect("kill the leader");
+    c.kill(&other).await.expect("kill the other follower");
+
+    // Control: the leader's own certificate keeps the victim asleep.
+    let leader_id = c.node_identity(&lead).unwrap_or_else(|e| panic!("{e}"));
+    let mut genuine = RoguePeer::connect(&c, &victim, &leader_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..25 {
+        genuine
+            .send_raw(&listing)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        is_quiet(&c, &victim, CH).await,
+        "the leader's genuine listing did not keep {victim} asleep: the test's attack does not reach the mechanism"
+    );
+    drop(genuine);
+
+    // The attack: the other follower's genuine certificate, same listing.
+    let other_id = c.node_identity(&other).unwrap_or_else(|e| panic!("{e}"));
+    let mut rogue = RoguePeer::connect(&c, &victim, &other_id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut woke = false;
+    for _ in 0..100 {
+        rogue
+            .send_raw(&listing)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        if !is_quiet(&c, &victim, CH).await {
+            woke = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        woke,
+        "{other}'s listing kept {victim} asleep under the dead leader {lead}"
+    );
+    assert!(
+        log_count(&c, &victim, "quiet listing refused") > 0,
+        "the victim did not log the refusal:\n{}",
+        c.log_tail(&victim, 20)
+    );
+    drop(rogue);
+
+    c.start_node(&lead).await.expect("restart the leader");
+    c.start_node(&other)
+        .await
+        .expect("restart the other follower");
+    c.wait_ready(Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    commit_one(&c, &victim, CH, "after-the-attack").await;
     c.assert_healthy();
 }

@@ -71,6 +71,8 @@ pub struct Channel {
     pub(super) rejoining: AtomicBool,
     /// The snapshot this node holds for peers to pull (`crate::snapshot_builder`).
     pub held: crate::snapshot_builder::Shelf,
+    /// Whether the channel's Raft clock is stopped here (`quiet.rs`).
+    pub(super) quiet: Mutex<super::Quiet>,
 }
 
 impl Channel {
@@ -253,6 +255,67 @@ impl Channel {
             return Err(SubmitFailure::ShuttingDown);
         }
         Ok(rx)
+    }
+
+    /// The channel's quiet state on this node.
+    pub fn quiet(&self) -> super::Quiet {
+        *self.quiet.lock()
+    }
+
+    /// This node announced the leader's channel as quiet: the leader may stop its clock.
+    pub fn quiet_announced(&self, term: u64, commit: u64) {
+        let _ = self.input.lock().send(Input::Quiet {
+            term,
+            commit,
+            leader: None,
+        });
+    }
+
+    /// The leader `leader` listed the channel as quiet at `term` and `commit`. A follower
+    /// already quiet under it notes the time and stays asleep; any other is told to go quiet.
+    pub fn quiet_heard(&self, leader: u64, term: u64, commit: u64, now: Instant) {
+        {
+            let mut q = self.quiet.lock();
+            if let super::Quiet::Following {
+                term: t,
+                leader: l,
+                heard,
+            } = &mut *q
+            {
+                if *t == term && *l == leader {
+                    *heard = now;
+                    return;
+                }
+            }
+            if q.is_quiet() {
+                return;
+            }
+        }
+        let _ = self.input.lock().send(Input::Quiet {
+            term,
+            commit,
+            leader: Some(leader),
+        });
+    }
+
+    /// The Raft view's leader and term.
+    pub fn status_view(&self) -> RaftView {
+        self.view.read().clone()
+    }
+
+    /// Wakes the channel's node `to` (a leader that believes this node asleep under it).
+    pub fn poke(&self, to: u64) {
+        let _ = self.input.lock().send(Input::Poke { to });
+    }
+
+    /// Wakes a quiet follower whose leader has not listed the channel since `before`.
+    pub fn wake_if_unheard(&self, before: Instant) {
+        let mut q = self.quiet.lock();
+        if matches!(*q, super::Quiet::Following { heard, .. } if heard < before) {
+            *q = super::Quiet::Awake;
+            drop(q);
+            let _ = self.input.lock().send(Input::Wake);
+        }
     }
 
     pub fn deliver(&self, msg: Message) {

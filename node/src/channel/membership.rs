@@ -131,6 +131,20 @@ impl Worker {
                 let last = self.raw.raft.raft_log.last_index();
                 if msg.commit > last {
                     msg.commit = last;
+                    // A leader names at most what this node acknowledged: this node lost it.
+                    // On an idle (or quiet) channel no append would come to be rejected, so
+                    // the rejection that makes the leader probe is sent now.
+                    let lost = Message {
+                        msg_type: MessageType::MsgAppendResponse,
+                        to: msg.from,
+                        from: self.chan.node_id,
+                        term: msg.term,
+                        reject: true,
+                        index: last,
+                        reject_hint: last,
+                        ..Default::default()
+                    };
+                    self.send(vec![lost]);
                 }
             }
             MessageType::MsgAppendResponse

@@ -32,12 +32,14 @@ mod clock_check;
 mod handle;
 mod membership;
 mod publishing;
+mod quiet;
 mod rejoin;
 mod snapshot_pull;
 mod step_aside;
 mod worker;
 
 pub use handle::{Channel, RaftView, SubmitFailure};
+pub use quiet::Quiet;
 pub(crate) use worker::Worker;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -62,6 +64,20 @@ pub enum Input {
         msg: Box<Message>,
         result: Result<crate::snapshot_stream::Pulled, crate::snapshot_stream::PullError>,
     },
+    /// Stop the Raft clock: this leader's node announced the channel as quiet (`leader`
+    /// None), or this follower's leader did (`quiet.rs`).
+    Quiet {
+        term: u64,
+        commit: u64,
+        leader: Option<u64>,
+    },
+    /// The quiet follower's leader stopped listing the channel: start the clock again.
+    Wake,
+    /// Node `to` listed the channel as quiet under it, but this node does not follow it:
+    /// wake it with a message.
+    Poke {
+        to: u64,
+    },
     Shutdown,
 }
 
@@ -78,6 +94,9 @@ pub struct Env {
     /// Sees each of the worker's writes before RocksDB does: `None` in production; the
     /// simulator records them (to model what a crash keeps) and cuts a node off at one.
     pub writes: Option<Arc<dyn WriteHook>>,
+    /// Whether idle channels stop their Raft clock (`quiet.rs`): only where the node announces
+    /// them to its peers, not in the simulator or a read-only restore.
+    pub quiesce: bool,
 }
 
 /// Where the simulator may stop a node at one of its writes (a crash inside a Ready).
@@ -209,6 +228,7 @@ pub(crate) fn open(
         stopped: RwLock::new(None),
         rejoining: AtomicBool::new(false),
         held: Default::default(),
+        quiet: Mutex::new(Quiet::Awake),
     });
     // Every node, including one that joins later, starts from the genesis voters: the log
     // holds only the changes made since, and replaying them must start where they started.
@@ -328,6 +348,7 @@ mod tests {
             fsync: false,
             on_config: Arc::new(|| {}),
             writes: None,
+            quiesce: false,
         };
         let (chan, thread) = start(ledger, &node(1, "n1"), None, env).expect("start");
         thread.join().expect("the panic is caught, the thread ends");

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tally_protocol::{BatchConfig, Hash};
 use tracing::{error, info, warn};
 
+/// How often the channel's thread clears what waiters and arrivals time left behind.
+const SWEEP: Duration = Duration::from_secs(10);
+
 pub(crate) struct Worker {
     pub(super) chan: Arc<Channel>,
     pub(super) raw: RawNode<RaftStore>,
@@ -50,6 +53,11 @@ pub(crate) struct Worker {
     pub(super) snap_sent: HashMap<u64, (Instant, u64)>,
     /// The simulator cut this node off at a write: every later write fails too.
     pub(super) cut: std::cell::Cell<bool>,
+    /// Whether the Raft clock is stopped (`quiet.rs`).
+    pub(super) quiet: bool,
+    /// On the leader: consecutive ticks it was idle, and when each follower last answered.
+    pub(super) idle_ticks: u32,
+    pub(super) answered: HashMap<u64, Instant>,
 }
 
 impl Worker {
@@ -78,6 +86,9 @@ impl Worker {
             pull: Default::default(),
             snap_sent: HashMap::new(),
             cut: std::cell::Cell::new(false),
+            quiet: false,
+            idle_ticks: 0,
+            answered: HashMap::new(),
         };
         w.load_rejoining();
         w
@@ -90,7 +101,8 @@ impl Worker {
         self.publish();
         loop {
             let now = self.env.clock.now();
-            let mut deadline = next_tick;
+            // A quiet channel waits for input alone (and wakes for its sweep).
+            let mut deadline = if self.quiet { now + SWEEP } else { next_tick };
             if let Some(s) = self.batch_started {
                 deadline = deadline.min(s + self.batch_timeout());
             }
@@ -101,11 +113,20 @@ impl Worker {
             };
             let mut stop = false;
             if let Some(m) = first {
+                if self.wake_for(&m) {
+                    // The clock starts with a tick, which checks what a quiet channel did not.
+                    next_tick = now;
+                }
                 stop |= self.handle(m);
                 // Take what else is queued, so one Ready covers many messages.
                 for _ in 0..8192 {
                     match rx.try_recv() {
-                        Ok(m) => stop |= self.handle(m),
+                        Ok(m) => {
+                            if self.wake_for(&m) {
+                                next_tick = now;
+                            }
+                            stop |= self.handle(m)
+                        }
                         Err(_) => break,
                     }
                     if self.pending.len() >= self.batch.max_txs as usize
@@ -116,7 +137,7 @@ impl Worker {
                 }
             }
             let now = self.env.clock.now();
-            let tick = now >= next_tick;
+            let tick = !self.quiet && now >= next_tick;
             if tick {
                 next_tick = now + TICK;
             }
@@ -125,7 +146,7 @@ impl Worker {
                 self.chan.set_stopped(e.to_string());
                 break;
             }
-            if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
+            if now.duration_since(self.last_sweep) > SWEEP {
                 self.chan.sweep();
                 self.last_sweep = now;
             }
@@ -174,6 +195,7 @@ impl Worker {
             self.requeue_lost(now);
             self.reconcile_membership();
             self.step_aside_for_laggards();
+            self.count_idle(now);
         }
         // Self-clocking batches: with nothing of this node's in flight a batch goes out
         // at once (one round trip of latency at low load); otherwise it grows until the
@@ -224,6 +246,20 @@ impl Worker {
                 self.release_leadership();
                 false
             }
+            Input::Quiet {
+                term,
+                commit,
+                leader,
+            } => {
+                self.go_quiet(term, commit, leader);
+                false
+            }
+            // Woken already (`wake_for`).
+            Input::Wake => false,
+            Input::Poke { to } => {
+                self.poke(to);
+                false
+            }
             Input::Shutdown => true,
         }
     }
@@ -237,6 +273,7 @@ impl Worker {
         }
         self.stamp_forwarded(&mut msg);
         self.repair_lost_log(&mut msg);
+        self.note_answer(&msg);
         if msg.from == self.raw.raft.leader_id || msg.msg_type == MessageType::MsgSnapshot {
             let mut v = self.chan.view.write();
             match msg.msg_type {

@@ -546,6 +546,7 @@ impl Sim {
             metrics: f.metrics.clone(),
             fsync: false,
             writes: Some(disk),
+            quiesce: false,
             on_config: Arc::new(|| {}),
             clock: Arc::new(SimClock {
                 base: f.base,

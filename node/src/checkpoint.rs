@@ -5,13 +5,16 @@
 //! identity key. Every second each node sends, to every other node of each of its channels,
 //! its checkpoint at the latest height that is a multiple of [`EVERY`] (so that nodes moving
 //! at different speeds still produce comparable heights) and at its tip (so that an idle
-//! channel is compared too). Checkpoints travel over the peer transport beside Raft messages,
+//! channel is compared too); a quiet channel's (`channel/quiet.rs`), which cannot change
+//! until it wakes, only every [`QUIET_REFRESH`]. Checkpoints travel over the peer transport beside Raft messages,
 //! under the route `checkpoint:<channel>` (no channel name contains `:`), and are accepted only
 //! from a connection whose certificate is that of the channel node the checkpoint names.
 //!
 //! A node that receives a checkpoint at a height it has passed and would not sign itself (a
 //! peer behind it: lagging, or restored from a backup) answers with its own checkpoint there,
-//! so the peer can compare its chain at its tip. Answers travel under their own route,
+//! so the peer can compare its chain at its tip; so does a node whose own checkpoint at that
+//! height differs, so that a peer in the minority learns it without waiting for the next
+//! periodic checkpoints of a quiet channel. Answers travel under their own route,
 //! `checkpoint-answer:<channel>`, and are never answered: under load both nodes' tips move on
 //! while a checkpoint is in flight, so each would otherwise find the other's answer behind its
 //! tip and answer it, back and forth for as long as the channel stays busy, one more such
@@ -412,23 +415,34 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert, ans
     evaluate(chan, c.height..=c.height);
     publish(node, chan);
     if !answer {
-        answer_behind(node, chan, &c, &peer.peer_addr);
+        self::answer(node, chan, &c, &peer.peer_addr);
     }
 }
 
-/// A peer behind this node (a restored or lagging one) reports a height this node passed and
-/// would not otherwise sign (not its tip, not a multiple of [`EVERY`]): this node answers with
-/// its own checkpoint there, so that the peer can compare its chain at its own tip — how a
-/// ledger restored from a backup learns, before it votes, whether it is the channel's chain.
+/// Answers a peer's checkpoint with this node's own at its height, when the peer needs it:
+///
+/// - the peer is behind (a restored or lagging one) and reports a height this node passed and
+///   would not otherwise sign (not its tip, not a multiple of [`EVERY`]), so that it can compare
+///   its chain at its own tip — how a ledger restored from a backup learns, before it votes,
+///   whether it is the channel's chain;
+/// - the peer's checkpoint differs from this node's at that height: on a quiet channel
+///   periodic checkpoints pause (`QUIET_REFRESH`), and a peer whose ledger was edited while it
+///   was down must still learn at once that it is in the minority.
+///
 /// Answers go under [`ANSWER_ROUTE`], which is never answered (see the module's comment).
-fn answer_behind(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
+fn answer(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
     let tip = chan.ledger.tip().height;
-    if c.height >= tip || c.height.is_multiple_of(EVERY) || c.height == 0 {
+    if c.height == 0 || c.height > tip {
         return;
     }
+    let behind = c.height < tip && !c.height.is_multiple_of(EVERY);
     let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {
         return;
     };
+    let differs = (block_hash, state_root) != (c.block_hash, c.state_root);
+    if !behind && !differs {
+        return;
+    }
     let mine = Checkpoint {
         channel: chan.ledger.name.clone(),
         node: chan.node_name.clone(),

@@ -1085,7 +1085,9 @@ async fn a_database_edited_behind_a_nodes_back_is_detected_and_that_node_stops_s
     };
     c.start_node(&victim).await.expect("restart the victim");
 
-    // Checkpoints flow every second; the verdict comes with the first ones.
+    // The victim sends its checkpoints within a second of starting; the honest nodes answer
+    // those that differ from theirs (their own periodic ones pause while the channel is
+    // quiet), and the verdict comes with the answers.
     let victim_client = c.client(&victim);
     let mut degraded = None;
     for _ in 0..300 {
@@ -1733,6 +1735,7 @@ async fn an_idle_channel_goes_quiet_wakes_for_a_write_and_fails_over_from_quiet(
     wait_quiet(&c, &nodes, CH, "after the wiped follower rejoined").await;
 
     c.kill(&lead).await.expect("kill the quiet leader");
+    let killed = std::time::Instant::now();
     let survivors: Vec<String> = nodes.iter().filter(|n| **n != lead).cloned().collect();
     let mut next = None;
     for _ in 0..600 {
@@ -1748,6 +1751,11 @@ async fn an_idle_channel_goes_quiet_wakes_for_a_write_and_fails_over_from_quiet(
             survivors
         )
     });
+    // Printed for docs/node.md's failover figure, not asserted (no timing in tests).
+    eprintln!(
+        "a new leader {next} {:.1} s after the quiet leader {lead} was killed",
+        killed.elapsed().as_secs_f64()
+    );
     commit_one(&c, &next, CH, "after-failover").await;
     c.start_node(&lead).await.expect("restart the old leader");
     c.wait_converged(CH, Duration::from_secs(60))

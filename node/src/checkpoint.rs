@@ -6,7 +6,7 @@
 //! its checkpoint at the latest height that is a multiple of [`EVERY`] (so that nodes moving
 //! at different speeds still produce comparable heights) and at its tip (so that an idle
 //! channel is compared too); a quiet channel's (`channel/quiet.rs`), which cannot change
-//! until it wakes, only every [`QUIET_REFRESH`]. Checkpoints travel over the peer transport beside Raft messages,
+//! until it wakes, only every [`QUIET_REFRESH`] once every peer was seen to agree at the tip. Checkpoints travel over the peer transport beside Raft messages,
 //! under the route `checkpoint:<channel>` (no channel name contains `:`), and are accepted only
 //! from a connection whose certificate is that of the channel node the checkpoint names.
 //!
@@ -425,9 +425,10 @@ pub fn receive(node: &Node, chan: &Channel, bytes: &[u8], sender: &PeerCert, ans
 ///   would not otherwise sign (not its tip, not a multiple of [`EVERY`]), so that it can compare
 ///   its chain at its own tip — how a ledger restored from a backup learns, before it votes,
 ///   whether it is the channel's chain;
-/// - the peer's checkpoint differs from this node's at that height: on a quiet channel
-///   periodic checkpoints pause (`QUIET_REFRESH`), and a peer whose ledger was edited while it
-///   was down must still learn at once that it is in the minority.
+/// - the peer's checkpoint differs from this node's at that height, or is at this node's tip
+///   while the channel is quiet here: a quiet channel's periodic checkpoints pause once its
+///   peers agree, and a peer that restarted (or whose ledger was edited while it was down)
+///   must still get this node's to compare with.
 ///
 /// Answers go under [`ANSWER_ROUTE`], which is never answered (see the module's comment).
 fn answer(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
@@ -436,11 +437,13 @@ fn answer(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
         return;
     }
     let behind = c.height < tip && !c.height.is_multiple_of(EVERY);
+    // This node's own periodic checkpoints pause while the channel is quiet.
+    let unsent = c.height == tip && chan.quiet().is_quiet();
     let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {
         return;
     };
     let differs = (block_hash, state_root) != (c.block_hash, c.state_root);
-    if !behind && !differs {
+    if !behind && !differs && !unsent {
         return;
     }
     let mine = Checkpoint {
@@ -483,6 +486,20 @@ fn own_checkpoints(chan: &Channel) -> Vec<Checkpoint> {
         .collect()
 }
 
+/// Whether every other node of the channel reported the value of `own` at its height.
+fn agreed(chan: &Channel, own: &Checkpoint) -> bool {
+    let peers = chan.checkpoints.peers.lock();
+    let Some(at) = peers.get(&own.height) else {
+        return false;
+    };
+    let value = (own.block_hash, own.state_root);
+    chan.ledger
+        .config()
+        .nodes()
+        .filter(|n| n.name != chan.node_name)
+        .all(|n| at.get(&n.name) == Some(&value))
+}
+
 /// Sends and compares checkpoints every [`PERIOD`] until the node is dropped or `stop` is set.
 pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
     let mut sent: HashMap<String, Instant> = HashMap::new();
@@ -496,17 +513,21 @@ pub fn run(node: Weak<Node>, stop: Arc<AtomicBool>) {
             if node.is_frozen(&chan.ledger.name) {
                 continue;
             }
-            // A quiet channel's checkpoints do not change (any block wakes it), and its peers
-            // have them: they go out again only now and then, for a peer that restarted.
+            let own = own_checkpoints(&chan);
+            // A quiet channel's checkpoints do not change (any block wakes it): once every
+            // peer has been seen to agree at this node's tip, they go out again only now and
+            // then. Until then (this node restarted, or disagrees) they go out every second,
+            // and quiet peers answer them.
             let last = sent.get(&chan.ledger.name);
             if chan.quiet().is_quiet()
                 && last.is_some_and(|t| now.duration_since(*t) < QUIET_REFRESH)
+                && own.first().is_some_and(|tip| agreed(&chan, tip))
             {
                 continue;
             }
             sent.insert(chan.ledger.name.clone(), now);
             let route = format!("{ROUTE}{}", chan.ledger.name);
-            let frames: Vec<_> = own_checkpoints(&chan)
+            let frames: Vec<_> = own
                 .iter()
                 .map(|c| crate::transport::frame(&route, &c.sign(&node.identity)))
                 .collect();

@@ -15,7 +15,7 @@ use tally_tests::{
 const CHANNELS: [&str; 2] = ["orders", "audit"];
 
 /// Every per-channel metric the node promises in docs/node.md.
-const CHANNEL_METRICS: [&str; 13] = [
+const CHANNEL_METRICS: [&str; 14] = [
     "tally_channel_height",
     "tally_raft_term",
     "tally_raft_role",
@@ -29,6 +29,7 @@ const CHANNEL_METRICS: [&str; 13] = [
     "tally_state_root_fingerprint",
     "tally_channel_ready",
     "tally_raft_leader_changes_total",
+    "tally_raft_quiet",
 ];
 
 async fn get_status(url: &str) -> u16 {

@@ -7,7 +7,6 @@
 //! own Raft state names as the channel's leader, checked by the connection's certificate as a
 //! Raft message is: any other node can list a channel, but cannot put it to sleep.
 
-use crate::channel::Quiet;
 use crate::node::Node;
 use crate::peer_trust::PeerCert;
 use std::collections::BTreeMap;
@@ -87,14 +86,12 @@ fn announce(node: &Node) {
     let mut per_peer: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
     let mut offered = Vec::new();
     for ch in node.channels() {
-        let (term, commit) = match ch.quiet() {
-            Quiet::Idle { term, commit } => {
-                offered.push((ch.clone(), term, commit));
-                (term, commit)
-            }
-            Quiet::Leading { term, commit } => (term, commit),
-            _ => continue,
+        let Some((term, commit, offer)) = ch.listing() else {
+            continue;
         };
+        if offer {
+            offered.push((ch.clone(), term, commit));
+        }
         for peer in ch.ledger.config().nodes() {
             if peer.name != ch.node_name {
                 per_peer
@@ -149,15 +146,7 @@ pub fn receive(node: &Node, body: &[u8], sender: &PeerCert) {
             }
             continue;
         }
-        let (leader, term) = {
-            let s = ch.status_view();
-            (s.leader_id, s.term)
-        };
-        if leader == l.leader && term == l.term {
-            ch.quiet_heard(l.leader, l.term, l.commit, now);
-        } else {
-            ch.poke(l.leader);
-        }
+        ch.listed_by(l.leader, l.term, l.commit, now);
     }
 }
 

@@ -298,14 +298,36 @@ impl Channel {
         });
     }
 
-    /// The Raft view's leader and term.
-    pub fn status_view(&self) -> RaftView {
-        self.view.read().clone()
-    }
-
     /// Wakes the channel's node `to` (a leader that believes this node asleep under it).
     pub fn poke(&self, to: u64) {
         let _ = self.input.lock().send(Input::Poke { to });
+    }
+
+    /// What this node lists for the channel to its peers: `(term, commit)` while it leads the
+    /// channel quietly or offers to, and whether it only offers (then, once listed, it is told
+    /// through [`Channel::quiet_announced`]).
+    pub fn listing(&self) -> Option<(u64, u64, bool)> {
+        match *self.quiet.lock() {
+            super::Quiet::Idle { term, commit } => Some((term, commit, true)),
+            super::Quiet::Leading { term, commit } => Some((term, commit, false)),
+            _ => None,
+        }
+    }
+
+    /// Node `from` (admitted as that channel node by the caller) listed the channel as led
+    /// quietly by it: a follower of it in that term goes (or stays) quiet; any other node pokes
+    /// it awake, since it does not follow it (it knows no leader yet, another one, or a newer
+    /// term) and would otherwise wait for a heartbeat or, rejoining, forever.
+    pub fn listed_by(&self, from: u64, term: u64, commit: u64, now: Instant) {
+        let (leader, my_term) = {
+            let v = self.view.read();
+            (v.leader_id, v.term)
+        };
+        if leader == from && my_term == term {
+            self.quiet_heard(from, term, commit, now);
+        } else {
+            self.poke(from);
+        }
     }
 
     /// Wakes a quiet follower whose leader has not listed the channel since `before`.

@@ -55,6 +55,8 @@ pub(crate) struct Worker {
     pub(super) cut: std::cell::Cell<bool>,
     /// Whether the Raft clock is stopped (`quiet.rs`).
     pub(super) quiet: bool,
+    /// Woken from quiet by the last input: the loop ticks at once.
+    pub(super) woke: bool,
     /// On the leader: consecutive ticks it was idle, and when each follower last answered.
     pub(super) idle_ticks: u32,
     pub(super) answered: HashMap<u64, Instant>,
@@ -87,6 +89,7 @@ impl Worker {
             snap_sent: HashMap::new(),
             cut: std::cell::Cell::new(false),
             quiet: false,
+            woke: false,
             idle_ticks: 0,
             answered: HashMap::new(),
         };
@@ -113,20 +116,11 @@ impl Worker {
             };
             let mut stop = false;
             if let Some(m) = first {
-                if self.wake_for(&m) {
-                    // The clock starts with a tick, which checks what a quiet channel did not.
-                    next_tick = now;
-                }
                 stop |= self.handle(m);
                 // Take what else is queued, so one Ready covers many messages.
                 for _ in 0..8192 {
                     match rx.try_recv() {
-                        Ok(m) => {
-                            if self.wake_for(&m) {
-                                next_tick = now;
-                            }
-                            stop |= self.handle(m)
-                        }
+                        Ok(m) => stop |= self.handle(m),
                         Err(_) => break,
                     }
                     if self.pending.len() >= self.batch.max_txs as usize
@@ -137,7 +131,11 @@ impl Worker {
                 }
             }
             let now = self.env.clock.now();
-            let tick = !self.quiet && now >= next_tick;
+            if std::mem::take(&mut self.woke) {
+                // The clock starts with a tick, which checks what a quiet channel did not.
+                next_tick = now;
+            }
+            let tick = now >= next_tick;
             if tick {
                 next_tick = now + TICK;
             }
@@ -186,7 +184,7 @@ impl Worker {
 
     fn turn_inner(&mut self, tick: bool) -> Result<(), Box<dyn std::error::Error>> {
         let now = self.env.clock.now();
-        if tick {
+        if tick && !self.quiet {
             self.unstick_snapshots(now);
             if self.may_tick() {
                 self.raw.tick();
@@ -218,6 +216,7 @@ impl Worker {
 
     /// Returns true on shutdown.
     pub(crate) fn handle(&mut self, m: Input) -> bool {
+        self.woke |= self.wake_for(&m);
         match m {
             Input::Raft(msg) => {
                 if msg.msg_type == MessageType::MsgSnapshot && !self.snapshot_arrived(&msg) {

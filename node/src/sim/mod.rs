@@ -131,6 +131,12 @@ pub struct SimOptions {
     pub snapshot_interval: u64,
     /// Per node (in order), how far its wall clock is off, in milliseconds; missing: none.
     pub clock_skew_ms: Vec<i64>,
+    /// Idle channels go quiet (`channel/quiet.rs`), with the node's listing of quiet
+    /// leaderships modelled as a packet every [`crate::quiescence::PERIOD`].
+    pub quiet: bool,
+    /// While healing, once a leader is quiet, stop it for good: the others must notice and
+    /// elect one of themselves.
+    pub heal_without_quiet_leader: bool,
 }
 
 impl Default for SimOptions {
@@ -143,6 +149,8 @@ impl Default for SimOptions {
             faults: Faults::hostile(),
             snapshot_interval: 12,
             clock_skew_ms: Vec::new(),
+            quiet: false,
+            heal_without_quiet_leader: false,
         }
     }
 }
@@ -171,6 +179,10 @@ pub struct Report {
     pub dropped: u64,
     /// Messages the receiver refused: their sender is outside the configuration it knows.
     pub refused: u64,
+    /// Quiet-channel listings delivered (`SimOptions::quiet`).
+    pub quiet_listings: u64,
+    /// Quiet leaders stopped for good while healing.
+    pub quiet_leaders_stopped: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -316,7 +328,17 @@ struct SimNode {
 struct Packet {
     from: u64,
     to: u64,
-    msg: Message,
+    msg: Carried,
+}
+
+#[derive(Clone)]
+enum Carried {
+    Raft(Message),
+    /// The sender's node lists the channel as led quietly by it (`crate::quiescence`).
+    Quiet {
+        term: u64,
+        commit: u64,
+    },
 }
 
 /// The identities every run shares: generating certificates and signing are the slowest
@@ -424,6 +446,8 @@ pub struct Sim {
     votes: HashMap<(u64, u64), u64>,
     /// Per node, the configuration that added it, for a node outside the genesis one.
     joined: Vec<Option<Arc<ChannelConfig>>>,
+    /// A node stopped for good while healing (`SimOptions::heal_without_quiet_leader`).
+    kept_down: Option<usize>,
     /// Configuration transactions submitted.
     reconfig_ids: Vec<Hash>,
     report: Report,
@@ -474,6 +498,7 @@ impl Sim {
             split: None,
             votes: HashMap::new(),
             joined: Vec::new(),
+            kept_down: None,
             reconfig_ids: Vec::new(),
             snapshots: Arc::new(InlineBuilds::default()),
             report: Report::default(),
@@ -546,7 +571,7 @@ impl Sim {
             metrics: f.metrics.clone(),
             fsync: false,
             writes: Some(disk),
-            quiesce: false,
+            quiesce: self.opts.quiet,
             on_config: Arc::new(|| {}),
             clock: Arc::new(SimClock {
                 base: f.base,
@@ -557,7 +582,13 @@ impl Sim {
         };
         // raft-rs draws election timeouts from an unseeded generator; a fixed timeout per node,
         // drawn here from the seed, keeps runs reproducible and elections decidable.
-        let timeout = 10 + self.rng.below(10) as usize;
+        let mut timeout = 10 + self.rng.below(10) as usize;
+        // Followers that a silent leader's listing wakes together start their election clocks
+        // together; with equal fixed timeouts they would split the vote forever, where
+        // production draws a new random timeout for every election.
+        if self.opts.quiet {
+            timeout = 10 + 2 * i;
+        }
         let me = self.nodes[i].me.clone();
         // A node outside the genesis configuration joins from the latest one it was told of.
         let hint = self.joined[i].clone();
@@ -627,7 +658,11 @@ impl Sim {
                     )));
                 }
             }
-            self.net.push(Packet { from, to, msg });
+            self.net.push(Packet {
+                from,
+                to,
+                msg: Carried::Raft(msg),
+            });
         }
         Ok(())
     }
@@ -757,6 +792,7 @@ impl Sim {
         let Some(i) = self.index_of(p.to) else {
             return Ok(());
         };
+        let now = self.clock_now();
         let Some(r) = self.nodes[i].run.as_mut() else {
             return Ok(()); // a stopped node loses what is sent to it
         };
@@ -768,18 +804,64 @@ impl Sim {
             return Ok(());
         }
         self.report.delivered += 1;
-        r.worker.handle(Input::Raft(Box::new(p.msg)));
+        match p.msg {
+            Carried::Raft(msg) => {
+                r.worker.handle(Input::Raft(Box::new(msg)));
+            }
+            Carried::Quiet { term, commit } => {
+                self.report.quiet_listings += 1;
+                r.chan.listed_by(p.from, term, commit, now);
+            }
+        }
         self.turn(i, false)
     }
 
     /// Advances time by one tick and ticks every running node (some miss it).
     fn tick(&mut self, faults: &Faults) -> Result<(), Failure> {
-        self.elapsed_ms.fetch_add(TICK_MS, Ordering::Relaxed);
+        let elapsed = self.elapsed_ms.fetch_add(TICK_MS, Ordering::Relaxed) + TICK_MS;
+        if self.opts.quiet && elapsed.is_multiple_of(crate::quiescence::PERIOD.as_millis() as u64) {
+            self.announce_quiet();
+        }
         for i in 0..self.nodes.len() {
             let tick = !self.rng.chance(faults.skip_tick);
             self.turn(i, tick)?;
         }
         Ok(())
+    }
+
+    fn clock_now(&self) -> Instant {
+        fixture().base + Duration::from_millis(self.elapsed_ms.load(Ordering::Relaxed))
+    }
+
+    /// What each node's quiescence thread does every period: lists the channel to its peers
+    /// where it leads it quietly (or offers to), lets an offering leader stop its clock, and
+    /// wakes a quiet follower whose leader stopped listing it.
+    fn announce_quiet(&mut self) {
+        let now = self.clock_now();
+        let before = now.checked_sub(crate::quiescence::WAKE_AFTER);
+        for i in 0..self.nodes.len() {
+            let from = self.nodes[i].me.id;
+            let Some(r) = self.nodes[i].run.as_ref() else {
+                continue;
+            };
+            if let Some((term, commit, offer)) = r.chan.listing() {
+                for peer in r.chan.ledger.config().nodes() {
+                    if peer.id != from {
+                        self.net.push(Packet {
+                            from,
+                            to: peer.id,
+                            msg: Carried::Quiet { term, commit },
+                        });
+                    }
+                }
+                if offer {
+                    r.chan.quiet_announced(term, commit);
+                }
+            }
+            if let Some(before) = before {
+                r.chan.wake_if_unheard(before);
+            }
+        }
     }
 
     /// Stops a node: its memory is gone, its disk stays; its database is dropped (the next
@@ -910,6 +992,9 @@ impl Sim {
             }
         }
         let calm = Faults::none();
+        if self.opts.heal_without_quiet_leader {
+            self.stop_a_quiet_leader(&calm)?;
+        }
         let mut settled_for = 0;
         for s in 0..4000 {
             self.step = self.opts.steps + s;
@@ -938,12 +1023,17 @@ impl Sim {
                     .is_some_and(|c| c.node(&n.me.name).is_some());
                 match &n.run {
                     Some(r) => format!(
-                        "{} at {} (leader {}, sequence {}{})",
+                        "{} at {} (leader {}, sequence {}{}{})",
                         n.me.name,
                         r.chan.ledger.tip().height,
                         r.chan.leader_id(),
                         r.chan.ledger.in_force().sequence,
-                        if member { "" } else { ", not a member" }
+                        if member { "" } else { ", not a member" },
+                        if r.chan.quiet().is_quiet() {
+                            format!(", {:?}", r.chan.quiet())
+                        } else {
+                            String::new()
+                        }
                     ),
                     None => format!("{} down", n.me.name),
                 }
@@ -960,16 +1050,47 @@ impl Sim {
         Err(f)
     }
 
-    /// Every node of the latest configuration is up, knows a leader, and all are at one
-    /// height. Nodes removed on the way are left where they are.
+    /// Runs calm until a leader is quiet, then stops it for good.
+    fn stop_a_quiet_leader(&mut self, calm: &Faults) -> Result<(), Failure> {
+        for _ in 0..400 {
+            while !self.net.is_empty() {
+                self.deliver(calm)?;
+            }
+            self.tick(calm)?;
+            let quiet = self.nodes.iter().position(|n| {
+                n.run.as_ref().is_some_and(|r| {
+                    matches!(r.chan.quiet(), crate::channel::Quiet::Leading { .. })
+                })
+            });
+            if let Some(i) = quiet {
+                self.stop(i);
+                self.kept_down = Some(i);
+                self.report.quiet_leaders_stopped += 1;
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every node of the latest configuration is up (but one stopped for good), knows a
+    /// running leader, and all are at one height. Nodes removed on the way are left where they
+    /// are.
     fn converged(&self) -> bool {
         let Some(latest) = self.latest_config() else {
             return false;
         };
+        let running: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.run.is_some())
+            .map(|n| n.me.id)
+            .collect();
         let members: Vec<&SimNode> = self
             .nodes
             .iter()
-            .filter(|n| latest.node(&n.me.name).is_some())
+            .enumerate()
+            .filter(|(i, n)| latest.node(&n.me.name).is_some() && self.kept_down != Some(*i))
+            .map(|(_, n)| n)
             .collect();
         let mut heights = members
             .iter()
@@ -977,9 +1098,11 @@ impl Sim {
         let first = heights.next().flatten();
         first.is_some()
             && heights.all(|h| h == first)
-            && members
-                .iter()
-                .all(|n| n.run.as_ref().is_some_and(|r| r.chan.leader_id() != 0))
+            && members.iter().all(|n| {
+                n.run
+                    .as_ref()
+                    .is_some_and(|r| running.contains(&r.chan.leader_id()))
+            })
     }
 
     /// The configuration in force on the running node furthest ahead, with its sequence.

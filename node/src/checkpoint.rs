@@ -439,20 +439,13 @@ fn answer(node: &Node, chan: &Channel, c: &Checkpoint, addr: &str) {
     let behind = c.height < tip && !c.height.is_multiple_of(EVERY);
     // This node's own periodic checkpoints pause while the channel is quiet.
     let unsent = c.height == tip && chan.quiet().is_quiet();
-    let Some((block_hash, state_root)) = own_at(&chan.ledger, c.height) else {
+    let Some(mine) = own_checkpoint(chan, c.height) else {
         return;
     };
-    let differs = (block_hash, state_root) != (c.block_hash, c.state_root);
+    let differs = (mine.block_hash, mine.state_root) != (c.block_hash, c.state_root);
     if !behind && !differs && !unsent {
         return;
     }
-    let mine = Checkpoint {
-        channel: chan.ledger.name.clone(),
-        node: chan.node_name.clone(),
-        height: c.height,
-        block_hash,
-        state_root,
-    };
     let route = format!("{ANSWER_ROUTE}{}", chan.ledger.name);
     node.transport.send(
         addr,
@@ -474,16 +467,19 @@ fn own_checkpoints(chan: &Channel) -> Vec<Checkpoint> {
     }
     heights
         .into_iter()
-        .filter_map(|h| {
-            own_at(&chan.ledger, h).map(|(block_hash, state_root)| Checkpoint {
-                channel: chan.ledger.name.clone(),
-                node: chan.node_name.clone(),
-                height: h,
-                block_hash,
-                state_root,
-            })
-        })
+        .filter_map(|h| own_checkpoint(chan, h))
         .collect()
+}
+
+/// This node's checkpoint of the channel at `height`, if it has that block.
+fn own_checkpoint(chan: &Channel, height: u64) -> Option<Checkpoint> {
+    own_at(&chan.ledger, height).map(|(block_hash, state_root)| Checkpoint {
+        channel: chan.ledger.name.clone(),
+        node: chan.node_name.clone(),
+        height,
+        block_hash,
+        state_root,
+    })
 }
 
 /// Whether every other node of the channel reported the value of `own` at its height.

@@ -364,7 +364,7 @@ async fn run(args: Args) -> Result<Finished> {
     };
     if !args.baselines_only && !node_bin.exists() {
         bail!(
-            "tally-node binary not found at {} (build it with `cargo build --release -p tally-node` or pass --node-bin)",
+            "tally-node binary not found at {} (build it with `cargo build --release -p tally-node --no-default-features --features tail-call-dispatch`, as the node image is, or pass --node-bin)",
             node_bin.display()
         );
     }

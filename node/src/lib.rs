@@ -7,6 +7,7 @@ pub mod backup;
 pub mod backup_routes;
 pub mod channel;
 pub mod checkpoint;
+pub mod db_options;
 pub use tally_protocol::hosts;
 pub mod http;
 pub mod keys;

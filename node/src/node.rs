@@ -8,7 +8,7 @@ use crate::transport::Transport;
 use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::prelude::Message;
-use rocksdb::{Options, DB};
+use rocksdb::DB;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Weak};
@@ -97,22 +97,7 @@ impl Node {
         runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Arc<Node>> {
         std::fs::create_dir_all(data_dir)?;
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.increase_parallelism(2);
-        opts.set_max_background_jobs(2);
-        opts.set_write_buffer_size(64 * 1024 * 1024);
-        opts.set_max_total_wal_size(512 * 1024 * 1024);
-        // Every submission and every applied transaction looks up its id, and nearly all of
-        // those lookups miss: bloom filters answer a miss without reading data blocks.
-        let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        table.set_block_cache(&rocksdb::Cache::new_lru_cache(64 * 1024 * 1024));
-        table.set_cache_index_and_filter_blocks(true);
-        opts.set_block_based_table_factory(&table);
-        // The same for the memtable, where most lookups land and miss.
-        opts.set_memtable_whole_key_filtering(true);
-        opts.set_memtable_prefix_bloom_ratio(0.1);
+        let opts = crate::db_options::db_options();
         let db = Arc::new(DB::open(&opts, data_dir.join("ledger"))?);
         let metrics = Arc::new(Metrics::new(
             &identity.info.subject_cn(),

@@ -766,6 +766,9 @@ impl PodCtx {
     /// Writes every volume's files (configMap, secret, projected, downwardAPI) and makes the
     /// folders of the others.
     pub(super) async fn materialize(&self) -> Result<(), Waiting> {
+        if let Some(message) = self.unseen_optional_source().await {
+            return Err(Waiting::mount(message));
+        }
         let _guard = self.volumes_lock.lock().await;
         for v in self.spec().volumes.iter().flatten() {
             let dir = self.volume_dir(&v.name);
@@ -830,6 +833,67 @@ impl PodCtx {
                 .map_err(|e| Waiting::mount(format!("volume {:?}: {e}", v.name)))?;
         }
         Ok(())
+    }
+
+    /// An optional ConfigMap or Secret the pod mounts that the API server has but this
+    /// runner's watch has not delivered yet. Mounting now would skip it as absent (a pod
+    /// created right after its Secrets can arrive first: they come on another watch), and the
+    /// container would start without its files; the pod waits for the watch instead.
+    async fn unseen_optional_source(&self) -> Option<String> {
+        let mut optional: Vec<(bool, &str)> = Vec::new();
+        for v in self.spec().volumes.iter().flatten() {
+            if let Some(cm) = v.config_map.as_ref().filter(|c| c.optional == Some(true)) {
+                optional.push((false, &cm.name));
+            }
+            if let Some(s) = v.secret.as_ref().filter(|s| s.optional == Some(true)) {
+                optional.push((true, s.secret_name.as_deref().unwrap_or("")));
+            }
+            for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+                if let Some(cm) = src.config_map.as_ref().filter(|c| c.optional == Some(true)) {
+                    optional.push((false, &cm.name));
+                }
+                if let Some(s) = src.secret.as_ref().filter(|s| s.optional == Some(true)) {
+                    optional.push((true, &s.name));
+                }
+            }
+        }
+        for (secret, name) in optional {
+            let client = self.shared.client.clone();
+            let (seen, in_api) = if secret {
+                (
+                    self.shared
+                        .secrets
+                        .get(&ObjectRef::new(name).within(&self.ns))
+                        .is_some(),
+                    matches!(
+                        Api::<Secret>::namespaced(client, &self.ns)
+                            .get_opt(name)
+                            .await,
+                        Ok(Some(_))
+                    ),
+                )
+            } else {
+                (
+                    self.shared
+                        .configmaps
+                        .get(&ObjectRef::new(name).within(&self.ns))
+                        .is_some(),
+                    matches!(
+                        Api::<ConfigMap>::namespaced(client, &self.ns)
+                            .get_opt(name)
+                            .await,
+                        Ok(Some(_))
+                    ),
+                )
+            };
+            if !seen && in_api {
+                let kind = if secret { "secret" } else { "configmap" };
+                return Some(format!(
+                    "{kind} {name:?} exists but has not reached this runner yet"
+                ));
+            }
+        }
+        None
     }
 
     /// The folder that stands for a volume.

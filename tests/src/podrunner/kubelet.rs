@@ -840,60 +840,52 @@ impl PodCtx {
     /// created right after its Secrets can arrive first: they come on another watch), and the
     /// container would start without its files; the pod waits for the watch instead.
     async fn unseen_optional_source(&self) -> Option<String> {
-        let mut optional: Vec<(bool, &str)> = Vec::new();
+        let mut optional: Vec<(&str, &str)> = Vec::new();
         for v in self.spec().volumes.iter().flatten() {
             if let Some(cm) = v.config_map.as_ref().filter(|c| c.optional == Some(true)) {
-                optional.push((false, &cm.name));
+                optional.push(("configmap", &cm.name));
             }
             if let Some(s) = v.secret.as_ref().filter(|s| s.optional == Some(true)) {
-                optional.push((true, s.secret_name.as_deref().unwrap_or("")));
+                optional.push(("secret", s.secret_name.as_deref().unwrap_or("")));
             }
             for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
                 if let Some(cm) = src.config_map.as_ref().filter(|c| c.optional == Some(true)) {
-                    optional.push((false, &cm.name));
+                    optional.push(("configmap", &cm.name));
                 }
                 if let Some(s) = src.secret.as_ref().filter(|s| s.optional == Some(true)) {
-                    optional.push((true, &s.name));
+                    optional.push(("secret", &s.name));
                 }
             }
         }
-        for (secret, name) in optional {
-            let client = self.shared.client.clone();
-            let (seen, in_api) = if secret {
-                (
-                    self.shared
-                        .secrets
-                        .get(&ObjectRef::new(name).within(&self.ns))
-                        .is_some(),
-                    matches!(
-                        Api::<Secret>::namespaced(client, &self.ns)
-                            .get_opt(name)
-                            .await,
-                        Ok(Some(_))
-                    ),
-                )
+        for (kind, name) in optional {
+            let unseen = if kind == "secret" {
+                self.unseen(&self.shared.secrets, name).await
             } else {
-                (
-                    self.shared
-                        .configmaps
-                        .get(&ObjectRef::new(name).within(&self.ns))
-                        .is_some(),
-                    matches!(
-                        Api::<ConfigMap>::namespaced(client, &self.ns)
-                            .get_opt(name)
-                            .await,
-                        Ok(Some(_))
-                    ),
-                )
+                self.unseen(&self.shared.configmaps, name).await
             };
-            if !seen && in_api {
-                let kind = if secret { "secret" } else { "configmap" };
+            if unseen {
                 return Some(format!(
                     "{kind} {name:?} exists but has not reached this runner yet"
                 ));
             }
         }
         None
+    }
+
+    /// Whether the API server has `name` while `store` (this runner's watch) does not; the
+    /// API server is asked only when the watch lacks it.
+    async fn unseen<K>(&self, store: &Store<K>, name: &str) -> bool
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        if store.get(&ObjectRef::new(name).within(&self.ns)).is_some() {
+            return false;
+        }
+        let api = Api::<K>::namespaced(self.shared.client.clone(), &self.ns);
+        matches!(api.get_opt(name).await, Ok(Some(_)))
     }
 
     /// The folder that stands for a volume.

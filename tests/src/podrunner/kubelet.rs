@@ -101,6 +101,24 @@ pub(super) async fn delete_now(shared: &Shared, ns: &str, name: &str, uid: &str)
     }
 }
 
+/// An optional ConfigMap or Secret a volume mounts that this runner's watch did not have, so
+/// its files were left out. A pod created right after its Secrets can reach the runner before
+/// them (they come on another watch); if the API server has the source, the pod waits for the
+/// watch instead of starting without its files.
+pub(super) enum Skipped {
+    ConfigMap(String),
+    Secret(String),
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skipped::ConfigMap(name) => write!(f, "configmap {name:?}"),
+            Skipped::Secret(name) => write!(f, "secret {name:?}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(super) enum CState {
     Waiting { reason: String, message: String },
@@ -765,11 +783,13 @@ impl PodCtx {
 
     /// Writes every volume's files (configMap, secret, projected, downwardAPI) and makes the
     /// folders of the others.
+    ///
+    /// Nothing is written until every volume's files are known and no optional source was
+    /// skipped that the API server has (see [`Skipped`]).
     pub(super) async fn materialize(&self) -> Result<(), Waiting> {
-        if let Some(message) = self.unseen_optional_source().await {
-            return Err(Waiting::mount(message));
-        }
         let _guard = self.volumes_lock.lock().await;
+        let mut skipped = Vec::new();
+        let mut planned = Vec::new();
         for v in self.spec().volumes.iter().flatten() {
             let dir = self.volume_dir(&v.name);
             let files = if let Some(cm) = &v.config_map {
@@ -778,6 +798,7 @@ impl PodCtx {
                     cm.items.as_deref(),
                     cm.optional.unwrap_or(false),
                     cm.default_mode.unwrap_or(0o644),
+                    &mut skipped,
                 )?
             } else if let Some(s) = &v.secret {
                 self.secret_files(
@@ -785,6 +806,7 @@ impl PodCtx {
                     s.items.as_deref(),
                     s.optional.unwrap_or(false),
                     s.default_mode.unwrap_or(0o644),
+                    &mut skipped,
                 )?
             } else if let Some(p) = &v.projected {
                 let mode = p.default_mode.unwrap_or(0o644);
@@ -796,6 +818,7 @@ impl PodCtx {
                             cm.items.as_deref(),
                             cm.optional.unwrap_or(false),
                             mode,
+                            &mut skipped,
                         )?);
                     } else if let Some(s) = &src.secret {
                         files.extend(self.secret_files(
@@ -803,6 +826,7 @@ impl PodCtx {
                             s.items.as_deref(),
                             s.optional.unwrap_or(false),
                             mode,
+                            &mut skipped,
                         )?);
                     } else if let Some(d) = &src.downward_api {
                         files.extend(self.downward_files(d.items.as_deref(), mode)?);
@@ -829,61 +853,37 @@ impl PodCtx {
                     v.name
                 )));
             };
+            planned.push((&v.name, dir, files));
+        }
+        for s in &skipped {
+            if self.on_api_server(s).await {
+                return Err(Waiting::mount(format!(
+                    "{s} exists but has not reached this runner yet"
+                )));
+            }
+        }
+        for (name, dir, files) in planned {
             write_files(&dir, &files)
-                .map_err(|e| Waiting::mount(format!("volume {:?}: {e}", v.name)))?;
+                .map_err(|e| Waiting::mount(format!("volume {name:?}: {e}")))?;
         }
         Ok(())
     }
 
-    /// An optional ConfigMap or Secret the pod mounts that the API server has but this
-    /// runner's watch has not delivered yet. Mounting now would skip it as absent (a pod
-    /// created right after its Secrets can arrive first: they come on another watch), and the
-    /// container would start without its files; the pod waits for the watch instead.
-    async fn unseen_optional_source(&self) -> Option<String> {
-        let mut optional: Vec<(&str, &str)> = Vec::new();
-        for v in self.spec().volumes.iter().flatten() {
-            if let Some(cm) = v.config_map.as_ref().filter(|c| c.optional == Some(true)) {
-                optional.push(("configmap", &cm.name));
-            }
-            if let Some(s) = v.secret.as_ref().filter(|s| s.optional == Some(true)) {
-                optional.push(("secret", s.secret_name.as_deref().unwrap_or("")));
-            }
-            for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-                if let Some(cm) = src.config_map.as_ref().filter(|c| c.optional == Some(true)) {
-                    optional.push(("configmap", &cm.name));
-                }
-                if let Some(s) = src.secret.as_ref().filter(|s| s.optional == Some(true)) {
-                    optional.push(("secret", &s.name));
-                }
-            }
+    /// Whether the API server has a source this runner's watch did not have.
+    async fn on_api_server(&self, s: &Skipped) -> bool {
+        match s {
+            Skipped::ConfigMap(name) => self.api_has::<ConfigMap>(name).await,
+            Skipped::Secret(name) => self.api_has::<Secret>(name).await,
         }
-        for (kind, name) in optional {
-            let unseen = if kind == "secret" {
-                self.unseen(&self.shared.secrets, name).await
-            } else {
-                self.unseen(&self.shared.configmaps, name).await
-            };
-            if unseen {
-                return Some(format!(
-                    "{kind} {name:?} exists but has not reached this runner yet"
-                ));
-            }
-        }
-        None
     }
 
-    /// Whether the API server has `name` while `store` (this runner's watch) does not; the
-    /// API server is asked only when the watch lacks it.
-    async fn unseen<K>(&self, store: &Store<K>, name: &str) -> bool
+    async fn api_has<K>(&self, name: &str) -> bool
     where
         K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
             + DeserializeOwned
             + Debug,
     {
-        if store.get(&ObjectRef::new(name).within(&self.ns)).is_some() {
-            return false;
-        }
         let api = Api::<K>::namespaced(self.shared.client.clone(), &self.ns);
         matches!(api.get_opt(name).await, Ok(Some(_)))
     }
@@ -910,10 +910,12 @@ impl PodCtx {
         items: Option<&[KeyToPath]>,
         optional: bool,
         mode: i32,
+        skipped: &mut Vec<Skipped>,
     ) -> Result<Vec<VolFile>, Waiting> {
         let key = ObjectRef::new(name).within(&self.ns);
         let Some(cm) = self.shared.configmaps.get(&key) else {
             return if optional {
+                skipped.push(Skipped::ConfigMap(name.to_string()));
                 Ok(Vec::new())
             } else {
                 Err(Waiting::mount(format!("configmap {name:?} not found")))
@@ -936,10 +938,12 @@ impl PodCtx {
         items: Option<&[KeyToPath]>,
         optional: bool,
         mode: i32,
+        skipped: &mut Vec<Skipped>,
     ) -> Result<Vec<VolFile>, Waiting> {
         let key = ObjectRef::new(name).within(&self.ns);
         let Some(secret) = self.shared.secrets.get(&key) else {
             return if optional {
+                skipped.push(Skipped::Secret(name.to_string()));
                 Ok(Vec::new())
             } else {
                 Err(Waiting::mount(format!("secret {name:?} not found")))

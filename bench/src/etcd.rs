@@ -1,8 +1,10 @@
 //! The etcd baseline: a 3-member etcd cluster (Debian's etcd-server 3.4) on loopback with its
-//! default fsync, driven through its v3 JSON gateway (`POST /v3/kv/put`).
+//! default fsync, driven through its v3 JSON gateway (`POST /v3/kv/put`). TLS on the client
+//! and peer ports by default, as Tally's nodes always run (`etcd_tls.rs`).
 
 use crate::base64::base64;
-use crate::http::Conn;
+use crate::etcd_tls::EtcdTls;
+use crate::http::{Conn, Target};
 use crate::load;
 use crate::load::Worker;
 use crate::report::SystemReport;
@@ -16,17 +18,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct EtcdCluster {
-    pub client_addrs: Vec<SocketAddr>,
+    /// The members' client ports, with TLS unless the cluster runs plain.
+    pub clients: Vec<Target>,
     // Field order matters: the members are killed before their folder is removed.
     servers: Servers,
     _dir: tempfile::TempDir,
 }
 
 impl EtcdCluster {
-    pub fn start(bin: &Path, members: usize) -> Result<EtcdCluster> {
+    pub fn start(bin: &Path, members: usize, tls: bool) -> Result<EtcdCluster> {
         let dir = tempfile::Builder::new()
             .prefix("tally-bench-etcd-")
             .tempdir()?;
+        let tls = tls.then(|| EtcdTls::create(dir.path())).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut ports = Vec::new();
         for _ in 0..members {
             ports.push((free_port()?, free_port()?));
@@ -34,13 +39,13 @@ impl EtcdCluster {
         let initial_cluster = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer))| format!("m{i}={scheme}://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut servers = Servers::default();
         for (i, (client, peer)) in ports.iter().enumerate() {
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
+            let peer_url = format!("{scheme}://127.0.0.1:{peer}");
             let mut cmd = Command::new(bin);
             cmd.arg("--name")
                 .arg(format!("m{i}"))
@@ -65,6 +70,19 @@ impl EtcdCluster {
                 .arg("warn")
                 .arg("--logger")
                 .arg("zap");
+            if let Some(t) = &tls {
+                cmd.arg("--cert-file")
+                    .arg(&t.cert)
+                    .arg("--key-file")
+                    .arg(&t.key)
+                    .arg("--peer-cert-file")
+                    .arg(&t.cert)
+                    .arg("--peer-key-file")
+                    .arg(&t.key)
+                    .arg("--peer-trusted-ca-file")
+                    .arg(&t.ca)
+                    .arg("--peer-client-cert-auth");
+            }
             servers.spawn(
                 &format!("etcd member m{i}"),
                 cmd,
@@ -72,9 +90,15 @@ impl EtcdCluster {
             )?;
         }
         Ok(EtcdCluster {
-            client_addrs: ports
+            clients: ports
                 .iter()
-                .map(|(c, _)| SocketAddr::from(([127, 0, 0, 1], *c)))
+                .map(|(c, _)| {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], *c));
+                    match &tls {
+                        Some(t) => Target::tls(addr, t.client.clone()),
+                        None => Target::from(addr),
+                    }
+                })
                 .collect(),
             servers,
             _dir: dir,
@@ -88,9 +112,9 @@ impl EtcdCluster {
     /// Waits until every member answers `/health` with `"health":"true"` and a test put succeeds.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let addrs = self.client_addrs.clone();
-        for addr in addrs {
-            let mut conn = Conn::new(addr);
+        for target in self.clients.clone() {
+            let addr = target.addr;
+            let mut conn = Conn::new(target);
             loop {
                 self.servers.check_alive()?;
                 if let Ok(r) = conn.get("/health").await {
@@ -105,7 +129,7 @@ impl EtcdCluster {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        let mut w = EtcdWorker::new(self.client_addrs[0], "bench-probe/".into(), 8);
+        let mut w = EtcdWorker::new(self.clients[0].clone(), "bench-probe/".into(), 8);
         w.op().await.context("probe put")
     }
 }
@@ -135,10 +159,10 @@ pub struct EtcdWorker {
 }
 
 impl EtcdWorker {
-    pub fn new(addr: SocketAddr, prefix: String, value_size: usize) -> EtcdWorker {
+    pub fn new(target: Target, prefix: String, value_size: usize) -> EtcdWorker {
         let value = crate::value_bytes(value_size, &prefix);
         EtcdWorker {
-            conn: Conn::new(addr),
+            conn: Conn::new(target),
             prefix,
             seq: 0,
             value_b64: base64(&value),
@@ -186,10 +210,10 @@ pub struct EtcdRangeWorker {
 }
 
 impl EtcdRangeWorker {
-    pub fn new(addr: SocketAddr, data: Arc<EtcdKeys>) -> EtcdRangeWorker {
+    pub fn new(target: Target, data: Arc<EtcdKeys>) -> EtcdRangeWorker {
         use rand::SeedableRng;
         EtcdRangeWorker {
-            conn: Conn::new(addr),
+            conn: Conn::new(target),
             data,
             rng: rand::rngs::StdRng::from_entropy(),
         }
@@ -235,6 +259,8 @@ impl Worker for EtcdRangeWorker {
 pub struct EtcdParams {
     pub bin: PathBuf,
     pub members: usize,
+    /// TLS on the client and peer ports (the default); false for etcd's plain HTTP.
+    pub tls: bool,
     pub clients: usize,
     pub value_size: usize,
     pub warmup: Duration,
@@ -248,8 +274,8 @@ pub struct EtcdParams {
 async fn preload(cluster: &EtcdCluster, p: &EtcdParams, per_client: usize) -> Result<EtcdKeys> {
     let writers = (0..p.clients)
         .map(|i| {
-            let addr = cluster.client_addrs[i % cluster.client_addrs.len()];
-            EtcdWorker::new(addr, format!("bench/{}/r{i}/", p.run_id), p.value_size)
+            let target = cluster.clients[i % cluster.clients.len()].clone();
+            EtcdWorker::new(target, format!("bench/{}/r{i}/", p.run_id), p.value_size)
         })
         .collect();
     let writers = load::run_each(writers, per_client)
@@ -274,17 +300,22 @@ async fn preload(cluster: &EtcdCluster, p: &EtcdParams, per_client: usize) -> Re
 /// and runs range reads), and stops them.
 pub async fn run(p: &EtcdParams) -> Result<SystemReport> {
     eprintln!(
-        "[etcd] starting {} members from {}",
+        "[etcd] starting {} members from {}, {}",
         p.members,
-        p.bin.display()
+        p.bin.display(),
+        if p.tls {
+            "TLS on client and peer ports"
+        } else {
+            "plain HTTP (--etcd-plain)"
+        }
     );
-    let mut cluster = EtcdCluster::start(&p.bin, p.members)?;
+    let mut cluster = EtcdCluster::start(&p.bin, p.members, p.tls)?;
     cluster.wait_healthy(Duration::from_secs(30)).await?;
     eprintln!(
         "[etcd] healthy; {} clients over {} members",
         p.clients, p.members
     );
-    let addr = |i: usize| cluster.client_addrs[i % cluster.client_addrs.len()];
+    let addr = |i: usize| cluster.clients[i % cluster.clients.len()].clone();
     let params = |label: &str| load::LoadParams {
         label: label.into(),
         warmup: p.warmup,
@@ -330,9 +361,28 @@ mod tests {
         assert!(check_range(b"oops", "dg==").is_err());
     }
 
+    /// A real three-member etcd with TLS on both ports: it comes up (its members reach each
+    /// other over mutual TLS), takes a put through the gateway over TLS, and its client port
+    /// speaks nothing else.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_with_tls_takes_puts_over_tls_only() {
+        let bin = Path::new("/usr/bin/etcd");
+        assert!(
+            bin.exists(),
+            "needs Debian's etcd-server (scripts/setup.sh installs it)"
+        );
+        let mut cluster = EtcdCluster::start(bin, 3, true).unwrap();
+        cluster.wait_healthy(Duration::from_secs(60)).await.unwrap();
+        let mut w = EtcdWorker::new(cluster.clients[1].clone(), "tls-test/".into(), 16);
+        w.op().await.unwrap();
+        let mut plain = Conn::new(cluster.clients[0].addr);
+        assert!(plain.get("/health").await.is_err());
+    }
+
     #[test]
     fn put_body_is_gateway_json() {
-        let w = EtcdWorker::new("127.0.0.1:1".parse().unwrap(), "k/".into(), 3);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let w = EtcdWorker::new(addr.into(), "k/".into(), 3);
         let v: serde_json::Value = serde_json::from_str(&w.put_body("k/1")).unwrap();
         assert_eq!(v["key"], "ay8x");
         assert_eq!(v["value"].as_str().unwrap().len(), 4);

@@ -10,6 +10,7 @@ mod catchup;
 mod cluster;
 mod cometbft;
 mod etcd;
+mod etcd_tls;
 mod hist;
 mod http;
 mod idle;
@@ -138,6 +139,10 @@ struct Args {
     /// etcd binary (Debian's etcd-server 3.4).
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd_bin: PathBuf,
+    /// Run etcd on plain HTTP, without TLS on its client and peer ports (as the bench did before
+    /// 2026-12-05; Tally has no such mode); labelled.
+    #[arg(long)]
+    etcd_plain: bool,
     /// cometbft binary (default: the one scripts/cometbft-bin.sh builds and caches).
     #[arg(long)]
     cometbft_bin: Option<PathBuf>,
@@ -262,6 +267,7 @@ async fn run_load(
         let e = etcd::EtcdParams {
             bin: args.etcd_bin.clone(),
             members: args.nodes,
+            tls: !args.etcd_plain,
             clients: args.clients,
             value_size: args.value_size,
             warmup: p.warmup,
@@ -298,6 +304,7 @@ async fn run_load(
             batch_max_txs: args.batch_max_txs,
             batch_timeout_ms: args.batch_timeout_ms,
             cometbft_timeout_commit_ms: args.cometbft_timeout_commit_ms,
+            etcd_tls: !args.etcd_plain,
             cores: cores(),
         },
     ))
@@ -500,6 +507,8 @@ mod tests {
         assert_eq!(a.output, Output::Text);
         assert_eq!((a.workload, a.channels), (Workload::Write, 1));
         assert!(a.sweep.is_none() && a.points.is_empty());
+        assert!(!a.etcd_plain);
+        assert!(Args::parse_from(["tally-bench", "--etcd-plain"]).etcd_plain);
         let a = Args::parse_from([
             "tally-bench",
             "--compare",

@@ -88,6 +88,8 @@ pub struct RunConfig {
     pub batch_timeout_ms: Option<u32>,
     /// CometBFT's `timeout_commit` when set by `--cometbft-timeout-commit-ms` (else its default).
     pub cometbft_timeout_commit_ms: Option<u64>,
+    /// etcd ran with TLS on its client and peer ports (false: `--etcd-plain`).
+    pub etcd_tls: bool,
     pub cores: usize,
 }
 
@@ -184,7 +186,12 @@ impl Report {
             cols.push((format!("tally proof ({})", t.members), t));
         }
         if let Some(e) = &self.etcd {
-            let label = if read { "etcd range" } else { "etcd" };
+            let label = match (read, self.config.etcd_tls) {
+                (true, true) => "etcd range tls",
+                (true, false) => "etcd range",
+                (false, true) => "etcd tls",
+                (false, false) => "etcd",
+            };
             cols.push((format!("{label} ({})", e.members), e));
         }
         if let Some(c) = &self.cometbft {
@@ -225,6 +232,13 @@ impl Report {
             out += &format!(
                 "cometbft tc: timeout_commit set to {ms} ms (CometBFT's default is 1000 ms)\n"
             );
+        }
+        if self.etcd.is_some() {
+            out += if c.etcd_tls {
+                "etcd tls: TLS on etcd's client and peer ports (mutual between members), as on Tally's\n"
+            } else {
+                "etcd: plain HTTP on its client and peer ports (--etcd-plain); Tally's use TLS\n"
+            };
         }
         out += &format!("{:<30}", "");
         for (label, _) in &cols {
@@ -298,6 +312,7 @@ mod tests {
             batch_max_txs: None,
             batch_timeout_ms: None,
             cometbft_timeout_commit_ms: None,
+            etcd_tls: true,
             cores: 2,
         }
     }
@@ -404,12 +419,24 @@ mod tests {
         for col in [
             "tally key read (3)",
             "tally proof (3)",
-            "etcd range (3)",
+            "etcd range tls (3)",
+            "etcd tls: TLS on etcd's client and peer ports",
             "proof/etcd",
             "completed reads/s",
         ] {
             assert!(table.contains(col), "{col} in\n{table}");
         }
+        // The plain configuration says so, in the column and above the table.
+        let plain = Report {
+            config: RunConfig {
+                etcd_tls: false,
+                ..r.config.clone()
+            },
+            ..r
+        };
+        let table = plain.to_table();
+        assert!(table.contains("etcd range (3)") && !table.contains("etcd range tls"));
+        assert!(table.contains("(--etcd-plain)"), "{table}");
     }
 
     #[test]

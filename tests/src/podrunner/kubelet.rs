@@ -101,10 +101,11 @@ pub(super) async fn delete_now(shared: &Shared, ns: &str, name: &str, uid: &str)
     }
 }
 
-/// An optional ConfigMap or Secret a volume mounts that this runner's watch did not have, so
-/// its files were left out. A pod created right after its Secrets can reach the runner before
-/// them (they come on another watch); if the API server has the source, the pod waits for the
-/// watch instead of starting without its files.
+/// An optional ConfigMap or Secret that a volume mounts or a container's environment reads and
+/// that this runner's watch did not have, so its files or variables were left out. A pod
+/// created right after its Secrets can reach the runner before them (they come on another
+/// watch); if the API server has the source, the container waits for the watch instead of
+/// starting without them.
 pub(super) enum Skipped {
     ConfigMap(String),
     Secret(String),
@@ -538,7 +539,7 @@ impl PodCtx {
                 return Outcome::Stopped;
             }
             let launch = match self.materialize().await {
-                Ok(()) => self.launch(&c),
+                Ok(()) => self.launch_checked(&c).await,
                 Err(w) => Err(w),
             };
             let launch = match launch {
@@ -855,13 +856,7 @@ impl PodCtx {
             };
             planned.push((&v.name, dir, files));
         }
-        for s in &skipped {
-            if self.on_api_server(s).await {
-                return Err(Waiting::mount(format!(
-                    "{s} exists but has not reached this runner yet"
-                )));
-            }
-        }
+        self.none_on_api_server(&skipped, Waiting::mount).await?;
         for (name, dir, files) in planned {
             write_files(&dir, &files)
                 .map_err(|e| Waiting::mount(format!("volume {name:?}: {e}")))?;
@@ -869,12 +864,24 @@ impl PodCtx {
         Ok(())
     }
 
-    /// Whether the API server has a source this runner's watch did not have.
-    async fn on_api_server(&self, s: &Skipped) -> bool {
-        match s {
-            Skipped::ConfigMap(name) => self.api_has::<ConfigMap>(name).await,
-            Skipped::Secret(name) => self.api_has::<Secret>(name).await,
+    /// Waits (as `waiting` says) if the API server has a source this runner's watch did not.
+    async fn none_on_api_server(
+        &self,
+        skipped: &[Skipped],
+        waiting: fn(String) -> Waiting,
+    ) -> Result<(), Waiting> {
+        for s in skipped {
+            let there = match s {
+                Skipped::ConfigMap(name) => self.api_has::<ConfigMap>(name).await,
+                Skipped::Secret(name) => self.api_has::<Secret>(name).await,
+            };
+            if there {
+                return Err(waiting(format!(
+                    "{s} exists but has not reached this runner yet"
+                )));
+            }
         }
+        Ok(())
     }
 
     async fn api_has<K>(&self, name: &str) -> bool
@@ -1054,9 +1061,22 @@ impl PodCtx {
         })
     }
 
+    /// [`Self::launch`], unless an optional source it left out is on the API server.
+    async fn launch_checked(&self, c: &Container) -> Result<Launch, Waiting> {
+        let mut skipped = Vec::new();
+        let launch = self.launch(c, &mut skipped)?;
+        self.none_on_api_server(&skipped, Waiting::config).await?;
+        Ok(launch)
+    }
+
     /// The command line, environment and working folder of a container, as the kubelet would
-    /// build them, with mount paths rewritten to their folders.
-    pub(super) fn launch(&self, c: &Container) -> Result<Launch, Waiting> {
+    /// build them, with mount paths rewritten to their folders. Optional sources absent from
+    /// this runner's watch are left out and recorded in `skipped`.
+    pub(super) fn launch(
+        &self,
+        c: &Container,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Launch, Waiting> {
         let mut env = Env::default();
         env.set(
             "PATH",
@@ -1082,7 +1102,10 @@ impl PodCtx {
                     .get(&ObjectRef::new(&r.name).within(&self.ns))
                 {
                     Some(cm) => Some(cm.data.clone().unwrap_or_default()),
-                    None if r.optional.unwrap_or(false) => None,
+                    None if r.optional.unwrap_or(false) => {
+                        skipped.push(Skipped::ConfigMap(r.name.clone()));
+                        None
+                    }
                     None => {
                         return Err(Waiting::config(format!("configmap {:?} not found", r.name)))
                     }
@@ -1100,7 +1123,10 @@ impl PodCtx {
                             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
                             .collect(),
                     ),
-                    None if r.optional.unwrap_or(false) => None,
+                    None if r.optional.unwrap_or(false) => {
+                        skipped.push(Skipped::Secret(r.name.clone()));
+                        None
+                    }
                     None => return Err(Waiting::config(format!("secret {:?} not found", r.name))),
                 }
             } else {
@@ -1125,7 +1151,12 @@ impl PodCtx {
                         .get(&ObjectRef::new(&r.name).within(&self.ns));
                     match s.as_ref().and_then(|s| s.data.as_ref()?.get(&r.key)) {
                         Some(v) => Some(String::from_utf8_lossy(&v.0).into_owned()),
-                        None if r.optional.unwrap_or(false) => None,
+                        None if r.optional.unwrap_or(false) => {
+                            if s.is_none() {
+                                skipped.push(Skipped::Secret(r.name.clone()));
+                            }
+                            None
+                        }
                         None if s.is_none() => {
                             return Err(Waiting::config(format!("secret {:?} not found", r.name)))
                         }
@@ -1143,7 +1174,12 @@ impl PodCtx {
                         .get(&ObjectRef::new(&r.name).within(&self.ns));
                     match cm.as_ref().and_then(|c| c.data.as_ref()?.get(&r.key)) {
                         Some(v) => Some(v.clone()),
-                        None if r.optional.unwrap_or(false) => None,
+                        None if r.optional.unwrap_or(false) => {
+                            if cm.is_none() {
+                                skipped.push(Skipped::ConfigMap(r.name.clone()));
+                            }
+                            None
+                        }
                         None if cm.is_none() => {
                             return Err(Waiting::config(format!(
                                 "configmap {:?} not found",

@@ -172,18 +172,27 @@ impl Report {
     /// The columns of the table, in order: Tally first, then the baselines, then Tally's
     /// other loads.
     fn columns(&self) -> Vec<(String, &SystemReport)> {
+        self.systems()
+            .into_iter()
+            .map(|(label, s)| (format!("{label} ({})", s.members), s))
+            .collect()
+    }
+
+    /// Each measured system with the label its column (or a sweep's row) carries: what ran
+    /// and how it was set up, so that a figure is never read as another configuration's.
+    pub fn systems(&self) -> Vec<(&'static str, &SystemReport)> {
         let read = self.config.workload == "read";
-        let mut cols: Vec<(String, &SystemReport)> = Vec::new();
+        let mut out: Vec<(&'static str, &SystemReport)> = Vec::new();
         if let Some(t) = &self.tally {
             let label = match (read, t.fsync) {
                 (true, _) => "tally key read",
                 (false, true) => "tally",
                 (false, false) => "tally NO-FSYNC",
             };
-            cols.push((format!("{label} ({})", t.members), t));
+            out.push((label, t));
         }
         if let Some(t) = &self.tally_proof {
-            cols.push((format!("tally proof ({})", t.members), t));
+            out.push(("tally proof", t));
         }
         if let Some(e) = &self.etcd {
             let label = match (read, self.config.etcd_tls) {
@@ -192,7 +201,7 @@ impl Report {
                 (false, true) => "etcd tls",
                 (false, false) => "etcd",
             };
-            cols.push((format!("{label} ({})", e.members), e));
+            out.push((label, e));
         }
         if let Some(c) = &self.cometbft {
             let label = if self.config.cometbft_timeout_commit_ms.is_some() {
@@ -200,12 +209,30 @@ impl Report {
             } else {
                 "cometbft"
             };
-            cols.push((format!("{label} ({})", c.members), c));
+            out.push((label, c));
         }
         if let Some(t) = &self.tally_chaincode {
-            cols.push((format!("tally cc ({})", t.members), t));
+            out.push(("tally cc", t));
         }
-        cols
+        out
+    }
+
+    /// One line for each baseline setting that differs between runs, to print above a table.
+    pub fn setting_lines(&self) -> String {
+        let mut out = String::new();
+        if let Some(ms) = self.config.cometbft_timeout_commit_ms {
+            out += &format!(
+                "cometbft tc: timeout_commit set to {ms} ms (CometBFT's default is 1000 ms)\n"
+            );
+        }
+        if self.etcd.is_some() {
+            out += if self.config.etcd_tls {
+                "etcd tls: TLS on etcd's client and peer ports (mutual between members), as on Tally's\n"
+            } else {
+                "etcd: plain HTTP on its client and peer ports (--etcd-plain); Tally's use TLS\n"
+            };
+        }
+        out
     }
 
     pub fn to_table(&self) -> String {
@@ -228,18 +255,7 @@ impl Report {
             "{} workload, {} clients, {}-byte values, {} channel(s), {} s measured after {} s warm-up, {} cores shared by servers and bench\n",
             c.workload, c.clients, c.value_size, c.channels, c.seconds, c.warmup_seconds, c.cores
         );
-        if let Some(ms) = c.cometbft_timeout_commit_ms {
-            out += &format!(
-                "cometbft tc: timeout_commit set to {ms} ms (CometBFT's default is 1000 ms)\n"
-            );
-        }
-        if self.etcd.is_some() {
-            out += if c.etcd_tls {
-                "etcd tls: TLS on etcd's client and peer ports (mutual between members), as on Tally's\n"
-            } else {
-                "etcd: plain HTTP on its client and peer ports (--etcd-plain); Tally's use TLS\n"
-            };
-        }
+        out += &self.setting_lines();
         out += &format!("{:<30}", "");
         for (label, _) in &cols {
             out += &format!("{label:>20}");
@@ -278,11 +294,12 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::hist::Histogram;
 
-    fn load(ops: u64, lat_ms: u64, cpu: f64) -> LoadResult {
+    /// A load of `ops` operations in 10 s, each taking `lat_ms`, with one error.
+    pub(crate) fn load(ops: u64, lat_ms: u64, cpu: f64) -> LoadResult {
         let mut h = Histogram::new();
         for _ in 0..ops {
             h.record(lat_ms * 1000);
@@ -300,7 +317,8 @@ mod tests {
         }
     }
 
-    fn config() -> RunConfig {
+    /// The default write run's configuration, etcd with TLS.
+    pub(crate) fn config() -> RunConfig {
         RunConfig {
             workload: "write",
             clients: 256,

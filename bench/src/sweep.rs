@@ -2,7 +2,7 @@
 //! channels on the same nodes, value size), one table row per point and system.
 
 use crate::idle::IdleReport;
-use crate::report::{Report, SystemReport};
+use crate::report::Report;
 use anyhow::Result;
 use clap::ValueEnum;
 use serde::Serialize;
@@ -87,8 +87,9 @@ impl SweepReport {
                 PointResult::Load(r) => {
                     let c = &r.config;
                     format!(
-                        "sweep over {dim}: {} workload, {} clients, {} s measured after {} s warm-up per system and point, {} cores\n",
-                        c.workload, c.clients, c.seconds, c.warmup_seconds, c.cores
+                        "sweep over {dim}: {} workload, {} clients, {} s measured after {} s warm-up per system and point, {} cores\n{}",
+                        c.workload, c.clients, c.seconds, c.warmup_seconds, c.cores,
+                        r.setting_lines()
                     )
                 }
                 PointResult::Idle(i) => format!(
@@ -114,26 +115,17 @@ impl SweepReport {
                         out += &load_head;
                         head_done = true;
                     }
-                    let systems: [(&str, &Option<SystemReport>); 5] = [
-                        ("tally", &r.tally),
-                        ("tally proof", &r.tally_proof),
-                        ("etcd", &r.etcd),
-                        ("cometbft", &r.cometbft),
-                        ("tally cc", &r.tally_chaincode),
-                    ];
-                    for (name, s) in systems {
-                        if let Some(s) = s {
-                            out += &format!(
-                                "{:>10}  {name:<16}{:>10.0}{:>9.1}{:>9.1}{:>14.3}{:>8}{:>14.2}\n",
-                                p.value,
-                                s.ops_per_sec,
-                                s.p50_ms,
-                                s.p99_ms,
-                                s.cpu_s_per_1k,
-                                s.errors,
-                                s.other_cores
-                            );
-                        }
+                    for (name, s) in r.systems() {
+                        out += &format!(
+                            "{:>10}  {name:<16}{:>10.0}{:>9.1}{:>9.1}{:>14.3}{:>8}{:>14.2}\n",
+                            p.value,
+                            s.ops_per_sec,
+                            s.p50_ms,
+                            s.p99_ms,
+                            s.cpu_s_per_1k,
+                            s.errors,
+                            s.other_cores
+                        );
                     }
                 }
                 PointResult::Idle(i) => {
@@ -162,6 +154,46 @@ mod tests {
         assert_eq!(Dimension::Nodes.default_points(), [3, 5, 7]);
         assert_eq!(Dimension::Channels.default_points(), [1, 10, 50]);
         assert_eq!(Dimension::ValueSize.default_points(), [256, 4096, 65536]);
+    }
+
+    /// A sweep's rows carry the labels of the run's table, and its head says how etcd ran, so
+    /// that a sweep against etcd on TLS is not read as one against plain etcd.
+    #[tokio::test]
+    async fn load_rows_name_each_system_s_setting() {
+        use crate::report::tests::{config, load};
+        use crate::report::{Measured, RunConfig, SystemReport};
+        for tls in [true, false] {
+            let report = run(Dimension::ValueSize, &[256, 4096], |v| async move {
+                let m = Measured {
+                    tally: Some(SystemReport::from_load(&load(9_000, 30, 2.0), 3, true)),
+                    etcd: Some(SystemReport::from_load(&load(5_000, 60, 2.0), 3, true)),
+                    ..Measured::default()
+                };
+                let config = RunConfig {
+                    value_size: v,
+                    etcd_tls: tls,
+                    ..config()
+                };
+                Ok(PointResult::Load(Box::new(Report::new(m, config))))
+            })
+            .await
+            .unwrap();
+            let table = report.to_table();
+            let etcd_rows: Vec<&str> = table
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("etcd"))
+                .collect();
+            assert_eq!(etcd_rows.len(), 2, "{table}");
+            let tls_rows = etcd_rows.iter().filter(|l| l.contains("etcd tls")).count();
+            if tls {
+                assert_eq!(tls_rows, 2, "{table}");
+                assert!(table.contains("etcd tls: TLS on etcd's client"), "{table}");
+            } else {
+                assert_eq!(tls_rows, 0, "{table}");
+                assert!(table.contains("(--etcd-plain)"), "{table}");
+            }
+            assert!(table.contains("   4096  tally "), "{table}");
+        }
     }
 
     #[tokio::test]

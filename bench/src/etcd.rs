@@ -315,7 +315,7 @@ pub async fn run(p: &EtcdParams) -> Result<SystemReport> {
         "[etcd] healthy; {} clients over {} members",
         p.clients, p.members
     );
-    let addr = |i: usize| cluster.clients[i % cluster.clients.len()].clone();
+    let target = |i: usize| cluster.clients[i % cluster.clients.len()].clone();
     let params = |label: &str| load::LoadParams {
         label: label.into(),
         warmup: p.warmup,
@@ -325,7 +325,9 @@ pub async fn run(p: &EtcdParams) -> Result<SystemReport> {
     let r = match p.reads_after {
         None => {
             let workers = (0..p.clients)
-                .map(|i| EtcdWorker::new(addr(i), format!("bench/{}/{i}/", p.run_id), p.value_size))
+                .map(|i| {
+                    EtcdWorker::new(target(i), format!("bench/{}/{i}/", p.run_id), p.value_size)
+                })
                 .collect();
             load::run(params("etcd"), workers).await
         }
@@ -333,7 +335,7 @@ pub async fn run(p: &EtcdParams) -> Result<SystemReport> {
             let data = Arc::new(preload(&cluster, p, per_client).await?);
             eprintln!("[etcd] preloaded {} keys", data.keys.len());
             let workers = (0..p.clients)
-                .map(|i| EtcdRangeWorker::new(addr(i), data.clone()))
+                .map(|i| EtcdRangeWorker::new(target(i), data.clone()))
                 .collect();
             load::run(params("etcd range reads"), workers).await
         }

@@ -11,6 +11,7 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tally_client::ApiTrust;
 
 /// Where the members find their certificate files, and how the bench connects.
 pub struct EtcdTls {
@@ -55,7 +56,13 @@ impl EtcdTls {
             ca: dir.join("ca.pem"),
             cert: dir.join("member.pem"),
             key: dir.join("member-key.pem"),
-            client: Arc::new(client_config(ca.der().to_vec())?),
+            // The same client configuration as for Tally's nodes (ring, TLS 1.3), trusting
+            // this CA: both systems are dialled alike.
+            client: Arc::new(
+                ApiTrust::from_ca_ders(vec![ca.der().to_vec()])
+                    .and_then(|t| t.client_config())
+                    .context("the etcd CA as a trust root")?,
+            ),
         };
         for (path, pem) in [
             (&files.ca, ca.pem()),
@@ -66,16 +73,6 @@ impl EtcdTls {
         }
         Ok(files)
     }
-}
-
-fn client_config(ca_der: Vec<u8>) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(ca_der.into())
-        .context("the etcd CA as a trust root")?;
-    Ok(rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 #[cfg(test)]
